@@ -1,0 +1,54 @@
+# vitreg: every target works from a clean clone; the environment is created on first use.
+# `make help` lists the targets.
+
+PYTHON      ?= python3
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+CONSTRAINTS := requirements/constraints.txt
+STAMP       := $(VENV)/.vitreg-installed
+KERNEL      := vitreg
+N           ?=
+JOBS        ?= 2
+
+.DEFAULT_GOAL := help
+.PHONY: help env test unit smoke reproduce notebook weights benchmark strip clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade --quiet "pip>=23"
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e ".[notebooks,dev]"
+	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (vitreg)" >/dev/null
+	@touch $(STAMP)
+
+env: $(STAMP) ## Create the environment (.venv) and its Jupyter kernel, if missing
+
+test: $(STAMP) ## Unit tests + every notebook under the smoke profile (offline, CPU)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider tests
+
+unit: $(STAMP) ## Unit tests only (no notebooks)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider -m "not notebook" tests
+
+smoke: $(STAMP) ## Run every notebook with the smoke profile; outputs go to build/smoke/
+	HF_HUB_OFFLINE=1 $(PY) -m vitreg.runner --profile smoke
+
+reproduce: $(STAMP) ## Run every notebook with the real parameters (weights, data, GPU); outputs in build/, figures/, results/
+	$(PY) -m vitreg.runner --profile real
+
+notebook: $(STAMP) ## Run one notebook, e.g. `make notebook N=02` (add PROFILE=smoke for the smoke profile)
+	@test -n "$(N)" || (echo "usage: make notebook N=02 [PROFILE=smoke]"; exit 2)
+	$(PY) -m vitreg.runner --profile $(or $(PROFILE),real) --only $(N)
+
+weights: $(STAMP) ## Download every model the notebooks use into the weights folder (needs internet)
+	$(PY) -m vitreg.weights download --all
+
+benchmark: $(STAMP) ## Capture overhead and memory benchmark (prints ratios)
+	$(PY) benchmarks/bench_capture.py
+
+strip: $(STAMP) ## Strip outputs from notebooks/ (done before every commit)
+	$(PY) -m vitreg.runner --strip
+
+clean: ## Remove build outputs (keeps the environment, weights and feature caches)
+	rm -rf build figures results .pytest_cache

@@ -1,0 +1,155 @@
+"""The model zoo: the ViTs the paper studies, by short readable names.
+
+Paper: Fig. 1-2 (which families show artifacts), Fig. 3 (the 150 norm threshold), Table 3 (which
+features LOST uses). ``../shared/paper-notes.md`` §2 lists the public models.
+
+Every entry maps a short name (``dinov2_l_reg``) to a timm name and tag plus what the analyses need
+to know about it. Any other timm ViT name works too (``get_spec("vit_base_patch16_224.augreg_in21k")``):
+its metadata is then read from timm's pretrained config and, where needed, from the model itself.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import asdict, dataclass, replace
+from typing import Literal
+
+Family = Literal["dino", "dinov2", "deit3", "clip", "mae", "other"]
+LostFeatures = Literal["q", "k", "v"]
+PosInterp = Literal["dinov2_noreg", "dinov2_reg", "timm"]
+
+#: Threshold sources, kept beside the numbers so the notebooks can print them.
+THRESHOLD_NOTES = {
+    "dinov2": "150: the paper's cut-off for DINOv2 ViT-g (Fig. 3), also used by [TTR] for ViT-L",
+    "clip": "75: [TTR]'s cut-off for OpenCLIP ViT-B/16 (paper); their config uses 30",
+    "relative": "no published cut-off: mean + 3 std of patch norms ([TTR]'s heuristic)",
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What vitreg needs to know about one model.
+
+    Args:
+        key: short readable name (``dinov2_l_reg``).
+        timm_name: timm architecture name (``vit_large_patch14_reg4_dinov2``).
+        tag: pretrained tag (``lvd142m``); ``""`` for none.
+        family: model family; decides position-embedding resizing and LOST features.
+        registers: number of register tokens R.
+        patch_size: patch side in pixels.
+        native_resolution: resolution the weights were made for (DINOv2: 518).
+        threshold: absolute outlier cut-off on patch norms (pre final LayerNorm), or None to use
+            the relative rule (mean + 3 std).
+        threshold_note: where the threshold comes from.
+        lost_features: which of q/k/v of the last block LOST uses (Table 3 protocol).
+        pos_interp: how to resize position embeddings to another resolution.
+        paper_name: the name used in the paper's figures.
+        official_files: file names of the official (non-timm) checkpoints, for the weights folder.
+    """
+
+    key: str
+    timm_name: str
+    tag: str
+    family: Family
+    registers: int
+    patch_size: int
+    native_resolution: int
+    threshold: float | None
+    threshold_note: str
+    lost_features: LostFeatures
+    pos_interp: PosInterp
+    paper_name: str
+    official_files: tuple[str, ...] = ()
+
+    @property
+    def full_name(self) -> str:
+        """timm name with tag: what ``timm.create_model`` takes."""
+        return f"{self.timm_name}.{self.tag}" if self.tag else self.timm_name
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _dinov2(size: str, letter: str, reg: bool) -> ModelSpec:
+    sizes = {"s": "small", "b": "base", "l": "large", "g": "giant"}
+    timm_name = f"vit_{sizes[size]}_patch14_{'reg4_' if reg else ''}dinov2"
+    hub = f"dinov2_vit{size}14{'_reg4' if reg else ''}_pretrain.pth"
+    return ModelSpec(
+        key=f"dinov2_{size}{'_reg' if reg else ''}",
+        timm_name=timm_name,
+        tag="lvd142m",
+        family="dinov2",
+        registers=4 if reg else 0,
+        patch_size=14,
+        native_resolution=518,
+        threshold=150.0,
+        threshold_note=THRESHOLD_NOTES["dinov2"],
+        lost_features="k",
+        pos_interp="dinov2_reg" if reg else "dinov2_noreg",
+        paper_name=f"DINOv2 ViT-{letter}/14{' +reg' if reg else ''}",
+        official_files=(hub,),
+    )
+
+
+def _other(key: str, full: str, family: Family, patch: int, res: int, paper: str,
+           lost: LostFeatures, threshold: float | None = None, note: str = THRESHOLD_NOTES["relative"]) -> ModelSpec:
+    timm_name, _, tag = full.partition(".")
+    return ModelSpec(key, timm_name, tag, family, 0, patch, res, threshold, note, lost, "timm", paper)
+
+
+ZOO: dict[str, ModelSpec] = {
+    s.key: s
+    for s in [
+        _other("dino_s16", "vit_small_patch16_224.dino", "dino", 16, 224, "DINO ViT-S/16", "k"),
+        _other("dino_b16", "vit_base_patch16_224.dino", "dino", 16, 224, "DINO ViT-B/16", "k"),
+        *[_dinov2(s, L, r) for s, L in zip("sblg", "SBLg") for r in (False, True)],
+        _other("deit3_b16", "deit3_base_patch16_224.fb_in22k_ft_in1k", "deit3", 16, 224, "DeiT-III ViT-B/16", "v"),
+        _other("deit3_l16", "deit3_large_patch16_224.fb_in22k_ft_in1k", "deit3", 16, 224, "DeiT-III ViT-L/16", "v"),
+        _other("clip_b16_laion", "vit_base_patch16_clip_224.laion2b", "clip", 16, 224, "OpenCLIP ViT-B/16 (LAION-2B)",
+               "v", 75.0, THRESHOLD_NOTES["clip"]),
+        _other("clip_l14_laion", "vit_large_patch14_clip_224.laion2b", "clip", 14, 224, "OpenCLIP ViT-L/14 (LAION-2B)", "v"),
+        _other("clip_b16_openai", "vit_base_patch16_clip_quickgelu_224.openai", "clip", 16, 224,
+               "CLIP ViT-B/16 (OpenAI, QuickGELU)", "v"),
+        _other("clip_l14_openai", "vit_large_patch14_clip_quickgelu_224.openai", "clip", 14, 224,
+               "CLIP ViT-L/14 (OpenAI, QuickGELU)", "v"),
+        _other("mae_b16", "vit_base_patch16_224.mae", "mae", 16, 224, "MAE ViT-B/16 (control)", "k"),
+        _other("mae_l16", "vit_large_patch16_224.mae", "mae", 16, 224, "MAE ViT-L/16 (control)", "k"),
+    ]
+}
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec of a zoo model (``dinov2_l_reg``), or of any timm ViT name (``vit_base_patch16_224.augreg_in21k``).
+
+    Raises:
+        KeyError: the name is neither in the zoo nor a timm model, with the closest names.
+    """
+    if name in ZOO:
+        return ZOO[name]
+    for spec in ZOO.values():  # a zoo model named by its timm name
+        if name in (spec.full_name, spec.timm_name):
+            return spec if name == spec.full_name else replace(spec, tag="")
+    return _spec_from_timm(name)
+
+
+def _spec_from_timm(name: str) -> ModelSpec:
+    import timm
+
+    arch, _, tag = name.partition(".")
+    if arch not in timm.list_models():
+        close = difflib.get_close_matches(name, list(ZOO) + timm.list_models("*vit*") + timm.list_pretrained("*vit*"),
+                                          n=5, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise KeyError(f"unknown model {name!r}: not in the vitreg zoo ({', '.join(ZOO)}) nor in timm.{hint}")
+    cfg = timm.models.get_pretrained_cfg(name) if tag else None
+    res = int(cfg.input_size[-1]) if cfg is not None else 224
+    model = timm.create_model(arch, pretrained=False, img_size=res) if res else timm.create_model(arch)
+    ps = model.patch_embed.patch_size
+    patch = int(ps if isinstance(ps, int) else ps[0])
+    family: Family = "dinov2" if "dinov2" in arch else "clip" if "clip" in arch else "other"
+    return ModelSpec(
+        key=name, timm_name=arch, tag=tag, family=family,
+        registers=int(getattr(model, "num_reg_tokens", 0)), patch_size=patch, native_resolution=res,
+        threshold=None, threshold_note=THRESHOLD_NOTES["relative"],
+        lost_features="k" if family in ("dinov2", "other") else "v", pos_interp="timm", paper_name=name,
+    )
