@@ -1,0 +1,117 @@
+"""Planted ground truth for vitreg.attention (Paper: Fig. 2, App. F, Fig. 9)."""
+
+import pytest
+import torch
+
+from vitreg import attention
+from vitreg.tokens import TokenLayout
+
+
+def _attn(layout, b=4, heads=3, rows=None, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    rows = layout.num_tokens if rows is None else rows
+    logits = torch.randn(b, heads, rows, layout.num_tokens, generator=gen) * 0.1
+    return logits.softmax(-1)
+
+
+@pytest.mark.parametrize("num_reg", [0, 4])
+def test_planted_peak_found_for_cls_and_registers(num_reg):
+    layout = TokenLayout(1, num_reg, (6, 7))
+    attn = _attn(layout)
+    pos = torch.tensor([0, 13, 41, 20])
+    for token in attention.prefix_names(layout):
+        planted = attention.plant_attention_peak(attn, layout, pos, token=token, mass=0.5)
+        assert torch.allclose(planted.sum(-1), torch.ones(()))
+        maps = attention.attention_maps(planted, layout, token=token)
+        assert maps.shape == (4, 6, 7)
+        peaks = attention.peak_positions(maps, k=1)[:, 0]
+        assert torch.equal(peaks[:, 0] * 7 + peaks[:, 1], pos)
+        # the spike dominates the score; the un-planted map is near uniform
+        assert torch.all(attention.top_share(maps, top_frac=0.02) > 0.5)
+        clean = attention.attention_maps(attn, layout, token=token)
+        assert torch.all(attention.top_share(clean, top_frac=0.02) < 0.1)
+
+
+def test_registers_rows_are_distinct():
+    layout = TokenLayout(1, 4, (5, 5))
+    attn = _attn(layout)
+    planted = attention.plant_attention_peak(attn, layout, torch.tensor([3, 3, 3, 3]), token="reg2", mass=0.9)
+    assert attention.top_share(attention.attention_maps(planted, layout, token="reg2"), top_frac=0.04).min() > 0.8
+    assert attention.top_share(attention.attention_maps(planted, layout, token="cls"), top_frac=0.04).max() < 0.2
+    assert attention.prefix_row(layout, "reg2") == 3
+
+
+def test_prefix_rows_capture_equals_all_rows():
+    layout = TokenLayout(1, 4, (4, 4))
+    attn = _attn(layout)
+    prefix_only = attn[:, :, : layout.num_prefix]
+    for t in range(layout.num_prefix):
+        assert torch.equal(attention.attention_maps(attn, layout, token=t),
+                           attention.attention_maps(prefix_only, layout, token=t))
+
+
+def test_mean_over_heads_and_per_head():
+    layout = TokenLayout(1, 0, (4, 4))
+    attn = _attn(layout, heads=2)
+    per_head = attention.attention_maps(attn, layout, heads="all")
+    assert per_head.shape == (4, 2, 4, 4)
+    assert torch.allclose(per_head.flatten(-2).sum(-1), torch.ones(4, 2))
+    mean = attention.attention_maps(attn, layout, heads="mean")
+    assert torch.allclose(mean, per_head.mean(1))
+    raw = attention.attention_maps(attn, layout, renormalize=False)
+    assert raw.flatten(-2).sum(-1).max() < 1.0  # mass on [CLS] itself left out
+
+
+def test_planted_peak_in_one_head_only():
+    layout = TokenLayout(1, 0, (5, 5))
+    attn = _attn(layout, heads=4)
+    attn[:, 2, 0] = 0.0
+    attn[:, 2, 0, 1 + 7] = 1.0
+    per_head = attention.attention_maps(attn, layout, heads="all")
+    scores = attention.top_share(per_head, top_frac=0.04)  # (B, heads)
+    assert torch.all(scores.argmax(-1) == 2)
+    assert torch.all(scores[:, 2] == 1.0)
+
+
+def test_mask_share_and_summary():
+    layout = TokenLayout(1, 0, (4, 4))
+    attn = attention.plant_attention_peak(_attn(layout), layout, torch.tensor([5, 5, 5, 5]), mass=0.7)
+    maps = attention.attention_maps(attn, layout)
+    outliers = torch.zeros(4, 16, dtype=torch.bool)
+    outliers[:, 5] = True
+    share = attention.mask_share(maps, outliers)
+    assert torch.all(share > 0.7)
+    control = torch.zeros_like(outliers)
+    control[:, 9] = True
+    assert torch.all(attention.mask_share(maps, control) < 0.1)
+    summary = attention.artifact_scores(maps, top_frac=0.05, outliers=outliers)
+    assert summary["top_share_mean"] > 0.7 and summary["outlier_share_mean"] > 0.7
+    assert summary["top_share_uniform"] == pytest.approx(1 / 16)
+
+
+def test_uniform_map_scores_its_top_fraction():
+    maps = torch.ones(2, 10, 10)
+    assert torch.allclose(attention.top_share(maps, top_frac=0.05), torch.tensor(0.05))
+
+
+def test_upsample_nearest_keeps_peak_square_and_normalize():
+    maps = torch.zeros(2, 3, 4)
+    maps[:, 1, 2] = 1.0
+    up = attention.upsample_maps(maps, (30, 40))
+    assert up.shape == (2, 30, 40)
+    assert up[:, 10:20, 20:30].min() == 1.0 and up.sum() == 2 * 100
+    smooth = attention.upsample_maps(maps, (30, 40), mode="bilinear")
+    assert smooth.shape == (2, 30, 40)
+    assert smooth[0, 15, 25] >= smooth[0].max() - 1e-6 and smooth[0, 0, 0] == 0.0
+    n = attention.normalize_maps(torch.rand(3, 2, 5, 5) * 7 + 2)
+    assert torch.allclose(n.flatten(-2).amin(-1), torch.zeros(3, 2))
+    assert torch.allclose(n.flatten(-2).amax(-1), torch.ones(3, 2))
+
+
+def test_errors_are_clear():
+    layout = TokenLayout(1, 4, (4, 4))
+    with pytest.raises(ValueError, match="prefix token"):
+        attention.attention_maps(_attn(layout), layout, token="reg7")
+    wrong = TokenLayout(1, 0, (4, 4))
+    with pytest.raises(ValueError, match="tokens"):
+        attention.attention_maps(_attn(layout), wrong)

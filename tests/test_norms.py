@@ -1,0 +1,112 @@
+"""Planted ground truth for vitreg.norms (Paper: Fig. 3, Fig. 4a, App. A Fig. 10)."""
+
+import math
+
+import pytest
+import torch
+
+from vitreg import norms
+
+
+def _tokens(b=6, n=64, d=32, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(b, n, d, generator=gen)  # norms ~ sqrt(32) ~ 5.7
+
+
+def test_token_norms_match_definition():
+    x = _tokens()
+    assert torch.allclose(norms.token_norms(x), torch.sqrt((x ** 2).sum(-1)))
+
+
+def test_planted_outliers_found_exactly_absolute_and_relative():
+    x = _tokens()
+    truth = norms.random_outlier_mask(6, (8, 8), fraction=0.03, seed=1)
+    assert truth.any()
+    planted = norms.plant_outliers(x, truth, norm=400.0)
+    n = norms.token_norms(planted)
+    assert torch.equal(norms.outlier_mask(n, threshold=150.0), truth)
+    assert torch.equal(norms.outlier_mask(n, threshold=None, k_std=3.0), truth)
+    # unmarked tokens untouched
+    assert torch.equal(planted[~truth], x[~truth])
+
+
+def test_noise_control_has_no_absolute_outliers():
+    n = norms.token_norms(_tokens())
+    assert not norms.outlier_mask(n, threshold=150.0).any()
+    # relative rule on Gaussian-like norms flags only a thin tail
+    assert norms.outlier_mask(n, threshold=None).float().mean() < 0.01
+
+
+def test_threshold_relative_rule():
+    n = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    assert norms.outlier_threshold(n, threshold=None, k_std=1.0) == pytest.approx(2.5 + n.std().item())
+    assert norms.outlier_threshold(n, threshold=7) == 7.0
+
+
+def test_fraction_ci_covers_truth_and_shrinks():
+    truth = norms.random_outlier_mask(400, (10, 10), fraction=0.025, seed=3)
+    ci = norms.outlier_fraction(truth, n_boot=500)
+    assert ci.low <= ci.fraction <= ci.high
+    assert ci.low < 0.025 < ci.high
+    small = norms.outlier_fraction(truth[:20], n_boot=500)
+    assert (small.high - small.low) > (ci.high - ci.low)
+    assert ci.n_images == 400 and ci.n_tokens == 40000
+    assert "CI over 400 images" in str(ci)
+
+
+def test_fraction_ci_zero_when_no_outliers():
+    ci = norms.outlier_fraction(torch.zeros(10, 50, dtype=torch.bool))
+    assert ci.fraction == ci.low == ci.high == 0.0
+
+
+def test_fraction_rejects_flat_mask():
+    with pytest.raises(ValueError, match="one row per image"):
+        norms.outlier_fraction(torch.zeros(50, dtype=torch.bool))
+
+
+def test_block_statistics_find_planted_emergence():
+    # 10 blocks; outliers planted from block 6 on
+    base = torch.rand(10, 8, 49) * 50
+    truth = norms.random_outlier_mask(8, (7, 7), fraction=0.05, seed=2)
+    stack = base.clone()
+    stack[6:, truth] = 300.0
+    frac = norms.block_outlier_fractions(stack, threshold=150.0)
+    assert torch.all(frac[:6] == 0)
+    assert torch.allclose(frac[6:], truth.float().mean().expand(4))
+    assert norms.emergence_block(frac, min_fraction=0.01) == 6
+    assert norms.emergence_block(torch.zeros(10)) is None
+    q = norms.block_norm_quantiles(stack, qs=(0.5, 1.0))
+    assert q.shape == (10, 2)
+    assert torch.all(q[6:, 1] == 300.0) and torch.all(q[:6, 1] < 50)
+
+
+def test_norm_ratio():
+    n = torch.ones(2, 100)
+    assert norms.norm_ratio(n) == 1.0
+    n[0, 3] = 11.0
+    assert norms.norm_ratio(n) == 11.0
+
+
+def test_frequency_map_border_and_stripes():
+    h, w = 8, 10
+    bias = torch.ones(w)
+    bias[[2, 5, 8]] = 20.0
+    mask = norms.random_outlier_mask(500, (h, w), fraction=0.02, seed=0, column_bias=bias)
+    freq = norms.outlier_frequency_map(mask, (h, w))
+    assert freq.shape == (h, w)
+    cols = freq.mean(0)
+    assert set(cols.topk(3).indices.tolist()) == {2, 5, 8}
+    assert norms.stripe_index(freq) > 3
+    # control: no bias -> no stripes
+    plain = norms.outlier_frequency_map(norms.random_outlier_mask(500, (h, w), fraction=0.1, seed=1), (h, w))
+    assert norms.stripe_index(plain) < 2.5
+    border = torch.zeros(h, w)
+    border[0] = border[-1] = 0.2
+    border[1:-1] = 0.05
+    assert norms.border_ratio(border) > 1.5
+    assert math.isclose(norms.border_ratio(torch.full((h, w), 0.1)), 1.0, rel_tol=1e-6)
+
+
+def test_frequency_map_rejects_wrong_grid():
+    with pytest.raises(ValueError, match="grid"):
+        norms.outlier_frequency_map(torch.zeros(3, 50, dtype=torch.bool), (7, 7))

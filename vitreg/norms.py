@@ -1,0 +1,265 @@
+"""Token norms and high-norm ("outlier", "artifact") tokens.
+
+Paper: Fig. 3 (bimodal norm histogram of DINOv2 ViT-g, cut-off 150, 2.37% outliers), Fig. 4a (outliers
+separate around block 15 of 40), App. A Fig. 10 (outlier frequency per grid position: borders and
+vertical stripes). Used in notebooks 02 (norms), 03 (emergence) and 04 (redundant patches).
+
+Always measure norms BEFORE the final LayerNorm (``Recording.norms`` does): after it the outliers vanish
+from the histogram (dinov2 issues #293 and #373).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+def token_norms(tokens: torch.Tensor) -> torch.Tensor:
+    """L2 norm over channels of every token.
+
+    Paper: Fig. 3 ("L2 norm of each patch token at the output of the model").
+
+    Args:
+        tokens: ``(..., D)`` token features, e.g. ``(B, T, D)`` block outputs.
+
+    Returns:
+        ``(...)`` float tensor of norms, e.g. ``(B, T)``.
+    """
+    return tokens.float().norm(dim=-1)
+
+
+def outlier_threshold(norms: torch.Tensor, *, threshold: float | None = None, k_std: float = 3.0) -> float:
+    """The cut-off above which a token counts as high-norm.
+
+    Paper: Fig. 3 (150 for DINOv2). [TTR]'s relative rule for models without a published cut-off:
+    ``mean + k_std * std`` of all patch norms given (pooled over images and positions).
+
+    Args:
+        norms: patch-token norms of any shape (all values are pooled).
+        threshold: absolute cut-off; ``None`` uses the relative rule.
+        k_std: width of the relative rule.
+
+    Returns:
+        the cut-off as a float.
+    """
+    if threshold is not None:
+        return float(threshold)
+    values = norms.float().flatten()
+    if values.numel() < 2:
+        raise ValueError("the relative rule needs at least 2 norms; pass an absolute threshold instead")
+    return float(values.mean() + k_std * values.std())
+
+
+def outlier_mask(norms: torch.Tensor, *, threshold: float | None = None, k_std: float = 3.0) -> torch.Tensor:
+    """Mark high-norm ("artifact") patch tokens: ``norm > cut-off``.
+
+    Paper: Fig. 3 (DINOv2 ViT-g: norm > 150 at the output, 2.37% of tokens).
+
+    Args:
+        norms: ``(B, N)`` L2 norms of patch tokens (no prefix tokens), measured BEFORE the final LayerNorm.
+        threshold: absolute cut-off; ``None`` uses mean + k_std * std over all given tokens.
+        k_std: width of the relative rule.
+
+    Returns:
+        bool mask with the shape of ``norms``.
+    """
+    return norms.float() > outlier_threshold(norms, threshold=threshold, k_std=k_std)
+
+
+@dataclass(frozen=True)
+class FractionCI:
+    """A fraction of tokens with a bootstrap confidence interval over images."""
+
+    fraction: float
+    low: float
+    high: float
+    level: float
+    n_images: int
+    n_tokens: int
+
+    def to_dict(self) -> dict:
+        return {"fraction": self.fraction, "ci_low": self.low, "ci_high": self.high, "ci_level": self.level,
+                "n_images": self.n_images, "n_tokens": self.n_tokens}
+
+    def __str__(self) -> str:
+        return (f"{100 * self.fraction:.2f}% [{100 * self.low:.2f}, {100 * self.high:.2f}] "
+                f"({100 * self.level:.0f}% CI over {self.n_images} images)")
+
+
+def outlier_fraction(mask: torch.Tensor, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> FractionCI:
+    """Fraction of outlier tokens with a percentile bootstrap CI that resamples IMAGES.
+
+    Paper: Fig. 3 caption (2.37% of ViT-g tokens). Tokens of one image are not independent, so the
+    interval resamples whole images with replacement.
+
+    Args:
+        mask: ``(B, N)`` bool outlier mask, one row per image.
+        n_boot: number of bootstrap resamples.
+        level: coverage of the interval (0.95 for a 95% CI).
+        seed: seed of the resampling.
+
+    Returns:
+        :class:`FractionCI` with the pooled fraction and the interval.
+    """
+    if mask.dim() != 2 or mask.shape[0] < 1:
+        raise ValueError(f"mask must be (B, N) with one row per image, got shape {tuple(mask.shape)}")
+    per_image = mask.float().mean(dim=1)  # equal N per image, so the pooled fraction is the mean
+    frac = float(per_image.mean())
+    b = per_image.shape[0]
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, b, (n_boot, b), generator=gen)
+    boots = per_image[idx].mean(dim=1)
+    alpha = (1 - level) / 2
+    low, high = torch.quantile(boots, torch.tensor([alpha, 1 - alpha])).tolist()
+    return FractionCI(frac, float(low), float(high), level, b, int(mask.numel()))
+
+
+def norm_ratio(norms: torch.Tensor) -> float:
+    """Max over median of the norms: ~10 for DINOv2 ViT-g before the final LayerNorm, ~1 after it.
+
+    Paper: Fig. 3 ("about 10x the normal norm"); a threshold-free measure of the outliers.
+    """
+    values = norms.float().flatten()
+    return float(values.max() / values.median())
+
+
+def block_outlier_fractions(norm_stack: torch.Tensor, *, threshold: float | None = None,
+                            k_std: float = 3.0) -> torch.Tensor:
+    """Fraction of outlier patches at every block.
+
+    Paper: Fig. 4a (outliers appear around block 15 of 40 in ViT-g).
+
+    Args:
+        norm_stack: ``(L, B, N)`` patch norms per block (``Recording.norm_stack()`` then the patch slice).
+        threshold: absolute cut-off applied at every block; ``None`` uses the relative rule per block.
+        k_std: width of the relative rule.
+
+    Returns:
+        ``(L,)`` float tensor of fractions.
+    """
+    _check_stack(norm_stack)
+    return torch.stack([outlier_mask(n, threshold=threshold, k_std=k_std).float().mean() for n in norm_stack])
+
+
+def block_norm_quantiles(norm_stack: torch.Tensor, qs: tuple[float, ...] = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95,
+                                                                              0.99, 1.0)) -> torch.Tensor:
+    """Per-block norm distribution summarised by quantiles (pooled over images and patches).
+
+    Paper: Fig. 4a (norm distribution along depth).
+
+    Args:
+        norm_stack: ``(L, B, N)`` patch norms per block.
+        qs: quantile levels in [0, 1].
+
+    Returns:
+        ``(L, len(qs))`` tensor.
+    """
+    _check_stack(norm_stack)
+    flat = norm_stack.float().flatten(1)
+    return torch.quantile(flat, torch.tensor(qs, dtype=flat.dtype), dim=1).T
+
+
+def emergence_block(fractions: torch.Tensor, *, min_fraction: float = 0.005) -> int | None:
+    """First block (0-based) from which the outlier fraction stays at or above ``min_fraction``.
+
+    Paper: Fig. 4a ("around layer 15" of ViT-g's 40). ``None`` when outliers never settle in.
+    """
+    above = (fractions >= min_fraction).tolist()
+    for i in range(len(above)):
+        if all(above[i:]):
+            return i
+    return None
+
+
+def outlier_frequency_map(mask: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """How often each grid position holds an outlier, over images.
+
+    Paper: App. A, Fig. 10 (borders more often; vertical stripes in the no-register DINOv2, up to >20%).
+
+    Args:
+        mask: ``(B, N)`` bool outlier mask of patch tokens (row-major, ``N = h * w``).
+        grid: ``(h, w)`` patch grid (``TokenLayout.grid``).
+
+    Returns:
+        ``(h, w)`` float tensor of frequencies in [0, 1].
+    """
+    h, w = grid
+    if mask.dim() != 2 or mask.shape[1] != h * w:
+        raise ValueError(f"mask must be (B, {h * w}) for a {h}x{w} grid, got shape {tuple(mask.shape)}")
+    return mask.float().mean(dim=0).reshape(h, w)
+
+
+def border_ratio(freq_map: torch.Tensor, width: int = 1) -> float:
+    """Outlier frequency on the border ring over that of the interior (>1: borders favoured).
+
+    Paper: App. A (outliers sit more often near the borders). ``nan`` if the interior has none.
+    """
+    h, w = freq_map.shape
+    if h <= 2 * width or w <= 2 * width:
+        raise ValueError(f"grid {h}x{w} too small for a border of width {width}")
+    inner = torch.zeros_like(freq_map, dtype=torch.bool)
+    inner[width:h - width, width:w - width] = True
+    inside = float(freq_map[inner].mean())
+    return float(freq_map[~inner].mean()) / inside if inside > 0 else math.nan
+
+
+def stripe_index(freq_map: torch.Tensor) -> float:
+    """Vertical-stripe strength: spread of the column means over spread of the row means.
+
+    Paper: App. A, Fig. 10 (vertical stripes from non-antialiased position-embedding interpolation).
+    Values well above 1 mean the frequency varies with the column more than with the row.
+    ``nan`` for a constant map.
+    """
+    col_sd = float(freq_map.mean(dim=0).std())
+    row_sd = float(freq_map.mean(dim=1).std())
+    if row_sd == 0:
+        return math.inf if col_sd > 0 else math.nan
+    return col_sd / row_sd
+
+
+def plant_outliers(tokens: torch.Tensor, mask: torch.Tensor, *, norm: float = 400.0) -> torch.Tensor:
+    """Rescale the marked tokens to a given norm: planted ground truth for the smoke checks and tests.
+
+    Args:
+        tokens: ``(B, N, D)`` patch tokens.
+        mask: ``(B, N)`` bool, the tokens to turn into outliers.
+        norm: their new L2 norm (above the cut-off).
+
+    Returns:
+        a new tensor; the unmarked tokens are unchanged.
+    """
+    if mask.shape != tokens.shape[:2]:
+        raise ValueError(f"mask shape {tuple(mask.shape)} does not match tokens {tuple(tokens.shape)}")
+    scale = norm / tokens.float().norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return torch.where(mask.unsqueeze(-1), tokens * scale.to(tokens.dtype), tokens)
+
+
+def random_outlier_mask(batch: int, grid: tuple[int, int], *, fraction: float = 0.02, seed: int = 0,
+                        column_bias: torch.Tensor | None = None) -> torch.Tensor:
+    """A random ``(B, N)`` outlier mask with about ``fraction`` of positions set: planted ground truth.
+
+    Args:
+        batch: number of images.
+        grid: ``(h, w)`` patch grid.
+        fraction: expected share of outliers.
+        seed: random seed.
+        column_bias: optional ``(w,)`` non-negative weights per column (plants App. A's stripes).
+
+    Returns:
+        bool mask ``(B, h * w)``.
+    """
+    h, w = grid
+    gen = torch.Generator().manual_seed(seed)
+    prob = torch.full((h, w), float(fraction))
+    if column_bias is not None:
+        bias = column_bias.float().reshape(1, w)
+        prob = prob * bias / bias.mean()
+    return (torch.rand(batch, h, w, generator=gen) < prob.clamp(0, 1)).reshape(batch, h * w)
+
+
+def _check_stack(norm_stack: torch.Tensor) -> None:
+    if norm_stack.dim() != 3:
+        raise ValueError(f"expected (L, B, N) norms per block, got shape {tuple(norm_stack.shape)}; "
+                         "use layout.patches on each block's (B, T) norms first")
