@@ -110,3 +110,22 @@ def test_frequency_map_border_and_stripes():
 def test_frequency_map_rejects_wrong_grid():
     with pytest.raises(ValueError, match="grid"):
         norms.outlier_frequency_map(torch.zeros(3, 50, dtype=torch.bool), (7, 7))
+
+
+def test_planted_high_norm_tokens_found_exactly_in_random_timm_model():
+    """End to end: plant outliers inside a real (random-init) DINOv2 at block 6, find them at the output."""
+    from vitreg.capture import capture, plant_outliers_per_image
+    from vitreg.weights import load_model
+
+    loaded = load_model("dinov2_s", pretrained=False, image_size=112)
+    layout = loaded.layout
+    truth = norms.random_outlier_mask(3, layout.grid, fraction=0.05, seed=4)
+    truth[0, 0] = True  # every image has at least one
+    tokens = [(layout.num_prefix + torch.nonzero(row).flatten()).tolist() for row in truth]
+    x = torch.randn(3, 3, 112, 112, generator=torch.Generator().manual_seed(0))
+    with plant_outliers_per_image(loaded.model, 6, tokens, norm=1000.0), capture(loaded.model, norms=[-1]) as rec:
+        loaded.forward(x)
+    patch_norms = layout.patches(rec.norms[-1])
+    assert patch_norms[~truth].max() < 150  # control: random-init tokens stay low
+    assert torch.equal(norms.outlier_mask(patch_norms, threshold=150.0), truth)
+    assert torch.equal(norms.outlier_mask(patch_norms, threshold=None), truth)
