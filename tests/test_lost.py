@@ -1,0 +1,104 @@
+"""LOST on planted feature maps (Table 3): the planted object is found, noise is not, prefix tokens are dropped."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vitreg.boxes import corloc
+from vitreg.lost import lost, mask_to_box, patch_features, planted_feature_maps, seed_component
+from vitreg.tokens import TokenLayout
+
+GRID = (12, 14)
+BOXES = [[2, 3, 7, 8], [8, 0, 13, 4], [0, 6, 4, 12], [5, 4, 10, 9]]  # (x0, y0, x1, y1) in patches
+
+
+def test_lost_finds_the_planted_object():
+    feats = planted_feature_maps(BOXES, GRID, seed=1)
+    res = lost(feats, GRID)
+    assert res.boxes_patch.tolist() == BOXES
+    for i, (x0, y0, x1, y1) in enumerate(BOXES):  # the seed lies on the object
+        sy, sx = divmod(int(res.seed[i]), GRID[1])
+        assert x0 <= sx < x1 and y0 <= sy < y1
+        assert int(res.component[i].sum()) == (x1 - x0) * (y1 - y0)
+
+
+def test_lost_with_cosine_similarity_and_bias_finds_the_object():
+    feats = 7.0 * planted_feature_maps(BOXES, GRID, seed=2)
+    for bias in (0.0, -0.2):
+        res = lost(feats, GRID, normalize=True, bias=bias)
+        assert res.boxes_patch.tolist() == BOXES
+
+
+def test_noise_features_do_not_recover_the_planted_boxes():
+    """Noise control: with no object in the features, CorLoc against the 'planted' boxes is low."""
+    gen = torch.Generator().manual_seed(0)
+    boxes = [BOXES[i % 4] for i in range(32)]
+    feats = torch.randn(32, GRID[0] * GRID[1], 32, generator=gen)
+    res = lost(feats, GRID)
+    assert corloc(res.boxes, np.asarray(boxes, dtype=float)[:, None]) < 25.0
+    planted = lost(planted_feature_maps(boxes, GRID, seed=3), GRID)
+    assert corloc(planted.boxes, np.asarray(boxes, dtype=float)[:, None]) == 100.0
+
+
+def test_batch_gives_the_same_as_one_by_one():
+    feats = planted_feature_maps(BOXES, GRID, noise=0.4, seed=4)  # noisy: ties and near-ties happen
+    batch = lost(feats, GRID, k_patches=30)
+    for i in range(len(BOXES)):
+        one = lost(feats[i : i + 1], GRID, k_patches=30)
+        assert one.boxes_patch[0].tolist() == batch.boxes_patch[i].tolist()
+        assert int(one.seed[0]) == int(batch.seed[i])
+        assert torch.equal(one.component[0], batch.component[i])
+
+
+def test_registers_are_sliced_off_and_an_outlier_there_does_not_move_the_box():
+    layout = TokenLayout(num_cls=1, num_reg=4, grid=GRID)
+    tokens = planted_feature_maps(BOXES, GRID, num_prefix=layout.num_prefix, seed=5)
+    # a high-norm register pointing away from every patch: the seed a wrongly sliced LOST would pick
+    tokens[:, 2] = -50.0 * tokens[:, layout.num_prefix:].mean(1)
+    res = lost(patch_features(tokens, layout), GRID)
+    assert res.boxes_patch.tolist() == BOXES
+    reference = lost(planted_feature_maps(BOXES, GRID, seed=5), GRID)
+    assert torch.equal(res.boxes_patch, reference.boxes_patch)
+    # the classic mistake, dropping one prefix token, keeps the registers as "patches": the box moves
+    wrong = lost(tokens[:, 1 : 1 + layout.num_patches], GRID)
+    assert wrong.boxes_patch.tolist() != BOXES
+    with pytest.raises(ValueError, match="prefix"):
+        lost(tokens[:, 1:], GRID)
+
+
+def test_an_artifact_patch_steals_the_seed():
+    """What high-norm outliers do to LOST (why registers help): the box collapses onto the artifact."""
+    artifact = [0, GRID[1] * GRID[0] - 1, 5, 150]
+    res = lost(planted_feature_maps(BOXES, GRID, artifact=artifact, seed=6), GRID)
+    assert res.seed.tolist() == artifact
+    assert ((res.boxes_patch[:, 2:] - res.boxes_patch[:, :2]) == 1).all()
+
+
+def test_flood_fill_matches_scipy_label():
+    ndimage = pytest.importorskip("scipy.ndimage")
+    gen = torch.Generator().manual_seed(7)
+    mask = torch.rand(16, 9, 11, generator=gen) > 0.45
+    seeds = torch.stack([torch.nonzero(m.flatten())[0, 0] for m in mask])
+    comp = seed_component(mask, seeds)
+    for i in range(16):
+        labels, _ = ndimage.label(mask[i].numpy())  # default structure: 4-connectivity
+        sy, sx = divmod(int(seeds[i]), 11)
+        assert np.array_equal(comp[i].numpy(), labels == labels[sy, sx])
+
+
+def test_mask_to_box_hand_case():
+    m = torch.zeros(2, 5, 6, dtype=torch.bool)
+    m[0, 1:3, 2:5] = True
+    m[1, 4, 0] = True
+    assert mask_to_box(m).tolist() == [[2, 1, 5, 3], [0, 4, 1, 5]]
+    with pytest.raises(ValueError):
+        mask_to_box(torch.zeros(1, 3, 3, dtype=torch.bool))
+
+
+def test_boxes_map_to_pixels_and_clip_to_the_image():
+    feats = planted_feature_maps([[2, 3, 7, 8], [8, 0, 14, 4]], GRID, seed=8)
+    res = lost(feats, GRID, scale=[[16.0, 16.0], [10.0, 20.0]], image_hw=[[1000, 1000], [100, 270]])
+    assert res.boxes[0].tolist() == [32.0, 48.0, 112.0, 128.0]
+    assert res.boxes[1].tolist() == [160.0, 0.0, 270.0, 40.0]  # x1 = 14 * 20 = 280 clipped to 270

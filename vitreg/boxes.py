@@ -1,0 +1,363 @@
+"""Datasets of images with ground-truth boxes, and box geometry (IoU, CorLoc).
+
+Paper: Table 3 (LOST object discovery, CorLoc on VOC07 / VOC12 trainval and COCO20k).
+Used in notebook 08 (LOST).
+
+Datasets live under one local root: the ``root`` argument, else the environment variable
+``VITREG_DATA``, else ``data/datasets`` in the repository. Nothing is ever downloaded. A dataset
+that is missing is *skipped* by :func:`open_box_dataset` with one clear line saying where it was
+looked for and how to get it; it never crashes a notebook. Layouts (any one works)::
+
+    <root>/VOCdevkit/VOC2007/{Annotations,JPEGImages,ImageSets/Main/trainval.txt}
+    <root>/VOC2007/...            (or <root>/VOC2007/VOCdevkit/VOC2007/..., as torchvision extracts it)
+    <root>/VOCdevkit/VOC2012/...  (idem for 2012)
+    <root>/COCO/images/train2014/COCO_train2014_000000xxxxxx.jpg   (or <root>/COCO/train2014/...)
+    <root>/COCO/annotations/instances_train2014.json
+    <root>/coco_20k_filenames.txt  (or <root>/COCO/coco_20k_filenames.txt)
+
+COCO20k is the 19,817-image subset of COCO 2014 *train* that LOST (Siméoni et al., 2021) and
+the registers paper use; the list of file names is ``datasets/coco_20k_filenames.txt`` of the
+public valeoai/LOST repository (one ``COCO_train2014_000000xxxxxx.jpg`` per line). If LOST's
+pre-selected annotation file ``instances_train2014_sel20k.json`` is found beside it, it is used
+instead of the full ``instances_train2014.json``.
+
+Box convention everywhere: ``(x_min, y_min, x_max, y_max)`` in pixels of the *original* image,
+continuous coordinates with 0 at the top-left corner of the first pixel. VOC's 1-based inclusive
+integers are converted as LOST does (``xmin - 1, ymin - 1, xmax, ymax``); COCO's ``[x, y, w, h]``
+becomes ``[x, y, x + w, y + h]`` rounded to integers, with ``iscrowd`` boxes dropped (LOST).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+BoxDatasetName = Literal["VOC07", "VOC12", "COCO20k", "synthetic"]
+
+#: Sizes of the evaluation sets of Table 3, to check that a local copy is complete.
+EXPECTED_SIZES = {"VOC07": 5011, "VOC12": 11540, "COCO20k": 19817}
+
+#: Where to get each dataset (printed when it is missing).
+HOW_TO_GET = {
+    "VOC07": "PASCAL VOC 2007 trainval (VOCtrainval_06-Nov-2007.tar) from host.robots.ox.ac.uk/pascal/VOC",
+    "VOC12": "PASCAL VOC 2012 trainval (VOCtrainval_11-May-2012.tar) from host.robots.ox.ac.uk/pascal/VOC",
+    "COCO20k": "COCO 2014 train images + annotations/instances_train2014.json from cocodataset.org, and "
+               "datasets/coco_20k_filenames.txt from github.com/valeoai/LOST",
+}
+
+
+@dataclass
+class BoxSample:
+    """One image with its ground-truth boxes.
+
+    Args:
+        image: RGB PIL image at its original size.
+        boxes: ``(n, 4)`` float array of ``(x0, y0, x1, y1)`` pixel boxes (``n`` may be 0).
+        name: file name or id, for figures and for matching predictions.
+    """
+
+    image: Image.Image
+    boxes: np.ndarray
+    name: str
+
+
+class BoxDataset(Protocol):
+    """What notebook 08 needs of a dataset: a name, a length and indexable :class:`BoxSample` s."""
+
+    name: str
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, i: int) -> BoxSample: ...
+
+
+# --- geometry ------------------------------------------------------------------------------------
+def box_iou(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """Pairwise intersection over union of two sets of ``(x0, y0, x1, y1)`` boxes.
+
+    Paper: Table 3 (CorLoc counts a box as correct when IoU >= 0.5).
+
+    Args:
+        a: ``(N, 4)`` boxes (or a single ``(4,)`` box).
+        b: ``(M, 4)`` boxes (or a single ``(4,)`` box).
+
+    Returns:
+        ``(N, M)`` float64 tensor of IoU values in [0, 1]; 0 where the union is empty.
+    """
+    a_t = torch.as_tensor(np.asarray(a, dtype=np.float64)).reshape(-1, 4)
+    b_t = torch.as_tensor(np.asarray(b, dtype=np.float64)).reshape(-1, 4)
+    if ((a_t[:, 2:] < a_t[:, :2]).any()) or ((b_t[:, 2:] < b_t[:, :2]).any()):
+        raise ValueError("boxes must be (x0, y0, x1, y1) with x1 >= x0 and y1 >= y0")
+    lt = torch.maximum(a_t[:, None, :2], b_t[None, :, :2])
+    rb = torch.minimum(a_t[:, None, 2:], b_t[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    area_a = (a_t[:, 2:] - a_t[:, :2]).prod(-1)
+    area_b = (b_t[:, 2:] - b_t[:, :2]).prod(-1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
+
+
+def corloc_hits(pred: torch.Tensor | np.ndarray, gt: Sequence[np.ndarray | torch.Tensor],
+                threshold: float = 0.5) -> np.ndarray:
+    """Per image: does the predicted box overlap *some* ground-truth box with IoU >= threshold?
+
+    Paper: Table 3 (CorLoc). An image without ground-truth boxes counts as a miss, as in LOST.
+
+    Args:
+        pred: ``(B, 4)`` one predicted box per image.
+        gt: B arrays of shape ``(n_i, 4)``.
+        threshold: IoU cut-off (0.5 in the paper).
+
+    Returns:
+        ``(B,)`` bool array.
+    """
+    pred_np = np.asarray(pred, dtype=np.float64).reshape(-1, 4)
+    if len(gt) != len(pred_np):
+        raise ValueError(f"{len(pred_np)} predicted boxes but {len(gt)} ground-truth lists")
+    hits = np.zeros(len(pred_np), dtype=bool)
+    for i, (p, g) in enumerate(zip(pred_np, gt)):
+        g = np.asarray(g, dtype=np.float64).reshape(-1, 4)
+        if len(g):
+            hits[i] = bool((box_iou(p, g) >= threshold).any())
+    return hits
+
+
+def corloc(pred: torch.Tensor | np.ndarray, gt: Sequence[np.ndarray | torch.Tensor], threshold: float = 0.5) -> float:
+    """CorLoc in percent: the share of images whose box hits a ground-truth box (IoU >= 0.5).
+
+    Paper: Table 3.
+    """
+    hits = corloc_hits(pred, gt, threshold)
+    if len(hits) == 0:
+        raise ValueError("CorLoc of zero images is undefined")
+    return 100.0 * float(hits.mean())
+
+
+# --- where the data is ---------------------------------------------------------------------------
+def data_root(root: str | os.PathLike | None = None) -> Path:
+    """The local dataset root: ``root``, else ``$VITREG_DATA``, else ``<repo>/data/datasets``."""
+    if root is not None:
+        return Path(root).expanduser()
+    env = os.environ.get("VITREG_DATA")
+    if env:
+        return Path(env).expanduser()
+    return Path(__file__).resolve().parents[1] / "data" / "datasets"
+
+
+def _first_existing(candidates: Sequence[Path]) -> Path | None:
+    return next((c for c in candidates if c.exists()), None)
+
+
+def find_voc(year: Literal["2007", "2012"], root: str | os.PathLike | None = None) -> Path | None:
+    """The ``VOC{year}`` folder holding ``Annotations`` and ``JPEGImages``, or None if absent."""
+    r = data_root(root)
+    cands = [r / "VOCdevkit" / f"VOC{year}", r / f"VOC{year}" / "VOCdevkit" / f"VOC{year}", r / f"VOC{year}",
+             r / "VOC" / "VOCdevkit" / f"VOC{year}", r / "voc" / "VOCdevkit" / f"VOC{year}"]
+    return _first_existing([c for c in cands if (c / "Annotations").is_dir() and (c / "JPEGImages").is_dir()])
+
+
+def parse_voc_xml(path: str | os.PathLike) -> tuple[np.ndarray, list[str], tuple[int, int]]:
+    """Read one VOC annotation file.
+
+    Args:
+        path: ``Annotations/<id>.xml``.
+
+    Returns:
+        boxes ``(n, 4)`` float (``xmin - 1, ymin - 1, xmax, ymax``, as LOST), class names, and the image
+        size ``(height, width)`` written in the file. Every object counts, including ``difficult`` and
+        ``truncated`` ones (LOST's default, without ``--no_hard``).
+    """
+    root = ET.parse(path).getroot()
+    boxes, names = [], []
+    for obj in root.iter("object"):
+        bb = obj.find("bndbox")
+        if bb is None:
+            continue
+        x0, y0, x1, y1 = (float(bb.findtext(k, "nan")) for k in ("xmin", "ymin", "xmax", "ymax"))
+        boxes.append([int(x0) - 1, int(y0) - 1, int(x1), int(y1)])
+        names.append(obj.findtext("name", ""))
+    size = root.find("size")
+    hw = (int(size.findtext("height", "0")), int(size.findtext("width", "0"))) if size is not None else (0, 0)
+    return np.asarray(boxes, dtype=np.float64).reshape(-1, 4), names, hw
+
+
+class VOCBoxes:
+    """PASCAL VOC 2007 or 2012 detection boxes (Table 3 uses ``trainval``: 5,011 / 11,540 images).
+
+    The XML files are parsed directly (the same fields torchvision's ``VOCDetection`` returns), so any
+    of the folder layouts listed in the module docstring works.
+
+    Args:
+        folder: the ``VOC2007``/``VOC2012`` folder (see :func:`find_voc`).
+        image_set: ``trainval`` (paper), ``train``, ``val`` or ``test``.
+        limit: keep only the first ``limit`` images (for quick runs); None for all.
+    """
+
+    def __init__(self, folder: str | os.PathLike, image_set: str = "trainval", limit: int | None = None) -> None:
+        self.folder = Path(folder)
+        split = self.folder / "ImageSets" / "Main" / f"{image_set}.txt"
+        if not split.exists():
+            raise FileNotFoundError(f"{split} is missing: is {self.folder} a complete VOC folder?")
+        self.ids = [line.strip() for line in split.read_text().splitlines() if line.strip()]
+        if limit is not None:
+            self.ids = self.ids[:limit]
+        year = self.folder.name.replace("VOC", "")[-2:]
+        self.name = f"VOC{year}"
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> BoxSample:
+        img_id = self.ids[i]
+        boxes, _, _ = parse_voc_xml(self.folder / "Annotations" / f"{img_id}.xml")
+        image = Image.open(self.folder / "JPEGImages" / f"{img_id}.jpg").convert("RGB")
+        return BoxSample(image=image, boxes=boxes, name=img_id)
+
+
+def coco_boxes_from_annotations(anns: Sequence[dict]) -> np.ndarray:
+    """COCO ``[x, y, w, h]`` annotations to ``(n, 4)`` xyxy boxes, rounded, crowd boxes dropped (LOST)."""
+    out = [[int(round(v)) for v in (a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2],
+                                     a["bbox"][1] + a["bbox"][3])]
+           for a in anns if not a.get("iscrowd", 0)]
+    return np.asarray(out, dtype=np.float64).reshape(-1, 4)
+
+
+class COCO20kBoxes:
+    """COCO20k: 19,817 COCO 2014 train images (the list of LOST), boxes from ``instances_train2014.json``.
+
+    Args:
+        image_dir: folder of ``COCO_train2014_*.jpg``.
+        annotation_file: ``instances_train2014.json`` (or LOST's ``instances_train2014_sel20k.json``).
+        list_file: ``coco_20k_filenames.txt``.
+        limit: keep only the first ``limit`` images of the list; None for all.
+    """
+
+    def __init__(self, image_dir: str | os.PathLike, annotation_file: str | os.PathLike,
+                 list_file: str | os.PathLike, limit: int | None = None) -> None:
+        self.image_dir = Path(image_dir)
+        self.files = [s.strip() for s in Path(list_file).read_text().splitlines() if s.strip()]
+        if limit is not None:
+            self.files = self.files[:limit]
+        ids = {int(Path(f).stem.split("_")[-1]) for f in self.files}
+        data = json.loads(Path(annotation_file).read_text())
+        self.anns: dict[int, list[dict]] = {i: [] for i in ids}
+        for a in data["annotations"]:
+            if a["image_id"] in self.anns:
+                self.anns[a["image_id"]].append(a)
+        self.name = "COCO20k"
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> BoxSample:
+        f = self.files[i]
+        img_id = int(Path(f).stem.split("_")[-1])
+        image = Image.open(self.image_dir / Path(f).name).convert("RGB")
+        return BoxSample(image=image, boxes=coco_boxes_from_annotations(self.anns[img_id]), name=Path(f).stem)
+
+
+def find_coco20k(root: str | os.PathLike | None = None) -> tuple[Path, Path, Path] | None:
+    """``(image_dir, annotation_file, list_file)`` of a local COCO20k, or None if any part is missing."""
+    r = data_root(root)
+    image_dir = _first_existing([r / "COCO" / "images" / "train2014", r / "COCO" / "train2014",
+                                 r / "coco" / "images" / "train2014", r / "coco" / "train2014"])
+    list_file = _first_existing([r / "coco_20k_filenames.txt", r / "COCO" / "coco_20k_filenames.txt",
+                                 r / "coco" / "coco_20k_filenames.txt"])
+    ann = _first_existing([r / "instances_train2014_sel20k.json", r / "COCO" / "instances_train2014_sel20k.json",
+                           r / "COCO" / "annotations" / "instances_train2014.json",
+                           r / "coco" / "annotations" / "instances_train2014.json"])
+    if image_dir is None or list_file is None or ann is None:
+        return None
+    return image_dir, ann, list_file
+
+
+# --- synthetic data for the smoke profile ---------------------------------------------------------
+class SyntheticBoxes:
+    """Images with one planted object on a textured background, and the object's box.
+
+    For the smoke profile and the tests: the object is a rectangle of a different colour and texture,
+    at a random place, covering 10-40% of the image. Random-weight models will not find it; the box
+    format, the data path and CorLoc are what it exercises.
+
+    Args:
+        n: number of images.
+        image_size: ``(height, width)`` in pixels.
+        seed: random seed (the same seed gives the same images and boxes).
+    """
+
+    def __init__(self, n: int = 8, image_size: tuple[int, int] = (224, 224), seed: int = 0) -> None:
+        if n <= 0:
+            raise ValueError("n must be positive")
+        self.n, self.image_size, self.seed = n, tuple(image_size), seed
+        self.name = "synthetic"
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> BoxSample:
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        rng = np.random.default_rng([self.seed, i])
+        h, w = self.image_size
+        bg = rng.uniform(40, 200, size=3)
+        img = bg + rng.normal(0, 12, size=(h, w, 3))
+        frac = rng.uniform(0.3, 0.65, size=2)
+        bh, bw = max(2, int(frac[0] * h)), max(2, int(frac[1] * w))
+        y0, x0 = int(rng.integers(0, h - bh + 1)), int(rng.integers(0, w - bw + 1))
+        fg = (bg + 128) % 256
+        yy, xx = np.mgrid[0:bh, 0:bw]
+        stripes = 25 * np.sin(2 * np.pi * (xx + yy) / 8.0)[..., None]
+        img[y0:y0 + bh, x0:x0 + bw] = fg + stripes + rng.normal(0, 6, size=(bh, bw, 3))
+        image = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+        box = np.array([[x0, y0, x0 + bw, y0 + bh]], dtype=np.float64)
+        return BoxSample(image=image, boxes=box, name=f"synthetic_{i:03d}")
+
+
+def open_box_dataset(name: BoxDatasetName, root: str | os.PathLike | None = None, *, limit: int | None = None,
+                     image_size: tuple[int, int] = (224, 224), seed: int = 0) -> BoxDataset | None:
+    """Open a dataset of Table 3 from the local root, or say clearly that it is skipped.
+
+    Paper: Table 3 (VOC07 trainval, VOC12 trainval, COCO20k).
+
+    Args:
+        name: ``VOC07``, ``VOC12``, ``COCO20k`` or ``synthetic`` (smoke profile).
+        root: dataset root; None uses ``$VITREG_DATA`` or ``data/datasets``.
+        limit: first ``limit`` images only (None: all, as in the paper).
+        image_size, seed: for ``synthetic`` only.
+
+    Returns:
+        the dataset, or None after printing one ``SKIPPED`` line naming the folder looked in and the source.
+    """
+    if name == "synthetic":
+        return SyntheticBoxes(limit or 8, image_size, seed)
+    r = data_root(root)
+    if name in ("VOC07", "VOC12"):
+        folder = find_voc("2007" if name == "VOC07" else "2012", r)
+        if folder is not None and (folder / "ImageSets" / "Main" / "trainval.txt").exists():
+            ds: BoxDataset = VOCBoxes(folder, "trainval", limit)
+            _warn_size(ds, name, limit)
+            return ds
+    elif name == "COCO20k":
+        found = find_coco20k(r)
+        if found is not None:
+            ds = COCO20kBoxes(*found, limit=limit)
+            _warn_size(ds, name, limit)
+            return ds
+    else:
+        raise ValueError(f"unknown box dataset {name!r}; use VOC07, VOC12, COCO20k or synthetic")
+    print(f"SKIPPED {name}: not found under {r} (set VITREG_DATA or pass root). Get: {HOW_TO_GET[name]}")
+    return None
+
+
+def _warn_size(ds: BoxDataset, name: str, limit: int | None) -> None:
+    expected = EXPECTED_SIZES[name]
+    if limit is None and len(ds) != expected:
+        print(f"WARNING {name}: {len(ds)} images, the paper's set has {expected}; CorLoc is not comparable")

@@ -1,0 +1,246 @@
+"""LOST object discovery (Siméoni et al., 2021), batched, and CorLoc evaluation on box datasets.
+
+Paper: Table 3 (LOST CorLoc on VOC07 / VOC12 / COCO20k, with and without registers), §3.3.
+Used in notebook 08 (LOST).
+
+Written from the method's description (the registers paper §3.3 and ``../shared/paper-notes.md``):
+
+1. features ``F`` (B, N, D): keys (DINO, DINOv2) or values (DeiT-III, CLIP) of the last block, heads
+   concatenated, with the ``1 + R`` prefix tokens ([CLS] and registers) dropped through the
+   :class:`~vitreg.tokens.TokenLayout` (dropping only one token is the classic mistake);
+2. similarity ``A = F Fᵀ + bias`` (optionally on L2-normalised features; the paper adds a hand-tuned
+   bias whose value it does not give, [TTR] sweeps it in [-1, 0] on normalised features);
+3. degree of a patch = number of positive entries in its row; seed = the patch of lowest degree;
+4. expansion: of the ``k = 100`` lowest-degree patches, keep those with ``A[seed, ·] > 0``;
+   ``M = Σ`` of their rows of ``A``;
+5. box = bounding box of the 4-connected component of ``{M > 0}`` that contains the seed, mapped back to
+   pixels (patch units × pixels per patch).
+
+Everything is batched: one similarity matrix per image in one tensor, ties broken the same way for
+a batch and for its images one by one (stable sort), and the connected component is a batched flood
+fill in torch (checked against ``scipy.ndimage.label`` in the tests).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Sequence
+
+import numpy as np
+import torch
+
+from vitreg.tokens import TokenLayout
+
+if TYPE_CHECKING:
+    from vitreg.boxes import BoxDataset
+    from vitreg.weights import LoadedModel
+
+Which = Literal["q", "k", "v"]
+
+
+@dataclass
+class LostResult:
+    """LOST's output for a batch of B images on an ``(h, w)`` patch grid.
+
+    Attributes:
+        boxes: ``(B, 4)`` float ``(x0, y0, x1, y1)`` in pixels (of the original images when scales were given).
+        boxes_patch: ``(B, 4)`` long ``(x0, y0, x1, y1)`` in patch units, end exclusive.
+        seed: ``(B,)`` index of the seed patch (row-major in the grid).
+        component: ``(B, h, w)`` bool, the seed's connected component (the discovered object).
+        degree: ``(B, N)`` number of positive correlations of each patch.
+        n_similar: ``(B,)`` number of patches used in the seed expansion.
+    """
+
+    boxes: torch.Tensor
+    boxes_patch: torch.Tensor
+    seed: torch.Tensor
+    component: torch.Tensor
+    degree: torch.Tensor
+    n_similar: torch.Tensor
+
+
+def similarity(feats: torch.Tensor, *, bias: float = 0.0, normalize: bool = False) -> torch.Tensor:
+    """Patch-to-patch similarity ``A = F Fᵀ + bias`` per image.
+
+    Paper: Table 3 protocol ("hand-tuned bias" added to the similarity; its value is not given).
+
+    Args:
+        feats: ``(B, N, D)`` patch features (prefix tokens already dropped).
+        bias: added to every entry; with ``normalize`` a value in [-1, 0] is a cosine cut-off.
+        normalize: L2-normalise the features first (cosine similarity), as [TTR]'s sweep.
+
+    Returns:
+        ``(B, N, N)`` float32 similarity.
+    """
+    if feats.ndim != 3:
+        raise ValueError(f"expected patch features (B, N, D), got shape {tuple(feats.shape)}")
+    f = feats.float()
+    if normalize:
+        f = torch.nn.functional.normalize(f, dim=-1)
+    return f @ f.transpose(1, 2) + bias
+
+
+def seed_component(mask: torch.Tensor, seed: torch.Tensor) -> torch.Tensor:
+    """The 4-connected component of ``mask`` that contains each image's seed patch (batched flood fill).
+
+    The seed patch itself is always part of the result, even if ``mask`` is False there (LOST raises in
+    that case; it can only happen with a bias so negative that the seed is dissimilar to itself).
+
+    Args:
+        mask: ``(B, h, w)`` bool.
+        seed: ``(B,)`` row-major index of the seed patch.
+
+    Returns:
+        ``(B, h, w)`` bool component.
+    """
+    b, h, w = mask.shape
+    comp = torch.zeros_like(mask, dtype=torch.bool)
+    comp.view(b, -1)[torch.arange(b, device=mask.device), seed] = True
+    allowed = mask.bool() | comp
+    for _ in range(h * w):
+        grown = comp.clone()
+        grown[:, 1:, :] |= comp[:, :-1, :]
+        grown[:, :-1, :] |= comp[:, 1:, :]
+        grown[:, :, 1:] |= comp[:, :, :-1]
+        grown[:, :, :-1] |= comp[:, :, 1:]
+        grown &= allowed
+        if torch.equal(grown, comp):
+            break
+        comp = grown
+    return comp
+
+
+def mask_to_box(component: torch.Tensor) -> torch.Tensor:
+    """Bounding box ``(x0, y0, x1, y1)`` of each non-empty ``(h, w)`` mask, in patch units, end exclusive."""
+    b, h, w = component.shape
+    if not component.flatten(1).any(1).all():
+        raise ValueError("every mask must have at least one True patch")
+    rows, cols = component.any(2), component.any(1)  # (B, h), (B, w)
+    y0 = rows.int().argmax(1)
+    y1 = h - rows.flip(1).int().argmax(1)
+    x0 = cols.int().argmax(1)
+    x1 = w - cols.flip(1).int().argmax(1)
+    return torch.stack([x0, y0, x1, y1], dim=1).long()
+
+
+def lost(
+    feats: torch.Tensor,
+    grid: tuple[int, int],
+    *,
+    k_patches: int = 100,
+    bias: float = 0.0,
+    normalize: bool = False,
+    scale: float | Sequence[float] | torch.Tensor = 1.0,
+    image_hw: torch.Tensor | Sequence[Sequence[int]] | None = None,
+) -> LostResult:
+    """LOST on a batch of patch-feature maps.
+
+    Paper: Table 3 (LOST with the last block's keys/values; k = 100).
+
+    Args:
+        feats: ``(B, N, D)`` patch features, ``N = h * w`` row-major (use :func:`patch_features` to drop
+            the [CLS] and register tokens).
+        grid: ``(h, w)`` patch grid.
+        k_patches: how many lowest-degree patches the seed expansion looks at (100 in LOST).
+        bias: added to the similarity (see :func:`similarity`).
+        normalize: cosine instead of dot-product similarity.
+        scale: pixels per patch, to map boxes to pixels: a number, ``(sy, sx)``, or ``(B, 2)`` per image
+            (for resized images: ``patch_size * original / resized``).
+        image_hw: ``(B, 2)`` original image heights and widths; boxes are clipped to them.
+
+    Returns:
+        :class:`LostResult`.
+    """
+    h, w = grid
+    b, n, _ = feats.shape
+    if n != h * w:
+        raise ValueError(f"{n} patch features do not fill a {h}x{w} grid: drop the prefix tokens with "
+                         "vitreg.lost.patch_features (1 + R tokens for a model with R registers)")
+    a = similarity(feats, bias=bias, normalize=normalize)
+    degree = (a > 0).sum(-1)  # (B, N)
+    order = torch.sort(degree, dim=1, stable=True).indices
+    seed = order[:, 0]
+    potentials = order[:, : min(k_patches, n)]  # (B, k)
+    rows = torch.arange(b, device=a.device)
+    a_seed = a[rows, seed]  # (B, N)
+    similar = torch.gather(a_seed, 1, potentials) > 0  # (B, k)
+    a_pot = torch.gather(a, 1, potentials[:, :, None].expand(-1, -1, n))  # (B, k, N)
+    m = (a_pot * similar[:, :, None]).sum(1)  # (B, N)
+    comp = seed_component((m > 0).reshape(b, h, w), seed)
+    boxes_patch = mask_to_box(comp)
+    boxes = boxes_patch.double() * _scale_tensor(scale, b).repeat(1, 2)
+    if image_hw is not None:
+        hw = torch.as_tensor(np.asarray(image_hw, dtype=np.float64)).reshape(b, 2)
+        boxes = torch.minimum(boxes, hw.flip(1).repeat(1, 2))
+    return LostResult(boxes=boxes, boxes_patch=boxes_patch, seed=seed, component=comp, degree=degree,
+                      n_similar=similar.sum(1))
+
+
+def _scale_tensor(scale: float | Sequence[float] | torch.Tensor, b: int) -> torch.Tensor:
+    """Pixels per patch as ``(B, 2)`` ``(sx, sy)`` (x first, like the boxes)."""
+    s = torch.as_tensor(np.asarray(scale, dtype=np.float64))
+    if s.ndim == 0:
+        s = s.repeat(2)
+    if s.ndim == 1:
+        if s.numel() != 2:
+            raise ValueError("scale must be a number, (sy, sx) or (B, 2)")
+        s = s[None].expand(b, 2)
+    return s.flip(-1).reshape(b, 2)  # (sy, sx) -> (sx, sy)
+
+
+def patch_features(tokens: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+    """Drop the ``1 + R`` prefix tokens (and any extra tokens) of ``(B, T, D)`` features.
+
+    Paper: Table 3 protocol ("drop 1 + R prefix tokens, not 1").
+    """
+    return layout.patches(tokens)
+
+
+# --- planted ground truth (tests and smoke runs) -------------------------------------------------
+def planted_feature_maps(
+    boxes_patch: torch.Tensor | Sequence[Sequence[int]],
+    grid: tuple[int, int],
+    *,
+    dim: int = 32,
+    noise: float = 0.1,
+    num_prefix: int = 0,
+    artifact: Sequence[int] | None = None,
+    seed: int = 0,
+) -> torch.Tensor:
+    """Synthetic token features with a planted object: what LOST must find.
+
+    Background patches share one direction, object patches another (negatively correlated with the
+    background), both with a little noise: the object patches are mutually similar and distinct from
+    the rest, as the features of a self-supervised ViT are. Prefix tokens (random, large) can be put in
+    front to check that they are sliced off.
+
+    Args:
+        boxes_patch: ``(B, 4)`` object boxes ``(x0, y0, x1, y1)`` in patch units, end exclusive.
+        grid: ``(h, w)``.
+        dim: feature width.
+        noise: per-entry Gaussian noise (relative to unit-norm directions).
+        num_prefix: number of [CLS]/register tokens to put in front (given huge norms).
+        artifact: optional ``(B,)`` patch index per image turned into an "artifact": a token pointing
+            in its own direction, dissimilar to everything (what a high-norm outlier looks like to LOST).
+        seed: random seed.
+
+    Returns:
+        ``(B, num_prefix + h * w, dim)`` float32.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    boxes = torch.as_tensor(np.asarray(boxes_patch, dtype=np.int64)).reshape(-1, 4)
+    b, (h, w) = len(boxes), grid
+    basis = torch.linalg.qr(torch.randn(dim, 4, generator=gen)).Q.T  # 4 orthonormal directions
+    bg_dir, obj_dir, art_dir = basis[0], basis[1] - 0.5 * basis[0], basis[2] - 0.5 * basis[0] - 0.5 * basis[1]
+    x = bg_dir.repeat(b, h, w, 1)
+    for i, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
+        x[i, y0:y1, x0:x1] = obj_dir
+    x = x + noise * torch.randn(b, h, w, dim, generator=gen)
+    x = x.reshape(b, h * w, dim)
+    if artifact is not None:
+        idx = torch.as_tensor(list(artifact)).reshape(b)
+        x[torch.arange(b), idx] = 10.0 * art_dir
+    if num_prefix:
+        prefix = 100.0 * torch.randn(b, num_prefix, dim, generator=gen)
+        x = torch.cat([prefix, x], dim=1)
+    return x
