@@ -121,7 +121,8 @@ def test_planted_high_norm_tokens_found_exactly_in_random_timm_model():
     layout = loaded.layout
     truth = norms.random_outlier_mask(3, layout.grid, fraction=0.05, seed=4)
     truth[0, 0] = True  # every image has at least one
-    tokens = [(layout.num_prefix + torch.nonzero(row).flatten()).tolist() for row in truth]
+    tokens = norms.mask_to_tokens(truth, layout.num_prefix)
+    assert tokens[0][0] == layout.num_prefix
     x = torch.randn(3, 3, 112, 112, generator=torch.Generator().manual_seed(0))
     with plant_outliers_per_image(loaded.model, 6, tokens, norm=1000.0), capture(loaded.model, norms=[-1]) as rec:
         loaded.forward(x)

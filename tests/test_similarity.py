@@ -77,3 +77,21 @@ def test_split_by_mask_and_errors():
         similarity.split_by_mask(values, torch.zeros(1, 5, dtype=torch.bool))
     with pytest.raises(ValueError, match="to_grid"):
         similarity.neighbour_similarity(torch.zeros(2, 9, 4))
+
+
+def test_patch_embedding_similarity_on_random_timm_model():
+    """A flat image has identical patch embeddings (similarity 1); a noise image does not."""
+    import numpy as np
+    from PIL import Image
+
+    from vitreg.weights import load_model
+
+    loaded = load_model("dinov2_s", pretrained=False, image_size=56)
+    rng = np.random.default_rng(0)
+    flat = Image.fromarray(np.full((56, 56, 3), 128, np.uint8))
+    noise = Image.fromarray(rng.integers(0, 256, (56, 56, 3), dtype=np.uint8))
+    out = similarity.patch_embedding_similarity(loaded, [flat, noise, flat], batch_size=2, progress=False)
+    assert out["embed"].shape == (3, 4, 4) and out["norms"].shape == (3, 16)
+    assert torch.allclose(out["embed"][[0, 2]], torch.ones(2, 4, 4), atol=1e-5)
+    assert out["embed"][1].max() < 0.9
+    assert out["embed_pos"][0].min() < 1 - 1e-4  # the position embedding makes flat patches differ

@@ -259,6 +259,22 @@ def random_outlier_mask(batch: int, grid: tuple[int, int], *, fraction: float = 
     return (torch.rand(batch, h, w, generator=gen) < prob.clamp(0, 1)).reshape(batch, h * w)
 
 
+def mask_to_tokens(mask: torch.Tensor, num_prefix: int) -> list[list[int]]:
+    """Per-image token indices (prefix included) of a ``(B, N)`` patch mask.
+
+    The form that ``vitreg.capture.plant_outliers_per_image`` takes to plant high-norm tokens in a
+    random-weight model (smoke runs).
+
+    Args:
+        mask: ``(B, N)`` bool mask over patches.
+        num_prefix: ``layout.num_prefix`` (1 + R): offset of the first patch in the sequence.
+
+    Returns:
+        one list of sequence indices per image.
+    """
+    return [(num_prefix + torch.nonzero(row).flatten()).tolist() for row in mask.bool()]
+
+
 def _check_stack(norm_stack: torch.Tensor) -> None:
     if norm_stack.dim() != 3:
         raise ValueError(f"expected (L, B, N) norms per block, got shape {tuple(norm_stack.shape)}; "

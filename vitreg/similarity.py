@@ -127,3 +127,38 @@ def _average_ranks(x: torch.Tensor) -> torch.Tensor:
     ranks = torch.empty(n, dtype=torch.float64)
     ranks[order] = (sums / counts)[group_id]
     return ranks
+
+
+def patch_embedding_similarity(loaded, images, *, block: int = -1, batch_size: int = 8,
+                               progress: bool = True) -> dict[str, torch.Tensor]:
+    """Neighbour similarity at the patch embedding (before and after the position embedding) and the
+    patch norms at ``block``'s output, batch by batch so that large models and many images fit in memory.
+
+    Paper: Fig. 5a (similarity before any block; outliers decided by the output norm).
+
+    Args:
+        loaded: a :class:`vitreg.weights.LoadedModel`.
+        images: a sequence of images (paths, PIL, arrays).
+        block: block whose output norms decide the outliers (-1: the last, pre final LayerNorm).
+        batch_size: images per forward pass.
+        progress: show a progress bar.
+
+    Returns:
+        dict with ``embed`` and ``embed_pos`` ``(B, h, w)`` similarities and ``norms`` ``(B, N)`` patch norms.
+    """
+    from tqdm.auto import tqdm
+
+    from vitreg.extract import batches, extract
+
+    layout = loaded.layout
+    out: dict[str, list[torch.Tensor]] = {"embed": [], "embed_pos": [], "norms": []}
+    images = list(images)
+    bar = tqdm(total=len(images), desc=f"{loaded.spec.key} similarity", unit="img", disable=not progress)
+    for chunk in batches(images, batch_size):
+        rec = extract(loaded, chunk, batch_size=batch_size, progress=False, embed=True, norms=[block])
+        out["embed"].append(neighbour_similarity(layout.to_grid(rec.embed)))
+        out["embed_pos"].append(neighbour_similarity(layout.patch_grid(rec.embed_pos)))
+        out["norms"].append(layout.patches(rec.norms[block]))
+        bar.update(len(chunk))
+    bar.close()
+    return {k: torch.cat(v) for k, v in out.items()}
