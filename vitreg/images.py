@@ -1,0 +1,212 @@
+"""Images in, model-ready batches out; and the real photos that ship inside installed packages.
+
+Paper: every figure is computed on images; resolution is an experimental variable (224 vs 518 px
+changes results), so it is always a parameter and recorded.
+
+Any path, PIL image or array becomes an RGB PIL image (grayscale, RGBA, 16-bit, palette and
+EXIF-rotated inputs included). :func:`preprocess` resizes the shorter side and centre-crops to the
+model's size (a multiple of the patch size), then normalises with the model's mean and std.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+if TYPE_CHECKING:
+    from vitreg.weights import LoadedModel
+
+ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+#: The sample photos: (name, package, path inside the package). Real photographs, no download.
+_SAMPLES = [
+    ("astronaut", "skimage", "data/astronaut.png"),
+    ("camera", "skimage", "data/camera.png"),
+    ("chelsea", "skimage", "data/chelsea.png"),
+    ("coffee", "skimage", "data/coffee.png"),
+    ("coins", "skimage", "data/coins.png"),
+    ("hubble_deep_field", "skimage", "data/hubble_deep_field.jpg"),
+    ("immunohistochemistry", "skimage", "data/ihc.png"),
+    ("moon", "skimage", "data/moon.png"),
+    ("motorcycle", "skimage", "data/motorcycle_left.png"),
+    ("retina", "skimage", "data/retina.jpg"),
+    ("rocket", "skimage", "data/rocket.jpg"),
+    ("china", "sklearn", "datasets/images/china.jpg"),
+    ("flower", "sklearn", "datasets/images/flower.jpg"),
+    ("grace_hopper", "matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
+]
+
+
+class ImageError(ValueError):
+    """An image that cannot be read; the message names it."""
+
+
+def load_image(src: ImageLike) -> Image.Image:
+    """Open ``src`` as an 8-bit RGB PIL image, applying the EXIF orientation.
+
+    Grayscale, 16-bit, palette and alpha images are converted (alpha composited on white).
+
+    Raises:
+        ImageError: missing, corrupt or unreadable file, naming it.
+    """
+    if isinstance(src, np.ndarray):
+        img = _from_array(src)
+    elif isinstance(src, Image.Image):
+        img = src
+    else:
+        path = Path(src)
+        if not path.is_file():
+            raise ImageError(f"image file {path} does not exist")
+        try:
+            with Image.open(path) as opened:
+                opened.load()
+                img = opened.copy()
+                img.info.update(opened.info)
+                exif = opened.getexif()
+        except (UnidentifiedImageError, OSError, SyntaxError) as err:
+            raise ImageError(f"cannot read image {path}: {err} (corrupt or not an image? remove it or replace it)") from err
+        if exif:
+            img.info["exif"] = exif.tobytes()
+            img = ImageOps.exif_transpose(img)
+    return _to_rgb(img)
+
+
+def _from_array(arr: np.ndarray) -> Image.Image:
+    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
+        arr = np.moveaxis(arr, 0, -1)  # CHW -> HWC
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8) * 255
+    elif np.issubdtype(arr.dtype, np.floating):
+        arr = np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+    elif arr.dtype == np.uint16:
+        arr = (arr >> 8).astype(np.uint8)
+    elif arr.dtype != np.uint8:
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    if arr.ndim not in (2, 3):
+        raise ImageError(f"cannot make an image of an array of shape {arr.shape}")
+    return Image.fromarray(arr)
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr / hi * 255.0, 0, 255).astype(np.uint8))
+    elif img.mode == "F":
+        img = _from_array(np.asarray(img))
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    return img.convert("RGB")
+
+
+def sample_photos(names: Sequence[str] | None = None) -> list[tuple[str, Image.Image]]:
+    """The real photos shipped inside scikit-image, scikit-learn and matplotlib (14), offline.
+
+    Used by the smoke profile and for first looks without a dataset. Photos of a package that is not
+    installed are left out with no error.
+    """
+    import importlib.util
+
+    out = []
+    for name, package, rel in _SAMPLES:
+        if names is not None and name not in names:
+            continue
+        spec = importlib.util.find_spec(package)
+        if spec is None or spec.origin is None:
+            continue
+        path = Path(spec.origin).parent / rel
+        if path.is_file():
+            out.append((name, load_image(path)))
+    if names is not None and len(out) != len(names):
+        missing = set(names) - {n for n, _ in out}
+        raise ImageError(f"sample photos not available here: {sorted(missing)} (known: {[n for n, *_ in _SAMPLES]})")
+    return out
+
+
+def image_folder(root: str | os.PathLike, limit: int | None = None) -> list[Path]:
+    """Image files under ``root`` (recursively, sorted), at most ``limit``.
+
+    Raises:
+        ImageError: the folder does not exist or holds no image.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise ImageError(f"image folder {root} does not exist: pass image_dir= a folder of images")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise ImageError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
+    return files[:limit] if limit else files
+
+
+def round_to_patch(size: int, patch: int) -> int:
+    """The multiple of ``patch`` nearest to ``size`` (at least one patch)."""
+    return max(patch, int(round(size / patch)) * patch)
+
+
+def preprocess(
+    images: Sequence[ImageLike] | ImageLike,
+    model: "LoadedModel | None" = None,
+    *,
+    size: int | tuple[int, int] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> torch.Tensor:
+    """Images to a normalised ``(B, 3, H, W)`` float batch for ``model``.
+
+    The shorter side is resized (bicubic, antialiased) to the target and the centre is cropped, as the
+    models' evaluation transforms do (crop fraction 1.0, so the crop keeps the whole shorter side).
+
+    Args:
+        images: one image or a sequence (paths, PIL images, arrays).
+        model: a :class:`~vitreg.weights.LoadedModel`: its image size, mean and std are used.
+        size: override of the target size ``H`` or ``(H, W)`` (else the model's).
+        mean, std: normalisation (else the model's; ImageNet's without a model).
+    """
+    if isinstance(images, (str, os.PathLike, Image.Image, np.ndarray)):
+        images = [images]
+    if size is None:
+        if model is None:
+            raise ValueError("preprocess needs a model or a size")
+        size = model.image_size
+    h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    mean = mean or (model.mean if model is not None else (0.485, 0.456, 0.406))
+    std = std or (model.std if model is not None else (0.229, 0.224, 0.225))
+    batch = torch.stack([_to_tensor(_resize_crop(load_image(im), h, w)) for im in images])
+    m = torch.tensor(mean).view(1, 3, 1, 1)
+    s = torch.tensor(std).view(1, 3, 1, 1)
+    return (batch - m) / s
+
+
+def _resize_crop(img: Image.Image, h: int, w: int) -> Image.Image:
+    scale = max(h / img.height, w / img.width)
+    nh, nw = max(h, round(img.height * scale)), max(w, round(img.width * scale))
+    img = img.resize((nw, nh), Image.Resampling.BICUBIC, reducing_gap=None)
+    top, left = (nh - h) // 2, (nw - w) // 2
+    return img.crop((left, top, left + w, top + h))
+
+
+def _to_tensor(img: Image.Image) -> torch.Tensor:
+    arr = np.asarray(img, dtype=np.float32) / 255.0
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def to_display(batch: torch.Tensor, model: "LoadedModel | None" = None, *, mean: Sequence[float] | None = None,
+               std: Sequence[float] | None = None) -> np.ndarray:
+    """Undo the normalisation: ``(B, 3, H, W)`` -> ``(B, H, W, 3)`` floats in [0, 1] for ``imshow``."""
+    mean = mean or (model.mean if model is not None else (0.485, 0.456, 0.406))
+    std = std or (model.std if model is not None else (0.229, 0.224, 0.225))
+    x = batch.detach().float().cpu() * torch.tensor(std).view(1, 3, 1, 1) + torch.tensor(mean).view(1, 3, 1, 1)
+    return x.clamp(0, 1).permute(0, 2, 3, 1).numpy()

@@ -1,0 +1,423 @@
+"""One function per figure kind, one visual style.
+
+Paper: the figures of every notebook. Each figure is saved as PNG (screen) and PDF (print) under
+``<output_dir>/figures`` with the notebook's number in its name, and any figure computed from random
+weights says so in its title (:func:`title_for`), so no one mistakes a smoke run for a result.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+RANDOM_LABEL = "random weights — smoke run"
+
+
+def use_style() -> None:
+    """Apply vitreg's plotting style (called by the plot functions, never at import)."""
+    import matplotlib
+
+    matplotlib.rcParams.update({
+        "figure.dpi": 110, "savefig.dpi": 150, "savefig.bbox": "tight", "axes.spines.top": False,
+        "axes.spines.right": False, "axes.titlesize": 10, "axes.labelsize": 9, "font.size": 9,
+        "legend.fontsize": 8, "image.cmap": "viridis",
+    })
+
+
+def is_random(models: Iterable[Any]) -> bool:
+    """True when any model (a LoadedModel, its ``describe()`` dict, or a bool "pretrained") is random."""
+    for m in models:
+        pretrained = m if isinstance(m, bool) else (m.get("pretrained", True) if isinstance(m, dict)
+                                                    else getattr(m, "pretrained", True))
+        if not pretrained:
+            return True
+    return False
+
+
+def title_for(text: str, *models: Any) -> str:
+    """``text``, plus "random weights — smoke run" when any of ``models`` is randomly initialised."""
+    return f"{text}\n[{RANDOM_LABEL}]" if is_random(models) else text
+
+
+def save_figure(fig: Any, name: str, output_dir: str | os.PathLike = ".", *, formats: tuple[str, ...] = ("png", "pdf")) -> list[Path]:
+    """Save ``fig`` as ``<output_dir>/figures/<name>.<fmt>`` (atomically) and return the paths.
+
+    ``name`` should start with the notebook number (``02_norm_histogram``).
+    """
+    from vitreg.io import atomic_path
+
+    folder = Path(output_dir) / "figures"
+    paths = []
+    for fmt in formats:
+        target = folder / f"{name}.{fmt}"
+        with atomic_path(target) as tmp:
+            fig.savefig(tmp, format=fmt)
+        paths.append(target)
+    return paths
+
+
+def maps_grid(images: Any, rows: dict[str, Any], *, title: str = "", cmap: str = "inferno", col_titles: list[str] | None = None) -> Any:
+    """Images in the first row, then one row per named map (``(B, h, w)`` each), upsampled to the image.
+
+    Paper: the layout of Fig. 1-2 (image, then attention maps) and Fig. 21 (norm maps).
+
+    Args:
+        images: ``(B, H, W, 3)`` floats in [0, 1] (``vitreg.images.to_display``).
+        rows: label -> ``(B, h, w)`` tensor or array; each map is shown at the image's size (nearest).
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    use_style()
+    n = len(images)
+    fig, axes = plt.subplots(1 + len(rows), n, figsize=(2.0 * n, 2.0 * (1 + len(rows))), squeeze=False)
+    for j in range(n):
+        axes[0, j].imshow(images[j])
+        if col_titles:
+            axes[0, j].set_title(col_titles[j])
+        for i, (label, maps) in enumerate(rows.items(), start=1):
+            m = np.asarray(maps[j].detach().float().cpu() if hasattr(maps[j], "detach") else maps[j])
+            axes[i, j].imshow(m, cmap=cmap, extent=(0, images[j].shape[1], images[j].shape[0], 0), interpolation="nearest")
+            if j == 0:
+                axes[i, j].set_ylabel(label)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------
+# F1-F4: attention artifacts, high-norm tokens, emergence, redundant patches (notebooks 01-04)
+# ---------------------------------------------------------------------------------------------------
+def _np(x: Any) -> Any:
+    """A tensor or array as a float numpy array on the CPU."""
+    import numpy as np
+
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=float)
+
+
+def plot_attention_grid(images: Any, maps: dict[str, Any], *, scores: dict[str, Any] | None = None,
+                        title: str = "", alpha: float = 0.0) -> Any:
+    """Images (rows) and one attention map per model (columns), like the paper's Fig. 2.
+
+    Paper: Fig. 1-2 (last-layer [CLS] attention, mean over heads). Used in notebooks 01 and 07.
+
+    Args:
+        images: ``(B, H, W, 3)`` display images in [0, 1] (``vitreg.images.to_display``).
+        maps: column label -> ``(B, H, W)`` maps at image resolution (``attention.upsample_maps``).
+        scores: column label -> ``(B,)`` artifact score printed in each panel.
+        title: figure title (use ``title_for`` so random weights are labelled).
+        alpha: > 0 overlays the map on the image with this opacity instead of showing it alone.
+
+    Returns:
+        the matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+
+    use_style()
+    imgs = _np(images)
+    n, cols = imgs.shape[0], 1 + len(maps)
+    fig, axes = plt.subplots(n, cols, figsize=(1.9 * cols, 1.9 * n + 0.6), squeeze=False)
+    for i in range(n):
+        axes[i, 0].imshow(imgs[i])
+        for j, (label, m) in enumerate(maps.items(), start=1):
+            ax = axes[i, j]
+            if alpha > 0:
+                ax.imshow(imgs[i])
+                ax.imshow(_np(m[i]), cmap="inferno", alpha=alpha)
+            else:
+                ax.imshow(_np(m[i]), cmap="inferno")
+            if scores is not None and label in scores:
+                ax.text(0.02, 0.03, f"{float(_np(scores[label])[i]):.2f}", transform=ax.transAxes, color="white",
+                        fontsize=7, bbox={"facecolor": "black", "alpha": 0.5, "pad": 1, "linewidth": 0})
+            if i == 0:
+                ax.set_title(label, fontsize=8)
+        axes[0, 0].set_title("image", fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_head_maps(image: Any, maps: Any, *, scores: Any | None = None, title: str = "", ncols: int = 8) -> Any:
+    """One image and the attention map of every head.
+
+    Paper: App. F, Fig. 18 (DINOv2 ViT-L: artifacts in all heads).
+
+    Args:
+        image: ``(H, W, 3)`` display image.
+        maps: ``(heads, H, W)`` maps at image resolution.
+        scores: ``(heads,)`` artifact score per head, printed in each panel.
+        title: figure title.
+        ncols: panels per row.
+    """
+    import matplotlib.pyplot as plt
+
+    use_style()
+    m = _np(maps)
+    heads = m.shape[0]
+    ncols = min(ncols, heads + 1)
+    nrows = -(-(heads + 1) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.6 * ncols, 1.6 * nrows + 0.5), squeeze=False)
+    axes.flat[0].imshow(_np(image))
+    axes.flat[0].set_title("image", fontsize=8)
+    for h in range(heads):
+        ax = axes.flat[h + 1]
+        ax.imshow(m[h], cmap="inferno")
+        label = f"head {h}" + (f" ({float(_np(scores)[h]):.2f})" if scores is not None else "")
+        ax.set_title(label, fontsize=7)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes.flat[heads + 1:]:
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_artifact_scores(scores: dict[str, Any], *, uniform: float | None = None, title: str = "",
+                         ylabel: str = "attention share on top patches") -> Any:
+    """Artifact score of every image (dots) and its mean (bar) per model.
+
+    Paper: Fig. 2 made a number ("all but DINO show artifacts").
+
+    Args:
+        scores: model label -> ``(B,)`` scores.
+        uniform: the score of a uniform map (drawn as a dashed line).
+        title: figure title.
+        ylabel: axis label.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    use_style()
+    fig, ax = plt.subplots(figsize=(1.2 * len(scores) + 2, 3.2))
+    rng = np.random.default_rng(0)
+    for i, (label, s) in enumerate(scores.items()):
+        v = _np(s).ravel()
+        ax.bar(i, v.mean(), color="C0", alpha=0.35, width=0.7)
+        ax.scatter(i + rng.uniform(-0.2, 0.2, v.size), v, s=8, color="C0")
+    if uniform is not None:
+        ax.axhline(uniform, ls="--", color="grey", lw=1, label="uniform map")
+        ax.legend(loc="upper right")
+    ax.set_xticks(range(len(scores)))
+    ax.set_xticklabels(list(scores), rotation=30, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_norm_histograms(norms: dict[str, Any], *, thresholds: dict[str, float | None] | None = None,
+                         title: str = "", bins: int = 100, log: bool = True, xlabel: str = "patch-token norm") -> Any:
+    """One histogram of patch-token norms per panel (model, or before/after the final LayerNorm).
+
+    Paper: Fig. 3 (DINO ViT-B/16 vs DINOv2 ViT-g/14; bimodal, cut-off 150).
+
+    Args:
+        norms: panel label -> norms (any shape; pooled).
+        thresholds: panel label -> cut-off drawn as a red line (None: none).
+        title: figure title.
+        bins: histogram bins.
+        log: logarithmic count axis (the outlier mode is small).
+        xlabel: x-axis label.
+    """
+    import matplotlib.pyplot as plt
+
+    use_style()
+    fig, axes = plt.subplots(1, len(norms), figsize=(3.4 * len(norms), 2.8), squeeze=False)
+    for ax, (label, n) in zip(axes[0], norms.items()):
+        v = _np(n).ravel()
+        ax.hist(v, bins=bins, color="C0", log=log)
+        t = (thresholds or {}).get(label)
+        if t is not None:
+            ax.axvline(t, color="C3", ls="--", lw=1, label=f"cut-off {t:.3g}")
+            ax.legend(loc="upper right")
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel(xlabel)
+    axes[0, 0].set_ylabel("tokens" + (" (log)" if log else ""))
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_norm_maps(images: Any, norm_maps: Any, attn_maps: Any | None = None, *, title: str = "",
+                   vmax: float | None = None) -> Any:
+    """Each image beside its patch-norm map (and its [CLS] attention map).
+
+    Paper: Fig. 21 (the high-norm tokens are where the attention spikes sit).
+
+    Args:
+        images: ``(B, H, W, 3)`` display images.
+        norm_maps: ``(B, h, w)`` patch norms on the grid.
+        attn_maps: ``(B, h, w)`` attention maps on the grid, or None.
+        title: figure title.
+        vmax: common colour-scale maximum of the norm maps (None: each its own).
+    """
+    import matplotlib.pyplot as plt
+
+    use_style()
+    imgs, nm = _np(images), _np(norm_maps)
+    cols = 2 + (attn_maps is not None)
+    fig, axes = plt.subplots(imgs.shape[0], cols, figsize=(2.2 * cols + 0.6, 2.1 * imgs.shape[0] + 0.5), squeeze=False)
+    for i in range(imgs.shape[0]):
+        axes[i, 0].imshow(imgs[i])
+        im = axes[i, 1].imshow(nm[i], cmap="viridis", vmin=0, vmax=vmax)
+        fig.colorbar(im, ax=axes[i, 1], fraction=0.046, pad=0.03)
+        if attn_maps is not None:
+            axes[i, 2].imshow(_np(attn_maps)[i], cmap="inferno")
+    for j, t in enumerate(["image", "patch norm", "[CLS] attention"][:cols]):
+        axes[0, j].set_title(t, fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_frequency_map(freq: Any, *, title: str = "") -> Any:
+    """Outlier frequency per grid position, with its column and row profiles.
+
+    Paper: App. A, Fig. 10 (borders; vertical stripes in the no-register DINOv2).
+
+    Args:
+        freq: ``(h, w)`` frequencies in [0, 1] (``norms.outlier_frequency_map``).
+        title: figure title.
+    """
+    import matplotlib.pyplot as plt
+
+    use_style()
+    f = 100 * _np(freq)
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.2), gridspec_kw={"width_ratios": [1.2, 1, 1]})
+    im = axes[0].imshow(f, cmap="magma", vmin=0)
+    fig.colorbar(im, ax=axes[0], fraction=0.046, pad=0.03, label="% of images")
+    axes[0].set_title("outlier frequency per position")
+    axes[0].set_xlabel("column")
+    axes[0].set_ylabel("row")
+    axes[1].bar(range(f.shape[1]), f.mean(axis=0), color="C0")
+    axes[1].set_title("mean over rows (stripes: peaks)")
+    axes[1].set_xlabel("column")
+    axes[1].set_ylabel("% of images")
+    axes[2].bar(range(f.shape[0]), f.mean(axis=1), color="C1")
+    axes[2].set_title("mean over columns")
+    axes[2].set_xlabel("row")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_block_norms(stats: dict[str, dict[str, Any]], *, title: str = "") -> Any:
+    """Norm distribution along depth (quantile bands) and the outlier fraction per block, per model.
+
+    Paper: Fig. 4a (ViT-g: high-norm tokens separate from the rest around block 15 of 40).
+
+    Args:
+        stats: model label -> dict with ``quantiles`` ``(L, Q)`` (``norms.block_norm_quantiles`` at
+            levels ``qs``), ``qs``, ``fractions`` ``(L,)`` and ``threshold`` (float or None).
+        title: figure title.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    use_style()
+    fig, axes = plt.subplots(2, len(stats), figsize=(4.2 * len(stats), 5.4), squeeze=False, sharex="col")
+    for j, (label, s) in enumerate(stats.items()):
+        q, qs = _np(s["quantiles"]), list(s["qs"])
+        blocks = np.arange(1, q.shape[0] + 1)
+        ax = axes[0, j]
+        median = q[:, qs.index(0.5)]
+        for lo_q, hi_q, a in ((0.05, 0.95, 0.2), (0.25, 0.75, 0.4)):
+            if lo_q in qs and hi_q in qs:
+                ax.fill_between(blocks, q[:, qs.index(lo_q)], q[:, qs.index(hi_q)], color="C0", alpha=a,
+                                lw=0, label=f"{int(lo_q * 100)}-{int(hi_q * 100)}%")
+        ax.plot(blocks, median, color="C0", label="median")
+        if 0.99 in qs:
+            ax.plot(blocks, q[:, qs.index(0.99)], color="C1", lw=1, label="99%")
+        if 1.0 in qs:
+            ax.plot(blocks, q[:, qs.index(1.0)], color="C3", lw=1, label="max")
+        if s.get("threshold") is not None:
+            ax.axhline(s["threshold"], color="grey", ls="--", lw=1, label=f"cut-off {s['threshold']:.3g}")
+        ax.set_yscale("log")
+        ax.set_title(label, fontsize=9)
+        ax.set_ylabel("patch norm (log)")
+        ax.legend(fontsize=6, loc="upper left")
+        ax2 = axes[1, j]
+        ax2.plot(blocks, 100 * _np(s["fractions"]), marker="o", ms=3, color="C3")
+        if s.get("emergence") is not None:
+            ax2.axvline(s["emergence"], color="grey", ls=":", lw=1, label=f"emerges at block {s['emergence']}")
+            ax2.legend(fontsize=7, loc="upper left")
+        ax2.set_xlabel("block (1 = first)")
+        ax2.set_ylabel("outliers (% of patches)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_size_trend(labels: list[str], fractions: Any, lows: Any, highs: Any, *, title: str = "") -> Any:
+    """Outlier fraction at the output per model size, with confidence intervals.
+
+    Paper: Fig. 4c (only L, H and g have outliers; public S/B/L are distilled: a proxy).
+
+    Args:
+        labels: model labels, smallest first.
+        fractions, lows, highs: fractions and CI bounds in [0, 1].
+        title: figure title.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    use_style()
+    f, lo, hi = (100 * _np(v) for v in (fractions, lows, highs))
+    fig, ax = plt.subplots(figsize=(1.1 * len(labels) + 2, 3))
+    x = np.arange(len(labels))
+    ax.bar(x, f, color="C0", alpha=0.7)
+    ax.errorbar(x, f, yerr=[f - lo, hi - f], fmt="none", color="k", capsize=3)
+    ax.set_xticks(x)
+    ax.set_xticklabels(labels, rotation=20, ha="right")
+    ax.set_ylabel("outliers at the output (% of patches)")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_similarity_densities(groups: dict[str, tuple[Any, Any]], *, title: str = "", bins: int = 60) -> Any:
+    """Densities of neighbour cosine similarity, outlier vs normal patches, one panel per variant.
+
+    Paper: Fig. 5a (outliers near 1, normal patches much wider).
+
+    Args:
+        groups: panel label -> ``(outlier values, normal values)`` 1-D.
+        title: figure title.
+        bins: histogram bins over [-1, 1] (clipped to the data range).
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    use_style()
+    fig, axes = plt.subplots(1, len(groups), figsize=(4 * len(groups), 3), squeeze=False)
+    for ax, (label, (out_v, norm_v)) in zip(axes[0], groups.items()):
+        o, nrm = _np(out_v).ravel(), _np(norm_v).ravel()
+        both = np.concatenate([o, nrm])
+        edges = np.linspace(both.min(), both.max(), bins + 1) if both.size else np.linspace(-1, 1, bins + 1)
+        ax.hist(nrm, bins=edges, density=True, alpha=0.5, color="C0", label=f"normal (n={nrm.size})")
+        if o.size:
+            ax.hist(o, bins=edges, density=True, alpha=0.5, color="C3", label=f"outlier (n={o.size})")
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("cosine similarity to the 4 neighbours")
+        ax.legend(fontsize=7, loc="upper left")
+    axes[0, 0].set_ylabel("density")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,401 @@
+"""Where weights come from, and loading a model at the resolution an experiment asks for.
+
+Paper: every figure (which weights, at which resolution). ``../shared/paper-notes.md`` §5 lists the
+mistakes this module exists to prevent: ``strict=False`` (silently random layers), official DINOv2
+``.pth`` files loaded through ``checkpoint_path=`` instead of timm's checkpoint filter, and position
+embeddings resized differently from the official DINOv2 code.
+
+Weights are looked up, in order, in:
+
+1. an explicit file (``weights=...``): timm safetensors/``.bin``/``.pth``, or an official DINOv2 ``.pth``;
+2. the project weights folder, ``$VITREG_WEIGHTS`` (default ``<repo>/data/weights``), holding files named
+   ``<timm name>.<tag>.safetensors`` (or ``.pth``/``.bin``) or the official DINOv2 names
+   (``dinov2_vitl14_reg4_pretrain.pth``); ``make weights`` fills it on a connected machine;
+3. timm's Hugging Face hub cache (``$HF_HOME/hub``, default ``~/.cache/huggingface/hub``);
+4. a download through timm, unless offline (``HF_HUB_OFFLINE=1``), where loading fails at once with a
+   message naming the model, every place looked and the two ways out.
+
+All of them go through ``timm.create_model(..., pretrained_cfg_overlay=dict(file=...))``, so every
+format passes timm's checkpoint filter and a strict ``load_state_dict``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vitreg.models import ModelSpec, PosInterp, get_spec
+from vitreg.tokens import TokenLayout
+
+WEIGHTS_ENV = "VITREG_WEIGHTS"
+_SUFFIXES = (".safetensors", ".pth", ".bin")
+
+
+class WeightsNotFound(FileNotFoundError):
+    """Pretrained weights are not on this machine and cannot be downloaded now."""
+
+
+@dataclass
+class LoadedModel:
+    """A timm ViT in eval mode plus everything a result must record about it.
+
+    Attributes:
+        model: the timm ``VisionTransformer``.
+        spec: the zoo entry (or one derived from timm for other names).
+        image_size: ``(H, W)`` the model is built for (position embeddings resized to it).
+        pretrained: False for random initialisation (smoke runs): figures and reports must say so.
+        source: where the weights came from (file path, hub cache, "random init").
+    """
+
+    model: nn.Module
+    spec: ModelSpec
+    image_size: tuple[int, int]
+    pretrained: bool
+    source: str
+    layout: TokenLayout = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.layout = TokenLayout.from_model(self.model, self.image_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def mean(self) -> tuple[float, float, float]:
+        return tuple(self.model.pretrained_cfg.get("mean", (0.485, 0.456, 0.406)))  # type: ignore[return-value]
+
+    @property
+    def std(self) -> tuple[float, float, float]:
+        return tuple(self.model.pretrained_cfg.get("std", (0.229, 0.224, 0.225)))  # type: ignore[return-value]
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.model.blocks)
+
+    @property
+    def label(self) -> str:
+        """Display name; random-weight models say so."""
+        return self.spec.paper_name + ("" if self.pretrained else " [random weights]")
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise a clear error for an input this fixed-size model cannot take."""
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected a (B, 3, H, W) image batch, got shape {tuple(x.shape)}")
+        if tuple(x.shape[-2:]) != self.image_size:
+            raise ValueError(
+                f"{self.spec.key} was loaded for {self.image_size[0]}x{self.image_size[1]} px, got "
+                f"{x.shape[-2]}x{x.shape[-1]}: preprocess with vitreg.images.preprocess(images, loaded), or "
+                f"load the model with load_model(..., image_size={x.shape[-2]}) (a multiple of {self.spec.patch_size})"
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """All tokens after the final norm, ``(B, T, D)``. Use :mod:`vitreg.capture` for the rest."""
+        self.check_input(x)
+        return self.model.forward_features(x.to(self.device))
+
+    def describe(self) -> dict:
+        """What every result records about the model (name, tag, resolution, weights)."""
+        return {
+            "name": self.spec.key,
+            "paper_name": self.spec.paper_name,
+            "timm_name": self.spec.timm_name,
+            "tag": self.spec.tag,
+            "family": self.spec.family,
+            "registers": self.spec.registers,
+            "patch_size": self.spec.patch_size,
+            "image_size": list(self.image_size),
+            "pretrained": self.pretrained,
+            "weights_source": self.source,
+            "pos_embed_resize": self.spec.pos_interp,
+        }
+
+
+def weights_dir() -> Path:
+    """The project weights folder: ``$VITREG_WEIGHTS``, else ``<repo>/data/weights``.
+
+    For an installed (non-editable) package the default is ``~/.cache/vitreg/weights``.
+    """
+    if os.environ.get(WEIGHTS_ENV):
+        return Path(os.environ[WEIGHTS_ENV]).expanduser()
+    repo = Path(__file__).resolve().parents[1]
+    if (repo / "pyproject.toml").exists():
+        return repo / "data" / "weights"
+    return Path.home() / ".cache" / "vitreg" / "weights"
+
+
+def is_offline() -> bool:
+    """True when the Hugging Face hub must not be contacted (``HF_HUB_OFFLINE=1``)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def local_candidates(spec: ModelSpec, folder: Path | None = None) -> list[Path]:
+    """Every file name the weights folder may hold for ``spec``, in the order they are tried."""
+    folder = folder or weights_dir()
+    names = [spec.full_name + s for s in _SUFFIXES] + list(spec.official_files)
+    return [folder / n for n in names]
+
+
+def hub_cache_file(spec: ModelSpec) -> Path | None:
+    """The cached hub file timm would load for ``spec``, or None when nothing is cached."""
+    cfg = _pretrained_cfg(spec)
+    if cfg is None:
+        return None
+    hub_id = cfg.get("hf_hub_id")
+    if hub_id:
+        from huggingface_hub import try_to_load_from_cache
+
+        for fname in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
+            found = try_to_load_from_cache(hub_id, fname)
+            if isinstance(found, str):
+                return Path(found)
+    url = cfg.get("url")
+    if url:
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+        if cached.exists():
+            return cached
+    return None
+
+
+def hub_cache_dir() -> Path:
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def find_weights(spec: ModelSpec, weights: str | os.PathLike | None = None) -> tuple[Path | None, list[str]]:
+    """Locate pretrained weights without touching the network.
+
+    Returns:
+        (file or None, the places looked, for error messages).
+    """
+    looked: list[str] = []
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise WeightsNotFound(f"weights file {path} for {spec.key} does not exist")
+        return path, [str(path)]
+    for cand in local_candidates(spec):
+        looked.append(str(cand))
+        if cand.is_file():
+            return cand, looked
+    cached = hub_cache_file(spec)
+    cfg = _pretrained_cfg(spec) or {}
+    looked.append(f"Hugging Face hub cache {hub_cache_dir()} (repo {cfg.get('hf_hub_id') or cfg.get('url') or '?'})")
+    return cached, looked
+
+
+def missing_weights_message(spec: ModelSpec, looked: list[str]) -> str:
+    """The message for weights that are nowhere on this machine: what was tried, and the two ways out."""
+    places = "\n".join(f"  - {p}" for p in looked)
+    return (
+        f"No pretrained weights for {spec.key} ({spec.full_name}) on this machine, and the hub is offline "
+        f"(HF_HUB_OFFLINE=1).\nLooked in:\n{places}\nTwo ways out:\n"
+        f"  1. connect to the internet once and run `make weights` (or load the model once): timm caches it;\n"
+        f"  2. put the file in {weights_dir()} (set ${WEIGHTS_ENV} to move that folder) named "
+        f"{spec.full_name}.safetensors{' or ' + spec.official_files[0] if spec.official_files else ''}, "
+        f"or pass load_model(..., weights='/path/to/file').\n"
+        f"For a run without weights use pretrained=False (random weights; results are then labelled so)."
+    )
+
+
+def load_model(
+    name: str,
+    *,
+    pretrained: bool = True,
+    weights: str | os.PathLike | None = None,
+    image_size: int | tuple[int, int] | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+) -> LoadedModel:
+    """Load a zoo model (``dinov2_l_reg``) or any timm ViT, strictly, at ``image_size``.
+
+    Paper: all figures; resolution is an experimental variable (224 vs 518 px changes numbers).
+
+    Args:
+        name: zoo key or timm name (``vit_large_patch14_dinov2.lvd142m``).
+        pretrained: False builds the same architecture randomly initialised (tests, smoke runs).
+        weights: explicit checkpoint file (timm format or official DINOv2 ``.pth``).
+        image_size: side (or ``(H, W)``) in pixels, a multiple of the patch size; None = native.
+        device: where to put the model (``"auto"`` picks a GPU when present).
+        dtype: optional parameter dtype (e.g. ``torch.float16`` on a GPU).
+
+    Raises:
+        KeyError: unknown model name (with close names).
+        WeightsNotFound: pretrained weights missing offline, or the download failed.
+        RuntimeError: a checkpoint that does not match the architecture (strict loading).
+    """
+    import timm
+
+    from vitreg.device import pick_device
+
+    spec = get_spec(name)
+    size = _resolve_size(spec, image_size)
+    if not pretrained:
+        model = timm.create_model(spec.full_name, pretrained=False, img_size=size, num_classes=0)
+        source = "random init (no pretrained weights)"
+    else:
+        model, source = _load_pretrained(spec, weights, size)
+    model.eval().requires_grad_(False)
+    model.to(device=pick_device(device), dtype=dtype)
+    return LoadedModel(model=model, spec=spec, image_size=size, pretrained=pretrained, source=source)
+
+
+def _load_pretrained(spec: ModelSpec, weights: str | os.PathLike | None, size: tuple[int, int]) -> tuple[nn.Module, str]:
+    """Build the model at its native size with checked weights, then resize to ``size``."""
+    import timm
+
+    file, looked = find_weights(spec, weights)
+    if file is None and is_offline():
+        raise WeightsNotFound(missing_weights_message(spec, looked))
+    overlay = {"file": str(file)} if file is not None else {}
+    native = (spec.native_resolution, spec.native_resolution)
+    try:
+        model = timm.create_model(spec.full_name, pretrained=True, pretrained_cfg_overlay=overlay, num_classes=0,
+                                  img_size=native)
+    except RuntimeError as err:  # strict load_state_dict: missing/unexpected keys, wrong shapes
+        raise RuntimeError(f"weights {file or 'from the hub'} do not match {spec.key} ({spec.full_name}): {err}") from err
+    except (OSError, ValueError) as err:
+        if file is not None:
+            raise RuntimeError(f"cannot read weights file {file} for {spec.key}: {err}") from err
+        raise WeightsNotFound(missing_weights_message(spec, looked) + f"\n(download failed: {err})") from err
+    source = str(file) if file is not None else f"downloaded from the hub ({(_pretrained_cfg(spec) or {}).get('hf_hub_id')})"
+    if size != native:
+        model = _resized(model, spec, size)
+    return model, source
+
+
+def _resized(model: nn.Module, spec: ModelSpec, size: tuple[int, int]) -> nn.Module:
+    """The same weights in a model built for ``size``, position embeddings resized per ``spec.pos_interp``."""
+    import timm
+
+    state = model.state_dict()
+    old_grid = tuple(model.patch_embed.grid_size)
+    target = timm.create_model(spec.full_name, pretrained=False, img_size=size, num_classes=0)
+    prefix = 0 if getattr(target, "no_embed_class", False) else target.num_prefix_tokens
+    state["pos_embed"] = resize_pos_embed(state["pos_embed"], old_grid, tuple(target.patch_embed.grid_size),
+                                          num_prefix=prefix, mode=spec.pos_interp)
+    target.load_state_dict(state, strict=True)
+    return target
+
+
+def resize_pos_embed(pos_embed: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int], *,
+                     num_prefix: int, mode: PosInterp) -> torch.Tensor:
+    """Resize absolute position embeddings ``(1, prefix + h*w, D)`` to ``new_grid``.
+
+    ``dinov2_noreg`` and ``dinov2_reg`` follow the official DINOv2 ``interpolate_pos_encoding``:
+    models without registers use bicubic, no antialiasing, and a scale factor of ``(n + 0.1) / M``;
+    register models bicubic with antialiasing to the exact size. ``timm`` uses timm's own resampling.
+    """
+    if tuple(old_grid) == tuple(new_grid):
+        return pos_embed
+    if mode == "timm":
+        from timm.layers import resample_abs_pos_embed
+
+        return resample_abs_pos_embed(pos_embed, new_size=list(new_grid), old_size=list(old_grid),
+                                      num_prefix_tokens=num_prefix)
+    prefix, grid = pos_embed[:, :num_prefix], pos_embed[:, num_prefix:]
+    dim, dtype = grid.shape[-1], grid.dtype
+    grid = grid.float().reshape(1, old_grid[0], old_grid[1], dim).permute(0, 3, 1, 2)
+    if mode == "dinov2_noreg":
+        offset = 0.1
+        scale = ((new_grid[0] + offset) / old_grid[0], (new_grid[1] + offset) / old_grid[1])
+        grid = F.interpolate(grid, scale_factor=scale, mode="bicubic", antialias=False)
+    elif mode == "dinov2_reg":
+        grid = F.interpolate(grid, size=tuple(new_grid), mode="bicubic", antialias=True)
+    else:
+        raise ValueError(f"unknown position-embedding resize mode {mode!r}")
+    if tuple(grid.shape[-2:]) != tuple(new_grid):
+        raise RuntimeError(f"resized position grid is {tuple(grid.shape[-2:])}, expected {tuple(new_grid)}")
+    grid = grid.permute(0, 2, 3, 1).reshape(1, -1, dim).to(dtype)
+    return torch.cat([prefix, grid], dim=1)
+
+
+def _resolve_size(spec: ModelSpec, image_size: int | tuple[int, int] | list[int] | None) -> tuple[int, int]:
+    if image_size is None:
+        return (spec.native_resolution, spec.native_resolution)
+    h, w = (image_size, image_size) if isinstance(image_size, int) else (int(image_size[0]), int(image_size[1]))
+    p = spec.patch_size
+    if h % p or w % p or h <= 0 or w <= 0:
+        raise ValueError(
+            f"image_size {h}x{w} is not a positive multiple of {spec.key}'s patch size {p}; "
+            f"use e.g. {max(p, round(h / p) * p)} (vitreg.images.preprocess rounds the same way)"
+        )
+    return (h, w)
+
+
+def _pretrained_cfg(spec: ModelSpec) -> dict | None:
+    import timm
+
+    if not spec.tag:
+        return None
+    cfg = timm.models.get_pretrained_cfg(spec.full_name)
+    return cfg.to_dict() if cfg is not None else None
+
+
+# --- `make weights` --------------------------------------------------------------------------
+def download(keys: list[str], folder: Path | None = None) -> list[Path]:
+    """Fetch hub weights of ``keys`` and copy them into the weights folder (``make weights``).
+
+    Needs internet once; afterwards the folder can be copied to offline machines (a classroom).
+    """
+    from huggingface_hub import hf_hub_download
+
+    folder = folder or weights_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for key in keys:
+        spec = get_spec(key)
+        target = folder / f"{spec.full_name}.safetensors"
+        if target.exists():
+            print(f"{key}: already in {target}")
+            written.append(target)
+            continue
+        cfg = _pretrained_cfg(spec) or {}
+        if not cfg.get("hf_hub_id"):
+            raise WeightsNotFound(f"{key}: timm has no hub file for {spec.full_name}")
+        path = hf_hub_download(cfg["hf_hub_id"], "model.safetensors")
+        tmp = target.with_suffix(".part")
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, target)
+        print(f"{key}: {target}")
+        written.append(target)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m vitreg.weights download [--all | KEY ...]`` and ``... where KEY``."""
+    from vitreg.models import ZOO
+
+    parser = argparse.ArgumentParser(prog="python -m vitreg.weights", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("download", help="copy hub weights into the weights folder")
+    d.add_argument("keys", nargs="*")
+    d.add_argument("--all", action="store_true", help="every model in the zoo")
+    w = sub.add_parser("where", help="where the weights of a model are found, or what was looked at")
+    w.add_argument("keys", nargs="+")
+    args = parser.parse_args(argv)
+    if args.cmd == "download":
+        keys = list(ZOO) if args.all else args.keys
+        if not keys:
+            parser.error("name models or pass --all")
+        download(keys)
+        return 0
+    status = 0
+    for key in args.keys:
+        file, looked = find_weights(get_spec(key))
+        print(f"{key}: {file}" if file else f"{key}: not found; looked in {looked}")
+        status |= file is None
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
