@@ -1,0 +1,103 @@
+"""The feature cache (vitreg.cache) returns identical features, is invalidated by any key change and
+resumes an interrupted extraction. Paper: Fig. 5b, Table 1 (the probes' frozen features)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vitreg import cache
+
+BASE = dict(model="dinov2_s", tag="lvd142m", resolution=[224, 224], dataset="cifar10", split="train",
+            layer="final_norm")
+
+
+class Counter:
+    """A feature 'extractor' that records which items it computed; optionally fails at one chunk."""
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        self.calls: list[tuple[int, int]] = []
+        self.fail_at = fail_at
+
+    def __call__(self, start: int, stop: int) -> dict[str, torch.Tensor]:
+        if self.fail_at is not None and start >= self.fail_at:
+            raise KeyboardInterrupt("simulated interruption")
+        self.calls.append((start, stop))
+        idx = torch.arange(start, stop, dtype=torch.float)
+        return {"x": idx.view(-1, 1) * torch.ones(1, 3), "y": torch.arange(start, stop)}
+
+
+def test_second_call_reads_identical_features(tmp_path) -> None:
+    key = cache.feature_key(**BASE)
+    first = Counter()
+    a = cache.cached_features(key, 10, first, chunk_size=4, root=tmp_path, progress=False)
+    second = Counter()
+    b = cache.cached_features(key, 10, second, chunk_size=4, root=tmp_path, progress=False)
+    assert first.calls == [(0, 4), (4, 8), (8, 10)]
+    assert second.calls == []
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert torch.equal(a["y"], torch.arange(10))
+    assert not list(tmp_path.rglob("*.tmp"))  # atomic writes leave nothing behind
+
+
+@pytest.mark.parametrize("field,value", [("model", "dinov2_s_reg"), ("tag", ""), ("resolution", [518, 518]),
+                                         ("dataset", "cifar100"), ("split", "test"), ("layer", 11),
+                                         ("seed", 1)])
+def test_any_key_change_recomputes(tmp_path, field, value) -> None:
+    cache.cached_features(cache.feature_key(**BASE, seed=0), 6, Counter(), chunk_size=4, root=tmp_path,
+                          progress=False)
+    changed = {**BASE, "seed": 0, field: value}
+    again = Counter()
+    cache.cached_features(cache.feature_key(**changed), 6, again, chunk_size=4, root=tmp_path, progress=False)
+    assert again.calls == [(0, 4), (4, 6)]
+
+
+def test_item_count_and_chunking_are_part_of_the_entry(tmp_path) -> None:
+    key = cache.feature_key(**BASE)
+    cache.cached_features(key, 6, Counter(), chunk_size=4, root=tmp_path, progress=False)
+    more = Counter()
+    out = cache.cached_features(key, 8, more, chunk_size=4, root=tmp_path, progress=False)
+    assert more.calls == [(0, 4), (4, 8)] and len(out["y"]) == 8
+
+
+def test_interrupted_extraction_resumes(tmp_path) -> None:
+    key = cache.feature_key(**BASE)
+    with pytest.raises(KeyboardInterrupt):
+        cache.cached_features(key, 10, Counter(fail_at=4), chunk_size=2, root=tmp_path, progress=False)
+    entry = cache.FeatureCache(key, tmp_path)
+    assert entry.n_chunks_done() == 2 and not entry.is_complete()
+    resumed = Counter()
+    out = cache.cached_features(key, 10, resumed, chunk_size=2, root=tmp_path, progress=False)
+    assert resumed.calls == [(4, 6), (6, 8), (8, 10)]  # only the missing chunks
+    assert torch.equal(out["y"], torch.arange(10))
+    assert torch.equal(out["x"][:, 0], torch.arange(10, dtype=torch.float))
+
+
+def test_stale_entry_is_wiped(tmp_path) -> None:
+    key = cache.feature_key(**BASE)
+    entry = cache.FeatureCache(key, tmp_path)
+    cache.cached_features(key, 4, Counter(), chunk_size=2, root=tmp_path, progress=False)
+    (entry.path / "key.json").write_text('{"key": {"model": "something else"}}')
+    again = Counter()
+    cache.cached_features(key, 4, again, chunk_size=2, root=tmp_path, progress=False)
+    assert again.calls == [(0, 2), (2, 4)]
+
+
+def test_env_var_sets_the_folder_and_disabled_cache_writes_nothing(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "c"))
+    assert cache.cache_root() == tmp_path / "c"
+    out = cache.cached_features(cache.feature_key(**BASE), 5, Counter(), chunk_size=2, enabled=False)
+    assert torch.equal(out["y"], torch.arange(5))
+    assert not (tmp_path / "c").exists()
+    cache.cached_features(cache.feature_key(**BASE), 5, Counter(), chunk_size=2, progress=False)
+    assert cache.clear_cache() == 1
+
+
+def test_bad_keys_and_chunks_are_refused(tmp_path) -> None:
+    with pytest.raises(TypeError):
+        cache.feature_key(model="m", tag="", resolution=224, dataset="d", split="train")  # no layer
+    with pytest.raises(TypeError, match="JSON-like"):
+        cache.feature_key(**BASE, weights=object())
+    with pytest.raises(ValueError, match="first dim"):
+        cache.cached_features(cache.feature_key(**BASE), 4, lambda s, e: {"x": torch.zeros(1)}, chunk_size=2,
+                              root=tmp_path, progress=False)
