@@ -1,0 +1,123 @@
+"""Datasets (vitreg.data): folders and torchvision sets load or are skipped with a reason, never
+downloaded offline; the synthetic set's classes are a global property. Paper: Table 1 / Table 6."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vitreg import data
+
+
+def tile_redness(ds: data.SyntheticGlobalDataset, i: int) -> torch.Tensor:
+    """(tiles, tiles) mean red-minus-blue per tile of image i."""
+    img = ds.image_tensor(i)
+    t = ds.tiles
+    s = ds.image_size // t
+    diff = (img[0] - img[2]).reshape(t, s, t, s).mean(dim=(1, 3))
+    return diff
+
+
+def test_synthetic_classes_differ_globally_not_locally() -> None:
+    ds = data.SyntheticGlobalDataset(n=200, num_classes=4, image_size=64, tiles=8, seed=0)
+    shares = torch.tensor([float((tile_redness(ds, i) > 0).float().mean()) for i in range(len(ds))])
+    targets = torch.tensor([ds.red_share(int(c)) for c in ds.labels])
+    nearest = torch.tensor([min(range(4), key=lambda c: abs(ds.red_share(c) - s)) for s in shares.tolist()])
+    assert torch.equal(nearest, ds.labels)  # the global share identifies the class: planted signal
+    assert torch.allclose(shares, targets, atol=1 / 64 + 1e-6)
+    # one tile is weak evidence: the best rule from the centre tile alone is far from perfect
+    centre_red = torch.tensor([bool(tile_redness(ds, i)[4, 4] > 0) for i in range(len(ds))])
+    best_single = max(
+        float(((centre_red & (ds.labels == a)) | (~centre_red & (ds.labels == b))).float().mean())
+        for a in range(4) for b in range(4)
+    )
+    assert best_single < 0.6
+
+
+def test_synthetic_is_deterministic_and_gives_rgb_images() -> None:
+    a = data.load_dataset("synthetic", "train", n=8, image_size=32, seed=3)
+    b = data.load_dataset("synthetic", "train", n=8, image_size=32, seed=3)
+    test = data.load_dataset("synthetic", "test", n=8, image_size=32, seed=3)
+    img, label = a[5]
+    assert img.mode == "RGB" and img.size == (32, 32) and label == 1
+    assert torch.equal(a.image_tensor(5), b.image_tensor(5))
+    assert not torch.equal(a.image_tensor(5), test.image_tensor(5))
+    assert data.describe(a)["synthetic"] is True
+
+
+def test_missing_torchvision_set_is_skipped_offline_without_download(tmp_path, monkeypatch) -> None:
+    import torchvision.datasets as tvd
+
+    calls = []
+
+    class FakeCIFAR10:
+        def __init__(self, root, train=True, download=False, **kw):
+            calls.append(download)
+            if download:
+                raise AssertionError("tried to download while offline")
+            raise RuntimeError("Dataset not found or corrupted.")
+
+    monkeypatch.setattr(tvd, "CIFAR10", FakeCIFAR10)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ds, reason = data.try_load_dataset("cifar10", "train", root=tmp_path, download=True)
+    assert ds is None and "offline" in reason and str(tmp_path) in reason
+    assert calls == [False]
+    with pytest.raises(data.DatasetUnavailable, match="download=False"):
+        data.load_dataset("cifar10", "test", root=tmp_path, download=False)
+
+
+def test_torchvision_set_downloads_when_allowed_online(tmp_path, monkeypatch) -> None:
+    import torchvision.datasets as tvd
+    from PIL import Image
+
+    class FakeFlowers:
+        def __init__(self, root, split="train", download=False):
+            if not download:
+                raise RuntimeError("Dataset not found")
+            self._labels = [0, 1] if split == "train" else [2]
+
+        def __len__(self):
+            return len(self._labels)
+
+        def __getitem__(self, i):
+            return Image.new("L", (4, 4)), self._labels[i]
+
+    monkeypatch.setattr(tvd, "Flowers102", FakeFlowers)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("VITREG_OFFLINE", raising=False)
+    ds = data.load_dataset("flowers", "train", root=tmp_path, download=True)
+    assert len(ds) == 3 and ds.labels.tolist() == [0, 1, 2]  # train + val
+    img, label = ds[2]
+    assert img.mode == "RGB" and label == 2
+
+
+def test_image_folder_from_env_var(tmp_path, monkeypatch) -> None:
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for cls in ("ant", "bee"):
+            folder = tmp_path / "imagenet" / split / cls
+            folder.mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (8, 8), (i * 50, 0, 0)).save(folder / f"{i}.png")
+    monkeypatch.setenv(data.DATA_ENV, str(tmp_path))
+    ds = data.load_dataset("imagenet", "test")  # reads val/
+    assert len(ds) == 4 and ds.labels.tolist() == [0, 0, 1, 1] and ds.classes == ["ant", "bee"]
+    assert ds[3][1] == 1
+    direct = data.load_dataset(str(tmp_path / "imagenet"), "train")
+    assert len(direct) == 4
+    ds, reason = data.try_load_dataset("cub", "train")
+    assert ds is None and "cub" in reason and "ImageFolder" in reason
+
+
+def test_subset_is_class_balanced_and_unknown_names_are_refused() -> None:
+    labels = torch.tensor([0] * 50 + [1] * 5 + [2] * 50)
+    idx = data.subset_indices(labels, 12, seed=0)
+    assert len(idx) == 12 and torch.equal(idx, torch.sort(idx).values)
+    assert torch.bincount(labels[idx]).tolist() == [4, 4, 4]
+    assert torch.equal(data.subset_indices(labels, None), torch.arange(len(labels)))
+    assert data.chance_accuracy(labels) == pytest.approx(50 / 105 * 100)
+    with pytest.raises(KeyError, match="known"):
+        data.load_dataset("no_such_set", "train")
+    with pytest.raises(ValueError, match="split"):
+        data.load_dataset("synthetic", "val")
