@@ -126,6 +126,13 @@ def test_planted_high_norm_tokens_found_exactly_in_random_timm_model():
     x = torch.randn(3, 3, 112, 112, generator=torch.Generator().manual_seed(0))
     with plant_outliers_per_image(loaded.model, 6, tokens, norm=1000.0), capture(loaded.model, norms=[-1]) as rec:
         loaded.forward(x)
+    with norms.planted(loaded, truth, norm=1000.0), capture(loaded.model, norms=[-1]) as rec2:
+        loaded.forward(x[:2])  # two forward calls: the mask is consumed image after image
+        loaded.forward(x[2:])
+    with norms.planted(loaded, None), capture(loaded.model, norms=[-1]) as clean:
+        loaded.forward(x)
+    assert not norms.outlier_mask(layout.patches(clean.norms[-1]), threshold=150.0).any()
+    assert torch.equal(norms.outlier_mask(layout.patches(rec2.norms[-1]), threshold=150.0), truth)
     patch_norms = layout.patches(rec.norms[-1])
     assert patch_norms[~truth].max() < 150  # control: random-init tokens stay low
     assert torch.equal(norms.outlier_mask(patch_norms, threshold=150.0), truth)

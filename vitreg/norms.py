@@ -10,8 +10,11 @@ from the histogram (dinov2 issues #293 and #373).
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -273,6 +276,33 @@ def mask_to_tokens(mask: torch.Tensor, num_prefix: int) -> list[list[int]]:
         one list of sequence indices per image.
     """
     return [(num_prefix + torch.nonzero(row).flatten()).tolist() for row in mask.bool()]
+
+
+@contextlib.contextmanager
+def planted(loaded: Any, mask: torch.Tensor | None, *, block: int | None = None,
+            norm: float = 400.0, seed: int = 0) -> Iterator[None]:
+    """Plant high-norm tokens at the ``mask`` positions for every forward pass inside the block.
+
+    Smoke runs use it so that the claim checks of notebooks 02-04 run on a planted ground truth (random
+    weights have no artifacts). ``mask=None`` plants nothing (the real experiment). The tokens are added
+    at the output of ``block`` (default: the middle block) and the residual stream carries them on.
+
+    Args:
+        loaded: a :class:`vitreg.weights.LoadedModel`.
+        mask: ``(B, N)`` bool patch mask over ALL images that will be forwarded, in order; or None.
+        block: block at whose output the vector is added.
+        norm: norm of the added vector.
+        seed: seed of its direction.
+    """
+    if mask is None:
+        yield
+        return
+    from vitreg.capture import plant_outliers_per_image
+
+    block = loaded.num_blocks // 2 if block is None else block
+    tokens = mask_to_tokens(mask, loaded.layout.num_prefix)
+    with plant_outliers_per_image(loaded.model, block, tokens, norm=norm, seed=seed):
+        yield
 
 
 def _check_stack(norm_stack: torch.Tensor) -> None:
