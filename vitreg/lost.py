@@ -32,6 +32,8 @@ import torch
 from vitreg.tokens import TokenLayout
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from vitreg.boxes import BoxDataset
     from vitreg.weights import LoadedModel
 
@@ -244,3 +246,165 @@ def planted_feature_maps(
         prefix = 100.0 * torch.randn(b, num_prefix, dim, generator=gen)
         x = torch.cat([prefix, x], dim=1)
     return x
+
+
+# --- LOST over a dataset (notebook 08) -----------------------------------------------------------
+@dataclass
+class Discovery:
+    """LOST boxes and CorLoc of one model on one box dataset, for every similarity setting.
+
+    Attributes:
+        dataset: dataset name (``VOC07``...).
+        model: zoo key of the model.
+        settings: the ``(normalize, bias)`` settings, in order; their names are :func:`setting_name`.
+        corloc: setting name -> CorLoc in percent.
+        boxes: setting name -> ``(n, 4)`` predicted pixel boxes.
+        hits: setting name -> ``(n,)`` bool, IoU >= 0.5 with some ground-truth box.
+        names: image names, in order.
+    """
+
+    dataset: str
+    model: str
+    settings: list[tuple[bool, float]]
+    corloc: dict[str, float]
+    boxes: dict[str, np.ndarray]
+    hits: dict[str, np.ndarray]
+    names: list[str]
+
+
+def setting_name(normalize: bool, bias: float) -> str:
+    """``dot+0.00`` (LOST's own: raw dot product, no bias) or ``cos-0.20`` (normalised, bias -0.2)."""
+    return f"{'cos' if normalize else 'dot'}{bias:+.2f}"
+
+
+def resize_for_lost(image: "Image.Image", size: int) -> tuple["Image.Image", tuple[int, int]]:
+    """Resize the WHOLE image (no crop) to ``size x size``; return it and the original ``(H, W)``.
+
+    A centre crop (what classification preprocessing does) would cut objects out of the box labels;
+    LOST itself pads each image to a multiple of the patch size at full resolution, which needs a model
+    per image size. We resize to one square size so that images batch; boxes are mapped back to the
+    original pixels with per-image scales (the aspect ratio changes; see the notebook's pitfalls).
+    """
+    from PIL import Image
+
+    return image.resize((size, size), Image.Resampling.BICUBIC), (image.height, image.width)
+
+
+def discover(
+    loaded: "LoadedModel",
+    dataset: "BoxDataset",
+    *,
+    which: Which | None = None,
+    block: int = -1,
+    k_patches: int = 100,
+    settings: Sequence[tuple[bool, float]] = ((False, 0.0),),
+    batch_size: int = 16,
+    limit: int | None = None,
+    progress: bool = True,
+) -> Discovery:
+    """Run LOST with ``loaded`` on every image of ``dataset`` and score CorLoc.
+
+    Paper: Table 3. One capture context per batch (hooks on the one block, removed after each batch so
+    that keys of a whole dataset never pile up in memory); LOST runs batched on the model's device.
+
+    Args:
+        loaded: the model, loaded at the square ``image_size`` to use (a multiple of its patch size).
+        dataset: a :mod:`vitreg.boxes` dataset.
+        which: ``"q"``, ``"k"`` or ``"v"``; None takes the zoo's choice (keys for DINO/DINOv2, values for
+            DeiT-III/CLIP).
+        block: which block's q/k/v (-1: the last, as in the paper).
+        k_patches: LOST's k (100).
+        settings: ``(normalize, bias)`` pairs scored on the same features (the bias sweep).
+        batch_size: images per forward pass.
+        limit: first ``limit`` images only.
+        progress: show a tqdm bar.
+
+    Returns:
+        :class:`Discovery`.
+    """
+    from tqdm.auto import tqdm
+
+    from vitreg.boxes import corloc_hits
+    from vitreg.capture import capture
+    from vitreg.images import preprocess
+
+    which = which or loaded.spec.lost_features
+    if which not in ("q", "k", "v"):
+        raise ValueError(f"which must be 'q', 'k' or 'v', got {which!r}")
+    size = loaded.image_size[0]
+    if loaded.image_size[0] != loaded.image_size[1]:
+        raise ValueError(f"load the model at a square size for LOST, got {loaded.image_size}")
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    names = [setting_name(nm, b) for nm, b in settings]
+    boxes: dict[str, list[torch.Tensor]] = {k: [] for k in names}
+    gts, img_names = [], []
+    patch = loaded.spec.patch_size
+    bar = tqdm(total=n, desc=f"LOST {loaded.spec.key} on {dataset.name}", unit="img", disable=not progress)
+    for start in range(0, n, batch_size):
+        samples = [dataset[i] for i in range(start, min(n, start + batch_size))]
+        resized = [resize_for_lost(s.image, size) for s in samples]
+        x = preprocess([r[0] for r in resized], loaded)
+        hw = torch.tensor([r[1] for r in resized], dtype=torch.float64)  # (B, 2) original (H, W)
+        scale = patch * hw / size  # pixels of the original image per patch, (sy, sx)
+        with torch.inference_mode(), capture(loaded.model, qkv=[block]) as rec:
+            loaded.forward(x)
+        feats = patch_features(getattr(rec, which)[block], loaded.layout)
+        for name, (normalize, bias) in zip(names, settings):
+            res = lost(feats, loaded.layout.grid, k_patches=k_patches, bias=bias, normalize=normalize,
+                       scale=scale, image_hw=hw)
+            boxes[name].append(res.boxes.cpu())
+        gts.extend(s.boxes for s in samples)
+        img_names.extend(s.name for s in samples)
+        bar.update(len(samples))
+    bar.close()
+    out_boxes = {k: torch.cat(v).numpy() if v else np.zeros((0, 4)) for k, v in boxes.items()}
+    hits = {k: corloc_hits(b, gts) for k, b in out_boxes.items()}
+    return Discovery(dataset=dataset.name, model=loaded.spec.key, settings=list(settings),
+                     corloc={k: 100.0 * float(h.mean()) if len(h) else float("nan") for k, h in hits.items()},
+                     boxes=out_boxes, hits=hits, names=img_names)
+
+
+def plot_discoveries(dataset: "BoxDataset", discoveries: dict[str, Discovery], indices: Sequence[int], *,
+                     setting: str = "dot+0.00", title: str = "") -> "object":
+    """Images with their ground-truth boxes (white) and each model's LOST box (green hit, red miss).
+
+    Paper: Fig. 1 / Table 3 illustrated (boxes discovered with and without registers).
+
+    Args:
+        dataset: the dataset the discoveries were computed on.
+        discoveries: row label -> :class:`Discovery` (e.g. ``{"no registers": d0, "4 registers": d4}``).
+        indices: which images (positions in the dataset) to show.
+        setting: which similarity setting's boxes to draw.
+        title: figure title (use :func:`vitreg.plots.title_for`).
+
+    Returns:
+        the matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    from vitreg.plots import use_style
+
+    use_style()
+    rows = list(discoveries.items())
+    fig, axes = plt.subplots(len(rows), len(indices), figsize=(2.3 * len(indices), 2.3 * len(rows)), squeeze=False)
+    for j, idx in enumerate(indices):
+        sample = dataset[idx]
+        for i, (label, d) in enumerate(rows):
+            ax = axes[i, j]
+            ax.imshow(sample.image)
+            for g in sample.boxes:
+                ax.add_patch(Rectangle((g[0], g[1]), g[2] - g[0], g[3] - g[1], fill=False, ec="white", lw=1.2, ls="--"))
+            b, hit = d.boxes[setting][idx], bool(d.hits[setting][idx])
+            ax.add_patch(Rectangle((b[0], b[1]), b[2] - b[0], b[3] - b[1], fill=False,
+                                   ec="lime" if hit else "red", lw=2))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(label)
+            if i == 0:
+                ax.set_title(sample.name, fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

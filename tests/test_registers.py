@@ -1,0 +1,84 @@
+"""Register analyses (Fig. 7, Fig. 16, §2.2) on planted ground truth: quantised norms are told apart from a
+bell, a register planted to favour the border (or the top) is found, a uniform map is not, FLOPs grow a little."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vitreg.registers import (border_mask, flops_overhead_pct, kmeans_1d, norms_by_kind, prefix_attention_summary,
+                              quantisation, spatial_shares, top_mask)
+from vitreg.tokens import TokenLayout
+
+
+def test_norms_by_kind_slices_cls_registers_and_patches():
+    layout = TokenLayout(1, 4, (3, 5))
+    norms = torch.arange(2 * layout.num_tokens, dtype=torch.float32).reshape(2, -1)
+    kinds = norms_by_kind(norms, layout)
+    assert list(kinds) == ["patch", "cls", "reg0", "reg1", "reg2", "reg3"]
+    assert kinds["cls"].tolist() == [0, 20] and kinds["reg3"].tolist() == [4, 24]
+    assert kinds["patch"].numel() == 30 and kinds["patch"].min() == 5
+
+
+def test_quantised_values_score_low_and_a_bell_scores_about_one():
+    rng = np.random.default_rng(0)
+    levels = np.array([20.0, 250.0, 400.0, 520.0])
+    quantised = rng.choice(levels, size=800) + rng.normal(0, 3, size=800)
+    q = quantisation(quantised, k=4)
+    assert q.score < 0.2 and np.allclose(q.levels, levels, atol=2)
+    bell = quantisation(rng.normal(300, 80, size=800), k=4)  # noise control: no levels
+    assert 0.8 < bell.score < 1.2
+    assert 0.3 < bell.reference < 0.4  # Lloyd-Max: sqrt(0.1175) for 4 levels of a Gaussian
+
+
+def test_kmeans_1d_is_deterministic_and_sorted():
+    x = np.array([1.0, 1.1, 0.9, 10.0, 10.2, 5.0, 5.1])
+    c, lab = kmeans_1d(x, 3)
+    assert np.allclose(c, [1.0, 5.05, 10.1]) and lab.tolist() == [0, 0, 0, 2, 2, 1, 1]
+    with pytest.raises(ValueError):
+        kmeans_1d(x[:2], 3)
+
+
+def test_spatial_shares_find_a_planted_border_and_top_preference():
+    grid = (8, 10)
+    uniform = torch.ones(grid)
+    s = spatial_shares(uniform)
+    assert float(s["border"]) == pytest.approx(float(border_mask(grid).float().mean()))
+    assert float(s["top"]) == pytest.approx(0.5) and float(s["support"]) == pytest.approx(1.0)
+    border = uniform + 9 * border_mask(grid).float()
+    assert float(spatial_shares(border)["border"]) > 0.85
+    assert float(spatial_shares(border)["top"]) == pytest.approx(0.5)
+    top = uniform + 9 * top_mask(grid)
+    assert float(spatial_shares(top)["top"]) > 0.85
+    spike = torch.zeros(grid)
+    spike[3, 4] = 1
+    assert float(spatial_shares(spike)["support"]) == pytest.approx(1 / 80)
+    assert top_mask((5, 2))[:, 0].tolist() == [1, 1, 0.5, 0, 0]
+
+
+def test_prefix_attention_summary_recovers_planted_register_roles():
+    layout = TokenLayout(1, 4, (6, 6))
+    gen = torch.Generator().manual_seed(0)
+    attn = torch.rand(5, 3, layout.num_prefix, layout.num_tokens, generator=gen)
+    patch = attn[:, :, :, layout.patch_slice].reshape(5, 3, layout.num_prefix, 6, 6)
+    patch[:, :, 1] += 20 * border_mask((6, 6)).float()  # reg0 favours the border
+    patch[:, :, 2] += 20 * top_mask((6, 6))  # reg1 favours the top
+    attn[:, :, :, layout.patch_slice] = patch.reshape(5, 3, layout.num_prefix, 36)
+    attn = attn / attn.sum(-1, keepdim=True)
+    summ = prefix_attention_summary(attn, layout)
+    assert list(summ) == ["cls", "reg0", "reg1", "reg2", "reg3"]
+    assert summ["reg0"]["border"] > 90 and summ["reg1"]["top"] > 90
+    for name in ("cls", "reg2", "reg3"):  # controls: random maps, no preference
+        assert abs(summ[name]["border"] - summ[name]["border_uniform"]) < 10 and abs(summ[name]["top"] - 50) < 10
+    assert summ["cls"]["mean_map"].shape == (6, 6)
+
+
+def test_four_registers_add_a_few_percent_flops():
+    from vitreg.weights import load_model
+
+    a = load_model("dinov2_s", pretrained=False, image_size=224)
+    b = load_model("dinov2_s_reg", pretrained=False, image_size=224)
+    pct = flops_overhead_pct(a, b)
+    assert 0.5 < pct < 2.5  # 256 patches + 1 cls -> + 4 tokens: about 1.6%
+    assert flops_overhead_pct(a, a) == 0.0

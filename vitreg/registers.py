@@ -1,0 +1,317 @@
+"""What the registers do: their norms (quantised-looking), where they attend, and what they cost.
+
+Paper: §2.2 (4 registers cost < 2% FLOPs), Fig. 7 and App. D.1 Fig. 15 (norms: the outliers leave the
+patches and reappear in the registers, whose norms look quantised), Fig. 9 (registers attend to
+different objects) and App. D.3 Fig. 16 (averaged over images: one register favours the borders, one
+the upper part; large support like [CLS]). Used in notebook 07.
+
+The attention maps themselves come from :mod:`vitreg.attention` and the norms from
+:mod:`vitreg.capture`; this module turns them into numbers and figures.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+import torch
+
+from vitreg.tokens import TokenLayout
+
+if TYPE_CHECKING:
+    from vitreg.weights import LoadedModel
+
+
+# --- norms ---------------------------------------------------------------------------------------
+def norms_by_kind(norms: torch.Tensor, layout: TokenLayout) -> dict[str, torch.Tensor]:
+    """Split ``(B, T)`` token norms into ``{"patch": (B*N,), "cls": (B,), "reg0": (B,), ...}``.
+
+    Paper: Fig. 7 (norm distributions of patches, [CLS] and registers, side by side).
+    """
+    parts = layout.split(norms, dim=1)
+    out = {"patch": parts.patch.reshape(-1).float()}
+    if parts.cls is not None:
+        out["cls"] = parts.cls.float()
+    if parts.reg is not None:
+        for i in range(parts.reg.shape[1]):
+            out[f"reg{i}"] = parts.reg[:, i].float()
+    return out
+
+
+@dataclass
+class Quantisation:
+    """How much a set of values looks like a few discrete levels (Fig. 7: "register norms look quantised").
+
+    1-D k-means with ``k`` levels; ``spread`` is the within-level standard deviation over the total
+    one (0: exactly k values); ``reference`` is the same number for Gaussian values with the same count
+    (about 0.34 for k = 4); ``score = spread / reference``: far below 1 for quantised values, about 1
+    for a unimodal bell.
+
+    Attributes:
+        levels: the k level centres, sorted.
+        counts: values assigned to each level.
+        spread: sqrt(within-level variance / total variance).
+        reference: the same for Gaussian samples of the same size.
+        score: spread / reference.
+    """
+
+    levels: list[float]
+    counts: list[int]
+    spread: float
+    reference: float
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"levels": self.levels, "counts": self.counts, "spread": self.spread,
+                "gaussian_reference": self.reference, "score": self.score}
+
+
+def kmeans_1d(values: np.ndarray, k: int, iters: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """Lloyd's k-means in one dimension, started at quantiles (deterministic).
+
+    Returns:
+        (sorted centres ``(k,)``, label of each value ``(n,)``).
+    """
+    x = np.asarray(values, dtype=np.float64).ravel()
+    if x.size < k:
+        raise ValueError(f"need at least k={k} values, got {x.size}")
+    centres = np.quantile(x, (np.arange(k) + 0.5) / k)
+    for _ in range(iters):
+        labels = np.abs(x[:, None] - centres[None]).argmin(1)
+        new = np.array([x[labels == j].mean() if (labels == j).any() else centres[j] for j in range(k)])
+        if np.allclose(new, centres):
+            break
+        centres = new
+    order = np.argsort(centres)
+    remap = np.empty(k, dtype=int)
+    remap[order] = np.arange(k)
+    return centres[order], remap[labels]
+
+
+def _spread(x: np.ndarray, k: int) -> tuple[float, np.ndarray, np.ndarray]:
+    centres, labels = kmeans_1d(x, k)
+    total = x.var()
+    within = ((x - centres[labels]) ** 2).mean()
+    return (math.sqrt(within / total) if total > 0 else 0.0), centres, labels
+
+
+def quantisation(values: torch.Tensor | np.ndarray, k: int = 4, *, seed: int = 0) -> Quantisation:
+    """Measure how quantised ``values`` look (Paper: Fig. 7, App. D.1 Fig. 15).
+
+    Args:
+        values: any shape; flattened (e.g. the norms of all registers over all images).
+        k: number of levels (4: one per register is a natural choice).
+        seed: seed of the Gaussian reference.
+
+    Returns:
+        :class:`Quantisation`.
+    """
+    x = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values, dtype=np.float64).ravel()
+    spread, centres, labels = _spread(x, k)
+    ref = _spread(np.random.default_rng(seed).standard_normal(x.size), k)[0]
+    return Quantisation(levels=centres.tolist(), counts=np.bincount(labels, minlength=k).tolist(),
+                        spread=spread, reference=ref, score=spread / ref if ref > 0 else float("nan"))
+
+
+def per_token_variation(norms: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Coefficient of variation (std / mean over images) of each prefix token's norm.
+
+    A register whose norm is nearly the same on every image (small value) is one "level" of Fig. 7.
+    """
+    return {k: float(v.std() / v.mean().clamp_min(1e-12)) for k, v in norms.items() if k != "patch" and v.numel() > 1}
+
+
+# --- where registers attend (Fig. 16) ------------------------------------------------------------
+def border_mask(grid: tuple[int, int], width: int = 1) -> torch.Tensor:
+    """``(h, w)`` bool: the outer ring of ``width`` patches."""
+    h, w = grid
+    m = torch.ones(h, w, dtype=torch.bool)
+    m[width : h - width, width : w - width] = False
+    return m
+
+
+def top_mask(grid: tuple[int, int]) -> torch.Tensor:
+    """``(h, w)`` float weights of the upper half (the middle row of an odd grid counts one half)."""
+    h, w = grid
+    rows = torch.zeros(h)
+    rows[: h // 2] = 1.0
+    if h % 2:
+        rows[h // 2] = 0.5
+    return rows[:, None].expand(h, w).clone()
+
+
+def spatial_shares(maps: torch.Tensor, *, border_width: int = 1) -> dict[str, torch.Tensor]:
+    """Share of each map's mass on the border ring and on the top half, and its effective support.
+
+    Paper: App. D.3 Fig. 16 made numbers ("one register favours borders, one the upper part; large
+    support like [CLS]"). A uniform map has ``border = border_uniform`` and ``top = 0.5``.
+
+    Args:
+        maps: ``(..., h, w)`` non-negative maps (each need not sum to 1).
+        border_width: ring width in patches.
+
+    Returns:
+        dict of ``(...)`` tensors: ``border``, ``top``, ``support`` (exp(entropy) / number of patches:
+        1 for a uniform map, 1/N for a single patch), and the scalar ``border_uniform``.
+    """
+    grid = tuple(maps.shape[-2:])
+    p = maps.float().flatten(-2)
+    p = p / p.sum(-1, keepdim=True).clamp_min(1e-12)
+    border = border_mask(grid, border_width).flatten().to(p.device)
+    top = top_mask(grid).flatten().to(p.device)
+    entropy = -(p * p.clamp_min(1e-12).log()).sum(-1)
+    return {
+        "border": (p * border).sum(-1),
+        "top": (p * top).sum(-1),
+        "support": entropy.exp() / p.shape[-1],
+        "border_uniform": torch.tensor(float(border.float().mean())),
+    }
+
+
+def prefix_attention_summary(attn: torch.Tensor, layout: TokenLayout, *, border_width: int = 1) -> dict[str, dict]:
+    """For [CLS] and each register: the mean attention map over images and its spatial shares.
+
+    Paper: Fig. 16 (register attention averaged over many images).
+
+    Args:
+        attn: ``(B, heads, rows, T)`` from ``Recording.attn[-1]`` (``attn_rows="prefix"`` suffices).
+        layout: the model's token layout.
+
+    Returns:
+        token name -> ``{"mean_map": (h, w) tensor, "border": %, "top": %, "support": %,
+        "border_uniform": %}`` (shares of the mean map, in percent).
+    """
+    from vitreg.attention import attention_maps, prefix_names
+
+    out: dict[str, dict] = {}
+    for name in prefix_names(layout):
+        mean_map = attention_maps(attn, layout, token=name).mean(0)
+        s = spatial_shares(mean_map, border_width=border_width)
+        out[name] = {"mean_map": mean_map, **{k: 100.0 * float(v) for k, v in s.items()}}
+    return out
+
+
+# --- cost ------------------------------------------------------------------------------------------
+def forward_flops(loaded: "LoadedModel") -> int:
+    """FLOPs of one forward pass of one image at the model's size (``torch.utils.flop_counter``).
+
+    Paper: §2.2 (4 registers add < 2% FLOPs).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(1, 3, *loaded.image_size, device=loaded.device)
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        loaded.forward(x)
+    return int(counter.get_total_flops())
+
+
+def flops_overhead_pct(without: "LoadedModel", with_reg: "LoadedModel") -> float:
+    """Extra FLOPs of the register model over its twin without registers, in percent."""
+    if without.image_size != with_reg.image_size:
+        raise ValueError("compare the two models at the same image size")
+    a, b = forward_flops(without), forward_flops(with_reg)
+    return 100.0 * (b - a) / a
+
+
+# --- figures -----------------------------------------------------------------------------------
+def plot_norm_distributions(pairs: dict[str, tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]], *,
+                            threshold: float | None = None, title: str = "") -> Any:
+    """One column per model pair: norm histograms without (top) and with registers (bottom).
+
+    Paper: Fig. 7 / App. D.1 Fig. 15 (patch, [CLS] and register norms side by side).
+
+    Args:
+        pairs: label (``"ViT-L"``) -> (norms_by_kind without registers, norms_by_kind with registers).
+        threshold: draw the outlier cut-off (150 for DINOv2).
+        title: figure title (use :func:`vitreg.plots.title_for`).
+    """
+    import matplotlib.pyplot as plt
+
+    from vitreg.plots import use_style
+
+    use_style()
+    fig, axes = plt.subplots(2, len(pairs), figsize=(3.2 * len(pairs), 5.0), squeeze=False)
+    for j, (label, (no_reg, reg)) in enumerate(pairs.items()):
+        for i, (kinds, sub) in enumerate(((no_reg, "no registers"), (reg, "4 registers"))):
+            ax = axes[i, j]
+            hi = max(float(v.max()) for v in kinds.values()) * 1.05
+            bins = np.linspace(0, hi, 60)
+            ax.hist(kinds["patch"].numpy(), bins=bins, density=True, color="0.6", label="patches")
+            for name, v in kinds.items():
+                if name == "patch":
+                    continue
+                ax.hist(v.numpy(), bins=bins, density=True, histtype="step", lw=1.5, label=name)
+            if threshold is not None:
+                ax.axvline(threshold, color="k", ls=":", lw=1)
+            ax.set_yscale("log")
+            ax.set_title(f"{label}, {sub}")
+            ax.set_xlabel("token norm (pre final LayerNorm)")
+            if j == 0:
+                ax.set_ylabel("density (log)")
+            ax.legend(fontsize=6)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_mean_maps(summaries: dict[str, dict[str, dict]], *, title: str = "") -> Any:
+    """Mean attention maps of [CLS] and each register over images, one row per model (Fig. 16).
+
+    Args:
+        summaries: model label -> :func:`prefix_attention_summary` output.
+    """
+    import matplotlib.pyplot as plt
+
+    from vitreg.plots import use_style
+
+    use_style()
+    ncol = max(len(s) for s in summaries.values())
+    fig, axes = plt.subplots(len(summaries), ncol, figsize=(2.1 * ncol, 2.3 * len(summaries)), squeeze=False)
+    for i, (label, summ) in enumerate(summaries.items()):
+        for j in range(ncol):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j >= len(summ):
+                ax.axis("off")
+                continue
+            name, s = list(summ.items())[j]
+            ax.imshow(s["mean_map"].numpy(), cmap="inferno")
+            ax.set_title(f"{name}: border {s['border']:.0f}% (unif. {s['border_uniform']:.0f}%)\n"
+                         f"top {s['top']:.0f}%, support {s['support']:.0f}%", fontsize=6)
+            if j == 0:
+                ax.set_ylabel(label)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def paper_unreleased_register_models() -> list[dict[str, Any]]:
+    """The paper's numbers for the register models that were never released (DeiT-III, OpenCLIP).
+
+    Read from ``data/paper_numbers.yaml`` (Table 2 and Table 3 rows whose ``reproducible`` is false), so
+    that notebook 07 quotes them instead of inventing any.
+    """
+    import yaml
+
+    from vitreg.params import repo_root
+
+    data = yaml.safe_load((repo_root() / "data" / "paper_numbers.yaml").read_text())
+    entries = data["numbers"] if isinstance(data, dict) and "numbers" in data else data
+    rows = []
+    for e in entries if isinstance(entries, list) else []:
+        if e.get("reproducible") is False and any(f in str(e.get("id", "")) for f in (".deit3.", ".openclip.")):
+            rows.append({"id": e["id"], "source": e["source"], "what": e["what"], "value": e["value"],
+                         "model": e["model"]})
+    return rows
+
+
+def describe_sequence(layouts: Sequence[TokenLayout]) -> list[str]:
+    """One line per layout: ``1 cls + 4 reg + 256 patches = 261 tokens`` (the slicing to get right)."""
+    return [f"{lay.num_cls} cls + {lay.num_reg} reg + {lay.num_patches} patches = {lay.num_tokens} tokens"
+            for lay in layouts]
