@@ -96,15 +96,15 @@ def test_image_folder_from_env_var(tmp_path, monkeypatch) -> None:
 
     for split in ("train", "val"):
         for cls in ("ant", "bee"):
-            folder = tmp_path / "imagenet" / split / cls
+            folder = tmp_path / "imagenet1k" / split / cls
             folder.mkdir(parents=True)
             for i in range(2):
                 Image.new("RGB", (8, 8), (i * 50, 0, 0)).save(folder / f"{i}.png")
     monkeypatch.setenv(data.DATA_ENV, str(tmp_path))
-    ds = data.load_dataset("imagenet", "test")  # reads val/
+    ds = data.load_dataset("imagenet1k", "test")  # reads val/
     assert len(ds) == 4 and ds.labels.tolist() == [0, 0, 1, 1] and ds.classes == ["ant", "bee"]
     assert ds[3][1] == 1
-    direct = data.load_dataset(str(tmp_path / "imagenet"), "train")
+    direct = data.load_dataset(str(tmp_path / "imagenet1k"), "train")
     assert len(direct) == 4
     ds, reason = data.try_load_dataset("cub", "train")
     assert ds is None and "cub" in reason and "ImageFolder" in reason

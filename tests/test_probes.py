@@ -163,7 +163,7 @@ def planted_token_set(n: int, c: int, d: int, k: int, seed: int) -> dict[str, to
     has_out = torch.rand(n, generator=gen) < 0.7
     outlier = (means[y].unsqueeze(1) + noise(n, k, d)) * has_out.view(-1, 1, 1)
     reg = torch.stack([means[y] + noise(n, d), noise(n, d)], 1)
-    return {"labels": y, "cls": means[y] + noise(n, d), "reg": reg, "normal": noise(n, k, d),
+    return {"labels": y, "cls": means[y] + noise(n, d), "central": noise(n, d), "reg": reg, "normal": noise(n, k, d),
             "outlier": outlier, "has_normal": torch.ones(n, dtype=torch.bool), "has_outlier": has_out}
 
 
@@ -171,9 +171,10 @@ def test_single_token_classification_finds_the_planted_tokens() -> None:
     train = planted_token_set(400, 4, 16, 3, seed=0)
     test = planted_token_set(400, 4, 16, 3, seed=1)
     res = probes.single_token_classification(train, test, l2_grid=(1e-2, 1e-4), device="cpu")
-    assert set(res) == {"cls", "normal", "outlier", "reg0", "reg1"}
+    assert set(res) == {"cls", "central", "normal", "outlier", "reg0", "reg1"}
     assert res["cls"]["mean"] > 97 and res["outlier"]["mean"] > 97 and res["reg0"]["mean"] > 97
-    assert abs(res["normal"]["mean"] - 25.0) < 10 and abs(res["reg1"]["mean"] - 25.0) < 10
+    for noise_kind in ("normal", "central", "reg1"):
+        assert abs(res[noise_kind]["mean"] - 25.0) < 10
     assert len(res["normal"]["draws"]) == 3 and res["normal"]["std"] > 0
     assert res["cls"]["std"] == 0.0 and len(res["cls"]["draws"]) == 1
     assert res["outlier"]["coverage"] == pytest.approx(float(test["has_outlier"].float().mean()))
@@ -189,3 +190,36 @@ def test_bad_input_is_refused_clearly() -> None:
         probes.fit_logistic(torch.full((4, 2), math.nan), torch.zeros(4), l2=1.0, device="cpu")
     with pytest.raises(ValueError, match="rows"):
         probes.fit_logistic(torch.zeros(4, 2), torch.zeros(3), l2=1.0, device="cpu")
+
+
+def test_features_of_a_random_model_find_exactly_the_planted_outliers(tmp_path) -> None:
+    """End to end on a random-weight DINOv2-S+reg: planted tokens are the outliers, draws come from them."""
+    from vitreg.data import SyntheticGlobalDataset
+    from vitreg.weights import load_model
+
+    loaded = load_model("dinov2_s_reg", pretrained=False, image_size=56)
+    ds = SyntheticGlobalDataset(n=6, image_size=56)
+    kw = dict(name="synthetic", split="train", n_draws=2, plant_fraction=0.1, seed=0, batch_size=3,
+              cache_root=tmp_path, chunk_size=4, progress=False)
+    feats = probes.single_token_features(loaded, ds, **kw)
+    mask = probes.plant_mask(6, loaded.layout.grid, fraction=0.1, seed=0)
+    assert mask.any(1).all()
+    assert torch.equal(feats["n_outliers"], mask.sum(1))  # the planted tokens and nothing else exceed 150
+    assert feats["reg"].shape == (6, 4, 384) and feats["cls"].shape == (6, 384)
+    assert feats["normal"].shape == (6, 2, 384) and feats["labels"].tolist() == ds.labels.tolist()
+    local = probes.patch_token_features(loaded, [ds[i][0] for i in range(6)], dataset="syn6", plant_fraction=0.1,
+                                        seed=0, batch_size=3, cache=False, progress=False)
+    assert torch.equal(local["norms"] > 150, mask) and torch.equal(local["planted"], mask)
+    assert local["pixels"].shape == (6, 16, 3 * 14 * 14)
+    for i in range(6):
+        planted_tokens = local["patches"][i, mask[i]].float()
+        for k in range(2):
+            dist = (planted_tokens - feats["outlier"][i, k].float()).norm(dim=1)
+            assert dist.min() < 0.05 * feats["outlier"][i, k].float().norm()
+    h, w = loaded.layout.grid
+    assert torch.allclose(feats["central"].float(), local["patches"][:, (h // 2) * w + w // 2].float(), atol=0.05)
+    again = probes.single_token_features(loaded, ds, **kw)  # from the cache
+    assert all(torch.equal(again[k], feats[k]) for k in feats)
+    summary = probes.local_information(local, mask, grid=loaded.layout.grid, l2_grid=(1e-2,), ridge_grid=(1.0,),
+                                       device="cpu")
+    assert summary["normal"]["n_test"] + summary["outlier"]["n_test"] == summary["n_test_images"] * h * w

@@ -102,14 +102,14 @@ DATASETS: dict[str, DatasetInfo] = {
         _tv("flowers", "Flowers", "Flowers102", ({"split": "train"}, {"split": "val"}), ({"split": "test"},), 102,
             "Oxford Flowers-102, ~330 MB"),
         _tv("food", "Food", "Food101", ({"split": "train"},), ({"split": "test"},), 101, "Food-101, ~5 GB"),
-        _folder("imagenet", "ImageNet-1k", 1000, "ImageNet-1k as ImageFolder: imagenet/train/<wnid>/..., "
-                "imagenet/val/<wnid>/... (split 'test' reads 'val')"),
+        _folder("imagenet1k", "ImageNet-1k", 1000, "ImageNet-1k as ImageFolder: imagenet1k/train/<wnid>/..., "
+                "imagenet1k/val/<wnid>/... (split 'test' reads 'val')"),
         _folder("places205", "Places205", 205, "Places205 as ImageFolder: places205/train, places205/test"),
         _tv("pets", "Pets", "OxfordIIITPet", ({"split": "trainval"},), ({"split": "test"},), 37,
             "Oxford-IIIT Pets, 37 breeds, ~800 MB"),
-        _folder("sun397", "SUN", 397, "SUN397 as ImageFolder: sun397/train, sun397/test (torchvision's "
+        _folder("sun", "SUN", 397, "SUN397 as ImageFolder: sun/train, sun/test (torchvision's "
                 "SUN397 has no official split)"),
-        _folder("voc2007", "VOC", 20, "VOC2007 classification as single-label ImageFolder: voc2007/train, voc2007/test"),
+        _folder("voc", "VOC", 20, "VOC2007 classification as single-label ImageFolder: voc/train, voc/test"),
         # Beyond Table 1: more sets that download freely.
         _tv("stl10", "", "STL10", ({"split": "train"},), ({"split": "test"},), 10, "STL-10, 96x96 px, 2.6 GB"),
         _tv("eurosat", "", "EuroSAT", (), (), 10, "EuroSAT has no official split: not supported yet"),
@@ -119,7 +119,7 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 #: The Table 1 rows (paper order) and the downloadable subset used by default in notebook 06.
 PAPER_DATASETS = ["aircraft", "cifar10", "cifar100", "cub", "caltech101", "cars", "dtd", "flowers", "food",
-                  "imagenet", "places205", "pets", "sun397", "voc2007"]
+                  "imagenet1k", "places205", "pets", "sun", "voc"]
 DOWNLOADABLE = [n for n in PAPER_DATASETS if DATASETS[n].source == "torchvision"]
 
 

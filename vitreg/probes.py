@@ -487,8 +487,8 @@ def sample_tokens(patches: torch.Tensor, outlier: torch.Tensor, k: int, *, seed:
 
 
 def token_kinds(tokens: Mapping[str, torch.Tensor]) -> list[str]:
-    """The token kinds a feature set offers: ``cls``, ``normal``, ``outlier``, ``reg0``..``regR-1``."""
-    kinds = [k for k in ("cls", "normal", "outlier") if k in tokens and tokens[k] is not None]
+    """The token kinds a feature set offers: ``cls``, ``central``, ``normal``, ``outlier``, ``reg0``..``regR-1``."""
+    kinds = [k for k in ("cls", "central", "normal", "outlier") if k in tokens and tokens[k] is not None]
     if tokens.get("reg") is not None:
         kinds += [f"reg{i}" for i in range(tokens["reg"].shape[1])]
     return kinds
@@ -497,8 +497,8 @@ def token_kinds(tokens: Mapping[str, torch.Tensor]) -> list[str]:
 def _kind_draws(tokens: Mapping[str, torch.Tensor], kind: str) -> tuple[list[torch.Tensor], torch.Tensor]:
     """The feature matrices (one per draw) and the row mask for one token kind."""
     n = len(tokens["labels"])
-    if kind == "cls":
-        return [tokens["cls"]], torch.ones(n, dtype=torch.bool)
+    if kind in ("cls", "central"):
+        return [tokens[kind]], torch.ones(n, dtype=torch.bool)
     if kind.startswith("reg"):
         return [tokens["reg"][:, int(kind[3:])]], torch.ones(n, dtype=torch.bool)
     feats = tokens[kind]
@@ -513,10 +513,11 @@ def single_token_classification(train: Mapping[str, torch.Tensor], test: Mapping
     """Classify images from ONE token each; mean +- std over random token draws.
 
     Paper: Table 1 and App. G Table 6 (DINOv2 ViT-g: e.g. Aircraft normal 17.1, outlier 79.1, [CLS] 87.3);
-    App. D.2 Table 4 (one register: register 71.1 on Aircraft).
+    App. D.2 Table 4 (one register: register 71.1 on Aircraft); [TTR] Table 1 adds the central patch.
 
     Args:
-        train: training feature set: ``labels (n,)``, ``cls (n, D)``, ``reg (n, R, D)`` or None,
+        train: training feature set: ``labels (n,)``, ``cls (n, D)``, ``central (n, D)`` (the patch at the
+            grid centre), ``reg (n, R, D)`` or None,
             ``normal``/``outlier`` ``(n, K, D)`` with ``has_normal``/``has_outlier`` ``(n,)`` (see
             :func:`sample_tokens`).
         test: the same for the test split.
@@ -569,3 +570,272 @@ def format_mean_std(result: Mapping[str, float], digits: int = 1) -> str:
     if mean is None or math.isnan(mean):
         return "n/a"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Features for the probes: one forward pass per batch, cached on disk (vitreg.cache)
+# ---------------------------------------------------------------------------------------------------
+def outlier_cut(loaded, threshold: float | None = None) -> float | None:
+    """The absolute outlier cut-off for ``loaded``: ``threshold`` if given, else the model's own (150 for
+    DINOv2, Fig. 3), else None (the relative rule mean + 3 std, applied per extraction chunk)."""
+    return threshold if threshold is not None else loaded.spec.threshold
+
+
+def plant_mask(n_images: int, grid: tuple[int, int], *, fraction: float, seed: int, start: int = 0) -> torch.Tensor:
+    """Planted outlier positions for images ``start .. start + n_images - 1`` (smoke runs only).
+
+    Each image's mask depends only on ``seed`` and its own index (so chunking does not change it), and
+    every image gets at least one planted token (the outlier branch of every probe runs).
+    """
+    from vitreg.norms import random_outlier_mask
+
+    rows = []
+    for i in range(start, start + n_images):
+        row = random_outlier_mask(1, grid, fraction=fraction, seed=seed * 1_000_003 + i)[0]
+        if not row.any():
+            row[(seed + i * 7919) % row.numel()] = True
+        rows.append(row)
+    return torch.stack(rows) if rows else torch.zeros(0, grid[0] * grid[1], dtype=torch.bool)
+
+
+def forward_tokens(loaded, images: Sequence, *, layer: str | int = "final_norm", batch_size: int = 8,
+                   with_pixels: bool = False, planted_mask: torch.Tensor | None = None, plant_norm: float = 1000.0,
+                   plant_block: int | None = None, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Forward ``images`` in batches; keep the probed tokens, the pre-LayerNorm norms and (optionally) pixels.
+
+    Paper: Fig. 5b, Table 1 (probes read the model's output tokens; outliers are found on the norms of
+    the last block's output BEFORE the final LayerNorm, Fig. 3).
+
+    Args:
+        loaded: a :class:`vitreg.weights.LoadedModel`.
+        images: PIL images (or paths/arrays).
+        layer: ``"final_norm"`` (the output features downstream tasks use) or a block index (its output,
+            before the final LayerNorm).
+        batch_size: images per forward pass.
+        with_pixels: also return each patch's input pixels (normalised as the model sees them).
+        planted_mask: ``(len(images), N)`` patches to turn into outliers (smoke runs; see
+            :func:`vitreg.norms.planted`), or None.
+        plant_norm, plant_block, seed: planting settings.
+
+    Returns:
+        ``{"tokens": (B, T, D), "norms": (B, T) last-block norms pre-LN, "pixels": (B, N, 3p^2)}``, on the CPU.
+    """
+    from vitreg.capture import capture
+    from vitreg.images import preprocess
+    from vitreg.norms import planted
+
+    want = dict(norms=[-1], final_norm=layer == "final_norm", outputs=None if layer == "final_norm" else [int(layer)])
+    pixels = []
+    with torch.inference_mode(), planted(loaded, planted_mask, block=plant_block, norm=plant_norm, seed=seed), \
+            capture(loaded.model, to="cpu", **want) as rec:
+        for i in range(0, len(images), batch_size):
+            x = preprocess(list(images[i:i + batch_size]), loaded)
+            loaded.forward(x)
+            if with_pixels:
+                pixels.append(patch_pixels(x, loaded.spec.patch_size))
+    tokens = rec.final_norm if layer == "final_norm" else rec.outputs[int(layer)]
+    out = {"tokens": tokens, "norms": rec.norms[-1]}
+    if with_pixels:
+        out["pixels"] = torch.cat(pixels)
+    return out
+
+
+def _model_key(loaded, layer: str | int, extra: Mapping) -> dict:
+    d = loaded.describe()
+    return dict(model=d["name"], tag=d["tag"], resolution=list(loaded.image_size), layer=layer,
+                pretrained=d["pretrained"], weights=d["weights_source"], timm_name=d["timm_name"], **extra)
+
+
+def patch_token_features(loaded, images: Sequence, *, dataset: str, layer: str | int = "final_norm",
+                         batch_size: int = 8, plant_fraction: float = 0.0, plant_norm: float = 1000.0,
+                         seed: int = 0, cache: bool = True, cache_root: str | None = None,
+                         chunk_size: int = 64, progress: bool = True) -> dict[str, torch.Tensor]:
+    """Patch tokens, their pre-LN norms and their input pixels for the local probes (notebook 05).
+
+    Paper: Fig. 5b. Cached on disk keyed by model, weights, resolution, ``dataset`` (a name for the image
+    list: include anything that identifies it), layer and the planting settings.
+
+    Args:
+        loaded: the model.
+        images: PIL images.
+        dataset: identifier of ``images`` for the cache key (e.g. ``"pets-test-300-seed0"``).
+        layer: ``"final_norm"`` or a block index.
+        batch_size: images per forward pass.
+        plant_fraction: smoke runs: share of patches planted as outliers (0 = none, the real experiment).
+        plant_norm: norm of the planted vector.
+        seed: seed of the planting.
+        cache: use the on-disk cache.
+        cache_root: cache folder (default ``$VITREG_CACHE`` or ``data/cache``).
+        chunk_size: images per cache chunk.
+        progress: progress bar.
+
+    Returns:
+        ``{"patches": (B, N, D) float16, "norms": (B, N) pre-LN norms, "pixels": (B, N, 3p^2),
+        "planted": (B, N) bool}``.
+    """
+    from vitreg.cache import cached_features
+
+    layout = loaded.layout
+    key = dict(**_model_key(loaded, layer, dict(plant_fraction=plant_fraction, plant_norm=plant_norm, seed=seed)),
+               dataset=dataset, split="images", n=len(images), kind="patch_tokens")
+
+    def compute(start: int, stop: int) -> dict[str, torch.Tensor]:
+        mask = plant_mask(stop - start, layout.grid, fraction=plant_fraction, seed=seed, start=start) \
+            if plant_fraction > 0 else None
+        got = forward_tokens(loaded, images[start:stop], layer=layer, batch_size=batch_size, with_pixels=True,
+                             planted_mask=mask, plant_norm=plant_norm, seed=seed)
+        planted_ = mask if mask is not None else torch.zeros(stop - start, layout.num_patches, dtype=torch.bool)
+        return {"patches": layout.patches(got["tokens"]).half(), "norms": layout.patches(got["norms"]),
+                "pixels": got["pixels"].half(), "planted": planted_}
+
+    return cached_features(key, len(images), compute, chunk_size=chunk_size, root=cache_root, enabled=cache,
+                           progress=progress)
+
+
+def single_token_features(loaded, dataset, *, name: str, split: str, indices: torch.Tensor | None = None,
+                          n_draws: int = 3, layer: str | int = "final_norm", threshold: float | None = None,
+                          k_std: float = 3.0, batch_size: int = 64, plant_fraction: float = 0.0,
+                          plant_norm: float = 1000.0, seed: int = 0, cache: bool = True,
+                          cache_root: str | None = None, chunk_size: int = 512,
+                          progress: bool = True) -> dict[str, torch.Tensor]:
+    """Per image: label, [CLS], registers, and ``n_draws`` random normal and outlier patch tokens.
+
+    Paper: Table 1 / App. G Table 6 (notebook 06). Outliers: last-block norm (pre-LN) above
+    :func:`outlier_cut` (relative rule per chunk when the model has no cut-off). Tokens are stored as
+    float16; the draws are fixed by ``seed`` and the image index. Cached on disk keyed by model, weights,
+    resolution, dataset, split, the subset, layer, threshold, draws and planting.
+
+    Args:
+        loaded: the model.
+        dataset: a dataset of ``(PIL image, label)`` (see :mod:`vitreg.data`).
+        name: dataset name (cache key).
+        split: split name (cache key).
+        indices: subset of the dataset to use (default: all).
+        n_draws: random tokens drawn per image and kind.
+        layer: ``"final_norm"`` or a block index.
+        threshold: outlier cut-off (default: the model's).
+        k_std: relative rule width when there is no cut-off.
+        batch_size: images per forward pass.
+        plant_fraction, plant_norm: smoke runs: planted outliers (0 = none).
+        seed: seed of the draws and the planting.
+        cache, cache_root, chunk_size, progress: see :func:`vitreg.cache.cached_features`.
+
+    Returns:
+        ``labels (n,)``, ``cls (n, D)`` or absent, ``central (n, D)`` (grid-centre patch, [TTR]),
+        ``reg (n, R, D)`` or absent, ``normal``/``outlier``
+        ``(n, K, D)``, ``has_normal``/``has_outlier``/``n_outliers`` ``(n,)``, ``threshold (n,)``.
+    """
+    import hashlib
+
+    from vitreg.cache import cached_features
+    from vitreg.norms import outlier_threshold
+
+    layout = loaded.layout
+    idx = torch.arange(len(dataset)) if indices is None else torch.as_tensor(indices).long()
+    cut = outlier_cut(loaded, threshold)
+    subset = hashlib.sha256(idx.numpy().tobytes()).hexdigest()[:16]
+    key = dict(**_model_key(loaded, layer, dict(plant_fraction=plant_fraction, plant_norm=plant_norm, seed=seed)),
+               dataset=name, split=split, n=len(idx), subset=subset, n_draws=n_draws, threshold=cut,
+               k_std=k_std, kind="single_tokens")
+
+    def compute(start: int, stop: int) -> dict[str, torch.Tensor]:
+        items = [dataset[int(i)] for i in idx[start:stop]]
+        mask = plant_mask(stop - start, layout.grid, fraction=plant_fraction, seed=seed, start=start) \
+            if plant_fraction > 0 else None
+        got = forward_tokens(loaded, [im for im, _ in items], layer=layer, batch_size=batch_size,
+                             planted_mask=mask, plant_norm=plant_norm, seed=seed)
+        parts = layout.split(got["tokens"])
+        norms = layout.patches(got["norms"])
+        c = outlier_threshold(norms, threshold=cut, k_std=k_std)
+        drawn = sample_tokens(parts.patch, norms > c, n_draws, seed=seed * 1_000_003 + start)
+        out = {"labels": torch.tensor([int(lab) for _, lab in items]), "threshold": torch.full((stop - start,), c),
+               "normal": drawn["normal"].half(), "outlier": drawn["outlier"].half(),
+               "has_normal": drawn["has_normal"], "has_outlier": drawn["has_outlier"],
+               "n_outliers": drawn["n_outliers"]}
+        h, w = layout.grid
+        out["central"] = parts.patch[:, (h // 2) * w + w // 2].half()
+        if parts.cls is not None:
+            out["cls"] = parts.cls.half()
+        if parts.reg is not None:
+            out["reg"] = parts.reg.half()
+        return out
+
+    return cached_features(key, len(idx), compute, chunk_size=chunk_size, root=cache_root, enabled=cache,
+                           progress=progress)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Notebook-level summaries
+# ---------------------------------------------------------------------------------------------------
+def local_information(features: Mapping[str, torch.Tensor], outlier: torch.Tensor, *, grid: tuple[int, int],
+                      train_fraction: float = 0.7, max_train_tokens: int | None = None,
+                      l2_grid: Sequence[float] = L2_GRID, ridge_grid: Sequence[float] = RIDGE_GRID,
+                      seed: int = 0, device: str | torch.device = "auto") -> dict:
+    """Both local probes on one model's patch tokens, normal vs outlier (notebook 05).
+
+    Paper: Fig. 5b. Images (not tokens) are split into probe-training and test images, so a test patch
+    never comes from a training image. Both probes train on all patches of the training images and are
+    evaluated on the test patches, split by ``outlier``.
+
+    Args:
+        features: from :func:`patch_token_features` (``patches``, ``pixels``).
+        outlier: ``(B, N)`` bool outlier mask.
+        grid: patch grid.
+        train_fraction: share of images that train the probes.
+        max_train_tokens: subsample the training patches to this many (speed), None = all.
+        l2_grid, ridge_grid: regularisation grids (chosen on a validation split of training patches).
+        seed: seed of the image split, the subsample and the validation split.
+        device: ``"auto"`` uses a GPU when present.
+
+    Returns:
+        ``{"normal": {"position_top1", "position_distance", "reconstruction_l2", "reconstruction_relative",
+        "n_test"}, "outlier": {...}, "position": <position_probe output>, "reconstruction": <...>,
+        "n_train_images", "n_test_images", "n_train_tokens"}``.
+    """
+    patches, pixels = features["patches"], features["pixels"]
+    b, n, _ = patches.shape
+    if outlier.shape != (b, n):
+        raise ValueError(f"outlier mask {tuple(outlier.shape)} does not match patches {tuple(patches.shape)}")
+    if b < 2:
+        raise ValueError("need at least 2 images: some train the probes, the others test them")
+    perm = torch.randperm(b, generator=torch.Generator().manual_seed(seed))
+    n_train = min(max(1, round(b * train_fraction)), b - 1)
+    tr_img, te_img = perm[:n_train].sort().values, perm[n_train:].sort().values
+    pos = patch_positions(b, grid)
+
+    def flat(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return x[idx].reshape(len(idx) * n, *x.shape[2:])
+
+    xtr, ptr, ytr = flat(patches, tr_img), flat(pos, tr_img), flat(pixels, tr_img)
+    if max_train_tokens is not None and len(xtr) > max_train_tokens:
+        keep = torch.randperm(len(xtr), generator=torch.Generator().manual_seed(seed + 1))[:max_train_tokens]
+        xtr, ptr, ytr = xtr[keep], ptr[keep], ytr[keep]
+    xte, pte, yte = flat(patches, te_img), flat(pos, te_img), flat(pixels, te_img)
+    out_te = outlier[te_img].reshape(-1).bool()
+    groups = {"normal": ~out_te, "outlier": out_te}
+    position = position_probe(xtr, ptr, xte, pte, grid=grid, groups=groups, l2_grid=l2_grid, seed=seed,
+                              device=device)
+    recon = reconstruction_probe(xtr, ytr, xte, yte, groups=groups, ridge_grid=ridge_grid, seed=seed,
+                                 device=device)
+    summary = {
+        g: {"position_top1": position["groups"][g]["top1"], "position_distance": position["groups"][g]["avg_distance"],
+            "reconstruction_l2": recon["groups"][g]["l2_error"],
+            "reconstruction_relative": recon["groups"][g]["relative"], "n_test": position["groups"][g]["n"]}
+        for g in groups
+    }
+    return {**summary, "position": position, "reconstruction": recon, "n_train_images": len(tr_img),
+            "n_test_images": len(te_img), "n_train_tokens": len(xtr)}
+
+
+def nan_to_none(obj):
+    """A copy of ``obj`` with NaN/inf floats replaced by None and float dict keys turned into strings
+    (results files are strict JSON)."""
+    if isinstance(obj, Mapping):
+        return {(repr(k) if isinstance(k, float) else k): nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [nan_to_none(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return nan_to_none(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
