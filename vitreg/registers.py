@@ -315,3 +315,81 @@ def describe_sequence(layouts: Sequence[TokenLayout]) -> list[str]:
     """One line per layout: ``1 cls + 4 reg + 256 patches = 261 tokens`` (the slicing to get right)."""
     return [f"{lay.num_cls} cls + {lay.num_reg} reg + {lay.num_patches} patches = {lay.num_tokens} tokens"
             for lay in layouts]
+
+
+# --- one model, all numbers (notebook 07) ---------------------------------------------------------
+def model_summary(norms: torch.Tensor, attn: torch.Tensor, layout: TokenLayout, *, threshold: float | None,
+                  levels: int = 4, border_width: int = 1, top_frac: float = 0.02) -> dict[str, Any]:
+    """Numbers of notebook 07 for one model: patch outliers, prefix-token norms, quantisation, attention.
+
+    Paper: Fig. 7 (norms), Fig. 1 bottom (artifact score of [CLS] maps), Fig. 16 (register attention).
+
+    Args:
+        norms: ``(B, T)`` norms of the last block's output, BEFORE the final LayerNorm.
+        attn: ``(B, heads, rows, T)`` last-block attention (prefix rows suffice).
+        layout: the model's token layout.
+        threshold: outlier cut-off (150 for DINOv2); None: mean + 3 std of the patch norms.
+        levels: k of :func:`quantisation`.
+        border_width: ring width of :func:`spatial_shares`.
+        top_frac: share of patches of the artifact score (:func:`vitreg.attention.top_share`).
+
+    Returns:
+        a JSON-able dict (percentages 0-100); ``mean_maps`` (tensors) is popped by the caller for figures.
+    """
+    from vitreg.attention import attention_maps, top_share
+    from vitreg.norms import outlier_mask
+
+    kinds = norms_by_kind(norms, layout)
+    patch = layout.patches(norms).float()
+    mask = outlier_mask(patch, threshold=threshold)
+    out: dict[str, Any] = {
+        "n_images": int(norms.shape[0]),
+        "tokens": describe_sequence([layout])[0],
+        "threshold": threshold,
+        "patch_outlier_pct": 100.0 * float(mask.float().mean()),
+        "patch_norm_median": float(patch.median()),
+        "patch_norm_p99": float(torch.quantile(patch.flatten(), 0.99)),
+        "patch_norm_max": float(patch.max()),
+        "prefix_norm_median": {k: float(v.median()) for k, v in kinds.items() if k != "patch"},
+        "prefix_norm_cv": per_token_variation(kinds),
+    }
+    regs = [v for k, v in kinds.items() if k.startswith("reg")]
+    if regs:
+        reg_all = torch.cat(regs)
+        out["register_norm_quantisation"] = quantisation(reg_all, k=min(levels, reg_all.numel())).to_dict()
+        out["register_above_patch_p99_pct"] = 100.0 * float((reg_all > out["patch_norm_p99"]).float().mean())
+    cls_maps = attention_maps(attn, layout, token="cls")
+    out["cls_artifact_score"] = float(top_share(cls_maps, top_frac=top_frac).mean())
+    summ = prefix_attention_summary(attn, layout, border_width=border_width)
+    out["attention"] = {k: {m: v for m, v in s.items() if m != "mean_map"} for k, s in summ.items()}
+    out["mean_maps"] = {k: s["mean_map"] for k, s in summ.items()}
+    return out
+
+
+def smoke_plant(loaded: "LoadedModel", n_images: int, *, seed: int = 0, norms: Sequence[float] = (200, 300, 450, 600),
+                outlier_pct: float = 2.0) -> Any:
+    """Planted ground truth for smoke runs of notebook 07 (random weights have no artifacts).
+
+    Without registers: high-norm tokens on ``outlier_pct`` % of random patches of every image. With
+    registers: register ``i`` gets a vector of norm ``norms[i]`` (the "quantised" high norms of Fig. 7) and
+    the patches stay clean. Added at the middle block's output; the residual stream carries them on.
+
+    Returns:
+        a context manager.
+    """
+    import contextlib
+
+    from vitreg.capture import plant_outliers
+    from vitreg.norms import planted
+
+    lay = loaded.layout
+    if lay.num_reg == 0:
+        gen = torch.Generator().manual_seed(seed)
+        mask = torch.rand(n_images, lay.num_patches, generator=gen) < outlier_pct / 100.0
+        mask[:, 0] = True  # at least one per image
+        return planted(loaded, mask, norm=float(max(norms)), seed=seed)
+    stack = contextlib.ExitStack()
+    for i in range(lay.num_reg):
+        stack.enter_context(plant_outliers(loaded.model, loaded.num_blocks // 2, [lay.num_cls + i],
+                                           norm=float(norms[i % len(norms)]), seed=seed + i))
+    return stack
