@@ -75,6 +75,9 @@ def test_block_statistics_find_planted_emergence():
     assert torch.allclose(frac[6:], truth.float().mean().expand(4))
     assert norms.emergence_block(frac, min_fraction=0.01) == 6
     assert norms.emergence_block(torch.zeros(10)) is None
+    # a blip of 2 blocks is not emergence; a drop at the very end (as in DINOv2-L's last block) is tolerated
+    blip = torch.tensor([0, 0.02, 0.02, 0, 0, 0.03, 0.03, 0.03, 0.03, 0.0])
+    assert norms.emergence_block(blip, min_fraction=0.01, span=3) == 5
     q = norms.block_norm_quantiles(stack, qs=(0.5, 1.0))
     assert q.shape == (10, 2)
     assert torch.all(q[6:, 1] == 300.0) and torch.all(q[:6, 1] < 50)

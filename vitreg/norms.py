@@ -164,14 +164,17 @@ def block_norm_quantiles(norm_stack: torch.Tensor, qs: tuple[float, ...] = (0.0,
     return torch.quantile(flat, torch.tensor(qs, dtype=flat.dtype), dim=1).T
 
 
-def emergence_block(fractions: torch.Tensor, *, min_fraction: float = 0.005) -> int | None:
-    """First block (0-based) from which the outlier fraction stays at or above ``min_fraction``.
+def emergence_block(fractions: torch.Tensor, *, min_fraction: float = 0.005, span: int = 3) -> int | None:
+    """First block (0-based) from which the outlier fraction stays at or above ``min_fraction`` for
+    ``span`` consecutive blocks (fewer at the end of the network).
 
-    Paper: Fig. 4a ("around layer 15" of ViT-g's 40). ``None`` when outliers never settle in.
+    Paper: Fig. 4a ("around layer 15" of ViT-g's 40). ``span`` tolerates a drop at the very last blocks
+    ([TTR]: the maximum norm of DINOv2-L falls at the last block's output). ``None`` when outliers never
+    settle in.
     """
     above = (fractions >= min_fraction).tolist()
     for i in range(len(above)):
-        if all(above[i:]):
+        if all(above[i:i + span]):
             return i
     return None
 
