@@ -76,7 +76,7 @@ def planned_parameters(names: list[str], profile: str, out_dir: Path, root: Path
         if not path.exists():
             problems.append(f"{path} is listed in notebooks/order.yaml but does not exist")
             continue
-        given = {**load_profile(profile, name), "output_dir": str(out_dir)}
+        given = {**load_profile(profile, name, root / "params" / f"{profile}.yaml"), "output_dir": str(out_dir)}
         try:
             validate(path, given)
         except ParameterError as err:

@@ -1,0 +1,31 @@
+"""Test set-up: offline, CPU, small threads, deterministic; helpers to build small random ViTs."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # a pretrained load must fail at once, never retry the network
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+
+def small_vit(name: str, *, depth: int = 2, image_size: int | tuple[int, int] | None = None, **kw):
+    """A random timm model of a zoo entry with few blocks (fast), in eval mode."""
+    import timm
+
+    from vitreg.models import get_spec
+
+    spec = get_spec(name)
+    size = image_size or 2 * spec.patch_size * 4
+    model = timm.create_model(spec.full_name, pretrained=False, num_classes=0, depth=depth, img_size=size, **kw)
+    return model.eval()
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield

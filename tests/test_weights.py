@@ -1,0 +1,156 @@
+"""Weights: checkpoints the tests write in the real formats load strictly and give the same outputs."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vitreg.models import get_spec
+from vitreg.weights import WeightsNotFound, load_model, resize_pos_embed
+
+
+def _source(key: str, seed: int = 1):
+    """A random model of ``key`` at its native size: the 'pretrained' weights of these tests."""
+    import timm
+
+    torch.manual_seed(seed)
+    model = timm.create_model(get_spec(key).full_name, pretrained=False, num_classes=0).eval()
+    with torch.no_grad():  # make every parameter matter (LayerScale starts at 1e-5)
+        for name, p in model.named_parameters():
+            if name.endswith("gamma"):
+                p.fill_(0.5)
+    return model
+
+
+def _official_dinov2_layout(model) -> dict[str, torch.Tensor]:
+    """Write a timm DINOv2 state dict in the official facebookresearch/dinov2 layout."""
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
+    if "reg_token" in sd:  # timm folds the class position embedding into cls_token
+        cls_pos = torch.randn_like(sd["cls_token"])
+        sd["register_tokens"] = sd.pop("reg_token")
+        sd["cls_token"] = sd["cls_token"] - cls_pos
+        sd["pos_embed"] = torch.cat([cls_pos, sd["pos_embed"]], dim=1)
+    sd["mask_token"] = torch.zeros(1, sd["cls_token"].shape[-1])
+    return sd
+
+
+def _same_weights(a, b) -> None:
+    """Same architecture, same tensors (strict loading + equal tensors = same function)."""
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        torch.testing.assert_close(sa[k], sb[k], atol=1e-6, rtol=0, msg=k)
+
+
+def _same_outputs(a, b, size: int) -> None:
+    x = torch.randn(1, 3, size, size)
+    with torch.inference_mode():
+        torch.testing.assert_close(a.forward_features(x), b.forward_features(x), atol=1e-4, rtol=1e-4)
+
+
+def test_timm_safetensors_in_the_weights_folder_loads_strictly(tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    src = _source("dinov2_s")
+    save_file(src.state_dict(), tmp_path / "vit_small_patch14_dinov2.lvd142m.safetensors")
+    monkeypatch.setenv("VITREG_WEIGHTS", str(tmp_path))
+    loaded = load_model("dinov2_s")
+    assert loaded.pretrained and loaded.source.endswith(".safetensors")
+    assert loaded.image_size == (518, 518)
+    _same_outputs(loaded.model, src, 518)
+
+
+@pytest.mark.parametrize("key,fname", [("dinov2_s_reg", "dinov2_vits14_reg4_pretrain.pth"),
+                                       ("dinov2_s", "dinov2_vits14_pretrain.pth")])
+def test_official_dinov2_pth_loads_through_timms_filter(tmp_path, monkeypatch, key, fname):
+    src = _source(key)
+    torch.save(_official_dinov2_layout(src), tmp_path / fname)
+    monkeypatch.setenv("VITREG_WEIGHTS", str(tmp_path))
+    loaded = load_model(key)
+    assert loaded.source == str(tmp_path / fname)
+    _same_weights(loaded.model, src)
+    explicit = load_model(key, weights=tmp_path / fname)  # an explicit file works the same
+    _same_weights(explicit.model, src)
+
+
+def test_checkpoint_with_a_missing_key_fails_loudly(tmp_path):
+    sd = _official_dinov2_layout(_source("dinov2_s_reg"))
+    del sd["blocks.3.attn.qkv.weight"]
+    path = tmp_path / "broken.pth"
+    torch.save(sd, path)
+    with pytest.raises(RuntimeError, match=r"blocks\.3\.attn\.qkv\.weight"):
+        load_model("dinov2_s_reg", weights=path)
+
+
+def test_offline_without_weights_fails_at_once_naming_places(tmp_path, monkeypatch):
+    monkeypatch.setenv("VITREG_WEIGHTS", str(tmp_path / "empty"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    start = time.perf_counter()
+    with pytest.raises(WeightsNotFound) as err:
+        load_model("dinov2_l_reg")
+    msg = str(err.value)
+    assert time.perf_counter() - start < 30  # no minute of hub retries (generous: shared machines)
+    assert "dinov2_l_reg" in msg and "vit_large_patch14_reg4_dinov2.lvd142m" in msg
+    assert str(tmp_path / "empty") in msg and "dinov2_vitl14_reg4_pretrain.pth" in msg
+    assert "make weights" in msg and "pretrained=False" in msg
+
+
+def test_missing_explicit_file_and_unknown_name():
+    with pytest.raises(WeightsNotFound, match="does not exist"):
+        load_model("dinov2_s", weights="/nonexistent/file.pth")
+    with pytest.raises(KeyError, match="dinov2_l"):
+        load_model("dinov2_xl")
+
+
+def test_wrong_input_size_to_a_fixed_size_model_says_what_to_do():
+    loaded = load_model("dinov2_s", pretrained=False, image_size=112)
+    with pytest.raises(ValueError, match="preprocess"):
+        loaded.forward(torch.zeros(1, 3, 224, 224))
+    with pytest.raises(ValueError, match="multiple"):
+        load_model("dinov2_s", pretrained=False, image_size=100)
+
+
+def _official_interpolate(pos_embed: torch.Tensor, h0: int, w0: int, antialias: bool, offset: float) -> torch.Tensor:
+    """facebookresearch/dinov2 `interpolate_pos_encoding`, transcribed step by step (class token first)."""
+    class_pos, patch_pos = pos_embed[:, 0], pos_embed[:, 1:]
+    n, dim = patch_pos.shape[1], pos_embed.shape[-1]
+    m = int(math.sqrt(n))
+    kwargs = {"scale_factor": ((h0 + offset) / m, (w0 + offset) / m)} if offset else {"size": (h0, w0)}
+    patch_pos = F.interpolate(patch_pos.reshape(1, m, m, dim).permute(0, 3, 1, 2), mode="bicubic",
+                              antialias=antialias, **kwargs)
+    return torch.cat((class_pos.unsqueeze(0), patch_pos.permute(0, 2, 3, 1).view(1, -1, dim)), dim=1)
+
+
+def test_position_embeddings_resize_as_the_official_code():
+    """Without registers: no antialiasing, offset 0.1 (timm's default differs); with: timm's = official."""
+    from timm.layers import resample_abs_pos_embed
+
+    pos = torch.randn(1, 1 + 37 * 37, 8)
+    ours = resize_pos_embed(pos, (37, 37), (16, 16), num_prefix=1, mode="dinov2_noreg")
+    torch.testing.assert_close(ours, _official_interpolate(pos, 16, 16, antialias=False, offset=0.1))
+    timm_default = resample_abs_pos_embed(pos, new_size=[16, 16], num_prefix_tokens=1)
+    assert (ours - timm_default).abs().max() > 1e-2  # the difference this module exists for
+    reg = resize_pos_embed(pos[:, 1:], (37, 37), (16, 24), num_prefix=0, mode="dinov2_reg")
+    torch.testing.assert_close(reg, resample_abs_pos_embed(pos[:, 1:], new_size=[16, 24], num_prefix_tokens=0))
+    torch.testing.assert_close(reg[:, :16 * 16 * 0 + 24 * 16], _official_interpolate(
+        torch.cat([pos[:, :1], pos[:, 1:]], 1), 16, 24, antialias=True, offset=0.0)[:, 1:])
+
+
+def test_pretrained_model_at_224_uses_the_official_resize(tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    src = _source("dinov2_s")
+    save_file(src.state_dict(), tmp_path / "vit_small_patch14_dinov2.lvd142m.safetensors")
+    monkeypatch.setenv("VITREG_WEIGHTS", str(tmp_path))
+    loaded = load_model("dinov2_s", image_size=224)
+    expected = _official_interpolate(src.pos_embed.detach(), 16, 16, antialias=False, offset=0.1)
+    torch.testing.assert_close(loaded.model.pos_embed.detach(), expected)
+    assert loaded.layout.num_patches == 256
+    assert loaded.describe()["image_size"] == [224, 224]
