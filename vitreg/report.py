@@ -479,6 +479,17 @@ def _figures_by_notebook(figures_dir: Path, out_dir: Path) -> dict[str, list[tup
     return found
 
 
+def _run_order() -> list[str]:
+    """Notebook names of ``notebooks/order.yaml`` (empty when the file is not there)."""
+    import yaml
+
+    order = PAPER_NUMBERS.parents[1] / "notebooks" / "order.yaml"
+    try:
+        return [str(e["notebook"]) for e in yaml.safe_load(order.read_text()) or []]
+    except (OSError, TypeError, KeyError):
+        return []
+
+
 def _first_line(records: Mapping[str, Mapping[str, Any]], results_dir: Path) -> str:
     smoke = sorted(nb for nb, r in records.items() if is_smoke(r))
     if not records:
@@ -538,7 +549,7 @@ def build_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
 
     doc.h(2, "Notebooks")
     nb_rows = []
-    for nb in sorted({n.notebook for n in numbers if n.notebook} | set(records)):
+    for nb in sorted({n.notebook for n in numbers if n.notebook} | set(records) | set(_run_order())):
         r = records.get(nb)
         if r is None:
             nb_rows.append([nb, "not run", "—", "—", "—"])
