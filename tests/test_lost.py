@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from vitreg.boxes import corloc
-from vitreg.lost import lost, mask_to_box, patch_features, planted_feature_maps, seed_component
+from vitreg.lost import (discover, lost, mask_to_box, paper_table3, patch_features, planted_corloc,
+                         planted_feature_maps, seed_component)
 from vitreg.tokens import TokenLayout
 
 GRID = (12, 14)
@@ -102,3 +103,32 @@ def test_boxes_map_to_pixels_and_clip_to_the_image():
     res = lost(feats, GRID, scale=[[16.0, 16.0], [10.0, 20.0]], image_hw=[[1000, 1000], [100, 270]])
     assert res.boxes[0].tolist() == [32.0, 48.0, 112.0, 128.0]
     assert res.boxes[1].tolist() == [160.0, 0.0, 270.0, 40.0]  # x1 = 14 * 20 = 280 clipped to 270
+
+
+def test_planted_corloc_separates_clean_objects_from_artifacts():
+    got = planted_corloc(n_images=16, seed=1)
+    assert got["clean"] == 100.0 and got["artifact"] < 20.0
+
+
+def test_paper_table3_reads_the_numbers_file():
+    t = paper_table3()
+    assert t["[TTR]: dinov2_l"] == {"voc07": 32.2, "voc12": 36.8, "coco20k": 25.4}
+    assert t["[TTR]: dinov2_l_reg"]["voc07"] == 56.2 and t["paper: DINO ViT-S/16"]["coco20k"] == 50.7
+    assert t["paper: DeiT-III B +reg"]["voc12"] == 32.7
+
+
+def test_discover_runs_a_model_over_a_box_dataset_and_maps_boxes_to_original_pixels():
+    from vitreg.boxes import SyntheticBoxes
+    from vitreg.weights import load_model
+
+    loaded = load_model("dinov2_s_reg", pretrained=False, image_size=56)
+    ds = SyntheticBoxes(n=5, image_size=(60, 90), seed=2)
+    d = discover(loaded, ds, settings=[(False, 0.0), (True, -0.2)], batch_size=2, progress=False)
+    assert list(d.corloc) == ["dot+0.00", "cos-0.20"] and d.names == [f"synthetic_{i:03d}" for i in range(5)]
+    b = d.boxes["dot+0.00"]
+    assert b.shape == (5, 4) and (b[:, 0] < b[:, 2]).all() and (b[:, 1] < b[:, 3]).all()
+    assert (b >= 0).all() and (b[:, 2] <= 90).all() and (b[:, 3] <= 60).all()
+    # boxes are multiples of one patch in original pixels: 90/4 wide, 60/4 high (grid 4x4 at 56 px)
+    assert np.allclose(b[:, [0, 2]] / 22.5, np.round(b[:, [0, 2]] / 22.5))
+    assert np.allclose(b[:, [1, 3]] / 15.0, np.round(b[:, [1, 3]] / 15.0))
+    assert 0 <= d.corloc["dot+0.00"] <= 100 and d.hits["dot+0.00"].shape == (5,)

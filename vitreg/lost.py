@@ -24,7 +24,7 @@ fill in torch (checked against ``scipy.ndimage.label`` in the tests).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 import numpy as np
 import torch
@@ -408,3 +408,114 @@ def plot_discoveries(dataset: "BoxDataset", discoveries: dict[str, Discovery], i
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+# --- the paper's Table 3, and ours beside it ------------------------------------------------------
+TABLE3_DATASETS = ("voc07", "voc12", "coco20k")
+
+
+def paper_table3() -> dict[str, dict[str, float]]:
+    """Table 3 rows read from ``data/paper_numbers.yaml`` (the project's single source of numbers).
+
+    Returns:
+        row label -> ``{"voc07": .., "voc12": .., "coco20k": ..}``: the paper's own models
+        (``paper: DINOv2-L``, ``paper: DINOv2-L +reg``, DeiT-III, OpenCLIP, DINO ViT-S/16) and [TTR]'s
+        measurements of the public DINOv2-L pair (``[TTR]: dinov2_l``, ``[TTR]: dinov2_l_reg``).
+    """
+    import yaml
+
+    from vitreg.params import repo_root
+
+    data = yaml.safe_load((repo_root() / "data" / "paper_numbers.yaml").read_text())
+    names = {"dinov2": "DINOv2-L", "deit3": "DeiT-III B", "openclip": "OpenCLIP B/16"}
+    rows: dict[str, dict[str, float]] = {}
+    for e in data["numbers"]:
+        parts = str(e["id"]).split(".")
+        if parts[:2] == ["F8", "table3"] and len(parts) == 5 and parts[4] in TABLE3_DATASETS:
+            label = f"paper: {names.get(parts[2], parts[2])}{' +reg' if parts[3] == 'reg' else ''}"
+        elif parts[:2] == ["F8", "table3"] and len(parts) == 4:  # DINO v1 reference row
+            label = "paper: DINO ViT-S/16"
+        elif parts[:3] == ["F8", "ttr", "lost"] and len(parts) == 5:
+            label = f"[TTR]: {parts[4]}"
+        else:
+            continue
+        rows.setdefault(label, {})[parts[-2] if parts[0:3] == ["F8", "ttr", "lost"] else parts[-1]] = float(e["value"])
+    return rows
+
+
+def model_role(key: str, registers: int, family: str) -> str:
+    """Where a model's CorLoc goes in the results file: ``no_reg``/``reg`` (DINOv2), ``dino``, ``deit3``, ``clip``."""
+    if family == "dinov2":
+        return "reg" if registers else "no_reg"
+    return {"dino": "dino", "deit3": "deit3", "clip": "clip"}.get(family, key)
+
+
+def plot_corloc(table: dict[str, dict[str, float]], reference: dict[str, dict[str, float]], *, title: str = "") -> Any:
+    """Bars: our CorLoc per model and dataset; black ticks: the reference value for that model (paper / [TTR]).
+
+    Paper: Table 3.
+
+    Args:
+        table: our rows, model label -> dataset -> CorLoc (%); missing datasets are left out.
+        reference: OUR row label -> dataset -> reference CorLoc (%) to mark on that bar.
+    """
+    import matplotlib.pyplot as plt
+
+    from vitreg.plots import use_style
+
+    use_style()
+    datasets = [d for d in TABLE3_DATASETS + ("synthetic",) if any(d in r for r in table.values())]
+    nd = max(1, len(datasets))
+    fig, ax = plt.subplots(figsize=(2.0 + 0.5 * len(table) * nd, 3.4))
+    width = 0.8 / nd
+    labelled = False
+    for j, d in enumerate(datasets):
+        xs = [i + (j - (nd - 1) / 2) * width for i in range(len(table))]
+        ax.bar(xs, [r.get(d, float("nan")) for r in table.values()], width=width * 0.95, label=d)
+        for x, row in zip(xs, table):
+            ref = reference.get(row, {}).get(d)
+            if ref is not None:
+                ax.plot([x - width / 2, x + width / 2], [ref, ref], color="k", lw=2,
+                        label=None if labelled else "reference (paper / [TTR])")
+                labelled = True
+    ax.set_xticks(range(len(table)), list(table), rotation=20, ha="right")
+    ax.set_ylabel("CorLoc (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=7, ncol=nd + 1)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+
+def planted_corloc(n_images: int = 32, grid: tuple[int, int] = (14, 14), *, num_reg: int = 4,
+                   seed: int = 0) -> dict[str, float]:
+    """CorLoc of LOST on planted feature maps: the mechanism behind Table 3, with a known answer.
+
+    Each image has one planted object (a block of 3-7 patches a side); the tokens carry ``1 + num_reg``
+    high-norm prefix tokens that must be sliced off. ``clean``: LOST should find every object (100).
+    ``artifact``: one background patch per image is turned into an artifact token, dissimilar to all
+    (what a high-norm outlier is to LOST): it captures the seed, and CorLoc collapses. Registers remove
+    such tokens from the patches, which is why they help LOST.
+
+    Returns:
+        ``{"clean": %, "artifact": %}``.
+    """
+    from vitreg.boxes import corloc
+
+    rng = np.random.default_rng(seed)
+    h, w = grid
+    boxes, artifacts = [], []
+    for _ in range(n_images):
+        bh, bw = rng.integers(3, 8, size=2)
+        y0, x0 = int(rng.integers(0, h - bh + 1)), int(rng.integers(0, w - bw + 1))
+        boxes.append([x0, y0, x0 + int(bw), y0 + int(bh)])
+        free = [i for i in range(h * w) if not (y0 <= i // w < y0 + bh and x0 <= i % w < x0 + bw)]
+        artifacts.append(int(rng.choice(free)))
+    layout = TokenLayout(1, num_reg, grid)
+    gt = np.asarray(boxes, dtype=np.float64)[:, None]
+    clean = lost(patch_features(planted_feature_maps(boxes, grid, num_prefix=layout.num_prefix, seed=seed), layout), grid)
+    art = lost(patch_features(planted_feature_maps(boxes, grid, num_prefix=layout.num_prefix, artifact=artifacts,
+                                                   seed=seed), layout), grid)
+    return {"clean": corloc(clean.boxes, gt), "artifact": corloc(art.boxes, gt)}
