@@ -94,6 +94,8 @@ def maps_grid(images: Any, rows: dict[str, Any], *, title: str = "", cmap: str =
 # ---------------------------------------------------------------------------------------------------
 # F1-F4: attention artifacts, high-norm tokens, emergence, redundant patches (notebooks 01-04)
 # ---------------------------------------------------------------------------------------------------
+import textwrap  # noqa: E402  (stdlib, cheap; kept in this section so the header stays the lead's)
+
 def _np(x: Any) -> Any:
     """A tensor or array as a float numpy array on the CPU."""
     import numpy as np
@@ -138,7 +140,7 @@ def plot_attention_grid(images: Any, maps: dict[str, Any], *, scores: dict[str, 
                 ax.text(0.02, 0.03, f"{float(_np(scores[label])[i]):.2f}", transform=ax.transAxes, color="white",
                         fontsize=7, bbox={"facecolor": "black", "alpha": 0.5, "pad": 1, "linewidth": 0})
             if i == 0:
-                ax.set_title(label, fontsize=8)
+                ax.set_title(textwrap.fill(label, 22), fontsize=8)
         axes[0, 0].set_title("image", fontsize=8)
     for ax in axes.flat:
         ax.set_xticks([])
@@ -211,7 +213,7 @@ def plot_artifact_scores(scores: dict[str, Any], *, uniform: float | None = None
         ax.axhline(uniform, ls="--", color="grey", lw=1, label="uniform map")
         ax.legend(loc="upper right")
     ax.set_xticks(range(len(scores)))
-    ax.set_xticklabels(list(scores), rotation=30, ha="right")
+    ax.set_xticklabels([textwrap.fill(k, 18) for k in scores], fontsize=7)
     ax.set_ylabel(ylabel)
     ax.set_ylim(0, 1)
     ax.set_title(title)
@@ -220,7 +222,8 @@ def plot_artifact_scores(scores: dict[str, Any], *, uniform: float | None = None
 
 
 def plot_norm_histograms(norms: dict[str, Any], *, thresholds: dict[str, float | None] | None = None,
-                         title: str = "", bins: int = 100, log: bool = True, xlabel: str = "patch-token norm") -> Any:
+                         title: str = "", bins: int = 100, log: bool = True, xlabel: str = "patch-token norm",
+                         sharex: bool = False) -> Any:
     """One histogram of patch-token norms per panel (model, or before/after the final LayerNorm).
 
     Paper: Fig. 3 (DINO ViT-B/16 vs DINOv2 ViT-g/14; bimodal, cut-off 150).
@@ -232,14 +235,23 @@ def plot_norm_histograms(norms: dict[str, Any], *, thresholds: dict[str, float |
         bins: histogram bins.
         log: logarithmic count axis (the outlier mode is small).
         xlabel: x-axis label.
+        sharex: one norm axis for all panels (before/after the LayerNorm: the same scale shows the collapse).
     """
     import matplotlib.pyplot as plt
+    import numpy as np
 
     use_style()
     fig, axes = plt.subplots(1, len(norms), figsize=(3.4 * len(norms), 2.8), squeeze=False)
-    for ax, (label, n) in zip(axes[0], norms.items()):
-        v = _np(n).ravel()
-        ax.hist(v, bins=bins, color="C0", log=log)
+    values = {label: _np(n).ravel() for label, n in norms.items()}
+    if sharex:
+        every = np.concatenate(list(values.values()))
+        common = np.linspace(0, every.max() * 1.02, bins + 1)
+    for ax, (label, v) in zip(axes[0], values.items()):
+        edges = common if sharex else bins
+        if not sharex and v.size and v.max() - v.min() < 1e-3 * max(abs(v.max()), 1e-12):
+            edges = np.linspace(v.min() * 0.99, v.max() * 1.01 + 1e-12, bins + 1)  # a constant: widen the range
+        ax.hist(v, bins=edges, color="C0", log=log)
+        ax.ticklabel_format(axis="x", useOffset=False)
         t = (thresholds or {}).get(label)
         if t is not None:
             ax.axvline(t, color="C3", ls="--", lw=1, label=f"cut-off {t:.3g}")
@@ -380,14 +392,14 @@ def plot_size_trend(labels: list[str], fractions: Any, lows: Any, highs: Any, *,
 
     use_style()
     f, lo, hi = (100 * _np(v) for v in (fractions, lows, highs))
-    fig, ax = plt.subplots(figsize=(1.1 * len(labels) + 2, 3))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(labels) + 2), 3.2))
     x = np.arange(len(labels))
     ax.bar(x, f, color="C0", alpha=0.7)
     ax.errorbar(x, f, yerr=[f - lo, hi - f], fmt="none", color="k", capsize=3)
     ax.set_xticks(x)
-    ax.set_xticklabels(labels, rotation=20, ha="right")
-    ax.set_ylabel("outliers at the output (% of patches)")
-    ax.set_title(title)
+    ax.set_xticklabels([textwrap.fill(label, 18) for label in labels], fontsize=7)
+    ax.set_ylabel("outliers at output (% patches)")
+    ax.set_title("\n".join(textwrap.fill(line, 70) for line in title.split("\n")))
     fig.tight_layout()
     return fig
 
