@@ -26,6 +26,13 @@ THRESHOLD_NOTES = {
 }
 
 
+class UnknownModel(KeyError):
+    """A model name that is neither in the zoo nor in timm; the message lists close names."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """What vitreg needs to know about one model.
@@ -122,7 +129,7 @@ def get_spec(name: str) -> ModelSpec:
     """The spec of a zoo model (``dinov2_l_reg``), or of any timm ViT name (``vit_base_patch16_224.augreg_in21k``).
 
     Raises:
-        KeyError: the name is neither in the zoo nor a timm model, with the closest names.
+        UnknownModel: (a KeyError) the name is neither in the zoo nor a timm model, with the closest names.
     """
     if name in ZOO:
         return ZOO[name]
@@ -140,7 +147,7 @@ def _spec_from_timm(name: str) -> ModelSpec:
         close = difflib.get_close_matches(name, list(ZOO) + timm.list_models("*vit*") + timm.list_pretrained("*vit*"),
                                           n=5, cutoff=0.5)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise KeyError(f"unknown model {name!r}: not in the vitreg zoo ({', '.join(ZOO)}) nor in timm.{hint}")
+        raise UnknownModel(f"unknown model {name!r}: not in the vitreg zoo ({', '.join(ZOO)}) nor in timm.{hint}")
     cfg = timm.models.get_pretrained_cfg(name) if tag else None
     res = int(cfg.input_size[-1]) if cfg is not None else 224
     model = timm.create_model(arch, pretrained=False, img_size=res) if res else timm.create_model(arch)

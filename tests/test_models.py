@@ -1,0 +1,49 @@
+"""Model zoo: the paper's models with their metadata; any timm ViT by name; helpful unknown names."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vitreg.models import ZOO, UnknownModel, get_spec
+from vitreg.weights import load_model
+
+
+def test_zoo_covers_the_papers_families():
+    fams = {s.family for s in ZOO.values()}
+    assert fams == {"dino", "dinov2", "deit3", "clip", "mae"}
+    for size in "sblg":
+        plain, reg = ZOO[f"dinov2_{size}"], ZOO[f"dinov2_{size}_reg"]
+        assert (plain.registers, reg.registers) == (0, 4)
+        assert plain.threshold == reg.threshold == 150.0
+        assert (plain.pos_interp, reg.pos_interp) == ("dinov2_noreg", "dinov2_reg")
+        assert plain.native_resolution == 518 and plain.patch_size == 14
+    assert ZOO["dinov2_l"].lost_features == "k"
+    assert ZOO["deit3_b16"].lost_features == ZOO["clip_b16_laion"].lost_features == "v"
+    assert "quickgelu" in ZOO["clip_b16_openai"].timm_name
+
+
+def test_timm_names_resolve_to_the_zoo_entry():
+    assert get_spec("vit_large_patch14_reg4_dinov2.lvd142m") is ZOO["dinov2_l_reg"]
+
+
+@pytest.mark.parametrize("name,regs,cls_tokens,patch", [
+    ("vit_base_patch16_224.augreg_in21k", 0, 1, 16),
+    ("vit_medium_patch16_reg4_gap_256.sbb_in12k", 4, 0, 16),  # registers and no class token
+])
+def test_any_timm_vit_works_with_metadata_from_the_model(name, regs, cls_tokens, patch):
+    spec = get_spec(name)
+    assert (spec.registers, spec.patch_size, spec.family) == (regs, patch, "other")
+    assert spec.threshold is None  # relative rule
+    loaded = load_model(name, pretrained=False, image_size=4 * patch)
+    assert loaded.layout.num_cls == cls_tokens and loaded.layout.num_reg == regs
+    with torch.inference_mode():
+        assert loaded.forward(torch.zeros(1, 3, 4 * patch, 4 * patch)).shape[1] == loaded.layout.num_tokens
+
+
+def test_unknown_name_suggests_close_names():
+    with pytest.raises(UnknownModel) as err:
+        get_spec("dinov2_l_regs")
+    assert "dinov2_l_reg" in str(err.value) and not str(err.value).startswith("'")
+    with pytest.raises(KeyError):  # still a KeyError for callers that catch that
+        get_spec("not_a_model_at_all")
