@@ -42,7 +42,7 @@ notebook: $(STAMP) ## Run one notebook, e.g. `make notebook N=02` (add PROFILE=s
 	$(PY) -m vitreg.runner --profile $(or $(PROFILE),real) --only $(N)
 
 weights: $(STAMP) ## Download every model the notebooks use into the weights folder (needs internet)
-	$(PY) -m vitreg.weights download --all
+	$(PY) -m vitreg.weights download --notebooks
 
 benchmark: $(STAMP) ## Capture overhead and memory benchmark (prints ratios)
 	$(PY) benchmarks/bench_capture.py

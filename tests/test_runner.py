@@ -74,8 +74,9 @@ def test_real_profile_offline_stops_early_naming_the_model(tmp_path, monkeypatch
     import huggingface_hub.constants as c
 
     monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    missing = preflight_weights(["00_tour"])
-    assert len(missing) == 1 and "dinov2_l" in missing[0] and "Two ways out" in missing[0]
+    stop = preflight_weights(["00_tour"])
+    assert "dinov2_l = vit_large_patch14_dinov2.lvd142m: 00_tour" in stop and "Two ways out" in stop
+    assert str(tmp_path / "weights") in stop
     with pytest.raises(SystemExit, match="Stopping before any notebook runs"):
         main(["--profile", "real", "--only", "00"])
 

@@ -97,27 +97,36 @@ def models_in(params: dict[str, Any]) -> list[str]:
     return out
 
 
-def preflight_weights(names: list[str], root: Path | None = None) -> list[str]:
-    """Check the real-profile models of ``names``; return messages for those missing offline."""
+def preflight_weights(names: list[str], root: Path | None = None) -> str | None:
+    """Check the real-profile models of ``names``; return the stop message if some are missing offline."""
     from vitreg.models import get_spec
     from vitreg.params import notebook_defaults
-    from vitreg.weights import find_weights, is_offline, missing_weights_message
+    from vitreg.weights import WEIGHTS_ENV, find_weights, hub_cache_dir, hub_reachable, is_offline, weights_dir
 
     root = root or repo_root()
     wanted: dict[str, list[str]] = {}
     for name in names:
         for model in models_in(notebook_defaults(root / "notebooks" / f"{name}.ipynb")):
-            wanted.setdefault(model, []).append(name)
-    missing = []
-    for model, users in wanted.items():
-        spec = get_spec(model)
-        file, looked = find_weights(spec)
-        if file is None:
-            if is_offline():
-                missing.append(f"[{', '.join(users)}] " + missing_weights_message(spec, looked))
-            else:
-                print(f"note: {model} is not on this machine yet; timm will download it ({', '.join(users)})")
-    return missing
+            users = wanted.setdefault(model, [])
+            if name not in users:
+                users.append(name)
+    missing = [(get_spec(m), users) for m, users in wanted.items() if find_weights(get_spec(m))[0] is None]
+    if not missing:
+        return None
+    if hub_reachable():
+        for spec, users in missing:
+            print(f"note: {spec.key} is not on this machine yet; timm will download it ({', '.join(users)})")
+        return None
+    lines = [f"Stopping before any notebook runs: pretrained weights are missing and the hub cannot be reached "
+             f"({'HF_HUB_OFFLINE=1' if is_offline() else 'no connection'}).", "Missing (needed by):"]
+    lines += [f"  - {spec.key} = {spec.full_name}: {', '.join(users)}" for spec, users in missing]
+    lines += [f"Looked in: the weights folder {weights_dir()} (files <timm name>.<tag>.safetensors/.pth/.bin, or "
+              f"the official DINOv2 names such as dinov2_vitl14_pretrain.pth) and the Hugging Face cache {hub_cache_dir()}.",
+              "Two ways out:",
+              "  1. connect to the internet once and run `make weights` (it fills the weights folder; timm's cache also works);",
+              f"  2. copy the files into {weights_dir()} (or point ${WEIGHTS_ENV} at a folder that has them).",
+              "Or run `make smoke` for the offline, random-weight profile."]
+    return "\n".join(lines)
 
 
 def ensure_kernel() -> None:
@@ -157,10 +166,9 @@ def run(profile: str, only: list[str] | None = None, *, keep_going: bool = False
     executed = executed_dir_for(profile, root) if out_dir == output_dir_for(profile, root) else out_dir / "notebooks"
     plans = planned_parameters(names, profile, out_dir, root)
     if profile == "real":
-        missing = preflight_weights(names, root)
-        if missing:
-            raise SystemExit("Stopping before any notebook runs: pretrained weights are missing and the hub is "
-                             "offline.\n\n" + "\n\n".join(missing))
+        stop = preflight_weights(names, root)
+        if stop:
+            raise SystemExit(stop)
     ensure_kernel()
     outcomes: list[Outcome] = []
     for i, name in enumerate(names):

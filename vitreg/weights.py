@@ -137,6 +137,40 @@ def is_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub (or ``$HF_ENDPOINT``) answers a TCP connection within ``timeout`` s.
+
+    Checked once before a download, so that a machine without internet fails at once instead of after
+    a minute of retries. Returns False without any traffic when ``HF_HUB_OFFLINE=1``.
+    """
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import TimeoutError as FutureTimeout
+    from urllib.parse import urlparse
+
+    if is_offline():
+        return False
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+
+    def connect() -> bool:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                return True
+        except OSError:
+            return False
+
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        return pool.submit(connect).result(timeout=timeout + 1.0)
+    except FutureTimeout:
+        return False
+    finally:
+        pool.shutdown(wait=False)
+
+
 def local_candidates(spec: ModelSpec, folder: Path | None = None) -> list[Path]:
     """Every file name the weights folder may hold for ``spec``, in the order they are tried."""
     folder = folder or weights_dir()
@@ -197,8 +231,8 @@ def missing_weights_message(spec: ModelSpec, looked: list[str]) -> str:
     """The message for weights that are nowhere on this machine: what was tried, and the two ways out."""
     places = "\n".join(f"  - {p}" for p in looked)
     return (
-        f"No pretrained weights for {spec.key} ({spec.full_name}) on this machine, and the hub is offline "
-        f"(HF_HUB_OFFLINE=1).\nLooked in:\n{places}\nTwo ways out:\n"
+        f"No pretrained weights for {spec.key} ({spec.full_name}) on this machine, and the hub cannot be "
+        f"reached ({'HF_HUB_OFFLINE=1' if is_offline() else 'no connection'}).\nLooked in:\n{places}\nTwo ways out:\n"
         f"  1. connect to the internet once and run `make weights` (or load the model once): timm caches it;\n"
         f"  2. put the file in {weights_dir()} (set ${WEIGHTS_ENV} to move that folder) named "
         f"{spec.full_name}.safetensors{' or ' + spec.official_files[0] if spec.official_files else ''}, "
@@ -254,7 +288,7 @@ def _load_pretrained(spec: ModelSpec, weights: str | os.PathLike | None, size: t
     import timm
 
     file, looked = find_weights(spec, weights)
-    if file is None and is_offline():
+    if file is None and (is_offline() or not hub_reachable()):
         raise WeightsNotFound(missing_weights_message(spec, looked))
     overlay = {"file": str(file)} if file is not None else {}
     native = (spec.native_resolution, spec.native_resolution)
@@ -371,8 +405,21 @@ def download(keys: list[str], folder: Path | None = None) -> list[Path]:
     return written
 
 
+def notebook_models() -> list[str]:
+    """Every model named by the notebooks' default (real-profile) parameters, in run order."""
+    from vitreg.params import notebook_defaults, repo_root
+    from vitreg.runner import load_order, models_in
+
+    keys: list[str] = []
+    for entry in load_order():
+        for key in models_in(notebook_defaults(repo_root() / "notebooks" / f"{entry['notebook']}.ipynb")):
+            if key not in keys:
+                keys.append(key)
+    return keys
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m vitreg.weights download [--all | KEY ...]`` and ``... where KEY``."""
+    """``python -m vitreg.weights download [--notebooks | --all | KEY ...]`` and ``... where KEY ...``."""
     from vitreg.models import ZOO
 
     parser = argparse.ArgumentParser(prog="python -m vitreg.weights", description=__doc__.split("\n")[0])
@@ -380,13 +427,14 @@ def main(argv: list[str] | None = None) -> int:
     d = sub.add_parser("download", help="copy hub weights into the weights folder")
     d.add_argument("keys", nargs="*")
     d.add_argument("--all", action="store_true", help="every model in the zoo")
+    d.add_argument("--notebooks", action="store_true", help="every model the notebooks use (their defaults)")
     w = sub.add_parser("where", help="where the weights of a model are found, or what was looked at")
     w.add_argument("keys", nargs="+")
     args = parser.parse_args(argv)
     if args.cmd == "download":
-        keys = list(ZOO) if args.all else args.keys
+        keys = list(ZOO) if args.all else notebook_models() if args.notebooks else args.keys
         if not keys:
-            parser.error("name models or pass --all")
+            parser.error("name models, or pass --notebooks or --all")
         download(keys)
         return 0
     status = 0
