@@ -37,7 +37,7 @@ What differs (recorded in the notebook's results; the reason our numbers may dif
 Datasets (root ``$VITREG_DATA``, default ``<repo>/data/datasets``; a missing one raises
 :class:`vitreg.data.DatasetUnavailable`, which the notebook turns into a skipped line):
 
-* ImageNet-1k: ``imagenet/train/<wnid>/*.JPEG`` and ``imagenet/val/<wnid>/*.JPEG`` (see ``vitreg.data``).
+* ImageNet-1k: ``imagenet1k/train/<wnid>/*.JPEG`` and ``imagenet1k/val/<wnid>/*.JPEG`` (``vitreg.data``).
 * ADE20k (SceneParsing, ADEChallengeData2016): ``ade20k/ADEChallengeData2016/images/{training,validation}/*.jpg``
   and ``.../annotations/{training,validation}/*.png`` (or the same two folders directly under ``ade20k/``).
 * NYU-Depth v2 in the BTS layout used by DINOv2: ``nyud/<split>/**/rgb_XXXXX.jpg`` beside
@@ -243,7 +243,7 @@ class SyntheticDenseDataset(torch.utils.data.Dataset):
 # Frozen features
 # ---------------------------------------------------------------------------------------------------
 def dense_features(loaded: Any, images: Sequence[Any], *, batch_size: int = 8, progress: bool = False,
-                   dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
+                   dtype: torch.dtype = torch.float16, keep_patch: bool = True) -> dict[str, torch.Tensor]:
     """Final-LayerNorm features of the last block: patch grid and [CLS].
 
     Paper: Table 2 (DINOv2's linear heads read ``x_norm_patchtokens`` and ``x_norm_clstoken``).
@@ -254,6 +254,7 @@ def dense_features(loaded: Any, images: Sequence[Any], *, batch_size: int = 8, p
         batch_size: images per forward pass.
         progress: tqdm bar.
         dtype: storage dtype (float16 halves the cache).
+        keep_patch: False drops the patch grid (image classification needs only [CLS] and the mean).
 
     Returns:
         ``{"patch": (B, h, w, D), "cls": (B, D), "patch_mean": (B, D)}``; ``cls`` is zeros for a model
@@ -265,7 +266,85 @@ def dense_features(loaded: Any, images: Sequence[Any], *, batch_size: int = 8, p
     parts = loaded.layout.split(rec.final_norm.float())
     patch = loaded.layout.to_grid(parts.patch)
     cls = parts.cls if parts.cls is not None else torch.zeros(patch.shape[0], patch.shape[-1])
-    return {"patch": patch.to(dtype), "cls": cls.to(dtype), "patch_mean": parts.patch.mean(1).to(dtype)}
+    out = {"cls": cls.to(dtype), "patch_mean": parts.patch.mean(1).to(dtype)}
+    if keep_patch:
+        out["patch"] = patch.to(dtype)
+    return out
+
+
+def dinov2_eval_crop(image: Any, fraction: float = 224 / 256) -> Any:
+    """The central square holding ``fraction`` of the shorter side (DINOv2's resize-256 / crop-224).
+
+    Paper: Table 2 (ImageNet linear evaluation transform). ``vitreg.images.preprocess`` then resizes it
+    to the model's input size.
+    """
+    w, h = image.size
+    side = fraction * min(w, h)
+    left, top = (w - side) / 2, (h - side) / 2
+    return image.crop((round(left), round(top), round(left + side), round(top + side)))
+
+
+def cached_task_features(loaded: Any, dataset: Any, indices: Sequence[int], *, dataset_name: str, split: str,
+                         target: Literal["seg", "depth", "seg+depth", "label"], label_size: tuple[int, int] | None = None,
+                         batch_size: int = 8, cache: bool = True, cache_root: str | os.PathLike | None = None,
+                         chunk_size: int = 256, progress: bool = True, **key_extra: Any) -> dict[str, torch.Tensor]:
+    """Frozen features of ``dataset[indices]`` and their targets, through the feature cache.
+
+    Paper: Table 2 (all three probes read frozen features; extraction is the slow part).
+
+    Args:
+        loaded: the model.
+        dataset: items ``(PIL image, target)``; a dict target is indexed by ``target``.
+        indices: which items.
+        dataset_name, split: for the cache key.
+        target: ``"seg"`` / ``"depth"`` / ``"seg+depth"`` (dense targets resized like the image to
+            ``label_size``; a dict target is indexed by each name) or
+            ``"label"`` (an int class; only [CLS] and the mean patch are kept, after DINOv2's eval crop).
+        label_size: ``(H, W)`` of the stored dense targets.
+        batch_size: images per forward pass.
+        cache: use the on-disk cache (``vitreg.cache``); False computes in memory.
+        cache_root: cache folder (default ``$VITREG_CACHE`` or ``data/cache``).
+        chunk_size: images per cache chunk.
+        progress: tqdm bars.
+        **key_extra: anything else that changes the features or targets (subset seed, ...).
+
+    Returns:
+        ``{"cls", "patch_mean", ["patch"], "labels" | "depth"}`` tensors over the selected items.
+    """
+    from vitreg.cache import cached_features, feature_key
+
+    indices = [int(i) for i in indices]
+    dense = target in ("seg", "depth", "seg+depth")
+    if dense and label_size is None:
+        raise ValueError("dense targets need label_size=(H, W)")
+
+    def compute(start: int, stop: int) -> dict[str, torch.Tensor]:
+        items = [dataset[i] for i in indices[start:stop]]
+        imgs = [im if dense else dinov2_eval_crop(im) for im, _ in items]
+        pick = lambda t, name: t[name] if isinstance(t, dict) else t  # noqa: E731
+        out = dense_features(loaded, imgs, batch_size=batch_size, keep_patch=dense)
+        if "seg" in target:
+            out["labels"] = targets_at([pick(t, "seg") for _, t in items], label_size, torch.uint8)
+        if "depth" in target:
+            out["depth"] = targets_at([pick(t, "depth") for _, t in items], label_size, torch.float32)
+        if target == "label":
+            out["labels"] = torch.tensor([int(t) for _, t in items], dtype=torch.long)
+        return out
+
+    key = feature_key(model=loaded.spec.key, tag=loaded.spec.tag, resolution=list(loaded.image_size),
+                      dataset=dataset_name, split=split, layer="final_norm", target=target,
+                      label_size=None if label_size is None else list(label_size), n_items=len(indices),
+                      indices_hash=hash_indices(indices), pretrained=loaded.pretrained, weights=loaded.source,
+                      **key_extra)
+    return cached_features(key, len(indices), compute, chunk_size=chunk_size, root=cache_root, enabled=cache,
+                           progress=progress)
+
+
+def hash_indices(indices: Sequence[Any]) -> str:
+    """A short stable hash of a list of indices or file names (part of a cache key)."""
+    import hashlib
+
+    return hashlib.sha256(",".join(map(str, indices)).encode()).hexdigest()[:16]
 
 
 def targets_at(targets: Sequence[np.ndarray], size: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:

@@ -433,3 +433,52 @@ def plot_similarity_densities(groups: dict[str, tuple[Any, Any]], *, title: str 
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def plot_downstream(table: dict[str, dict[str, tuple[float | None, float | None]]], *, title: str = "") -> Any:
+    """Table 2 as bars: one panel per task, a pair of bars (without / with registers) per source.
+
+    Paper: Table 2 (IN1k linear top-1, ADE20k mIoU, NYUd RMSE; notebook 09).
+
+    Args:
+        table: ``{source: {metric: (without registers, with registers)}}``, e.g. sources "paper (own
+            DINOv2-L)", "[TTR] public pair", "ours"; metrics ``imagenet_top1``, ``ade20k_miou``,
+            ``nyud_rmse``. ``None`` values are left out (and marked "n/a").
+        title: figure title (use :func:`title_for`).
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    use_style()
+    metrics = {"imagenet_top1": "ImageNet-1k top-1 (%) ↑", "ade20k_miou": "ADE20k mIoU (%) ↑",
+               "nyud_rmse": "NYUd RMSE (m) ↓"}
+    sources = list(table)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.0 * len(metrics), 3.2), squeeze=False)
+    width = 0.38
+    for ax, (key, label) in zip(axes[0], metrics.items()):
+        x = np.arange(len(sources))
+        missing = []
+        for j, (offset, hatch, name) in enumerate(((-width / 2, "", "no registers"), (width / 2, "//", "+ registers"))):
+            vals = [table[s].get(key, (None, None))[j] for s in sources]
+            ys = [v if v is not None else 0.0 for v in vals]
+            bars = ax.bar(x + offset, ys, width, hatch=hatch, color=[f"C{i}" for i in range(len(sources))],
+                          edgecolor="black", linewidth=0.5, label=name)
+            for b, v in zip(bars, vals):
+                if v is None:
+                    missing.append(b.get_x() + b.get_width() / 2)
+                else:
+                    ax.annotate(f"{v:.3g}", (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(x, sources, rotation=15, ha="right")
+        ax.set_title(label)
+        finite = [v for s in sources for v in table[s].get(key, (None, None)) if v is not None]
+        if finite:
+            lo, hi = min(finite), max(finite)
+            pad = max(hi - lo, 0.05 * abs(hi) + 1e-6)
+            ax.set_ylim(max(0.0, lo - 1.5 * pad), hi + 0.8 * pad)
+        for xm in missing:
+            ax.text(xm, ax.get_ylim()[0], "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
+    axes[0][0].legend(loc="lower left", fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
