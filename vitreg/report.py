@@ -321,7 +321,8 @@ def evaluate(numbers: Sequence[PaperNumber], records: Mapping[str, Mapping[str, 
         ours_model = str(holder["model"]) if holder is not None and "model" in holder else None
         if kind == "skipped":
             status = "not reproducible" if n.reproducible is False else "not run here"
-            rows.append(Row(n, status, f"{n.notebook} skipped it: {got}", ours_model=ours_model))
+            why = f"{n.reason}; " if n.reproducible is False else ""
+            rows.append(Row(n, status, f"{why}{n.notebook} skipped it: {got}", ours_model=ours_model))
             continue
         row = Row(n, "not run here", ours=got, ours_model=ours_model,
                   diff=None if n.value is None else got - n.value)
