@@ -482,3 +482,102 @@ def plot_downstream(table: dict[str, dict[str, tuple[float | None, float | None]
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def plot_local_probes(ours: dict[str, dict[str, dict[str, float]]], paper: dict[str, dict[str, float]] | None = None,
+                      *, title: str = "") -> Any:
+    """Position and pixel probes, normal vs outlier patches, ours beside the paper's.
+
+    Paper: Fig. 5b (position top-1 41.7 vs 22.8 %, distance 0.79 vs 5.09 cells, pixel L2 18.38 vs 25.23).
+
+    Args:
+        ours: series label (model) -> group (``normal``/``outlier``) -> metrics (``position_top1``,
+            ``position_distance``, ``reconstruction_l2``); a missing or None metric is left out.
+        paper: group -> the same metrics, drawn as hatched bars (optional).
+        title: figure title.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    use_style()
+    metrics = [("position_top1", "position top-1 (%) ↑"), ("position_distance", "position avg. distance (cells) ↓"),
+               ("reconstruction_l2", "pixel reconstruction L2 ↓")]
+    groups = ["normal", "outlier"]
+    series = list(ours.items()) + ([("paper (ViT-g)", paper)] if paper else [])
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
+    width = 0.8 / max(len(series), 1)
+    for ax, (metric, label) in zip(axes, metrics):
+        for s, (name, vals) in enumerate(series):
+            ys = [np.nan if (vals.get(g) or {}).get(metric) is None else float(vals[g][metric]) for g in groups]
+            is_paper = paper is not None and s == len(series) - 1
+            ax.bar(np.arange(2) + (s - (len(series) - 1) / 2) * width, ys, width,
+                   color=["C0", "C3"], alpha=0.35 if is_paper else 0.85, hatch="//" if is_paper else None,
+                   edgecolor="k", linewidth=0.5, label=name)
+        ax.set_xticks(np.arange(2))
+        ax.set_xticklabels(groups)
+        ax.set_title(label)
+    handles = [plt.Rectangle((0, 0), 1, 1, facecolor="0.5", alpha=0.35 if paper is not None and i == len(series) - 1
+                             else 0.85, hatch="//" if paper is not None and i == len(series) - 1 else None,
+                             edgecolor="k") for i in range(len(series))]
+    fig.legend(handles, [n for n, _ in series], fontsize=8, loc="lower center", ncol=len(series))
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return fig
+
+
+def plot_global_probes(ours: dict[str, dict[str, dict[str, float]]], paper: dict[str, dict[str, float]] | None = None,
+                       *, kinds: tuple[str, ...] = ("normal", "outlier", "cls"), title: str = "") -> Any:
+    """Single-token classification per dataset, and the outlier-minus-normal gap, ours beside the paper's.
+
+    Paper: Table 1 / App. G Table 6 (outlier > normal everywhere; biggest gaps on Aircraft, CUB, Cars).
+
+    Args:
+        ours: dataset -> token kind -> ``{"mean": %, "std": %}`` (missing/None: not measured).
+        paper: dataset -> token kind -> % (drawn as black ticks, and as hatched bars in the gap panel).
+        kinds: token kinds to draw, in order.
+        title: figure title.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    use_style()
+    names = list(ours)
+    x = np.arange(len(names))
+    fig, (ax, gap_ax) = plt.subplots(2, 1, figsize=(max(6, 1.1 * len(names) + 2), 6.5), sharex=True)
+    width = 0.8 / len(kinds)
+    colours = {"normal": "C0", "outlier": "C3", "cls": "C2", "central": "C1"}
+
+    def get(d: dict, name: str, kind: str, field: str | None = "mean") -> float:
+        v = (d.get(name) or {}).get(kind)
+        if isinstance(v, dict):
+            v = v.get(field)
+        return np.nan if v is None else float(v)
+
+    for k, kind in enumerate(kinds):
+        off = (k - (len(kinds) - 1) / 2) * width
+        means = [get(ours, n, kind) for n in names]
+        stds = [get(ours, n, kind, "std") for n in names]
+        ax.bar(x + off, means, width, yerr=np.nan_to_num(stds), capsize=2, color=colours.get(kind, f"C{4 + k}"),
+               label=kind)
+        if paper:
+            ax.scatter(x + off, [get(paper, n, kind, None) for n in names], marker="_", s=120, color="k",
+                       zorder=3, label="paper" if k == 0 else None)
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_ylim(0, 122)
+    ax.set_yticks(range(0, 101, 20))
+    ax.legend(fontsize=7, ncol=len(kinds) + 1, loc="upper left")
+    ours_gap = [get(ours, n, "outlier") - get(ours, n, "normal") for n in names]
+    if paper:
+        gap_ax.bar(x - 0.2, ours_gap, 0.4, color="C3", label="ours: outlier − normal")
+        gap_ax.bar(x + 0.2, [get(paper, n, "outlier", None) - get(paper, n, "normal", None) for n in names], 0.4,
+                   color="C3", alpha=0.35, hatch="//", edgecolor="k", linewidth=0.5, label="paper")
+    else:
+        gap_ax.bar(x, ours_gap, 0.6, color="C3", label="ours: outlier − normal")
+    gap_ax.axhline(0, color="k", linewidth=0.8)
+    gap_ax.set_ylabel("gap (points)")
+    gap_ax.legend(fontsize=7)
+    gap_ax.set_xticks(x)
+    gap_ax.set_xticklabels(names, rotation=30, ha="right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
