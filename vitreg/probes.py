@@ -27,7 +27,8 @@ each notebook's results:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -85,6 +86,24 @@ class Standardizer:
         return (x - self.mean.to(x.device)) / self.scale.to(x.device)
 
 
+@contextmanager
+def _few_threads(device: torch.device, work: int) -> Iterator[None]:
+    """Run small CPU problems on one thread (restored on exit).
+
+    L-BFGS makes thousands of tiny calls; with two threads on a busy CPU their synchronisation costs
+    up to 40x more than the arithmetic. ``work``: multiply-adds of one objective evaluation.
+    """
+    if device.type != "cpu" or work > 50_000_000:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _as_features(x: torch.Tensor, name: str) -> torch.Tensor:
     if x.ndim != 2:
         raise ValueError(f"{name} must be (n, D) features, got shape {tuple(x.shape)}")
@@ -126,7 +145,7 @@ class LinearClassifier:
 
 
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, *, l2: float, classes: torch.Tensor | None = None,
-                 standardize: bool = True, max_iter: int = 500, batch_size: int | None = None,
+                 standardize: bool = True, max_iter: int = 200, batch_size: int | None = None,
                  epochs: int = 50, lr: float = 1e-3, device: str | torch.device = "auto", seed: int = 0,
                  init: LinearClassifier | None = None) -> LinearClassifier:
     """Fit multinomial logistic regression with an L2 penalty.
@@ -176,6 +195,16 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, *, l2: float, classes: torch.
     def objective(xb: torch.Tensor, tb: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(xb @ w + b, tb) + 0.5 * l2 * (w * w).sum()
 
+    with _few_threads(dev, xs.shape[0] * d * c):
+        _minimise(objective, xs, target, w, b, max_iter=max_iter, batch_size=batch_size, epochs=epochs, lr=lr,
+                  seed=seed)
+    return LinearClassifier(w.detach(), b.detach(), classes, std, float(l2))
+
+
+def _minimise(objective, xs: torch.Tensor, target: torch.Tensor, w: torch.Tensor, b: torch.Tensor, *,
+              max_iter: int, batch_size: int | None, epochs: int, lr: float, seed: int) -> None:
+    """Full-batch L-BFGS (``batch_size=None``) or minibatch Adam with a cosine schedule, in place."""
+    dev = xs.device
     if batch_size is None:
         opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, max_eval=int(max_iter * 1.25),
                                 history_size=20, tolerance_grad=1e-6, tolerance_change=1e-10,
@@ -201,7 +230,6 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, *, l2: float, classes: torch.
                 objective(xs[idx], target[idx]).backward()
                 opt.step()
                 sched.step()
-    return LinearClassifier(w.detach(), b.detach(), classes, std, float(l2))
 
 
 def accuracy(clf: LinearClassifier, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -376,8 +404,11 @@ class LinearRegressor:
 def _ridge_solutions(x: torch.Tensor, y: torch.Tensor, ridges: Sequence[float], standardize: bool,
                      device: torch.device) -> list[LinearRegressor]:
     """Closed-form ridge fits for several strengths from one eigendecomposition (float64)."""
-    x = x.to(device)
-    y = y.float().to(device)
+    with _few_threads(device, x.shape[0] * x.shape[1] * x.shape[1]):
+        return _ridge_fits(x.to(device), y.float().to(device), ridges, standardize)
+
+
+def _ridge_fits(x: torch.Tensor, y: torch.Tensor, ridges: Sequence[float], standardize: bool) -> list[LinearRegressor]:
     std = Standardizer.fit(x, standardize)
     xs = std(x).double()
     ym = y.mean(0)
@@ -839,3 +870,67 @@ def nan_to_none(obj):
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
+
+
+def global_information(loaded, dataset: str, *, root: str | None = None, download: bool = False,
+                       max_train: int | None = None, max_test: int | None = None, n_draws: int = 3,
+                       layer: str | int = "final_norm", threshold: float | None = None,
+                       l2_grid: Sequence[float] = L2_GRID, val_fraction: float = 0.2, batch_size: int = 64,
+                       seed: int = 0, cache: bool = True, cache_root: str | None = None, synthetic_n: int = 256,
+                       plant_fraction: float = 0.0, plant_norm: float = 1000.0,
+                       device: str | torch.device = "auto", progress: bool = True) -> dict:
+    """Single-token classification of one dataset with one model (notebook 06).
+
+    Paper: Table 1 / App. G Table 6. Loads the train and test splits (:mod:`vitreg.data`), keeps a
+    class-balanced subset of at most ``max_train`` / ``max_test`` images, extracts (or reads from the
+    cache) one token of each kind per image and runs :func:`single_token_classification`.
+
+    Args:
+        loaded: the model.
+        dataset: a :data:`vitreg.data.DATASETS` name (``"synthetic"`` for smoke runs) or an ImageFolder path.
+        root: datasets folder (default ``$VITREG_DATA``).
+        download: allow torchvision downloads (never when offline).
+        max_train, max_test: subset sizes (None: the whole split).
+        n_draws: random tokens per kind and image (Table 6's mean +- std).
+        layer: ``"final_norm"`` or a block index.
+        threshold: outlier cut-off (default: the model's; relative rule when it has none).
+        l2_grid, val_fraction: regularisation grid and validation share.
+        batch_size: images per forward pass.
+        seed: seed of subsets, draws, planting and validation splits.
+        cache, cache_root: the feature cache.
+        synthetic_n: training images of the synthetic set (its test split has half as many).
+        plant_fraction, plant_norm: smoke runs: planted outliers (0 = none).
+        device: device of the probes.
+        progress: progress bars.
+
+    Returns:
+        ``{"dataset", "n_train", "n_test", "num_classes", "outlier_share_train", "outlier_share_test",
+        "kinds": {kind: result}}``, or ``{"dataset", "skipped": reason}`` when the data is missing.
+    """
+    from vitreg.data import subset_indices, try_load_dataset
+
+    extra = dict(root=root, download=download, n=synthetic_n, image_size=loaded.image_size[0], seed=seed)
+    feats = {}
+    for split, cap in (("train", max_train), ("test", max_test)):
+        if dataset == "synthetic" and split == "test":
+            extra["n"] = max(2, synthetic_n // 2)
+        ds, reason = try_load_dataset(dataset, split, **extra)
+        if ds is None:
+            return {"dataset": dataset, "skipped": reason}
+        idx = subset_indices(ds.labels, cap, seed=seed)
+        feats[split] = single_token_features(
+            loaded, ds, name=dataset, split=split, indices=idx, n_draws=n_draws, layer=layer, threshold=threshold,
+            batch_size=batch_size, plant_fraction=plant_fraction, plant_norm=plant_norm, seed=seed, cache=cache,
+            cache_root=cache_root, progress=progress)
+    kinds = single_token_classification(feats["train"], feats["test"], n_draws=n_draws, l2_grid=l2_grid,
+                                        val_fraction=val_fraction, seed=seed, device=device, progress=progress)
+    return {
+        "dataset": dataset,
+        "n_train": len(feats["train"]["labels"]),
+        "n_test": len(feats["test"]["labels"]),
+        "num_classes": int(len(torch.unique(feats["train"]["labels"]))),
+        "outlier_share_train": float(feats["train"]["has_outlier"].float().mean()),
+        "outlier_share_test": float(feats["test"]["has_outlier"].float().mean()),
+        "mean_outliers_per_image": float(feats["test"]["n_outliers"].float().mean()),
+        "kinds": kinds,
+    }
