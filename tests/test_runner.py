@@ -82,8 +82,9 @@ def test_real_profile_offline_stops_early_naming_the_model(tmp_path, monkeypatch
 
 
 def test_models_in_reads_model_parameters():
-    assert models_in({"model": "dinov2_g", "models": ["dino_b16", "mae_b16"], "n_images": 3, "model_dir": None}) == [
-        "dinov2_g", "dino_b16", "mae_b16"]
+    assert models_in({"model": "dinov2_g", "models": ["dino_b16", "mae_b16"], "n_images": 3, "model_dir": None,
+                      "model_pairs": [["dinov2_s", "dinov2_s_reg"], ["dinov2_g", "dinov2_g_reg"]]}) == [
+        "dinov2_g", "dino_b16", "mae_b16", "dinov2_s", "dinov2_s_reg", "dinov2_g_reg"]
 
 
 def test_strip_outputs(tmp_path):

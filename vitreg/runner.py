@@ -88,12 +88,17 @@ def planned_parameters(names: list[str], profile: str, out_dir: Path, root: Path
 
 
 def models_in(params: dict[str, Any]) -> list[str]:
-    """Model names a notebook will load: values of parameters whose name mentions ``model``."""
+    """Model names a notebook will load: values of parameters whose name mentions ``model`` (lists and
+    lists of pairs included)."""
+    def flat(value: Any) -> list[str]:
+        if isinstance(value, (list, tuple)):
+            return [name for v in value for name in flat(v)]
+        return [value] if isinstance(value, str) and value else []
+
     out: list[str] = []
     for key, value in params.items():
         if "model" in key:
-            values = value if isinstance(value, (list, tuple)) else [value]
-            out += [v for v in values if isinstance(v, str) and v]
+            out += [m for m in flat(value) if m not in out]
     return out
 
 
