@@ -223,3 +223,15 @@ def test_features_of_a_random_model_find_exactly_the_planted_outliers(tmp_path) 
     summary = probes.local_information(local, mask, grid=loaded.layout.grid, l2_grid=(1e-2,), ridge_grid=(1.0,),
                                        device="cpu")
     assert summary["normal"]["n_test"] + summary["outlier"]["n_test"] == summary["n_test_images"] * h * w
+
+
+def test_missing_dataset_is_skipped_with_its_reason_and_results_are_strict_json(tmp_path, monkeypatch) -> None:
+    import json
+    from types import SimpleNamespace
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    res = probes.global_information(SimpleNamespace(image_size=(56, 56)), "cifar10", root=tmp_path, download=True)
+    assert res["dataset"] == "cifar10" and "offline" in res["skipped"]
+    clean = probes.nan_to_none({"a": math.nan, 0.1: [1.0, math.inf], "t": torch.tensor([1.0, math.nan])})
+    assert clean == {"a": None, "0.1": [1.0, None], "t": [1.0, None]}
+    json.dumps(clean, allow_nan=False)
