@@ -553,12 +553,14 @@ def build_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
     for nb in sorted({n.notebook for n in numbers if n.notebook} | set(records) | set(_run_order())):
         r = records.get(nb)
         if r is None:
-            nb_rows.append([nb, "not run", "—", "—", "—"])
+            nb_rows.append([nb, "not run", "—", "—", "—", "—"])
             continue
         models = ", ".join(f"{m.get('name', m.get('key', '?'))}{'' if m.get('pretrained') else ' (random)'}"
                            for m in r["models"]) or "—"
-        nb_rows.append([nb, "ran", str(r["profile"]), models, str(r["created"])])
-    doc.table(["notebook", "state", "profile", "models", "created"], nb_rows)
+        skipped = r["numbers"].get("skipped") or []
+        skipped = "; ".join(map(str, skipped)) if isinstance(skipped, list) else str(skipped)
+        nb_rows.append([nb, "ran", str(r["profile"]), models, str(r["created"]), skipped or "—"])
+    doc.table(["notebook", "state", "profile", "models", "created", "skipped (as the notebook said)"], nb_rows)
 
     for fid in FINDINGS:
         f = findings.get(fid)
