@@ -599,28 +599,36 @@ def mean_iou(pred: torch.Tensor, labels: torch.Tensor, n_classes: int, *, ignore
     Returns:
         ``{"miou": %, "pixel_accuracy": %, "iou": [% or None per class]}``.
     """
-    p, t = pred.reshape(-1).long(), labels.reshape(-1).long()
-    keep = t != ignore_index
-    p, t = p[keep], t[keep]
-    inter = torch.bincount(t[p == t], minlength=n_classes)[:n_classes].double()
-    area_p = torch.bincount(p, minlength=n_classes)[:n_classes].double()
-    area_t = torch.bincount(t, minlength=n_classes)[:n_classes].double()
+    if pred.shape != labels.shape:
+        raise ValueError(f"pred {tuple(pred.shape)} and labels {tuple(labels.shape)} differ in shape")
+    inter, area_p, area_t = (torch.zeros(n_classes, dtype=torch.float64) for _ in range(3))
+    correct = total = 0
+    for i in range(0, len(pred), 64):  # in chunks: 2,000 label maps of 518x518 are 0.5 G pixels
+        p, t = pred[i:i + 64].reshape(-1).long(), labels[i:i + 64].reshape(-1).long()
+        keep = t != ignore_index
+        p, t = p[keep], t[keep]
+        if ((p < 0) | (p >= n_classes) | (t < 0) | (t >= n_classes)).any():
+            raise ValueError(f"class ids must lie in [0, {n_classes}) (or be {ignore_index} in labels)")
+        inter += torch.bincount(t[p == t], minlength=n_classes).double()
+        area_p += torch.bincount(p, minlength=n_classes).double()
+        area_t += torch.bincount(t, minlength=n_classes).double()
+        correct, total = correct + int((p == t).sum()), total + len(t)
     union = area_p + area_t - inter
     iou = torch.where(union > 0, inter / union.clamp_min(1), torch.full_like(union, float("nan")))
     valid = ~torch.isnan(iou)
     return {
         "miou": float(iou[valid].mean() * 100) if valid.any() else float("nan"),
-        "pixel_accuracy": float((p == t).double().mean() * 100) if len(t) else float("nan"),
+        "pixel_accuracy": correct / total * 100 if total else float("nan"),
         "iou": [None if math.isnan(v) else round(float(v) * 100, 3) for v in iou.tolist()],
     }
 
 
 def chance_miou(labels: torch.Tensor, n_classes: int, *, ignore_index: int = IGNORE_INDEX) -> float:
     """mIoU (%) of always predicting the most frequent class: the floor a head must beat."""
-    t = labels.reshape(-1).long()
-    t = t[t != ignore_index]
-    major = int(torch.bincount(t, minlength=n_classes).argmax())
-    return mean_iou(torch.full_like(t, major), t, n_classes, ignore_index=ignore_index)["miou"]
+    counts = sum(torch.bincount(labels[i:i + 64].reshape(-1).long(), minlength=max(n_classes, ignore_index + 1))
+                 for i in range(0, len(labels), 64))
+    major = int(counts[:n_classes].argmax())
+    return mean_iou(torch.full_like(labels, major), labels, n_classes, ignore_index=ignore_index)["miou"]
 
 
 def crop_mask(size: tuple[int, int], crop: tuple[float, float, float, float] | None) -> torch.Tensor:
