@@ -132,3 +132,5 @@ def test_discover_runs_a_model_over_a_box_dataset_and_maps_boxes_to_original_pix
     assert np.allclose(b[:, [0, 2]] / 22.5, np.round(b[:, [0, 2]] / 22.5))
     assert np.allclose(b[:, [1, 3]] / 15.0, np.round(b[:, [1, 3]] / 15.0))
     assert 0 <= d.corloc["dot+0.00"] <= 100 and d.hits["dot+0.00"].shape == (5,)
+    workers = discover(loaded, ds, settings=[(False, 0.0)], batch_size=2, num_workers=2, progress=False)
+    assert np.array_equal(workers.boxes["dot+0.00"], b)  # reader processes change nothing

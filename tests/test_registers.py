@@ -82,3 +82,21 @@ def test_four_registers_add_a_few_percent_flops():
     pct = flops_overhead_pct(a, b)
     assert 0.5 < pct < 2.5  # 256 patches + 1 cls -> + 4 tokens: about 1.6%
     assert flops_overhead_pct(a, a) == 0.0
+
+
+def test_model_summary_counts_planted_outliers_and_register_levels():
+    from vitreg.registers import model_summary
+
+    layout = TokenLayout(1, 4, (4, 5))
+    gen = torch.Generator().manual_seed(1)
+    norms = 20 + torch.rand(6, layout.num_tokens, generator=gen)
+    norms[:, 1:5] = torch.tensor([200.0, 300.0, 450.0, 600.0])  # registers: four levels
+    norms[0, layout.num_prefix + 3] = 500.0  # one patch outlier in 6 x 20 patches
+    attn = torch.softmax(torch.randn(6, 2, layout.num_prefix, layout.num_tokens, generator=gen), -1)
+    s = model_summary(norms, attn, layout, threshold=150.0)
+    assert s["patch_outlier_pct"] == pytest.approx(100 / 120)
+    assert s["register_norm_quantisation"]["score"] < 0.05 and s["register_above_patch_p99_pct"] == 100.0
+    assert s["prefix_norm_median"]["reg2"] == pytest.approx(450.0) and s["mean_maps"]["reg0"].shape == (4, 5)
+    clean = model_summary(norms[:, [0] + list(range(5, layout.num_tokens))], attn[:, :, :1, [0] + list(range(5, 25))],
+                          TokenLayout(1, 0, (4, 5)), threshold=150.0)
+    assert "register_norm_quantisation" not in clean and clean["patch_outlier_pct"] > 0
