@@ -125,9 +125,11 @@ def capture(
 
     def keep(t: torch.Tensor) -> torch.Tensor:
         t = t.detach()
-        if to is not None:
-            t = t.to(to, non_blocking=True)
-        return t.to(dtype) if dtype is not None else t
+        if dtype is not None:
+            t = t.to(dtype)
+        # Blocking copy: a non_blocking device->CPU copy into pageable memory may still be in flight
+        # when the pieces are concatenated (seen on CUDA: norms of one batch leaking into the next).
+        return t.to(to) if to is not None else t
 
     norm_set, out_set = set(resolve_blocks(norms, depth)), set(resolve_blocks(outputs, depth))
     attn_set, qkv_set = set(resolve_blocks(attn, depth)), set(resolve_blocks(qkv, depth))
@@ -181,15 +183,18 @@ def _qkv_hook(rec: Recording, attn_mod: nn.Module, b: int, want_attn: bool, want
 
 
 def attention_probs(q: torch.Tensor, k: torch.Tensor, scale: float, rows: int | None = None) -> torch.Tensor:
-    """softmax(q kᵀ · scale) over keys, in float32, for the first ``rows`` queries (all when None).
+    """softmax(q kᵀ · scale) over keys for the first ``rows`` queries (all when None).
+
+    The product runs in the model's precision (bf16 under autocast, like its fused kernel); the softmax
+    in float32.
 
     Args:
         q, k: ``(B, heads, T, head_dim)`` after the block's q/k norms.
     """
     if rows is not None:
         q = q[:, :, :rows]
-    logits = (q.float() * scale) @ k.float().transpose(-2, -1)
-    return logits.softmax(dim=-1)
+    logits = (q * scale) @ k.transpose(-2, -1)  # the model's own precision, as its fused kernel uses
+    return logits.float().softmax(dim=-1)
 
 
 def _attention_module(model: nn.Module, b: int) -> nn.Module:
