@@ -140,3 +140,29 @@ def test_dense_features_drop_every_prefix_token(name: str) -> None:
     assert f["patch"].shape == (2, 4, 4, loaded.model.embed_dim)
     assert f["cls"].shape == f["patch_mean"].shape == (2, loaded.model.embed_dim)
     assert torch.allclose(f["patch_mean"].float(), f["patch"].float().mean((1, 2)), atol=1e-2)
+
+
+def test_task_features_are_cached_and_reloaded_without_the_model(tmp_path, monkeypatch) -> None:
+    from vitreg.weights import load_model
+
+    loaded = load_model("dinov2_s_reg", pretrained=False, image_size=56)
+    data = ds.SyntheticDenseDataset(n=3, image_size=56, tile=14, seed=2)
+    kw = dict(dataset_name="synthetic_dense", split="train", target="seg+depth", label_size=(28, 28),
+              batch_size=2, cache_root=tmp_path, chunk_size=2, progress=False)
+    first = ds.cached_task_features(loaded, data, range(3), **kw)
+    assert first["patch"].shape == (3, 4, 4, 384) and first["labels"].shape == first["depth"].shape == (3, 28, 28)
+    # targets follow the image: tile (row 0, col 0) of image 1, at half resolution
+    assert int(first["labels"][1, 0, 0]) == int(data.sample(1)[1][0, 0])
+    monkeypatch.setattr(ds, "dense_features", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
+    again = ds.cached_task_features(loaded, data, range(3), **kw)
+    assert torch.equal(again["patch"], first["patch"]) and torch.equal(again["depth"], first["depth"])
+    with pytest.raises(AssertionError, match="recomputed"):  # another subset is another cache entry
+        ds.cached_task_features(loaded, data, [0, 2], **kw)
+
+
+def test_dinov2_eval_crop_keeps_the_central_224_of_256() -> None:
+    from PIL import Image
+
+    img = Image.new("RGB", (320, 256))
+    crop = ds.dinov2_eval_crop(img)
+    assert crop.size == (224, 224)
