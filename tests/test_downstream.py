@@ -29,8 +29,8 @@ def test_segmentation_head_learns_planted_classes_not_noise(planted: bool) -> No
 
 @pytest.mark.parametrize("planted", [True, False])
 def test_depth_head_learns_planted_depth_not_noise(planted: bool) -> None:
-    train, test = ds.planted_depth(24, 12, upsample=4, planted=planted, seed=4)
-    head = ds.train_depth_head(train["patch"], train["cls"], train["depth"], n_bins=64, cfg=FAST)
+    train, test = ds.planted_depth(16, 8, grid=(6, 6), upsample=4, planted=planted, seed=4)
+    head = ds.train_depth_head(train["patch"], train["cls"], train["depth"], n_bins=32, cfg=FAST)
     pred = ds.predict_depth(head, test["patch"], test["cls"], tuple(test["depth"].shape[-2:]))
     rmse = ds.depth_metrics(pred, test["depth"])["rmse"]
     constant = ds.constant_depth_rmse(train["depth"], test["depth"])
