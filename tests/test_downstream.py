@@ -106,7 +106,7 @@ def test_local_layouts_are_read(tmp_path) -> None:
     Image.fromarray(np.array([[0, 1, 150]] * 6, dtype=np.uint8).repeat(3, 1)[:, :8]).save(
         ade / "annotations" / "validation" / "a.png")
     pairs = ds.ade20k_pairs("val", root=tmp_path / "ade20k")
-    assert len(pairs) == 1
+    assert pairs == ds.ade20k_pairs("val", data_dir=tmp_path) and len(pairs) == 1
     lab = ds.read_ade20k_label(pairs[0][1])
     assert lab[0, 0] == 255 and lab[0, 3] == 0 and lab[0, 7] == 149  # reduce_zero_label
 
@@ -115,7 +115,7 @@ def test_local_layouts_are_read(tmp_path) -> None:
     Image.new("RGB", (8, 6)).save(nyu / "rgb_00001.jpg")
     Image.fromarray(np.full((6, 8), 2500, dtype=np.uint16)).save(nyu / "sync_depth_00001.png")
     pairs = ds.nyud_pairs("test", root=tmp_path / "nyud")
-    assert len(pairs) == 1
+    assert pairs == ds.nyud_pairs("test", data_dir=tmp_path) and len(pairs) == 1
     assert ds.read_nyud_depth(pairs[0][1])[0, 0] == pytest.approx(2.5)
 
 

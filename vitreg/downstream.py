@@ -77,16 +77,21 @@ _IMAGE_EXT = (".jpg", ".jpeg", ".png")
 # ---------------------------------------------------------------------------------------------------
 # Datasets: pairs of (image, dense target)
 # ---------------------------------------------------------------------------------------------------
-def ade20k_pairs(split: Literal["train", "val"] = "train", *, root: str | os.PathLike | None = None
-                 ) -> list[tuple[Path, Path]]:
+def ade20k_pairs(split: Literal["train", "val"] = "train", *, root: str | os.PathLike | None = None,
+                 data_dir: str | os.PathLike | None = None) -> list[tuple[Path, Path]]:
     """``(image, annotation)`` paths of one ADE20k split.
 
     Paper: Table 2 (ADE20k linear segmentation, 150 classes).
 
+    Args:
+        split: ``"train"`` or ``"val"``.
+        root: the ADE20k folder itself (default ``<data_dir>/ade20k``).
+        data_dir: the datasets folder (default ``$VITREG_DATA`` or ``data/datasets``).
+
     Raises:
         DatasetUnavailable: the folders are missing (the message gives the expected layout).
     """
-    base = Path(root).expanduser() if root is not None else data_root() / "ade20k"
+    base = Path(root).expanduser() if root is not None else data_root(data_dir) / "ade20k"
     if (base / "ADEChallengeData2016").is_dir():
         base = base / "ADEChallengeData2016"
     sub = {"train": "training", "val": "validation"}[split]
@@ -102,16 +107,21 @@ def ade20k_pairs(split: Literal["train", "val"] = "train", *, root: str | os.Pat
     return pairs
 
 
-def nyud_pairs(split: Literal["train", "test"] = "test", *, root: str | os.PathLike | None = None
-               ) -> list[tuple[Path, Path]]:
+def nyud_pairs(split: Literal["train", "test"] = "test", *, root: str | os.PathLike | None = None,
+               data_dir: str | os.PathLike | None = None) -> list[tuple[Path, Path]]:
     """``(rgb, depth)`` paths of one NYU-Depth v2 split (BTS layout: ``rgb_*.jpg`` + ``sync_depth_*.png``).
 
     Paper: Table 2 (NYUd linear depth, RMSE in metres).
 
+    Args:
+        split: ``"train"`` or ``"test"``.
+        root: the NYUd folder itself (default ``<data_dir>/nyud``).
+        data_dir: the datasets folder (default ``$VITREG_DATA`` or ``data/datasets``).
+
     Raises:
         DatasetUnavailable: the folders are missing (the message gives the expected layout).
     """
-    base = Path(root).expanduser() if root is not None else data_root() / "nyud"
+    base = Path(root).expanduser() if root is not None else data_root(data_dir) / "nyud"
     candidates = {"train": ["train", "sync"], "test": ["test", "official_splits/test"]}[split]
     folder = next((base / c for c in candidates if (base / c).is_dir()), None)
     if folder is None:
