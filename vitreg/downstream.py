@@ -10,7 +10,8 @@ cached (``vitreg.cache``), which is what makes it affordable. What is the same:
 
 * Segmentation ("lin."): final-LayerNorm patch tokens of the last block -> BatchNorm -> 1x1 conv to the
   150 ADE20k classes (label 0 "other" ignored, ``reduce_zero_label``) -> logits bilinearly upsampled to
-  the label map; cross-entropy; AdamW (lr 1e-3, weight decay 1e-4), linear warm-up then poly decay.
+  the label map; cross-entropy; AdamW (lr 1e-3, weight decay 1e-4: our reading of the published mmseg
+  configs, which are not in the DINOv2 repository), linear warm-up then poly decay.
   mIoU accumulated over the whole validation set (intersection and union per class, mean over classes
   that occur), as mmsegmentation does.
 * Depth ("lin. 1"): final-LayerNorm patch tokens with the [CLS] token concatenated to each, upsampled x4
