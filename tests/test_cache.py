@@ -84,7 +84,7 @@ def test_stale_entry_is_wiped(tmp_path) -> None:
 
 
 def test_env_var_sets_the_folder_and_disabled_cache_writes_nothing(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "c"))
+    monkeypatch.setenv("VITREG_CACHE", str(tmp_path / "c"))
     assert cache.cache_root() == tmp_path / "c"
     out = cache.cached_features(cache.feature_key(**BASE), 5, Counter(), chunk_size=2, enabled=False)
     assert torch.equal(out["y"], torch.arange(5))

@@ -40,6 +40,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from vitreg.paths import data_root
+
 BoxDatasetName = Literal["VOC07", "VOC12", "COCO20k", "synthetic"]
 
 #: Sizes of the evaluation sets of Table 3, to check that a local copy is complete.
@@ -142,16 +144,6 @@ def corloc(pred: torch.Tensor | np.ndarray, gt: Sequence[np.ndarray | torch.Tens
 
 
 # --- where the data is ---------------------------------------------------------------------------
-def data_root(root: str | os.PathLike | None = None) -> Path:
-    """The local dataset root: ``root``, else ``$VITREG_DATA``, else ``<repo>/data/datasets``."""
-    if root is not None:
-        return Path(root).expanduser()
-    env = os.environ.get("VITREG_DATA")
-    if env:
-        return Path(env).expanduser()
-    return Path(__file__).resolve().parents[1] / "data" / "datasets"
-
-
 def _first_existing(candidates: Sequence[Path]) -> Path | None:
     return next((c for c in candidates if c.exists()), None)
 

@@ -34,24 +34,12 @@ from typing import Any
 import torch
 
 from vitreg.io import atomic_torch_save, atomic_write_json
+from vitreg.paths import cache_root
 
-CACHE_ENV = "VITREG_CACHE"
 #: Bump when the stored layout changes: every old entry is then ignored.
 CACHE_VERSION = 1
 #: Fields every feature key must have (``feature_key`` checks them).
 REQUIRED_FIELDS = ("model", "tag", "resolution", "dataset", "split", "layer")
-
-
-def cache_root(root: str | os.PathLike | None = None) -> Path:
-    """The cache folder: ``root`` if given, else ``$VITREG_CACHE``, else ``<repo>/data/cache``."""
-    if root is not None:
-        return Path(root).expanduser()
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    repo = Path(__file__).resolve().parents[1]
-    if (repo / "pyproject.toml").exists():
-        return repo / "data" / "cache"
-    return Path.home() / ".cache" / "vitreg" / "features"
 
 
 def _canonical(value: Any) -> Any:

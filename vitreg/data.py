@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 import torch
 
-DATA_ENV = "VITREG_DATA"
+from vitreg.paths import DATA_ENV, data_root, is_offline  # noqa: F401  (re-exported)
 Split = Literal["train", "test"]
 
 
@@ -121,24 +121,6 @@ DATASETS: dict[str, DatasetInfo] = {
 PAPER_DATASETS = ["aircraft", "cifar10", "cifar100", "cub", "caltech101", "cars", "dtd", "flowers", "food",
                   "imagenet1k", "places205", "pets", "sun", "voc"]
 DOWNLOADABLE = [n for n in PAPER_DATASETS if DATASETS[n].source == "torchvision"]
-
-
-def data_root(root: str | os.PathLike | None = None) -> Path:
-    """The datasets folder: ``root`` if given, else ``$VITREG_DATA``, else ``<repo>/data/datasets``."""
-    if root is not None:
-        return Path(root).expanduser()
-    if os.environ.get(DATA_ENV):
-        return Path(os.environ[DATA_ENV]).expanduser()
-    repo = Path(__file__).resolve().parents[1]
-    if (repo / "pyproject.toml").exists():
-        return repo / "data" / "datasets"
-    return Path.home() / ".cache" / "vitreg" / "datasets"
-
-
-def is_offline() -> bool:
-    """True when nothing may be downloaded (``HF_HUB_OFFLINE=1`` or ``VITREG_OFFLINE=1``)."""
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
-               for v in ("HF_HUB_OFFLINE", "VITREG_OFFLINE"))
 
 
 def get_info(name: str) -> DatasetInfo:

@@ -106,7 +106,8 @@ def preflight_weights(names: list[str], root: Path | None = None) -> str | None:
     """Check the real-profile models of ``names``; return the stop message if some are missing offline."""
     from vitreg.models import get_spec
     from vitreg.params import notebook_defaults
-    from vitreg.weights import WEIGHTS_ENV, find_weights, hub_cache_dir, hub_reachable, is_offline, weights_dir
+    from vitreg.paths import WEIGHTS_ENV, is_offline, weights_dir
+    from vitreg.weights import find_weights, hub_cache_dir, hub_reachable
 
     root = root or repo_root()
     wanted: dict[str, list[str]] = {}

@@ -33,9 +33,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from vitreg.models import ModelSpec, PosInterp, get_spec
+from vitreg.paths import WEIGHTS_ENV, is_offline, weights_dir
 from vitreg.tokens import TokenLayout
 
-WEIGHTS_ENV = "VITREG_WEIGHTS"
 _SUFFIXES = (".safetensors", ".pth", ".bin")
 
 
@@ -117,24 +117,6 @@ class LoadedModel:
             "weights_source": self.source,
             "pos_embed_resize": self.spec.pos_interp,
         }
-
-
-def weights_dir() -> Path:
-    """The project weights folder: ``$VITREG_WEIGHTS``, else ``<repo>/data/weights``.
-
-    For an installed (non-editable) package the default is ``~/.cache/vitreg/weights``.
-    """
-    if os.environ.get(WEIGHTS_ENV):
-        return Path(os.environ[WEIGHTS_ENV]).expanduser()
-    repo = Path(__file__).resolve().parents[1]
-    if (repo / "pyproject.toml").exists():
-        return repo / "data" / "weights"
-    return Path.home() / ".cache" / "vitreg" / "weights"
-
-
-def is_offline() -> bool:
-    """True when the Hugging Face hub must not be contacted (``HF_HUB_OFFLINE=1``)."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
