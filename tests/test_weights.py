@@ -154,3 +154,10 @@ def test_pretrained_model_at_224_uses_the_official_resize(tmp_path, monkeypatch)
     torch.testing.assert_close(loaded.model.pos_embed.detach(), expected)
     assert loaded.layout.num_patches == 256
     assert loaded.describe()["image_size"] == [224, 224]
+
+
+def test_half_precision_model_takes_float_batches():
+    loaded = load_model("dinov2_s", pretrained=False, image_size=56, dtype=torch.bfloat16)
+    with torch.inference_mode():
+        out = loaded.forward(torch.zeros(2, 3, 56, 56))  # preprocess gives float32
+    assert out.dtype == torch.bfloat16 and out.shape[1] == loaded.layout.num_tokens

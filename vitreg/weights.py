@@ -100,7 +100,8 @@ class LoadedModel:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """All tokens after the final norm, ``(B, T, D)``. Use :mod:`vitreg.capture` for the rest."""
         self.check_input(x)
-        return self.model.forward_features(x.to(self.device))
+        param = next(self.model.parameters())
+        return self.model.forward_features(x.to(device=param.device, dtype=param.dtype))
 
     def describe(self) -> dict:
         """What every result records about the model (name, tag, resolution, weights)."""
