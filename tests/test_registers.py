@@ -100,3 +100,16 @@ def test_model_summary_counts_planted_outliers_and_register_levels():
     clean = model_summary(norms[:, [0] + list(range(5, layout.num_tokens))], attn[:, :, :1, [0] + list(range(5, 25))],
                           TokenLayout(1, 0, (4, 5)), threshold=150.0)
     assert "register_norm_quantisation" not in clean and clean["patch_outlier_pct"] > 0
+
+
+def test_forward_flops_count_the_attention_products():
+    """Planted ground truth: a ViT's FLOPs in closed form, attention (2 x 2 T^2 D per block) included."""
+    from vitreg.registers import forward_flops
+    from vitreg.weights import load_model
+
+    for key in ("dinov2_s", "dinov2_s_reg"):
+        loaded = load_model(key, pretrained=False, image_size=112)
+        t, d, n, p = loaded.layout.num_tokens, loaded.model.embed_dim, loaded.layout.num_patches, 14
+        per_block = 2 * t * d * 3 * d + 2 * t * d * d + 2 * 2 * t * d * 4 * d + 2 * 2 * t * t * d
+        expected = loaded.num_blocks * per_block + 2 * n * 3 * p * p * d  # + the patch embedding
+        assert forward_flops(loaded) == expected

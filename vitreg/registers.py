@@ -197,13 +197,16 @@ def prefix_attention_summary(attn: torch.Tensor, layout: TokenLayout, *, border_
 def forward_flops(loaded: "LoadedModel") -> int:
     """FLOPs of one forward pass of one image at the model's size (``torch.utils.flop_counter``).
 
-    Paper: §2.2 (4 registers add < 2% FLOPs).
+    Paper: §2.2 (4 registers add < 2% FLOPs). Attention runs on PyTorch's math backend while counting:
+    the counter does not see inside some fused kernels (the CPU flash kernel), which would drop the
+    attention products, the part that grows fastest with the number of tokens.
     """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
     x = torch.zeros(1, 3, *loaded.image_size, device=loaded.device)
     counter = FlopCounterMode(display=False)
-    with torch.inference_mode(), counter:
+    with torch.inference_mode(), sdpa_kernel(SDPBackend.MATH), counter:
         loaded.forward(x)
     return int(counter.get_total_flops())
 
