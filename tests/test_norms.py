@@ -140,3 +140,15 @@ def test_planted_high_norm_tokens_found_exactly_in_random_timm_model():
     assert patch_norms[~truth].max() < 150  # control: random-init tokens stay low
     assert torch.equal(norms.outlier_mask(patch_norms, threshold=150.0), truth)
     assert torch.equal(norms.outlier_mask(patch_norms, threshold=None), truth)
+
+
+def test_statistics_stay_on_the_input_device():
+    """Recordings kept on the GPU (capture(to=None)) must not meet CPU constants; "meta" stands in for it."""
+    stack = torch.rand(3, 2, 16, device="meta")
+    assert norms.block_norm_quantiles(stack, qs=(0.5, 1.0)).device == stack.device
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_fraction_ci_of_a_gpu_mask():
+    truth = norms.random_outlier_mask(50, (6, 6), fraction=0.1, seed=0)
+    assert norms.outlier_fraction(truth.cuda(), n_boot=100).fraction == norms.outlier_fraction(truth, n_boot=100).fraction

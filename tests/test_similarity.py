@@ -95,3 +95,9 @@ def test_patch_embedding_similarity_on_random_timm_model():
     assert torch.allclose(out["embed"][[0, 2]], torch.ones(2, 4, 4), atol=1e-5)
     assert out["embed"][1].max() < 0.9
     assert out["embed_pos"][0].min() < 1 - 1e-4  # the position embedding makes flat patches differ
+
+
+def test_similarity_is_computed_on_the_input_device():
+    """Patch embeddings left on the GPU must not be summed into CPU buffers; "meta" stands in for it."""
+    grid = torch.randn(2, 4, 5, 8, device="meta")
+    assert similarity.neighbour_similarity(grid).device == grid.device

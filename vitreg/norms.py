@@ -108,7 +108,7 @@ def outlier_fraction(mask: torch.Tensor, *, n_boot: int = 1000, level: float = 0
     """
     if mask.dim() != 2 or mask.shape[0] < 1:
         raise ValueError(f"mask must be (B, N) with one row per image, got shape {tuple(mask.shape)}")
-    per_image = mask.float().mean(dim=1)  # equal N per image, so the pooled fraction is the mean
+    per_image = mask.float().mean(dim=1).cpu()  # equal N per image, so the pooled fraction is the mean
     frac = float(per_image.mean())
     b = per_image.shape[0]
     gen = torch.Generator().manual_seed(seed)
@@ -161,7 +161,7 @@ def block_norm_quantiles(norm_stack: torch.Tensor, qs: tuple[float, ...] = (0.0,
     """
     _check_stack(norm_stack)
     flat = norm_stack.float().flatten(1)
-    return torch.quantile(flat, torch.tensor(qs, dtype=flat.dtype), dim=1).T
+    return torch.quantile(flat, torch.tensor(qs, dtype=flat.dtype, device=flat.device), dim=1).T
 
 
 def emergence_block(fractions: torch.Tensor, *, min_fraction: float = 0.005, span: int = 3) -> int | None:

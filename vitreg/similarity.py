@@ -28,8 +28,8 @@ def neighbour_similarity(grid: torch.Tensor) -> torch.Tensor:
     if h * w < 2:
         raise ValueError("a 1x1 grid has no neighbours")
     x = F.normalize(grid.float(), dim=-1)
-    total = torch.zeros(b, h, w)
-    count = torch.zeros(1, h, w)
+    total = torch.zeros(b, h, w, device=x.device)
+    count = torch.zeros(1, h, w, device=x.device)
     vert = (x[:, 1:] * x[:, :-1]).sum(-1)  # (B, h-1, w): similarity of (i, j) and (i+1, j)
     horz = (x[:, :, 1:] * x[:, :, :-1]).sum(-1)  # (B, h, w-1)
     total[:, 1:] += vert
