@@ -78,6 +78,33 @@ def feature_key(*, model: str, tag: str, resolution: Any, dataset: str, split: s
     return _canonical(key)
 
 
+def model_fields(loaded: Any) -> dict:
+    """The fields of a cache key that identify a loaded model's features.
+
+    Name, tag, resolution, where the weights came from, the parameter dtype (a float16 model gives other
+    features than a float32 one), how the position embeddings were resized to the resolution, and for
+    randomly initialised models (smoke runs) a fingerprint of the weights: every random model has the
+    same source ("random init"), but not the same weights.
+
+    Args:
+        loaded: a :class:`vitreg.weights.LoadedModel`.
+
+    Returns:
+        a dict to pass to :func:`feature_key` with the dataset, split and layer.
+    """
+    d = loaded.describe()
+    params = list(loaded.model.parameters())
+    fields = dict(model=d["name"], tag=d["tag"], resolution=list(loaded.image_size), pretrained=d["pretrained"],
+                  weights=d["weights_source"], timm_name=d["timm_name"], pos_embed_resize=d.get("pos_embed_resize"),
+                  dtype=str(params[0].dtype).removeprefix("torch."))
+    if not d["pretrained"]:
+        digest = hashlib.sha256()
+        for p in params:  # a few values of every tensor: cheap, and any re-initialisation changes them
+            digest.update(p.detach().flatten()[:64].float().cpu().numpy().tobytes())
+        fields["weights_fingerprint"] = digest.hexdigest()[:16]
+    return fields
+
+
 def key_hash(key: Mapping[str, Any]) -> str:
     """Short stable hash of a key (16 hex digits of SHA-256 over its canonical JSON)."""
     text = json.dumps(_canonical(dict(key)), sort_keys=True, separators=(",", ":"))

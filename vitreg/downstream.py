@@ -322,7 +322,7 @@ def cached_task_features(loaded: Any, dataset: Any, indices: Sequence[int], *, d
     Returns:
         ``{"cls", "patch_mean", ["patch"], "labels" | "depth"}`` tensors over the selected items.
     """
-    from vitreg.cache import cached_features, feature_key
+    from vitreg.cache import cached_features, feature_key, model_fields
 
     indices = [int(i) for i in indices]
     dense = target in ("seg", "depth", "seg+depth")
@@ -342,11 +342,9 @@ def cached_task_features(loaded: Any, dataset: Any, indices: Sequence[int], *, d
             out["labels"] = torch.tensor([int(t) for _, t in items], dtype=torch.long)
         return out
 
-    key = feature_key(model=loaded.spec.key, tag=loaded.spec.tag, resolution=list(loaded.image_size),
-                      dataset=dataset_name, split=split, layer="final_norm", target=target,
+    key = feature_key(**model_fields(loaded), dataset=dataset_name, split=split, layer="final_norm", target=target,
                       label_size=None if label_size is None else list(label_size), n_items=len(indices),
-                      indices_hash=hash_indices(indices), pretrained=loaded.pretrained, weights=loaded.source,
-                      **key_extra)
+                      indices_hash=hash_indices(indices), **key_extra)
     return cached_features(key, len(indices), compute, chunk_size=chunk_size, root=cache_root, enabled=cache,
                            progress=progress)
 

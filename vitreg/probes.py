@@ -672,9 +672,9 @@ def forward_tokens(loaded, images: Sequence, *, layer: str | int = "final_norm",
 
 
 def _model_key(loaded, layer: str | int, extra: Mapping) -> dict:
-    d = loaded.describe()
-    return dict(model=d["name"], tag=d["tag"], resolution=list(loaded.image_size), layer=layer,
-                pretrained=d["pretrained"], weights=d["weights_source"], timm_name=d["timm_name"], **extra)
+    from vitreg.cache import model_fields
+
+    return dict(**model_fields(loaded), layer=layer, **extra)
 
 
 def patch_token_features(loaded, images: Sequence, *, dataset: str, layer: str | int = "final_norm",
