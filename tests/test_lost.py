@@ -134,3 +134,15 @@ def test_discover_runs_a_model_over_a_box_dataset_and_maps_boxes_to_original_pix
     assert 0 <= d.corloc["dot+0.00"] <= 100 and d.hits["dot+0.00"].shape == (5,)
     workers = discover(loaded, ds, settings=[(False, 0.0)], batch_size=2, num_workers=2, progress=False)
     assert np.array_equal(workers.boxes["dot+0.00"], b)  # reader processes change nothing
+
+
+def test_degree_leaves_the_patch_itself_out():
+    """LOST zeroes A's diagonal: with a bias a weak patch can be dissimilar to itself, and must not gain a rank.
+
+    Dot product, bias -0.5: p0 = (0.3, 0) (self 0.09 - 0.5 < 0), p1 = (2, 0), p2 = (0, 2). Correlations with the
+    OTHER patches: p0 1 (p1), p1 1 (p0), p2 0, so p2 is the seed; counting the diagonal would tie p0 with p2.
+    """
+    feats = torch.tensor([[[0.3, 0.0], [2.0, 0.0], [0.0, 2.0]]])
+    res = lost(feats, (1, 3), bias=-0.5)
+    assert res.degree.tolist() == [[1, 1, 0]]
+    assert int(res.seed[0]) == 2 and res.boxes_patch.tolist() == [[2, 0, 3, 1]]

@@ -10,7 +10,8 @@ Written from the method's description (the registers paper §3.3 and ``../shared
    :class:`~vitreg.tokens.TokenLayout` (dropping only one token is the classic mistake);
 2. similarity ``A = F Fᵀ + bias`` (optionally on L2-normalised features; the paper adds a hand-tuned
    bias whose value it does not give, [TTR] sweeps it in [-1, 0] on normalised features);
-3. degree of a patch = number of positive entries in its row; seed = the patch of lowest degree;
+3. degree of a patch = number of positive entries in its row, the patch itself left out (as LOST zeroes the
+   diagonal); seed = the patch of lowest degree;
 4. expansion: of the ``k = 100`` lowest-degree patches, keep those with ``A[seed, ·] > 0``;
    ``M = Σ`` of their rows of ``A``;
 5. box = bounding box of the 4-connected component of ``{M > 0}`` that contains the seed, mapped back to
@@ -50,7 +51,7 @@ class LostResult:
         boxes_patch: ``(B, 4)`` long ``(x0, y0, x1, y1)`` in patch units, end exclusive.
         seed: ``(B,)`` index of the seed patch (row-major in the grid).
         component: ``(B, h, w)`` bool, the seed's connected component (the discovered object).
-        degree: ``(B, N)`` number of positive correlations of each patch.
+        degree: ``(B, N)`` number of positive correlations of each patch with the other patches.
         n_similar: ``(B,)`` number of patches used in the seed expansion.
     """
 
@@ -160,7 +161,9 @@ def lost(
         raise ValueError(f"{n} patch features do not fill a {h}x{w} grid: drop the prefix tokens with "
                          "vitreg.lost.patch_features (1 + R tokens for a model with R registers)")
     a = similarity(feats, bias=bias, normalize=normalize)
-    degree = (a > 0).sum(-1)  # (B, N)
+    # degree = positive correlations with OTHER patches (LOST zeroes the diagonal); with a negative bias a
+    # patch can be dissimilar to itself, and counting itself would reorder the seeds
+    degree = (a > 0).sum(-1) - (a.diagonal(dim1=1, dim2=2) > 0).long()  # (B, N)
     order = torch.sort(degree, dim=1, stable=True).indices
     seed = order[:, 0]
     potentials = order[:, : min(k_patches, n)]  # (B, k)
