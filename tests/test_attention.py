@@ -57,7 +57,9 @@ def test_mean_over_heads_and_per_head():
     assert per_head.shape == (4, 2, 4, 4)
     assert torch.allclose(per_head.flatten(-2).sum(-1), torch.ones(4, 2))
     mean = attention.attention_maps(attn, layout, heads="mean")
-    assert torch.allclose(mean, per_head.mean(1))
+    raw_mean = attention.attention_maps(attn, layout, heads="all", renormalize=False).mean(1)
+    assert torch.allclose(mean, raw_mean / raw_mean.flatten(-2).sum(-1)[..., None, None])
+    assert torch.allclose(mean.flatten(-2).sum(-1), torch.ones(4))
     raw = attention.attention_maps(attn, layout, renormalize=False)
     assert raw.flatten(-2).sum(-1).max() < 1.0  # mass on [CLS] itself left out
 
@@ -115,3 +117,18 @@ def test_errors_are_clear():
     wrong = TokenLayout(1, 0, (4, 4))
     with pytest.raises(ValueError, match="tokens"):
         attention.attention_maps(_attn(layout), wrong)
+
+
+def test_head_mean_is_ttr_mean_over_heads_not_blown_up_by_register_heads():
+    """Planted: head 0 sends 99% of [CLS]'s attention to a register and 1% to patch 3; head 1 puts half of it on
+    patch 9. The mean over heads ([TTR]) peaks at 9; renormalising head 0 first would move the peak to 3."""
+    layout = TokenLayout(1, 4, (4, 4))
+    attn = torch.zeros(2, 2, layout.num_prefix, layout.num_tokens)
+    attn[:, :, 0] = 0.5 / layout.num_patches  # [CLS] row: the rest spread evenly over the patches
+    attn[:, 0, 0] = 0.0
+    attn[:, 0, 0, 1] = 0.99  # reg0
+    attn[:, 0, 0, layout.num_prefix + 3] = 0.01
+    attn[:, 1, 0, layout.num_prefix + 9] += 0.5
+    maps = attention.attention_maps(attn, layout, token="cls")
+    peaks = attention.peak_positions(maps, k=1)[:, 0]
+    assert (peaks[:, 0] * 4 + peaks[:, 1]).tolist() == [9, 9]

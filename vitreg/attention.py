@@ -49,6 +49,9 @@ def attention_maps(attn: torch.Tensor, layout: TokenLayout, *, token: int | str 
         token: which prefix row: index or name (``"cls"``, ``"reg0"``...).
         heads: ``"mean"`` averages heads -> ``(B, h, w)``; ``"all"`` keeps them -> ``(B, heads, h, w)``.
         renormalize: rescale each map to sum to 1 over the patches (the mass on prefix tokens removed).
+            With ``"mean"`` the heads are averaged first, so the map is [TTR]'s mean over heads, rescaled: a
+            head that sends almost all its attention to the registers keeps its small weight on the patches
+            instead of being blown up to the weight of the others.
 
     Returns:
         the maps, float.
@@ -60,12 +63,12 @@ def attention_maps(attn: torch.Tensor, layout: TokenLayout, *, token: int | str 
     if row >= attn.shape[2]:
         raise ValueError(f"attn has {attn.shape[2]} query rows; capture with attn_rows='prefix' or 'all'")
     patches = attn[:, :, row, layout.patch_slice].float()  # (B, H, N)
-    if renormalize:
-        patches = patches / patches.sum(dim=-1, keepdim=True).clamp_min(1e-12)
     if heads == "mean":
         patches = patches.mean(dim=1)
     elif heads != "all":
         raise ValueError(f"heads must be 'mean' or 'all', got {heads!r}")
+    if renormalize:
+        patches = patches / patches.sum(dim=-1, keepdim=True).clamp_min(1e-12)
     return patches.reshape(*patches.shape[:-1], *layout.grid)
 
 
