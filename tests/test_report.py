@@ -174,3 +174,11 @@ def test_a_malformed_paper_numbers_file_fails_loudly(tmp_path: Path) -> None:
     with pytest.raises(rp.ReportSchemaError, match="duplicate id") as err:
         rp.load_paper_numbers(path)
     assert "needs a numeric tolerance" in str(err.value)
+
+
+def test_a_rounded_zero_is_compared_as_rounded() -> None:
+    """The course reproduction printed 0.00% for ViT-g+reg: 0.003% (1 token in 33,000) rounds to it, 0.01% not."""
+    _, numbers = rp.load_paper_numbers()
+    zero = {n.id: n for n in numbers}["F7.outlier_pct.dinov2_g_reg.course"]
+    assert rp.compare(zero, 0.0) and rp.compare(zero, 0.003)
+    assert not rp.compare(zero, 0.01)
