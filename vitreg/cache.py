@@ -38,8 +38,6 @@ from vitreg.paths import cache_root
 
 #: Bump when the stored layout changes: every old entry is then ignored.
 CACHE_VERSION = 1
-#: Fields every feature key must have (``feature_key`` checks them).
-REQUIRED_FIELDS = ("model", "tag", "resolution", "dataset", "split", "layer")
 
 
 def _canonical(value: Any) -> Any:
