@@ -166,3 +166,17 @@ def test_dinov2_eval_crop_keeps_the_central_224_of_256() -> None:
     img = Image.new("RGB", (320, 256))
     crop = ds.dinov2_eval_crop(img)
     assert crop.size == (224, 224)
+
+
+def test_heads_are_seeded_without_touching_the_global_rng() -> None:
+    """No global state: training a head leaves the caller's random stream where it was, and a seed gives one head."""
+    train, _ = ds.planted_depth(4, 1, grid=(2, 2), upsample=1, seed=0)
+    cfg = ds.TrainConfig(epochs=1, batch_size=4, device="cpu", seed=3)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    a = ds.train_segmentation_head(train["patch"], (train["depth"] > 5).to(torch.uint8), 2, cfg=cfg)
+    b = ds.train_depth_head(train["patch"], train["cls"], train["depth"], n_bins=8, cfg=cfg)
+    assert torch.equal(torch.rand(3), expected)
+    again = ds.train_segmentation_head(train["patch"], (train["depth"] > 5).to(torch.uint8), 2, cfg=cfg)
+    assert torch.equal(again.linear.weight, a.linear.weight) and b.linear.weight.shape == (8, 64)

@@ -519,8 +519,9 @@ def train_segmentation_head(patch: torch.Tensor, labels: torch.Tensor, n_classes
     cfg = cfg or TrainConfig()
     dev = pick_device(cfg.device)
     _check_pairs(patch, labels)
-    torch.manual_seed(cfg.seed)
-    head = LinearSegmentationHead(patch.shape[-1], n_classes).to(dev)
+    with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the caller's RNG
+        torch.manual_seed(cfg.seed)
+        head = LinearSegmentationHead(patch.shape[-1], n_classes).to(dev)
     size = tuple(labels.shape[-2:])
 
     def loss_of(idx: torch.Tensor) -> torch.Tensor:
@@ -552,9 +553,10 @@ def train_depth_head(patch: torch.Tensor, cls: torch.Tensor | None, depth: torch
     cfg = cfg or TrainConfig()
     dev = pick_device(cfg.device)
     _check_pairs(patch, depth)
-    torch.manual_seed(cfg.seed)
-    head = LinearDepthHead(patch.shape[-1], n_bins=n_bins, min_depth=min_depth, max_depth=max_depth,
-                           concat_cls=concat_cls).to(dev)
+    with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the caller's RNG
+        torch.manual_seed(cfg.seed)
+        head = LinearDepthHead(patch.shape[-1], n_bins=n_bins, min_depth=min_depth, max_depth=max_depth,
+                               concat_cls=concat_cls).to(dev)
     size = tuple(depth.shape[-2:])
 
     def loss_of(idx: torch.Tensor) -> torch.Tensor:
