@@ -471,10 +471,8 @@ def plot_downstream(table: dict[str, dict[str, tuple[float | None, float | None]
         ax.set_xticks(x, sources, rotation=15, ha="right")
         ax.set_title(label)
         finite = [v for s in sources for v in table[s].get(key, (None, None)) if v is not None]
-        if finite:
-            lo, hi = min(finite), max(finite)
-            pad = max(hi - lo, 0.05 * abs(hi) + 1e-6)
-            ax.set_ylim(max(0.0, lo - 1.5 * pad), hi + 0.8 * pad)
+        if finite:  # bars start at 0 so that a 0.3-point gap does not look like a doubling; labels give values
+            ax.set_ylim(0.0, 1.15 * max(finite))
         for xm in missing:
             ax.text(xm, ax.get_ylim()[0], "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
     axes[0][0].legend(loc="lower left", fontsize=7)

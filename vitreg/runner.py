@@ -168,7 +168,7 @@ def run(profile: str, only: list[str] | None = None, *, keep_going: bool = False
     """Run the selected notebooks of the run order under ``profile``; print a one-screen summary."""
     root = root or repo_root()
     names = select(load_order(root), only)
-    out_dir = out_dir or output_dir_for(profile, root)
+    out_dir = Path(out_dir).resolve() if out_dir else output_dir_for(profile, root)  # notebooks run in notebooks/
     executed = executed_dir_for(profile, root) if out_dir == output_dir_for(profile, root) else out_dir / "notebooks"
     plans = planned_parameters(names, profile, out_dir, root)
     if profile == "real":
