@@ -105,23 +105,26 @@ def test_bad_keys_and_chunks_are_refused(tmp_path) -> None:
 
 def test_model_dtype_and_random_init_are_part_of_the_key(tmp_path) -> None:
     """A bfloat16 model, or another random initialisation, must not read a float32 model's cached features."""
+    import copy
+    import dataclasses
+
     from vitreg import probes
     from vitreg.data import SyntheticGlobalDataset
     from vitreg.weights import load_model
 
     images = [SyntheticGlobalDataset(n=2, image_size=56)[i][0] for i in range(2)]
     kw = dict(dataset="syn2", batch_size=2, cache_root=tmp_path, progress=False)
-    torch.manual_seed(0)
     base = load_model("dinov2_s", pretrained=False, image_size=56)
-    torch.manual_seed(0)
-    same = load_model("dinov2_s", pretrained=False, image_size=56)
-    torch.manual_seed(0)
-    half = load_model("dinov2_s", pretrained=False, image_size=56, dtype=torch.bfloat16)
-    torch.manual_seed(1)
-    other = load_model("dinov2_s", pretrained=False, image_size=56)
-    first = probes.patch_token_features(base, images, **kw)["patches"]
-    assert torch.equal(probes.patch_token_features(same, images, **kw)["patches"], first)  # the same weights: reused
-    for changed in (half, other):
+    same = dataclasses.replace(base, model=copy.deepcopy(base.model))
+    other = dataclasses.replace(base, model=copy.deepcopy(base.model))
+    with torch.no_grad():
+        torch.nn.init.normal_(other.model.pos_embed)  # another "random init": same source, other weights
+    file = dataclasses.replace(base, pretrained=True, source="weights.pth")  # as if loaded from a file
+    half = dataclasses.replace(file, model=copy.deepcopy(base.model).to(torch.bfloat16))
+    for reference, changed in ((base, other), (file, half)):
+        first = probes.patch_token_features(reference, images, **kw)["patches"]
         fresh = probes.patch_token_features(changed, images, **{**kw, "cache": False})["patches"]
         got = probes.patch_token_features(changed, images, **kw)["patches"]
         assert not torch.equal(fresh, first) and torch.equal(got, fresh)
+    assert torch.equal(probes.patch_token_features(same, images, **kw)["patches"],
+                       probes.patch_token_features(base, images, **kw)["patches"])  # the same weights: reused
