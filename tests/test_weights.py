@@ -161,3 +161,4 @@ def test_half_precision_model_takes_float_batches():
     with torch.inference_mode():
         out = loaded.forward(torch.zeros(2, 3, 56, 56))  # preprocess gives float32
     assert out.dtype == torch.bfloat16 and out.shape[1] == loaded.layout.num_tokens
+    assert loaded.describe()["dtype"] == "bfloat16"  # results record the number format

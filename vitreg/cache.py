@@ -94,7 +94,11 @@ def model_fields(loaded: Any) -> dict:
     params = list(loaded.model.parameters())
     fields = dict(model=d["name"], tag=d["tag"], resolution=list(loaded.image_size), pretrained=d["pretrained"],
                   weights=d["weights_source"], timm_name=d["timm_name"], pos_embed_resize=d.get("pos_embed_resize"),
-                  dtype=str(params[0].dtype).removeprefix("torch."))
+                  dtype=d["dtype"])
+    source = Path(d["weights_source"])
+    if d["pretrained"] and source.is_file():  # a file replaced in place must not serve stale features
+        stat = source.stat()
+        fields["weights_file"] = [stat.st_size, int(stat.st_mtime)]
     if not d["pretrained"]:
         digest = hashlib.sha256()
         for p in params:  # a few values of every tensor: cheap, and any re-initialisation changes them

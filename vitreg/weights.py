@@ -117,6 +117,7 @@ class LoadedModel:
             "pretrained": self.pretrained,
             "weights_source": self.source,
             "pos_embed_resize": self.spec.pos_interp,
+            "dtype": str(next(self.model.parameters()).dtype).replace("torch.", ""),
         }
 
 
