@@ -449,15 +449,12 @@ def paper_table3() -> dict[str, dict[str, float]]:
         (``paper: DINOv2-L``, ``paper: DINOv2-L +reg``, DeiT-III, OpenCLIP, DINO ViT-S/16) and [TTR]'s
         measurements of the public DINOv2-L pair (``[TTR]: dinov2_l``, ``[TTR]: dinov2_l_reg``).
     """
-    import yaml
+    from vitreg.report import load_paper_numbers
 
-    from vitreg.params import repo_root
-
-    data = yaml.safe_load((repo_root() / "data" / "paper_numbers.yaml").read_text())
     names = {"dinov2": "DINOv2-L", "deit3": "DeiT-III B", "openclip": "OpenCLIP B/16"}
     rows: dict[str, dict[str, float]] = {}
-    for e in data["numbers"]:
-        parts = str(e["id"]).split(".")
+    for e in load_paper_numbers()[1]:
+        parts = e.id.split(".")
         if parts[:2] == ["F8", "table3"] and len(parts) == 5 and parts[4] in TABLE3_DATASETS:
             label = f"paper: {names.get(parts[2], parts[2])}{' +reg' if parts[3] == 'reg' else ''}"
         elif parts[:2] == ["F8", "table3"] and len(parts) == 4:  # DINO v1 reference row
@@ -466,7 +463,7 @@ def paper_table3() -> dict[str, dict[str, float]]:
             label = f"[TTR]: {parts[4]}"
         else:
             continue
-        rows.setdefault(label, {})[parts[-2] if parts[0:3] == ["F8", "ttr", "lost"] else parts[-1]] = float(e["value"])
+        rows.setdefault(label, {})[parts[-2] if parts[0:3] == ["F8", "ttr", "lost"] else parts[-1]] = float(e.value)
     return rows
 
 

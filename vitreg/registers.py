@@ -300,18 +300,11 @@ def paper_unreleased_register_models() -> list[dict[str, Any]]:
     Read from ``data/paper_numbers.yaml`` (Table 2 and Table 3 rows whose ``reproducible`` is false), so
     that notebook 07 quotes them instead of inventing any.
     """
-    import yaml
+    from vitreg.report import load_paper_numbers
 
-    from vitreg.params import repo_root
-
-    data = yaml.safe_load((repo_root() / "data" / "paper_numbers.yaml").read_text())
-    entries = data["numbers"] if isinstance(data, dict) and "numbers" in data else data
-    rows = []
-    for e in entries if isinstance(entries, list) else []:
-        if e.get("reproducible") is False and any(f in str(e.get("id", "")) for f in (".deit3.", ".openclip.")):
-            rows.append({"id": e["id"], "source": e["source"], "what": e["what"], "value": e["value"],
-                         "model": e["model"]})
-    return rows
+    return [{"id": e.id, "source": e.source, "what": e.what, "value": e.value, "model": e.model}
+            for e in load_paper_numbers()[1]
+            if e.reproducible is False and any(f in e.id for f in (".deit3.", ".openclip."))]
 
 
 def describe_sequence(layouts: Sequence[TokenLayout]) -> list[str]:
