@@ -62,3 +62,4 @@ def test_makefile_has_the_targets_and_ci_calls_make_test():
         assert re.search(rf"^{target}:.*## ", makefile, re.M), f"Makefile target {target} (with a help line)"
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in ci
+

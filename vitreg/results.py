@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import platform
 from collections.abc import Iterable, Mapping
@@ -72,6 +73,14 @@ def save_results(
         "numbers": numbers,
     }
     return atomic_write_json(Path(output_dir) / "results" / f"{name}.json", record)
+
+
+def finite_or_skipped(value: float, why: str) -> float | dict[str, str]:
+    """``value`` if it is a finite number, else ``{"skipped": why}``: results hold numbers or reasons, never NaN.
+
+    The report shows such an entry as "not run here" with the reason.
+    """
+    return value if math.isfinite(value) else {"skipped": why}
 
 
 def load_results(path: str | os.PathLike) -> dict:
