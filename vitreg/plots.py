@@ -58,6 +58,17 @@ def save_figure(fig: Any, name: str, output_dir: str | os.PathLike = ".", *, for
     return paths
 
 
+def _finish_image_grid(fig: Any, axes: Any, title: str) -> Any:
+    """Hide the ticks of every image panel, set the title, tighten the layout."""
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def maps_grid(images: Any, rows: dict[str, Any], *, title: str = "", cmap: str = "inferno", col_titles: list[str] | None = None) -> Any:
     """Images in the first row, then one row per named map (``(B, h, w)`` each), upsampled to the image.
 
@@ -82,13 +93,7 @@ def maps_grid(images: Any, rows: dict[str, Any], *, title: str = "", cmap: str =
             axes[i, j].imshow(m, cmap=cmap, extent=(0, images[j].shape[1], images[j].shape[0], 0), interpolation="nearest")
             if j == 0:
                 axes[i, j].set_ylabel(label)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return _finish_image_grid(fig, axes, title)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -142,12 +147,7 @@ def plot_attention_grid(images: Any, maps: dict[str, Any], *, scores: dict[str, 
             if i == 0:
                 ax.set_title(textwrap.fill(label, 22), fontsize=8)
         axes[0, 0].set_title("image", fontsize=8)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return _finish_image_grid(fig, axes, title)
 
 
 def plot_head_maps(image: Any, maps: Any, *, scores: Any | None = None, title: str = "", ncols: int = 8) -> Any:
@@ -177,14 +177,9 @@ def plot_head_maps(image: Any, maps: Any, *, scores: Any | None = None, title: s
         ax.imshow(m[h], cmap="inferno")
         label = f"head {h}" + (f" ({float(_np(scores)[h]):.2f})" if scores is not None else "")
         ax.set_title(label, fontsize=7)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
     for ax in axes.flat[heads + 1:]:
         ax.axis("off")
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return _finish_image_grid(fig, axes, title)
 
 
 def plot_artifact_scores(scores: dict[str, Any], *, uniform: float | None = None, title: str = "",
@@ -291,12 +286,7 @@ def plot_norm_maps(images: Any, norm_maps: Any, attn_maps: Any | None = None, *,
             axes[i, 2].imshow(_np(attn_maps)[i], cmap="inferno")
     for j, t in enumerate(["image", "patch norm", "[CLS] attention"][:cols]):
         axes[0, j].set_title(t, fontsize=8)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return _finish_image_grid(fig, axes, title)
 
 
 def plot_frequency_map(freq: Any, *, title: str = "") -> Any:
