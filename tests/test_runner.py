@@ -101,3 +101,16 @@ def test_strip_outputs(tmp_path):
 def test_repo_root_holds_the_project():
     assert (repo_root() / "notebooks" / "order.yaml").exists()
     assert shutil.which("make") is not None
+
+
+def test_kernel_imports_vitreg_from_the_checkout_being_run(project):
+    """A second checkout must run its own code, not the one installed into the environment."""
+    (project / "vitreg").mkdir()
+    (project / "vitreg" / "__init__.py").write_text("MARK = 'this checkout'\n")
+    _notebook(project / "notebooks" / "01_ok.ipynb",
+              "import vitreg\nfrom pathlib import Path\nPath(output_dir, 'results').mkdir(parents=True, exist_ok=True)\n"
+              "Path(output_dir, 'results', '01_ok.json').write_text(vitreg.__file__ + ' ' + getattr(vitreg, 'MARK', ''))")
+    (project / "notebooks" / "order.yaml").write_text("- notebook: 01_ok\n")
+    assert [o.status for o in run("smoke", root=project, out_dir=project / "out", report=False)] == ["ok"]
+    ran = (project / "out" / "results" / "01_ok.json").read_text()
+    assert ran.startswith(str(project.resolve() / "vitreg")) and ran.endswith("this checkout")

@@ -17,6 +17,8 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,13 +156,31 @@ def run_notebook(name: str, params: dict[str, Any], executed_dir: Path, root: Pa
     Path(params["output_dir"]).mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     try:
-        pm.execute_notebook(
-            str(root / "notebooks" / f"{name}.ipynb"), str(executed_dir / f"{name}.ipynb"),
-            parameters=params, kernel_name=KERNEL_NAME, cwd=str(root / "notebooks"), progress_bar=False,
-        )
+        with _kernel_imports_from(root):
+            pm.execute_notebook(
+                str(root / "notebooks" / f"{name}.ipynb"), str(executed_dir / f"{name}.ipynb"),
+                parameters=params, kernel_name=KERNEL_NAME, cwd=str(root / "notebooks"), progress_bar=False,
+            )
     except pm.PapermillExecutionError as err:
         return Outcome(name, "failed", time.perf_counter() - start, f"{err.ename}: {err.evalue}"[:400])
     return Outcome(name, "ok", time.perf_counter() - start)
+
+
+@contextmanager
+def _kernel_imports_from(root: Path) -> Iterator[None]:
+    """Put ``root`` first on the kernel's ``PYTHONPATH`` while it starts, so a notebook runs the ``vitreg``
+    of the checkout being run, not whichever checkout was installed into the environment."""
+    import os
+
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(Path(root).resolve())] + ([old] if old else []))
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old
 
 
 def run(profile: str, only: list[str] | None = None, *, keep_going: bool = False, root: Path | None = None,
