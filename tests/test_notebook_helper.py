@@ -1,0 +1,59 @@
+"""The notebook helper: parameters read from the notebook itself, checked, and recorded in full."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from vitreg import notebook
+from vitreg.params import ParameterError, notebook_defaults, repo_root
+
+NAME = "02_high_norm_tokens"
+
+
+def _namespace(**overrides):
+    ns = notebook_defaults(repo_root() / "notebooks" / f"{NAME}.ipynb")
+    ns.update(overrides)
+    return {**ns, "unrelated_global": object()}
+
+
+def test_start_reads_every_parameter_of_the_cell_and_nothing_else(tmp_path):
+    run = notebook.start(NAME, _namespace(output_dir=str(tmp_path), n_images=3, profile="smoke"))
+    assert set(run.params) == set(notebook_defaults(repo_root() / "notebooks" / f"{NAME}.ipynb"))
+    assert run.params["n_images"] == 3 and run.profile == "smoke" and run.output_dir == tmp_path
+
+
+def test_start_rejects_an_ill_typed_value_and_names_it():
+    with pytest.raises(ParameterError, match="n_images"):
+        notebook.start(NAME, _namespace(n_images="many"))
+
+
+def test_start_asks_for_the_parameters_cell_first():
+    ns = _namespace()
+    del ns["seed"]
+    with pytest.raises(NameError, match="parameters cell"):
+        notebook.start(NAME, ns)
+
+
+def test_save_records_all_parameters_skips_and_planted_checks(tmp_path):
+    run = notebook.start(NAME, _namespace(output_dir=str(tmp_path), pretrained=False, seed=3))
+    assert run.skip("stripes", "no outliers") == {"skipped": "no outliers"}
+    run.expect_planted("outliers found", True)
+    path = run.save({"x": 1.0})
+    record = json.loads(path.read_text())
+    assert record["params"]["seed"] == 3 and record["params"]["k_std"] == 3.0  # nothing hand-typed, nothing lost
+    assert record["numbers"]["skipped"] == ["stripes: no outliers"]
+    assert record["numbers"]["planted_checks"] == {"outliers found": True}
+
+
+def test_a_missed_planted_truth_fails_the_notebook(tmp_path):
+    run = notebook.start(NAME, _namespace(output_dir=str(tmp_path)))
+    with pytest.raises(notebook.PlantedTruthMissed, match="outliers found"):
+        run.expect_planted("outliers found", False)
+
+
+def test_figure_names_carry_the_notebook_number(tmp_path):
+    run = notebook.start(NAME, _namespace(output_dir=str(tmp_path)))
+    with pytest.raises(ValueError, match="notebook number"):
+        run.save_figure(object(), "norms")

@@ -1,0 +1,162 @@
+"""The notebook helper: everything a notebook does besides its science, in one place.
+
+Paper: every notebook. A notebook's first code cell after its ``parameters`` cell is::
+
+    run = notebook.start("02_high_norm_tokens", globals())
+
+:func:`start` reads the parameters the run was given (papermill injects them as globals; the names come
+from the notebook's own ``parameters`` cell, so no notebook retypes them), checks them like the runner
+does, seeds torch and prints one line on what runs. The returned :class:`NotebookRun` then
+
+* picks images (:meth:`NotebookRun.images`: ``image_dir`` or the bundled photos),
+* saves figures (:meth:`NotebookRun.save_figure`) and results (:meth:`NotebookRun.save`: every
+  parameter of the run is recorded, with the skips and the verdicts),
+* records skipped parts with their reason (:meth:`NotebookRun.skip`),
+* prints the verdict of each claim through :mod:`vitreg.paper` (:meth:`NotebookRun.check`), the same
+  rule the report applies, so a notebook and the report cannot disagree; a verdict never stops a run,
+* and fails loudly when a PLANTED ground truth is missed (:meth:`NotebookRun.expect_planted`): that is a
+  bug in the analysis code, not a scientific disagreement.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class PlantedTruthMissed(AssertionError):
+    """The analysis did not recover a ground truth that the run planted: the code is broken."""
+
+
+@dataclass
+class NotebookRun:
+    """One run of one notebook: its parameters and what it has recorded so far.
+
+    Attributes:
+        name: the notebook's name (``02_high_norm_tokens``).
+        params: every parameter of the run (defaults of the ``parameters`` cell, updated by the runner).
+        skipped: ``"<what>: <why>"`` lines, written into the results as ``numbers["skipped"]``.
+        verdicts: the paper verdicts printed so far (written into the results as ``numbers["verdicts"]``).
+        planted_checks: planted-truth checks so far (``what -> passed``).
+    """
+
+    name: str
+    params: dict[str, Any]
+    skipped: list[str] = field(default_factory=list)
+    verdicts: list[Any] = field(default_factory=list)
+    planted_checks: dict[str, bool] = field(default_factory=dict)
+
+    @property
+    def output_dir(self) -> Path:
+        """Folder holding ``figures/`` and ``results/`` (the ``output_dir`` parameter)."""
+        return Path(self.params.get("output_dir", ".."))
+
+    @property
+    def profile(self) -> str:
+        return str(self.params.get("profile", "real"))
+
+    @property
+    def random_weights(self) -> bool:
+        """True when the run's models are randomly initialised (``pretrained=False``)."""
+        return not self.params.get("pretrained", True)
+
+    def images(self, image_dir: str | os.PathLike | None = None, n: int | None = None) -> list[Any]:
+        """The run's images: ``image_dir`` (default: the parameter of that name) or the bundled photos.
+
+        Paper: the natural images of Fig. 1-5. At most ``n`` (default: the ``n_images`` parameter). The
+        source is recorded in the results (``numbers["images"]``, added by :meth:`save`).
+        """
+        from vitreg.images import notebook_images
+
+        image_dir = self.params.get("image_dir") if image_dir is None else image_dir
+        n = self.params.get("n_images") if n is None else n
+        images, self._image_source = notebook_images(image_dir, n, profile=self.profile)
+        print(f"{len(images)} images from {self._image_source}")
+        return images
+
+    def save_figure(self, fig: Any, name: str) -> list[Path]:
+        """Save ``fig`` as ``figures/<name>.png`` and ``.pdf`` under the run's output folder."""
+        from vitreg.plots import save_figure
+
+        if not name.startswith(self.name[:2]):
+            raise ValueError(f"figure name {name!r} must start with the notebook number {self.name[:2]}")
+        return save_figure(fig, name, self.output_dir)
+
+    def skip(self, what: str, why: str) -> dict[str, str]:
+        """Record that ``what`` was not run, and why; returns ``{"skipped": why}`` for the results."""
+        line = f"{what}: {why}"
+        if line not in self.skipped:
+            self.skipped.append(line)
+        print(f"SKIPPED {line}")
+        return {"skipped": why}
+
+    def check(self, key: str, value: Any, *, model: str | None = None) -> list[Any]:
+        """Print and record the verdict of every paper number checked on ``key`` (a results key).
+
+        Paper: the claim's entry in ``data/paper_numbers.yaml``; the rule is the one the report uses.
+        A verdict that differs is printed and recorded; it never stops the run.
+        """
+        from vitreg.paper import check
+
+        verdicts = check(self.name, key, value, model=model, random_weights=self.random_weights)
+        for v in verdicts:
+            print(v)
+        self.verdicts.extend(verdicts)
+        return verdicts
+
+    def expect_planted(self, what: str, ok: bool) -> bool:
+        """A check of a planted ground truth: raise :class:`PlantedTruthMissed` when it was missed."""
+        self.planted_checks[what] = bool(ok)
+        print(("recovered  " if ok else "MISSED     ") + f"planted: {what}")
+        if not ok:
+            raise PlantedTruthMissed(f"{self.name}: the planted ground truth was not recovered ({what}): "
+                                     "the analysis code is broken")
+        return True
+
+    def save(self, numbers: Mapping[str, Any], models: Iterable[Any] = ()) -> Path:
+        """Write ``results/<notebook>.json`` with ``numbers``, the models, every parameter, skips and verdicts."""
+        from vitreg.results import save_results
+
+        record = dict(numbers)
+        if getattr(self, "_image_source", None) is not None and "images" not in record:
+            record["images"] = {"source": self._image_source}
+        if self.skipped:
+            record["skipped"] = list(dict.fromkeys([*record.get("skipped", []), *self.skipped]))
+        if self.verdicts:
+            record["verdicts"] = [v.to_dict() for v in self.verdicts]
+        if self.planted_checks:
+            record["planted_checks"] = dict(self.planted_checks)
+        path = save_results(self.name, record, models=models, params=self.params, output_dir=self.output_dir)
+        print(f"results: {path}")
+        return path
+
+
+def start(name: str, namespace: Mapping[str, Any]) -> NotebookRun:
+    """Begin a run of notebook ``name`` with the parameters found in ``namespace`` (the notebook's globals).
+
+    The parameter names are those of the notebook's own ``parameters`` cell; values come from
+    ``namespace`` (papermill's injected cell overrides the defaults there). They are checked with
+    :func:`vitreg.params.validate`, the check the runner does before anything runs, so a value edited by
+    hand in an interactive session is checked too. torch is seeded with the ``seed`` parameter.
+
+    Raises:
+        vitreg.params.ParameterError: a parameter of the wrong type.
+    """
+    import torch
+
+    from vitreg.params import notebook_defaults, repo_root, validate
+
+    path = repo_root() / "notebooks" / f"{name}.ipynb"
+    names = list(notebook_defaults(path))
+    missing = [n for n in names if n not in namespace]
+    if missing:
+        raise NameError(f"{name}: run the parameters cell first (missing {', '.join(missing)})")
+    params = validate(path, {n: namespace[n] for n in names})
+    torch.manual_seed(int(params.get("seed", 0)))
+    run = NotebookRun(name=name, params=params)
+    weights = "pretrained weights" if params.get("pretrained", True) else "RANDOM weights (no result about the paper)"
+    print(f"{name}: profile {run.profile}, {weights}, device {params.get('device', 'auto')}, seed {params.get('seed', 0)}")
+    return run
