@@ -145,7 +145,7 @@ def save_results(
         "params": {k: v for k, v in params.items() if _is_plain(v)},
         "versions": library_versions(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "numbers": numbers,
+        "numbers": numbers if isinstance(numbers, dict) else dict(numbers),
     }
     problems = envelope_problems(record, name)
     if problems:
