@@ -356,7 +356,8 @@ def _notebook_rows(numbers: Sequence[PaperNumber], records: Mapping[str, Mapping
 def _cells(v: Verdict) -> list[str]:
     n = v.number
     model = n.model + (f" (ours: {v.ours_model})" if v.ours_model and v.ours_model != n.model else "")
-    shown = (fmt(n.value, n) + (f" {n.unit}" if n.unit else "")) if n.value is not None else "plot only"
+    bound = {"at_least": "≥ ", "at_most": "≤ "}.get(n.compare, "") if n.notebook is not None else ""
+    shown = (bound + fmt(n.value, n) + (f" {n.unit}" if n.unit else "")) if n.value is not None else "plot only"
     return [n.id, n.what, n.source, n.origin, model, shown, fmt(v.ours, n), fmt(v.diff, n, signed=True),
             v.status, v.why]
 
