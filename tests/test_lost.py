@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from vitreg.boxes import corloc
-from vitreg.lost import (discover, lost, mask_to_box, paper_table3, patch_features, planted_corloc,
+from vitreg.lost import (discover, lost, mask_to_box, patch_features, planted_corloc,
                          planted_feature_maps, seed_component)
 from vitreg.tokens import TokenLayout
 
@@ -108,13 +108,6 @@ def test_boxes_map_to_pixels_and_clip_to_the_image():
 def test_planted_corloc_separates_clean_objects_from_artifacts():
     got = planted_corloc(n_images=16, seed=1)
     assert got["clean"] == 100.0 and got["artifact"] < 20.0
-
-
-def test_paper_table3_reads_the_numbers_file():
-    t = paper_table3()
-    assert t["[TTR]: dinov2_l"] == {"voc07": 32.2, "voc12": 36.8, "coco20k": 25.4}
-    assert t["[TTR]: dinov2_l_reg"]["voc07"] == 56.2 and t["paper: DINO ViT-S/16"]["coco20k"] == 50.7
-    assert t["paper: DeiT-III B +reg"]["voc12"] == 32.7
 
 
 def test_discover_runs_a_model_over_a_box_dataset_and_maps_boxes_to_original_pixels():

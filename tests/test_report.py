@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from vitreg import paper
 from vitreg import report as rp
 from vitreg.results import save_results
 
@@ -86,7 +87,7 @@ def test_report_builds_from_a_fixture_of_results(tmp_path: Path, numbers_file: P
 
 def test_missing_results_are_marked_not_run_never_dropped(tmp_path: Path) -> None:
     """With the real data file and no results at all, every paper number still has its row."""
-    _, numbers = rp.load_paper_numbers()
+    numbers = paper.paper_numbers()
     md = rp.build_report(tmp_path / "results", tmp_path / "out").md.read_text()
     rows = _rows(md)
     assert set(rows) == {n.id for n in numbers}
@@ -104,6 +105,7 @@ def test_missing_results_are_marked_not_run_never_dropped(tmp_path: Path) -> Non
     (lambda r: r["numbers"]["no_reg"].pop("ade20k_miou"), "no 'ade20k_miou'"),
     (lambda r: r["numbers"]["no_reg"].update(nyud_rmse="0.38"), "expected a finite number"),
     (lambda r: r["models"][0].pop("pretrained"), "bool 'pretrained'"),
+    (lambda r: r.update(schema=99), "this vitreg reads schema 1"),
 ])
 def test_a_results_file_off_its_schema_fails_loudly(tmp_path: Path, numbers_file: Path, breakage, message: str) -> None:
     path = _save(tmp_path, "09_downstream", {"no_reg": {"imagenet_top1": 86.0, "ade20k_miou": 48.0, "nyud_rmse": 0.4}})
@@ -150,35 +152,25 @@ def test_tolerance_decides_the_status(tmp_path: Path, numbers_file: Path, ours: 
     assert rows["F2.stripes"][-2] == "differs"  # at least 20 asked, 19 found
 
 
-def test_the_paper_numbers_file_matches_the_notes() -> None:
-    findings, numbers = rp.load_paper_numbers()
-    by_id = {n.id: n for n in numbers}
-    assert set(findings) == set(rp.FINDINGS)
-    assert by_id["F2.outlier_pct.dinov2_g"].value == 2.37
-    assert by_id["F8.table2.dinov2.reg.nyud_rmse"].value == 0.366
-    assert by_id["F8.ttr.ade20k_miou.dinov2_l_reg"].value == 49.1
-    assert by_id["F6.table1.aircraft.outlier.dinov2_g"].value == 79.1
-    assert sum(n.id.startswith("F6.table1.") for n in numbers) == 14 * 3
-    order = yaml.safe_load((Path(rp.__file__).resolve().parents[1] / "notebooks" / "order.yaml").read_text())
-    known = {e["notebook"] for e in order}
-    assert {n.notebook for n in numbers if n.notebook} <= known
-    assert all(n.reason for n in numbers if n.reproducible is False)
+def test_the_report_renders_markdown_and_html_from_one_context(tmp_path: Path, numbers_file: Path) -> None:
+    """Both files hold the same rows; free text is escaped in HTML, and inline markup becomes tags."""
+    _save(tmp_path, "09_downstream", {"no_reg": {"model": "dinov2_l", "imagenet_top1": 86.9, "ade20k_miou": 44.0,
+                                                 "nyud_rmse": {"skipped": "no <nyud> | here"}}})
+    paths = rp.build_report(tmp_path / "results", tmp_path / "build", paper_numbers=numbers_file)
+    md, page = paths.md.read_text(), paths.html.read_text()
+    assert "no <nyud> \\| here" in md  # a pipe in a cell cannot break the Markdown table
+    assert "no &lt;nyud&gt; | here" in page and "<nyud>" not in page
+    assert "<code>data/paper_numbers.yaml</code>" in page and "<strong>reproduced</strong>" in page
+    for fid in ("F2", "F8"):
+        assert f"## {fid}. " in md and f"<h2>{fid}. " in page
+    assert page.count("<tr class=") == len(_rows(md))
 
 
-def test_a_malformed_paper_numbers_file_fails_loudly(tmp_path: Path) -> None:
-    bad = json.loads(json.dumps(NUMBERS))
-    bad["numbers"].append(dict(bad["numbers"][0]))  # duplicate id
-    bad["numbers"][1].pop("tolerance")
-    path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump(bad))
-    with pytest.raises(rp.ReportSchemaError, match="duplicate id") as err:
-        rp.load_paper_numbers(path)
-    assert "needs a numeric tolerance" in str(err.value)
-
-
-def test_a_rounded_zero_is_compared_as_rounded() -> None:
-    """The course reproduction printed 0.00% for ViT-g+reg: 0.003% (1 token in 33,000) rounds to it, 0.01% not."""
-    _, numbers = rp.load_paper_numbers()
-    zero = {n.id: n for n in numbers}["F7.outlier_pct.dinov2_g_reg.course"]
-    assert rp.compare(zero, 0.0) and rp.compare(zero, 0.003)
-    assert not rp.compare(zero, 0.01)
+def test_an_entry_awaiting_its_key_is_a_row_not_a_schema_error(tmp_path: Path) -> None:
+    data = json.loads(json.dumps(NUMBERS))
+    data["numbers"].append({**data["numbers"][0], "id": "F8.new", "key": "no_reg.delta", "awaiting_key": True})
+    path = tmp_path / "numbers.yaml"
+    path.write_text(yaml.safe_dump(data))
+    _save(tmp_path, "09_downstream", {"no_reg": {"imagenet_top1": 86.0, "ade20k_miou": 48.0, "nyud_rmse": 0.4}})
+    rows = _rows(rp.build_report(tmp_path / "results", tmp_path / "b", paper_numbers=path).md.read_text())
+    assert rows["F8.new"][-2] == "not run here" and "does not write 'no_reg.delta' yet" in rows["F8.new"][-1]

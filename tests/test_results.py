@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from vitreg.results import REQUIRED_KEYS, finite_or_skipped, load_results, save_results
+from vitreg.results import (REQUIRED_KEYS, RESULTS_SCHEMA, ResultsSchemaError, clean_numbers, envelope_problems,
+                            finite_or_skipped, load_results, save_results)
 from vitreg.weights import load_model
 
 
@@ -36,3 +37,32 @@ def test_load_results_names_a_bad_file(tmp_path):
     bad.write_text(json.dumps({"numbers": {}}))
     with pytest.raises(ValueError, match="bad.json.*missing"):
         load_results(bad)
+
+
+def test_clean_numbers_turns_every_non_finite_float_into_a_reason(tmp_path):
+    import numpy as np
+    import torch
+
+    dirty = {"a": float("nan"), 0.1: [1.0, float("inf")], "t": torch.tensor([1.0, float("nan")]),
+             "n": np.float64("-inf"), "k": (2, "x", None), "ok": {"deep": [float("nan")]}}
+    clean = clean_numbers(dirty, "no outliers")
+    skip = {"skipped": "no outliers"}
+    assert clean == {"a": skip, "0.1": [1.0, skip], "t": [1.0, skip], "n": skip, "k": [2, "x", None],
+                     "ok": {"deep": [skip]}}
+    path = save_results("99_clean", clean, output_dir=tmp_path)  # strict JSON now
+    assert load_results(path)["numbers"]["a"] == skip
+
+
+def test_one_schema_for_writing_reading_and_the_report(tmp_path):
+    path = save_results("99_schema", {"x": 1.0}, models=[{"name": "m", "pretrained": True}], output_dir=tmp_path)
+    record = json.loads(path.read_text())
+    assert envelope_problems(record, "99_schema") == [] and RESULTS_SCHEMA["required"] == list(REQUIRED_KEYS)
+    record["random_weights"] = "no"
+    assert envelope_problems(record) == ["'random_weights' is str, expected bool"]
+    path.write_text(json.dumps(record))
+    with pytest.raises(ResultsSchemaError, match="'random_weights' is str"):
+        load_results(path)
+    with pytest.raises(ResultsSchemaError, match="models\\[0\\] needs a bool 'pretrained'"):
+        save_results("99_schema", {"x": 1.0}, models=[{"name": "m"}], output_dir=tmp_path)
+    assert "file is named other.json" in envelope_problems(json.loads(json.dumps({**record, "random_weights": True})),
+                                                           "other")[0]

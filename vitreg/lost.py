@@ -441,32 +441,6 @@ def plot_discoveries(dataset: "BoxDataset", discoveries: dict[str, Discovery], i
 TABLE3_DATASETS = ("voc07", "voc12", "coco20k")
 
 
-def paper_table3() -> dict[str, dict[str, float]]:
-    """Table 3 rows read from ``data/paper_numbers.yaml`` (the project's single source of numbers).
-
-    Returns:
-        row label -> ``{"voc07": .., "voc12": .., "coco20k": ..}``: the paper's own models
-        (``paper: DINOv2-L``, ``paper: DINOv2-L +reg``, DeiT-III, OpenCLIP, DINO ViT-S/16) and [TTR]'s
-        measurements of the public DINOv2-L pair (``[TTR]: dinov2_l``, ``[TTR]: dinov2_l_reg``).
-    """
-    from vitreg.report import load_paper_numbers
-
-    names = {"dinov2": "DINOv2-L", "deit3": "DeiT-III B", "openclip": "OpenCLIP B/16"}
-    rows: dict[str, dict[str, float]] = {}
-    for e in load_paper_numbers()[1]:
-        parts = e.id.split(".")
-        if parts[:2] == ["F8", "table3"] and len(parts) == 5 and parts[4] in TABLE3_DATASETS:
-            label = f"paper: {names.get(parts[2], parts[2])}{' +reg' if parts[3] == 'reg' else ''}"
-        elif parts[:2] == ["F8", "table3"] and len(parts) == 4:  # DINO v1 reference row
-            label = "paper: DINO ViT-S/16"
-        elif parts[:3] == ["F8", "ttr", "lost"] and len(parts) == 5:
-            label = f"[TTR]: {parts[4]}"
-        else:
-            continue
-        rows.setdefault(label, {})[parts[-2] if parts[0:3] == ["F8", "ttr", "lost"] else parts[-1]] = float(e.value)
-    return rows
-
-
 def model_role(key: str, registers: int, family: str) -> str:
     """Where a model's CorLoc goes in the results file: ``no_reg``/``reg`` (DINOv2), ``dino``, ``deit3``, ``clip``."""
     if family == "dinov2":

@@ -294,19 +294,6 @@ def plot_mean_maps(summaries: dict[str, dict[str, dict]], *, title: str = "") ->
     return fig
 
 
-def paper_unreleased_register_models() -> list[dict[str, Any]]:
-    """The paper's numbers for the register models that were never released (DeiT-III, OpenCLIP).
-
-    Read from ``data/paper_numbers.yaml`` (Table 2 and Table 3 rows whose ``reproducible`` is false), so
-    that notebook 07 quotes them instead of inventing any.
-    """
-    from vitreg.report import load_paper_numbers
-
-    return [{"id": e.id, "source": e.source, "what": e.what, "value": e.value, "model": e.model}
-            for e in load_paper_numbers()[1]
-            if e.reproducible is False and any(f in e.id for f in (".deit3.", ".openclip."))]
-
-
 def describe_sequence(layouts: Sequence[TokenLayout]) -> list[str]:
     """One line per layout: ``1 cls + 4 reg + 256 patches = 261 tokens`` (the slicing to get right)."""
     return [f"{lay.num_cls} cls + {lay.num_reg} reg + {lay.num_patches} patches = {lay.num_tokens} tokens"

@@ -1,11 +1,14 @@
 """The paper beside us: a generated reproduction report.
 
-Paper: every finding (F1-F9 of ``../shared/paper-notes.md``); the numbers live in
-``data/paper_numbers.yaml`` (one entry per number, with its source), never in the notebooks.
+Paper: every finding (F1-F9 of the project's paper notes); the numbers live in
+``data/paper_numbers.yaml`` (one entry per number, with its source and its tolerance), read only through
+:mod:`vitreg.paper`, never in the notebooks.
 
 :func:`build_report` reads the results file of every notebook (``<results_dir>/<notebook>.json``,
 written by :func:`vitreg.results.save_results`) and writes ``report.md`` and ``report.html``: one row
-per paper number, grouped by finding, with the paper's value, ours, the difference and a status:
+per paper number, grouped by finding, with the paper's value, ours, the difference and a status. Every
+status comes from :func:`vitreg.paper.judge`, the same function behind the notebooks' ``paper.check``,
+so a notebook's verdict and the report's row cannot disagree:
 
 * ``reproduced``: ours is within the stated tolerance (or on the stated side of a bound);
 * ``differs``: it is not;
@@ -13,19 +16,21 @@ per paper number, grouped by finding, with the paper's value, ours, the differen
   weights (smoke), or ours is about another model than the paper's number;
 * ``not reproducible``: public assets do not allow it (the reason comes from the data file).
 
+Markdown and HTML are rendered from one context by two Jinja2 templates; free text in the HTML goes
+through mistune (Markdown to HTML).
+
 A missing result is a row marked ``not run here``, never a dropped row. A smoke report (random weights,
 synthetic data) says so in its FIRST line.
 
 Schema of a results file (checked; any mismatch raises :class:`ReportSchemaError` naming the file and
 every problem):
 
-* the envelope that ``save_results`` writes: ``schema`` (== ``vitreg.results.SCHEMA_VERSION``),
-  ``notebook`` (str, == the file name without ``.json``), ``profile`` (str), ``random_weights`` (bool),
-  ``models`` (list of dicts, each with a bool ``pretrained``), ``params`` (dict), ``versions`` (dict),
-  ``created`` (str), ``numbers`` (dict);
+* the envelope: :data:`vitreg.results.RESULTS_SCHEMA` (the JSON schema ``save_results`` checks too), and
+  ``notebook`` == the file name without ``.json``;
 * the notebook's own keys: every ``key`` that ``data/paper_numbers.yaml`` gives for that notebook must
   exist inside ``numbers`` (dotted path) and hold a finite number, or ``{"skipped": "<why>"}`` (a skip
-  may also sit on any dict along the path, e.g. ``numbers["reg"] = {"skipped": "..."}``).
+  may also sit on any dict along the path, e.g. ``numbers["reg"] = {"skipped": "..."}``). An entry
+  marked ``awaiting_key`` is exempt until its notebook writes the key (its row says so).
 
 Command line: ``python -m vitreg.report RESULTS_DIR OUT_DIR [--figures DIR] [--numbers YAML]``.
 """
@@ -33,29 +38,41 @@ Command line: ``python -m vitreg.report RESULTS_DIR OUT_DIR [--figures DIR] [--n
 from __future__ import annotations
 
 import argparse
-import html
 import json
 import math
 import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
+from vitreg import paper
 from vitreg.io import atomic_write_text
+from vitreg.paper import (FINDINGS, STATUSES, Finding, PaperNumber, PaperNumbersError, Verdict, fmt,
+                          judge, load_paper_numbers, meets)
+from vitreg.results import envelope_problems
 
-#: The data file with the paper's numbers (relative to the repository root).
-PAPER_NUMBERS = Path(__file__).resolve().parents[1] / "data" / "paper_numbers.yaml"
-FINDINGS = tuple(f"F{i}" for i in range(1, 10))
-Status = Literal["reproduced", "differs", "not run here", "not reproducible"]
-STATUSES: tuple[Status, ...] = ("reproduced", "differs", "not run here", "not reproducible")
+__all__ = ["FINDINGS", "STATUSES", "ReportPaths", "ReportSchemaError", "build_report", "evaluate", "is_smoke",
+           "load_paper_numbers", "load_results_dir", "lookup", "main", "meets"]
+
+#: A report row is a verdict of :func:`vitreg.paper.judge` (kept as a name for readers of the report).
+Row = Verdict
 SMOKE_LINE = ("SMOKE REPORT: made from random weights and synthetic data (profile {profiles}); "
               "no number below says anything about the paper.")
-_ENTRY_FIELDS = ("id", "finding", "source", "origin", "what", "value", "unit", "model", "notebook", "key",
-                 "reproducible")
 _FIGURE_SUFFIXES = (".png", ".svg", ".jpg")  # the PDF twins sit beside the PNGs
+_LEGEND = [
+    "**reproduced**: within the stated tolerance (our choice, in the data file) or on the stated side of a bound;",
+    "**differs**: outside it;",
+    "**not run here**: no results, the notebook skipped it (reason given), random weights, or another model;",
+    "**not reproducible**: public assets do not allow it (reason given; ours shown for context where a "
+    "public stand-in ran).",
+    "origin: paper = the paper; TTR = Jiang et al. 2025 targets for the public DINOv2-L pair; DINOv2 = the "
+    "public model card; reproduction = an independent public reproduction quoted in the notes.",
+]
+_ROW_HEADER = ["id", "what", "source", "origin", "model", "paper", "ours", "diff", "status", "why"]
+_NB_HEADER = ["notebook", "state", "profile", "models", "created", "skipped (as the notebook said)"]
 
 
 class ReportSchemaError(ValueError):
@@ -63,135 +80,8 @@ class ReportSchemaError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------------
-# The paper's numbers
-# ---------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PaperNumber:
-    """One number of the paper (or of a reference the notes quote), as ``data/paper_numbers.yaml`` holds it."""
-
-    id: str
-    finding: str
-    source: str
-    origin: str
-    what: str
-    value: float | None
-    unit: str
-    model: str
-    notebook: str | None
-    key: str | None
-    reproducible: bool | Literal["proxy"]
-    compare: Literal["approx", "at_least", "at_most"] = "approx"
-    tolerance: float | None = None
-    reason: str | None = None
-
-
-@dataclass(frozen=True)
-class Finding:
-    """A finding of the paper (F1-F9) and the notebooks that serve it."""
-
-    id: str
-    title: str
-    paper: str
-    notebooks: tuple[str, ...] = ()
-    note: str | None = None
-
-
-def load_paper_numbers(path: str | os.PathLike | None = None) -> tuple[dict[str, Finding], list[PaperNumber]]:
-    """Read and check ``data/paper_numbers.yaml``.
-
-    Paper: all findings (the file is the one place the paper's numbers live).
-
-    Args:
-        path: the YAML file (default :data:`PAPER_NUMBERS`).
-
-    Returns:
-        ``(findings by id, numbers in file order)``.
-
-    Raises:
-        ReportSchemaError: a malformed entry (every problem is listed).
-    """
-    import yaml
-
-    path = Path(path) if path is not None else PAPER_NUMBERS
-    data = yaml.safe_load(path.read_text())
-    problems: list[str] = []
-    if not isinstance(data, dict) or not isinstance(data.get("numbers"), list) or not isinstance(data.get("findings"), dict):
-        raise ReportSchemaError(f"{path}: expected a mapping with `findings` (dict) and `numbers` (list)")
-    findings = {}
-    for fid, f in data["findings"].items():
-        if fid not in FINDINGS or not isinstance(f, dict) or "title" not in f:
-            problems.append(f"finding {fid!r}: expected one of {FINDINGS} with a title")
-            continue
-        findings[fid] = Finding(fid, str(f["title"]), str(f.get("paper", "")), tuple(f.get("notebooks") or ()),
-                                f.get("note"))
-    numbers, seen = [], set()
-    for i, e in enumerate(data["numbers"]):
-        where = f"entry {i} ({e.get('id', '?') if isinstance(e, dict) else e!r})"
-        if not isinstance(e, dict):
-            problems.append(f"{where}: not a mapping")
-            continue
-        missing = [k for k in _ENTRY_FIELDS if k not in e]
-        if missing:
-            problems.append(f"{where}: missing {missing}")
-            continue
-        if e["id"] in seen:
-            problems.append(f"{where}: duplicate id")
-        seen.add(e["id"])
-        if e["finding"] not in findings:
-            problems.append(f"{where}: finding {e['finding']!r} is not among {sorted(findings)}")
-        if (e["notebook"] is None) != (e["key"] is None):
-            problems.append(f"{where}: give both notebook and key, or neither")
-        rep = e["reproducible"]
-        if rep not in (True, False, "proxy"):
-            problems.append(f"{where}: reproducible must be true, false or proxy, got {rep!r}")
-        if (rep is False or rep == "proxy" or e["notebook"] is None) and not e.get("reason"):
-            problems.append(f"{where}: a number that is not (fully) reproducible, or that no notebook computes, needs a reason")
-        compare = e.get("compare", "approx")
-        if compare not in ("approx", "at_least", "at_most"):
-            problems.append(f"{where}: compare must be approx, at_least or at_most, got {compare!r}")
-        if e["notebook"] is not None and rep is not False:
-            if e["value"] is None:
-                problems.append(f"{where}: a compared number needs a value")
-            if compare == "approx" and not isinstance(e.get("tolerance"), (int, float)):
-                problems.append(f"{where}: compare approx needs a numeric tolerance")
-        if e["value"] is not None and (isinstance(e["value"], bool) or not isinstance(e["value"], (int, float))):
-            problems.append(f"{where}: value must be a number or null")
-        numbers.append(PaperNumber(
-            id=str(e["id"]), finding=str(e["finding"]), source=str(e["source"]), origin=str(e["origin"]),
-            what=str(e["what"]), value=None if e["value"] is None else float(e["value"]), unit=str(e["unit"] or ""),
-            model=str(e["model"]), notebook=e["notebook"], key=e["key"], reproducible=rep, compare=compare,
-            tolerance=None if e.get("tolerance") is None else float(e["tolerance"]), reason=e.get("reason")))
-    if problems:
-        raise ReportSchemaError(f"{path} does not match its schema:\n  - " + "\n  - ".join(problems))
-    return findings, numbers
-
-
-# ---------------------------------------------------------------------------------------------------
 # Results files
 # ---------------------------------------------------------------------------------------------------
-def _envelope_problems(record: Any, stem: str) -> list[str]:
-    """What is wrong with the part of a results file that ``save_results`` writes."""
-    from vitreg.results import REQUIRED_KEYS, SCHEMA_VERSION
-
-    if not isinstance(record, dict):
-        return [f"top level is {type(record).__name__}, expected an object"]
-    problems = [f"missing key {k!r}" for k in REQUIRED_KEYS if k not in record]
-    types = {"notebook": str, "profile": str, "random_weights": bool, "models": list, "params": dict,
-             "versions": dict, "created": str, "numbers": dict}
-    for k, t in types.items():
-        if k in record and not isinstance(record[k], t):
-            problems.append(f"{k!r} is {type(record[k]).__name__}, expected {t.__name__}")
-    if "schema" in record and record["schema"] != SCHEMA_VERSION:
-        problems.append(f"schema is {record['schema']!r}, this report reads schema {SCHEMA_VERSION} "
-                        "(rerun the notebook, or update vitreg.report)")
-    if isinstance(record.get("notebook"), str) and record["notebook"] != stem:
-        problems.append(f"notebook is {record['notebook']!r} but the file is named {stem}.json")
-    for i, m in enumerate(record.get("models") or []) if isinstance(record.get("models"), list) else ():
-        if not isinstance(m, dict) or not isinstance(m.get("pretrained"), bool):
-            problems.append(f"models[{i}] needs a bool 'pretrained' (vitreg.weights.LoadedModel.describe())")
-    return problems
-
-
 def lookup(numbers: Mapping[str, Any], key: str) -> tuple[Literal["value", "skipped", "missing"], Any, dict | None]:
     """Follow a dotted ``key`` inside a results file's ``numbers``.
 
@@ -218,6 +108,19 @@ def lookup(numbers: Mapping[str, Any], key: str) -> tuple[Literal["value", "skip
     return "value", float(node), holder
 
 
+def _key_problems(record: dict, numbers: Sequence[PaperNumber]) -> list[str]:
+    """The paper numbers' keys that ``record`` lacks (entries still awaiting their key are exempt)."""
+    problems = []
+    for n in numbers:
+        if n.notebook != record["notebook"] or n.awaiting_key:
+            continue
+        kind, what, _ = lookup(record["numbers"], n.key)
+        if kind == "missing":
+            problems.append(f"numbers: {what} (paper number {n.id}; write it, or "
+                            f"{{'skipped': '<why>'}}, or fix `key` in data/paper_numbers.yaml)")
+    return problems
+
+
 def load_results_dir(results_dir: str | os.PathLike, numbers: Sequence[PaperNumber]) -> dict[str, dict]:
     """Read and check every ``*.json`` in ``results_dir``.
 
@@ -233,30 +136,21 @@ def load_results_dir(results_dir: str | os.PathLike, numbers: Sequence[PaperNumb
     """
     results_dir = Path(results_dir)
     records, errors = {}, []
-    keys_by_nb: dict[str, list[PaperNumber]] = {}
-    for n in numbers:
-        if n.notebook is not None:
-            keys_by_nb.setdefault(n.notebook, []).append(n)
     for path in sorted(results_dir.glob("*.json")) if results_dir.is_dir() else []:
         try:
             record = json.loads(path.read_text())
         except json.JSONDecodeError as err:
             errors.append(f"{path}: not valid JSON ({err})")
             continue
-        problems = _envelope_problems(record, path.stem)
-        if not problems:
-            for n in keys_by_nb.get(record["notebook"], []):
-                kind, what, _ = lookup(record["numbers"], n.key)
-                if kind == "missing":
-                    problems.append(f"numbers: {what} (paper number {n.id}; write it, or "
-                                    f"{{'skipped': '<why>'}}, or fix `key` in data/paper_numbers.yaml)")
+        problems = envelope_problems(record, path.stem)
+        problems = problems or _key_problems(record, numbers)
         if problems:
             errors.append(f"{path}:\n    - " + "\n    - ".join(problems))
         else:
             records[record["notebook"]] = record
     if errors:
-        raise ReportSchemaError("results files do not match their schema (see vitreg/report.py):\n  "
-                                + "\n  ".join(errors))
+        raise ReportSchemaError("results files do not match their schema (vitreg.results.RESULTS_SCHEMA and "
+                                "data/paper_numbers.yaml):\n  " + "\n  ".join(errors))
     return records
 
 
@@ -267,147 +161,69 @@ def is_smoke(record: Mapping[str, Any]) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Rows
+# Rows: every status through vitreg.paper.judge
 # ---------------------------------------------------------------------------------------------------
-@dataclass
-class Row:
-    """One line of the report: a paper number beside ours."""
-
-    number: PaperNumber
-    status: Status
-    why: str = ""
-    ours: float | None = None
-    diff: float | None = None
-    ours_model: str | None = None
-
-
-def _is_zoo_key(model: str) -> bool:
-    return re.fullmatch(r"[a-z0-9_]+", model) is not None
-
-
-def compare(number: PaperNumber, ours: float) -> bool:
-    """Whether ``ours`` reproduces ``number`` (within its tolerance, or on the right side of its bound)."""
-    assert number.value is not None
-    if number.compare == "at_least":
-        return ours >= number.value
-    if number.compare == "at_most":
-        return ours <= number.value
-    return abs(ours - number.value) <= (number.tolerance or 0.0) + 1e-9
+def row_for(n: PaperNumber, record: Mapping[str, Any] | None) -> Verdict:
+    """The verdict on ``n`` given its notebook's results ``record`` (None: no results file)."""
+    if n.notebook is None:
+        return judge(n, None)
+    if record is None:
+        return judge(n, None, absent=f"no results file for notebook {n.notebook}")
+    kind, got, holder = lookup(record["numbers"], n.key)
+    model = str(holder["model"]) if holder is not None and "model" in holder else None
+    if kind == "missing":  # only entries awaiting their key get here (load_results_dir checks the rest)
+        return judge(n, None, absent=f"{n.notebook} does not write {n.key!r} yet", model=model)
+    if kind == "skipped":
+        return judge(n, None, absent=f"{n.notebook} skipped it: {got}", model=model)
+    return judge(n, got, model=model, random_weights=is_smoke(record), profile=str(record.get("profile")))
 
 
-def evaluate(numbers: Sequence[PaperNumber], records: Mapping[str, Mapping[str, Any]]) -> list[Row]:
-    """One :class:`Row` per paper number, in file order (none is ever dropped).
-
-    Args:
-        numbers: the paper numbers.
-        records: ``{notebook: results record}`` (checked by :func:`load_results_dir`).
-
-    Returns:
-        the rows.
-    """
-    rows = []
-    for n in numbers:
-        if n.notebook is None:
-            status: Status = "not reproducible" if n.reproducible is False else "not run here"
-            rows.append(Row(n, status, n.reason or "no notebook computes it"))
-            continue
-        record = records.get(n.notebook)
-        if record is None:
-            status = "not reproducible" if n.reproducible is False else "not run here"
-            why = f"{n.reason}; " if n.reproducible is False else ""
-            rows.append(Row(n, status, f"{why}no results file for notebook {n.notebook}"))
-            continue
-        kind, got, holder = lookup(record["numbers"], n.key)
-        ours_model = str(holder["model"]) if holder is not None and "model" in holder else None
-        if kind == "skipped":
-            status = "not reproducible" if n.reproducible is False else "not run here"
-            why = f"{n.reason}; " if n.reproducible is False else ""
-            rows.append(Row(n, status, f"{why}{n.notebook} skipped it: {got}", ours_model=ours_model))
-            continue
-        row = Row(n, "not run here", ours=got, ours_model=ours_model,
-                  diff=None if n.value is None else got - n.value)
-        if n.reproducible is False:
-            row.status, row.why = "not reproducible", f"{n.reason} (ours shown for context)"
-        elif is_smoke(record):
-            row.why = f"random weights (profile {record.get('profile')}): not compared"
-        elif ours_model is not None and _is_zoo_key(n.model) and ours_model != n.model:
-            row.why = f"ours is from {ours_model}; this number is about {n.model}"
-        else:
-            row.status = "reproduced" if compare(n, got) else "differs"
-            row.why = _criterion(n) + (f"; proxy: {n.reason}" if n.reproducible == "proxy" else "")
-        rows.append(row)
-    return rows
-
-
-def _criterion(n: PaperNumber) -> str:
-    if n.compare == "at_least":
-        return f"paper: at least {_fmt(n.value, n)}"
-    if n.compare == "at_most":
-        return f"paper: at most {_fmt(n.value, n)}"
-    return f"tolerance ±{_fmt(n.tolerance, n)}"
-
-
-def _decimals(x: float) -> int:
-    text = repr(float(x))
-    return 0 if text.endswith(".0") else len(text.split(".")[1]) if "." in text and "e" not in text else 3
-
-
-def _fmt(x: float | None, n: PaperNumber, *, signed: bool = False) -> str:
-    """Format like the paper's value (its number of decimals, at least one for non-integers)."""
-    if x is None:
-        return "—"
-    d = max(_decimals(n.value) if n.value is not None else 2, _decimals(n.tolerance) if n.tolerance else 0)
-    if d == 0 and float(x) != round(float(x)):
-        d = 1
-    return f"{x:+.{d}f}" if signed else f"{x:.{d}f}"
+def evaluate(numbers: Sequence[PaperNumber], records: Mapping[str, Mapping[str, Any]]) -> list[Verdict]:
+    """One verdict per paper number, in file order (none is ever dropped)."""
+    return [row_for(n, records.get(n.notebook) if n.notebook else None) for n in numbers]
 
 
 # ---------------------------------------------------------------------------------------------------
-# Document: one structure, rendered to Markdown and to HTML
+# Rendering: one context, two Jinja2 templates (Markdown and HTML); free text through mistune
 # ---------------------------------------------------------------------------------------------------
-@dataclass
-class _Doc:
-    blocks: list[tuple[str, Any]] = field(default_factory=list)
+_MD = """{{ first }}
 
-    def h(self, level: int, text: str) -> None:
-        self.blocks.append(("h", (level, text)))
+# {{ title }}
 
-    def p(self, text: str) -> None:
-        self.blocks.append(("p", text))
+{{ intro }}
 
-    def ul(self, items: Sequence[str]) -> None:
-        self.blocks.append(("ul", list(items)))
+**{{ counts }}** (of {{ total }} numbers)
 
-    def table(self, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-        self.blocks.append(("table", (list(header), [list(r) for r in rows])))
+{% for item in legend %}- {{ item }}
+{% endfor %}
+## Notebooks
 
-    def links(self, items: Sequence[tuple[str, str]]) -> None:
-        self.blocks.append(("links", list(items)))
+{{ table(nb_header, nb_rows) }}
+{% for s in sections %}
+## {{ s.heading }}
+{% for p in s.paragraphs %}
+{{ p }}
+{% endfor %}{% if s.rows %}
+{{ table(row_header, s.rows) }}
+{% endif %}{% if s.links %}
+Figures: {% for name, href in s.links %}[{{ name }}]({{ href }}){{ ", " if not loop.last }}{% endfor %}
+{% endif %}{% endfor %}"""
 
-
-def _md_cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def render_markdown(doc: _Doc) -> str:
-    """Markdown text of a report document."""
-    out = []
-    for kind, body in doc.blocks:
-        if kind == "h":
-            out.append("#" * body[0] + " " + body[1])
-        elif kind == "p":
-            out.append(body)
-        elif kind == "ul":
-            out.append("\n".join(f"- {item}" for item in body))
-        elif kind == "links":
-            out.append("Figures: " + ", ".join(f"[{name}]({href})" for name, href in body))
-        elif kind == "table":
-            header, rows = body
-            lines = ["| " + " | ".join(_md_cell(c) for c in header) + " |", "|" + "---|" * len(header)]
-            lines += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows]
-            out.append("\n".join(lines))
-    return "\n\n".join(out) + "\n"
-
+_HTML = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{{ page_title }}</title><style>{{ css }}</style></head><body>
+<p{% if smoke %} class="smoke"{% endif %}>{{ first | inline }}</p>
+<h1>{{ title }}</h1>
+<p>{{ intro | inline }}</p>
+<p>{{ ("**" ~ counts ~ "** (of " ~ total ~ " numbers)") | inline }}</p>
+<ul>{% for item in legend %}<li>{{ item | inline }}</li>{% endfor %}</ul>
+<h2>Notebooks</h2>
+{{ html_table(nb_header, nb_rows) }}
+{% for s in sections %}<h2>{{ s.heading }}</h2>
+{% for p in s.paragraphs %}<p>{{ p | inline }}</p>
+{% endfor %}{% if s.rows %}{{ html_table(row_header, s.rows) }}
+{% endif %}{% if s.links %}<p>Figures: {% for name, href in s.links %}<a href="{{ href }}">{{ name }}</a>{{ ", " if not loop.last }}{% endfor %}</p>
+{% endif %}{% endfor %}</body></html>
+"""
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:80rem;margin:2rem auto;padding:0 1rem;line-height:1.4}
 table{border-collapse:collapse;margin:1rem 0;font-size:.9rem}th,td{border:1px solid #ccc;padding:.25rem .5rem;vertical-align:top}
@@ -416,46 +232,54 @@ th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
 p.smoke{background:#fde0dd;border:2px solid #c00;padding:.5rem;font-weight:bold}"""
 
 
-def render_html(doc: _Doc, title: str) -> str:
-    """A standalone HTML page of a report document (no external assets)."""
-    esc = html.escape
-    out = [f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{esc(title)}</title>"
-           f"<style>{_CSS}</style></head><body>"]
-    for kind, body in doc.blocks:
-        if kind == "h":
-            out.append(f"<h{body[0]}>{esc(body[1])}</h{body[0]}>")
-        elif kind == "p":
-            cls = ' class="smoke"' if body.startswith("SMOKE REPORT") or body.startswith("PARTLY A SMOKE") else ""
-            out.append(f"<p{cls}>{_inline_html(body)}</p>")
-        elif kind == "ul":
-            out.append("<ul>" + "".join(f"<li>{_inline_html(i)}</li>" for i in body) + "</ul>")
-        elif kind == "links":
-            out.append("<p>Figures: " + ", ".join(f'<a href="{esc(href)}">{esc(name)}</a>' for name, href in body)
-                       + "</p>")
-        elif kind == "table":
-            header, rows = body
-            status_col = header.index("status") if "status" in header else None
-            out.append("<table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr></thead><tbody>")
-            for r in rows:
-                cls = f' class="{r[status_col].replace(" ", "-")}"' if status_col is not None else ""
-                cells = "".join(f'<td class="num">{esc(c)}</td>' if _numeric(c) else f"<td>{_inline_html(c)}</td>"
-                                for c in r)
-                out.append(f"<tr{cls}>{cells}</tr>")
-            out.append("</tbody></table>")
-    out.append("</body></html>\n")
-    return "\n".join(out)
+@lru_cache(maxsize=1)
+def _inline_markdown() -> Any:
+    import mistune
+
+    return mistune.create_markdown(escape=True)
 
 
-def _numeric(text: str) -> bool:
-    return re.fullmatch(r"[+\-−]?\d+(\.\d+)?|—", text) is not None
+def _inline(text: str) -> Any:
+    """Markdown inline markup (bold, code, links) as safe HTML, without the wrapping paragraph."""
+    from markupsafe import Markup
+
+    out = _inline_markdown()(str(text)).strip()
+    return Markup(re.sub(r"^<p>(.*)</p>$", r"\1", out, flags=re.S))
 
 
-def _inline_html(text: str) -> str:
-    """Escape, then turn ``**bold**``, ```code``` and ``[name](href)`` into HTML."""
-    t = html.escape(text)
-    t = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", t)
-    t = re.sub(r"`(.+?)`", r"<code>\1</code>", t)
-    return re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r'<a href="\2">\1</a>', t)
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    def cell(text: str) -> str:
+        return str(text).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(c) for c in header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows])
+
+
+def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> Any:
+    from markupsafe import Markup, escape
+
+    status_col = header.index("status") if "status" in header else None
+    out = ["<table><thead><tr>" + "".join(f"<th>{escape(h)}</th>" for h in header) + "</tr></thead><tbody>"]
+    for r in rows:
+        cls = f' class="{escape(r[status_col].replace(" ", "-"))}"' if status_col is not None else ""
+        cells = "".join(f'<td class="num">{escape(c)}</td>' if re.fullmatch(r"[+\-−]?\d+(\.\d+)?|—", c)
+                        else f"<td>{_inline(c)}</td>" for c in r)
+        out.append(f"<tr{cls}>{cells}</tr>")
+    return Markup("\n".join(out + ["</tbody></table>"]))
+
+
+def render(context: Mapping[str, Any]) -> tuple[str, str]:
+    """``(markdown, html)`` of a report context (see :func:`report_context`)."""
+    import jinja2
+
+    env = jinja2.Environment(autoescape=False, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+    md = env.from_string(_MD).render(**context, table=_md_table)
+    md = re.sub(r"\n{3,}", "\n\n", md).strip() + "\n"
+    html_env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    html_env.filters["inline"] = _inline
+    page = html_env.from_string(_HTML).render(**context, html_table=_html_table, css=_CSS,
+                                              page_title="vitreg reproduction report")
+    return md, page
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -481,12 +305,22 @@ def _figures_by_notebook(figures_dir: Path, out_dir: Path) -> dict[str, list[tup
 
 
 def _run_order() -> list[str]:
-    """Notebook names of ``notebooks/order.yaml`` (empty when the file is not there)."""
-    import yaml
+    """Notebook names of ``notebooks/order.yaml`` (empty when the file is not there).
 
-    order = PAPER_NUMBERS.parents[1] / "notebooks" / "order.yaml"
+    Reads it through ``vitreg.params.load_order`` (the one reader) where that exists; until then,
+    beside the data file. TODO(lead, at merge): drop the fallback once ``params.load_order`` is in.
+    """
+    from vitreg import params
+
     try:
-        return [str(e["notebook"]) for e in yaml.safe_load(order.read_text()) or []]
+        load = getattr(params, "load_order", None)
+        if load is not None:
+            entries = load()
+        else:
+            import yaml
+
+            entries = yaml.safe_load((paper.PAPER_NUMBERS.parents[1] / "notebooks" / "order.yaml").read_text())
+        return [str(e["notebook"]) for e in entries or []]
     except (OSError, TypeError, KeyError):
         return []
 
@@ -502,6 +336,69 @@ def _first_line(records: Mapping[str, Mapping[str, Any]], results_dir: Path) -> 
         return ("PARTLY A SMOKE REPORT: the results of " + ", ".join(smoke)
                 + " were made from random weights and synthetic data; their rows are not compared.")
     return "Made from pretrained weights (profile real) for every notebook that ran."
+
+
+def _notebook_rows(numbers: Sequence[PaperNumber], records: Mapping[str, Mapping[str, Any]]) -> list[list[str]]:
+    rows = []
+    for nb in sorted({n.notebook for n in numbers if n.notebook} | set(records) | set(_run_order())):
+        r = records.get(nb)
+        if r is None:
+            rows.append([nb, "not run", "—", "—", "—", "—"])
+            continue
+        models = ", ".join(f"{m.get('name', m.get('key', '?'))}{'' if m.get('pretrained') else ' (random)'}"
+                           for m in r["models"]) or "—"
+        skipped = r["numbers"].get("skipped") or []
+        skipped = "; ".join(map(str, skipped)) if isinstance(skipped, list) else str(skipped)
+        rows.append([nb, "ran", str(r["profile"]), models, str(r["created"]), skipped or "—"])
+    return rows
+
+
+def _cells(v: Verdict) -> list[str]:
+    n = v.number
+    model = n.model + (f" (ours: {v.ours_model})" if v.ours_model and v.ours_model != n.model else "")
+    bound = {"at_least": "≥ ", "at_most": "≤ "}.get(n.compare, "") if n.notebook is not None else ""
+    shown = (bound + fmt(n.value, n) + (f" {n.unit}" if n.unit else "")) if n.value is not None else "plot only"
+    return [n.id, n.what, n.source, n.origin, model, shown, fmt(v.ours, n), fmt(v.diff, n, signed=True),
+            v.status, v.why]
+
+
+def _section(fid: str, f: Finding | None, rows: Sequence[Verdict], figures: Mapping[str, list]) -> dict[str, Any]:
+    paragraphs = []
+    if f is not None:
+        paragraphs.append(f"Paper: {f.paper}. Notebooks: {', '.join(f.notebooks) or '—'}.")
+        if f.note:
+            paragraphs.append(f.note)
+    f_rows = [_cells(v) for v in rows if v.number.finding == fid]
+    if not f_rows:
+        paragraphs.append("No numbers: the paper reports this finding with figures only.")
+    links = [item for nb in (f.notebooks if f else ()) for item in figures.get(nb[:2], [])]
+    return {"heading": f"{fid}. {f.title if f else ''}".strip(), "paragraphs": paragraphs, "rows": f_rows,
+            "links": links}
+
+
+def report_context(results_dir: Path, out_dir: Path, figures_dir: Path,
+                   paper_numbers: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Everything the report shows, as plain data for the templates (reads and checks every file)."""
+    try:
+        findings, numbers = load_paper_numbers(paper_numbers)
+    except PaperNumbersError as err:
+        raise ReportSchemaError(str(err)) from err
+    records = load_results_dir(results_dir, numbers)
+    rows = evaluate(numbers, records)
+    figures = _figures_by_notebook(figures_dir, out_dir)
+    counts = {s: sum(r.status == s for r in rows) for s in STATUSES}
+    first = _first_line(records, results_dir)
+    return {
+        "first": first, "smoke": first.startswith(("SMOKE REPORT", "PARTLY A SMOKE")),
+        "title": "Reproduction report: Vision Transformers Need Registers",
+        "intro": ("Darcet, Oquab, Mairal, Bojanowski, ICLR 2024 (arXiv 2309.16588). Paper values from "
+                  "`data/paper_numbers.yaml`; ours from the results files in "
+                  f"`{Path(os.path.relpath(results_dir, out_dir)).as_posix()}`. Difference = ours − paper."),
+        "counts": " · ".join(f"{s}: {c}" for s, c in counts.items()), "total": len(rows),
+        "legend": _LEGEND, "nb_header": _NB_HEADER, "nb_rows": _notebook_rows(numbers, records),
+        "row_header": _ROW_HEADER,
+        "sections": [_section(fid, findings.get(fid), rows, figures) for fid in FINDINGS],
+    }
 
 
 def build_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
@@ -525,70 +422,9 @@ def build_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
     """
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     figures_dir = Path(figures_dir) if figures_dir is not None else results_dir.parent / "figures"
-    findings, numbers = load_paper_numbers(paper_numbers)
-    records = load_results_dir(results_dir, numbers)
-    rows = evaluate(numbers, records)
-    figures = _figures_by_notebook(figures_dir, out_dir)
-
-    doc = _Doc()
-    doc.p(_first_line(records, results_dir))
-    doc.h(1, "Reproduction report: Vision Transformers Need Registers")
-    doc.p("Darcet, Oquab, Mairal, Bojanowski, ICLR 2024 (arXiv 2309.16588). Paper values from "
-          "`data/paper_numbers.yaml`; ours from the results files in "
-          f"`{Path(os.path.relpath(results_dir, out_dir)).as_posix()}`. Difference = ours − paper.")
-    counts = {s: sum(r.status == s for r in rows) for s in STATUSES}
-    doc.p("**" + " · ".join(f"{s}: {c}" for s, c in counts.items()) + f"** (of {len(rows)} numbers)")
-    doc.ul([
-        "**reproduced**: within the stated tolerance (our choice, in the data file) or on the stated side of a bound;",
-        "**differs**: outside it;",
-        "**not run here**: no results, the notebook skipped it (reason given), random weights, or another model;",
-        "**not reproducible**: public assets do not allow it (reason given; ours shown for context where a "
-        "public stand-in ran).",
-        "origin: paper = the paper; TTR = Jiang et al. 2025 targets for the public DINOv2-L pair; DINOv2 = the "
-        "public model card; reproduction = an independent public reproduction quoted in the notes.",
-    ])
-
-    doc.h(2, "Notebooks")
-    nb_rows = []
-    for nb in sorted({n.notebook for n in numbers if n.notebook} | set(records) | set(_run_order())):
-        r = records.get(nb)
-        if r is None:
-            nb_rows.append([nb, "not run", "—", "—", "—", "—"])
-            continue
-        models = ", ".join(f"{m.get('name', m.get('key', '?'))}{'' if m.get('pretrained') else ' (random)'}"
-                           for m in r["models"]) or "—"
-        skipped = r["numbers"].get("skipped") or []
-        skipped = "; ".join(map(str, skipped)) if isinstance(skipped, list) else str(skipped)
-        nb_rows.append([nb, "ran", str(r["profile"]), models, str(r["created"]), skipped or "—"])
-    doc.table(["notebook", "state", "profile", "models", "created", "skipped (as the notebook said)"], nb_rows)
-
-    for fid in FINDINGS:
-        f = findings.get(fid)
-        doc.h(2, f"{fid}. {f.title if f else ''}".strip())
-        if f is not None:
-            doc.p(f"Paper: {f.paper}. Notebooks: {', '.join(f.notebooks) or '—'}.")
-            if f.note:
-                doc.p(f.note)
-        f_rows = [r for r in rows if r.number.finding == fid]
-        if f_rows:
-            doc.table(["id", "what", "source", "origin", "model", "paper", "ours", "diff", "status", "why"],
-                      [[r.number.id, r.number.what, r.number.source, r.number.origin,
-                        r.number.model + (f" (ours: {r.ours_model})" if r.ours_model and r.ours_model != r.number.model else ""),
-                        (_fmt(r.number.value, r.number) + (f" {r.number.unit}" if r.number.unit else "")
-                         if r.number.value is not None else "plot only"),
-                        _fmt(r.ours, r.number), _fmt(r.diff, r.number, signed=True), r.status, r.why]
-                       for r in f_rows])
-        else:
-            doc.p("No numbers: the paper reports this finding with figures only.")
-        nbs = f.notebooks if f else ()
-        links = [item for nb in nbs for item in figures.get(nb[:2], [])]
-        if links:
-            doc.links(links)
-
+    md, page = render(report_context(results_dir, out_dir, figures_dir, paper_numbers))
     out_dir.mkdir(parents=True, exist_ok=True)
-    md = atomic_write_text(out_dir / "report.md", render_markdown(doc))
-    page = atomic_write_text(out_dir / "report.html", render_html(doc, "vitreg reproduction report"))
-    return ReportPaths(md, page)
+    return ReportPaths(atomic_write_text(out_dir / "report.md", md), atomic_write_text(out_dir / "report.html", page))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

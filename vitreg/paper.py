@@ -1,0 +1,361 @@
+"""The paper's numbers and every verdict on them: the one reader of ``data/paper_numbers.yaml``.
+
+Paper: every finding (F1-F9 of ``paper-notes.md``); Tables 1-3, Figs. 3-5, App. A, D.
+Layer: presentation. Measurements never import this module; notebooks and :mod:`vitreg.report` do.
+
+One rule decides every status, :func:`judge`. A notebook prints its verdicts with :func:`check`; the
+report computes its rows with the same :func:`judge`, so a notebook and the report cannot disagree.
+Nothing else in the project defines a tolerance: it is written beside its rule in the data file.
+
+Statuses:
+
+* ``reproduced``: ours is within the stated tolerance (or on the stated side of a bound);
+* ``differs``: it is not;
+* ``not run here``: not measured, skipped (with the reason), random weights, or another model;
+* ``not reproducible``: public assets do not allow it (the data file says why).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+#: The data file with the paper's numbers. The one place this module finds the repository.
+PAPER_NUMBERS = Path(__file__).resolve().parents[1] / "data" / "paper_numbers.yaml"
+FINDINGS = tuple(f"F{i}" for i in range(1, 10))
+Status = Literal["reproduced", "differs", "not run here", "not reproducible"]
+STATUSES: tuple[Status, ...] = ("reproduced", "differs", "not run here", "not reproducible")
+Compare = Literal["approx", "at_least", "at_most"]
+_ENTRY_FIELDS = ("id", "finding", "source", "origin", "what", "value", "unit", "model", "notebook", "key",
+                 "reproducible")
+_TABLE3_DATASETS = ("voc07", "voc12", "coco20k")
+
+
+class PaperNumbersError(ValueError):
+    """``data/paper_numbers.yaml`` does not match its schema."""
+
+
+@dataclass(frozen=True)
+class PaperNumber:
+    """One number of the paper (or of a reference the notes quote), as ``data/paper_numbers.yaml`` holds it.
+
+    ``awaiting_key`` marks an entry whose ``key`` its notebook does not write yet: until it does, the
+    report shows the row as "not run here" instead of rejecting the results file.
+    """
+
+    id: str
+    finding: str
+    source: str
+    origin: str
+    what: str
+    value: float | None
+    unit: str
+    model: str
+    notebook: str | None
+    key: str | None
+    reproducible: bool | Literal["proxy"]
+    compare: Compare = "approx"
+    tolerance: float | None = None
+    reason: str | None = None
+    awaiting_key: bool = False
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A finding of the paper (F1-F9) and the notebooks that serve it."""
+
+    id: str
+    title: str
+    paper: str
+    notebooks: tuple[str, ...] = ()
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A paper number beside ours, with its status and the rule that decided it."""
+
+    number: PaperNumber
+    status: Status
+    why: str
+    ours: float | None = None
+    ours_model: str | None = None
+
+    @property
+    def id(self) -> str:
+        return self.number.id
+
+    @property
+    def what(self) -> str:
+        return self.number.what
+
+    @property
+    def paper(self) -> float | None:
+        return self.number.value
+
+    @property
+    def rule(self) -> str:
+        """The comparison rule in words, tolerance included (``within ±1.0 % of 2.37 %``)."""
+        return rule_text(self.number)
+
+    @property
+    def diff(self) -> float | None:
+        """ours − paper (None when either is missing)."""
+        return None if self.ours is None or self.number.value is None else self.ours - self.number.value
+
+    def __str__(self) -> str:
+        n = self.number
+        ours = "—" if self.ours is None else fmt(self.ours, n)
+        paper = "plot only" if n.value is None else fmt(n.value, n)
+        return f"{self.status.upper():<16} {n.id}: {n.what}: ours {ours}, paper {paper} {n.unit}".rstrip() + \
+            f" ({self.why})"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reading the data file
+# ---------------------------------------------------------------------------------------------------
+def _entry_problems(e: dict, findings: dict[str, Finding]) -> list[str]:
+    """What is wrong with one entry of the data file (empty when nothing)."""
+    missing = [k for k in _ENTRY_FIELDS if k not in e]
+    if missing:
+        return [f"missing {missing}"]
+    problems = []
+    if e["finding"] not in findings:
+        problems.append(f"finding {e['finding']!r} is not among {sorted(findings)}")
+    if (e["notebook"] is None) != (e["key"] is None):
+        problems.append("give both notebook and key, or neither")
+    rep = e["reproducible"]
+    if rep not in (True, False, "proxy"):
+        problems.append(f"reproducible must be true, false or proxy, got {rep!r}")
+    if (rep is False or rep == "proxy" or e["notebook"] is None) and not e.get("reason"):
+        problems.append("a number that is not (fully) reproducible, or that no notebook computes, needs a reason")
+    compare = e.get("compare", "approx")
+    if compare not in ("approx", "at_least", "at_most"):
+        problems.append(f"compare must be approx, at_least or at_most, got {compare!r}")
+    if e["notebook"] is not None and rep is not False:
+        if e["value"] is None:
+            problems.append("a compared number needs a value")
+        if compare == "approx" and not isinstance(e.get("tolerance"), (int, float)):
+            problems.append("compare approx needs a numeric tolerance")
+    if e["value"] is not None and (isinstance(e["value"], bool) or not isinstance(e["value"], (int, float))):
+        problems.append("value must be a number or null")
+    return problems
+
+
+def _to_number(e: dict) -> PaperNumber:
+    return PaperNumber(
+        id=str(e["id"]), finding=str(e["finding"]), source=str(e["source"]), origin=str(e["origin"]),
+        what=str(e["what"]), value=None if e["value"] is None else float(e["value"]), unit=str(e["unit"] or ""),
+        model=str(e["model"]), notebook=e["notebook"], key=e["key"], reproducible=e["reproducible"],
+        compare=e.get("compare", "approx"), tolerance=None if e.get("tolerance") is None else float(e["tolerance"]),
+        reason=e.get("reason"), awaiting_key=bool(e.get("awaiting_key", False)))
+
+
+@lru_cache(maxsize=8)
+def _load(path: str) -> tuple[dict[str, Finding], tuple[PaperNumber, ...]]:
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text())
+    if not isinstance(data, dict) or not isinstance(data.get("numbers"), list) or not isinstance(data.get("findings"), dict):
+        raise PaperNumbersError(f"{path}: expected a mapping with `findings` (dict) and `numbers` (list)")
+    problems: list[str] = []
+    found = {}
+    for fid, f in data["findings"].items():
+        if fid not in FINDINGS or not isinstance(f, dict) or "title" not in f:
+            problems.append(f"finding {fid!r}: expected one of {FINDINGS} with a title")
+            continue
+        found[fid] = Finding(fid, str(f["title"]), str(f.get("paper", "")), tuple(f.get("notebooks") or ()),
+                             f.get("note"))
+    numbers, seen = [], set()
+    for i, e in enumerate(data["numbers"]):
+        where = f"entry {i} ({e.get('id', '?') if isinstance(e, dict) else e!r})"
+        entry_problems = _entry_problems(e, found) if isinstance(e, dict) else ["not a mapping"]
+        if isinstance(e, dict) and e.get("id") in seen:
+            entry_problems.append("duplicate id")
+        problems += [f"{where}: {p}" for p in entry_problems]
+        if isinstance(e, dict) and not any(p.startswith("missing") for p in entry_problems):
+            seen.add(e["id"])
+            numbers.append(_to_number(e))
+    if problems:
+        raise PaperNumbersError(f"{path} does not match its schema:\n  - " + "\n  - ".join(problems))
+    return found, tuple(numbers)
+
+
+def _path(path: str | os.PathLike | None) -> str:
+    return str(Path(path).resolve()) if path is not None else str(PAPER_NUMBERS)
+
+
+def paper_numbers(path: str | os.PathLike | None = None) -> list[PaperNumber]:
+    """Every number of the data file, in file order (checked; read once per file).
+
+    Raises:
+        PaperNumbersError: a malformed entry (every problem is listed).
+    """
+    return list(_load(_path(path))[1])
+
+
+def findings(path: str | os.PathLike | None = None) -> dict[str, Finding]:
+    """The findings F1-F9 of the data file, by id."""
+    return dict(_load(_path(path))[0])
+
+
+def load_paper_numbers(path: str | os.PathLike | None = None) -> tuple[dict[str, Finding], list[PaperNumber]]:
+    """``(findings(path), paper_numbers(path))`` in one call."""
+    return findings(path), paper_numbers(path)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The rule, and the one function that decides a status
+# ---------------------------------------------------------------------------------------------------
+def meets(number: PaperNumber, ours: float) -> bool:
+    """Whether ``ours`` reproduces ``number`` (within its tolerance, or on the right side of its bound)."""
+    if number.value is None:
+        raise ValueError(f"{number.id} has no value to compare with")
+    if number.compare == "at_least":
+        return ours >= number.value
+    if number.compare == "at_most":
+        return ours <= number.value
+    return abs(ours - number.value) <= (number.tolerance or 0.0) + 1e-9
+
+
+def rule_text(n: PaperNumber) -> str:
+    """The rule of ``n`` in words: ``tolerance ±1.0``, ``paper: at least 20``, ``paper: at most 2``."""
+    if n.value is None:
+        return "plot only"
+    if n.compare == "at_least":
+        return f"paper: at least {fmt(n.value, n)}"
+    if n.compare == "at_most":
+        return f"paper: at most {fmt(n.value, n)}"
+    return f"tolerance ±{fmt(n.tolerance, n)}"
+
+
+def _is_zoo_key(model: str) -> bool:
+    return re.fullmatch(r"[a-z0-9_]+", model) is not None
+
+
+def judge(number: PaperNumber, ours: float | None, *, absent: str | None = None, model: str | None = None,
+          random_weights: bool = False, profile: str | None = None) -> Verdict:
+    """The verdict on one paper number: THE rule, used by :func:`check` and by the report alike.
+
+    Args:
+        number: the paper number.
+        ours: our finite value, or None when it was not measured.
+        absent: why ours is None (a skip reason, "no results file", ...).
+        model: the zoo key ours comes from, when known; another model than the number's is not compared.
+        random_weights: ours comes from random weights (smoke): never compared.
+        profile: the run's profile, named in the reason of a random-weights row.
+    """
+    n, rep_false = number, number.reproducible is False
+    if n.notebook is None:
+        return Verdict(n, "not reproducible" if rep_false else "not run here", n.reason or "no notebook computes it")
+    if ours is None or not math.isfinite(ours):
+        why = absent or f"{ours!r} is not a finite number"
+        status: Status = "not reproducible" if rep_false else "not run here"
+        return Verdict(n, status, (f"{n.reason}; " if rep_false else "") + why, ours_model=model)
+    ours = float(ours)
+    if rep_false:
+        return Verdict(n, "not reproducible", f"{n.reason} (ours shown for context)", ours, model)
+    if random_weights:
+        where = f" (profile {profile})" if profile else ""
+        return Verdict(n, "not run here", f"random weights{where}: not compared", ours, model)
+    if model is not None and _is_zoo_key(n.model) and model != n.model:
+        return Verdict(n, "not run here", f"ours is from {model}; this number is about {n.model}", ours, model)
+    why = rule_text(n) + (f"; proxy: {n.reason}" if n.reproducible == "proxy" else "")
+    return Verdict(n, "reproduced" if meets(n, ours) else "differs", why, ours, model)
+
+
+def check(notebook: str, key: str, value: Any, *, model: str | None = None, random_weights: bool = False,
+          profile: str | None = None, path: str | os.PathLike | None = None) -> list[Verdict]:
+    """Every paper number that ``notebook`` writes under ``key``, judged against ``value``.
+
+    Paper: whichever figure or table the entries cite. A notebook prints ``str(v)`` for each verdict;
+    a verdict never raises (a disagreement is a result, not an error).
+
+    Args:
+        notebook: the notebook's name (``02_high_norm_tokens``).
+        key: the dotted key of its results ``numbers`` (``outliers.outlier_pct``).
+        value: ours: a number, or ``{"skipped": why}``, or None/NaN (not measured).
+        model: the zoo key of the model ``value`` is about.
+        random_weights: True in smoke runs: every verdict is then "not run here".
+        profile: the run's profile (named in the reasons).
+        path: another data file (tests).
+
+    Returns:
+        one :class:`Verdict` per entry with that notebook and key (empty when the data file has none).
+    """
+    ours, absent = _as_ours(value)
+    return [judge(n, ours, absent=absent, model=model, random_weights=random_weights, profile=profile)
+            for n in paper_numbers(path) if n.notebook == notebook and n.key == key]
+
+
+def _as_ours(value: Any) -> tuple[float | None, str | None]:
+    """``(finite number, None)`` or ``(None, why not)``."""
+    if isinstance(value, dict) and isinstance(value.get("skipped"), str):
+        return None, f"skipped: {value['skipped']}"
+    if hasattr(value, "item") and not isinstance(value, (list, dict)):
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None, f"ours is {value!r}, not a number"
+    if not math.isfinite(value):
+        return None, f"ours is {value!r}, not a finite number"
+    return float(value), None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Formatting (shared by verdicts and the report)
+# ---------------------------------------------------------------------------------------------------
+def _decimals(x: float) -> int:
+    text = repr(float(x))
+    return 0 if text.endswith(".0") else len(text.split(".")[1]) if "." in text and "e" not in text else 3
+
+
+def fmt(x: float | None, n: PaperNumber, *, signed: bool = False) -> str:
+    """Format like the paper's value (its number of decimals, at least one for non-integers)."""
+    if x is None:
+        return "—"
+    d = max(_decimals(n.value) if n.value is not None else 2, _decimals(n.tolerance) if n.tolerance else 0)
+    if d == 0 and float(x) != round(float(x)):
+        d = 1
+    return f"{x:+.{d}f}" if signed else f"{x:.{d}f}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Readers for the notebooks (were lost.paper_table3 and registers.paper_unreleased_register_models)
+# ---------------------------------------------------------------------------------------------------
+def table3() -> dict[str, dict[str, float]]:
+    """Table 3 (LOST CorLoc) rows of the data file; notebook 08 draws them beside ours.
+
+    Returns:
+        row label -> ``{"voc07": .., "voc12": .., "coco20k": ..}``: the paper's own models
+        (``paper: DINOv2-L``, ``paper: DINOv2-L +reg``, DeiT-III, OpenCLIP, DINO ViT-S/16) and [TTR]'s
+        measurements of the public DINOv2-L pair (``[TTR]: dinov2_l``, ``[TTR]: dinov2_l_reg``).
+    """
+    names = {"dinov2": "DINOv2-L", "deit3": "DeiT-III B", "openclip": "OpenCLIP B/16"}
+    rows: dict[str, dict[str, float]] = {}
+    for e in paper_numbers():
+        parts = e.id.split(".")
+        if parts[:2] == ["F8", "table3"] and len(parts) == 5 and parts[4] in _TABLE3_DATASETS:
+            label, dataset = f"paper: {names.get(parts[2], parts[2])}{' +reg' if parts[3] == 'reg' else ''}", parts[4]
+        elif parts[:2] == ["F8", "table3"] and len(parts) == 4:  # DINO v1 reference row
+            label, dataset = "paper: DINO ViT-S/16", parts[3]
+        elif parts[:3] == ["F8", "ttr", "lost"] and len(parts) == 5:
+            label, dataset = f"[TTR]: {parts[4]}", parts[3]
+        else:
+            continue
+        rows.setdefault(label, {})[dataset] = float(e.value)
+    return rows
+
+
+def unreleased_register_models() -> list[dict[str, Any]]:
+    """The paper's numbers for the register models that were never released (DeiT-III, OpenCLIP).
+
+    Paper: Table 2 and Table 3 (rows whose ``reproducible`` is false); notebook 07 quotes them.
+    """
+    return [{"id": e.id, "source": e.source, "what": e.what, "value": e.value, "model": e.model}
+            for e in paper_numbers()
+            if e.reproducible is False and any(f in e.id for f in (".deit3.", ".openclip."))]
