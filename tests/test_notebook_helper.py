@@ -57,3 +57,14 @@ def test_figure_names_carry_the_notebook_number(tmp_path):
     run = notebook.start(NAME, _namespace(output_dir=str(tmp_path)))
     with pytest.raises(ValueError, match="notebook number"):
         run.save_figure(object(), "norms")
+
+
+def test_check_prints_the_papers_verdict_and_records_it(tmp_path, capsys):
+    run = notebook.start(NAME, _namespace(output_dir=str(tmp_path)))
+    far = run.check("outliers.outlier_pct", 40.0, model="dinov2_g")  # the paper: 2.37 %
+    assert far and all(v.status == "differs" for v in far)
+    near = run.check("outliers.outlier_pct", 2.4, model="dinov2_g")
+    assert any(v.status == "reproduced" for v in near)
+    assert "F2.outlier_pct.dinov2_g" in capsys.readouterr().out
+    record = json.loads(run.save({"outliers": {"outlier_pct": 2.4, "model": "dinov2_g"}}).read_text())
+    assert [v["status"] for v in record["numbers"]["verdicts"]][: len(far)] == ["differs"] * len(far)

@@ -101,7 +101,7 @@ class NotebookRun:
         """
         from vitreg.paper import check
 
-        verdicts = check(self.name, key, value, model=model, random_weights=self.random_weights)
+        verdicts = check(self.name, key, value, model=model, random_weights=self.random_weights, profile=self.profile)
         for v in verdicts:
             print(v)
         self.verdicts.extend(verdicts)
@@ -126,7 +126,8 @@ class NotebookRun:
         if self.skipped:
             record["skipped"] = list(dict.fromkeys([*record.get("skipped", []), *self.skipped]))
         if self.verdicts:
-            record["verdicts"] = [v.to_dict() for v in self.verdicts]
+            record["verdicts"] = [{"id": v.id, "status": v.status, "ours": v.ours, "paper": v.paper, "rule": v.rule}
+                                 for v in self.verdicts]
         if self.planted_checks:
             record["planted_checks"] = dict(self.planted_checks)
         path = save_results(self.name, record, models=models, params=self.params, output_dir=self.output_dir)
