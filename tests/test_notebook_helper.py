@@ -68,3 +68,10 @@ def test_check_prints_the_papers_verdict_and_records_it(tmp_path, capsys):
     assert "F2.outlier_pct.dinov2_g" in capsys.readouterr().out
     record = json.loads(run.save({"outliers": {"outlier_pct": 2.4, "model": "dinov2_g"}}).read_text())
     assert [v["status"] for v in record["numbers"]["verdicts"]][: len(far)] == ["differs"] * len(far)
+
+
+def test_a_broken_code_invariant_fails_the_notebook(tmp_path):
+    run = notebook.start(NAME, _namespace(output_dir=str(tmp_path)))
+    assert run.require("attention recomputed == explicit", True)
+    with pytest.raises(notebook.CodeCheckFailed, match="explicit"):
+        run.require("attention recomputed == explicit", False)

@@ -14,8 +14,8 @@ does, seeds torch and prints one line on what runs. The returned :class:`Noteboo
 * records skipped parts with their reason (:meth:`NotebookRun.skip`),
 * prints the verdict of each claim through :mod:`vitreg.paper` (:meth:`NotebookRun.check`), the same
   rule the report applies, so a notebook and the report cannot disagree; a verdict never stops a run,
-* and fails loudly when a PLANTED ground truth is missed (:meth:`NotebookRun.expect_planted`): that is a
-  bug in the analysis code, not a scientific disagreement.
+* and fails loudly when a PLANTED ground truth is missed (:meth:`NotebookRun.expect_planted`) or an
+  invariant of the code breaks (:meth:`NotebookRun.require`): those are bugs, not scientific disagreements.
 """
 
 from __future__ import annotations
@@ -29,6 +29,10 @@ from typing import Any
 
 class PlantedTruthMissed(AssertionError):
     """The analysis did not recover a ground truth that the run planted: the code is broken."""
+
+
+class CodeCheckFailed(AssertionError):
+    """An invariant of the code (not a claim of the paper) does not hold, e.g. recomputed attention differs."""
 
 
 @dataclass
@@ -114,6 +118,14 @@ class NotebookRun:
         if not ok:
             raise PlantedTruthMissed(f"{self.name}: the planted ground truth was not recovered ({what}): "
                                      "the analysis code is broken")
+        return True
+
+    def require(self, what: str, ok: bool) -> bool:
+        """An invariant of the code in every profile (e.g. recomputed == explicit attention): raise
+        :class:`CodeCheckFailed` when it does not hold. Never use it for a claim of the paper (see :meth:`check`)."""
+        print(("holds      " if ok else "BROKEN     ") + what)
+        if not ok:
+            raise CodeCheckFailed(f"{self.name}: {what} does not hold: the code is broken")
         return True
 
     def save(self, numbers: Mapping[str, Any], models: Iterable[Any] = ()) -> Path:
