@@ -62,6 +62,20 @@ class Recording:
                 getattr(self, kind)[block] = value
         self._parts.clear()
 
+    @classmethod
+    def concat(cls, recordings: Sequence[Recording]) -> Recording:
+        """One recording of several runs over consecutive batches (concatenated along the batch)."""
+        out = cls()
+        for rec in recordings:
+            for kind in ("norms", "outputs", "attn", "q", "k", "v", "mlp"):
+                for b, t in getattr(rec, kind).items():
+                    out._add(kind, b, t)
+            for kind in ("embed", "embed_pos", "final_norm"):
+                if getattr(rec, kind) is not None:
+                    out._add(kind, None, getattr(rec, kind))
+        out._finalise()
+        return out
+
     def norm_stack(self) -> torch.Tensor:
         """Norms of every recorded block, ``(L, B, T)``, in block order."""
         if not self.norms:
