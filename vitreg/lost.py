@@ -391,52 +391,6 @@ def discover(
                      boxes=out_boxes, hits=hits, names=img_names)
 
 
-def plot_discoveries(dataset: "BoxDataset", discoveries: dict[str, Discovery], indices: Sequence[int], *,
-                     setting: str = "dot+0.00", title: str = "") -> "object":
-    """Images with their ground-truth boxes (white) and each model's LOST box (green hit, red miss).
-
-    Paper: Fig. 1 / Table 3 illustrated (boxes discovered with and without registers).
-
-    Args:
-        dataset: the dataset the discoveries were computed on.
-        discoveries: row label -> :class:`Discovery` (e.g. ``{"no registers": d0, "4 registers": d4}``).
-        indices: which images (positions in the dataset) to show.
-        setting: which similarity setting's boxes to draw.
-        title: figure title (use :func:`vitreg.plots.title_for`).
-
-    Returns:
-        the matplotlib figure.
-    """
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-
-    from vitreg.plots import use_style
-
-    use_style()
-    rows = list(discoveries.items())
-    fig, axes = plt.subplots(len(rows), len(indices), figsize=(2.3 * len(indices), 2.3 * len(rows)), squeeze=False)
-    for j, idx in enumerate(indices):
-        sample = dataset[idx]
-        for i, (label, d) in enumerate(rows):
-            ax = axes[i, j]
-            ax.imshow(sample.image)
-            for g in sample.boxes:
-                ax.add_patch(Rectangle((g[0], g[1]), g[2] - g[0], g[3] - g[1], fill=False, ec="white", lw=1.2, ls="--"))
-            b, hit = d.boxes[setting][idx], bool(d.hits[setting][idx])
-            ax.add_patch(Rectangle((b[0], b[1]), b[2] - b[0], b[3] - b[1], fill=False,
-                                   ec="lime" if hit else "red", lw=2))
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if j == 0:
-                ax.set_ylabel(label)
-            if i == 0:
-                ax.set_title(sample.name, fontsize=7)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
 # --- the paper's Table 3, and ours beside it ------------------------------------------------------
 TABLE3_DATASETS = ("voc07", "voc12", "coco20k")
 
@@ -472,45 +426,6 @@ def model_role(key: str, registers: int, family: str) -> str:
     if family == "dinov2":
         return "reg" if registers else "no_reg"
     return {"dino": "dino", "deit3": "deit3", "clip": "clip"}.get(family, key)
-
-
-def plot_corloc(table: dict[str, dict[str, float]], reference: dict[str, dict[str, float]], *, title: str = "") -> Any:
-    """Bars: our CorLoc per model and dataset; black ticks: the reference value for that model (paper / [TTR]).
-
-    Paper: Table 3.
-
-    Args:
-        table: our rows, model label -> dataset -> CorLoc (%); missing datasets are left out.
-        reference: OUR row label -> dataset -> reference CorLoc (%) to mark on that bar.
-    """
-    import matplotlib.pyplot as plt
-
-    from vitreg.plots import use_style
-
-    use_style()
-    datasets = [d for d in TABLE3_DATASETS + ("synthetic",) if any(d in r for r in table.values())]
-    nd = max(1, len(datasets))
-    fig, ax = plt.subplots(figsize=(2.0 + 0.5 * len(table) * nd, 3.4))
-    width = 0.8 / nd
-    labelled = False
-    for j, d in enumerate(datasets):
-        xs = [i + (j - (nd - 1) / 2) * width for i in range(len(table))]
-        ax.bar(xs, [r.get(d, float("nan")) for r in table.values()], width=width * 0.95, label=d)
-        for x, row in zip(xs, table):
-            ref = reference.get(row, {}).get(d)
-            if ref is not None:
-                ax.plot([x - width / 2, x + width / 2], [ref, ref], color="k", lw=2,
-                        label=None if labelled else "reference (paper / [TTR])")
-                labelled = True
-    ax.set_xticks(range(len(table)), list(table), rotation=20, ha="right")
-    ax.set_ylabel("CorLoc (%)")
-    ax.set_ylim(0, 100)
-    ax.legend(fontsize=7, ncol=nd + 1)
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    return fig
-
 
 
 def planted_corloc(n_images: int = 32, grid: tuple[int, int] = (14, 14), *, num_reg: int = 4,

@@ -6,7 +6,7 @@ different objects) and App. D.3 Fig. 16 (averaged over images: one register favo
 the upper part; large support like [CLS]). Used in notebook 07.
 
 The attention maps themselves come from :mod:`vitreg.attention` and the norms from
-:mod:`vitreg.capture`; this module turns them into numbers and figures.
+:mod:`vitreg.capture`; this module turns them into numbers (the figures are in :mod:`vitreg.plots`).
 """
 
 from __future__ import annotations
@@ -217,81 +217,6 @@ def flops_overhead_pct(without: "LoadedModel", with_reg: "LoadedModel") -> float
         raise ValueError("compare the two models at the same image size")
     a, b = forward_flops(without), forward_flops(with_reg)
     return 100.0 * (b - a) / a
-
-
-# --- figures -----------------------------------------------------------------------------------
-def plot_norm_distributions(pairs: dict[str, tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]], *,
-                            threshold: float | None = None, title: str = "") -> Any:
-    """One column per model pair: norm histograms without (top) and with registers (bottom).
-
-    Paper: Fig. 7 / App. D.1 Fig. 15 (patch, [CLS] and register norms side by side).
-
-    Args:
-        pairs: label (``"ViT-L"``) -> (norms_by_kind without registers, norms_by_kind with registers).
-        threshold: draw the outlier cut-off (150 for DINOv2).
-        title: figure title (use :func:`vitreg.plots.title_for`).
-    """
-    import matplotlib.pyplot as plt
-
-    from vitreg.plots import use_style
-
-    use_style()
-    fig, axes = plt.subplots(2, len(pairs), figsize=(3.2 * len(pairs), 5.0), squeeze=False)
-    for j, (label, (no_reg, reg)) in enumerate(pairs.items()):
-        for i, (kinds, sub) in enumerate(((no_reg, "no registers"), (reg, "4 registers"))):
-            ax = axes[i, j]
-            hi = max(float(v.max()) for v in kinds.values()) * 1.05
-            bins = np.linspace(0, hi, 60)
-            ax.hist(kinds["patch"].numpy(), bins=bins, density=True, color="0.6", label="patches")
-            for name, v in kinds.items():
-                if name == "patch":
-                    continue
-                ax.hist(v.numpy(), bins=bins, density=True, histtype="step", lw=1.5, label=name)
-            if threshold is not None:
-                ax.axvline(threshold, color="k", ls=":", lw=1)
-            ax.set_yscale("log")
-            ax.set_title(f"{label}, {sub}")
-            ax.set_xlabel("token norm (pre final LayerNorm)")
-            if j == 0:
-                ax.set_ylabel("density (log)")
-            ax.legend(fontsize=6)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def plot_mean_maps(summaries: dict[str, dict[str, dict]], *, title: str = "") -> Any:
-    """Mean attention maps of [CLS] and each register over images, one row per model (Fig. 16).
-
-    Args:
-        summaries: model label -> :func:`prefix_attention_summary` output.
-    """
-    import matplotlib.pyplot as plt
-
-    from vitreg.plots import use_style
-
-    use_style()
-    ncol = max(len(s) for s in summaries.values())
-    fig, axes = plt.subplots(len(summaries), ncol, figsize=(2.1 * ncol, 2.3 * len(summaries)), squeeze=False)
-    for i, (label, summ) in enumerate(summaries.items()):
-        for j in range(ncol):
-            ax = axes[i, j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if j >= len(summ):
-                ax.axis("off")
-                continue
-            name, s = list(summ.items())[j]
-            ax.imshow(s["mean_map"].numpy(), cmap="inferno")
-            ax.set_title(f"{name}: border {s['border']:.0f}% (unif. {s['border_uniform']:.0f}%)\n"
-                         f"top {s['top']:.0f}%, support {s['support']:.0f}%", fontsize=6)
-            if j == 0:
-                ax.set_ylabel(label)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
 
 
 def paper_unreleased_register_models() -> list[dict[str, Any]]:
