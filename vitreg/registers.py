@@ -285,32 +285,3 @@ def model_summary(norms: torch.Tensor, attn: torch.Tensor, layout: TokenLayout, 
     out["attention"] = {k: {m: v for m, v in s.items() if m != "mean_map"} for k, s in summ.items()}
     out["mean_maps"] = {k: s["mean_map"] for k, s in summ.items()}
     return out
-
-
-def smoke_plant(loaded: "LoadedModel", n_images: int, *, seed: int = 0, norms: Sequence[float] = (200, 300, 450, 600),
-                outlier_pct: float = 2.0) -> Any:
-    """Planted ground truth for smoke runs of notebook 07 (random weights have no artifacts).
-
-    Without registers: high-norm tokens on ``outlier_pct`` % of random patches of every image. With
-    registers: register ``i`` gets a vector of norm ``norms[i]`` (the "quantised" high norms of Fig. 7) and
-    the patches stay clean. Added at the middle block's output; the residual stream carries them on.
-
-    Returns:
-        a context manager.
-    """
-    import contextlib
-
-    from vitreg.capture import plant_outliers
-    from vitreg.norms import planted
-
-    lay = loaded.layout
-    if lay.num_reg == 0:
-        gen = torch.Generator().manual_seed(seed)
-        mask = torch.rand(n_images, lay.num_patches, generator=gen) < outlier_pct / 100.0
-        mask[:, 0] = True  # at least one per image
-        return planted(loaded, mask, norm=float(max(norms)), seed=seed)
-    stack = contextlib.ExitStack()
-    for i in range(lay.num_reg):
-        stack.enter_context(plant_outliers(loaded.model, loaded.num_blocks // 2, [lay.num_cls + i],
-                                           norm=float(norms[i % len(norms)]), seed=seed + i))
-    return stack
