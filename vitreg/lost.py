@@ -282,8 +282,8 @@ def discover(
 ) -> Discovery:
     """Run LOST with ``loaded`` on every image of ``dataset`` and score CorLoc.
 
-    Paper: Table 3. One capture context per batch (hooks on the one block, removed after each batch so
-    that keys of a whole dataset never pile up in memory); LOST runs batched on the model's device.
+    Paper: Table 3. Runs over :func:`vitreg.stream.stream` (one capture per batch, so the keys of a whole
+    dataset never pile up in memory); LOST runs batched on the model's device.
 
     Args:
         loaded: the model, loaded at the square ``image_size`` to use (a multiple of its patch size).
@@ -302,10 +302,8 @@ def discover(
     Returns:
         :class:`Discovery`.
     """
-    from tqdm.auto import tqdm
-
     from vitreg.boxes import corloc_hits
-    from vitreg.capture import capture
+    from vitreg.stream import stream
 
     which = which or loaded.spec.lost_features
     if which not in ("q", "k", "v"):
@@ -321,20 +319,17 @@ def discover(
     loader = torch.utils.data.DataLoader(
         _LostImages(dataset, n, size, loaded.mean, loaded.std), batch_size=batch_size, shuffle=False,
         num_workers=num_workers, collate_fn=_collate_lost)
-    bar = tqdm(total=n, desc=f"LOST {loaded.spec.key} on {dataset.name}", unit="img", disable=not progress)
-    for x, hw, gt, batch_names in loader:
+    for batch in stream(loaded, loader, batched=True, total=n, progress=progress, qkv=[block], to=None,
+                        desc=f"LOST {loaded.spec.key} on {dataset.name}"):
+        _, hw, gt, batch_names = batch.items
         scale = patch * hw / size  # pixels of the original image per patch, (sy, sx)
-        with torch.inference_mode(), capture(loaded.model, qkv=[block]) as rec:
-            loaded.forward(x)
-        feats = patch_features(getattr(rec, which)[block], loaded.layout)
+        feats = patch_features(getattr(batch.rec, which)[block], loaded.layout)
         for name, (normalize, bias) in zip(names, settings):
             res = lost(feats, loaded.layout.grid, k_patches=k_patches, bias=bias, normalize=normalize,
                        scale=scale, image_hw=hw)
             boxes[name].append(res.boxes)
         gts.extend(gt)
         img_names.extend(batch_names)
-        bar.update(len(batch_names))
-    bar.close()
     out_boxes = {k: torch.cat(v).numpy() if v else np.zeros((0, 4)) for k, v in boxes.items()}
     hits = {k: corloc_hits(b, gts) for k, b in out_boxes.items()}
     return Discovery(dataset=dataset.name, model=loaded.spec.key, settings=list(settings),
