@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from vitreg import attention
+from vitreg import attention, planting
 from vitreg.tokens import TokenLayout
 
 
@@ -20,7 +20,7 @@ def test_planted_peak_found_for_cls_and_registers(num_reg):
     attn = _attn(layout)
     pos = torch.tensor([0, 13, 41, 20])
     for token in attention.prefix_names(layout):
-        planted = attention.plant_attention_peak(attn, layout, pos, token=token, mass=0.5)
+        planted = planting.attention_peak(attn, layout, pos, token=token, mass=0.5)
         assert torch.allclose(planted.sum(-1), torch.ones(()))
         maps = attention.attention_maps(planted, layout, token=token)
         assert maps.shape == (4, 6, 7)
@@ -35,7 +35,7 @@ def test_planted_peak_found_for_cls_and_registers(num_reg):
 def test_registers_rows_are_distinct():
     layout = TokenLayout(1, 4, (5, 5))
     attn = _attn(layout)
-    planted = attention.plant_attention_peak(attn, layout, torch.tensor([3, 3, 3, 3]), token="reg2", mass=0.9)
+    planted = planting.attention_peak(attn, layout, torch.tensor([3, 3, 3, 3]), token="reg2", mass=0.9)
     assert attention.top_share(attention.attention_maps(planted, layout, token="reg2"), top_frac=0.04).min() > 0.8
     assert attention.top_share(attention.attention_maps(planted, layout, token="cls"), top_frac=0.04).max() < 0.2
     assert attention.prefix_row(layout, "reg2") == 3
@@ -77,7 +77,7 @@ def test_planted_peak_in_one_head_only():
 
 def test_mask_share_and_summary():
     layout = TokenLayout(1, 0, (4, 4))
-    attn = attention.plant_attention_peak(_attn(layout), layout, torch.tensor([5, 5, 5, 5]), mass=0.7)
+    attn = planting.attention_peak(_attn(layout), layout, torch.tensor([5, 5, 5, 5]), mass=0.7)
     maps = attention.attention_maps(attn, layout)
     outliers = torch.zeros(4, 16, dtype=torch.bool)
     outliers[:, 5] = True

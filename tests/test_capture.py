@@ -1,4 +1,4 @@
-"""Capture: recomputed attention vs the explicit softmax path, planted outliers, hook hygiene, batches."""
+"""Capture: recomputed attention vs the explicit softmax path, hook hygiene, batches (planting: test_planting)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import small_vit
-from vitreg.capture import capture, explicit_attention, plant_outliers, plant_outliers_per_image
+from vitreg.capture import capture, explicit_attention
 from vitreg.tokens import TokenLayout
 
 
@@ -42,33 +42,6 @@ def model_patch(key: str) -> int:
     return get_spec(key).patch_size
 
 
-def test_planted_outliers_are_found_exactly_from_their_block_on():
-    """High-norm vectors added at block 3 on known patches: those patches, and only those, from block 3 on."""
-    model = small_vit("dinov2_s_reg", depth=6, image_size=112)
-    layout = TokenLayout.from_model(model, (112, 112))
-    planted = [layout.num_prefix + i for i in (0, 9, 40, 63)]
-    with torch.inference_mode(), plant_outliers(model, 3, planted, norm=500.0), capture(model, norms="all") as rec:
-        model.forward_features(torch.randn(2, 3, 112, 112))
-    norms = rec.norm_stack()  # (L, B, T)
-    assert norms.shape == (6, 2, layout.num_tokens)
-    for b in range(6):
-        found = {int(t) for t in (norms[b, 0] > 150).nonzero().flatten()}
-        assert found == (set(planted) if b >= 3 else set()), b
-        assert torch.equal(norms[b, 0] > 150, norms[b, 1] > 150)  # every image in the batch
-
-
-def test_per_image_planting_follows_images_across_batches():
-    model = small_vit("dinov2_s", depth=2, image_size=56)
-    layout = TokenLayout.from_model(model, (56, 56))
-    plan = [[layout.num_prefix + i] for i in range(5)]  # image i: patch i
-    with torch.inference_mode(), plant_outliers_per_image(model, 0, plan, norm=400.0), capture(model, norms=[-1]) as rec:
-        for chunk in torch.randn(5, 3, 56, 56).split(2):
-            model.forward_features(chunk)
-    patches = layout.patches(rec.norms[-1])
-    assert patches.shape == (5, layout.num_patches)
-    assert patches.argmax(dim=1).tolist() == [0, 1, 2, 3, 4]
-
-
 def test_hooks_are_removed_on_exit_and_on_exceptions():
     model = small_vit("dinov2_s_reg", depth=2, image_size=56)
     before = _hooks(model)
@@ -76,7 +49,7 @@ def test_hooks_are_removed_on_exit_and_on_exceptions():
         assert _hooks(model) > before
     assert _hooks(model) == before
     with pytest.raises(RuntimeError, match="boom"):
-        with capture(model, norms="all", attn="all"), plant_outliers(model, 0, [5]):
+        with capture(model, norms="all", attn="all"):
             raise RuntimeError("boom")
     assert _hooks(model) == before
     with pytest.raises(IndexError, match="2 blocks"):

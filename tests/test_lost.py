@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from vitreg.boxes import corloc
-from vitreg.lost import (discover, lost, mask_to_box, patch_features, planted_corloc,
-                         planted_feature_maps, seed_component)
+from vitreg.lost import discover, lost, mask_to_box, patch_features, planted_corloc, seed_component
+from vitreg.planting import planted_feature_maps
 from vitreg.tokens import TokenLayout
 
 GRID = (12, 14)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from vitreg import norms
+from vitreg import norms, planting
 
 
 def _tokens(b=6, n=64, d=32, seed=0):
@@ -20,9 +20,9 @@ def test_token_norms_match_definition():
 
 def test_planted_outliers_found_exactly_absolute_and_relative():
     x = _tokens()
-    truth = norms.random_outlier_mask(6, (8, 8), fraction=0.03, seed=1)
+    truth = planting.random_outlier_mask(6, (8, 8), fraction=0.03, seed=1)
     assert truth.any()
-    planted = norms.plant_outliers(x, truth, norm=400.0)
+    planted = planting.scale_tokens(x, truth, norm=400.0)
     n = norms.token_norms(planted)
     assert torch.equal(norms.outlier_mask(n, threshold=150.0), truth)
     assert torch.equal(norms.outlier_mask(n, threshold=None, k_std=3.0), truth)
@@ -44,7 +44,7 @@ def test_threshold_relative_rule():
 
 
 def test_fraction_ci_covers_truth_and_shrinks():
-    truth = norms.random_outlier_mask(400, (10, 10), fraction=0.025, seed=3)
+    truth = planting.random_outlier_mask(400, (10, 10), fraction=0.025, seed=3)
     ci = norms.outlier_fraction(truth, n_boot=500)
     assert ci.low <= ci.fraction <= ci.high
     assert ci.low < 0.025 < ci.high
@@ -67,7 +67,7 @@ def test_fraction_rejects_flat_mask():
 def test_block_statistics_find_planted_emergence():
     # 10 blocks; outliers planted from block 6 on
     base = torch.rand(10, 8, 49) * 50
-    truth = norms.random_outlier_mask(8, (7, 7), fraction=0.05, seed=2)
+    truth = planting.random_outlier_mask(8, (7, 7), fraction=0.05, seed=2)
     stack = base.clone()
     stack[6:, truth] = 300.0
     frac = norms.block_outlier_fractions(stack, threshold=150.0)
@@ -94,14 +94,14 @@ def test_frequency_map_border_and_stripes():
     h, w = 8, 10
     bias = torch.ones(w)
     bias[[2, 5, 8]] = 20.0
-    mask = norms.random_outlier_mask(500, (h, w), fraction=0.02, seed=0, column_bias=bias)
+    mask = planting.random_outlier_mask(500, (h, w), fraction=0.02, seed=0, column_bias=bias)
     freq = norms.outlier_frequency_map(mask, (h, w))
     assert freq.shape == (h, w)
     cols = freq.mean(0)
     assert set(cols.topk(3).indices.tolist()) == {2, 5, 8}
     assert norms.stripe_index(freq) > 3
     # control: no bias -> no stripes
-    plain = norms.outlier_frequency_map(norms.random_outlier_mask(500, (h, w), fraction=0.1, seed=1), (h, w))
+    plain = norms.outlier_frequency_map(planting.random_outlier_mask(500, (h, w), fraction=0.1, seed=1), (h, w))
     assert norms.stripe_index(plain) < 2.5
     border = torch.zeros(h, w)
     border[0] = border[-1] = 0.2
@@ -117,22 +117,23 @@ def test_frequency_map_rejects_wrong_grid():
 
 def test_planted_high_norm_tokens_found_exactly_in_random_timm_model():
     """End to end: plant outliers inside a real (random-init) DINOv2 at block 6, find them at the output."""
-    from vitreg.capture import capture, plant_outliers_per_image
+    from vitreg.capture import capture
+    from vitreg.planting import planted_outliers_per_image
     from vitreg.weights import load_model
 
     loaded = load_model("dinov2_s", pretrained=False, image_size=112)
     layout = loaded.layout
-    truth = norms.random_outlier_mask(3, layout.grid, fraction=0.05, seed=4)
+    truth = planting.random_outlier_mask(3, layout.grid, fraction=0.05, seed=4)
     truth[0, 0] = True  # every image has at least one
-    tokens = norms.mask_to_tokens(truth, layout.num_prefix)
+    tokens = planting.mask_to_tokens(truth, layout.num_prefix)
     assert tokens[0][0] == layout.num_prefix
     x = torch.randn(3, 3, 112, 112, generator=torch.Generator().manual_seed(0))
-    with plant_outliers_per_image(loaded.model, 6, tokens, norm=1000.0), capture(loaded.model, norms=[-1]) as rec:
+    with planted_outliers_per_image(loaded.model, 6, tokens, norm=1000.0), capture(loaded.model, norms=[-1]) as rec:
         loaded.forward(x)
-    with norms.planted(loaded, truth, norm=1000.0), capture(loaded.model, norms=[-1]) as rec2:
+    with planting.planted(loaded, truth, norm=1000.0), capture(loaded.model, norms=[-1]) as rec2:
         loaded.forward(x[:2])  # two forward calls: the mask is consumed image after image
         loaded.forward(x[2:])
-    with norms.planted(loaded, None), capture(loaded.model, norms=[-1]) as clean:
+    with planting.planted(loaded, None), capture(loaded.model, norms=[-1]) as clean:
         loaded.forward(x)
     assert not norms.outlier_mask(layout.patches(clean.norms[-1]), threshold=150.0).any()
     assert torch.equal(norms.outlier_mask(layout.patches(rec2.norms[-1]), threshold=150.0), truth)
@@ -150,5 +151,5 @@ def test_statistics_stay_on_the_input_device():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_fraction_ci_of_a_gpu_mask():
-    truth = norms.random_outlier_mask(50, (6, 6), fraction=0.1, seed=0)
+    truth = planting.random_outlier_mask(50, (6, 6), fraction=0.1, seed=0)
     assert norms.outlier_fraction(truth.cuda(), n_boot=100).fraction == norms.outlier_fraction(truth, n_boot=100).fraction

@@ -17,24 +17,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from vitreg.tokens import TokenLayout
-
-
-def prefix_names(layout: TokenLayout) -> list[str]:
-    """Names of the prefix rows in order: ``["cls", "reg0", ...]`` (the query rows of :func:`attention_maps`)."""
-    return layout.kinds()[: layout.num_prefix]
-
-
-def prefix_row(layout: TokenLayout, token: int | str = "cls") -> int:
-    """Row index of a prefix token given as an index or a name (``"cls"``, ``"reg2"``)."""
-    names = prefix_names(layout)
-    if isinstance(token, str):
-        if token not in names:
-            raise ValueError(f"token {token!r} is not a prefix token of this layout; choose one of {names}")
-        return names.index(token)
-    if not 0 <= token < layout.num_prefix:
-        raise ValueError(f"prefix row {token} out of range: this layout has {layout.num_prefix} prefix tokens {names}")
-    return int(token)
+from vitreg.tokens import TokenLayout, prefix_names, prefix_row  # noqa: F401  (prefix_*: re-exported, they live in tokens)
 
 
 def attention_maps(attn: torch.Tensor, layout: TokenLayout, *, token: int | str = "cls",
@@ -179,29 +162,6 @@ def artifact_scores(maps: torch.Tensor, *, top_frac: float = 0.02,
         share = mask_share(maps, outliers)
         out["outlier_share_mean"] = float(share.mean())
         out["outlier_fraction"] = float(outliers.float().mean())
-    return out
-
-
-def plant_attention_peak(attn: torch.Tensor, layout: TokenLayout, positions: torch.Tensor, *,
-                         token: int | str = "cls", mass: float = 0.8) -> torch.Tensor:
-    """Move ``mass`` of one prefix row's attention onto one patch per image: planted ground truth.
-
-    Args:
-        attn: ``(B, heads, rows, T)`` attention probabilities.
-        layout: the token layout.
-        positions: ``(B,)`` patch indices (row-major) to receive the peak.
-        token: which prefix row.
-        mass: share of the row's probability moved onto the patch, in every head.
-
-    Returns:
-        a new attention tensor whose rows still sum to 1.
-    """
-    out = attn.clone().float()
-    row = prefix_row(layout, token)
-    cols = layout.num_prefix + positions.long()
-    out[:, :, row] *= 1 - mass
-    b = torch.arange(attn.shape[0])
-    out[b, :, row, cols] += mass
     return out
 
 

@@ -38,6 +38,7 @@ from typing import Literal, Protocol, Sequence
 
 import numpy as np
 import torch
+import torchvision
 from PIL import Image
 
 from vitreg.paths import data_root
@@ -98,13 +99,8 @@ def box_iou(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> torch
     b_t = torch.as_tensor(np.asarray(b, dtype=np.float64)).reshape(-1, 4)
     if ((a_t[:, 2:] < a_t[:, :2]).any()) or ((b_t[:, 2:] < b_t[:, :2]).any()):
         raise ValueError("boxes must be (x0, y0, x1, y1) with x1 >= x0 and y1 >= y0")
-    lt = torch.maximum(a_t[:, None, :2], b_t[None, :, :2])
-    rb = torch.minimum(a_t[:, None, 2:], b_t[None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    area_a = (a_t[:, 2:] - a_t[:, :2]).prod(-1)
-    area_b = (b_t[:, 2:] - b_t[:, :2]).prod(-1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
+    # torchvision divides by the union in float64 here (IoU exactly 0.5 stays 0.5); 0/0 for empty boxes -> 0
+    return torch.nan_to_num(torchvision.ops.box_iou(a_t, b_t), nan=0.0)
 
 
 def corloc_hits(pred: torch.Tensor | np.ndarray, gt: Sequence[np.ndarray | torch.Tensor],

@@ -62,6 +62,20 @@ class Recording:
                 getattr(self, kind)[block] = value
         self._parts.clear()
 
+    @classmethod
+    def concat(cls, recordings: Sequence[Recording]) -> Recording:
+        """One recording of several runs over consecutive batches (concatenated along the batch)."""
+        out = cls()
+        for rec in recordings:
+            for kind in ("norms", "outputs", "attn", "q", "k", "v", "mlp"):
+                for b, t in getattr(rec, kind).items():
+                    out._add(kind, b, t)
+            for kind in ("embed", "embed_pos", "final_norm"):
+                if getattr(rec, kind) is not None:
+                    out._add(kind, None, getattr(rec, kind))
+        out._finalise()
+        return out
+
     def norm_stack(self) -> torch.Tensor:
         """Norms of every recorded block, ``(L, B, T)``, in block order."""
         if not self.norms:
@@ -231,50 +245,3 @@ def explicit_attention(model: nn.Module, blocks: Blocks = "all") -> Iterator[dic
             h.remove()
         for b, fused in saved.items():
             model.blocks[b].attn.fused_attn = fused
-
-
-@contextmanager
-def plant_outliers(model: nn.Module, block: int, tokens: Sequence[int], *, norm: float = 1000.0,
-                   seed: int = 0) -> Iterator[torch.Tensor]:
-    """Add a high-norm vector to ``tokens`` at the output of ``block`` (every image in the batch).
-
-    A planted ground truth for tests and smoke runs of random-weight models, which have no artifacts of
-    their own: the residual stream carries the vector to every later block. Yields the planted vector.
-
-    Args:
-        tokens: token indices in the full sequence (prefix included); or use ``plant_outliers_per_image``.
-    """
-    with plant_outliers_per_image(model, block, [list(tokens)], norm=norm, seed=seed, broadcast=True) as vec:
-        yield vec
-
-
-@contextmanager
-def plant_outliers_per_image(model: nn.Module, block: int, tokens: Sequence[Sequence[int]], *, norm: float = 1000.0,
-                             seed: int = 0, broadcast: bool = False) -> Iterator[torch.Tensor]:
-    """Like :func:`plant_outliers`, with a different token set for each image of the batch, in order.
-
-    With several forward calls the lists are consumed batch after batch (image ``i`` of the whole run
-    gets ``tokens[i]``), unless ``broadcast`` (one list for every image).
-    """
-    depth = len(model.blocks)
-    (b,) = resolve_blocks(block, depth)
-    dim = model.blocks[b].norm1.normalized_shape[0]
-    gen = torch.Generator().manual_seed(seed)
-    vec = torch.randn(dim, generator=gen)
-    vec = vec / vec.norm() * norm
-    seen = [0]
-
-    def hook(_m: nn.Module, _args: tuple, out: torch.Tensor) -> torch.Tensor:
-        out = out.clone()
-        for i in range(out.shape[0]):
-            idx = tokens[0] if broadcast else tokens[seen[0] + i]
-            if len(idx):
-                out[i, list(idx)] += vec.to(out.device, out.dtype)
-        seen[0] += out.shape[0]
-        return out
-
-    handle = model.blocks[b].register_forward_hook(hook)
-    try:
-        yield vec
-    finally:
-        handle.remove()

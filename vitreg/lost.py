@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal, Sequence
 import numpy as np
 import torch
 
+from vitreg.planting import planted_feature_maps, planted_objects
 from vitreg.tokens import TokenLayout
 
 if TYPE_CHECKING:
@@ -202,56 +203,6 @@ def patch_features(tokens: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
     return layout.patches(tokens)
 
 
-# --- planted ground truth (tests and smoke runs) -------------------------------------------------
-def planted_feature_maps(
-    boxes_patch: torch.Tensor | Sequence[Sequence[int]],
-    grid: tuple[int, int],
-    *,
-    dim: int = 32,
-    noise: float = 0.1,
-    num_prefix: int = 0,
-    artifact: Sequence[int] | None = None,
-    seed: int = 0,
-) -> torch.Tensor:
-    """Synthetic token features with a planted object: what LOST must find.
-
-    Background patches share one direction, object patches another (negatively correlated with the
-    background), both with a little noise: the object patches are mutually similar and distinct from
-    the rest, as the features of a self-supervised ViT are. Prefix tokens (random, large) can be put in
-    front to check that they are sliced off.
-
-    Args:
-        boxes_patch: ``(B, 4)`` object boxes ``(x0, y0, x1, y1)`` in patch units, end exclusive.
-        grid: ``(h, w)``.
-        dim: feature width.
-        noise: per-entry Gaussian noise (relative to unit-norm directions).
-        num_prefix: number of [CLS]/register tokens to put in front (given huge norms).
-        artifact: optional ``(B,)`` patch index per image turned into an "artifact": a token pointing
-            in its own direction, dissimilar to everything (what a high-norm outlier looks like to LOST).
-        seed: random seed.
-
-    Returns:
-        ``(B, num_prefix + h * w, dim)`` float32.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    boxes = torch.as_tensor(np.asarray(boxes_patch, dtype=np.int64)).reshape(-1, 4)
-    b, (h, w) = len(boxes), grid
-    basis = torch.linalg.qr(torch.randn(dim, 4, generator=gen)).Q.T  # 4 orthonormal directions
-    bg_dir, obj_dir, art_dir = basis[0], basis[1] - 0.5 * basis[0], basis[2] - 0.5 * basis[0] - 0.5 * basis[1]
-    x = bg_dir.repeat(b, h, w, 1)
-    for i, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
-        x[i, y0:y1, x0:x1] = obj_dir
-    x = x + noise * torch.randn(b, h, w, dim, generator=gen)
-    x = x.reshape(b, h * w, dim)
-    if artifact is not None:
-        idx = torch.as_tensor(list(artifact)).reshape(b)
-        x[torch.arange(b), idx] = 10.0 * art_dir
-    if num_prefix:
-        prefix = 100.0 * torch.randn(b, num_prefix, dim, generator=gen)
-        x = torch.cat([prefix, x], dim=1)
-    return x
-
-
 # --- LOST over a dataset (notebook 08) -----------------------------------------------------------
 @dataclass
 class Discovery:
@@ -331,8 +282,8 @@ def discover(
 ) -> Discovery:
     """Run LOST with ``loaded`` on every image of ``dataset`` and score CorLoc.
 
-    Paper: Table 3. One capture context per batch (hooks on the one block, removed after each batch so
-    that keys of a whole dataset never pile up in memory); LOST runs batched on the model's device.
+    Paper: Table 3. Runs over :func:`vitreg.stream.stream` (one capture per batch, so the keys of a whole
+    dataset never pile up in memory); LOST runs batched on the model's device.
 
     Args:
         loaded: the model, loaded at the square ``image_size`` to use (a multiple of its patch size).
@@ -351,10 +302,8 @@ def discover(
     Returns:
         :class:`Discovery`.
     """
-    from tqdm.auto import tqdm
-
     from vitreg.boxes import corloc_hits
-    from vitreg.capture import capture
+    from vitreg.stream import stream
 
     which = which or loaded.spec.lost_features
     if which not in ("q", "k", "v"):
@@ -370,71 +319,22 @@ def discover(
     loader = torch.utils.data.DataLoader(
         _LostImages(dataset, n, size, loaded.mean, loaded.std), batch_size=batch_size, shuffle=False,
         num_workers=num_workers, collate_fn=_collate_lost)
-    bar = tqdm(total=n, desc=f"LOST {loaded.spec.key} on {dataset.name}", unit="img", disable=not progress)
-    for x, hw, gt, batch_names in loader:
+    for batch in stream(loaded, loader, batched=True, total=n, progress=progress, qkv=[block], to=None,
+                        desc=f"LOST {loaded.spec.key} on {dataset.name}"):
+        _, hw, gt, batch_names = batch.items
         scale = patch * hw / size  # pixels of the original image per patch, (sy, sx)
-        with torch.inference_mode(), capture(loaded.model, qkv=[block]) as rec:
-            loaded.forward(x)
-        feats = patch_features(getattr(rec, which)[block], loaded.layout)
+        feats = patch_features(getattr(batch.rec, which)[block], loaded.layout)
         for name, (normalize, bias) in zip(names, settings):
             res = lost(feats, loaded.layout.grid, k_patches=k_patches, bias=bias, normalize=normalize,
                        scale=scale, image_hw=hw)
             boxes[name].append(res.boxes)
         gts.extend(gt)
         img_names.extend(batch_names)
-        bar.update(len(batch_names))
-    bar.close()
     out_boxes = {k: torch.cat(v).numpy() if v else np.zeros((0, 4)) for k, v in boxes.items()}
     hits = {k: corloc_hits(b, gts) for k, b in out_boxes.items()}
     return Discovery(dataset=dataset.name, model=loaded.spec.key, settings=list(settings),
                      corloc={k: 100.0 * float(h.mean()) if len(h) else float("nan") for k, h in hits.items()},
                      boxes=out_boxes, hits=hits, names=img_names)
-
-
-def plot_discoveries(dataset: "BoxDataset", discoveries: dict[str, Discovery], indices: Sequence[int], *,
-                     setting: str = "dot+0.00", title: str = "") -> "object":
-    """Images with their ground-truth boxes (white) and each model's LOST box (green hit, red miss).
-
-    Paper: Fig. 1 / Table 3 illustrated (boxes discovered with and without registers).
-
-    Args:
-        dataset: the dataset the discoveries were computed on.
-        discoveries: row label -> :class:`Discovery` (e.g. ``{"no registers": d0, "4 registers": d4}``).
-        indices: which images (positions in the dataset) to show.
-        setting: which similarity setting's boxes to draw.
-        title: figure title (use :func:`vitreg.plots.title_for`).
-
-    Returns:
-        the matplotlib figure.
-    """
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-
-    from vitreg.plots import use_style
-
-    use_style()
-    rows = list(discoveries.items())
-    fig, axes = plt.subplots(len(rows), len(indices), figsize=(2.3 * len(indices), 2.3 * len(rows)), squeeze=False)
-    for j, idx in enumerate(indices):
-        sample = dataset[idx]
-        for i, (label, d) in enumerate(rows):
-            ax = axes[i, j]
-            ax.imshow(sample.image)
-            for g in sample.boxes:
-                ax.add_patch(Rectangle((g[0], g[1]), g[2] - g[0], g[3] - g[1], fill=False, ec="white", lw=1.2, ls="--"))
-            b, hit = d.boxes[setting][idx], bool(d.hits[setting][idx])
-            ax.add_patch(Rectangle((b[0], b[1]), b[2] - b[0], b[3] - b[1], fill=False,
-                                   ec="lime" if hit else "red", lw=2))
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if j == 0:
-                ax.set_ylabel(label)
-            if i == 0:
-                ax.set_title(sample.name, fontsize=7)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
 
 
 # --- the paper's Table 3, and ours beside it ------------------------------------------------------
@@ -448,69 +348,22 @@ def model_role(key: str, registers: int, family: str) -> str:
     return {"dino": "dino", "deit3": "deit3", "clip": "clip"}.get(family, key)
 
 
-def plot_corloc(table: dict[str, dict[str, float]], reference: dict[str, dict[str, float]], *, title: str = "") -> Any:
-    """Bars: our CorLoc per model and dataset; black ticks: the reference value for that model (paper / [TTR]).
-
-    Paper: Table 3.
-
-    Args:
-        table: our rows, model label -> dataset -> CorLoc (%); missing datasets are left out.
-        reference: OUR row label -> dataset -> reference CorLoc (%) to mark on that bar.
-    """
-    import matplotlib.pyplot as plt
-
-    from vitreg.plots import use_style
-
-    use_style()
-    datasets = [d for d in TABLE3_DATASETS + ("synthetic",) if any(d in r for r in table.values())]
-    nd = max(1, len(datasets))
-    fig, ax = plt.subplots(figsize=(2.0 + 0.5 * len(table) * nd, 3.4))
-    width = 0.8 / nd
-    labelled = False
-    for j, d in enumerate(datasets):
-        xs = [i + (j - (nd - 1) / 2) * width for i in range(len(table))]
-        ax.bar(xs, [r.get(d, float("nan")) for r in table.values()], width=width * 0.95, label=d)
-        for x, row in zip(xs, table):
-            ref = reference.get(row, {}).get(d)
-            if ref is not None:
-                ax.plot([x - width / 2, x + width / 2], [ref, ref], color="k", lw=2,
-                        label=None if labelled else "reference (paper / [TTR])")
-                labelled = True
-    ax.set_xticks(range(len(table)), list(table), rotation=20, ha="right")
-    ax.set_ylabel("CorLoc (%)")
-    ax.set_ylim(0, 100)
-    ax.legend(fontsize=7, ncol=nd + 1)
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    return fig
-
-
-
 def planted_corloc(n_images: int = 32, grid: tuple[int, int] = (14, 14), *, num_reg: int = 4,
                    seed: int = 0) -> dict[str, float]:
     """CorLoc of LOST on planted feature maps: the mechanism behind Table 3, with a known answer.
 
-    Each image has one planted object (a block of 3-7 patches a side); the tokens carry ``1 + num_reg``
-    high-norm prefix tokens that must be sliced off. ``clean``: LOST should find every object (100).
-    ``artifact``: one background patch per image is turned into an artifact token, dissimilar to all
-    (what a high-norm outlier is to LOST): it captures the seed, and CorLoc collapses. Registers remove
-    such tokens from the patches, which is why they help LOST.
+    Each image has one planted object (a block of 3-7 patches a side, :func:`vitreg.planting.planted_objects`);
+    the tokens carry ``1 + num_reg`` high-norm prefix tokens that must be sliced off. ``clean``: LOST should
+    find every object (100). ``artifact``: one background patch per image is turned into an artifact token,
+    dissimilar to all (what a high-norm outlier is to LOST): it captures the seed, and CorLoc collapses.
+    Registers remove such tokens from the patches, which is why they help LOST.
 
     Returns:
         ``{"clean": %, "artifact": %}``.
     """
     from vitreg.boxes import corloc
 
-    rng = np.random.default_rng(seed)
-    h, w = grid
-    boxes, artifacts = [], []
-    for _ in range(n_images):
-        bh, bw = rng.integers(3, 8, size=2)
-        y0, x0 = int(rng.integers(0, h - bh + 1)), int(rng.integers(0, w - bw + 1))
-        boxes.append([x0, y0, x0 + int(bw), y0 + int(bh)])
-        free = [i for i in range(h * w) if not (y0 <= i // w < y0 + bh and x0 <= i % w < x0 + bw)]
-        artifacts.append(int(rng.choice(free)))
+    boxes, artifacts = planted_objects(n_images, grid, seed=seed)
     layout = TokenLayout(1, num_reg, grid)
     gt = np.asarray(boxes, dtype=np.float64)[:, None]
     clean = lost(patch_features(planted_feature_maps(boxes, grid, num_prefix=layout.num_prefix, seed=seed), layout), grid)

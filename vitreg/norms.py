@@ -10,11 +10,8 @@ from the histogram (dinov2 issues #293 and #373).
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
@@ -223,89 +220,6 @@ def stripe_index(freq_map: torch.Tensor) -> float:
     if row_sd == 0:
         return math.inf if col_sd > 0 else math.nan
     return col_sd / row_sd
-
-
-def plant_outliers(tokens: torch.Tensor, mask: torch.Tensor, *, norm: float = 400.0) -> torch.Tensor:
-    """Rescale the marked tokens to a given norm: planted ground truth for the smoke checks and tests.
-
-    Args:
-        tokens: ``(B, N, D)`` patch tokens.
-        mask: ``(B, N)`` bool, the tokens to turn into outliers.
-        norm: their new L2 norm (above the cut-off).
-
-    Returns:
-        a new tensor; the unmarked tokens are unchanged.
-    """
-    if mask.shape != tokens.shape[:2]:
-        raise ValueError(f"mask shape {tuple(mask.shape)} does not match tokens {tuple(tokens.shape)}")
-    scale = norm / tokens.float().norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    return torch.where(mask.unsqueeze(-1), tokens * scale.to(tokens.dtype), tokens)
-
-
-def random_outlier_mask(batch: int, grid: tuple[int, int], *, fraction: float = 0.02, seed: int = 0,
-                        column_bias: torch.Tensor | None = None) -> torch.Tensor:
-    """A random ``(B, N)`` outlier mask with about ``fraction`` of positions set: planted ground truth.
-
-    Args:
-        batch: number of images.
-        grid: ``(h, w)`` patch grid.
-        fraction: expected share of outliers.
-        seed: random seed.
-        column_bias: optional ``(w,)`` non-negative weights per column (plants App. A's stripes).
-
-    Returns:
-        bool mask ``(B, h * w)``.
-    """
-    h, w = grid
-    gen = torch.Generator().manual_seed(seed)
-    prob = torch.full((h, w), float(fraction))
-    if column_bias is not None:
-        bias = column_bias.float().reshape(1, w)
-        prob = prob * bias / bias.mean()
-    return (torch.rand(batch, h, w, generator=gen) < prob.clamp(0, 1)).reshape(batch, h * w)
-
-
-def mask_to_tokens(mask: torch.Tensor, num_prefix: int) -> list[list[int]]:
-    """Per-image token indices (prefix included) of a ``(B, N)`` patch mask.
-
-    The form that ``vitreg.capture.plant_outliers_per_image`` takes to plant high-norm tokens in a
-    random-weight model (smoke runs).
-
-    Args:
-        mask: ``(B, N)`` bool mask over patches.
-        num_prefix: ``layout.num_prefix`` (1 + R): offset of the first patch in the sequence.
-
-    Returns:
-        one list of sequence indices per image.
-    """
-    return [(num_prefix + torch.nonzero(row).flatten()).tolist() for row in mask.bool()]
-
-
-@contextlib.contextmanager
-def planted(loaded: Any, mask: torch.Tensor | None, *, block: int | None = None,
-            norm: float = 400.0, seed: int = 0) -> Iterator[None]:
-    """Plant high-norm tokens at the ``mask`` positions for every forward pass inside the block.
-
-    Smoke runs use it so that the claim checks of notebooks 02-04 run on a planted ground truth (random
-    weights have no artifacts). ``mask=None`` plants nothing (the real experiment). The tokens are added
-    at the output of ``block`` (default: the middle block) and the residual stream carries them on.
-
-    Args:
-        loaded: a :class:`vitreg.weights.LoadedModel`.
-        mask: ``(B, N)`` bool patch mask over ALL images that will be forwarded, in order; or None.
-        block: block at whose output the vector is added.
-        norm: norm of the added vector.
-        seed: seed of its direction.
-    """
-    if mask is None:
-        yield
-        return
-    from vitreg.capture import plant_outliers_per_image
-
-    block = loaded.num_blocks // 2 if block is None else block
-    tokens = mask_to_tokens(mask, loaded.layout.num_prefix)
-    with plant_outliers_per_image(loaded.model, block, tokens, norm=norm, seed=seed):
-        yield
 
 
 def _check_stack(norm_stack: torch.Tensor) -> None:

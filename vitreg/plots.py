@@ -8,7 +8,7 @@ weights says so in its title (:func:`title_for`), so no one mistakes a smoke run
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -568,4 +568,190 @@ def plot_global_probes(ours: dict[str, dict[str, dict[str, float]]], paper: dict
     gap_ax.set_xticklabels(names, rotation=30, ha="right")
     fig.suptitle(title)
     fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------
+# F7-F8: registers and LOST (notebooks 07, 08)
+# ---------------------------------------------------------------------------------------------------
+def plot_norm_distributions(pairs: dict[str, tuple[dict[str, Any], dict[str, Any]]], *,
+                            threshold: float | None = None, title: str = "") -> Any:
+    """One column per model pair: norm histograms without (top) and with registers (bottom).
+
+    Paper: Fig. 7 / App. D.1 Fig. 15 (patch, [CLS] and register norms side by side).
+
+    Args:
+        pairs: label (``"ViT-L"``) -> (norms_by_kind without registers, norms_by_kind with registers).
+        threshold: draw the outlier cut-off (150 for DINOv2).
+        title: figure title (use :func:`vitreg.plots.title_for`).
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    use_style()
+    fig, axes = plt.subplots(2, len(pairs), figsize=(3.2 * len(pairs), 5.0), squeeze=False)
+    for j, (label, (no_reg, reg)) in enumerate(pairs.items()):
+        for i, (kinds, sub) in enumerate(((no_reg, "no registers"), (reg, "4 registers"))):
+            ax = axes[i, j]
+            hi = max(float(v.max()) for v in kinds.values()) * 1.05
+            bins = np.linspace(0, hi, 60)
+            ax.hist(kinds["patch"].numpy(), bins=bins, density=True, color="0.6", label="patches")
+            for name, v in kinds.items():
+                if name == "patch":
+                    continue
+                ax.hist(v.numpy(), bins=bins, density=True, histtype="step", lw=1.5, label=name)
+            if threshold is not None:
+                ax.axvline(threshold, color="k", ls=":", lw=1)
+            ax.set_yscale("log")
+            ax.set_title(f"{label}, {sub}")
+            ax.set_xlabel("token norm (pre final LayerNorm)")
+            if j == 0:
+                ax.set_ylabel("density (log)")
+            ax.legend(fontsize=6)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_mean_maps(summaries: dict[str, dict[str, dict]], *, title: str = "") -> Any:
+    """Mean attention maps of [CLS] and each register over images, one row per model (Fig. 16).
+
+    Args:
+        summaries: model label -> :func:`vitreg.registers.prefix_attention_summary` output.
+    """
+    import matplotlib.pyplot as plt
+
+    use_style()
+    ncol = max(len(s) for s in summaries.values())
+    fig, axes = plt.subplots(len(summaries), ncol, figsize=(2.1 * ncol, 2.3 * len(summaries)), squeeze=False)
+    for i, (label, summ) in enumerate(summaries.items()):
+        for j in range(ncol):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j >= len(summ):
+                ax.axis("off")
+                continue
+            name, s = list(summ.items())[j]
+            ax.imshow(s["mean_map"].numpy(), cmap="inferno")
+            ax.set_title(f"{name}: border {s['border']:.0f}% (unif. {s['border_uniform']:.0f}%)\n"
+                         f"top {s['top']:.0f}%, support {s['support']:.0f}%", fontsize=6)
+            if j == 0:
+                ax.set_ylabel(label)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_discoveries(dataset: Any, discoveries: dict[str, Any], indices: Sequence[int], *,
+                     setting: str = "dot+0.00", title: str = "") -> Any:
+    """Images with their ground-truth boxes (white) and each model's LOST box (green hit, red miss).
+
+    Paper: Fig. 1 / Table 3 illustrated (boxes discovered with and without registers).
+
+    Args:
+        dataset: the dataset the discoveries were computed on.
+        discoveries: row label -> :class:`vitreg.lost.Discovery` (e.g. ``{"no registers": d0, "4 registers": d4}``).
+        indices: which images (positions in the dataset) to show.
+        setting: which similarity setting's boxes to draw.
+        title: figure title (use :func:`vitreg.plots.title_for`).
+
+    Returns:
+        the matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    use_style()
+    rows = list(discoveries.items())
+    fig, axes = plt.subplots(len(rows), len(indices), figsize=(2.3 * len(indices), 2.3 * len(rows)), squeeze=False)
+    for j, idx in enumerate(indices):
+        sample = dataset[idx]
+        for i, (label, d) in enumerate(rows):
+            ax = axes[i, j]
+            ax.imshow(sample.image)
+            for g in sample.boxes:
+                ax.add_patch(Rectangle((g[0], g[1]), g[2] - g[0], g[3] - g[1], fill=False, ec="white", lw=1.2, ls="--"))
+            b, hit = d.boxes[setting][idx], bool(d.hits[setting][idx])
+            ax.add_patch(Rectangle((b[0], b[1]), b[2] - b[0], b[3] - b[1], fill=False,
+                                   ec="lime" if hit else "red", lw=2))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(label)
+            if i == 0:
+                ax.set_title(sample.name, fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+
+
+def plot_corloc(table: dict[str, dict[str, float]], reference: dict[str, dict[str, float]], *, title: str = "") -> Any:
+    """Bars: our CorLoc per model and dataset; black ticks: the reference value for that model (paper / [TTR]).
+
+    Paper: Table 3.
+
+    Args:
+        table: our rows, model label -> dataset -> CorLoc (%); missing datasets are left out.
+        reference: OUR row label -> dataset -> reference CorLoc (%) to mark on that bar.
+    """
+    import matplotlib.pyplot as plt
+
+    from vitreg.lost import TABLE3_DATASETS
+
+    use_style()
+    datasets = [d for d in TABLE3_DATASETS + ("synthetic",) if any(d in r for r in table.values())]
+    nd = max(1, len(datasets))
+    fig, ax = plt.subplots(figsize=(2.0 + 0.5 * len(table) * nd, 3.4))
+    width = 0.8 / nd
+    labelled = False
+    for j, d in enumerate(datasets):
+        xs = [i + (j - (nd - 1) / 2) * width for i in range(len(table))]
+        ax.bar(xs, [r.get(d, float("nan")) for r in table.values()], width=width * 0.95, label=d)
+        for x, row in zip(xs, table):
+            ref = reference.get(row, {}).get(d)
+            if ref is not None:
+                ax.plot([x - width / 2, x + width / 2], [ref, ref], color="k", lw=2,
+                        label=None if labelled else "reference (paper / [TTR])")
+                labelled = True
+    ax.set_xticks(range(len(table)), list(table), rotation=20, ha="right")
+    ax.set_ylabel("CorLoc (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=7, ncol=nd + 1)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_bias_sweep(sweep: dict[str, dict[str, float]], biases: Sequence[float], *, dataset: str,
+                    title: str = "") -> Any:
+    """LOST CorLoc against the bias added to the cosine similarity, one line per model ([TTR]'s sweep).
+
+    Paper: Table 3 (the paper's bias is "hand-tuned"; its value is not given).
+
+    Args:
+        sweep: model key -> setting name (:func:`vitreg.lost.setting_name`) -> CorLoc (%) on ``dataset``.
+        biases: the biases tried on L2-normalised features, in order.
+        dataset: the dataset's name, for the axis label.
+    """
+    import matplotlib.pyplot as plt
+
+    from vitreg.lost import setting_name
+
+    use_style()
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    for key, row in sweep.items():
+        ax.plot(list(biases), [row[setting_name(True, b)] for b in biases], "o-", label=key)
+    ax.set_xticks(list(biases))
+    ax.set_ylim(0, 100)
+    ax.set_xlabel("bias added to the cosine similarity")
+    ax.set_ylabel(f"CorLoc on {dataset} (%)")
+    ax.legend(fontsize=7)
+    ax.set_title(title)
     return fig

@@ -618,7 +618,7 @@ def plant_mask(n_images: int, grid: tuple[int, int], *, fraction: float, seed: i
     Each image's mask depends only on ``seed`` and its own index (so chunking does not change it), and
     every image gets at least one planted token (the outlier branch of every probe runs).
     """
-    from vitreg.norms import random_outlier_mask
+    from vitreg.planting import random_outlier_mask
 
     rows = []
     for i in range(start, start + n_images):
@@ -645,7 +645,7 @@ def forward_tokens(loaded, images: Sequence, *, layer: str | int = "final_norm",
         batch_size: images per forward pass.
         with_pixels: also return each patch's input pixels (normalised as the model sees them).
         planted_mask: ``(len(images), N)`` patches to turn into outliers (smoke runs; see
-            :func:`vitreg.norms.planted`), or None.
+            :func:`vitreg.planting.planted`), or None.
         plant_norm, plant_block, seed: planting settings.
 
     Returns:
@@ -653,7 +653,7 @@ def forward_tokens(loaded, images: Sequence, *, layer: str | int = "final_norm",
     """
     from vitreg.capture import capture
     from vitreg.images import preprocess
-    from vitreg.norms import planted
+    from vitreg.planting import planted
 
     want = dict(norms=[-1], final_norm=layer == "final_norm", outputs=None if layer == "final_norm" else [int(layer)])
     pixels = []

@@ -6,7 +6,7 @@ different objects) and App. D.3 Fig. 16 (averaged over images: one register favo
 the upper part; large support like [CLS]). Used in notebook 07.
 
 The attention maps themselves come from :mod:`vitreg.attention` and the norms from
-:mod:`vitreg.capture`; this module turns them into numbers and figures.
+:mod:`vitreg.capture`; this module turns them into numbers (the figures are in :mod:`vitreg.plots`).
 """
 
 from __future__ import annotations
@@ -219,81 +219,6 @@ def flops_overhead_pct(without: "LoadedModel", with_reg: "LoadedModel") -> float
     return 100.0 * (b - a) / a
 
 
-# --- figures -----------------------------------------------------------------------------------
-def plot_norm_distributions(pairs: dict[str, tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]], *,
-                            threshold: float | None = None, title: str = "") -> Any:
-    """One column per model pair: norm histograms without (top) and with registers (bottom).
-
-    Paper: Fig. 7 / App. D.1 Fig. 15 (patch, [CLS] and register norms side by side).
-
-    Args:
-        pairs: label (``"ViT-L"``) -> (norms_by_kind without registers, norms_by_kind with registers).
-        threshold: draw the outlier cut-off (150 for DINOv2).
-        title: figure title (use :func:`vitreg.plots.title_for`).
-    """
-    import matplotlib.pyplot as plt
-
-    from vitreg.plots import use_style
-
-    use_style()
-    fig, axes = plt.subplots(2, len(pairs), figsize=(3.2 * len(pairs), 5.0), squeeze=False)
-    for j, (label, (no_reg, reg)) in enumerate(pairs.items()):
-        for i, (kinds, sub) in enumerate(((no_reg, "no registers"), (reg, "4 registers"))):
-            ax = axes[i, j]
-            hi = max(float(v.max()) for v in kinds.values()) * 1.05
-            bins = np.linspace(0, hi, 60)
-            ax.hist(kinds["patch"].numpy(), bins=bins, density=True, color="0.6", label="patches")
-            for name, v in kinds.items():
-                if name == "patch":
-                    continue
-                ax.hist(v.numpy(), bins=bins, density=True, histtype="step", lw=1.5, label=name)
-            if threshold is not None:
-                ax.axvline(threshold, color="k", ls=":", lw=1)
-            ax.set_yscale("log")
-            ax.set_title(f"{label}, {sub}")
-            ax.set_xlabel("token norm (pre final LayerNorm)")
-            if j == 0:
-                ax.set_ylabel("density (log)")
-            ax.legend(fontsize=6)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def plot_mean_maps(summaries: dict[str, dict[str, dict]], *, title: str = "") -> Any:
-    """Mean attention maps of [CLS] and each register over images, one row per model (Fig. 16).
-
-    Args:
-        summaries: model label -> :func:`prefix_attention_summary` output.
-    """
-    import matplotlib.pyplot as plt
-
-    from vitreg.plots import use_style
-
-    use_style()
-    ncol = max(len(s) for s in summaries.values())
-    fig, axes = plt.subplots(len(summaries), ncol, figsize=(2.1 * ncol, 2.3 * len(summaries)), squeeze=False)
-    for i, (label, summ) in enumerate(summaries.items()):
-        for j in range(ncol):
-            ax = axes[i, j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if j >= len(summ):
-                ax.axis("off")
-                continue
-            name, s = list(summ.items())[j]
-            ax.imshow(s["mean_map"].numpy(), cmap="inferno")
-            ax.set_title(f"{name}: border {s['border']:.0f}% (unif. {s['border_uniform']:.0f}%)\n"
-                         f"top {s['top']:.0f}%, support {s['support']:.0f}%", fontsize=6)
-            if j == 0:
-                ax.set_ylabel(label)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
 def describe_sequence(layouts: Sequence[TokenLayout]) -> list[str]:
     """One line per layout: ``1 cls + 4 reg + 256 patches = 261 tokens`` (the slicing to get right)."""
     return [f"{lay.num_cls} cls + {lay.num_reg} reg + {lay.num_patches} patches = {lay.num_tokens} tokens"
@@ -347,32 +272,3 @@ def model_summary(norms: torch.Tensor, attn: torch.Tensor, layout: TokenLayout, 
     out["attention"] = {k: {m: v for m, v in s.items() if m != "mean_map"} for k, s in summ.items()}
     out["mean_maps"] = {k: s["mean_map"] for k, s in summ.items()}
     return out
-
-
-def smoke_plant(loaded: "LoadedModel", n_images: int, *, seed: int = 0, norms: Sequence[float] = (200, 300, 450, 600),
-                outlier_pct: float = 2.0) -> Any:
-    """Planted ground truth for smoke runs of notebook 07 (random weights have no artifacts).
-
-    Without registers: high-norm tokens on ``outlier_pct`` % of random patches of every image. With
-    registers: register ``i`` gets a vector of norm ``norms[i]`` (the "quantised" high norms of Fig. 7) and
-    the patches stay clean. Added at the middle block's output; the residual stream carries them on.
-
-    Returns:
-        a context manager.
-    """
-    import contextlib
-
-    from vitreg.capture import plant_outliers
-    from vitreg.norms import planted
-
-    lay = loaded.layout
-    if lay.num_reg == 0:
-        gen = torch.Generator().manual_seed(seed)
-        mask = torch.rand(n_images, lay.num_patches, generator=gen) < outlier_pct / 100.0
-        mask[:, 0] = True  # at least one per image
-        return planted(loaded, mask, norm=float(max(norms)), seed=seed)
-    stack = contextlib.ExitStack()
-    for i in range(lay.num_reg):
-        stack.enter_context(plant_outliers(loaded.model, loaded.num_blocks // 2, [lay.num_cls + i],
-                                           norm=float(norms[i % len(norms)]), seed=seed + i))
-    return stack

@@ -146,19 +146,13 @@ def patch_embedding_similarity(loaded, images, *, block: int = -1, batch_size: i
     Returns:
         dict with ``embed`` and ``embed_pos`` ``(B, h, w)`` similarities and ``norms`` ``(B, N)`` patch norms.
     """
-    from tqdm.auto import tqdm
-
-    from vitreg.extract import batches, extract
+    from vitreg.stream import stream
 
     layout = loaded.layout
     out: dict[str, list[torch.Tensor]] = {"embed": [], "embed_pos": [], "norms": []}
-    images = list(images)
-    bar = tqdm(total=len(images), desc=f"{loaded.spec.key} similarity", unit="img", disable=not progress)
-    for chunk in batches(images, batch_size):
-        rec = extract(loaded, chunk, batch_size=batch_size, progress=False, embed=True, norms=[block])
-        out["embed"].append(neighbour_similarity(layout.to_grid(rec.embed)))
-        out["embed_pos"].append(neighbour_similarity(layout.patch_grid(rec.embed_pos)))
-        out["norms"].append(layout.patches(rec.norms[block]))
-        bar.update(len(chunk))
-    bar.close()
+    for batch in stream(loaded, list(images), batch_size=batch_size, progress=progress,
+                        desc=f"{loaded.spec.key} similarity", embed=True, norms=[block]):
+        out["embed"].append(neighbour_similarity(layout.to_grid(batch.rec.embed)))
+        out["embed_pos"].append(neighbour_similarity(layout.patch_grid(batch.rec.embed_pos)))
+        out["norms"].append(layout.patches(batch.rec.norms[block]))
     return {k: torch.cat(v) for k, v in out.items()}

@@ -158,6 +158,23 @@ class TokenLayout:
         return TokenLayout(self.num_cls, self.num_reg, self.grid, num_extra)
 
 
+def prefix_names(layout: TokenLayout) -> list[str]:
+    """Names of the prefix rows in order: ``["cls", "reg0", ...]`` (the query rows of :func:`vitreg.attention.attention_maps`)."""
+    return layout.kinds()[: layout.num_prefix]
+
+
+def prefix_row(layout: TokenLayout, token: int | str = "cls") -> int:
+    """Row index of a prefix token given as an index or a name (``"cls"``, ``"reg2"``)."""
+    names = prefix_names(layout)
+    if isinstance(token, str):
+        if token not in names:
+            raise ValueError(f"token {token!r} is not a prefix token of this layout; choose one of {names}")
+        return names.index(token)
+    if not 0 <= token < layout.num_prefix:
+        raise ValueError(f"prefix row {token} out of range: this layout has {layout.num_prefix} prefix tokens {names}")
+    return int(token)
+
+
 def _patch_size(model: nn.Module) -> tuple[int, int]:
     ps = model.patch_embed.patch_size
     return (ps, ps) if isinstance(ps, int) else (int(ps[0]), int(ps[1]))

@@ -1,0 +1,71 @@
+"""The batching stream (vitreg.stream) and extract on it: same recordings as one big batch, in order,
+planting hooks followed across batches, one run-time estimate from the first real batch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vitreg.capture import capture
+from vitreg.extract import extract
+from vitreg.images import preprocess
+from vitreg.planting import planted
+from vitreg.stream import stream
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    from vitreg.weights import load_model
+
+    return load_model("dinov2_s_reg", pretrained=False, image_size=56)
+
+
+def _images(n: int) -> list[Image.Image]:
+    rng = np.random.default_rng(0)
+    return [Image.fromarray(rng.integers(0, 256, (60, 70, 3), dtype=np.uint8)) for _ in range(n)]
+
+
+def test_stream_batches_equal_one_big_batch(loaded):
+    images = _images(5)
+    kw = dict(norms="all", attn=[-1], attn_rows="prefix", qkv=[-1], embed=True, final_norm=True)
+    with torch.inference_mode(), capture(loaded.model, to="cpu", **kw) as big:
+        loaded.forward(preprocess(images, loaded))
+    parts = list(stream(loaded, images, batch_size=2, progress=False, **kw))
+    assert [p.index for p in parts] == [slice(0, 2), slice(2, 4), slice(4, 5)]
+    assert [len(p.items) for p in parts] == [2, 2, 1] and parts[0].x.shape == (2, 3, 56, 56)
+    whole = extract(loaded, images, batch_size=2, progress=False, **kw)
+    for p in parts:
+        torch.testing.assert_close(p.rec.norms[3], big.norms[3][p.index], atol=1e-4, rtol=1e-5)
+    for b in big.norms:
+        torch.testing.assert_close(whole.norms[b], big.norms[b], atol=1e-4, rtol=1e-5)
+    assert list(whole.norms) == list(big.norms)  # block order kept (norm_stack relies on it)
+    torch.testing.assert_close(whole.attn[-1], big.attn[-1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(whole.k[-1], big.k[-1], atol=1e-4, rtol=1e-5)
+    for name in ("embed", "embed_pos", "final_norm"):
+        torch.testing.assert_close(getattr(whole, name), getattr(big, name), atol=1e-4, rtol=1e-5)
+
+
+def test_planting_around_a_stream_follows_images_across_batches(loaded):
+    lay = loaded.layout
+    mask = torch.zeros(5, lay.num_patches, dtype=torch.bool)
+    mask[torch.arange(5), torch.tensor([0, 3, 5, 7, 9])] = True
+    with planted(loaded, mask, norm=2000.0):
+        rec = extract(loaded, _images(5), batch_size=2, progress=False, norms=[-1])
+    assert lay.patches(rec.norms[-1]).argmax(dim=1).tolist() == [0, 3, 5, 7, 9]
+
+
+def test_the_estimate_is_printed_once_after_the_first_batch(loaded, capsys):
+    extract(loaded, _images(5), batch_size=2, norms=[-1])
+    text = capsys.readouterr()
+    assert (text.out + text.err).count("first batch of 2 took") == 1
+
+
+def test_batched_input_is_forwarded_as_given(loaded):
+    x = preprocess(_images(3), loaded)
+    loader = [(x[:2], "a"), (x[2:], "b")]
+    parts = list(stream(loaded, loader, batched=True, total=3, progress=False, norms=[-1]))
+    assert [p.items[1] for p in parts] == ["a", "b"] and [p.index for p in parts] == [slice(0, 2), slice(2, 3)]
+    ref = extract(loaded, _images(3), progress=False, norms=[-1])
+    torch.testing.assert_close(torch.cat([p.rec.norms[-1] for p in parts]), ref.norms[-1], atol=1e-4, rtol=1e-5)
