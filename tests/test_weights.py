@@ -162,3 +162,19 @@ def test_half_precision_model_takes_float_batches():
         out = loaded.forward(torch.zeros(2, 3, 56, 56))  # preprocess gives float32
     assert out.dtype == torch.bfloat16 and out.shape[1] == loaded.layout.num_tokens
     assert loaded.describe()["dtype"] == "bfloat16"  # results record the number format
+
+
+def test_the_missing_weights_message_is_one_text(monkeypatch, tmp_path):
+    """load_model's error and the runner's preflight are built by one function."""
+    from vitreg.weights import missing_weights_message
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("VITREG_WEIGHTS", str(tmp_path))
+    specs = [get_spec("dinov2_l"), get_spec("mae_b16")]
+    one = missing_weights_message(specs[:1], looked=["/x/a.pth"])
+    both = missing_weights_message(specs, needed_by={"dinov2_l": ["00_tour"], "mae_b16": ["01_x", "02_y"]},
+                                   before_run=True)
+    assert "  - /x/a.pth" in one and "pretrained=False" in one and "dinov2_vitl14_pretrain.pth" in one
+    assert both.startswith("Stopping before any notebook runs") and "mae_b16 = vit_base_patch16_224.mae: 01_x, 02_y" in both
+    for msg in (one, both):
+        assert "HF_HUB_OFFLINE=1" in msg and "Two ways out" in msg and str(tmp_path) in msg and "make weights" in msg
