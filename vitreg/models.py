@@ -1,7 +1,7 @@
 """The model zoo: the ViTs the paper studies, by short readable names.
 
 Paper: Fig. 1-2 (which families show artifacts), Fig. 3 (the 150 norm threshold), Table 3 (which
-features LOST uses). ``../shared/paper-notes.md`` §2 lists the public models.
+features LOST uses). The zoo holds the public checkpoints of the families the paper compares.
 
 Every entry maps a short name (``dinov2_l_reg``) to a timm name and tag plus what the analyses need
 to know about it. Any other timm ViT name works too (``get_spec("vit_base_patch16_224.augreg_in21k")``):

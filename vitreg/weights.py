@@ -1,9 +1,9 @@
 """Where weights come from, and loading a model at the resolution an experiment asks for.
 
-Paper: every figure (which weights, at which resolution). ``../shared/paper-notes.md`` §5 lists the
-mistakes this module exists to prevent: ``strict=False`` (silently random layers), official DINOv2
-``.pth`` files loaded through ``checkpoint_path=`` instead of timm's checkpoint filter, and position
-embeddings resized differently from the official DINOv2 code.
+Paper: every figure (which weights, at which resolution). This module exists to prevent three mistakes
+of companion code: ``strict=False`` (silently random layers), official DINOv2 ``.pth`` files loaded
+through ``checkpoint_path=`` instead of timm's checkpoint filter, and position embeddings resized
+differently from the official DINOv2 code.
 
 Weights are looked up, in order, in:
 
@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
 from vitreg.io import atomic_path
@@ -72,11 +73,11 @@ class LoadedModel:
 
     @property
     def mean(self) -> tuple[float, float, float]:
-        return tuple(self.model.pretrained_cfg.get("mean", (0.485, 0.456, 0.406)))  # type: ignore[return-value]
+        return tuple(self.model.pretrained_cfg.get("mean", IMAGENET_DEFAULT_MEAN))  # type: ignore[return-value]
 
     @property
     def std(self) -> tuple[float, float, float]:
-        return tuple(self.model.pretrained_cfg.get("std", (0.229, 0.224, 0.225)))  # type: ignore[return-value]
+        return tuple(self.model.pretrained_cfg.get("std", IMAGENET_DEFAULT_STD))  # type: ignore[return-value]
 
     @property
     def num_blocks(self) -> int:
@@ -373,7 +374,7 @@ def _resolve_size(spec: ModelSpec, image_size: int | tuple[int, int] | list[int]
     if h % p or w % p or h <= 0 or w <= 0:
         raise ValueError(
             f"image_size {h}x{w} is not a positive multiple of {spec.key}'s patch size {p}; "
-            f"use e.g. {max(p, round(h / p) * p)} (vitreg.images.preprocess rounds the same way)"
+            f"use e.g. {max(p, round(h / p) * p)}"
         )
     return (h, w)
 
