@@ -259,3 +259,7 @@ def strip_outputs(root: Path | None = None) -> list[Path]:
             atomic_write_text(path, after)
             changed.append(path)
     return changed
+
+
+if __name__ == "__main__":  # the old entry point: say where it went instead of silently doing nothing
+    raise SystemExit("`python -m vitreg.runner` is now `vitreg run` (or `python -m vitreg run`); --strip is `vitreg strip`")

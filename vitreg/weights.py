@@ -415,3 +415,7 @@ def download(keys: Sequence[str], folder: Path | None = None) -> list[Path]:
         print(f"{key}: {target}")
         written.append(target)
     return written
+
+
+if __name__ == "__main__":  # the old entry point: say where it went instead of silently doing nothing
+    raise SystemExit("`python -m vitreg.weights` is now `vitreg weights` (or `python -m vitreg weights`)")
