@@ -32,23 +32,23 @@ unit: $(STAMP) ## Unit tests only (no notebooks)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider -m "not notebook" tests
 
 smoke: $(STAMP) ## Run every notebook with the smoke profile; outputs go to build/smoke/
-	HF_HUB_OFFLINE=1 $(PY) -m vitreg.runner --profile smoke
+	HF_HUB_OFFLINE=1 $(VENV)/bin/vitreg run --profile smoke
 
 reproduce: $(STAMP) ## Run every notebook with the real parameters (weights, data, GPU); outputs in build/, figures/, results/
-	$(PY) -m vitreg.runner --profile real
+	$(VENV)/bin/vitreg run --profile real
 
 notebook: $(STAMP) ## Run one notebook, e.g. `make notebook N=02` (add PROFILE=smoke for the smoke profile)
 	@test -n "$(N)" || (echo "usage: make notebook N=02 [PROFILE=smoke]"; exit 2)
-	$(PY) -m vitreg.runner --profile $(or $(PROFILE),real) --only $(N)
+	$(VENV)/bin/vitreg run --profile $(or $(PROFILE),real) --only $(N)
 
 weights: $(STAMP) ## Download every model the notebooks use into the weights folder (needs internet)
-	$(PY) -m vitreg.weights download --notebooks
+	$(VENV)/bin/vitreg weights download --notebooks
 
 benchmark: $(STAMP) ## Capture overhead and memory benchmark (prints ratios)
 	$(PY) benchmarks/bench_capture.py
 
 strip: $(STAMP) ## Strip outputs from notebooks/ (done before every commit)
-	$(PY) -m vitreg.runner --strip
+	$(VENV)/bin/vitreg strip
 
 clean: ## Remove build outputs (keeps the environment, weights and feature caches)
 	rm -rf build figures results .pytest_cache

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vitreg.images import ImageError, image_folder, load_image, preprocess, round_to_patch, sample_photos, to_display
+from vitreg.images import ImageError, image_folder, load_image, preprocess, sample_photos, to_display
 
 
 def _left_red_right_blue(w: int = 8, h: int = 4) -> Image.Image:
@@ -72,9 +72,31 @@ def test_preprocess_shapes_and_normalisation():
     assert -1.0 <= x.min() and x.max() <= 1.0
     back = to_display(x, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
     assert back.shape == (2, 112, 168, 3) and 0.0 <= back.min() and back.max() <= 1.0
-    assert round_to_patch(230, 14) == 224 and round_to_patch(3, 14) == 14
 
 
 def test_preprocess_keeps_orientation():
     x = preprocess(_left_red_right_blue(64, 32), size=32, mean=(0, 0, 0), std=(1, 1, 1))
     assert x[0, 0, :, :8].mean() > 0.9 and x[0, 2, :, -8:].mean() > 0.9  # centre crop keeps left red, right blue
+
+
+def test_pick_images_from_a_folder_or_the_bundled_photos(tmp_path, recwarn):
+    from vitreg.images import SAMPLE_SOURCE, pick_images
+
+    for i in range(3):
+        _left_red_right_blue().save(tmp_path / f"{i}.png")
+    files, source = pick_images(tmp_path, 2, profile="real")
+    assert files == [tmp_path / "0.png", tmp_path / "1.png"] and source == str(tmp_path)
+    photos, source = pick_images(None, 3, profile="smoke")
+    assert len(photos) == 3 and source == SAMPLE_SOURCE and not recwarn.list
+    with pytest.warns(UserWarning, match="bundled photos stand in for 500 images"):
+        photos, _ = pick_images(None, 500, profile="real")
+    assert 12 <= len(photos) < 500
+
+
+def test_default_normalisation_is_timms_imagenet():
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    img = _left_red_right_blue(32, 32)
+    x = preprocess(img, size=32)
+    y = preprocess(img, size=32, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD)
+    torch.testing.assert_close(x, y)

@@ -7,8 +7,9 @@ import json
 import pytest
 import yaml
 
-from vitreg.params import COMMON_PARAMETERS, load_profile, notebook_defaults, repo_root, validate
-from vitreg.runner import load_order, run
+from vitreg.params import COMMON_PARAMETERS, load_order, load_profile, notebook_defaults, validate
+from vitreg.paths import repo_root
+from vitreg.runner import run
 
 ROOT = repo_root()
 ORDER = [e["notebook"] for e in load_order()]

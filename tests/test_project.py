@@ -7,8 +7,8 @@ import re
 import pytest
 import yaml
 
-from vitreg.params import repo_root
-from vitreg.runner import load_order
+from vitreg.params import load_order
+from vitreg.paths import repo_root
 
 ROOT = repo_root()
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+

@@ -9,8 +9,10 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from vitreg.params import ParameterError, repo_root, validate
-from vitreg.runner import main, models_in, preflight_weights, run, strip_outputs
+from vitreg.cli import main
+from vitreg.params import ParameterError, validate
+from vitreg.paths import repo_root
+from vitreg.runner import models_in, preflight_weights, run, strip_outputs
 
 
 def _notebook(path, body: str) -> None:
@@ -78,7 +80,7 @@ def test_real_profile_offline_stops_early_naming_the_model(tmp_path, monkeypatch
     assert "dinov2_l = vit_large_patch14_dinov2.lvd142m: 00_tour" in stop and "Two ways out" in stop
     assert str(tmp_path / "weights") in stop
     with pytest.raises(SystemExit, match="Stopping before any notebook runs"):
-        main(["--profile", "real", "--only", "00"])
+        main(["run", "--profile", "real", "--only", "00"])
 
 
 def test_models_in_reads_model_parameters():

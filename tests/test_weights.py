@@ -162,3 +162,51 @@ def test_half_precision_model_takes_float_batches():
         out = loaded.forward(torch.zeros(2, 3, 56, 56))  # preprocess gives float32
     assert out.dtype == torch.bfloat16 and out.shape[1] == loaded.layout.num_tokens
     assert loaded.describe()["dtype"] == "bfloat16"  # results record the number format
+
+
+def test_resizing_keeps_the_one_model(tmp_path, monkeypatch):
+    """Another resolution resizes the position embeddings in place: no second (randomly initialised) model."""
+    import timm
+    from safetensors.torch import save_file
+
+    src = _source("dinov2_s_reg")
+    save_file(src.state_dict(), tmp_path / "vit_small_patch14_reg4_dinov2.lvd142m.safetensors")
+    monkeypatch.setenv("VITREG_WEIGHTS", str(tmp_path))
+    calls = []
+    real = timm.create_model
+    monkeypatch.setattr(timm, "create_model", lambda *a, **k: calls.append(a) or real(*a, **k))
+    loaded = load_model("dinov2_s_reg", image_size=(224, 336))
+    assert len(calls) == 1
+    assert loaded.model.patch_embed.img_size == (224, 336) and loaded.layout.num_patches == 16 * 24
+    expected = resize_pos_embed(src.pos_embed.detach(), (37, 37), (16, 24), num_prefix=0, mode="dinov2_reg")
+    torch.testing.assert_close(loaded.model.pos_embed.detach(), expected)
+    assert not loaded.model.pos_embed.requires_grad
+    _same_outputs_at(loaded.model, src, (224, 336))
+
+
+def _same_outputs_at(resized, src, size) -> None:
+    """The resized model computes what the source computes with the same resized position embeddings."""
+    import copy
+
+    ref = copy.deepcopy(src)
+    ref.set_input_size(img_size=size)
+    ref.pos_embed.data.copy_(resized.pos_embed.detach())
+    x = torch.randn(1, 3, *size)
+    with torch.inference_mode():
+        torch.testing.assert_close(resized.forward_features(x), ref.forward_features(x), atol=1e-5, rtol=1e-5)
+
+
+def test_the_missing_weights_message_is_one_text(monkeypatch, tmp_path):
+    """load_model's error and the runner's preflight are built by one function."""
+    from vitreg.weights import missing_weights_message
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("VITREG_WEIGHTS", str(tmp_path))
+    specs = [get_spec("dinov2_l"), get_spec("mae_b16")]
+    one = missing_weights_message(specs[:1], looked=["/x/a.pth"])
+    both = missing_weights_message(specs, needed_by={"dinov2_l": ["00_tour"], "mae_b16": ["01_x", "02_y"]},
+                                   before_run=True)
+    assert "  - /x/a.pth" in one and "pretrained=False" in one and "dinov2_vitl14_pretrain.pth" in one
+    assert both.startswith("Stopping before any notebook runs") and "mae_b16 = vit_base_patch16_224.mae: 01_x, 02_y" in both
+    for msg in (one, both):
+        assert "HF_HUB_OFFLINE=1" in msg and "Two ways out" in msg and str(tmp_path) in msg and "make weights" in msg

@@ -5,12 +5,16 @@ changes results), so it is always a parameter and recorded.
 
 Any path, PIL image or array becomes an RGB PIL image (grayscale, RGBA, 16-bit, palette and
 EXIF-rotated inputs included). :func:`preprocess` resizes the shorter side and centre-crops to the
-model's size (a multiple of the patch size), then normalises with the model's mean and std.
+size the model was loaded for (or an explicit ``size``), then normalises with the model's mean and std.
+It does not choose or round the size: ``load_model(..., image_size=...)`` checks that the size is a
+multiple of the patch size. :func:`pick_images` is the image source of notebooks 01-04 (a folder, or
+the bundled photos standing in).
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
@@ -18,6 +22,7 @@ from typing import TYPE_CHECKING, Union
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 if TYPE_CHECKING:
     from vitreg.weights import LoadedModel
@@ -151,9 +156,33 @@ def image_folder(root: str | os.PathLike, limit: int | None = None) -> list[Path
     return files[:limit] if limit else files
 
 
-def round_to_patch(size: int, patch: int) -> int:
-    """The multiple of ``patch`` nearest to ``size`` (at least one patch)."""
-    return max(patch, int(round(size / patch)) * patch)
+#: How results describe the bundled photos as an image source.
+SAMPLE_SOURCE = "bundled sample photos (scikit-image, scikit-learn, matplotlib)"
+
+
+def pick_images(image_dir: str | os.PathLike | None, n_images: int, *, profile: str = "real"
+                ) -> tuple[list[Path] | list[Image.Image], str]:
+    """The images a notebook scores, and a description of where they come from (for its results).
+
+    Paper: Fig. 2-5 (notebooks 01-04 score natural images). ``image_dir`` given: its first ``n_images``
+    files (sorted, recursive). Otherwise the bundled photos (at most ``n_images``) stand in, with a
+    warning in the real profile that they are only a handful of images.
+
+    Args:
+        image_dir: a folder of natural images, or None for the bundled photos.
+        n_images: how many images to use at most.
+        profile: the run profile; ``"real"`` warns when the bundled photos stand in.
+
+    Returns:
+        (image paths or PIL images, the source: the folder or :data:`SAMPLE_SOURCE`).
+    """
+    if image_dir is not None:
+        return image_folder(image_dir, limit=n_images), str(image_dir)
+    images = [im for _, im in sample_photos()][:n_images]
+    if profile == "real":
+        warnings.warn(f"no image_dir given: only the {len(images)} bundled photos stand in for {n_images} images, "
+                      "so confidence intervals are wide; pass image_dir= a folder of natural images.", stacklevel=2)
+    return images, SAMPLE_SOURCE
 
 
 def preprocess(
@@ -174,6 +203,9 @@ def preprocess(
         model: a :class:`~vitreg.weights.LoadedModel`: its image size, mean and std are used.
         size: override of the target size ``H`` or ``(H, W)`` (else the model's).
         mean, std: normalisation (else the model's; ImageNet's without a model).
+
+    The size is used as given (no rounding to the patch grid): it must match the size the model was
+    loaded for, which :func:`~vitreg.weights.load_model` checks is a multiple of the patch size.
     """
     if isinstance(images, (str, os.PathLike, Image.Image, np.ndarray)):
         images = [images]
@@ -182,8 +214,7 @@ def preprocess(
             raise ValueError("preprocess needs a model or a size")
         size = model.image_size
     h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    mean = mean or (model.mean if model is not None else (0.485, 0.456, 0.406))
-    std = std or (model.std if model is not None else (0.229, 0.224, 0.225))
+    mean, std = _mean_std(model, mean, std)
     batch = torch.stack([_to_tensor(_resize_crop(load_image(im), h, w)) for im in images])
     m = torch.tensor(mean).view(1, 3, 1, 1)
     s = torch.tensor(std).view(1, 3, 1, 1)
@@ -206,7 +237,14 @@ def _to_tensor(img: Image.Image) -> torch.Tensor:
 def to_display(batch: torch.Tensor, model: "LoadedModel | None" = None, *, mean: Sequence[float] | None = None,
                std: Sequence[float] | None = None) -> np.ndarray:
     """Undo the normalisation: ``(B, 3, H, W)`` -> ``(B, H, W, 3)`` floats in [0, 1] for ``imshow``."""
-    mean = mean or (model.mean if model is not None else (0.485, 0.456, 0.406))
-    std = std or (model.std if model is not None else (0.229, 0.224, 0.225))
+    mean, std = _mean_std(model, mean, std)
     x = batch.detach().float().cpu() * torch.tensor(std).view(1, 3, 1, 1) + torch.tensor(mean).view(1, 3, 1, 1)
     return x.clamp(0, 1).permute(0, 2, 3, 1).numpy()
+
+
+def _mean_std(model: "LoadedModel | None", mean: Sequence[float] | None, std: Sequence[float] | None
+              ) -> tuple[Sequence[float], Sequence[float]]:
+    """Given ``mean``/``std``, else the model's, else timm's ImageNet defaults."""
+    mean = mean or (model.mean if model is not None else IMAGENET_DEFAULT_MEAN)
+    std = std or (model.std if model is not None else IMAGENET_DEFAULT_STD)
+    return mean, std

@@ -62,7 +62,8 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
 
 
 def _jsonable(x: Any) -> Any:
-    """JSON fallback for numpy/torch scalars and arrays, paths and tuples-as-keys."""
+    """JSON fallback for numpy/torch scalars and arrays, and paths (values only: dictionary keys must
+    already be str, int, float, bool or None; a tuple key raises ``TypeError``)."""
     if hasattr(x, "tolist"):
         return x.tolist()
     if isinstance(x, os.PathLike):

@@ -4,6 +4,8 @@ papermill only *warns* about a parameter the notebook does not have, so a typo s
 defaults (the real, hours-long experiment). Here every parameter passed to a notebook is checked
 against the names and types of its ``parameters`` cell before anything heavy runs.
 
+The run order (``notebooks/order.yaml``) is read here too, by :func:`load_order`.
+
 Profiles: ``real`` is the notebooks' own defaults (the real experiment); ``smoke`` is
 ``params/smoke.yaml`` (``common`` plus the notebook's own section).
 """
@@ -18,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from vitreg.paths import repo_root
+
 #: Every notebook's parameters cell defines these (a test checks it).
 COMMON_PARAMETERS = ("profile", "pretrained", "device", "seed", "output_dir")
 PROFILES = ("real", "smoke")
@@ -27,9 +31,11 @@ class ParameterError(ValueError):
     """An unknown or ill-typed notebook parameter."""
 
 
-def repo_root() -> Path:
-    """The repository root (the folder holding ``notebooks/`` and ``params/``)."""
-    return Path(__file__).resolve().parents[1]
+def load_order(root: Path | None = None) -> list[dict[str, str]]:
+    """The run order, ``notebooks/order.yaml``: entries with ``notebook``, ``finding``, ``paper`` and
+    ``needs``. The one reader of that file (runner, report and tests use it)."""
+    path = (root or repo_root()) / "notebooks" / "order.yaml"
+    return yaml.safe_load(path.read_text())
 
 
 def parameters_cell(notebook: str | Path) -> str:

@@ -1,5 +1,6 @@
 """Where vitreg keeps things on disk, and whether it may download.
 
+:func:`repo_root` is the one way to find the repository root (notebooks, params, data files).
 Three folders, each moved by one environment variable:
 
 | folder | variable | default in a checkout | default for an installed package |
@@ -17,6 +18,18 @@ from pathlib import Path
 WEIGHTS_ENV, DATA_ENV, CACHE_ENV = "VITREG_WEIGHTS", "VITREG_DATA", "VITREG_CACHE"
 
 
+def repo_root() -> Path:
+    """The folder that holds the ``vitreg`` package: in a checkout, the repository root (``notebooks/``,
+    ``params/``, ``data/``, ``pyproject.toml``). The one place that works this out."""
+    return Path(__file__).resolve().parents[1]
+
+
+def in_checkout() -> bool:
+    """True when vitreg runs from a source checkout (``pyproject.toml`` beside the package), False for
+    an installed package."""
+    return (repo_root() / "pyproject.toml").exists()
+
+
 def project_folder(env: str, checkout_sub: str, installed_sub: str, explicit: str | os.PathLike | None = None) -> Path:
     """``explicit`` if given, else ``$env``, else ``<repo>/data/<checkout_sub>`` in a checkout, else
     ``~/.cache/vitreg/<installed_sub>``."""
@@ -24,9 +37,8 @@ def project_folder(env: str, checkout_sub: str, installed_sub: str, explicit: st
         return Path(explicit).expanduser()
     if os.environ.get(env):
         return Path(os.environ[env]).expanduser()
-    repo = Path(__file__).resolve().parents[1]
-    if (repo / "pyproject.toml").exists():
-        return repo / "data" / checkout_sub
+    if in_checkout():
+        return repo_root() / "data" / checkout_sub
     return Path.home() / ".cache" / "vitreg" / installed_sub
 
 

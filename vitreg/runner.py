@@ -1,6 +1,6 @@
-"""Run the notebooks in order with papermill: ``make reproduce``, ``make smoke``, ``make notebook``.
+"""Run the notebooks in order with papermill: ``vitreg run`` (``make reproduce``, ``make smoke``, ``make notebook``).
 
-The run order lives in ``notebooks/order.yaml`` (the Makefile, the tests and the README read it).
+The run order lives in ``notebooks/order.yaml`` (read by :func:`vitreg.params.load_order`).
 Before anything runs, every notebook's parameters are checked (unknown or ill-typed names are errors)
 and, for the real profile, every model's weights are looked up: offline with weights missing, the run
 stops at once with the model, the places looked and the two ways out.
@@ -13,7 +13,6 @@ stops there (``--keep-going`` runs the rest) and exits non-zero naming it.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -23,9 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+from vitreg.params import ParameterError, load_order, load_profile, notebook_defaults, validate
+from vitreg.paths import repo_root
 
-from vitreg.params import ParameterError, load_profile, repo_root, validate
+__all__ = ["Outcome", "load_order", "models_in", "notebook_models", "preflight_weights", "run", "strip_outputs"]
 
 KERNEL_NAME = "vitreg"
 
@@ -36,12 +36,6 @@ class Outcome:
     status: str  # "ok", "failed", "not run"
     seconds: float = 0.0
     detail: str = ""
-
-
-def load_order(root: Path | None = None) -> list[dict[str, str]]:
-    """The run order: entries with ``notebook``, ``finding``, ``paper`` and ``needs``."""
-    root = root or repo_root()
-    return yaml.safe_load((root / "notebooks" / "order.yaml").read_text())
 
 
 def output_dir_for(profile: str, root: Path | None = None) -> Path:
@@ -104,37 +98,33 @@ def models_in(params: dict[str, Any]) -> list[str]:
     return out
 
 
+def notebook_models(names: list[str] | None = None, root: Path | None = None) -> dict[str, list[str]]:
+    """Every model the notebooks' defaults (the real profile) load, in run order, with the notebooks
+    that use it. ``names``: notebooks to look at (default: the whole run order)."""
+    root = root or repo_root()
+    names = names if names is not None else [e["notebook"] for e in load_order(root)]
+    users: dict[str, list[str]] = {}
+    for name in names:
+        for model in models_in(notebook_defaults(root / "notebooks" / f"{name}.ipynb")):
+            if name not in users.setdefault(model, []):
+                users[model].append(name)
+    return users
+
+
 def preflight_weights(names: list[str], root: Path | None = None) -> str | None:
     """Check the real-profile models of ``names``; return the stop message if some are missing offline."""
     from vitreg.models import get_spec
-    from vitreg.params import notebook_defaults
-    from vitreg.paths import WEIGHTS_ENV, is_offline, weights_dir
-    from vitreg.weights import find_weights, hub_cache_dir, hub_reachable
+    from vitreg.weights import find_weights, hub_reachable, missing_weights_message
 
-    root = root or repo_root()
-    wanted: dict[str, list[str]] = {}
-    for name in names:
-        for model in models_in(notebook_defaults(root / "notebooks" / f"{name}.ipynb")):
-            users = wanted.setdefault(model, [])
-            if name not in users:
-                users.append(name)
-    missing = [(get_spec(m), users) for m, users in wanted.items() if find_weights(get_spec(m))[0] is None]
+    wanted = notebook_models(names, root)
+    missing = [get_spec(m) for m in wanted if find_weights(get_spec(m))[0] is None]
     if not missing:
         return None
     if hub_reachable():
-        for spec, users in missing:
-            print(f"note: {spec.key} is not on this machine yet; timm will download it ({', '.join(users)})")
+        for spec in missing:
+            print(f"note: {spec.key} is not on this machine yet; timm will download it ({', '.join(wanted[spec.key])})")
         return None
-    lines = [f"Stopping before any notebook runs: pretrained weights are missing and the hub cannot be reached "
-             f"({'HF_HUB_OFFLINE=1' if is_offline() else 'no connection'}).", "Missing (needed by):"]
-    lines += [f"  - {spec.key} = {spec.full_name}: {', '.join(users)}" for spec, users in missing]
-    lines += [f"Looked in: the weights folder {weights_dir()} (files <timm name>.<tag>.safetensors/.pth/.bin, or "
-              f"the official DINOv2 names such as dinov2_vitl14_pretrain.pth) and the Hugging Face cache {hub_cache_dir()}.",
-              "Two ways out:",
-              "  1. connect to the internet once and run `make weights` (it fills the weights folder; timm's cache also works);",
-              f"  2. copy the files into {weights_dir()} (or point ${WEIGHTS_ENV} at a folder that has them).",
-              "Or run `make smoke` for the offline, random-weight profile."]
-    return "\n".join(lines)
+    return missing_weights_message(missing, needed_by=wanted, before_run=True)
 
 
 def ensure_kernel() -> None:
@@ -271,25 +261,5 @@ def strip_outputs(root: Path | None = None) -> list[Path]:
     return changed
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vitreg.runner", description="Run the vitreg notebooks in order.")
-    parser.add_argument("--profile", choices=("real", "smoke"), default="real")
-    parser.add_argument("--only", nargs="*", help="notebook numbers or names (default: all, in order)")
-    parser.add_argument("--keep-going", action="store_true", help="run the remaining notebooks after a failure")
-    parser.add_argument("--out", type=Path, help="folder for figures/, results/ and notebooks/ (default by profile)")
-    parser.add_argument("--strip", action="store_true", help="strip outputs from notebooks/*.ipynb and exit")
-    args = parser.parse_args(argv)
-    if args.strip:
-        for p in strip_outputs():
-            print(f"stripped {p}")
-        return 0
-    try:
-        outcomes = run(args.profile, args.only, keep_going=args.keep_going, out_dir=args.out)
-    except ParameterError as err:
-        print(f"parameter error, nothing was run:\n{err}", file=sys.stderr)
-        return 2
-    return 1 if any(o.status == "failed" for o in outcomes) else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the old entry point: say where it went instead of silently doing nothing
+    raise SystemExit("`python -m vitreg.runner` is now `vitreg run` (or `python -m vitreg run`); --strip is `vitreg strip`")

@@ -1,16 +1,17 @@
 """Where weights come from, and loading a model at the resolution an experiment asks for.
 
-Paper: every figure (which weights, at which resolution). ``../shared/paper-notes.md`` §5 lists the
-mistakes this module exists to prevent: ``strict=False`` (silently random layers), official DINOv2
-``.pth`` files loaded through ``checkpoint_path=`` instead of timm's checkpoint filter, and position
-embeddings resized differently from the official DINOv2 code.
+Paper: every figure (which weights, at which resolution). This module exists to prevent three mistakes
+of companion code: ``strict=False`` (silently random layers), official DINOv2 ``.pth`` files loaded
+through ``checkpoint_path=`` instead of timm's checkpoint filter, and position embeddings resized
+differently from the official DINOv2 code.
 
 Weights are looked up, in order, in:
 
 1. an explicit file (``weights=...``): timm safetensors/``.bin``/``.pth``, or an official DINOv2 ``.pth``;
 2. the project weights folder, ``$VITREG_WEIGHTS`` (default ``<repo>/data/weights``), holding files named
    ``<timm name>.<tag>.safetensors`` (or ``.pth``/``.bin``) or the official DINOv2 names
-   (``dinov2_vitl14_reg4_pretrain.pth``); ``make weights`` fills it on a connected machine;
+   (``dinov2_vitl14_reg4_pretrain.pth``); ``make weights`` (``vitreg weights download``) fills it on a
+   connected machine;
 3. timm's Hugging Face hub cache (``$HF_HOME/hub``, default ``~/.cache/huggingface/hub``);
 4. a download through timm, unless offline (``HF_HUB_OFFLINE=1``), where loading fails at once with a
    message naming the model, every place looked and the two ways out.
@@ -21,17 +22,18 @@ format passes timm's checkpoint filter and a strict ``load_state_dict``.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
-import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
+from vitreg.io import atomic_path
 from vitreg.models import ModelSpec, PosInterp, get_spec
 from vitreg.paths import WEIGHTS_ENV, is_offline, weights_dir
 from vitreg.tokens import TokenLayout
@@ -71,11 +73,11 @@ class LoadedModel:
 
     @property
     def mean(self) -> tuple[float, float, float]:
-        return tuple(self.model.pretrained_cfg.get("mean", (0.485, 0.456, 0.406)))  # type: ignore[return-value]
+        return tuple(self.model.pretrained_cfg.get("mean", IMAGENET_DEFAULT_MEAN))  # type: ignore[return-value]
 
     @property
     def std(self) -> tuple[float, float, float]:
-        return tuple(self.model.pretrained_cfg.get("std", (0.229, 0.224, 0.225)))  # type: ignore[return-value]
+        return tuple(self.model.pretrained_cfg.get("std", IMAGENET_DEFAULT_STD))  # type: ignore[return-value]
 
     @property
     def num_blocks(self) -> int:
@@ -211,18 +213,44 @@ def find_weights(spec: ModelSpec, weights: str | os.PathLike | None = None) -> t
     return cached, looked
 
 
-def missing_weights_message(spec: ModelSpec, looked: list[str]) -> str:
-    """The message for weights that are nowhere on this machine: what was tried, and the two ways out."""
-    places = "\n".join(f"  - {p}" for p in looked)
-    return (
-        f"No pretrained weights for {spec.key} ({spec.full_name}) on this machine, and the hub cannot be "
-        f"reached ({'HF_HUB_OFFLINE=1' if is_offline() else 'no connection'}).\nLooked in:\n{places}\nTwo ways out:\n"
-        f"  1. connect to the internet once and run `make weights` (or load the model once): timm caches it;\n"
-        f"  2. put the file in {weights_dir()} (set ${WEIGHTS_ENV} to move that folder) named "
-        f"{spec.full_name}.safetensors{' or ' + spec.official_files[0] if spec.official_files else ''}, "
-        f"or pass load_model(..., weights='/path/to/file').\n"
-        f"For a run without weights use pretrained=False (random weights; results are then labelled so)."
-    )
+def missing_weights_message(missing: Sequence[ModelSpec], *, needed_by: Mapping[str, Sequence[str]] | None = None,
+                            looked: Sequence[str] | None = None, before_run: bool = False) -> str:
+    """The one message for pretrained weights that are nowhere on this machine while the hub is out of reach.
+
+    Used by :func:`load_model` (one model, the places looked) and by the runner's real-profile preflight
+    (``before_run=True``: every missing model with the notebooks that need it), so both say the same.
+
+    Args:
+        missing: the models without weights.
+        needed_by: model key -> notebooks that use it (printed after each model).
+        looked: the places looked; None describes the weights folder and the hub cache.
+        before_run: word it as the runner's stop before any notebook runs.
+    """
+    reason = "HF_HUB_OFFLINE=1" if is_offline() else "no connection"
+    if before_run:
+        head = f"Stopping before any notebook runs: pretrained weights are missing and the hub cannot be reached ({reason})."
+    else:
+        names = ", ".join(f"{s.key} ({s.full_name})" for s in missing)
+        head = f"No pretrained weights for {names} on this machine, and the hub cannot be reached ({reason})."
+    lines = [head, "Missing (needed by):" if needed_by else "Missing:"]
+    for spec in missing:
+        users = f": {', '.join(needed_by.get(spec.key, ()))}" if needed_by else ""
+        files = " or ".join([f"{spec.full_name}.safetensors", *spec.official_files[:1]])
+        lines.append(f"  - {spec.key} = {spec.full_name}{users} (file {files})")
+    if looked is None:
+        lines.append(f"Looked in: the weights folder {weights_dir()} (files <timm name>.<tag>.safetensors/.pth/.bin, or "
+                     f"the official DINOv2 names such as dinov2_vitl14_pretrain.pth) and the Hugging Face cache "
+                     f"{hub_cache_dir()}.")
+    else:
+        lines += ["Looked in:", *(f"  - {place}" for place in looked)]
+    lines += ["Two ways out:",
+              "  1. connect to the internet once and run `make weights` (`vitreg weights download`; it fills the "
+              "weights folder; timm's cache also works);",
+              f"  2. put the files in {weights_dir()} (or point ${WEIGHTS_ENV} at a folder that has them)"
+              + ("." if before_run else ", or pass load_model(..., weights='/path/to/file').")]
+    lines.append("Or run `make smoke` for the offline, random-weight profile." if before_run else
+                 "For a run without weights use pretrained=False (random weights; results are then labelled so).")
+    return "\n".join(lines)
 
 
 def load_model(
@@ -273,7 +301,7 @@ def _load_pretrained(spec: ModelSpec, weights: str | os.PathLike | None, size: t
 
     file, looked = find_weights(spec, weights)
     if file is None and (is_offline() or not hub_reachable()):
-        raise WeightsNotFound(missing_weights_message(spec, looked))
+        raise WeightsNotFound(missing_weights_message([spec], looked=looked))
     overlay = {"file": str(file)} if file is not None else {}
     native = (spec.native_resolution, spec.native_resolution)
     try:
@@ -284,25 +312,26 @@ def _load_pretrained(spec: ModelSpec, weights: str | os.PathLike | None, size: t
     except (OSError, ValueError) as err:
         if file is not None:
             raise RuntimeError(f"cannot read weights file {file} for {spec.key}: {err}") from err
-        raise WeightsNotFound(missing_weights_message(spec, looked) + f"\n(download failed: {err})") from err
+        raise WeightsNotFound(missing_weights_message([spec], looked=looked) + f"\n(download failed: {err})") from err
     source = str(file) if file is not None else f"downloaded from the hub ({(_pretrained_cfg(spec) or {}).get('hf_hub_id')})"
     if size != native:
-        model = _resized(model, spec, size)
+        resize_in_place(model, spec, size)
     return model, source
 
 
-def _resized(model: nn.Module, spec: ModelSpec, size: tuple[int, int]) -> nn.Module:
-    """The same weights in a model built for ``size``, position embeddings resized per ``spec.pos_interp``."""
-    import timm
+def resize_in_place(model: nn.Module, spec: ModelSpec, size: tuple[int, int]) -> None:
+    """Make ``model`` take ``size`` images: no second model is built (for ViT-g that saved about 4.2 GiB).
 
-    state = model.state_dict()
-    old_grid = tuple(model.patch_embed.grid_size)
-    target = timm.create_model(spec.full_name, pretrained=False, img_size=size, num_classes=0)
-    prefix = 0 if getattr(target, "no_embed_class", False) else target.num_prefix_tokens
-    state["pos_embed"] = resize_pos_embed(state["pos_embed"], old_grid, tuple(target.patch_embed.grid_size),
-                                          num_prefix=prefix, mode=spec.pos_interp)
-    target.load_state_dict(state, strict=True)
-    return target
+    timm's ``set_input_size`` updates the patch grid and the model's recorded input size; the position
+    embedding values are then replaced by :func:`resize_pos_embed` of the original ones, per
+    ``spec.pos_interp`` (the official DINOv2 interpolation for DINOv2 models).
+    """
+    old_pos, old_grid = model.pos_embed.detach(), tuple(model.patch_embed.grid_size)
+    model.set_input_size(img_size=size)
+    prefix = 0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens
+    new_pos = resize_pos_embed(old_pos, old_grid, tuple(model.patch_embed.grid_size), num_prefix=prefix,
+                               mode=spec.pos_interp)
+    model.pos_embed = nn.Parameter(new_pos, requires_grad=model.pos_embed.requires_grad)
 
 
 def resize_pos_embed(pos_embed: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int], *,
@@ -345,7 +374,7 @@ def _resolve_size(spec: ModelSpec, image_size: int | tuple[int, int] | list[int]
     if h % p or w % p or h <= 0 or w <= 0:
         raise ValueError(
             f"image_size {h}x{w} is not a positive multiple of {spec.key}'s patch size {p}; "
-            f"use e.g. {max(p, round(h / p) * p)} (vitreg.images.preprocess rounds the same way)"
+            f"use e.g. {max(p, round(h / p) * p)}"
         )
     return (h, w)
 
@@ -359,8 +388,8 @@ def _pretrained_cfg(spec: ModelSpec) -> dict | None:
     return cfg.to_dict() if cfg is not None else None
 
 
-# --- `make weights` --------------------------------------------------------------------------
-def download(keys: list[str], folder: Path | None = None) -> list[Path]:
+# --- `vitreg weights download` (`make weights`) ------------------------------------------------------
+def download(keys: Sequence[str], folder: Path | None = None) -> list[Path]:
     """Fetch hub weights of ``keys`` and copy them into the weights folder (``make weights``).
 
     Needs internet once; afterwards the folder can be copied to offline machines (a classroom).
@@ -381,53 +410,12 @@ def download(keys: list[str], folder: Path | None = None) -> list[Path]:
         if not cfg.get("hf_hub_id"):
             raise WeightsNotFound(f"{key}: timm has no hub file for {spec.full_name}")
         path = hf_hub_download(cfg["hf_hub_id"], "model.safetensors")
-        tmp = target.with_suffix(".part")
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, target)
+        with atomic_path(target) as tmp:
+            shutil.copyfile(path, tmp)
         print(f"{key}: {target}")
         written.append(target)
     return written
 
 
-def notebook_models() -> list[str]:
-    """Every model named by the notebooks' default (real-profile) parameters, in run order."""
-    from vitreg.params import notebook_defaults, repo_root
-    from vitreg.runner import load_order, models_in
-
-    keys: list[str] = []
-    for entry in load_order():
-        for key in models_in(notebook_defaults(repo_root() / "notebooks" / f"{entry['notebook']}.ipynb")):
-            if key not in keys:
-                keys.append(key)
-    return keys
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m vitreg.weights download [--notebooks | --all | KEY ...]`` and ``... where KEY ...``."""
-    from vitreg.models import ZOO
-
-    parser = argparse.ArgumentParser(prog="python -m vitreg.weights", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    d = sub.add_parser("download", help="copy hub weights into the weights folder")
-    d.add_argument("keys", nargs="*")
-    d.add_argument("--all", action="store_true", help="every model in the zoo")
-    d.add_argument("--notebooks", action="store_true", help="every model the notebooks use (their defaults)")
-    w = sub.add_parser("where", help="where the weights of a model are found, or what was looked at")
-    w.add_argument("keys", nargs="+")
-    args = parser.parse_args(argv)
-    if args.cmd == "download":
-        keys = list(ZOO) if args.all else notebook_models() if args.notebooks else args.keys
-        if not keys:
-            parser.error("name models, or pass --notebooks or --all")
-        download(keys)
-        return 0
-    status = 0
-    for key in args.keys:
-        file, looked = find_weights(get_spec(key))
-        print(f"{key}: {file}" if file else f"{key}: not found; looked in {looked}")
-        status |= file is None
-    return status
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the old entry point: say where it went instead of silently doing nothing
+    raise SystemExit("`python -m vitreg.weights` is now `vitreg weights` (or `python -m vitreg weights`)")

@@ -1,0 +1,151 @@
+"""The `vitreg` command: every subcommand answers --help, dispatches to the library and says what failed."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from vitreg import cli
+from vitreg.cli import main
+from vitreg.paths import repo_root
+
+
+@pytest.mark.parametrize("argv", [[], ["run"], ["weights"], ["weights", "download"], ["weights", "where"],
+                                  ["report"], ["strip"]])
+def test_every_command_has_help(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: vitreg") and len(out.splitlines()) > 4
+
+
+def test_top_level_help_lists_every_subcommand(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for name in cli.SUBCOMMANDS:
+        assert f"    {name}" in out
+
+
+def test_no_command_or_an_unknown_one_is_a_usage_error(capsys):
+    for argv in ([], ["frobnicate"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2
+    assert "usage: vitreg" in capsys.readouterr().err
+
+
+def test_run_dispatches_with_its_options(monkeypatch, tmp_path):
+    import vitreg.runner as runner
+
+    seen = {}
+
+    def fake_run(profile, only, *, keep_going, out_dir):
+        seen.update(profile=profile, only=only, keep_going=keep_going, out_dir=out_dir)
+        return [runner.Outcome("02_x", "failed")]
+
+    monkeypatch.setattr(runner, "run", fake_run)
+    assert main(["run", "--profile", "smoke", "--only", "02", "05", "--keep-going", "--out", str(tmp_path)]) == 1
+    assert seen == {"profile": "smoke", "only": ["02", "05"], "keep_going": True, "out_dir": tmp_path}
+    monkeypatch.setattr(runner, "run", lambda *a, **k: [runner.Outcome("02_x", "ok")])
+    assert main(["run"]) == 0
+
+
+def test_run_with_a_bad_parameter_exits_2_naming_it(monkeypatch, capsys):
+    import vitreg.runner as runner
+    from vitreg.params import ParameterError
+
+    def bad(*a, **k):
+        raise ParameterError("02_x.ipynb: unknown parameter 'n_image'")
+
+    monkeypatch.setattr(runner, "run", bad)
+    assert main(["run", "--profile", "smoke"]) == 2
+    assert "nothing was run" in capsys.readouterr().err
+
+
+def test_weights_where_reports_missing_and_unknown(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("VITREG_WEIGHTS", str(tmp_path))
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert main(["weights", "where", "dinov2_s"]) == 1
+    assert str(tmp_path / "vit_small_patch14_dinov2.lvd142m.safetensors") in capsys.readouterr().out
+    (tmp_path / "dinov2_vits14_pretrain.pth").write_bytes(b"x")
+    assert main(["weights", "where", "dinov2_s"]) == 0
+    assert main(["weights", "where", "dinov2_xl"]) == 2
+    assert "dinov2_l" in capsys.readouterr().err
+
+
+def test_weights_download_picks_the_models(monkeypatch, capsys):
+    import vitreg.runner as runner
+    import vitreg.weights as weights
+    from vitreg.models import ZOO
+
+    asked = []
+    monkeypatch.setattr(weights, "download", lambda keys: asked.append(list(keys)))
+    assert main(["weights", "download", "dinov2_s", "mae_b16"]) == 0
+    assert main(["weights", "download", "--all"]) == 0
+    assert main(["weights", "download", "--notebooks"]) == 0
+    assert asked == [["dinov2_s", "mae_b16"], list(ZOO), list(runner.notebook_models())]
+    assert "dinov2_l" in asked[2] and len(set(asked[2])) == len(asked[2])
+    assert main(["weights", "download"]) == 2
+    assert main(["weights", "download", "dinov2_s", "--all"]) == 2
+    assert "not both" in capsys.readouterr().err
+
+
+def test_report_calls_build_report(monkeypatch, tmp_path, capsys):
+    import vitreg.report as report
+
+    calls = []
+
+    def fake(results_dir, out_dir, figures_dir=None):
+        calls.append((results_dir, out_dir, figures_dir))
+        return [out_dir / "report.md", out_dir / "report.html"]
+
+    monkeypatch.setattr(report, "build_report", fake)
+    assert main(["report", str(tmp_path / "r"), str(tmp_path / "o"), "--figures", str(tmp_path / "f")]) == 0
+    assert calls == [(tmp_path / "r", tmp_path / "o", tmp_path / "f")]
+    assert capsys.readouterr().out.split() == [str(tmp_path / "o" / "report.md"), str(tmp_path / "o" / "report.html")]
+
+    def broken(*a, **k):
+        raise ValueError("results/09_downstream.json: schema_version missing")
+
+    monkeypatch.setattr(report, "build_report", broken)
+    assert main(["report", str(tmp_path / "r"), str(tmp_path / "o")]) == 2
+    assert "09_downstream.json" in capsys.readouterr().err
+
+
+def test_strip_strips_the_checkouts_notebooks(monkeypatch, tmp_path, capsys):
+    import vitreg.runner as runner
+
+    (tmp_path / "notebooks").mkdir()
+    nb = new_notebook(cells=[new_code_cell("1 + 1", execution_count=3)])
+    nbformat.write(nb, tmp_path / "notebooks" / "x.ipynb")
+    monkeypatch.setattr(runner, "repo_root", lambda: tmp_path)
+    assert main(["strip"]) == 0
+    assert "stripped" in capsys.readouterr().out
+    assert nbformat.read(tmp_path / "notebooks" / "x.ipynb", as_version=4).cells[0].execution_count is None
+
+
+def test_python_dash_m_vitreg_is_the_same_command():
+    done = subprocess.run([sys.executable, "-m", "vitreg", "--help"], capture_output=True, text=True,
+                          cwd=repo_root(), timeout=120)
+    assert done.returncode == 0 and "usage: vitreg" in done.stdout
+
+
+def test_installed_console_script_if_any():
+    """The console script declared in pyproject.toml points at this main (run it when installed)."""
+    assert 'vitreg = "vitreg.cli:main"' in (repo_root() / "pyproject.toml").read_text()
+    exe = shutil.which("vitreg", path=str(Path(sys.executable).parent))
+    if exe is None:
+        pytest.skip("the vitreg console script is not installed in this environment")
+    done = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("vitreg ")

@@ -1,0 +1,197 @@
+"""The ``vitreg`` command: run the notebooks, fetch weights, build the report, strip notebooks.
+
+Paper: all findings F1-F9 (the notebooks reproduce them; this is how they are run).
+
+    vitreg run [--profile real|smoke] [--only 02 05 ...] [--keep-going] [--out DIR]
+    vitreg weights download [--notebooks | --all | KEY ...]
+    vitreg weights where KEY ...
+    vitreg report RESULTS_DIR OUT_DIR [--figures DIR]
+    vitreg strip
+
+``python -m vitreg ...`` is the same command. The Makefile's targets call it. Each subcommand is one
+``_cmd_<name>(args) -> int`` function with its parser in ``_add_<name>``; a new subcommand (``vitreg
+scan``) adds one such pair and one entry in :data:`SUBCOMMANDS`. Heavy modules (torch, timm, papermill)
+are imported only by the subcommand that needs them, so ``vitreg --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from vitreg import __version__
+
+_EXAMPLES = """examples:
+  vitreg run --profile smoke                 every notebook, offline, random weights (minutes, CPU)
+  vitreg run --only 02 --out /tmp/run02      one notebook with its real parameters
+  vitreg weights download --notebooks        fill the weights folder on a connected machine
+  vitreg report build/smoke/results build/smoke
+  vitreg strip                               before committing notebooks
+"""
+
+
+# --- vitreg run -----------------------------------------------------------------------------------
+def _add_run(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "run", help="run the notebooks in order (papermill), then build the report",
+        description="Run the notebooks of notebooks/order.yaml in order with papermill, then build the report. "
+                    "Every notebook's parameters are checked before the first one runs; in the real profile the "
+                    "weights of every model are looked up first (offline with weights missing: stop at once).",
+        epilog="outputs: real -> figures/, results/, build/notebooks/, build/report.*; "
+               "smoke -> build/smoke/ (or --out DIR). Exit status: 0 all ran, 1 a notebook failed, "
+               "2 bad parameters.")
+    p.add_argument("--profile", choices=("real", "smoke"), default="real",
+                   help="real: the notebooks' own defaults (pretrained weights, GPU, hours); smoke: params/smoke.yaml "
+                        "(random weights, CPU, offline, minutes). Default: real")
+    p.add_argument("--only", nargs="+", metavar="NOTEBOOK",
+                   help="notebook numbers (02) or names (02_high_norm_tokens); default: all, in run order")
+    p.add_argument("--keep-going", action="store_true", help="run the remaining notebooks after one fails")
+    p.add_argument("--out", type=Path, metavar="DIR",
+                   help="folder for figures/, results/, notebooks/ and the report (default: by profile)")
+    return p
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from vitreg.params import ParameterError
+    from vitreg.runner import run
+
+    try:
+        outcomes = run(args.profile, args.only, keep_going=args.keep_going, out_dir=args.out)
+    except ParameterError as err:
+        print(f"parameter error, nothing was run:\n{err}", file=sys.stderr)
+        return 2
+    return 1 if any(o.status == "failed" for o in outcomes) else 0
+
+
+# --- vitreg weights -------------------------------------------------------------------------------
+def _add_weights(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "weights", help="download pretrained weights, or show where they are found",
+        description="Pretrained weights are looked up in the weights folder ($VITREG_WEIGHTS, default "
+                    "data/weights in a checkout), then in timm's Hugging Face cache.")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    d = actions.add_parser(
+        "download", help="copy hub weights into the weights folder (needs internet once)",
+        description="Download hub weights and copy them into the weights folder, which can then be copied "
+                    "to offline machines. Models are zoo keys (dinov2_l_reg) or timm names.")
+    d.add_argument("keys", nargs="*", metavar="KEY", help="models to download")
+    which = d.add_mutually_exclusive_group()
+    which.add_argument("--notebooks", action="store_true", help="every model the notebooks' defaults load")
+    which.add_argument("--all", action="store_true", help="every model in the zoo")
+    w = actions.add_parser(
+        "where", help="where each model's weights are found, or every place looked",
+        description="Say where the weights of each model are found on this machine (no network). "
+                    "Exit status 1 if some are missing.")
+    w.add_argument("keys", nargs="+", metavar="KEY", help="zoo keys (dinov2_l_reg) or timm names")
+    return p
+
+
+def _cmd_weights(args: argparse.Namespace) -> int:
+    from vitreg.models import ZOO, UnknownModel
+
+    try:
+        if args.action == "download":
+            return _download(args, list(ZOO))
+        return _where(args.keys)
+    except UnknownModel as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _download(args: argparse.Namespace, zoo: list[str]) -> int:
+    from vitreg.runner import notebook_models
+    from vitreg.weights import download
+
+    if args.keys and (args.all or args.notebooks):
+        print("error: name models or pass --notebooks or --all, not both", file=sys.stderr)
+        return 2
+    keys = zoo if args.all else list(notebook_models()) if args.notebooks else args.keys
+    if not keys:
+        print("error: name the models to download, or pass --notebooks or --all", file=sys.stderr)
+        return 2
+    download(keys)
+    return 0
+
+
+def _where(keys: Sequence[str]) -> int:
+    from vitreg.models import get_spec
+    from vitreg.weights import find_weights
+
+    status = 0
+    for key in keys:
+        file, looked = find_weights(get_spec(key))
+        print(f"{key}: {file}" if file else f"{key}: not found; looked in:\n" + "\n".join(f"  - {p}" for p in looked))
+        status |= file is None
+    return status
+
+
+# --- vitreg report --------------------------------------------------------------------------------
+def _add_report(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "report", help="build report.md and report.html from a run's results",
+        description="Write report.md and report.html: every number of the paper beside the run's own. "
+                    "`vitreg run` builds it already; this rebuilds it from existing results.")
+    p.add_argument("results_dir", type=Path, metavar="RESULTS_DIR", help="the run's results/ folder of *.json")
+    p.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="where to write report.md and report.html")
+    p.add_argument("--figures", type=Path, metavar="DIR", help="the run's figures (default RESULTS_DIR/../figures)")
+    return p
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from vitreg.report import build_report
+
+    try:
+        written = build_report(args.results_dir, args.out_dir, figures_dir=args.figures)
+    except (OSError, ValueError) as err:  # a results file that breaks the schema, a missing folder
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(path)
+    return 0
+
+
+# --- vitreg strip ---------------------------------------------------------------------------------
+def _add_strip(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    return sub.add_parser(
+        "strip", help="remove outputs from notebooks/*.ipynb (before committing)",
+        description="Remove outputs, execution counts and run metadata from the checkout's notebooks/*.ipynb, "
+                    "so commits hold the notebooks' sources only.")
+
+
+def _cmd_strip(args: argparse.Namespace) -> int:
+    from vitreg.runner import strip_outputs
+
+    for path in strip_outputs():
+        print(f"stripped {path}")
+    return 0
+
+
+#: name -> (add the subcommand's parser, run it). Order is the order of ``vitreg --help``.
+SUBCOMMANDS: dict[str, tuple[Callable[[argparse._SubParsersAction], argparse.ArgumentParser],
+                             Callable[[argparse.Namespace], int]]] = {
+    "run": (_add_run, _cmd_run),
+    "weights": (_add_weights, _cmd_weights),
+    "report": (_add_report, _cmd_report),
+    "strip": (_add_strip, _cmd_strip),
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    """The ``vitreg`` argument parser with every subcommand."""
+    top = argparse.ArgumentParser(
+        prog="vitreg", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EXAMPLES,
+        description="Reproduce 'Vision Transformers Need Registers' (Darcet et al., ICLR 2024): run the "
+                    "notebooks, fetch weights, build the report. `vitreg COMMAND --help` for each command.")
+    top.add_argument("--version", action="version", version=f"vitreg {__version__}")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (add, run) in SUBCOMMANDS.items():
+        add(sub).set_defaults(handler=run)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``vitreg`` console script and of ``python -m vitreg``; returns the exit status."""
+    args = parser().parse_args(argv)
+    return int(args.handler(args))
