@@ -10,7 +10,7 @@ Planted outliers (smoke runs) are not a parameter here: wrap a call in
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np

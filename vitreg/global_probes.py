@@ -53,7 +53,7 @@ def single_token_classification(train: Mapping[str, torch.Tensor], test: Mapping
         train: training feature set: ``labels (n,)``, ``cls (n, D)``, ``central (n, D)`` (the patch at the
             grid centre), ``reg (n, R, D)`` or None,
             ``normal``/``outlier`` ``(n, K, D)`` with ``has_normal``/``has_outlier`` ``(n,)`` (see
-            :func:`sample_tokens`).
+            :func:`vitreg.features.sample_tokens`).
         test: the same for the test split.
         kinds: which kinds to probe (default: all present, see :func:`token_kinds`).
         n_draws: use only the first ``n_draws`` of the K drawn tokens.
@@ -61,7 +61,7 @@ def single_token_classification(train: Mapping[str, torch.Tensor], test: Mapping
         val_fraction: validation share of the training set.
         seed: seed of the validation split.
         progress: show a tqdm bar over kinds and draws.
-        **fit_kwargs: passed to :func:`fit_logistic`.
+        **fit_kwargs: passed to :func:`vitreg.estimators.fit_logistic`.
 
     Returns:
         ``{kind: {"mean": %, "std": %, "draws": [%...], "l2": [...], "n_train": int, "n_test": int,
@@ -118,6 +118,7 @@ def global_information(loaded, dataset: str, *, root: str | None = None, downloa
     Paper: Table 1 / App. G Table 6. Loads the train and test splits (:mod:`vitreg.data`), keeps a
     class-balanced subset of at most ``max_train`` / ``max_test`` images, extracts (or reads from the
     cache) one token of each kind per image and runs :func:`single_token_classification`.
+    Smoke runs wrap the call in ``with vitreg.planting.planted_outliers(loaded, ...)``.
 
     Args:
         loaded: the model.

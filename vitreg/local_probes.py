@@ -64,7 +64,7 @@ def position_probe(train_x: torch.Tensor, train_pos: torch.Tensor, test_x: torch
         l2_grid: L2 strengths to choose from on a validation split of the training tokens.
         val_fraction: validation share.
         seed: seed.
-        **fit_kwargs: passed to :func:`fit_logistic`.
+        **fit_kwargs: passed to :func:`vitreg.estimators.fit_logistic`.
 
     Returns:
         ``{"l2": chosen, "val_accuracy": {...}, "chance_top1": %, "groups": {name: {"top1": %,
@@ -159,7 +159,7 @@ def local_information(features: Mapping[str, torch.Tensor], outlier: torch.Tenso
     evaluated on the test patches, split by ``outlier``.
 
     Args:
-        features: from :func:`patch_token_features` (``patches``, ``pixels``).
+        features: from :func:`vitreg.features.patch_token_features` (``patches``, ``pixels``).
         outlier: ``(B, N)`` bool outlier mask.
         grid: patch grid.
         train_fraction: share of images that train the probes.
