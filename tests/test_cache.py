@@ -108,7 +108,7 @@ def test_model_dtype_and_random_init_are_part_of_the_key(tmp_path) -> None:
     import copy
     import dataclasses
 
-    from vitreg import probes
+    from vitreg import features
     from vitreg.data import SyntheticGlobalDataset
     from vitreg.weights import load_model
 
@@ -122,9 +122,9 @@ def test_model_dtype_and_random_init_are_part_of_the_key(tmp_path) -> None:
     file = dataclasses.replace(base, pretrained=True, source="weights.pth")  # as if loaded from a file
     half = dataclasses.replace(file, model=copy.deepcopy(base.model).to(torch.bfloat16))
     for reference, changed in ((base, other), (file, half)):
-        first = probes.patch_token_features(reference, images, **kw)["patches"]
-        fresh = probes.patch_token_features(changed, images, **{**kw, "cache": False})["patches"]
-        got = probes.patch_token_features(changed, images, **kw)["patches"]
+        first = features.patch_token_features(reference, images, **kw)["patches"]
+        fresh = features.patch_token_features(changed, images, **{**kw, "cache": False})["patches"]
+        got = features.patch_token_features(changed, images, **kw)["patches"]
         assert not torch.equal(fresh, first) and torch.equal(got, fresh)
-    assert torch.equal(probes.patch_token_features(same, images, **kw)["patches"],
-                       probes.patch_token_features(base, images, **kw)["patches"])  # the same weights: reused
+    assert torch.equal(features.patch_token_features(same, images, **kw)["patches"],
+                       features.patch_token_features(base, images, **kw)["patches"])  # the same weights: reused

@@ -139,17 +139,3 @@ def test_unreleased_register_models_are_quoted_not_invented() -> None:
     assert rows and all(".deit3." in r["id"] or ".openclip." in r["id"] for r in rows)
     assert {"id": "F8.table3.deit3.reg.voc12", "source": "Table 3", "value": 32.7}.items() <= \
         next(r for r in rows if r["id"] == "F8.table3.deit3.reg.voc12").items()
-
-
-def test_measurements_never_import_the_paper_or_the_report() -> None:
-    """Layer rule: paper and report are presentation; measurement modules (and results, a utility) never
-    import them, not even inside a function."""
-    import ast
-
-    root = Path(paper.__file__).resolve().parent
-    for name in ("lost", "registers", "norms", "attention", "similarity", "probes", "downstream", "results"):
-        tree = ast.parse((root / f"{name}.py").read_text())
-        imported = {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
-        imported |= {f"{node.module}.{a.name}" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
-                     for a in node.names}
-        assert not {m for m in imported if m.startswith(("vitreg.paper", "vitreg.report"))}, name

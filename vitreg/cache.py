@@ -99,12 +99,22 @@ def model_fields(loaded: Any) -> dict:
     if d["pretrained"] and source.is_file():  # a file replaced in place must not serve stale features
         stat = source.stat()
         fields["weights_file"] = [stat.st_size, int(stat.st_mtime)]
+    planted = getattr(loaded, "planted", None)  # vitreg.planting: planted and clean features never share an entry
+    if planted is not None:
+        fields["planted"] = planted.key()
     if not d["pretrained"]:
         digest = hashlib.sha256()
         for p in params:  # a few values of every tensor: cheap, and any re-initialisation changes them
             digest.update(p.detach().flatten()[:64].float().cpu().numpy().tobytes())
         fields["weights_fingerprint"] = digest.hexdigest()[:16]
     return fields
+
+
+def hash_indices(indices: Any) -> str:
+    """A short stable hash of a subset: indices (list or tensor) or file names (part of a cache key)."""
+    if isinstance(indices, torch.Tensor):
+        indices = indices.tolist()
+    return hashlib.sha256(",".join(map(str, indices)).encode()).hexdigest()[:16]
 
 
 def key_hash(key: Mapping[str, Any]) -> str:

@@ -253,17 +253,22 @@ def _load_torchvision(info: DatasetInfo, split: str, folder: Path, download: boo
     return LabelledImages(info.name, split, parts, labels, classes)
 
 
-def subset_indices(labels: torch.Tensor, n: int | None, *, seed: int = 0) -> torch.Tensor:
+def subset_indices(labels: torch.Tensor | int, n: int | None, *, seed: int = 0) -> torch.Tensor:
     """Indices of ``n`` items drawn class-balanced (round-robin over classes in random order), sorted.
 
+    The one seeded subset of vitreg: image sets of notebooks 05, 06 and 09 and the dense pairs of Table 2.
+    Without labels (an item count) it is a plain random draw of ``n`` items, in their original order.
+
     Args:
-        labels: ``(N,)`` labels of the full split.
+        labels: ``(N,)`` labels of the full split, or ``N`` for unlabelled items.
         n: how many to keep; None or ``>= N`` keeps all.
         seed: random seed.
 
     Returns:
         sorted long tensor of indices.
     """
+    if isinstance(labels, int):
+        labels = torch.zeros(labels, dtype=torch.long)
     total = len(labels)
     if n is None or n >= total:
         return torch.arange(total)

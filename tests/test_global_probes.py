@@ -1,0 +1,76 @@
+"""F6 global probes (vitreg.global_probes): one token classifies the image when it carries the class.
+
+Paper: Table 1 / Table 6.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from vitreg import features, global_probes
+from vitreg.results import clean_numbers
+
+
+
+
+def test_sample_tokens_draws_only_from_the_mask() -> None:
+    b, n, d = 3, 10, 2
+    patches = torch.arange(b * n, dtype=torch.float).reshape(b, n, 1).expand(b, n, d).clone()
+    mask = torch.zeros(b, n, dtype=torch.bool)
+    mask[0, [2, 7]] = True
+    mask[1, 4] = True  # image 2 has no outlier
+    out = features.sample_tokens(patches, mask, 5, seed=0)
+    assert out["normal"].shape == (b, 5, d) and out["outlier"].shape == (b, 5, d)
+    assert set(out["outlier"][0, :, 0].tolist()) <= {2.0, 7.0}
+    assert set(out["outlier"][1, :, 0].tolist()) == {14.0}
+    assert out["has_outlier"].tolist() == [True, True, False]
+    assert torch.all(out["outlier"][2] == 0)
+    assert not ({2.0, 7.0} & set(out["normal"][0, :, 0].tolist()))
+    assert out["n_outliers"].tolist() == [2, 1, 0]
+    again = features.sample_tokens(patches, mask, 5, seed=0)
+    assert torch.equal(again["normal"], out["normal"])
+
+
+def planted_token_set(n: int, c: int, d: int, k: int, seed: int) -> dict[str, torch.Tensor]:
+    """[CLS] and outlier tokens carry the class (planted); normal tokens and register 1 are noise."""
+    gen = torch.Generator().manual_seed(seed)
+    means = torch.randn(c, d, generator=torch.Generator().manual_seed(77)) * 3
+    y = torch.randint(0, c, (n,), generator=gen)
+    noise = lambda *s: torch.randn(*s, generator=gen)  # noqa: E731
+    has_out = torch.rand(n, generator=gen) < 0.7
+    outlier = (means[y].unsqueeze(1) + noise(n, k, d)) * has_out.view(-1, 1, 1)
+    reg = torch.stack([means[y] + noise(n, d), noise(n, d)], 1)
+    return {"labels": y, "cls": means[y] + noise(n, d), "central": noise(n, d), "reg": reg, "normal": noise(n, k, d),
+            "outlier": outlier, "has_normal": torch.ones(n, dtype=torch.bool), "has_outlier": has_out}
+
+
+def test_single_token_classification_finds_the_planted_tokens() -> None:
+    train = planted_token_set(400, 4, 16, 3, seed=0)
+    test = planted_token_set(400, 4, 16, 3, seed=1)
+    res = global_probes.single_token_classification(train, test, l2_grid=(1e-2, 1e-4), device="cpu")
+    assert set(res) == {"cls", "central", "normal", "outlier", "reg0", "reg1"}
+    assert res["cls"]["mean"] > 97 and res["outlier"]["mean"] > 97 and res["reg0"]["mean"] > 97
+    for noise_kind in ("normal", "central", "reg1"):
+        assert abs(res[noise_kind]["mean"] - 25.0) < 10
+    assert len(res["normal"]["draws"]) == 3 and res["normal"]["std"] > 0
+    assert res["cls"]["std"] == 0.0 and len(res["cls"]["draws"]) == 1
+    assert res["outlier"]["coverage"] == pytest.approx(float(test["has_outlier"].float().mean()))
+    assert res["outlier"]["n_test"] == int(test["has_outlier"].sum())
+    assert global_probes.format_mean_std(res["cls"]).count("±") == 1
+    assert global_probes.format_mean_std({"mean": math.nan, "std": math.nan}) == "n/a"
+
+
+def test_missing_dataset_is_skipped_with_its_reason_and_results_are_strict_json(tmp_path, monkeypatch) -> None:
+    import json
+    from types import SimpleNamespace
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    res = global_probes.global_information(SimpleNamespace(image_size=(56, 56)), "cifar10", root=tmp_path, download=True)
+    assert res["dataset"] == "cifar10" and "offline" in res["skipped"]
+    clean = clean_numbers({"a": math.nan, 0.1: [1.0, math.inf], "t": torch.tensor([1.0, math.nan])}, "why")
+    gone = {"skipped": "why"}
+    assert clean == {"a": gone, "0.1": [1.0, gone], "t": [1.0, gone]}
+    json.dumps(clean, allow_nan=False)

@@ -1,0 +1,62 @@
+"""Dense heads (vitreg.heads): depth from planted tokens, mIoU and depth metrics as DINOv2 scores them.
+
+Paper: Table 2.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vitreg import dense_data, heads, planting
+
+FAST = heads.TrainConfig(epochs=15, batch_size=8, lr=1e-2, device="cpu")
+
+
+@pytest.mark.parametrize("planted", [True, False])
+def test_depth_head_learns_planted_depth_not_noise(planted: bool) -> None:
+    train, test = planting.planted_depth(16, 8, grid=(6, 6), upsample=4, planted=planted, seed=4)
+    head = heads.train_depth_head(train["patch"], train["cls"], train["depth"], n_bins=32, cfg=FAST)
+    pred = heads.predict_depth(head, test["patch"], test["cls"], tuple(test["depth"].shape[-2:]))
+    rmse = heads.depth_metrics(pred, test["depth"])["rmse"]
+    constant = heads.constant_depth_rmse(train["depth"], test["depth"])
+    if planted:
+        assert rmse < 0.5 * constant, (rmse, constant)
+    else:
+        assert rmse > 0.9 * constant, (rmse, constant)
+
+
+def test_mean_iou_counts_over_the_dataset_and_ignores_255() -> None:
+    labels = torch.tensor([[[0, 0, 1, 255]], [[1, 1, 2, 2]]], dtype=torch.uint8)
+    pred = torch.tensor([[[0, 1, 1, 0]], [[1, 1, 2, 0]]], dtype=torch.uint8)
+    # kept (gt, pred): (0,0) (0,1) (1,1) (1,1) (1,1) (2,2) (2,0)
+    # class 0: inter 1, union 2 + 2 - 1 = 3; class 1: 3 / (4 + 3 - 3); class 2: 1 / (1 + 2 - 1)
+    r = heads.mean_iou(pred, labels, 3)
+    assert r["iou"] == pytest.approx([100 / 3, 75.0, 50.0], abs=1e-2)
+    assert r["miou"] == pytest.approx((100 / 3 + 75 + 50) / 3, abs=1e-6)
+    assert heads.mean_iou(labels, labels, 4)["iou"][3] is None  # absent class: not averaged
+
+
+def test_depth_metrics_use_valid_pixels_and_the_crop() -> None:
+    gt = torch.full((2, 48, 64), 3.0)
+    gt[:, :4] = 0.0  # missing measurements
+    pred = gt.clone()
+    pred[:, :4] = 9.0  # wrong only where gt is missing: must not count
+    assert heads.depth_metrics(pred, gt)["rmse"] == pytest.approx(0.0)
+    pred[:, :, :2] = 5.0  # wrong in a border strip: outside the Eigen crop
+    assert heads.depth_metrics(pred, gt, crop=dense_data.EIGEN_CROP)["rmse"] == pytest.approx(0.0)
+    assert heads.depth_metrics(pred, gt)["rmse"] > 0.1
+
+
+def test_heads_are_seeded_without_touching_the_global_rng() -> None:
+    """No global state: training a head leaves the caller's random stream where it was, and a seed gives one head."""
+    train, _ = planting.planted_depth(4, 1, grid=(2, 2), upsample=1, seed=0)
+    cfg = heads.TrainConfig(epochs=1, batch_size=4, device="cpu", seed=3)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    a = heads.train_segmentation_head(train["patch"], (train["depth"] > 5).to(torch.uint8), 2, cfg=cfg)
+    b = heads.train_depth_head(train["patch"], train["cls"], train["depth"], n_bins=8, cfg=cfg)
+    assert torch.equal(torch.rand(3), expected)
+    again = heads.train_segmentation_head(train["patch"], (train["depth"] > 5).to(torch.uint8), 2, cfg=cfg)
+    assert torch.equal(again.linear.weight, a.linear.weight) and b.linear.weight.shape == (8, 64)
