@@ -7,7 +7,8 @@ import json
 import pytest
 
 from vitreg import notebook
-from vitreg.params import ParameterError, notebook_defaults, repo_root
+from vitreg.params import ParameterError, notebook_defaults
+from vitreg.paths import repo_root
 
 NAME = "02_high_norm_tokens"
 
@@ -75,3 +76,10 @@ def test_a_broken_code_invariant_fails_the_notebook(tmp_path):
     assert run.require("attention recomputed == explicit", True)
     with pytest.raises(notebook.CodeCheckFailed, match="explicit"):
         run.require("attention recomputed == explicit", False)
+
+
+def test_images_fall_back_to_the_bundled_photos_and_record_it(tmp_path):
+    run = notebook.start(NAME, _namespace(output_dir=str(tmp_path), profile="smoke", n_images=3))
+    assert len(run.images()) == 3
+    record = json.loads(run.save({}).read_text())
+    assert "bundled" in record["numbers"]["images"]["source"]

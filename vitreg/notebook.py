@@ -73,11 +73,11 @@ class NotebookRun:
         Paper: the natural images of Fig. 1-5. At most ``n`` (default: the ``n_images`` parameter). The
         source is recorded in the results (``numbers["images"]``, added by :meth:`save`).
         """
-        from vitreg.images import notebook_images
+        from vitreg.images import pick_images
 
         image_dir = self.params.get("image_dir") if image_dir is None else image_dir
         n = self.params.get("n_images") if n is None else n
-        images, self._image_source = notebook_images(image_dir, n, profile=self.profile)
+        images, self._image_source = pick_images(image_dir, n, profile=self.profile)
         print(f"{len(images)} images from {self._image_source}")
         return images
 
@@ -160,7 +160,8 @@ def start(name: str, namespace: Mapping[str, Any]) -> NotebookRun:
     """
     import torch
 
-    from vitreg.params import notebook_defaults, repo_root, validate
+    from vitreg.params import notebook_defaults, validate
+    from vitreg.paths import repo_root
 
     path = repo_root() / "notebooks" / f"{name}.ipynb"
     names = list(notebook_defaults(path))
