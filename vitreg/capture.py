@@ -116,6 +116,10 @@ def capture(
 ) -> Iterator[Recording]:
     """Record only what is asked, for every forward pass inside the ``with`` block.
 
+    Paper: every figure (norms Fig. 3-4, attention Fig. 1-2, q/k/v for LOST Table 3). Longer than 60
+    lines on purpose: it installs every hook and removes all of them in one ``finally``, so the hooks'
+    lifecycle is read in one place.
+
     Args:
         model: a timm VisionTransformer (``blocks``, ``patch_embed``, ``norm``).
         norms: blocks whose output L2 norms per token to keep, ``(B, T)`` each: the cheap way to

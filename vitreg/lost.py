@@ -283,7 +283,8 @@ def discover(
     """Run LOST with ``loaded`` on every image of ``dataset`` and score CorLoc.
 
     Paper: Table 3. Runs over :func:`vitreg.stream.stream` (one capture per batch, so the keys of a whole
-    dataset never pile up in memory); LOST runs batched on the model's device.
+    dataset never pile up in memory); LOST runs batched on the model's device. Longer than 60 lines
+    because most of it is this docstring and the per-setting bookkeeping of the bias sweep.
 
     Args:
         loaded: the model, loaded at the square ``image_size`` to use (a multiple of its patch size).
