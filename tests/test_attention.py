@@ -1,5 +1,7 @@
 """Planted ground truth for vitreg.attention (Paper: Fig. 2, App. F, Fig. 9)."""
 
+import math
+
 import pytest
 import torch
 
@@ -132,3 +134,19 @@ def test_head_mean_is_ttr_mean_over_heads_not_blown_up_by_register_heads():
     maps = attention.attention_maps(attn, layout, token="cls")
     peaks = attention.peak_positions(maps, k=1)[:, 0]
     assert (peaks[:, 0] * 4 + peaks[:, 1]).tolist() == [9, 9]
+
+
+def test_share_on_mask_against_a_planted_spike():
+    """Every map puts half its mass on one planted patch; the mask marks that patch in two of three images."""
+    b, h, w = 3, 4, 4
+    maps = torch.full((b, h, w), 0.5 / (h * w - 1))
+    maps[:, 1, 2] = 0.5
+    mask = torch.zeros(b, h * w, dtype=torch.bool)
+    mask[:2, 1 * w + 2] = True
+    out = attention.share_on_mask(maps, mask)
+    assert out["n_images"] == 2
+    assert out["mean_share"] == pytest.approx(0.5)
+    assert out["patch_share"] == pytest.approx(2 / (b * h * w))
+    assert out["ratio"] == pytest.approx(0.5 / (2 / (b * h * w)))
+    none = attention.share_on_mask(maps, torch.zeros(b, h * w, dtype=torch.bool))
+    assert none["n_images"] == 0 and math.isnan(none["mean_share"]) and math.isnan(none["ratio"])

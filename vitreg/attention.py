@@ -123,6 +123,29 @@ def mask_share(maps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (flat * m).sum(dim=-1) / flat.sum(dim=-1).clamp_min(1e-12)
 
 
+def share_on_mask(maps: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+    """Attention mass on masked patches (the high-norm outliers) against their share of the patches.
+
+    Paper: Fig. 2 and Fig. 21 (the [CLS] attention spikes sit on the high-norm tokens). Used in notebook 02:
+    a ``ratio`` above 1 means the maps attend to the outliers more than their number alone explains.
+
+    Args:
+        maps: ``(B, h, w)`` non-negative maps on the patch grid.
+        mask: bool mask ``(B, h, w)`` or ``(B, h * w)`` (row-major, as ``outlier_mask`` gives).
+
+    Returns:
+        ``mean_share``: the mean of :func:`mask_share` over the images that have a masked patch (NaN when
+        none has); ``patch_share``: the share of masked patches over all images; ``ratio``: ``mean_share /
+        patch_share`` (NaN when nothing is masked); ``n_images``: images with a masked patch.
+    """
+    share = mask_share(maps, mask)
+    marked = mask.reshape(mask.shape[0], -1).any(dim=1)
+    mean_share = float(share[marked].mean()) if marked.any() else float("nan")
+    patch_share = float(mask.float().mean())
+    ratio = mean_share / patch_share if patch_share > 0 else float("nan")
+    return {"mean_share": mean_share, "patch_share": patch_share, "ratio": ratio, "n_images": int(marked.sum())}
+
+
 def peak_positions(maps: torch.Tensor, k: int = 1) -> torch.Tensor:
     """Grid positions ``(row, col)`` of the ``k`` largest values of each map.
 
