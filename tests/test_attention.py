@@ -1,5 +1,7 @@
 """Planted ground truth for vitreg.attention (Paper: Fig. 2, App. F, Fig. 9)."""
 
+import math
+
 import pytest
 import torch
 
@@ -132,3 +134,38 @@ def test_head_mean_is_ttr_mean_over_heads_not_blown_up_by_register_heads():
     maps = attention.attention_maps(attn, layout, token="cls")
     peaks = attention.peak_positions(maps, k=1)[:, 0]
     assert (peaks[:, 0] * 4 + peaks[:, 1]).tolist() == [9, 9]
+
+
+def test_share_on_mask_against_a_planted_spike():
+    """Every map puts half its mass on one planted patch; the mask marks that patch in two of three images."""
+    b, h, w = 3, 4, 4
+    maps = torch.full((b, h, w), 0.5 / (h * w - 1))
+    maps[:, 1, 2] = 0.5
+    mask = torch.zeros(b, h * w, dtype=torch.bool)
+    mask[:2, 1 * w + 2] = True
+    out = attention.share_on_mask(maps, mask)
+    assert out["n_images"] == 2
+    assert out["mean_share"] == pytest.approx(0.5)
+    assert out["patch_share"] == pytest.approx(2 / (b * h * w))
+    assert out["ratio"] == pytest.approx(0.5 / (2 / (b * h * w)))
+    none = attention.share_on_mask(maps, torch.zeros(b, h * w, dtype=torch.bool))
+    assert none["n_images"] == 0 and math.isnan(none["mean_share"]) and math.isnan(none["ratio"])
+
+
+def test_artifact_claims_on_planted_spikes():
+    """A planted spike makes the "dinov2" model score above the clean "dino" and "mae" ones (Fig. 2, App. E)."""
+    layout = TokenLayout(1, 0, (8, 8))
+    clean, spiky = _attn(layout, seed=1), planting.attention_peak(_attn(layout, seed=2), layout, torch.tensor([3, 9, 27, 60]), mass=0.6)
+    arts = {n: attention.artifact_maps(a, layout) for n, a in [("dino_s16", clean), ("dinov2_s", spiky), ("mae_b16", clean)]}
+    assert arts["dinov2_s"].maps.shape == (4, 8, 8) and arts["dinov2_s"].head_scores.shape == (4, 3)
+    fam = {"dino_s16": "dino", "dinov2_s": "dinov2", "mae_b16": "mae"}
+    summaries = {n: {"family": fam[n], **a.summary} for n, a in arts.items()}
+    out = attention.artifact_claims(summaries, arts["dinov2_s"].head_scores, "dinov2_s", paper_models=["dinov2_l", "mae_l16", "dino_b16"])
+    above, below = out["claims"]["artifact_minus_dino"], out["claims"]["control_minus_artifacts"]
+    assert above["dinov2_s"] > 0.4 and below["mae_b16"] < -0.4
+    assert above["dinov2_l"] == {"skipped": "dinov2_l not in models"} and below["mae_l16"] == {"skipped": "mae_l16 not in models"}
+    assert "dino_b16" not in above and "dino_b16" not in below          # the reference makes no claim
+    assert out["head_model"]["heads_above_dino_pct"] == 100.0 and out["head_model"]["model"] == "dinov2_s"
+    no_dino = attention.artifact_claims({n: s for n, s in summaries.items() if n != "dino_s16"}, None, "dinov2_s")
+    assert no_dino["claims"]["artifact_minus_dino"]["dinov2_s"] == {"skipped": "no DINO model in models"}
+    assert no_dino["head_model"]["heads_above_dino_pct"] == {"skipped": "no DINO model in models"}

@@ -153,3 +153,24 @@ def test_statistics_stay_on_the_input_device():
 def test_fraction_ci_of_a_gpu_mask():
     truth = planting.random_outlier_mask(50, (6, 6), fraction=0.1, seed=0)
     assert norms.outlier_fraction(truth.cuda(), n_boot=100).fraction == norms.outlier_fraction(truth, n_boot=100).fraction
+
+
+def test_depth_profile_recovers_planted_emergence_and_quiet_early_blocks():
+    """Outliers planted from the block planting.planted_emergence_block picks for a 40-block model."""
+    start = planting.planted_emergence_block(40)
+    assert start == 14                                    # 0-based: block 15 of 40 counted from 1
+    stack = torch.rand(40, 6, 49) * 50
+    truth = planting.random_outlier_mask(6, (7, 7), fraction=0.05, seed=1)
+    stack[start:, truth] = 300.0
+    prof = norms.depth_profile(stack, threshold=150.0, min_fraction=0.01)
+    assert prof.emergence == start + 1 and prof.n_blocks == 40
+    assert prof.early_outlier_pct == 0.0
+    d = prof.to_dict()
+    assert d["emergence_block"] == 15 and len(d["fractions_pct"]) == 40
+    assert d["max_norm"][start] == 300.0 and d["max_norm"][0] < 50
+    assert d["fractions_pct"][-1] == pytest.approx(100 * truth.float().mean().item())
+    assert set(prof.plot_stats()) == {"quantiles", "qs", "fractions", "threshold", "emergence"}
+    ci = norms.outlier_fraction(truth, n_boot=50)
+    assert ci.to_pct_dict()["outlier_pct"] == pytest.approx(100 * ci.fraction)
+    with pytest.raises(ValueError, match="0.5 and 1.0"):
+        norms.depth_profile(stack, qs=(0.25, 0.75))

@@ -12,11 +12,14 @@ so row ``i`` is always prefix token ``i`` (0 = [CLS], 1.. = registers when there
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 
+from vitreg.models import get_spec
 from vitreg.tokens import TokenLayout, prefix_names, prefix_row  # noqa: F401  (prefix_*: re-exported, they live in tokens)
 
 
@@ -123,6 +126,29 @@ def mask_share(maps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (flat * m).sum(dim=-1) / flat.sum(dim=-1).clamp_min(1e-12)
 
 
+def share_on_mask(maps: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+    """Attention mass on masked patches (the high-norm outliers) against their share of the patches.
+
+    Paper: Fig. 2 and Fig. 21 (the [CLS] attention spikes sit on the high-norm tokens). Used in notebook 02:
+    a ``ratio`` above 1 means the maps attend to the outliers more than their number alone explains.
+
+    Args:
+        maps: ``(B, h, w)`` non-negative maps on the patch grid.
+        mask: bool mask ``(B, h, w)`` or ``(B, h * w)`` (row-major, as ``outlier_mask`` gives).
+
+    Returns:
+        ``mean_share``: the mean of :func:`mask_share` over the images that have a masked patch (NaN when
+        none has); ``patch_share``: the share of masked patches over all images; ``ratio``: ``mean_share /
+        patch_share`` (NaN when nothing is masked); ``n_images``: images with a masked patch.
+    """
+    share = mask_share(maps, mask)
+    marked = mask.reshape(mask.shape[0], -1).any(dim=1)
+    mean_share = float(share[marked].mean()) if marked.any() else float("nan")
+    patch_share = float(mask.float().mean())
+    ratio = mean_share / patch_share if patch_share > 0 else float("nan")
+    return {"mean_share": mean_share, "patch_share": patch_share, "ratio": ratio, "n_images": int(marked.sum())}
+
+
 def peak_positions(maps: torch.Tensor, k: int = 1) -> torch.Tensor:
     """Grid positions ``(row, col)`` of the ``k`` largest values of each map.
 
@@ -163,6 +189,96 @@ def artifact_scores(maps: torch.Tensor, *, top_frac: float = 0.02,
         out["outlier_share_mean"] = float(share.mean())
         out["outlier_fraction"] = float(outliers.float().mean())
     return out
+
+
+ARTIFACT_FAMILIES = ("dinov2", "deit3", "clip")   # Fig. 1-2: spiky background patches in the [CLS] maps
+CONTROL_FAMILIES = ("mae",)                        # App. E: MAE ViT-L shows none
+REFERENCE_FAMILY = "dino"                          # Fig. 2: DINO (v1) shows none; the baseline of the score
+
+
+@dataclass
+class ArtifactMaps:
+    """Last-layer [CLS] attention of one model and its artifact scores (Paper: Fig. 2 and App. F, Fig. 18).
+
+    Attributes:
+        maps: ``(B, h, w)`` mean-over-heads maps, renormalised over the patches.
+        per_head: ``(B, heads, h, w)`` per-head maps.
+        scores: ``(B,)`` artifact score (:func:`top_share`) of each image's mean map.
+        head_scores: ``(B, heads)`` artifact score of each head.
+        summary: :func:`artifact_scores` plus ``per_head_score`` (the mean over images of each head's score).
+    """
+
+    maps: torch.Tensor
+    per_head: torch.Tensor
+    scores: torch.Tensor
+    head_scores: torch.Tensor
+    summary: dict[str, Any]
+
+
+def artifact_maps(attn: torch.Tensor, layout: TokenLayout, *, top_frac: float = 0.02,
+                  outliers: torch.Tensor | None = None) -> ArtifactMaps:
+    """Mean and per-head [CLS] maps of one model with their artifact scores.
+
+    Paper: Fig. 2 (mean over heads, as [TTR]) and App. F, Fig. 18 (every head). Used in notebook 01.
+
+    Args:
+        attn: ``(B, heads, rows, T)`` last-block attention (``Recording.attn[-1]``).
+        layout: the model's token layout.
+        top_frac: see :func:`top_share`.
+        outliers: optional ``(B, N)`` high-norm mask (adds the attention share on them to the summary).
+    """
+    maps = attention_maps(attn, layout)
+    per_head = attention_maps(attn, layout, heads="all")
+    head_scores = top_share(per_head, top_frac=top_frac)
+    summary = {"per_head_score": head_scores.mean(dim=0).tolist(),
+               **artifact_scores(maps, top_frac=top_frac, outliers=outliers)}
+    return ArtifactMaps(maps, per_head, top_share(maps, top_frac=top_frac), head_scores, summary)
+
+
+def artifact_claims(summaries: Mapping[str, Mapping[str, Any]], head_scores: torch.Tensor | None, head_model: str,
+                    *, paper_models: Iterable[str] = ()) -> dict[str, Any]:
+    """The shape of F1 as numbers: artifact models above DINO, MAE below them, DINOv2's heads above DINO's.
+
+    Paper: Fig. 1-2 (DINOv2, DeiT-III, OpenCLIP have artifacts; DINO none), App. E (MAE none), App. F,
+    Fig. 18 (artifacts in all heads of DINOv2-L). Used in notebook 01; the bounds live in
+    data/paper_numbers.yaml.
+
+    Args:
+        summaries: model key -> :attr:`ArtifactMaps.summary` plus ``family`` (the models run).
+        head_scores: ``(B, heads)`` head scores of ``head_model`` (None when it did not run).
+        head_model: the model whose heads are compared with DINO's.
+        paper_models: model keys the paper makes claims about: those not run get ``{"skipped": ...}``.
+
+    Returns:
+        ``{"claims": {"artifact_minus_dino": {model: score - max DINO score}, "control_minus_artifacts":
+        {model: score - min artifact-model score}}, "head_model": {"model", "heads_above_dino_pct",
+        ...}}``; a value that cannot be computed is ``{"skipped": why}``.
+    """
+    def family(name: str) -> str:
+        return summaries[name]["family"] if name in summaries else get_spec(name).family
+
+    names = list(dict.fromkeys([*summaries, *paper_models]))
+    dino = [n for n in summaries if summaries[n]["family"] == REFERENCE_FAMILY]
+    artifact = [n for n in summaries if summaries[n]["family"] in ARTIFACT_FAMILIES]
+    above, below = {}, {}
+    ref = max(summaries[n]["top_share_mean"] for n in dino) if dino else None
+    low = min(summaries[n]["top_share_mean"] for n in artifact) if artifact else None
+    for n in names:
+        if family(n) not in ARTIFACT_FAMILIES + CONTROL_FAMILIES:
+            continue
+        side, base, none = ((above, ref, "no DINO model in models") if family(n) in ARTIFACT_FAMILIES
+                            else (below, low, "no artifact model in models"))
+        side[n] = ({"skipped": f"{n} not in models"} if n not in summaries else {"skipped": none} if base is None
+                   else summaries[n]["top_share_mean"] - base)
+    head = {"model": head_model}
+    if dino and head_scores is not None:
+        # per-head maps are spikier than their mean, so heads are compared with DINO's heads, not its mean map
+        ref_head = max(sum(summaries[n]["per_head_score"]) / len(summaries[n]["per_head_score"]) for n in dino)
+        head.update(heads_above_dino_pct=100 * float((head_scores.mean(dim=0) > ref_head).float().mean()),
+                    dino_mean_head_score=ref_head)
+    else:
+        head["heads_above_dino_pct"] = {"skipped": "no DINO model in models" if not dino else f"{head_model} did not run"}
+    return {"claims": {"artifact_minus_dino": above, "control_minus_artifacts": below}, "head_model": head}
 
 
 def _flat(maps: torch.Tensor) -> torch.Tensor:

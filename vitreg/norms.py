@@ -83,6 +83,10 @@ class FractionCI:
         return {"fraction": self.fraction, "ci_low": self.low, "ci_high": self.high, "ci_level": self.level,
                 "n_images": self.n_images, "n_tokens": self.n_tokens}
 
+    def to_pct_dict(self) -> dict:
+        """The fraction and its interval in percent, as results files write an outlier share."""
+        return {"outlier_pct": 100 * self.fraction, "ci_low_pct": 100 * self.low, "ci_high_pct": 100 * self.high}
+
     def __str__(self) -> str:
         return (f"{100 * self.fraction:.2f}% [{100 * self.low:.2f}, {100 * self.high:.2f}] "
                 f"({100 * self.level:.0f}% CI over {self.n_images} images)")
@@ -174,6 +178,68 @@ def emergence_block(fractions: torch.Tensor, *, min_fraction: float = 0.005, spa
         if all(above[i:i + span]):
             return i
     return None
+
+
+DEPTH_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
+
+
+@dataclass(frozen=True)
+class DepthProfile:
+    """Patch norms of one model along its depth: the outlier share per block and when it settles in.
+
+    Paper: Fig. 4a (ViT-g: high-norm tokens separate from the rest around block 15 of 40, none before).
+    Built by :func:`depth_profile`; used in notebook 03.
+    """
+
+    fractions: torch.Tensor          # (L,) share of outlier patches per block
+    quantiles: torch.Tensor          # (L, len(qs)) patch-norm quantiles per block
+    qs: tuple[float, ...]
+    threshold: float | None
+    emergence: int | None            # 1-based block where outliers settle in, None when they never do
+
+    @property
+    def n_blocks(self) -> int:
+        return int(self.fractions.shape[0])
+
+    @property
+    def early_outlier_pct(self) -> float:
+        """Highest outlier share (%) over the first 10% of blocks (at least one block); the paper: none."""
+        return 100 * float(self.fractions[: max(1, self.n_blocks // 10)].max())
+
+    def plot_stats(self) -> dict:
+        """What :func:`vitreg.plots.plot_block_norms` draws for this model."""
+        return {"quantiles": self.quantiles, "qs": self.qs, "fractions": self.fractions,
+                "threshold": self.threshold, "emergence": self.emergence}
+
+    def to_dict(self) -> dict:
+        """The profile for a results file: shares in percent, norms per block as lists."""
+        return {"emergence_block": self.emergence, "n_blocks": self.n_blocks,
+                "fractions_pct": (100 * self.fractions).tolist(),
+                "median_norm": self.quantiles[:, self.qs.index(0.5)].tolist(),
+                "max_norm": self.quantiles[:, self.qs.index(1.0)].tolist(),
+                "early_outlier_pct": self.early_outlier_pct}
+
+
+def depth_profile(norm_stack: torch.Tensor, *, threshold: float | None = None, k_std: float = 3.0,
+                  min_fraction: float = 0.005, span: int = 3, qs: tuple[float, ...] = DEPTH_QUANTILES) -> DepthProfile:
+    """Outlier share, norm quantiles and the emergence block of one model's patch norms at every block.
+
+    Paper: Fig. 4a. Combines :func:`block_outlier_fractions`, :func:`block_norm_quantiles` and
+    :func:`emergence_block` (reported 1-based, as the paper counts blocks).
+
+    Args:
+        norm_stack: ``(L, B, N)`` patch norms per block, before the final LayerNorm.
+        threshold: absolute cut-off at every block; ``None`` uses the relative rule per block.
+        k_std: width of the relative rule.
+        min_fraction, span: the emergence rule (see :func:`emergence_block`).
+        qs: quantile levels; must hold 0.5 and 1.0 (median and maximum go into the results).
+    """
+    if 0.5 not in qs or 1.0 not in qs:
+        raise ValueError(f"qs {qs} must include 0.5 and 1.0")
+    fractions = block_outlier_fractions(norm_stack, threshold=threshold, k_std=k_std)
+    first = emergence_block(fractions, min_fraction=min_fraction, span=span)
+    return DepthProfile(fractions, block_norm_quantiles(norm_stack, qs), tuple(qs), threshold,
+                        None if first is None else first + 1)
 
 
 def outlier_frequency_map(mask: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:

@@ -181,6 +181,15 @@ def planted(loaded: "LoadedModel", mask: torch.Tensor | None, *, block: int | No
         yield
 
 
+def planted_emergence_block(num_blocks: int, *, depth: float = 15 / 40) -> int:
+    """The 0-based block after which notebook 03 plants high-norm tokens: ``depth`` of the way down.
+
+    Paper: Fig. 4a (ViT-g's outliers separate around block 15 of 40; smoke runs copy that depth, so the
+    emergence block recovered on a planted model is this block + 1, counted from 1).
+    """
+    return max(0, round(depth * num_blocks) - 1)
+
+
 @contextlib.contextmanager
 def planted_registers(loaded: "LoadedModel", n_images: int, *, seed: int = 0,
                       norms: Sequence[float] = (200, 300, 450, 600), outlier_pct: float = 2.0) -> Iterator[None]:
