@@ -139,3 +139,24 @@ def test_degree_leaves_the_patch_itself_out():
     res = lost(feats, (1, 3), bias=-0.5)
     assert res.degree.tolist() == [[1, 1, 0]]
     assert int(res.seed[0]) == 2 and res.boxes_patch.tolist() == [[2, 0, 3, 1]]
+
+
+def test_corloc_rows_roles_and_the_register_gain_of_the_zoos_twin_pair():
+    from types import SimpleNamespace
+
+    from vitreg.lost import corloc_numbers, planted_corloc_checks, register_gain, sweep_settings
+
+    assert sweep_settings(False, 0.0, [0.0, -0.2]) == [(False, 0.0), (True, 0.0), (True, -0.2)]
+    assert sweep_settings(True, -0.2, [0.0, -0.2]) == [(True, -0.2), (True, 0.0)]
+    d = lambda c: SimpleNamespace(corloc={"dot+0.00": c}, names=["a", "b"])  # noqa: E731
+    results = {("dinov2_l", "VOC07"): d(30.0), ("dinov2_l_reg", "VOC07"): d(55.0), ("dino_s16", "VOC07"): d(60.0)}
+    models = ["dino_s16", "dinov2_l", "dinov2_l_reg"]
+    out = corloc_numbers(results, models, ["VOC07", "VOC12"], main="dot+0.00", which=None, root="/data")
+    assert out["no_reg"] is out["by_model"]["dinov2_l"] and out["dino"]["voc07"] == 60.0
+    assert out["reg"]["voc12"] == {"skipped": "VOC12 not found under /data"} and out["reg"]["voc07_n_images"] == 2
+    assert out["reg"]["coco20k"] == {"skipped": "COCO20k not in `datasets`"} and out["dino"]["features"] == "k"
+    gain = register_gain(out["by_model"], models)
+    assert gain["model"] == "dinov2_l_reg" and gain["voc07"] == 25.0 and gain["voc12"] == out["reg"]["voc12"]
+    assert "model" not in register_gain(out["by_model"], ["dinov2_l", "dino_s16"])  # no twin listed: all skipped
+    assert all(planted_corloc_checks({"clean": 100.0, "artifact": 10.0}).values())
+    assert not any(planted_corloc_checks({"clean": 90.0, "artifact": 60.0}).values())

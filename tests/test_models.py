@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vitreg.models import ZOO, UnknownModel, get_spec
+from vitreg.models import REGISTER_TWINS, ZOO, UnknownModel, get_spec, register_pairs, register_twin
 from vitreg.weights import load_model
 
 
@@ -21,6 +21,21 @@ def test_zoo_covers_the_papers_families():
     assert ZOO["dinov2_l"].lost_features == "k"
     assert ZOO["deit3_b16"].lost_features == ZOO["clip_b16_laion"].lost_features == "v"
     assert "quickgelu" in ZOO["clip_b16_openai"].timm_name
+
+
+def test_every_register_twin_is_the_same_model_with_four_registers():
+    for plain, reg in REGISTER_TWINS.items():
+        a, b = ZOO[plain], ZOO[reg]
+        assert (a.registers, b.registers) == (0, 4)
+        assert (a.family, a.patch_size, a.native_resolution, a.tag) == (b.family, b.patch_size, b.native_resolution, b.tag)
+    assert register_twin("dinov2_l") == "dinov2_l_reg"
+    assert register_twin("dinov2_l_reg") is None and register_twin("deit3_b16") is None  # never released
+
+
+def test_register_pairs_keep_the_listed_order_and_need_both_models():
+    names = ["dino_s16", "dinov2_l_reg", "dinov2_g", "dinov2_l", "dinov2_g_reg", "dinov2_b"]
+    assert register_pairs(names) == [("dinov2_g", "dinov2_g_reg"), ("dinov2_l", "dinov2_l_reg")]
+    assert register_pairs(["dinov2_s"]) == []
 
 
 def test_timm_names_resolve_to_the_zoo_entry():

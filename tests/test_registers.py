@@ -113,3 +113,32 @@ def test_forward_flops_count_the_attention_products():
         per_block = 2 * t * d * 3 * d + 2 * t * d * d + 2 * 2 * t * d * 4 * d + 2 * 2 * t * t * d
         expected = loaded.num_blocks * per_block + 2 * n * 3 * p * p * d  # + the patch embedding
         assert forward_flops(loaded) == expected
+
+
+def test_dinov2_pairs_follow_the_zoos_twins_and_reject_others():
+    from vitreg.registers import dinov2_pairs, overhead_pct
+
+    pairs = dinov2_pairs([["dinov2_s", "dinov2_s_reg"], ["dinov2_g", "dinov2_g_reg"]])
+    assert [(p.size, p.label, p.no_reg, p.reg) for p in pairs] == [("s", "ViT-S", "dinov2_s", "dinov2_s_reg"),
+                                                                   ("g", "ViT-g", "dinov2_g", "dinov2_g_reg")]
+    for bad in (["dinov2_s", "dinov2_b_reg"], ["dinov2_s_reg", "dinov2_s"], ["deit3_b16", "deit3_b16_reg"]):
+        with pytest.raises(ValueError, match="model_pairs"):
+            dinov2_pairs([bad])
+    assert overhead_pct(100.0, 101.5) == pytest.approx(1.5)
+
+
+def test_measure_model_reads_planted_register_norms_from_a_recording():
+    from types import SimpleNamespace
+
+    from vitreg.registers import measure_model
+    from vitreg.weights import load_model
+
+    loaded = load_model("dinov2_s_reg", pretrained=False, image_size=56)
+    layout = loaded.layout
+    norms = 20 + torch.rand(3, layout.num_tokens, generator=torch.Generator().manual_seed(0))
+    norms[:, 1:5] = torch.tensor([200.0, 300.0, 450.0, 600.0])  # planted register levels
+    attn = torch.softmax(torch.randn(3, 2, layout.num_prefix, layout.num_tokens), -1)
+    m = measure_model(loaded, SimpleNamespace(norms={-1: norms}, attn={-1: attn}), n_show=2)
+    assert m.key == "dinov2_s_reg" and "mean_maps" not in m.summary and m.summary["register_above_patch_p99_pct"] == 100.0
+    assert m.maps["reg3"].shape == (2, *layout.grid) and set(m.mean_map_shares()) == set(m.shares_text()) == set(m.maps)
+    assert m.kinds["patch"].numel() == 3 * layout.num_patches and m.flops > 0 and "patch outliers 0.00%" in str(m)

@@ -54,7 +54,6 @@ from vitreg.dense_data import (ADE20K_CLASSES, EIGEN_CROP, NYUD_MAX_DEPTH, NYUD_
 from vitreg.estimators import accuracy, fit_logistic_cv
 from vitreg.heads import (TrainConfig, chance_miou, constant_depth_rmse, depth_metrics, mean_iou, predict_depth,
                           predict_segmentation, train_depth_head, train_segmentation_head)
-from vitreg.extract import describe_runtime
 from vitreg.features import cached_task_features
 from vitreg.weights import load_model
 
@@ -156,6 +155,8 @@ def classification_probe(train: Mapping[str, torch.Tensor], test: Mapping[str, t
 # ---------------------------------------------------------------------------------------------------
 #: The headline metric(s) of each task: marked skipped for both models when the task does not run.
 TASK_KEYS = {"imagenet": ["imagenet_top1"], "ade20k": ["ade20k_miou"], "nyud": ["nyud_rmse"]}
+#: Table 2's three columns, and the sign of "better" (higher top-1 and mIoU, lower RMSE).
+TABLE2_METRICS = {"imagenet_top1": 1, "ade20k_miou": 1, "nyud_rmse": -1}
 
 
 @dataclass
@@ -206,6 +207,23 @@ class Table2Settings:
         return TrainConfig(epochs=self.head_epochs, batch_size=self.head_batch_size, lr=self.head_lr, seed=self.seed,
                            device=self.device)
 
+    def protocol(self) -> dict[str, Any]:
+        """The protocol in words, for the results file (Paper: Table 2; what differs from DINOv2's)."""
+        return {
+            "features": "final-LayerNorm tokens of the last block, computed once and cached (no augmentation)",
+            "imagenet": f"logistic regression on [CLS]+mean patch (headline), [CLS], mean patch; {self.imagenet_image_size} px "
+                        "after DINOv2's 256->224 centre crop; L2 chosen on a held-out part of the training subset",
+            "ade20k": f"BatchNorm + 1x1 conv on patch tokens, {self.ade20k_image_size} px square centre crop, labels "
+                      f"resized to {self.ade20k_label_size}, cross-entropy (0 ignored), AdamW lr {self.head_lr}, "
+                      f"{self.head_epochs} epochs",
+            "nyud": f"[CLS]+patch, x4 upsampling, 256 uniform bins in [0.001, 10] m, linear normalisation, SigLoss; "
+                    f"{list(self.nyud_image_size)} px; RMSE per image in the Eigen crop; AdamW lr {self.head_lr}, "
+                    f"{self.head_epochs} epochs",
+            "differs_from_dinov2": ["no augmentation", "fewer head updates", "training subsets",
+                                    "fixed crop instead of sliding-window inference", "logistic regression for ImageNet",
+                                    "no gradient loss, no test-time flip for depth"],
+        }
+
     def extraction(self) -> dict:
         """Keyword arguments of :func:`vitreg.features.cached_task_features` shared by every task."""
         return dict(batch_size=self.batch_size, cache=self.use_cache, cache_root=self.cache_dir)
@@ -253,11 +271,26 @@ class Table2:
         v = self.ours[role].get(key)
         return v if isinstance(v, (int, float)) else None
 
+    def pair_values(self) -> dict[str, tuple[float | None, float | None]]:
+        """Table 2's columns as ``metric -> (without, with registers)``; None where not measured."""
+        return {m: (self.value("no_reg", m), self.value("reg", m)) for m in TABLE2_METRICS}
+
+    def register_gain(self) -> dict[str, Any]:
+        """``{"model": <register model>, metric: with - without registers or {"skipped": why}}``.
+
+        Paper: Table 2 (DINOv2-L: +0.5 top-1, +1.3 mIoU, -0.012 m RMSE; [TTR], public pair: +0.3, +0.8, -0.006).
+        """
+        out: dict[str, Any] = {"model": self.roles["reg"]}
+        for m, (a, b) in self.pair_values().items():
+            why = next((v for v in (self.ours["no_reg"].get(m), self.ours["reg"].get(m)) if isinstance(v, dict)),
+                       {"skipped": "not measured"})
+            out[m] = b - a if a is not None and b is not None else why
+        return out
+
     def _load(self, name: str, image_size: Any, n_images: int) -> Any:
         loaded = load_model(name, pretrained=self.settings.pretrained, image_size=image_size,
                             device=self.settings.device)
-        self.described.append(loaded.describe())
-        print(describe_runtime(loaded, n_images, batch_size=self.settings.batch_size))
+        self.described.append(loaded.describe())  # the run-time estimate: the feature cache's progress bar
         return loaded
 
     def _imagenet(self) -> None:
@@ -353,6 +386,21 @@ class Table2:
                          "depth_rmse_shuffled": dep_noise["rmse"], "depth_constant_rmse": dep["constant_rmse"],
                          "cls_top1": cls["cls+patch_mean"]["top1"], "cls_chance": cls["chance_top1"]}
         return out
+
+
+def synthetic_checks(r: Mapping[str, Any]) -> dict[str, bool]:
+    """What the heads must learn on planted data (one role of :meth:`Table2.synthetic`), in words -> passed.
+
+    Not a paper claim: a check of the probes' code on planted ground truth (smoke runs).
+    """
+    bars = {
+        "segmentation mIoU beats chance x2": (r["seg_miou"], 2 * r["seg_chance_miou"]),
+        "segmentation beats shuffled targets": (r["seg_miou"], r["seg_miou_shuffled"] + 10),
+        "depth RMSE below 0.8 x constant": (-r["depth_rmse"], -0.8 * r["depth_constant_rmse"]),
+        "depth beats shuffled targets": (-r["depth_rmse"], -r["depth_rmse_shuffled"]),
+        "classification beats chance": (r["cls_top1"], r["cls_chance"] + 10),
+    }
+    return {f"{r['model']}: {what}: {abs(got):.3f} vs {abs(bar):.3f}": got > bar for what, (got, bar) in bars.items()}
 
 
 def pick(items: Sequence[Any], n: int | None, *, seed: int = 0) -> list[Any]:

@@ -371,3 +371,94 @@ def planted_corloc(n_images: int = 32, grid: tuple[int, int] = (14, 14), *, num_
     art = lost(patch_features(planted_feature_maps(boxes, grid, num_prefix=layout.num_prefix, artifact=artifacts,
                                                    seed=seed), layout), grid)
     return {"clean": corloc(clean.boxes, gt), "artifact": corloc(art.boxes, gt)}
+
+
+# --- notebook 08: datasets, settings and the Table 3 rows of a run --------------------------------
+def open_datasets(names: Sequence[str], root: Any, *, image_size: int, limit: int | None,
+                  seed: int = 0) -> dict[str, "BoxDataset"]:
+    """The box datasets of ``names`` that are found under ``root`` (Paper: Table 3: VOC07, VOC12, COCO20k).
+
+    A dataset that is not found is left out (the results then mark its CorLoc skipped). Images are
+    read at most at ``image_size x 4/3 image_size`` (LOST then resizes them whole to ``image_size``).
+    """
+    from vitreg.boxes import open_box_dataset
+
+    sets = {}
+    for name in names:
+        ds = open_box_dataset(name, root, limit=limit, image_size=(image_size, int(image_size * 4 / 3)), seed=seed)
+        if ds is not None:
+            sets[name] = ds
+            print(f"{name}: {len(ds)} images")
+    return sets
+
+
+def sweep_settings(normalize: bool, bias: float, bias_sweep: Sequence[float]) -> list[tuple[bool, float]]:
+    """The main ``(normalize, bias)`` setting first, then the bias sweep on normalised features.
+
+    Paper: Table 3 (a hand-tuned bias, value not given); [TTR] sweeps it on normalised features.
+    """
+    return [(normalize, bias)] + [(True, b) for b in bias_sweep if (True, b) != (normalize, bias)]
+
+
+def corloc_numbers(results: dict[tuple[str, str], Discovery], models: Sequence[str], datasets: Sequence[str], *,
+                   main: str, which: Which | None, root: Any) -> dict[str, Any]:
+    """Notebook 08's Table 3 rows: ``by_model`` and the rows of the roles ``no_reg``/``reg``/``dino``/...
+
+    Paper: Table 3. Each row holds the CorLoc (%) of the ``main`` setting per dataset (``voc07``...,
+    ``{"skipped": why}`` when the dataset was not run) and the number of images. A role takes the first
+    model of ``models`` in it (:func:`model_role`); a Table 3 role no model took has every dataset skipped.
+    """
+    from vitreg.models import get_spec
+
+    out: dict[str, Any] = {"by_model": {}}
+    all_sets = list(dict.fromkeys([*datasets, "VOC07", "VOC12", "COCO20k"]))
+    for key in models:
+        spec = get_spec(key)
+        row: dict[str, Any] = {"model": key, "features": which or spec.lost_features}
+        for name in all_sets:
+            d = results.get((key, name))
+            why = f"{name} not found under {root}" if name in datasets else f"{name} not in `datasets`"
+            row[name.lower()] = d.corloc[main] if d is not None else {"skipped": why}
+            if d is not None:
+                row[f"{name.lower()}_n_images"] = len(d.names)
+        out["by_model"][key] = row
+        out.setdefault(model_role(key, spec.registers, spec.family), row)
+    for role in ("no_reg", "reg", "dino"):  # rows of Table 3 this run did not compute
+        out.setdefault(role, {n: {"skipped": f"no {role} model in `models`"} for n in TABLE3_DATASETS})
+    return out
+
+
+def register_gain(rows: dict[str, dict[str, Any]], models: Sequence[str]) -> dict[str, Any]:
+    """CorLoc with registers minus without, per Table 3 dataset, for the first model of ``models`` listed
+    with its register twin (:func:`vitreg.models.register_pairs`).
+
+    Paper: Table 3 (DINOv2-L +20.1 / +19.8 / +15.1 points; [TTR], public pair: +24.0 / +23.4 / +16.9).
+
+    Args:
+        rows: ``by_model`` of :func:`corloc_numbers`.
+        models: the run's models.
+
+    Returns:
+        ``{"model": <register model>, "voc07": gain or {"skipped": why}, ...}`` (no ``model`` without a pair).
+    """
+    from vitreg.models import register_pairs
+
+    pairs = register_pairs(list(models))
+    if not pairs:
+        return {ds: {"skipped": "no model listed with its register twin in `models`"} for ds in TABLE3_DATASETS}
+    a, b = pairs[0]
+    out: dict[str, Any] = {"model": b}
+    for ds in TABLE3_DATASETS:
+        x, y = rows[a][ds], rows[b][ds]
+        if isinstance(x, dict) or isinstance(y, dict):
+            out[ds] = x if isinstance(x, dict) else y
+        else:
+            out[ds] = y - x
+    return out
+
+
+def planted_corloc_checks(planted: dict[str, float]) -> dict[str, bool]:
+    """What :func:`planted_corloc` must recover: every clean object, and a collapse with artifact tokens."""
+    return {f"LOST finds every planted object (CorLoc {planted['clean']:.0f}%)": planted["clean"] == 100.0,
+            f"one artifact token per image breaks LOST (CorLoc {planted['artifact']:.0f}% < 50%)":
+                planted["artifact"] < 50.0}

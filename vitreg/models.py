@@ -126,6 +126,29 @@ ZOO: dict[str, ModelSpec] = {
 }
 
 
+#: Each zoo model without registers -> its twin with 4 registers (same family, size and training data).
+#: Paper: §2.2, Fig. 7, Tables 2-3 compare a model with its register twin; the public twins are DINOv2's.
+REGISTER_TWINS: dict[str, str] = {f"dinov2_{s}": f"dinov2_{s}_reg" for s in "sblg"}
+
+
+def register_twin(name: str) -> str | None:
+    """The zoo key of ``name``'s twin with registers (``dinov2_l`` -> ``dinov2_l_reg``), or None when it has none.
+
+    Paper: §2.2, Tables 2-3 (a model compared with its register twin). Only the zoo knows twins: the
+    public register models are DINOv2's; the paper's DeiT-III and OpenCLIP twins were never released.
+    """
+    return REGISTER_TWINS.get(name)
+
+
+def register_pairs(names: "list[str] | tuple[str, ...]") -> list[tuple[str, str]]:
+    """``(without, with registers)`` pairs among ``names`` whose both models are listed, in the order of ``names``.
+
+    Paper: Tables 2-3 (a model and its register twin, side by side).
+    """
+    listed = set(names)
+    return [(name, twin) for name in names if (twin := register_twin(name)) is not None and twin in listed]
+
+
 def get_spec(name: str) -> ModelSpec:
     """The spec of a zoo model (``dinov2_l_reg``), or of any timm ViT name (``vit_base_patch16_224.augreg_in21k``).
 

@@ -215,8 +215,7 @@ def flops_overhead_pct(without: "LoadedModel", with_reg: "LoadedModel") -> float
     """Extra FLOPs of the register model over its twin without registers, in percent."""
     if without.image_size != with_reg.image_size:
         raise ValueError("compare the two models at the same image size")
-    a, b = forward_flops(without), forward_flops(with_reg)
-    return 100.0 * (b - a) / a
+    return overhead_pct(forward_flops(without), forward_flops(with_reg))
 
 
 def describe_sequence(layouts: Sequence[TokenLayout]) -> list[str]:
@@ -272,3 +271,122 @@ def model_summary(norms: torch.Tensor, attn: torch.Tensor, layout: TokenLayout, 
     out["attention"] = {k: {m: v for m, v in s.items() if m != "mean_map"} for k, s in summ.items()}
     out["mean_maps"] = {k: s["mean_map"] for k, s in summ.items()}
     return out
+
+
+# --- notebook 07: the public DINOv2 pairs, one model at a time --------------------------------------
+#: Figure labels of the DINOv2 sizes.
+SIZE_LABELS = {"s": "ViT-S", "b": "ViT-B", "l": "ViT-L", "g": "ViT-g"}
+
+
+@dataclass(frozen=True)
+class RegisterPair:
+    """A DINOv2 model and its register twin, compared size by size (Paper: Fig. 7, §2.2).
+
+    Attributes:
+        size: ``s``, ``b``, ``l`` or ``g`` (the results key of the pair).
+        no_reg: zoo key without registers (``dinov2_l``).
+        reg: zoo key of its twin with 4 registers (``dinov2_l_reg``).
+    """
+
+    size: str
+    no_reg: str
+    reg: str
+
+    @property
+    def label(self) -> str:
+        return SIZE_LABELS.get(self.size, self.size)
+
+
+def dinov2_pairs(model_pairs: Sequence[Sequence[str]]) -> list[RegisterPair]:
+    """Notebook 07's ``model_pairs``, checked against the zoo's register twins (:func:`vitreg.models.register_twin`).
+
+    Paper: Fig. 7 (public DINOv2 S/B/L/g, each without and with 4 registers).
+
+    Raises:
+        ValueError: a pair that is not ``[dinov2_<size>, dinov2_<size>_reg]``.
+    """
+    from vitreg.models import get_spec, register_twin
+
+    out = []
+    for pair in model_pairs:
+        plain, reg = pair
+        if register_twin(plain) != reg or get_spec(plain).family != "dinov2":
+            raise ValueError(f"model_pairs holds [dinov2_<size>, dinov2_<size>_reg] pairs, got {list(pair)}")
+        out.append(RegisterPair(size=plain.split("_")[1], no_reg=plain, reg=reg))
+    return out
+
+
+@dataclass
+class RegisterMeasurement:
+    """Notebook 07's numbers and maps for one model.
+
+    Paper: Fig. 7 (norms), Fig. 1 bottom ([CLS] maps), Fig. 9 (maps per image), Fig. 16 (mean maps), §2.2 (FLOPs).
+
+    Attributes:
+        key: zoo key.
+        label: the model's label (weights included).
+        model: ``loaded.describe()``, what the results record about the model.
+        summary: :func:`model_summary` without its tensors (JSON-able).
+        mean_maps: token name -> ``(h, w)`` attention map averaged over images (Fig. 16).
+        kinds: :func:`norms_by_kind` of the last block's norms (Fig. 7).
+        maps: token name -> ``(n_show, h, w)`` attention maps of the first images (Fig. 1, Fig. 9).
+        flops: :func:`forward_flops` of one image.
+    """
+
+    key: str
+    label: str
+    model: dict[str, Any]
+    summary: dict[str, Any]
+    mean_maps: dict[str, torch.Tensor]
+    kinds: dict[str, torch.Tensor]
+    maps: dict[str, torch.Tensor]
+    flops: int
+
+    def __str__(self) -> str:
+        s = self.summary
+        return (f"{self.label:32s} {s['tokens']}: patch outliers {s['patch_outlier_pct']:.2f}% "
+                f"(> {s['threshold']}), median patch norm {s['patch_norm_median']:.1f}, "
+                f"prefix medians {({k: round(v, 1) for k, v in s['prefix_norm_median'].items()})}")
+
+    def mean_map_shares(self) -> dict[str, dict[str, Any]]:
+        """Token name -> ``{"mean_map": (h, w), "border", "top", "support", "border_uniform"}`` (Fig. 16)."""
+        return {name: {"mean_map": self.mean_maps[name], **shares} for name, shares in self.summary["attention"].items()}
+
+    def shares_text(self) -> dict[str, str]:
+        """Fig. 16 as numbers, one short line per token."""
+        return {name: f"border {s['border']:.0f}% (uniform {s['border_uniform']:.0f}%), top {s['top']:.0f}%, "
+                      f"support {s['support']:.0f}%" for name, s in self.summary["attention"].items()}
+
+
+def measure_model(loaded: "LoadedModel", rec: Any, *, levels: int = 4, border_width: int = 1,
+                  n_show: int = 4) -> RegisterMeasurement:
+    """Everything notebook 07 reads from one model's recording of the last block.
+
+    Paper: Fig. 7, Fig. 1 bottom, Fig. 9, Fig. 16, §2.2. ``rec`` holds ``norms[-1]`` and ``attn[-1]``
+    (prefix rows) of :func:`vitreg.extract.extract`; they are moved to the CPU with a blocking copy.
+    The FLOPs are counted here, outside any planting context the recording ran under.
+    """
+    from vitreg.attention import attention_maps
+
+    norms, attn = rec.norms[-1].cpu(), rec.attn[-1].cpu()
+    lay = loaded.layout
+    summary = model_summary(norms, attn, lay, threshold=loaded.spec.threshold, levels=levels, border_width=border_width)
+    mean_maps = summary.pop("mean_maps")
+    maps = {name: attention_maps(attn[:n_show], lay, token=name) for name in lay.kinds()[: lay.num_prefix]}
+    return RegisterMeasurement(key=loaded.spec.key, label=loaded.label, model=loaded.describe(), summary=summary,
+                               mean_maps=mean_maps, kinds=norms_by_kind(norms, lay), maps=maps,
+                               flops=forward_flops(loaded))
+
+
+def pair_text(label: str, no_reg: dict[str, Any], reg: dict[str, Any]) -> str:
+    """One line on a pair (Fig. 7): patch outliers without -> with registers, where the high norms went."""
+    q = reg["register_norm_quantisation"]
+    return (f"{label}: patch outliers {no_reg['patch_outlier_pct']:.2f}% -> {reg['patch_outlier_pct']:.2f}% | "
+            f"register norms above the patches' 99th percentile: {reg['register_above_patch_p99_pct']:.0f}% | "
+            f"quantisation score {q['score']:.2f} (levels {[round(v) for v in q['levels']]}) | "
+            f"per-register CV over images {({k: round(v, 2) for k, v in reg['prefix_norm_cv'].items()})}")
+
+
+def overhead_pct(flops_without: float, flops_with: float) -> float:
+    """Extra FLOPs in percent of ``flops_without`` (Paper: §2.2, 4 registers cost < 2%)."""
+    return 100.0 * (flops_with - flops_without) / flops_without
