@@ -83,3 +83,4 @@ def test_images_fall_back_to_the_bundled_photos_and_record_it(tmp_path):
     assert len(run.images()) == 3
     record = json.loads(run.save({}).read_text())
     assert "bundled" in record["numbers"]["images"]["source"]
+    assert record["numbers"]["images"]["n"] == 3

@@ -71,13 +71,14 @@ class NotebookRun:
         """The run's images: ``image_dir`` (default: the parameter of that name) or the bundled photos.
 
         Paper: the natural images of Fig. 1-5. At most ``n`` (default: the ``n_images`` parameter). The
-        source is recorded in the results (``numbers["images"]``, added by :meth:`save`).
+        source and count are recorded in the results (``numbers["images"]``, added by :meth:`save`).
         """
         from vitreg.images import pick_images
 
         image_dir = self.params.get("image_dir") if image_dir is None else image_dir
         n = self.params.get("n_images") if n is None else n
         images, self._image_source = pick_images(image_dir, n, profile=self.profile)
+        self._n_images = len(images)
         print(f"{len(images)} images from {self._image_source}")
         return images
 
@@ -134,7 +135,7 @@ class NotebookRun:
 
         record = dict(numbers)
         if getattr(self, "_image_source", None) is not None and "images" not in record:
-            record["images"] = {"source": self._image_source}
+            record["images"] = {"source": self._image_source, "n": self._n_images}
         if self.skipped:
             record["skipped"] = list(dict.fromkeys([*record.get("skipped", []), *self.skipped]))
         if self.verdicts:
