@@ -121,3 +121,12 @@ def test_subset_is_class_balanced_and_unknown_names_are_refused() -> None:
         data.load_dataset("no_such_set", "train")
     with pytest.raises(ValueError, match="split"):
         data.load_dataset("synthetic", "val")
+
+
+def test_probe_images_fall_back_to_the_photos_and_say_why(tmp_path) -> None:
+    from vitreg.data import probe_images
+
+    images, source, why = probe_images("photos", "test", 3)
+    assert (len(images), source, why) == (3, "bundled photos", None)
+    images, source, why = probe_images("pets", "test", 2, root=tmp_path, download=False)
+    assert (len(images), source) == (2, "bundled photos") and why

@@ -74,3 +74,18 @@ def test_missing_dataset_is_skipped_with_its_reason_and_results_are_strict_json(
     gone = {"skipped": "why"}
     assert clean == {"a": gone, "0.1": [1.0, gone], "t": [1.0, gone]}
     json.dumps(clean, allow_nan=False)
+
+
+def test_outlier_minus_normal_is_the_gap_or_says_why_not() -> None:
+    kinds = {"normal": {"mean": 30.0, "std": 1.0}, "outlier": {"mean": 80.0, "std": 2.0}, "cls": {"mean": 90.0}}
+    table1 = {"aircraft": {"dataset": "aircraft", "kinds": kinds},
+              "cub": {"dataset": "cub", "skipped": "not found"},
+              "cars": {"dataset": "cars", "kinds": {**kinds, "outlier": {"mean": math.nan, "std": math.nan}}},
+              "synthetic": {"dataset": "synthetic", "kinds": kinds}}
+    got = global_probes.outlier_minus_normal(table1, "dinov2_g", datasets=["aircraft", "cub", "cars", "dtd"])
+    assert got["model"] == "dinov2_g"
+    assert got["aircraft"] == pytest.approx(50.0) and got["synthetic"] == pytest.approx(50.0)
+    assert got["cub"] == {"skipped": "not found"}
+    assert got["cars"] == {"skipped": "no outlier tokens in the test images"}
+    assert "not run" in got["dtd"]["skipped"]
+    assert set(global_probes.outlier_minus_normal({}, "m")) == {"model", *global_probes.PAPER_DATASETS}

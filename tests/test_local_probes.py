@@ -78,3 +78,32 @@ def test_reconstruction_probe_recovers_a_linear_map_and_not_noise() -> None:
     assert g["normal"]["l2_error"] == pytest.approx(0.05 * math.sqrt(pdim), rel=0.3)
     assert g["normal"]["relative"] < 0.05
     assert g["outlier"]["relative"] > 1.0  # no better than predicting the mean patch
+
+
+def test_outlier_minus_normal_is_the_difference_or_a_skip() -> None:
+    groups = {"normal": {"position_top1": 40.0, "position_distance": 0.8, "reconstruction_l2": 18.0, "n_test": 90},
+              "outlier": {"position_top1": 20.0, "position_distance": 5.0, "reconstruction_l2": 25.0, "n_test": 10}}
+    got = local_probes.outlier_minus_normal(groups, "dinov2_g")
+    assert got["model"] == "dinov2_g"
+    assert got["position_top1"] == pytest.approx(-20.0)
+    assert got["position_distance"] == pytest.approx(4.2)
+    assert got["reconstruction_l2"] == pytest.approx(7.0)
+    groups["outlier"]["n_test"] = 0
+    got = local_probes.outlier_minus_normal(groups, "dinov2_g")
+    assert got["position_top1"] == {"skipped": "no outlier tokens among the test images"}
+
+
+def test_probe_model_finds_planted_outliers_with_less_local_information() -> None:
+    from vitreg import planting
+    from vitreg.images import sample_photos
+    from vitreg.weights import load_model
+
+    loaded = load_model("dinov2_s", pretrained=False, image_size=56, device="cpu")
+    images = [im for _, im in sample_photos()][:6]
+    with planting.planted_outlier_share(loaded, fraction=0.25, norm=1000.0, seed=0):
+        res = local_probes.probe_model(loaded, images, dataset="test-photos", batch_size=6, cache=False,
+                                       l2_grid=[1e-3], ridge_grid=[1.0], device="cpu")
+    assert res["loaded"] is loaded
+    assert 0.1 < res["outlier_fraction"] < 0.4            # the planted quarter, found by the norm cut-off
+    assert res["outlier"]["n_test"] > 0 and res["normal"]["n_test"] > 0
+    assert res["outlier"]["reconstruction_l2"] > res["normal"]["reconstruction_l2"]

@@ -101,3 +101,14 @@ def test_similarity_is_computed_on_the_input_device():
     """Patch embeddings left on the GPU must not be summed into CPU buffers; "meta" stands in for it."""
     grid = torch.randn(2, 4, 5, 8, device="meta")
     assert similarity.neighbour_similarity(grid).device == grid.device
+
+
+def test_position_embedding_changes_flags_a_shift_of_either_mean():
+    base = {"mean_outlier": 0.90, "mean_normal": 0.60}
+    assert not similarity.position_embedding_changes(base, {"mean_outlier": 0.91, "mean_normal": 0.59})
+    assert similarity.position_embedding_changes(base, {"mean_outlier": 0.85, "mean_normal": 0.60})
+    assert similarity.position_embedding_changes(base, {"mean_outlier": 0.90, "mean_normal": 0.70})
+    # no outliers (NaN means): only the normal patches can show a change
+    nan = float("nan")
+    assert not similarity.position_embedding_changes({"mean_outlier": nan, "mean_normal": 0.6},
+                                                     {"mean_outlier": nan, "mean_normal": 0.6})

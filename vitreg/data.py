@@ -364,3 +364,29 @@ def chance_accuracy(labels: torch.Tensor) -> float:
     """Accuracy (%) of always predicting the most frequent class: the floor of a probe."""
     counts = torch.bincount(labels.long())
     return float(counts.max() / counts.sum() * 100) if len(labels) else math.nan
+
+
+def probe_images(dataset: str, split: str, n: int, *, image_dir: str | os.PathLike | None = None,
+                 root: str | os.PathLike | None = None, download: bool = False, image_size: int = 224,
+                 seed: int = 0) -> tuple[list[Any], str, str | None]:
+    """The images of the local probes: a folder, the bundled photos, or a class-balanced dataset subset.
+
+    Paper: Fig. 5b ("a few hundred natural images"; notebook 05). ``image_dir`` wins over ``dataset``;
+    ``dataset="photos"`` takes the bundled photos; a dataset that is not on this machine (and may not be
+    downloaded) falls back to the bundled photos, and the third element says why.
+
+    Returns:
+        ``(PIL images, source, why the dataset was not used or None)``; the source names the images for
+        the results and the feature cache (``"folder:<dir>"``, ``"bundled photos"``, ``"<dataset>-<split>"``).
+    """
+    from vitreg.images import image_folder, load_image, sample_photos
+
+    if image_dir:
+        return [load_image(p) for p in image_folder(image_dir, limit=n)], f"folder:{image_dir}", None
+    reason = None
+    if dataset != "photos":
+        ds, reason = try_load_dataset(dataset, split, root=root, download=download, n=n, image_size=image_size,
+                                      seed=seed)
+        if ds is not None:
+            return [ds[int(i)][0] for i in subset_indices(ds.labels, n, seed=seed)], f"{dataset}-{split}", None
+    return [img for _, img in sample_photos()][:n], "bundled photos", reason

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from vitreg.data import subset_indices, try_load_dataset
+from vitreg.data import PAPER_DATASETS, subset_indices, try_load_dataset
 from vitreg.estimators import L2_GRID, accuracy, fit_logistic_cv
 from vitreg.features import single_token_features
 
@@ -202,6 +202,32 @@ def table1_entry(result: Mapping, model: str, kinds: Sequence[str] = ("normal", 
            "outlier_coverage": result["outlier_share_test"], "n_train": result["n_train"], "n_test": result["n_test"],
            "num_classes": result["num_classes"]}
     out.update({kind: k[kind]["mean"] for kind in k if kind.startswith("reg") or kind == "central"})
+    return out
+
+
+def outlier_minus_normal(table1: Mapping[str, Mapping], model: str,
+                         datasets: Iterable[str] = PAPER_DATASETS) -> dict:
+    """The claim of Table 1 per dataset: outlier minus normal single-token top-1, for the results file.
+
+    Paper: Table 1 / App. G Table 6 (outlier > normal on all 14 datasets; the biggest gaps on Aircraft, CUB,
+    Cars). Every dataset of ``datasets`` and of ``table1`` gets an entry: the gap, or ``{"skipped": why}``
+    when it was not run, was skipped (missing data), or its test images held no outlier token.
+
+    Args:
+        table1: :func:`global_information` outputs by dataset name.
+        model: the zoo key of the probed model (recorded as ``"model"``).
+        datasets: the datasets that need an entry even when not run (default: the paper's 14).
+    """
+    out: dict[str, Any] = {"model": model}
+    for name in dict.fromkeys([*datasets, *table1]):
+        res = table1.get(name)
+        if res is None:
+            out[name] = {"skipped": "not run: not in this run's `datasets` parameter"}
+        elif "skipped" in res:
+            out[name] = {"skipped": res["skipped"]}
+        else:
+            o, n = (measured_or_skipped(res["kinds"], kind) for kind in ("outlier", "normal"))
+            out[name] = o if isinstance(o, dict) else n if isinstance(n, dict) else o - n
     return out
 
 

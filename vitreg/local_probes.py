@@ -219,3 +219,51 @@ def group_numbers(result: Mapping, group: str, model: str) -> dict:
         return {"skipped": f"no {group} patch tokens among the test images of {model}"}
     return {"model": model, **{k: result[group][k] for k in
             ("position_top1", "position_distance", "reconstruction_l2", "reconstruction_relative", "n_test")}}
+
+
+def outlier_minus_normal(result: Mapping, model: str) -> dict:
+    """The claim of Fig. 5b as three differences, outlier minus normal test patches, for the results file.
+
+    Paper: Fig. 5b (outliers: lower position top-1, larger position distance, larger pixel L2; the paper's
+    differences are -18.9, +4.30 and +6.85). Each is ``{"skipped": why}`` when the test images hold no
+    outlier (or no normal) patch token.
+
+    Args:
+        result: :func:`local_information` output.
+        model: the zoo key of the probed model (recorded as ``"model"``).
+    """
+    out: dict = {"model": model}
+    missing = [g for g in ("normal", "outlier") if result[g]["n_test"] == 0]
+    for key in ("position_top1", "position_distance", "reconstruction_l2"):
+        out[key] = ({"skipped": f"no {missing[0]} tokens among the test images"} if missing
+                    else result["outlier"][key] - result["normal"][key])
+    return out
+
+
+def probe_model(loaded, images: Sequence, *, dataset: str, layer: str | int = "final_norm", batch_size: int = 8,
+                cache: bool = True, cache_root: str | None = None, threshold: float | None = None,
+                **probe_kwargs) -> dict:
+    """Patch-token features of ``images``, their outlier mask and both local probes, for one model.
+
+    Paper: App. D.2 Table 5 (the same probes on a model without and with registers; notebook 05 runs it on
+    each of ``register_models``). Smoke runs wrap the call in
+    ``with vitreg.planting.planted_outlier_share(loaded, ...)``.
+
+    Args:
+        loaded: the model.
+        images: PIL images.
+        dataset, layer, batch_size, cache, cache_root: as for :func:`vitreg.features.patch_token_features`.
+        threshold: outlier cut-off on pre-LN norms (None: the model's own, :func:`vitreg.features.outlier_cut`).
+        probe_kwargs: passed to :func:`local_information` (``train_fraction``, ``l2_grid``, ...).
+
+    Returns:
+        :func:`local_information`'s output with ``loaded`` and ``outlier_fraction`` (share of all patches).
+    """
+    from vitreg.features import outlier_cut, patch_token_features
+    from vitreg.norms import outlier_threshold
+
+    f = patch_token_features(loaded, images, dataset=dataset, layer=layer, batch_size=batch_size, cache=cache,
+                             cache_root=cache_root)
+    outlier = f["norms"] > outlier_threshold(f["norms"], threshold=outlier_cut(loaded, threshold))
+    return {"loaded": loaded, "outlier_fraction": outlier.float().mean().item(),
+            **local_information(f, outlier, grid=loaded.layout.grid, **probe_kwargs)}

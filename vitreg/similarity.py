@@ -7,6 +7,8 @@ not stated: notebook 04 measures both (``Recording.embed`` and ``Recording.embed
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.nn.functional as F
 
@@ -110,6 +112,26 @@ def similarity_summary(sim: torch.Tensor, mask: torch.Tensor) -> dict[str, float
         "median_normal": float(norm_v.median()) if norm_v.numel() else nan,
         "auc": roc_auc(sim, mask.reshape(sim.shape)) if out_v.numel() and norm_v.numel() else nan,
     }
+
+
+#: Our read-out threshold (not a paper number) on how far adding the position embedding may move a mean.
+POSITION_EMBEDDING_SHIFT = 0.02
+
+
+def position_embedding_changes(before: Mapping[str, float], after: Mapping[str, float], *,
+                               by: float = POSITION_EMBEDDING_SHIFT) -> bool:
+    """Whether adding the position embedding moves either group's mean similarity by more than ``by``.
+
+    Paper: Fig. 5a. The paper does not say whether the position embedding was added before measuring
+    (notes F4), so notebook 04 measures both and reports this flag as a robustness read-out (no verdict).
+
+    Args:
+        before, after: :func:`similarity_summary` outputs at the patch embedding and after the position
+            embedding.
+        by: largest shift of a mean that still counts as no change.
+    """
+    return bool(abs(before["mean_outlier"] - after["mean_outlier"]) > by
+                or abs(before["mean_normal"] - after["mean_normal"]) > by)
 
 
 def _average_ranks(x: torch.Tensor) -> torch.Tensor:
