@@ -3,6 +3,10 @@ resumes an interrupted extraction. Paper: Fig. 5b, Table 1 (the probes' frozen f
 
 from __future__ import annotations
 
+import hashlib
+import os
+import time
+
 import pytest
 import torch
 
@@ -128,3 +132,44 @@ def test_model_dtype_and_random_init_are_part_of_the_key(tmp_path) -> None:
         assert not torch.equal(fresh, first) and torch.equal(got, fresh)
     assert torch.equal(features.patch_token_features(same, images, **kw)["patches"],
                        features.patch_token_features(base, images, **kw)["patches"])  # the same weights: reused
+
+
+@pytest.mark.parametrize("how", ["replaced", "in_place"])
+def test_a_weights_file_replaced_with_same_size_and_time_gives_another_key(tmp_path, how) -> None:
+    """``cp -p other.pth weights.pth``: same size, same modification time, other weights."""
+    import dataclasses
+
+    from vitreg.weights import load_model
+
+    file = tmp_path / "weights.pth"
+    file.write_bytes(b"A" * 4096)
+    st = file.stat()
+    loaded = dataclasses.replace(load_model("dinov2_s", pretrained=False, image_size=56), pretrained=True,
+                                 source=str(file))
+    before = cache.model_fields(loaded)
+    if how == "replaced":
+        other = tmp_path / "other.pth"
+        other.write_bytes(b"B" * 4096)
+        os.utime(other, ns=(st.st_atime_ns, st.st_mtime_ns))
+        os.replace(other, file)
+    else:
+        with open(file, "r+b") as f:
+            f.write(b"B" * 4096)
+        os.utime(file, ns=(st.st_atime_ns, st.st_mtime_ns))
+    after = file.stat()
+    assert (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    assert cache.model_fields(loaded) != before
+    assert cache.model_fields(loaded)["weights_sha256"] == hashlib.sha256(b"B" * 4096).hexdigest()
+
+
+def test_a_weights_file_is_hashed_once(tmp_path, monkeypatch) -> None:
+    file = tmp_path / "weights.pth"
+    file.write_bytes(b"A" * 4096)
+    opened = []
+    monkeypatch.setattr(cache, "open", lambda *a, **k: opened.append(a[0]) or open(*a, **k), raising=False)
+    monkeypatch.setattr(cache, "_now_ns", lambda: time.time_ns() + 10**10)  # the file is no longer fresh
+    monkeypatch.setattr(cache, "_FILE_SHA256", {})
+    first = cache.file_sha256(file)
+    assert cache.file_sha256(file) == first and len(opened) == 1
+    file.write_bytes(b"C" * 4096)
+    assert cache.file_sha256(file) != first and len(opened) == 2

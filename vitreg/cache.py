@@ -27,6 +27,7 @@ import math
 import os
 import re
 import shutil
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,8 @@ def feature_key(*, model: str, tag: str, resolution: Any, dataset: str, split: s
 def model_fields(loaded: Any) -> dict:
     """The fields of a cache key that identify a loaded model's features.
 
-    Name, tag, resolution, where the weights came from, the parameter dtype (a float16 model gives other
+    Name, tag, resolution, where the weights came from and the SHA-256 of a weights file
+    (:func:`file_sha256`), the parameter dtype (a float16 model gives other
     features than a float32 one), how the position embeddings were resized to the resolution, and for
     randomly initialised models (smoke runs) a fingerprint of the weights: every random model has the
     same source ("random init"), but not the same weights.
@@ -96,9 +98,8 @@ def model_fields(loaded: Any) -> dict:
                   weights=d["weights_source"], timm_name=d["timm_name"], pos_embed_resize=d.get("pos_embed_resize"),
                   dtype=d["dtype"])
     source = Path(d["weights_source"])
-    if d["pretrained"] and source.is_file():  # a file replaced in place must not serve stale features
-        stat = source.stat()
-        fields["weights_file"] = [stat.st_size, int(stat.st_mtime)]
+    if d["pretrained"] and source.is_file():  # a file replaced in place (even `cp -p`) must not serve stale features
+        fields["weights_sha256"] = file_sha256(source)
     planted = getattr(loaded, "planted", None)  # vitreg.planting: planted and clean features never share an entry
     if planted is not None:
         fields["planted"] = planted.key()
@@ -108,6 +109,36 @@ def model_fields(loaded: Any) -> dict:
             digest.update(p.detach().flatten()[:64].float().cpu().numpy().tobytes())
         fields["weights_fingerprint"] = digest.hexdigest()[:16]
     return fields
+
+
+#: (path, size, mtime_ns, ctime_ns, inode) -> SHA-256 of the file's bytes, so a file is hashed once per process.
+_FILE_SHA256: dict[tuple, str] = {}
+
+
+def _now_ns() -> int:
+    return time.time_ns()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of a file's bytes, e.g. a weights file: part of the feature cache key.
+
+    Paper: Table 1 / Fig. 5b (cached features must come from the weights actually loaded). Computed once
+    per file and kept in memory by ``(path, size, mtime_ns, ctime_ns, inode)``; a file changed in the last
+    two seconds is not memoised (its time stamps could still match a later change, "racy git"), so a
+    replacement with the same size and time (``cp -p``) is always hashed again.
+    """
+    path = Path(path).resolve()
+    st = path.stat()
+    memo = (str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    if memo in _FILE_SHA256:
+        return _FILE_SHA256[memo]
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    if _now_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > 2_000_000_000:
+        _FILE_SHA256[memo] = digest.hexdigest()
+    return digest.hexdigest()
 
 
 def hash_indices(indices: Any) -> str:
