@@ -320,3 +320,16 @@ def test_a_weights_file_is_hashed_once(tmp_path, monkeypatch) -> None:
     assert cache.file_sha256(file) == first and len(opened) == 1
     file.write_bytes(b"C" * 4096)
     assert cache.file_sha256(file) != first and len(opened) == 2
+
+
+def test_a_chunk_damaged_before_the_manifest_and_a_damaged_key_are_recomputed(tmp_path) -> None:
+    key = cache.feature_key(**BASE)
+    with pytest.raises(KeyboardInterrupt):
+        cache.cached_features(key, 12, Counter(fail_at=8), chunk_size=4, root=tmp_path, progress=False)
+    folder = cache.FeatureCache(key, tmp_path, chunk_size=4).path
+    _damage(folder / "chunk-000001.pt", "flipped_byte")  # while the extraction was interrupted
+    with pytest.warns(cache.CacheWarning, match="chunk-000001.pt does not match its SHA-256"):
+        assert _rerun(key, tmp_path) == [(8, 12), (4, 8)]
+    (folder / "key.json").write_bytes(b"\xff\xfe garbage")
+    with pytest.warns(cache.CacheWarning, match="key.json is unreadable"):
+        assert _rerun(key, tmp_path) == [(0, 4), (4, 8), (8, 12)]

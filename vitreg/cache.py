@@ -377,13 +377,18 @@ class FeatureCache:
             raise ValueError(f"n_items must be positive, got {n_items}")
         stored = self._stored_key()
         if stored is not None and stored != self._layout(n_items):
+            if "unreadable" in stored:
+                warnings.warn(f"feature cache: {self.path / 'key.json'} is unreadable ({stored['unreadable']}); "
+                              f"recomputing the entry", CacheWarning, stacklevel=2)
             self.clear()  # a stale entry (another item count, a hand-edited or damaged key): start over
         bad: list[tuple[Path, str]] = []
-        for attempt in range(2):  # a second round only when another process rewrote the entry meanwhile
+        for attempt in range(3):  # fill, verify; once more for a chunk damaged before the manifest was written
             if self.is_complete():
                 got, bad = self._check(n_items)
                 if got is not None:
                     return got
+                if attempt == 2:
+                    break
                 self._discard(bad)
             try:
                 self._fill(n_items, compute, progress)
