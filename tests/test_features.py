@@ -85,3 +85,20 @@ def test_dinov2_eval_crop_keeps_the_central_224_of_256() -> None:
     img = Image.new("RGB", (320, 256))
     crop = features.dinov2_eval_crop(img)
     assert crop.size == (224, 224)
+
+
+def test_draws_do_not_depend_on_the_chunk_size(tmp_path) -> None:
+    """Table 1: an image's random normal/outlier tokens are fixed by the seed and its index, not its chunk."""
+    from vitreg.data import SyntheticGlobalDataset
+    from vitreg.weights import load_model
+
+    loaded = load_model("dinov2_s_reg", pretrained=False, image_size=56)
+    ds = SyntheticGlobalDataset(n=6, image_size=56)
+    kw = dict(name="synthetic", split="train", n_draws=3, seed=0, batch_size=2, cache=False, progress=False)
+    with planting.planted_outlier_share(loaded, fraction=0.1, seed=0):
+        three, five = (features.single_token_features(loaded, ds, chunk_size=size, **kw) for size in (3, 5))
+        cached = features.single_token_features(loaded, ds, chunk_size=5, **{**kw, "cache": True},
+                                                cache_root=tmp_path)
+    assert three["has_outlier"].all() and three["has_normal"].all()
+    for name in ("normal", "outlier", "n_outliers"):
+        assert torch.equal(three[name], five[name]) and torch.equal(cached[name], five[name])

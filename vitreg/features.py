@@ -91,6 +91,18 @@ def sample_tokens(patches: torch.Tensor, outlier: torch.Tensor, k: int, *, seed:
 
 
 
+def _draws_per_image(patches: torch.Tensor, outlier: torch.Tensor, k: int, *, seed: int,
+                     first_index: int) -> dict[str, torch.Tensor]:
+    """:func:`sample_tokens` with one generator per image, seeded by ``seed`` and the image's index in the
+    extraction: the draws of an image do not depend on the chunk (or batch) it was extracted in.
+
+    Paper: Table 1 / Table 6 (the random normal and outlier patches of notebook 06).
+    """
+    rows = [sample_tokens(patches[j:j + 1], outlier[j:j + 1], k, seed=seed * 1_000_003 + first_index + j)
+            for j in range(patches.shape[0])]
+    return {name: torch.cat([r[name] for r in rows]) for name in rows[0]}
+
+
 def forward_tokens(loaded, images: Sequence, *, layer: str | int = "final_norm", batch_size: int = 8,
                    with_pixels: bool = False, first_index: int = 0) -> dict[str, torch.Tensor]:
     """Forward ``images`` in batches; keep the probed tokens, the pre-LayerNorm norms and (optionally) pixels.
@@ -204,7 +216,7 @@ def single_token_features(loaded, dataset, *, name: str, split: str, indices: to
     layout = loaded.layout
     idx = torch.arange(len(dataset)) if indices is None else torch.as_tensor(indices).long()
     cut = outlier_cut(loaded, threshold)
-    key = dict(**_model_key(loaded, layer), seed=seed,
+    key = dict(**_model_key(loaded, layer), seed=seed, draws="per_image",
                dataset=name, split=split, n=len(idx), subset=hash_indices(idx), n_draws=n_draws, threshold=cut,
                k_std=k_std, kind="single_tokens")
 
@@ -214,7 +226,7 @@ def single_token_features(loaded, dataset, *, name: str, split: str, indices: to
         parts = layout.split(got["tokens"])
         norms = layout.patches(got["norms"])
         c = outlier_threshold(norms, threshold=cut, k_std=k_std)
-        drawn = sample_tokens(parts.patch, norms > c, n_draws, seed=seed * 1_000_003 + start)
+        drawn = _draws_per_image(parts.patch, norms > c, n_draws, seed=seed, first_index=start)
         out = {"labels": torch.tensor([int(lab) for _, lab in items]), "threshold": torch.full((stop - start,), c),
                "normal": drawn["normal"].half(), "outlier": drawn["outlier"].half(),
                "has_normal": drawn["has_normal"], "has_outlier": drawn["has_outlier"],
