@@ -264,12 +264,15 @@ def run(profile: str, only: list[str] | None = None, *, keep_going: bool = False
             raise SystemExit(stop)
     ensure_kernel()
     outcomes: list[Outcome] = []
+    start = time.perf_counter()
     with _sigterm_interrupts():
         try:
             _run_all(names, plans, profile, executed, root, keep_going, outcomes)
         except KeyboardInterrupt:
             done = {o.notebook for o in outcomes}
-            outcomes += [Outcome(n, "interrupted" if i == 0 else "not run", detail="interrupted (Ctrl-C or SIGTERM)")
+            spent = time.perf_counter() - start - sum(o.seconds for o in outcomes)
+            outcomes += [Outcome(n, "interrupted", spent, "interrupted (Ctrl-C or SIGTERM)") if i == 0 else
+                         Outcome(n, "not run", detail="the run was interrupted")
                          for i, n in enumerate(n for n in names if n not in done)]
         with _signals_ignored():  # the summary and the report are written even when interrupted again
             write_outcomes(outcomes, out_dir, profile)
