@@ -70,6 +70,22 @@ def test_run_with_a_bad_parameter_exits_2_naming_it(monkeypatch, capsys):
     assert "nothing was run" in capsys.readouterr().err
 
 
+def test_run_interrupted_exits_130(monkeypatch, capsys):
+    import vitreg.runner as runner
+
+    monkeypatch.setattr(runner, "run", lambda *a, **k: [runner.Outcome("01_x", "ok"),
+                                                        runner.Outcome("02_x", "interrupted"),
+                                                        runner.Outcome("03_x", "not run")])
+    assert main(["run", "--profile", "smoke"]) == 130
+
+    def stopped_early(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run", stopped_early)
+    assert main(["run", "--profile", "smoke"]) == 130
+    assert "interrupted before any notebook ran" in capsys.readouterr().err
+
+
 def test_weights_where_reports_missing_and_unknown(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("VITREG_WEIGHTS", str(tmp_path))

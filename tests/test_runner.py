@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import nbformat
 import pytest
@@ -116,3 +122,162 @@ def test_kernel_imports_vitreg_from_the_checkout_being_run(project):
     assert [o.status for o in run("smoke", root=project, out_dir=project / "out", report=False)] == ["ok"]
     ran = (project / "out" / "results" / "01_ok.json").read_text()
     assert ran.startswith(str(project.resolve() / "vitreg")) and ran.endswith("this checkout")
+
+
+# --- issue 12: a dead kernel, an interrupt or a failed rerun never crash the run or leave stale outputs ---
+
+@pytest.fixture
+def reports(monkeypatch):
+    """Stand-in for report.build_report (a tmp project's results do not follow the real schema): the
+    calls it got, each with the results files present when it was called."""
+    import vitreg.report as report_module
+
+    calls = []
+
+    def fake(results_dir, out_dir, figures_dir=None):
+        calls.append(sorted(p.name for p in results_dir.glob("*.json")))
+        return [out_dir / "report.md"]
+
+    monkeypatch.setattr(report_module, "build_report", fake)
+    return calls
+
+
+def _outcomes(out) -> list[tuple[str, str]]:
+    data = json.loads((out / "results" / "_outcomes.json").read_text())
+    return [(o["notebook"], o["status"]) for o in data["outcomes"]]
+
+
+def test_dead_kernel_is_a_failed_notebook_and_the_run_goes_on(project, reports, capsys):
+    _notebook(project / "notebooks" / "02_fails.ipynb", "import os\nos.kill(os.getpid(), 9)")  # an OOM kill
+    out = project / "out"
+    outcomes = run("smoke", root=project, out_dir=out, keep_going=True)
+    assert [(o.notebook, o.status) for o in outcomes] == [("01_ok", "ok"), ("02_fails", "failed"), ("03_after", "ok")]
+    assert "kernel died — out of memory?" in outcomes[1].detail
+    printed = capsys.readouterr().out
+    assert "== vitreg smoke run ==" in printed and "FAILED: 02_fails" in printed and "report:" in printed
+    assert reports == [["01_ok.json", "_outcomes.json"]]
+    assert _outcomes(out) == [("01_ok", "ok"), ("02_fails", "failed"), ("03_after", "ok")]
+
+
+def test_dead_kernel_without_keep_going_still_ends_with_summary_and_report(project, reports, capsys):
+    _notebook(project / "notebooks" / "01_ok.ipynb", "import os\nos.kill(os.getpid(), 9)")
+    outcomes = run("smoke", root=project, out_dir=project / "out")
+    assert [o.status for o in outcomes] == ["failed", "not run", "not run"]
+    assert "FAILED: 01_ok" in capsys.readouterr().out and len(reports) == 1
+
+
+def test_any_error_of_the_execution_machinery_is_a_failed_notebook(project, reports, monkeypatch):
+    import papermill as pm
+
+    real = pm.execute_notebook
+
+    def flaky(input_path, *args, **kwargs):
+        if "02_fails" in str(input_path):
+            raise RuntimeError("Kernel didn't respond in 60 seconds")
+        return real(input_path, *args, **kwargs)
+
+    monkeypatch.setattr(pm, "execute_notebook", flaky)
+    outcomes = run("smoke", root=project, out_dir=project / "out", keep_going=True)
+    assert [o.status for o in outcomes] == ["ok", "failed", "ok"]
+    assert "RuntimeError: Kernel didn't respond" in outcomes[1].detail
+    assert len(reports) == 1
+
+
+_WRITES = """import json
+from pathlib import Path
+out = Path(output_dir)
+(out / 'figures').mkdir(parents=True, exist_ok=True)
+(out / 'figures' / f'01_fig_seed{seed}.png').write_text('figure')
+if seed == 1:
+    raise ValueError('the rerun fails after its first figure')
+(out / 'results').mkdir(parents=True, exist_ok=True)
+(out / 'results' / '01_ok.json').write_text(json.dumps({'seed': seed, 'params': {'output_dir': output_dir}}))
+"""
+
+
+def _with_seed(project, seed: int) -> None:
+    (project / "params" / "smoke.yaml").write_text(f"common:\n  profile: smoke\nnotebooks:\n  01_ok:\n    seed: {seed}\n")
+
+
+def test_a_failed_rerun_leaves_the_previous_outputs_whole(project, reports):
+    _notebook(project / "notebooks" / "01_ok.ipynb", _WRITES)
+    (project / "notebooks" / "order.yaml").write_text("- notebook: 01_ok\n")
+    out = project / "out"
+    (out / "figures").mkdir(parents=True)
+    (out / "figures" / "02_other.png").write_text("another notebook's figure")
+    _with_seed(project, 0)
+    assert [o.status for o in run("smoke", root=project, out_dir=out)] == ["ok"]
+    first = json.loads((out / "results" / "01_ok.json").read_text())
+    assert first["seed"] == 0 and first["params"]["output_dir"] == str(out.resolve())  # where the outputs are
+    _with_seed(project, 1)
+    assert [o.status for o in run("smoke", root=project, out_dir=out)] == ["failed"]
+    assert json.loads((out / "results" / "01_ok.json").read_text())["seed"] == 0
+    assert sorted(p.name for p in (out / "figures").iterdir()) == ["01_fig_seed0.png", "02_other.png"]
+    assert _outcomes(out) == [("01_ok", "failed")]
+    assert not (out / ".staging").exists()
+    _with_seed(project, 2)
+    assert [o.status for o in run("smoke", root=project, out_dir=out)] == ["ok"]
+    assert json.loads((out / "results" / "01_ok.json").read_text())["seed"] == 2
+    assert sorted(p.name for p in (out / "figures").iterdir()) == ["01_fig_seed2.png", "02_other.png"]
+    assert _outcomes(out) == [("01_ok", "ok")]
+
+
+_INTERRUPTIBLE = """import sys
+from pathlib import Path
+
+import vitreg.report
+import vitreg.runner
+from vitreg.cli import main
+
+project = Path(sys.argv[1])
+vitreg.runner.repo_root = lambda: project
+
+
+def fake_report(results_dir, out_dir, figures_dir=None):
+    (Path(out_dir) / "report.md").write_text(" ".join(sorted(p.name for p in Path(results_dir).glob("*.json"))))
+    return [Path(out_dir) / "report.md"]
+
+
+vitreg.report.build_report = fake_report
+sys.exit(main(["run", "--profile", "smoke", "--out", str(project / "out")]))
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_ends_with_summary_report_and_exit_130(project, signum):
+    started = project / "started"
+    _notebook(project / "notebooks" / "02_fails.ipynb",
+              f"import os, time\nopen({str(started)!r}, 'w').write(str(os.getpid()))\ntime.sleep(120)")
+    (project / "driver.py").write_text(_INTERRUPTIBLE)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo_root()), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, str(project / "driver.py"), str(project)], cwd=repo_root(), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not started.exists() or not started.read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() is not None else ""
+        time.sleep(0.1)
+    proc.send_signal(signum)
+    printed, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, printed
+    assert "(INTERRUPTED)" in printed, printed
+    assert "vitreg/runner.py" not in printed and "vitreg/cli.py" not in printed, printed  # no traceback of ours
+    assert re.search(r"01_ok\s+ok", printed) and re.search(r"02_fails\s+interrupted", printed), printed
+    assert re.search(r"03_after\s+not run", printed), printed
+    out = project / "out"
+    assert (out / "report.md").read_text() == "01_ok.json _outcomes.json"  # the report of what finished
+    assert _outcomes(out) == [("01_ok", "ok"), ("02_fails", "interrupted"), ("03_after", "not run")]
+    assert not (out / ".staging").exists()
+    kernel = int(started.read_text())
+    for _ in range(100):  # the kernel is shut down with the run, not left sleeping
+        if not _alive(kernel):
+            break
+        time.sleep(0.1)
+    assert not _alive(kernel), "the interrupted notebook's kernel is still running"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

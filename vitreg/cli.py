@@ -41,7 +41,7 @@ def _add_run(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     "weights of every model are looked up first (offline with weights missing: stop at once).",
         epilog="outputs: real -> figures/, results/, build/notebooks/, build/report.*; "
                "smoke -> build/smoke/ (or --out DIR). Exit status: 0 all ran, 1 a notebook failed, "
-               "2 bad parameters.")
+               "2 bad parameters, 130 interrupted (Ctrl-C or SIGTERM; the summary and report say what finished).")
     p.add_argument("--profile", choices=("real", "smoke"), default="real",
                    help="real: the notebooks' own defaults (pretrained weights, GPU, hours); smoke: params/smoke.yaml "
                         "(random weights, CPU, offline, minutes). Default: real")
@@ -62,6 +62,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ParameterError as err:
         print(f"parameter error, nothing was run:\n{err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before the first notebook started (the runner handles it after)
+        print("interrupted before any notebook ran", file=sys.stderr)
+        return 130
+    if any(o.status == "interrupted" for o in outcomes):
+        return 130
     return 1 if any(o.status == "failed" for o in outcomes) else 0
 
 

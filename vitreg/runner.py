@@ -8,24 +8,37 @@ stops at once with the model, the places looked and the two ways out.
 Outputs: real profile -> executed notebooks in ``build/notebooks/``, figures in ``figures/``, numbers in
 ``results/``; smoke profile -> everything under ``build/smoke/`` (smoke figures never overwrite real
 ones). A failing notebook leaves its executed copy, with the error, in the notebooks folder; the run
-stops there (``--keep-going`` runs the rest) and exits non-zero naming it.
+stops there (``--keep-going`` runs the rest) and exits non-zero naming it. A dead kernel (what an
+out-of-memory kill looks like) or any other error of papermill/nbclient is a failed notebook, not a
+crashed run. Ctrl-C or SIGTERM stop the run: the summary is marked "interrupted" and ``vitreg run``
+exits 130. Whatever happens, the run ends with the summary and the report of what finished.
+
+One run per notebook's outputs: a notebook writes into its own staging folder
+(``<out>/.staging/<notebook>``, its ``output_dir``); only on success are its old results and figures
+removed and the new ones moved into ``results/`` and ``figures/``. A failed rerun thus never leaves the
+previous run's results beside new figures. Each notebook's outcome (ok, failed, not run, interrupted)
+is written to ``results/_outcomes.json`` for the report.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from vitreg.params import ParameterError, load_order, load_profile, notebook_defaults, validate
 from vitreg.paths import repo_root
 
-__all__ = ["Outcome", "load_order", "models_in", "notebook_models", "preflight_weights", "run", "strip_outputs"]
+__all__ = ["Outcome", "load_order", "models_in", "notebook_models", "preflight_weights", "run", "strip_outputs",
+           "write_outcomes"]
 
 KERNEL_NAME = "vitreg"
 
@@ -33,7 +46,7 @@ KERNEL_NAME = "vitreg"
 @dataclass
 class Outcome:
     notebook: str
-    status: str  # "ok", "failed", "not run"
+    status: str  # "ok", "failed", "not run", "interrupted"
     seconds: float = 0.0
     detail: str = ""
 
@@ -137,23 +150,82 @@ def ensure_kernel() -> None:
         install(kernel_name=KERNEL_NAME, display_name="Python (vitreg)", prefix=sys.prefix)
 
 
+KERNEL_DIED = "kernel died — out of memory?"
+STAGING = ".staging"
+OUTCOMES_FILE = "_outcomes.json"
+
+
 def run_notebook(name: str, params: dict[str, Any], executed_dir: Path, root: Path | None = None) -> Outcome:
-    """Execute one notebook with papermill; the executed copy (errors included) goes to ``executed_dir``."""
+    """Execute one notebook with papermill; the executed copy (errors included) goes to ``executed_dir``.
+
+    The notebook writes into ``<output_dir>/.staging/<name>``; on success its outputs replace the
+    notebook's previous ones (:func:`_publish`). Any error of the execution machinery is a failed
+    outcome; only Ctrl-C/SIGTERM (``KeyboardInterrupt``) goes through, leaving the old outputs alone.
+    """
     import papermill as pm
+    from nbclient.exceptions import DeadKernelError
 
     root = root or repo_root()
     executed_dir.mkdir(parents=True, exist_ok=True)
-    Path(params["output_dir"]).mkdir(parents=True, exist_ok=True)
+    out_dir = Path(params["output_dir"])
+    staging = out_dir / STAGING / name
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
     start = time.perf_counter()
     try:
-        with _kernel_imports_from(root):
-            pm.execute_notebook(
-                str(root / "notebooks" / f"{name}.ipynb"), str(executed_dir / f"{name}.ipynb"),
-                parameters=params, kernel_name=KERNEL_NAME, cwd=str(root / "notebooks"), progress_bar=False,
-            )
-    except pm.PapermillExecutionError as err:
-        return Outcome(name, "failed", time.perf_counter() - start, f"{err.ename}: {err.evalue}"[:400])
-    return Outcome(name, "ok", time.perf_counter() - start)
+        try:
+            with _kernel_imports_from(root):
+                pm.execute_notebook(
+                    str(root / "notebooks" / f"{name}.ipynb"), str(executed_dir / f"{name}.ipynb"),
+                    parameters={**params, "output_dir": str(staging)}, kernel_name=KERNEL_NAME,
+                    cwd=str(root / "notebooks"), progress_bar=False,
+                )
+        except pm.PapermillExecutionError as err:
+            return Outcome(name, "failed", time.perf_counter() - start, f"{err.ename}: {err.evalue}"[:400])
+        except DeadKernelError as err:
+            return Outcome(name, "failed", time.perf_counter() - start, f"{KERNEL_DIED} ({err})"[:400])
+        except Exception as err:  # noqa: BLE001 - one notebook's failure, whatever it is, must not end the run
+            return Outcome(name, "failed", time.perf_counter() - start, f"{type(err).__name__}: {err}"[:400])
+        with _signals_ignored():  # never half-moved
+            _publish(name, staging, out_dir)
+        return Outcome(name, "ok", time.perf_counter() - start)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        _remove_if_empty(out_dir / STAGING)
+
+
+def _publish(name: str, staging: Path, out_dir: Path) -> None:
+    """Replace ``name``'s results and figures in ``out_dir`` by the ones of this run (in ``staging``):
+    its old ``results/<name>.json`` and ``figures/<nn>_*`` go first, so nothing of an earlier run is
+    left beside the new outputs; the recorded ``output_dir`` is set to where the outputs now are."""
+    old = [out_dir / "results" / f"{name}.json", *(out_dir / "figures").glob(f"{name.split('_')[0]}_*")]
+    for path in old:
+        if path.is_file():
+            path.unlink()
+    for src in sorted(p for p in staging.rglob("*") if p.is_file()):
+        dest = out_dir / src.relative_to(staging)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dest)
+    _record_output_dir(out_dir / "results" / f"{name}.json", out_dir)
+
+
+def _record_output_dir(results_file: Path, out_dir: Path) -> None:
+    from vitreg.io import atomic_write_json
+
+    try:
+        record = json.loads(results_file.read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(record.get("params"), dict) and "output_dir" in record["params"]:
+        record["params"]["output_dir"] = str(out_dir)
+        atomic_write_json(results_file, record)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
 
 
 @contextmanager
@@ -175,7 +247,12 @@ def _kernel_imports_from(root: Path) -> Iterator[None]:
 
 def run(profile: str, only: list[str] | None = None, *, keep_going: bool = False, root: Path | None = None,
         out_dir: Path | None = None, report: bool = True) -> list[Outcome]:
-    """Run the selected notebooks of the run order under ``profile``; print a one-screen summary."""
+    """Run the selected notebooks of the run order under ``profile``; print a one-screen summary.
+
+    Ctrl-C or SIGTERM stop the run: the notebook running is ``interrupted``, the rest ``not run``; the
+    summary (marked interrupted) and the report of what finished are still written. The outcomes are
+    returned either way (``vitreg run`` exits 130 when one is ``interrupted``).
+    """
     root = root or repo_root()
     names = select(load_order(root), only)
     out_dir = Path(out_dir).resolve() if out_dir else output_dir_for(profile, root)  # notebooks run in notebooks/
@@ -187,6 +264,26 @@ def run(profile: str, only: list[str] | None = None, *, keep_going: bool = False
             raise SystemExit(stop)
     ensure_kernel()
     outcomes: list[Outcome] = []
+    start = time.perf_counter()
+    with _sigterm_interrupts():
+        try:
+            _run_all(names, plans, profile, executed, root, keep_going, outcomes)
+        except KeyboardInterrupt:
+            done = {o.notebook for o in outcomes}
+            spent = time.perf_counter() - start - sum(o.seconds for o in outcomes)
+            outcomes += [Outcome(n, "interrupted", spent, "interrupted (Ctrl-C or SIGTERM)") if i == 0 else
+                         Outcome(n, "not run", detail="the run was interrupted")
+                         for i, n in enumerate(n for n in names if n not in done)]
+        with _signals_ignored():  # the summary and the report are written even when interrupted again
+            write_outcomes(outcomes, out_dir, profile)
+            report_paths = _build_report(out_dir, profile) if report else []
+            print(summary(outcomes, profile, out_dir, executed, report_paths), flush=True)
+    return outcomes
+
+
+def _run_all(names: list[str], plans: dict[str, dict], profile: str, executed: Path, root: Path,
+             keep_going: bool, outcomes: list[Outcome]) -> None:
+    """Run ``names`` in order, appending to ``outcomes`` as they finish (so an interrupt keeps them)."""
     for i, name in enumerate(names):
         print(f"[{i + 1}/{len(names)}] {name} ({profile}) ...", flush=True)
         outcome = run_notebook(name, plans[name], executed, root)
@@ -194,10 +291,50 @@ def run(profile: str, only: list[str] | None = None, *, keep_going: bool = False
         print(f"    {outcome.status} in {outcome.seconds:.0f} s {outcome.detail}", flush=True)
         if outcome.status == "failed" and not keep_going:
             outcomes += [Outcome(n, "not run", detail=f"stopped after {name} failed") for n in names[i + 1:]]
-            break
-    report_paths = _build_report(out_dir, profile) if report else []
-    print(summary(outcomes, profile, out_dir, executed, report_paths))
-    return outcomes
+            return
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """While the run lasts, SIGTERM stops it like Ctrl-C (a ``KeyboardInterrupt``)."""
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        old = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+@contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """Ignore SIGINT/SIGTERM while the summary and report of a run are written (a few seconds)."""
+    try:
+        old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+def write_outcomes(outcomes: list[Outcome], out_dir: Path, profile: str) -> Path:
+    """Write each notebook's outcome to ``<out_dir>/results/_outcomes.json`` (atomically) for the report,
+    so a failed notebook is shown as failed, not as not run or as ran with an earlier run's results."""
+    from vitreg.io import atomic_write_json
+
+    path = Path(out_dir) / "results" / OUTCOMES_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_json(path, {"profile": profile, "interrupted": any(o.status == "interrupted" for o in outcomes),
+                                    "outcomes": [asdict(o) for o in outcomes]})
 
 
 def _build_report(out_dir: Path, profile: str) -> list[Path]:
@@ -215,9 +352,10 @@ def _build_report(out_dir: Path, profile: str) -> list[Path]:
 
 def summary(outcomes: list[Outcome], profile: str, out_dir: Path, executed: Path, report: list[Path]) -> str:
     """The one-screen summary: what ran, what was skipped and why, where the outputs are."""
-    lines = ["", f"== vitreg {profile} run =="]
+    interrupted = any(o.status == "interrupted" for o in outcomes)
+    lines = ["", f"== vitreg {profile} run{' (INTERRUPTED)' if interrupted else ''} =="]
     for o in outcomes:
-        lines.append(f"  {o.notebook:<28} {o.status:<8} {o.seconds:6.0f} s  {o.detail}")
+        lines.append(f"  {o.notebook:<28} {o.status:<11} {o.seconds:6.0f} s  {o.detail}")
         for skipped in _skipped(out_dir / "results" / f"{o.notebook}.json") if o.status == "ok" else []:
             lines.append(f"  {'':<28} skipped: {skipped}")
     lines += [f"executed notebooks: {executed}", f"figures:            {out_dir / 'figures'}",
@@ -225,7 +363,10 @@ def summary(outcomes: list[Outcome], profile: str, out_dir: Path, executed: Path
     lines += [f"report:             {p}" for p in report]
     failed = [o.notebook for o in outcomes if o.status == "failed"]
     if failed:
-        lines.append(f"FAILED: {', '.join(failed)} (the executed copy shows the error)")
+        lines.append(f"FAILED: {', '.join(failed)} (the executed copy shows the error; earlier outputs of a "
+                     "failed notebook, if any, are left as they were)")
+    if interrupted:
+        lines.append("INTERRUPTED: the run was stopped (Ctrl-C or SIGTERM); the report shows what finished")
     return "\n".join(lines)
 
 
