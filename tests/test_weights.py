@@ -247,7 +247,8 @@ def _broken_files(tmp_path) -> dict[str, object]:
                                   "truncated_header.safetensors", "truncated.pth", "text.pth"])
 def test_an_unreadable_weights_file_is_named_with_the_model_and_the_fix(tmp_path, monkeypatch, case):
     """A bare SafetensorError, or "do not match the model" for a truncated .pth, used to be all one got."""
-    from vitreg.weights import BrokenWeights, check_weights_file
+    from vitreg.weight_files import check_weights_file
+    from vitreg.weights import BrokenWeights
 
     path = _broken_files(tmp_path)[case]
     assert check_weights_file(path)  # the cheap header check sees it
@@ -261,7 +262,7 @@ def test_an_unreadable_weights_file_is_named_with_the_model_and_the_fix(tmp_path
 
 
 def test_the_header_check_passes_good_files_without_reading_tensors(tmp_path):
-    from vitreg.weights import check_weights_file
+    from vitreg.weight_files import check_weights_file
 
     _tiny_safetensors(tmp_path / "a.safetensors")
     torch.save({"a": torch.ones(3)}, tmp_path / "a.pth")
