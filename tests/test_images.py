@@ -39,6 +39,7 @@ def test_exif_rotation_is_applied(tmp_path):
     assert out.size == (4, 8)  # width and height swapped
     top = np.asarray(out)[0, 2]
     assert top[0] > 200 and top[2] < 60  # red (the left half) is now on top
+    assert load_image(tmp_path / "rot.jpg", exif=False).size == (8, 4)  # the stored grid, for annotated datasets
 
 
 def test_bad_files_are_named(tmp_path):

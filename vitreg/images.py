@@ -70,8 +70,9 @@ def max_pixels() -> int:
         raise ImageError(f"${MAX_PIXELS_ENV}={value!r} is not a number of pixels (e.g. 200000000)") from None
 
 
-def load_image(src: ImageLike) -> Image.Image:
-    """Open ``src`` as an 8-bit RGB PIL image, applying the EXIF orientation.
+def load_image(src: ImageLike, *, exif: bool = True) -> Image.Image:
+    """Open ``src`` as an 8-bit RGB PIL image, applying the EXIF orientation (``exif=False``: the stored
+    pixel grid, for datasets whose boxes or masks refer to it).
 
     Grayscale, 16-bit, palette and alpha images are converted (alpha composited on white). Arrays and
     tensors: ``HWC`` or ``CHW`` (1, 3 or 4 channels) or ``HW``; ``uint8`` in 0-255 or floats in 0-1
@@ -89,11 +90,11 @@ def load_image(src: ImageLike) -> Image.Image:
     elif isinstance(src, Image.Image):
         img = src
     else:
-        img = _open_file(Path(src))
+        img = _open_file(Path(src), exif=exif)
     return _to_rgb(img)
 
 
-def _open_file(path: Path) -> Image.Image:
+def _open_file(path: Path, *, exif: bool = True) -> Image.Image:
     """Decode an image file (EXIF orientation applied), refusing it before decoding when it is too large."""
     if not path.is_file():
         raise ImageError(f"image file {path} does not exist")
@@ -104,15 +105,15 @@ def _open_file(path: Path) -> Image.Image:
             opened.load()
             img = opened.copy()
             img.info.update(opened.info)
-            exif = opened.getexif()
+            tags = opened.getexif() if exif else None
     except Image.DecompressionBombError as err:  # PIL's own stop, at twice the limit
         raise ImageError(f"image {path} is over vitreg's limit of {limit / 1e6:g} megapixels ({err}); shrink it, "
                          f"remove it, or raise the limit with ${MAX_PIXELS_ENV}=<pixels>") from err
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise ImageError(f"cannot read image {path}: {err} (corrupt, truncated or not an image? remove it or "
                          "replace it)") from err
-    if exif:
-        img.info["exif"] = exif.tobytes()
+    if tags:
+        img.info["exif"] = tags.tobytes()
         img = ImageOps.exif_transpose(img)
     return img
 
