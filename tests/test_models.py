@@ -81,3 +81,18 @@ def test_spec_of_a_timm_vit_builds_no_weights(monkeypatch):
     assert get_spec("vit_small_patch14_reg4_dinov2.lvd142m") is ZOO["dinov2_s_reg"] and built == []  # zoo: nothing built
     spec = get_spec("vit_base_patch16_224.augreg_in21k")
     assert spec.patch_size == 16 and built == [{"meta"}]
+
+
+@pytest.mark.parametrize("name", ["resnet18", "convnext_atto", "swin_tiny_patch4_window7_224",
+                                  "deit_small_distilled_patch16_224", "vit_small_r26_s32_224"])
+def test_a_timm_model_that_is_not_a_plain_vit_is_refused_up_front(name):
+    """A CNN used to raise a TypeError; Swin loaded with a wrong token layout and failed mid-extraction."""
+    from vitreg.models import NotAPlainViT
+
+    for call in (lambda: get_spec(name), lambda: load_model(name, pretrained=False)):
+        with pytest.raises(NotAPlainViT) as err:
+            call()
+        msg = str(err.value)
+        assert "not a plain ViT" in msg and name in msg
+        assert "dinov2_l_reg" in msg and "module='vision_transformer'" in msg  # what is supported
+    assert get_spec("deit3_small_patch16_224.fb_in1k").patch_size == 16  # deit3 lives in timm.models.deit: still a ViT

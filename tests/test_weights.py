@@ -210,3 +210,91 @@ def test_the_missing_weights_message_is_one_text(monkeypatch, tmp_path):
     assert both.startswith("Stopping before any notebook runs") and "mae_b16 = vit_base_patch16_224.mae: 01_x, 02_y" in both
     for msg in (one, both):
         assert "HF_HUB_OFFLINE=1" in msg and "Two ways out" in msg and str(tmp_path) in msg and "make weights" in msg
+
+
+# --- unusable weights files: named with the model and the fix (issue 12) ---------------------------------
+def _tiny_safetensors(path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({"a": torch.ones(64, 64), "b": torch.zeros(8)}, path)
+
+
+def _broken_files(tmp_path) -> dict[str, object]:
+    """Unreadable weights files as a user meets them: a text file, an empty file, interrupted downloads."""
+    st_name, pth_name = "vit_small_patch14_dinov2.lvd142m.safetensors", "dinov2_vits14_pretrain.pth"
+    good = tmp_path / "good"
+    good.mkdir()
+    _tiny_safetensors(good / st_name)
+    torch.save({"a": torch.ones(64, 64)}, good / pth_name)
+    cases = {
+        "text.safetensors": (st_name, b"<html>Repository not found</html>\n"),
+        "empty.safetensors": (st_name, b""),
+        "truncated.safetensors": (st_name, (good / st_name).read_bytes()[:-1000]),
+        "truncated_header.safetensors": (st_name, (good / st_name).read_bytes()[:40]),
+        "truncated.pth": (pth_name, (good / pth_name).read_bytes()[:-3000]),
+        "text.pth": (pth_name, b"version https://git-lfs.github.com/spec/v1\noid sha256:abc\n"),
+    }
+    out = {}
+    for case, (name, data) in cases.items():
+        folder = tmp_path / case
+        folder.mkdir()
+        (folder / name).write_bytes(data)
+        out[case] = folder / name
+    return out
+
+
+@pytest.mark.parametrize("case", ["text.safetensors", "empty.safetensors", "truncated.safetensors",
+                                  "truncated_header.safetensors", "truncated.pth", "text.pth"])
+def test_an_unreadable_weights_file_is_named_with_the_model_and_the_fix(tmp_path, monkeypatch, case):
+    """A bare SafetensorError, or "do not match the model" for a truncated .pth, used to be all one got."""
+    from vitreg.weight_files import check_weights_file
+    from vitreg.weights import BrokenWeights
+
+    path = _broken_files(tmp_path)[case]
+    assert check_weights_file(path)  # the cheap header check sees it
+    monkeypatch.setenv("VITREG_WEIGHTS", str(path.parent))
+    for call in (lambda: load_model("dinov2_s"), lambda: load_model("dinov2_s", weights=path)):
+        with pytest.raises(BrokenWeights) as err:
+            call()
+        msg = str(err.value)
+        assert str(path) in msg and "dinov2_s" in msg and "do not match" not in msg
+        assert "vitreg weights download dinov2_s" in msg and "make weights" in msg and "Delete it" in msg
+
+
+def test_the_header_check_passes_good_files_without_reading_tensors(tmp_path):
+    from vitreg.weight_files import check_weights_file
+
+    _tiny_safetensors(tmp_path / "a.safetensors")
+    torch.save({"a": torch.ones(3)}, tmp_path / "a.pth")
+    torch.save({"a": torch.ones(3)}, tmp_path / "old.pth", _use_new_zipfile_serialization=False)
+    for name in ("a.safetensors", "a.pth", "old.pth"):
+        assert check_weights_file(tmp_path / name) is None, name
+
+
+def test_preflight_reports_a_truncated_file_as_broken_not_found(tmp_path, monkeypatch):
+    from vitreg.weights import broken_weights, broken_weights_message
+
+    path = _broken_files(tmp_path)["truncated.safetensors"]
+    monkeypatch.setenv("VITREG_WEIGHTS", str(path.parent))
+    broken = broken_weights(["dinov2_s", "dinov2_s_reg"])
+    assert list(broken) == ["dinov2_s"] and broken["dinov2_s"][0] == path and "truncated" in broken["dinov2_s"][1]
+    msg = broken_weights_message(broken, needed_by={"dinov2_s": ["02_high_norm_tokens"]})
+    assert msg.startswith("Stopping before any notebook runs") and str(path) in msg and "02_high_norm_tokens" in msg
+    assert "vitreg weights download dinov2_s" in msg
+
+
+def test_weights_with_nan_are_refused_naming_the_file_and_tensor(tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    from vitreg.weights import BrokenWeights
+
+    sd = _source("dinov2_s").state_dict()
+    sd["blocks.2.mlp.fc1.weight"][0, :3] = float("nan")
+    sd["blocks.5.attn.proj.bias"][0] = float("inf")
+    path = tmp_path / "vit_small_patch14_dinov2.lvd142m.safetensors"
+    save_file(sd, path)
+    monkeypatch.setenv("VITREG_WEIGHTS", str(tmp_path))
+    with pytest.raises(BrokenWeights) as err:
+        load_model("dinov2_s")
+    msg = str(err.value)
+    assert str(path) in msg and "blocks.2.mlp.fc1.weight" in msg and "NaN/Inf" in msg and "blocks.5" not in msg

@@ -3,8 +3,10 @@
 Paper: every figure is computed on images; resolution is an experimental variable (224 vs 518 px
 changes results), so it is always a parameter and recorded.
 
-Any path, PIL image or array becomes an RGB PIL image (grayscale, RGBA, 16-bit, palette and
-EXIF-rotated inputs included). :func:`preprocess` resizes the shorter side and centre-crops to the
+Any path, PIL image, array or torch tensor becomes an RGB PIL image (grayscale, RGBA, 16-bit, palette and
+EXIF-rotated inputs included). Bad input is refused with its name: unreadable or truncated files, images
+over :func:`max_pixels` (a 20000x20000 PNG would otherwise decode into gigabytes), arrays with NaN/Inf or
+no pixels; a folder's bad files are listed all at once. :func:`preprocess` resizes the shorter side and centre-crops to the
 size the model was loaded for (or an explicit ``size``), then normalises with the model's mean and std.
 It does not choose or round the size: ``load_model(..., image_size=...)`` checks that the size is a
 multiple of the patch size. :func:`pick_images` is the image source of notebooks 01-04 (a folder, or
@@ -15,7 +17,8 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
@@ -27,8 +30,13 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 if TYPE_CHECKING:
     from vitreg.weights import LoadedModel
 
-ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
+ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+#: The largest image file :func:`load_image` decodes, in pixels, unless ``$VITREG_MAX_PIXELS`` says otherwise:
+#: 100 megapixels (300 MB as RGB). The models see 224-518 px, so a larger photo only costs time and memory.
+DEFAULT_MAX_PIXELS = 100_000_000
+MAX_PIXELS_ENV = "VITREG_MAX_PIXELS"
 
 #: The sample photos: (name, package, path inside the package). Real photographs, no download.
 _SAMPLES = [
@@ -53,37 +61,133 @@ class ImageError(ValueError):
     """An image that cannot be read; the message names it."""
 
 
-def load_image(src: ImageLike) -> Image.Image:
-    """Open ``src`` as an 8-bit RGB PIL image, applying the EXIF orientation.
+def max_pixels() -> int:
+    """The pixel limit of image files: ``$VITREG_MAX_PIXELS`` or :data:`DEFAULT_MAX_PIXELS`."""
+    value = os.environ.get(MAX_PIXELS_ENV, "")
+    try:
+        return int(float(value)) if value.strip() else DEFAULT_MAX_PIXELS
+    except ValueError:
+        raise ImageError(f"${MAX_PIXELS_ENV}={value!r} is not a number of pixels (e.g. 200000000)") from None
 
-    Grayscale, 16-bit, palette and alpha images are converted (alpha composited on white).
+
+def load_image(src: ImageLike, *, exif: bool = True) -> Image.Image:
+    """Open ``src`` as an 8-bit RGB PIL image, applying the EXIF orientation (``exif=False``: the stored
+    pixel grid, for datasets whose boxes or masks refer to it).
+
+    Grayscale, 16-bit, palette and alpha images are converted (alpha composited on white). Arrays and
+    tensors: ``HWC`` or ``CHW`` (1, 3 or 4 channels) or ``HW``; ``uint8`` in 0-255 or floats in 0-1
+    (floats whose maximum is above 1 are read as 0-255); see :func:`_from_array`.
 
     Raises:
-        ImageError: missing, corrupt or unreadable file, naming it.
+        ImageError: missing, corrupt, truncated or too large file (over :func:`max_pixels`), naming it;
+            an array or tensor that is not an image (NaN/Inf, no pixels, a batch).
     """
-    if isinstance(src, np.ndarray):
+    if isinstance(src, torch.Tensor):
+        img = _from_array(src.detach().cpu().float().numpy() if src.dtype == torch.bfloat16 else
+                          src.detach().cpu().numpy(), what="tensor")
+    elif isinstance(src, np.ndarray):
         img = _from_array(src)
     elif isinstance(src, Image.Image):
         img = src
     else:
-        path = Path(src)
-        if not path.is_file():
-            raise ImageError(f"image file {path} does not exist")
-        try:
-            with Image.open(path) as opened:
-                opened.load()
-                img = opened.copy()
-                img.info.update(opened.info)
-                exif = opened.getexif()
-        except (UnidentifiedImageError, OSError, SyntaxError) as err:
-            raise ImageError(f"cannot read image {path}: {err} (corrupt or not an image? remove it or replace it)") from err
-        if exif:
-            img.info["exif"] = exif.tobytes()
-            img = ImageOps.exif_transpose(img)
+        img = _open_file(Path(src), exif=exif)
     return _to_rgb(img)
 
 
-def _from_array(arr: np.ndarray) -> Image.Image:
+def _open_file(path: Path, *, exif: bool = True) -> Image.Image:
+    """Decode an image file (EXIF orientation applied), refusing it before decoding when it is too large."""
+    if not path.is_file():
+        raise ImageError(f"image file {path} does not exist")
+    limit = max_pixels()
+    try:
+        with _pil_pixel_limit(limit), Image.open(path) as opened:
+            _check_pixels(path, opened.size, limit)
+            opened.load()
+            img = opened.copy()
+            img.info.update(opened.info)
+            tags = opened.getexif() if exif else None
+    except Image.DecompressionBombError as err:  # PIL's own stop, at twice the limit
+        raise ImageError(f"image {path} is over vitreg's limit of {limit / 1e6:g} megapixels ({err}); shrink it, "
+                         f"remove it, or raise the limit with ${MAX_PIXELS_ENV}=<pixels>") from err
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise ImageError(f"cannot read image {path}: {err} (corrupt, truncated or not an image? remove it or "
+                         "replace it)") from err
+    if tags:
+        img.info["exif"] = tags.tobytes()
+        img = ImageOps.exif_transpose(img)
+    return img
+
+
+@contextmanager
+def _pil_pixel_limit(limit: int) -> Iterator[None]:
+    """Make PIL's decompression-bomb guard follow ``limit`` for one open (and keep its warning quiet:
+    :func:`_check_pixels` gives the error). Restored afterwards."""
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = limit
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+
+
+def _check_pixels(path: Path, size: tuple[int, int], limit: int) -> None:
+    w, h = size
+    if w * h > limit:
+        raise ImageError(f"image {path} is {w}x{h} = {w * h / 1e6:.0f} megapixels, over vitreg's limit of "
+                         f"{limit / 1e6:g} (decoding it would take {w * h * 3 / 1e9:.1f} GB); shrink it, remove it, "
+                         f"or raise the limit with ${MAX_PIXELS_ENV}=<pixels>")
+
+
+def check_image_files(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """Every problem among image files, one line each (``path: what is wrong``); empty when all are fine.
+
+    Cheap for good files: the header is read and the end checked (a JPEG ends with its EOI marker, a PNG
+    with IEND); only a file whose end looks wrong, or of another format, is decoded in full to decide.
+    """
+    problems = []
+    limit = max_pixels()
+    for p in map(Path, paths):
+        try:
+            with _pil_pixel_limit(limit), Image.open(p) as opened:
+                _check_pixels(p, opened.size, limit)
+                fmt = opened.format
+            if not _ends_well(p, fmt):
+                _open_file(p)
+        except ImageError as err:
+            problems.append(str(err))
+        except Image.DecompressionBombError as err:
+            problems.append(f"image {p} is over vitreg's limit of {limit / 1e6:g} megapixels ({err})")
+        except (UnidentifiedImageError, OSError, SyntaxError) as err:
+            problems.append(f"cannot read image {p}: {err}")
+    return problems
+
+
+def _ends_well(path: Path, fmt: str | None) -> bool:
+    """Whether a JPEG/PNG file ends as a complete one does (False: decode it to be sure)."""
+    tail = {"JPEG": b"\xff\xd9", "PNG": b"IEND\xaeB`\x82"}.get(fmt or "")
+    if tail is None:
+        return False
+    with open(path, "rb") as f:
+        f.seek(max(0, path.stat().st_size - len(tail)))
+        return f.read() == tail
+
+
+def _from_array(arr: np.ndarray, what: str = "array") -> Image.Image:
+    """An array (or a tensor's values) as a PIL image: HWC, CHW or HW; uint8 0-255, floats 0-1 (0-255 when
+    the maximum is above 1), bool, uint16 (top 8 bits) or other integers (clipped to 0-255)."""
+    if arr.size == 0 or 0 in arr.shape:
+        raise ImageError(f"cannot make an image of an empty {what} of shape {tuple(arr.shape)}")
+    if arr.ndim == 4 and arr.shape[0] == 1:
+        arr = arr[0]  # a batch of one
+    if arr.ndim not in (2, 3):
+        raise ImageError(f"cannot make an image of a {what} of shape {tuple(arr.shape)}: pass one image, HWC or CHW "
+                         "(or HW for grayscale); a batch as a list of images")
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        bad = int((~np.isfinite(arr)).sum())
+        raise ImageError(f"the image {what} of shape {tuple(arr.shape)} holds {bad} NaN/Inf values: an image needs "
+                         "finite pixels (0-1 floats or 0-255 uint8)")
     if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
         arr = np.moveaxis(arr, 0, -1)  # CHW -> HWC
     if arr.ndim == 3 and arr.shape[-1] == 1:
@@ -96,9 +200,10 @@ def _from_array(arr: np.ndarray) -> Image.Image:
         arr = (arr >> 8).astype(np.uint8)
     elif arr.dtype != np.uint8:
         arr = np.clip(arr, 0, 255).astype(np.uint8)
-    if arr.ndim not in (2, 3):
-        raise ImageError(f"cannot make an image of an array of shape {arr.shape}")
-    return Image.fromarray(arr)
+    if arr.ndim == 3 and arr.shape[-1] not in (3, 4):
+        raise ImageError(f"cannot make an image of a {what} of shape {tuple(arr.shape)}: 1, 3 or 4 channels, "
+                         "first (CHW) or last (HWC)")
+    return Image.fromarray(np.ascontiguousarray(arr))
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -141,11 +246,15 @@ def sample_photos(names: Sequence[str] | None = None) -> list[tuple[str, Image.I
     return out
 
 
-def image_folder(root: str | os.PathLike, limit: int | None = None) -> list[Path]:
+def image_folder(root: str | os.PathLike, limit: int | None = None, *, check: bool = True) -> list[Path]:
     """Image files under ``root`` (recursively, sorted), at most ``limit``.
 
+    Args:
+        check: check the files returned (:func:`check_image_files`: cheap for good files) so that every
+            bad one is named at once, before any model runs.
+
     Raises:
-        ImageError: the folder does not exist or holds no image.
+        ImageError: the folder does not exist or holds no image, or some files are bad (all listed).
     """
     root = Path(root).expanduser()
     if not root.is_dir():
@@ -153,7 +262,11 @@ def image_folder(root: str | os.PathLike, limit: int | None = None) -> list[Path
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise ImageError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
-    return files[:limit] if limit else files
+    files = files[:limit] if limit else files
+    if check and (problems := check_image_files(files)):
+        raise ImageError(f"{len(problems)} of the {len(files)} images under {root} cannot be used (remove or replace "
+                         "them):\n" + "\n".join(f"  - {p}" for p in problems))
+    return files
 
 
 #: How results describe the bundled photos as an image source.
@@ -199,7 +312,7 @@ def preprocess(
     models' evaluation transforms do (crop fraction 1.0, so the crop keeps the whole shorter side).
 
     Args:
-        images: one image or a sequence (paths, PIL images, arrays).
+        images: one image or a sequence (paths, PIL images, arrays, tensors; a 4-D tensor is a batch of CHW).
         model: a :class:`~vitreg.weights.LoadedModel`: its image size, mean and std are used.
         size: override of the target size ``H`` or ``(H, W)`` (else the model's).
         mean, std: normalisation (else the model's; ImageNet's without a model).
@@ -207,7 +320,8 @@ def preprocess(
     The size is used as given (no rounding to the patch grid): it must match the size the model was
     loaded for, which :func:`~vitreg.weights.load_model` checks is a multiple of the patch size.
     """
-    if isinstance(images, (str, os.PathLike, Image.Image, np.ndarray)):
+    if isinstance(images, (str, os.PathLike, Image.Image, np.ndarray)) or (
+            isinstance(images, torch.Tensor) and images.ndim < 4):
         images = [images]
     if size is None:
         if model is None:
@@ -215,10 +329,26 @@ def preprocess(
         size = model.image_size
     h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     mean, std = _mean_std(model, mean, std)
-    batch = torch.stack([_to_tensor(_resize_crop(load_image(im), h, w)) for im in images])
+    batch = torch.stack(_load_all(images, h, w))
     m = torch.tensor(mean).view(1, 3, 1, 1)
     s = torch.tensor(std).view(1, 3, 1, 1)
     return (batch - m) / s
+
+
+def _load_all(images: Sequence[ImageLike], h: int, w: int) -> list[torch.Tensor]:
+    """Every image resized and cropped; the errors of all bad ones raised together."""
+    out, problems = [], []
+    for im in images:
+        try:
+            out.append(_to_tensor(_resize_crop(load_image(im), h, w)))
+        except ImageError as err:
+            problems.append(str(err))
+    if len(problems) == 1:
+        raise ImageError(problems[0])
+    if problems:
+        raise ImageError(f"{len(problems)} of {len(images)} images cannot be used:\n"
+                         + "\n".join(f"  - {p}" for p in problems))
+    return out
 
 
 def _resize_crop(img: Image.Image, h: int, w: int) -> Image.Image:

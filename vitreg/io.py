@@ -1,13 +1,16 @@
 """Atomic writes: a crash or Ctrl-C never leaves a half-written cache, result or figure behind.
 
 Every file vitreg writes goes to a temporary file in the same folder and is then renamed over the
-target (``os.replace`` is atomic on POSIX and Windows).
+target (``os.replace`` is atomic on POSIX and Windows). The file ends up with the permissions a plain
+``open(path, "w")`` would give: those of the file it replaces, else ``0o666`` less the umask (so a shared
+cache or course folder stays readable by the group when the umask says so).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -22,12 +25,35 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, _open_mode(path))  # mkstemp makes 0600 whatever the umask
     try:
         yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _open_mode(path: Path) -> int:
+    """The permission bits ``open(path, "w")`` would leave: the existing file's, else 0o666 less the umask."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (``/proc``), else set and restored."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -27,6 +27,15 @@ THRESHOLD_NOTES = {
 }
 
 
+#: timm modules whose models are (or wrap) the plain ``VisionTransformer``: checked before anything is built.
+_VIT_MODULES = ("vision_transformer", "deit")
+
+
+class NotAPlainViT(ValueError):
+    """A timm model that is not a plain ViT (a CNN, Swin, a distilled DeiT...): its tokens are not
+    [CLS] + registers + one patch grid, so no measurement of the paper applies as written."""
+
+
 class UnknownModel(KeyError):
     """A model name that is neither in the zoo nor in timm; the message lists close names."""
 
@@ -154,6 +163,8 @@ def get_spec(name: str) -> ModelSpec:
 
     Raises:
         UnknownModel: (a KeyError) the name is neither in the zoo nor a timm model, with the closest names.
+        NotAPlainViT: (a ValueError) a timm model that is not a plain ViT (``resnet18``, ``swin_*``), with
+            what is supported.
     """
     if name in ZOO:
         return ZOO[name]
@@ -175,10 +186,14 @@ def _spec_from_timm(name: str) -> ModelSpec:
                                           n=5, cutoff=0.5)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         raise UnknownModel(f"unknown model {name!r}: not in the vitreg zoo ({', '.join(ZOO)}) nor in timm.{hint}")
+    module = timm.models.model_entrypoint(arch).__module__.rpartition(".")[2]
+    if module not in _VIT_MODULES:  # refused before building: a ResNet does not even take img_size
+        raise NotAPlainViT(_not_a_vit_message(name, f"a model from timm.models.{module}"))
     cfg = timm.models.get_pretrained_cfg(name) if tag else None
     res = int(cfg.input_size[-1]) if cfg is not None else 224
     with torch.device("meta"):  # structure only, no weights: ViT-g in 0.7 s and no memory instead of 35 s and 4 GiB
         model = timm.create_model(arch, pretrained=False, img_size=res)
+    _check_plain_vit(name, model)
     ps = model.patch_embed.patch_size
     patch = int(ps if isinstance(ps, int) else ps[0])
     family: Family = "dinov2" if "dinov2" in arch else "clip" if "clip" in arch else "other"
@@ -188,3 +203,27 @@ def _spec_from_timm(name: str) -> ModelSpec:
         threshold=None, threshold_note=THRESHOLD_NOTES["relative"],
         lost_features="k" if family in ("dinov2", "other") else "v", pos_interp="timm", paper_name=name,
     )
+
+
+def _check_plain_vit(name: str, model: object) -> None:
+    """Refuse a built (meta) model unless it is a timm ``VisionTransformer`` with the token layout vitreg reads:
+    [CLS] (or none) + registers + the patch grid of a plain patch embedding."""
+    from timm.layers import PatchEmbed
+    from timm.models.vision_transformer import VisionTransformer
+
+    kind = type(model).__name__
+    if not isinstance(model, VisionTransformer):
+        raise NotAPlainViT(_not_a_vit_message(name, f"a {kind}"))
+    if type(model.patch_embed) is not PatchEmbed:
+        raise NotAPlainViT(_not_a_vit_message(name, f"a {kind} with a {type(model.patch_embed).__name__} stem"))
+    prefix = (1 if getattr(model, "cls_token", None) is not None else 0) + int(getattr(model, "num_reg_tokens", 0))
+    if int(getattr(model, "num_prefix_tokens", prefix)) != prefix:
+        raise NotAPlainViT(_not_a_vit_message(name, f"a {kind} with {model.num_prefix_tokens} prefix tokens "
+                                                     "(a distillation token?)"))
+
+
+def _not_a_vit_message(name: str, what: str) -> str:
+    return (f"{name!r} is not a plain ViT ({what}): vitreg reads the tokens of timm's VisionTransformer, "
+            f"[CLS] + registers + one grid of patches. Supported: the vitreg zoo ({', '.join(ZOO)}) and timm's "
+            "plain ViTs, timm.list_models(module='vision_transformer') plus deit3_* (for example "
+            "vit_base_patch16_224.augreg_in21k, vit_small_patch14_reg4_dinov2.lvd142m, deit3_base_patch16_224).")

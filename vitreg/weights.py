@@ -17,13 +17,16 @@ Weights are looked up, in order, in:
    message naming the model, every place looked and the two ways out.
 
 All of them go through ``timm.create_model(..., pretrained_cfg_overlay=dict(file=...))``, so every
-format passes timm's checkpoint filter and a strict ``load_state_dict``.
+format passes timm's checkpoint filter and a strict ``load_state_dict``. Before that, a file's header is
+checked (:func:`check_weights_file`: an empty, truncated or text file is named with the fix, not reported as
+"do not match the model"), and after it every tensor must be finite.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,12 +41,17 @@ from vitreg.io import atomic_path
 from vitreg.models import ModelSpec, PosInterp, get_spec
 from vitreg.paths import WEIGHTS_ENV, is_offline, weights_dir
 from vitreg.tokens import TokenLayout
+from vitreg.weight_files import check_weights_file, first_non_finite
 
 _SUFFIXES = (".safetensors", ".pth", ".bin")
 
 
 class WeightsNotFound(FileNotFoundError):
     """Pretrained weights are not on this machine and cannot be downloaded now."""
+
+
+class BrokenWeights(RuntimeError):
+    """A weights file that cannot be used: empty, truncated, not a checkpoint, or holding NaN/Inf."""
 
 
 @dataclass
@@ -306,21 +314,73 @@ def _load_pretrained(spec: ModelSpec, weights: str | os.PathLike | None, size: t
     file, looked = find_weights(spec, weights)
     if file is None and (is_offline() or not hub_reachable()):
         raise WeightsNotFound(missing_weights_message([spec], looked=looked))
+    if file is not None and (problem := check_weights_file(file)):
+        raise BrokenWeights(broken_weights_message({spec.key: (file, problem)}))
     overlay = {"file": str(file)} if file is not None else {}
     native = (spec.native_resolution, spec.native_resolution)
     try:
         model = timm.create_model(spec.full_name, pretrained=True, pretrained_cfg_overlay=overlay, num_classes=0,
                                   img_size=native)
-    except RuntimeError as err:  # strict load_state_dict: missing/unexpected keys, wrong shapes
-        raise RuntimeError(f"weights {file or 'from the hub'} do not match {spec.key} ({spec.full_name}): {err}") from err
-    except (OSError, ValueError) as err:
-        if file is not None:
-            raise RuntimeError(f"cannot read weights file {file} for {spec.key}: {err}") from err
-        raise WeightsNotFound(missing_weights_message([spec], looked=looked) + f"\n(download failed: {err})") from err
+    except Exception as err:
+        raise _load_error(spec, file, looked, err) from err
     source = str(file) if file is not None else f"downloaded from the hub ({(_pretrained_cfg(spec) or {}).get('hf_hub_id')})"
+    if (bad := first_non_finite(model)) is not None:
+        name, count, total = bad
+        raise BrokenWeights(broken_weights_message({spec.key: (file or hub_cache_file(spec) or Path(source), (
+            f"tensor {name} holds {count} NaN/Inf of {total} values (the first non-finite tensor); a damaged file or "
+            "a diverged checkpoint"))}))
     if size != native:
         resize_in_place(model, spec, size)
     return model, source
+
+
+def _load_error(spec: ModelSpec, file: Path | None, looked: Sequence[str], err: Exception) -> Exception:
+    """The error to raise when timm fails to build ``spec`` with weights ``file`` (None: from the hub)."""
+    text = f"{type(err).__name__}: {err}"
+    unreadable = (type(err).__module__.startswith("safetensors") or isinstance(err, (EOFError, zipfile.BadZipFile))
+                  or "PytorchStreamReader" in text or "unexpected pos" in text or "pickle" in text.lower())
+    if file is not None and (unreadable or isinstance(err, (OSError, ValueError))):
+        return BrokenWeights(broken_weights_message({spec.key: (file, text)}))
+    if isinstance(err, RuntimeError):  # strict load_state_dict: missing/unexpected keys, wrong shapes
+        return RuntimeError(f"weights {file or 'from the hub'} do not match {spec.key} ({spec.full_name}): {err}")
+    if file is None and isinstance(err, (OSError, ValueError)):
+        return WeightsNotFound(missing_weights_message([spec], looked=looked) + f"\n(download failed: {err})")
+    return err
+
+
+def broken_weights(keys: Sequence[str]) -> dict[str, tuple[Path, str]]:
+    """The models among ``keys`` whose weights file is found but unusable: key -> (file, what is wrong).
+
+    For the runner's real-profile preflight: headers only (:func:`check_weights_file`), so the whole run
+    order is checked in well under a second.
+    """
+    broken = {}
+    for key in keys:
+        file, _ = find_weights(get_spec(key))
+        if file is not None and (problem := check_weights_file(file)):
+            broken[key] = (file, problem)
+    return broken
+
+
+def broken_weights_message(broken: Mapping[str, tuple[Path, str]], *,
+                           needed_by: Mapping[str, Sequence[str]] | None = None) -> str:
+    """The one message for unusable weights files (:func:`load_model` and the runner's preflight).
+
+    Args:
+        broken: model key -> (file, what is wrong with it).
+        needed_by: model key -> notebooks that use it (the preflight, which then says it stops).
+    """
+    lines = ["Stopping before any notebook runs: weights files are broken." if needed_by else
+             "A weights file cannot be used."]
+    for key, (file, problem) in broken.items():
+        spec = get_spec(key)
+        users = f", needed by {', '.join(needed_by.get(key, ()))}" if needed_by else ""
+        lines.append(f"  - {file} for {key} ({spec.full_name}{users}): {problem}")
+    files = " ".join(str(Path(f).resolve()) for f, _ in broken.values())
+    keys = " ".join(broken)
+    lines += [f"Truncated download or not a weights file? Delete it (rm {files}) and run `vitreg weights download "
+              f"{keys}` (`make weights`) on a connected machine, or put a good copy in {weights_dir()}."]
+    return "\n".join(lines)
 
 
 def resize_in_place(model: nn.Module, spec: ModelSpec, size: tuple[int, int]) -> None:
@@ -406,10 +466,12 @@ def download(keys: Sequence[str], folder: Path | None = None) -> list[Path]:
     for key in keys:
         spec = get_spec(key)
         target = folder / f"{spec.full_name}.safetensors"
-        if target.exists():
+        if target.exists() and not (problem := check_weights_file(target)):
             print(f"{key}: already in {target}")
             written.append(target)
             continue
+        if target.exists():
+            print(f"{key}: {target} is broken ({problem}); downloading it again")
         cfg = _pretrained_cfg(spec) or {}
         if not cfg.get("hf_hub_id"):
             raise WeightsNotFound(f"{key}: timm has no hub file for {spec.full_name}")
