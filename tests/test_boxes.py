@@ -114,3 +114,25 @@ def test_synthetic_boxes_hold_the_planted_object():
     assert np.array_equal(np.asarray(ds[2].image), np.asarray(SyntheticBoxes(4, (64, 80), 3)[2].image))
     with pytest.raises(IndexError):
         ds[4]
+
+
+def test_a_truncated_voc_image_is_named(tmp_path):
+    """A broken JPEG inside a dataset folder names its path (it raised a bare 'image file is truncated')."""
+    from vitreg.boxes import VOCBoxes
+    from vitreg.images import ImageError
+
+    voc = tmp_path / "VOC2007"
+    (voc / "JPEGImages").mkdir(parents=True)
+    (voc / "Annotations").mkdir()
+    (voc / "ImageSets" / "Main").mkdir(parents=True)
+    (voc / "ImageSets" / "Main" / "trainval.txt").write_text("000001\n")
+    (voc / "Annotations" / "000001.xml").write_text(
+        "<annotation><size><width>20</width><height>10</height></size><object><name>cat</name>"
+        "<bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax></bndbox></object></annotation>")
+    from PIL import Image
+
+    Image.new("RGB", (20, 10), "red").save(voc / "JPEGImages" / "000001.jpg")
+    data = (voc / "JPEGImages" / "000001.jpg").read_bytes()
+    (voc / "JPEGImages" / "000001.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageError, match="000001.jpg"):
+        VOCBoxes(voc)[0]

@@ -281,3 +281,15 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_preflight_names_a_truncated_weights_file_as_broken(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("VITREG_WEIGHTS", str(tmp_path))
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    broken = tmp_path / "vit_large_patch14_dinov2.lvd142m.safetensors"
+    broken.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{\"a\":")  # a header cut short
+    stop = preflight_weights(["00_tour"])
+    assert stop is not None and str(broken) in stop and "dinov2_l" in stop

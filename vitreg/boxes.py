@@ -41,6 +41,7 @@ import torch
 import torchvision
 from PIL import Image
 
+from vitreg.images import load_image
 from vitreg.paths import data_root
 
 BoxDatasetName = Literal["VOC07", "VOC12", "COCO20k", "synthetic"]
@@ -206,7 +207,7 @@ class VOCBoxes:
     def __getitem__(self, i: int) -> BoxSample:
         img_id = self.ids[i]
         boxes, _, _ = parse_voc_xml(self.folder / "Annotations" / f"{img_id}.xml")
-        image = Image.open(self.folder / "JPEGImages" / f"{img_id}.jpg").convert("RGB")
+        image = load_image(self.folder / "JPEGImages" / f"{img_id}.jpg", exif=False)
         return BoxSample(image=image, boxes=boxes, name=img_id)
 
 
@@ -248,7 +249,7 @@ class COCO20kBoxes:
     def __getitem__(self, i: int) -> BoxSample:
         f = self.files[i]
         img_id = int(Path(f).stem.split("_")[-1])
-        image = Image.open(self.image_dir / Path(f).name).convert("RGB")
+        image = load_image(self.image_dir / Path(f).name, exif=False)
         return BoxSample(image=image, boxes=coco_boxes_from_annotations(self.anns[img_id]), name=Path(f).stem)
 
 

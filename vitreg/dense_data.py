@@ -96,19 +96,28 @@ def nyud_pairs(split: Literal["train", "test"] = "test", *, root: str | os.PathL
 
 
 
-def read_ade20k_label(path: str | os.PathLike) -> np.ndarray:
-    """ADE20k annotation -> ``(H, W)`` uint8 class map 0..149, ``255`` where the label was 0 ("other")."""
+def _read_map(path: str | os.PathLike, dtype: type) -> np.ndarray:
+    """A label or depth PNG as an array of its stored values; a broken file is named (ImageError)."""
     from PIL import Image
 
-    lab = np.asarray(Image.open(path), dtype=np.int64)
+    from vitreg.images import ImageError
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im, dtype=dtype)
+    except (OSError, ValueError) as err:
+        raise ImageError(f"cannot read the annotation {path}: {err}; re-extract the dataset or remove the file") from err
+
+
+def read_ade20k_label(path: str | os.PathLike) -> np.ndarray:
+    """ADE20k annotation -> ``(H, W)`` uint8 class map 0..149, ``255`` where the label was 0 ("other")."""
+    lab = _read_map(path, np.int64)
     return np.where(lab == 0, IGNORE_INDEX, lab - 1).astype(np.uint8)
 
 
 def read_nyud_depth(path: str | os.PathLike) -> np.ndarray:
     """NYUd BTS depth PNG (uint16, millimetres) -> ``(H, W)`` float32 metres (0 = no measurement)."""
-    from PIL import Image
-
-    return np.asarray(Image.open(path), dtype=np.float32) / 1000.0
+    return _read_map(path, np.float32) / 1000.0
 
 
 def resize_crop_target(target: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -142,10 +151,10 @@ class DenseDataset(torch.utils.data.Dataset):
         return len(self.pairs)
 
     def __getitem__(self, i: int) -> tuple[Any, np.ndarray]:
-        from PIL import Image
+        from vitreg.images import load_image
 
         img, tgt = self.pairs[i]
-        return Image.open(img).convert("RGB"), self.read_target(tgt)
+        return load_image(img, exif=False), self.read_target(tgt)
 
 
 class SyntheticDenseDataset(torch.utils.data.Dataset):

@@ -137,6 +137,8 @@ def load_results_dir(results_dir: str | os.PathLike, numbers: Sequence[PaperNumb
     results_dir = Path(results_dir)
     records, errors = {}, []
     for path in sorted(results_dir.glob("*.json")) if results_dir.is_dir() else []:
+        if path.name.startswith("_"):  # the runner's _outcomes.json, not a notebook's results
+            continue
         try:
             record = json.loads(path.read_text())
         except json.JSONDecodeError as err:

@@ -125,19 +125,23 @@ def notebook_models(names: list[str] | None = None, root: Path | None = None) ->
 
 
 def preflight_weights(names: list[str], root: Path | None = None) -> str | None:
-    """Check the real-profile models of ``names``; return the stop message if some are missing offline."""
+    """Check the real-profile models of ``names``; return the stop message if a weights file is broken
+    (its header: truncated, empty, not a checkpoint) or some are missing offline (both listed at once)."""
     from vitreg.models import get_spec
-    from vitreg.weights import find_weights, hub_reachable, missing_weights_message
+    from vitreg.weights import (broken_weights, broken_weights_message, find_weights, hub_reachable,
+                                missing_weights_message)
 
     wanted = notebook_models(names, root)
-    missing = [get_spec(m) for m in wanted if find_weights(get_spec(m))[0] is None]
+    broken = broken_weights(list(wanted))
+    stop = broken_weights_message(broken, needed_by=wanted) if broken else None
+    missing = [get_spec(m) for m in wanted if m not in broken and find_weights(get_spec(m))[0] is None]
     if not missing:
-        return None
+        return stop
     if hub_reachable():
         for spec in missing:
             print(f"note: {spec.key} is not on this machine yet; timm will download it ({', '.join(wanted[spec.key])})")
-        return None
-    return missing_weights_message(missing, needed_by=wanted, before_run=True)
+        return stop
+    return "\n\n".join(filter(None, [stop, missing_weights_message(missing, needed_by=wanted, before_run=True)]))
 
 
 def ensure_kernel() -> None:
