@@ -1,185 +1,15 @@
-"""One function per figure kind, one visual style.
+"""Charts of numbers: histograms, densities, per-block curves and bars beside the paper's values.
 
-Paper: the figures of every notebook. Each figure is saved as PNG (screen) and PDF (print) under
-``<output_dir>/figures`` with the notebook's number in its name, and any figure computed from random
-weights says so in its title (:func:`title_for`), so no one mistakes a smoke run for a result.
+Paper: Fig. 3-5, Fig. 7 and App. D.1, Table 1, Table 2, Table 3.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable, Sequence
-from pathlib import Path
+import textwrap
+from collections.abc import Sequence
 from typing import Any
 
-RANDOM_LABEL = "random weights — smoke run"
-
-
-def use_style() -> None:
-    """Apply vitreg's plotting style (called by the plot functions, never at import)."""
-    import matplotlib
-
-    matplotlib.rcParams.update({
-        "figure.dpi": 110, "savefig.dpi": 150, "savefig.bbox": "tight", "axes.spines.top": False,
-        "axes.spines.right": False, "axes.titlesize": 10, "axes.labelsize": 9, "font.size": 9,
-        "legend.fontsize": 8, "image.cmap": "viridis",
-    })
-
-
-def is_random(models: Iterable[Any]) -> bool:
-    """True when any model (a LoadedModel, its ``describe()`` dict, or a bool "pretrained") is random."""
-    for m in models:
-        pretrained = m if isinstance(m, bool) else (m.get("pretrained", True) if isinstance(m, dict)
-                                                    else getattr(m, "pretrained", True))
-        if not pretrained:
-            return True
-    return False
-
-
-def title_for(text: str, *models: Any) -> str:
-    """``text``, plus "random weights — smoke run" when any of ``models`` is randomly initialised."""
-    return f"{text}\n[{RANDOM_LABEL}]" if is_random(models) else text
-
-
-def save_figure(fig: Any, name: str, output_dir: str | os.PathLike = ".", *, formats: tuple[str, ...] = ("png", "pdf")) -> list[Path]:
-    """Save ``fig`` as ``<output_dir>/figures/<name>.<fmt>`` (atomically) and return the paths.
-
-    ``name`` should start with the notebook number (``02_norm_histogram``).
-    """
-    from vitreg.io import atomic_path
-
-    folder = Path(output_dir) / "figures"
-    paths = []
-    for fmt in formats:
-        target = folder / f"{name}.{fmt}"
-        with atomic_path(target) as tmp:
-            fig.savefig(tmp, format=fmt)
-        paths.append(target)
-    return paths
-
-
-def _finish_image_grid(fig: Any, axes: Any, title: str) -> Any:
-    """Hide the ticks of every image panel, set the title, tighten the layout."""
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def maps_grid(images: Any, rows: dict[str, Any], *, title: str = "", cmap: str = "inferno", col_titles: list[str] | None = None) -> Any:
-    """Images in the first row, then one row per named map (``(B, h, w)`` each), upsampled to the image.
-
-    Paper: the layout of Fig. 1-2 (image, then attention maps) and Fig. 21 (norm maps).
-
-    Args:
-        images: ``(B, H, W, 3)`` floats in [0, 1] (``vitreg.images.to_display``).
-        rows: label -> ``(B, h, w)`` tensor or array; each map is shown at the image's size (nearest).
-    """
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    use_style()
-    n = len(images)
-    fig, axes = plt.subplots(1 + len(rows), n, figsize=(2.0 * n, 2.0 * (1 + len(rows))), squeeze=False)
-    for j in range(n):
-        axes[0, j].imshow(images[j])
-        if col_titles:
-            axes[0, j].set_title(col_titles[j])
-        for i, (label, maps) in enumerate(rows.items(), start=1):
-            m = np.asarray(maps[j].detach().float().cpu() if hasattr(maps[j], "detach") else maps[j])
-            axes[i, j].imshow(m, cmap=cmap, extent=(0, images[j].shape[1], images[j].shape[0], 0), interpolation="nearest")
-            if j == 0:
-                axes[i, j].set_ylabel(label)
-    return _finish_image_grid(fig, axes, title)
-
-
-# ---------------------------------------------------------------------------------------------------
-# F1-F4: attention artifacts, high-norm tokens, emergence, redundant patches (notebooks 01-04)
-# ---------------------------------------------------------------------------------------------------
-import textwrap  # noqa: E402  (stdlib, cheap; kept in this section so the header stays the lead's)
-
-def _np(x: Any) -> Any:
-    """A tensor or array as a float numpy array on the CPU."""
-    import numpy as np
-
-    if hasattr(x, "detach"):
-        x = x.detach().float().cpu().numpy()
-    return np.asarray(x, dtype=float)
-
-
-def plot_attention_grid(images: Any, maps: dict[str, Any], *, scores: dict[str, Any] | None = None,
-                        title: str = "", alpha: float = 0.0) -> Any:
-    """Images (rows) and one attention map per model (columns), like the paper's Fig. 2.
-
-    Paper: Fig. 1-2 (last-layer [CLS] attention, mean over heads). Used in notebooks 01 and 07.
-
-    Args:
-        images: ``(B, H, W, 3)`` display images in [0, 1] (``vitreg.images.to_display``).
-        maps: column label -> ``(B, H, W)`` maps at image resolution (``attention.upsample_maps``).
-        scores: column label -> ``(B,)`` artifact score printed in each panel.
-        title: figure title (use ``title_for`` so random weights are labelled).
-        alpha: > 0 overlays the map on the image with this opacity instead of showing it alone.
-
-    Returns:
-        the matplotlib figure.
-    """
-    import matplotlib.pyplot as plt
-
-    use_style()
-    imgs = _np(images)
-    n, cols = imgs.shape[0], 1 + len(maps)
-    fig, axes = plt.subplots(n, cols, figsize=(1.9 * cols, 1.9 * n + 0.6), squeeze=False)
-    for i in range(n):
-        axes[i, 0].imshow(imgs[i])
-        for j, (label, m) in enumerate(maps.items(), start=1):
-            ax = axes[i, j]
-            if alpha > 0:
-                ax.imshow(imgs[i])
-                ax.imshow(_np(m[i]), cmap="inferno", alpha=alpha)
-            else:
-                ax.imshow(_np(m[i]), cmap="inferno")
-            if scores is not None and label in scores:
-                ax.text(0.02, 0.03, f"{float(_np(scores[label])[i]):.2f}", transform=ax.transAxes, color="white",
-                        fontsize=7, bbox={"facecolor": "black", "alpha": 0.5, "pad": 1, "linewidth": 0})
-            if i == 0:
-                ax.set_title(textwrap.fill(label, 22), fontsize=8)
-        axes[0, 0].set_title("image", fontsize=8)
-    return _finish_image_grid(fig, axes, title)
-
-
-def plot_head_maps(image: Any, maps: Any, *, scores: Any | None = None, title: str = "", ncols: int = 8) -> Any:
-    """One image and the attention map of every head.
-
-    Paper: App. F, Fig. 18 (DINOv2 ViT-L: artifacts in all heads).
-
-    Args:
-        image: ``(H, W, 3)`` display image.
-        maps: ``(heads, H, W)`` maps at image resolution.
-        scores: ``(heads,)`` artifact score per head, printed in each panel.
-        title: figure title.
-        ncols: panels per row.
-    """
-    import matplotlib.pyplot as plt
-
-    use_style()
-    m = _np(maps)
-    heads = m.shape[0]
-    ncols = min(ncols, heads + 1)
-    nrows = -(-(heads + 1) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.6 * ncols, 1.6 * nrows + 0.5), squeeze=False)
-    axes.flat[0].imshow(_np(image))
-    axes.flat[0].set_title("image", fontsize=8)
-    for h in range(heads):
-        ax = axes.flat[h + 1]
-        ax.imshow(m[h], cmap="inferno")
-        label = f"head {h}" + (f" ({float(_np(scores)[h]):.2f})" if scores is not None else "")
-        ax.set_title(label, fontsize=7)
-    for ax in axes.flat[heads + 1:]:
-        ax.axis("off")
-    return _finish_image_grid(fig, axes, title)
+from vitreg.plots.style import to_numpy, title_for, use_style
 
 
 def plot_artifact_scores(scores: dict[str, Any], *, uniform: float | None = None, title: str = "",
@@ -201,7 +31,7 @@ def plot_artifact_scores(scores: dict[str, Any], *, uniform: float | None = None
     fig, ax = plt.subplots(figsize=(1.2 * len(scores) + 2, 3.2))
     rng = np.random.default_rng(0)
     for i, (label, s) in enumerate(scores.items()):
-        v = _np(s).ravel()
+        v = to_numpy(s).ravel()
         ax.bar(i, v.mean(), color="C0", alpha=0.35, width=0.7)
         ax.scatter(i + rng.uniform(-0.2, 0.2, v.size), v, s=8, color="C0")
     if uniform is not None:
@@ -237,7 +67,7 @@ def plot_norm_histograms(norms: dict[str, Any], *, thresholds: dict[str, float |
 
     use_style()
     fig, axes = plt.subplots(1, len(norms), figsize=(3.4 * len(norms), 2.8), squeeze=False)
-    values = {label: _np(n).ravel() for label, n in norms.items()}
+    values = {label: to_numpy(n).ravel() for label, n in norms.items()}
     if sharex:
         every = np.concatenate(list(values.values()))
         common = np.linspace(0, every.max() * 1.02, bins + 1)
@@ -259,67 +89,6 @@ def plot_norm_histograms(norms: dict[str, Any], *, thresholds: dict[str, float |
     return fig
 
 
-def plot_norm_maps(images: Any, norm_maps: Any, attn_maps: Any | None = None, *, title: str = "",
-                   vmax: float | None = None) -> Any:
-    """Each image beside its patch-norm map (and its [CLS] attention map).
-
-    Paper: Fig. 21 (the high-norm tokens are where the attention spikes sit).
-
-    Args:
-        images: ``(B, H, W, 3)`` display images.
-        norm_maps: ``(B, h, w)`` patch norms on the grid.
-        attn_maps: ``(B, h, w)`` attention maps on the grid, or None.
-        title: figure title.
-        vmax: common colour-scale maximum of the norm maps (None: each its own).
-    """
-    import matplotlib.pyplot as plt
-
-    use_style()
-    imgs, nm = _np(images), _np(norm_maps)
-    cols = 2 + (attn_maps is not None)
-    fig, axes = plt.subplots(imgs.shape[0], cols, figsize=(2.2 * cols + 0.6, 2.1 * imgs.shape[0] + 0.5), squeeze=False)
-    for i in range(imgs.shape[0]):
-        axes[i, 0].imshow(imgs[i])
-        im = axes[i, 1].imshow(nm[i], cmap="viridis", vmin=0, vmax=vmax)
-        fig.colorbar(im, ax=axes[i, 1], fraction=0.046, pad=0.03)
-        if attn_maps is not None:
-            axes[i, 2].imshow(_np(attn_maps)[i], cmap="inferno")
-    for j, t in enumerate(["image", "patch norm", "[CLS] attention"][:cols]):
-        axes[0, j].set_title(t, fontsize=8)
-    return _finish_image_grid(fig, axes, title)
-
-
-def plot_frequency_map(freq: Any, *, title: str = "") -> Any:
-    """Outlier frequency per grid position, with its column and row profiles.
-
-    Paper: App. A, Fig. 10 (borders; vertical stripes in the no-register DINOv2).
-
-    Args:
-        freq: ``(h, w)`` frequencies in [0, 1] (``norms.outlier_frequency_map``).
-        title: figure title.
-    """
-    import matplotlib.pyplot as plt
-
-    use_style()
-    f = 100 * _np(freq)
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3.2), gridspec_kw={"width_ratios": [1.2, 1, 1]})
-    im = axes[0].imshow(f, cmap="magma", vmin=0)
-    fig.colorbar(im, ax=axes[0], fraction=0.046, pad=0.03, label="% of images")
-    axes[0].set_title("outlier frequency per position")
-    axes[0].set_xlabel("column")
-    axes[0].set_ylabel("row")
-    axes[1].bar(range(f.shape[1]), f.mean(axis=0), color="C0")
-    axes[1].set_title("mean over rows (stripes: peaks)")
-    axes[1].set_xlabel("column")
-    axes[1].set_ylabel("% of images")
-    axes[2].bar(range(f.shape[0]), f.mean(axis=1), color="C1")
-    axes[2].set_title("mean over columns")
-    axes[2].set_xlabel("row")
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
 def plot_block_norms(stats: dict[str, dict[str, Any]], *, title: str = "") -> Any:
     """Norm distribution along depth (quantile bands) and the outlier fraction per block, per model.
 
@@ -336,7 +105,7 @@ def plot_block_norms(stats: dict[str, dict[str, Any]], *, title: str = "") -> An
     use_style()
     fig, axes = plt.subplots(2, len(stats), figsize=(4.2 * len(stats), 5.4), squeeze=False, sharex="col")
     for j, (label, s) in enumerate(stats.items()):
-        q, qs = _np(s["quantiles"]), list(s["qs"])
+        q, qs = to_numpy(s["quantiles"]), list(s["qs"])
         blocks = np.arange(1, q.shape[0] + 1)
         ax = axes[0, j]
         median = q[:, qs.index(0.5)]
@@ -356,7 +125,7 @@ def plot_block_norms(stats: dict[str, dict[str, Any]], *, title: str = "") -> An
         ax.set_ylabel("patch norm (log)")
         ax.legend(fontsize=6, loc="upper left")
         ax2 = axes[1, j]
-        ax2.plot(blocks, 100 * _np(s["fractions"]), marker="o", ms=3, color="C3")
+        ax2.plot(blocks, 100 * to_numpy(s["fractions"]), marker="o", ms=3, color="C3")
         if s.get("emergence") is not None:
             ax2.axvline(s["emergence"], color="grey", ls=":", lw=1, label=f"emerges at block {s['emergence']}")
             ax2.legend(fontsize=7, loc="upper left")
@@ -381,7 +150,7 @@ def plot_size_trend(labels: list[str], fractions: Any, lows: Any, highs: Any, *,
     import numpy as np
 
     use_style()
-    f, lo, hi = (100 * _np(v) for v in (fractions, lows, highs))
+    f, lo, hi = (100 * to_numpy(v) for v in (fractions, lows, highs))
     fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(labels) + 2), 3.2))
     x = np.arange(len(labels))
     ax.bar(x, f, color="C0", alpha=0.7)
@@ -397,27 +166,31 @@ def plot_size_trend(labels: list[str], fractions: Any, lows: Any, highs: Any, *,
 def plot_similarity_densities(groups: dict[str, tuple[Any, Any]], *, title: str = "", bins: int = 60) -> Any:
     """Densities of neighbour cosine similarity, outlier vs normal patches, one panel per variant.
 
-    Paper: Fig. 5a (outliers near 1, normal patches much wider).
+    Paper: Fig. 5a (outliers near 1, normal patches much wider). Drawn with seaborn's ``histplot``: a
+    density histogram per group with its kernel density estimate, the figure the paper shows.
 
     Args:
         groups: panel label -> ``(outlier values, normal values)`` 1-D.
         title: figure title.
-        bins: histogram bins over [-1, 1] (clipped to the data range).
+        bins: histogram bins over the data range.
     """
     import matplotlib.pyplot as plt
     import numpy as np
+    import seaborn as sns
 
     use_style()
     fig, axes = plt.subplots(1, len(groups), figsize=(4 * len(groups), 3), squeeze=False)
     for ax, (label, (out_v, norm_v)) in zip(axes[0], groups.items()):
-        o, nrm = _np(out_v).ravel(), _np(norm_v).ravel()
+        o, nrm = to_numpy(out_v).ravel(), to_numpy(norm_v).ravel()
         both = np.concatenate([o, nrm])
-        edges = np.linspace(both.min(), both.max(), bins + 1) if both.size else np.linspace(-1, 1, bins + 1)
-        ax.hist(nrm, bins=edges, density=True, alpha=0.5, color="C0", label=f"normal (n={nrm.size})")
-        if o.size:
-            ax.hist(o, bins=edges, density=True, alpha=0.5, color="C3", label=f"outlier (n={o.size})")
+        edges = np.linspace(both.min(), both.max(), bins + 1) if both.size and np.ptp(both) > 0 else bins
+        for values, colour, name in ((nrm, "C0", "normal"), (o, "C3", "outlier")):
+            if values.size:  # a KDE needs spread: planted or tiny groups can be constant
+                sns.histplot(x=values, bins=edges, stat="density", kde=np.unique(values).size > 2, alpha=0.45,
+                             color=colour, edgecolor=None, label=f"{name} (n={values.size})", ax=ax)
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("cosine similarity to the 4 neighbours")
+        ax.set_ylabel("")
         ax.legend(fontsize=7, loc="upper left")
     axes[0, 0].set_ylabel("density")
     fig.suptitle(title)
@@ -571,9 +344,6 @@ def plot_global_probes(ours: dict[str, dict[str, dict[str, float]]], paper: dict
     return fig
 
 
-# ---------------------------------------------------------------------------------------------------
-# F7-F8: registers and LOST (notebooks 07, 08)
-# ---------------------------------------------------------------------------------------------------
 def plot_norm_distributions(pairs: dict[str, tuple[dict[str, Any], dict[str, Any]]], *,
                             threshold: float | None = None, title: str = "") -> Any:
     """One column per model pair: norm histograms without (top) and with registers (bottom).
@@ -612,83 +382,6 @@ def plot_norm_distributions(pairs: dict[str, tuple[dict[str, Any], dict[str, Any
         fig.suptitle(title)
     fig.tight_layout()
     return fig
-
-
-def plot_mean_maps(summaries: dict[str, dict[str, dict]], *, title: str = "") -> Any:
-    """Mean attention maps of [CLS] and each register over images, one row per model (Fig. 16).
-
-    Args:
-        summaries: model label -> :func:`vitreg.registers.prefix_attention_summary` output.
-    """
-    import matplotlib.pyplot as plt
-
-    use_style()
-    ncol = max(len(s) for s in summaries.values())
-    fig, axes = plt.subplots(len(summaries), ncol, figsize=(2.1 * ncol, 2.3 * len(summaries)), squeeze=False)
-    for i, (label, summ) in enumerate(summaries.items()):
-        for j in range(ncol):
-            ax = axes[i, j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if j >= len(summ):
-                ax.axis("off")
-                continue
-            name, s = list(summ.items())[j]
-            ax.imshow(s["mean_map"].numpy(), cmap="inferno")
-            ax.set_title(f"{name}: border {s['border']:.0f}% (unif. {s['border_uniform']:.0f}%)\n"
-                         f"top {s['top']:.0f}%, support {s['support']:.0f}%", fontsize=6)
-            if j == 0:
-                ax.set_ylabel(label)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def plot_discoveries(dataset: Any, discoveries: dict[str, Any], indices: Sequence[int], *,
-                     setting: str = "dot+0.00", title: str = "") -> Any:
-    """Images with their ground-truth boxes (white) and each model's LOST box (green hit, red miss).
-
-    Paper: Fig. 1 / Table 3 illustrated (boxes discovered with and without registers).
-
-    Args:
-        dataset: the dataset the discoveries were computed on.
-        discoveries: row label -> :class:`vitreg.lost.Discovery` (e.g. ``{"no registers": d0, "4 registers": d4}``).
-        indices: which images (positions in the dataset) to show.
-        setting: which similarity setting's boxes to draw.
-        title: figure title (use :func:`vitreg.plots.title_for`).
-
-    Returns:
-        the matplotlib figure.
-    """
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-
-    use_style()
-    rows = list(discoveries.items())
-    fig, axes = plt.subplots(len(rows), len(indices), figsize=(2.3 * len(indices), 2.3 * len(rows)), squeeze=False)
-    for j, idx in enumerate(indices):
-        sample = dataset[idx]
-        for i, (label, d) in enumerate(rows):
-            ax = axes[i, j]
-            ax.imshow(sample.image)
-            for g in sample.boxes:
-                ax.add_patch(Rectangle((g[0], g[1]), g[2] - g[0], g[3] - g[1], fill=False, ec="white", lw=1.2, ls="--"))
-            b, hit = d.boxes[setting][idx], bool(d.hits[setting][idx])
-            ax.add_patch(Rectangle((b[0], b[1]), b[2] - b[0], b[3] - b[1], fill=False,
-                                   ec="lime" if hit else "red", lw=2))
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if j == 0:
-                ax.set_ylabel(label)
-            if i == 0:
-                ax.set_title(sample.name, fontsize=7)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
 
 
 def plot_corloc(table: dict[str, dict[str, float]], reference: dict[str, dict[str, float]], *, title: str = "") -> Any:

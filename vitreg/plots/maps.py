@@ -1,0 +1,221 @@
+"""Figures drawn over images or the patch grid: attention maps, norm maps, frequency maps, boxes.
+
+Paper: Fig. 1-2 and App. F (attention), Fig. 21 (norms beside attention), App. A Fig. 10 (where outliers
+sit), App. D.3 Fig. 16 (register maps), Table 3 (LOST boxes).
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Sequence
+from typing import Any
+
+from vitreg.plots.style import finish_image_grid, to_numpy, title_for, use_style
+
+
+def plot_attention_grid(images: Any, maps: dict[str, Any], *, scores: dict[str, Any] | None = None,
+                        title: str = "", alpha: float = 0.0) -> Any:
+    """Images (rows) and one attention map per model (columns), like the paper's Fig. 2.
+
+    Paper: Fig. 1-2 (last-layer [CLS] attention, mean over heads). Used in notebooks 01 and 07.
+
+    Args:
+        images: ``(B, H, W, 3)`` display images in [0, 1] (``vitreg.images.to_display``).
+        maps: column label -> ``(B, H, W)`` maps at image resolution (``attention.upsample_maps``).
+        scores: column label -> ``(B,)`` artifact score printed in each panel.
+        title: figure title (use ``title_for`` so random weights are labelled).
+        alpha: > 0 overlays the map on the image with this opacity instead of showing it alone.
+
+    Returns:
+        the matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+
+    use_style()
+    imgs = to_numpy(images)
+    n, cols = imgs.shape[0], 1 + len(maps)
+    fig, axes = plt.subplots(n, cols, figsize=(1.9 * cols, 1.9 * n + 0.6), squeeze=False)
+    for i in range(n):
+        axes[i, 0].imshow(imgs[i])
+        for j, (label, m) in enumerate(maps.items(), start=1):
+            ax = axes[i, j]
+            if alpha > 0:
+                ax.imshow(imgs[i])
+                ax.imshow(to_numpy(m[i]), cmap="inferno", alpha=alpha)
+            else:
+                ax.imshow(to_numpy(m[i]), cmap="inferno")
+            if scores is not None and label in scores:
+                ax.text(0.02, 0.03, f"{float(to_numpy(scores[label])[i]):.2f}", transform=ax.transAxes, color="white",
+                        fontsize=7, bbox={"facecolor": "black", "alpha": 0.5, "pad": 1, "linewidth": 0})
+            if i == 0:
+                ax.set_title(textwrap.fill(label, 22), fontsize=8)
+        axes[0, 0].set_title("image", fontsize=8)
+    return finish_image_grid(fig, axes, title)
+
+
+def plot_head_maps(image: Any, maps: Any, *, scores: Any | None = None, title: str = "", ncols: int = 8) -> Any:
+    """One image and the attention map of every head.
+
+    Paper: App. F, Fig. 18 (DINOv2 ViT-L: artifacts in all heads).
+
+    Args:
+        image: ``(H, W, 3)`` display image.
+        maps: ``(heads, H, W)`` maps at image resolution.
+        scores: ``(heads,)`` artifact score per head, printed in each panel.
+        title: figure title.
+        ncols: panels per row.
+    """
+    import matplotlib.pyplot as plt
+
+    use_style()
+    m = to_numpy(maps)
+    heads = m.shape[0]
+    ncols = min(ncols, heads + 1)
+    nrows = -(-(heads + 1) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.6 * ncols, 1.6 * nrows + 0.5), squeeze=False)
+    axes.flat[0].imshow(to_numpy(image))
+    axes.flat[0].set_title("image", fontsize=8)
+    for h in range(heads):
+        ax = axes.flat[h + 1]
+        ax.imshow(m[h], cmap="inferno")
+        label = f"head {h}" + (f" ({float(to_numpy(scores)[h]):.2f})" if scores is not None else "")
+        ax.set_title(label, fontsize=7)
+    for ax in axes.flat[heads + 1:]:
+        ax.axis("off")
+    return finish_image_grid(fig, axes, title)
+
+
+def plot_norm_maps(images: Any, norm_maps: Any, attn_maps: Any | None = None, *, title: str = "",
+                   vmax: float | None = None) -> Any:
+    """Each image beside its patch-norm map (and its [CLS] attention map).
+
+    Paper: Fig. 21 (the high-norm tokens are where the attention spikes sit).
+
+    Args:
+        images: ``(B, H, W, 3)`` display images.
+        norm_maps: ``(B, h, w)`` patch norms on the grid.
+        attn_maps: ``(B, h, w)`` attention maps on the grid, or None.
+        title: figure title.
+        vmax: common colour-scale maximum of the norm maps (None: each its own).
+    """
+    import matplotlib.pyplot as plt
+
+    use_style()
+    imgs, nm = to_numpy(images), to_numpy(norm_maps)
+    cols = 2 + (attn_maps is not None)
+    fig, axes = plt.subplots(imgs.shape[0], cols, figsize=(2.2 * cols + 0.6, 2.1 * imgs.shape[0] + 0.5), squeeze=False)
+    for i in range(imgs.shape[0]):
+        axes[i, 0].imshow(imgs[i])
+        im = axes[i, 1].imshow(nm[i], cmap="viridis", vmin=0, vmax=vmax)
+        fig.colorbar(im, ax=axes[i, 1], fraction=0.046, pad=0.03)
+        if attn_maps is not None:
+            axes[i, 2].imshow(to_numpy(attn_maps)[i], cmap="inferno")
+    for j, t in enumerate(["image", "patch norm", "[CLS] attention"][:cols]):
+        axes[0, j].set_title(t, fontsize=8)
+    return finish_image_grid(fig, axes, title)
+
+
+def plot_frequency_map(freq: Any, *, title: str = "") -> Any:
+    """Outlier frequency per grid position, with its column and row profiles.
+
+    Paper: App. A, Fig. 10 (borders; vertical stripes in the no-register DINOv2).
+
+    Args:
+        freq: ``(h, w)`` frequencies in [0, 1] (``norms.outlier_frequency_map``).
+        title: figure title.
+    """
+    import matplotlib.pyplot as plt
+
+    use_style()
+    f = 100 * to_numpy(freq)
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.2), gridspec_kw={"width_ratios": [1.2, 1, 1]})
+    im = axes[0].imshow(f, cmap="magma", vmin=0)
+    fig.colorbar(im, ax=axes[0], fraction=0.046, pad=0.03, label="% of images")
+    axes[0].set_title("outlier frequency per position")
+    axes[0].set_xlabel("column")
+    axes[0].set_ylabel("row")
+    axes[1].bar(range(f.shape[1]), f.mean(axis=0), color="C0")
+    axes[1].set_title("mean over rows (stripes: peaks)")
+    axes[1].set_xlabel("column")
+    axes[1].set_ylabel("% of images")
+    axes[2].bar(range(f.shape[0]), f.mean(axis=1), color="C1")
+    axes[2].set_title("mean over columns")
+    axes[2].set_xlabel("row")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_mean_maps(summaries: dict[str, dict[str, dict]], *, title: str = "") -> Any:
+    """Mean attention maps of [CLS] and each register over images, one row per model (Fig. 16).
+
+    Args:
+        summaries: model label -> :func:`vitreg.registers.prefix_attention_summary` output.
+    """
+    import matplotlib.pyplot as plt
+
+    use_style()
+    ncol = max(len(s) for s in summaries.values())
+    fig, axes = plt.subplots(len(summaries), ncol, figsize=(2.1 * ncol, 2.3 * len(summaries)), squeeze=False)
+    for i, (label, summ) in enumerate(summaries.items()):
+        for j in range(ncol):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j >= len(summ):
+                ax.axis("off")
+                continue
+            name, s = list(summ.items())[j]
+            ax.imshow(s["mean_map"].numpy(), cmap="inferno")
+            ax.set_title(f"{name}: border {s['border']:.0f}% (unif. {s['border_uniform']:.0f}%)\n"
+                         f"top {s['top']:.0f}%, support {s['support']:.0f}%", fontsize=6)
+            if j == 0:
+                ax.set_ylabel(label)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_discoveries(dataset: Any, discoveries: dict[str, Any], indices: Sequence[int], *,
+                     setting: str = "dot+0.00", title: str = "") -> Any:
+    """Images with their ground-truth boxes (white) and each model's LOST box (green hit, red miss).
+
+    Paper: Fig. 1 / Table 3 illustrated (boxes discovered with and without registers).
+
+    Args:
+        dataset: the dataset the discoveries were computed on.
+        discoveries: row label -> :class:`vitreg.lost.Discovery` (e.g. ``{"no registers": d0, "4 registers": d4}``).
+        indices: which images (positions in the dataset) to show.
+        setting: which similarity setting's boxes to draw.
+        title: figure title (use :func:`vitreg.plots.title_for`).
+
+    Returns:
+        the matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    use_style()
+    rows = list(discoveries.items())
+    fig, axes = plt.subplots(len(rows), len(indices), figsize=(2.3 * len(indices), 2.3 * len(rows)), squeeze=False)
+    for j, idx in enumerate(indices):
+        sample = dataset[idx]
+        for i, (label, d) in enumerate(rows):
+            ax = axes[i, j]
+            ax.imshow(sample.image)
+            for g in sample.boxes:
+                ax.add_patch(Rectangle((g[0], g[1]), g[2] - g[0], g[3] - g[1], fill=False, ec="white", lw=1.2, ls="--"))
+            b, hit = d.boxes[setting][idx], bool(d.hits[setting][idx])
+            ax.add_patch(Rectangle((b[0], b[1]), b[2] - b[0], b[3] - b[1], fill=False,
+                                   ec="lime" if hit else "red", lw=2))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(label)
+            if i == 0:
+                ax.set_title(sample.name, fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
