@@ -57,9 +57,19 @@ def _rows(md: str) -> dict[str, list[str]]:
     rows = {}
     for line in md.splitlines():
         cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
-        if cells and re.match(r"F\d\.", cells[0]):
+        if cells and re.match(r"F\d\.\w", cells[0]):  # an id, not a finding of the verdict table
             rows[cells[0]] = cells
     return rows
+
+
+def _folded(md: str) -> dict[str, str]:
+    """``{id: line}`` of the folded lines (rows without a value of ours, one line per reason)."""
+    found = {}
+    for line in md.splitlines():
+        m = re.match(r"- \*\*(not run here|not reproducible)\*\*.* — (F\d\..*)$", line)
+        if m:
+            found.update({i.strip(): line for i in m.group(2).split(",")})
+    return found
 
 
 def test_report_builds_from_a_fixture_of_results(tmp_path: Path, numbers_file: Path) -> None:
@@ -70,29 +80,33 @@ def test_report_builds_from_a_fixture_of_results(tmp_path: Path, numbers_file: P
     paths = rp.build_report(tmp_path / "results", tmp_path / "build", paper_numbers=numbers_file)
     md = paths.md.read_text()
     rows = _rows(md)
-    header = ["id", "what", "source", "origin", "model", "paper", "ours", "diff", "status", "why"]
+    header = ["id", "what", "source", "model", "paper", "ours", "diff", "status", "why"]
     col = {h: i for i, h in enumerate(header)}
     assert rows["F8.top1"][col["status"]] == "reproduced"  # |86.9 - 86.4| <= 1
     assert rows["F8.top1"][col["ours"]] == "86.9" and rows["F8.top1"][col["diff"]] == "+0.5"
     assert rows["F8.miou"][col["status"]] == "differs"  # 4.3 points off, tolerance 2
-    assert rows["F8.rmse"][col["status"]] == "not run here" and "NYUd not found" in rows["F8.rmse"][col["why"]]
-    assert rows["F8.paper_own"][col["status"]] == "not reproducible" and "never released" in rows["F8.paper_own"][col["why"]]
-    assert rows["F8.paper_own"][col["ours"]] == "86.9"  # shown for context
-    assert "no results file for notebook 02_norms" in rows["F2.outliers"][col["why"]]
+    folded = _folded(md)  # rows without a value of ours: one line per reason
+    assert "not run here** (skipped by the notebook)" in folded["F8.rmse"] and "NYUd not found" in folded["F8.rmse"]
+    assert "not reproducible**" in folded["F8.paper_own"] and "never released" in folded["F8.paper_own"]
+    assert "(no results file)" in folded["F2.outliers"] and "no results file for notebook 02_norms" in folded["F2.outliers"]
+    assert "F2.outliers" not in rows and "F8.paper_own" not in rows
     assert "(../figures/09_downstream_table.png)" in md
     assert md.splitlines()[0].startswith("Made from pretrained weights")
     page = paths.html.read_text()
     assert "<table>" in page and 'class="reproduced"' in page and 'class="differs"' in page
+    assert '<img src="../figures/09_downstream_table.png"' in page  # a thumbnail, linked relatively
+    verdicts = md.split("## Verdicts", 1)[1].split("## Notebooks", 1)[0]  # the verdict per finding, at the top
+    assert re.search(r"\| F8\. Downstream \| differs \| 1 \| 1 \| 0 \| 1 \| 1 \|", verdicts)
+    assert "Not run here, by cause: no results file: 2; skipped by the notebook: 1." in verdicts
 
 
 def test_missing_results_are_marked_not_run_never_dropped(tmp_path: Path) -> None:
     """With the real data file and no results at all, every paper number still has its row."""
     numbers = paper.paper_numbers()
     md = rp.build_report(tmp_path / "results", tmp_path / "out").md.read_text()
-    rows = _rows(md)
-    assert set(rows) == {n.id for n in numbers}
-    statuses = {cells[-2] for cells in rows.values()}
-    assert statuses <= {"not run here", "not reproducible"}
+    rows, folded = _rows(md), _folded(md)
+    assert not rows and set(folded) == {n.id for n in numbers}  # every number, folded by reason
+    assert all("not run here" in line or "not reproducible" in line for line in folded.values())
     assert md.splitlines()[0].startswith("No results yet")
     for fid in rp.FINDINGS:  # every finding has its section, numbers or not
         assert re.search(rf"^## {fid}\. ", md, re.M)
@@ -128,8 +142,9 @@ def test_smoke_report_says_so_in_its_first_line(tmp_path: Path, numbers_file: Pa
     first = md.splitlines()[0]
     assert first.startswith("SMOKE REPORT") and "random weights and synthetic data" in first
     rows = _rows(md)
-    # equal to the paper, yet never "reproduced": random weights are not compared
+    # equal to the paper, yet never "reproduced": random weights are not compared, and no difference shown
     assert rows["F8.top1"][-2] == "not run here" and "random weights" in rows["F8.top1"][-1]
+    assert rows["F8.top1"][5] == "86.4" and rows["F8.top1"][6] == "—"
     body = paths.html.read_text().split("<body>", 1)[1]
     assert body.lstrip().startswith('<p class="smoke">SMOKE REPORT')
 
@@ -158,12 +173,12 @@ def test_the_report_renders_markdown_and_html_from_one_context(tmp_path: Path, n
                                                  "nyud_rmse": {"skipped": "no <nyud> | here"}}})
     paths = rp.build_report(tmp_path / "results", tmp_path / "build", paper_numbers=numbers_file)
     md, page = paths.md.read_text(), paths.html.read_text()
-    assert "no <nyud> \\| here" in md  # a pipe in a cell cannot break the Markdown table
+    assert "no <nyud> | here" in md  # folded lines are list items: a pipe cannot break a table there
     assert "no &lt;nyud&gt; | here" in page and "<nyud>" not in page
     assert "<code>data/paper_numbers.yaml</code>" in page and "<strong>reproduced</strong>" in page
     for fid in ("F2", "F8"):
         assert f"## {fid}. " in md and f"<h2>{fid}. " in page
-    assert page.count("<tr class=") == len(_rows(md))
+    assert len(re.findall(r'<tr class="[^"]+"><td>F\d\.\w', page)) == len(_rows(md))
 
 
 def test_an_entry_awaiting_its_key_is_a_row_not_a_schema_error(tmp_path: Path) -> None:
@@ -172,5 +187,5 @@ def test_an_entry_awaiting_its_key_is_a_row_not_a_schema_error(tmp_path: Path) -
     path = tmp_path / "numbers.yaml"
     path.write_text(yaml.safe_dump(data))
     _save(tmp_path, "09_downstream", {"no_reg": {"imagenet_top1": 86.0, "ade20k_miou": 48.0, "nyud_rmse": 0.4}})
-    rows = _rows(rp.build_report(tmp_path / "results", tmp_path / "b", paper_numbers=path).md.read_text())
-    assert rows["F8.new"][-2] == "not run here" and "does not write 'no_reg.delta' yet" in rows["F8.new"][-1]
+    folded = _folded(rp.build_report(tmp_path / "results", tmp_path / "b", paper_numbers=path).md.read_text())
+    assert "not run here** (not written yet)" in folded["F8.new"] and "does not write these numbers yet" in folded["F8.new"]
