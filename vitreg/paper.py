@@ -467,6 +467,19 @@ def check_delta(notebook: str, values: Mapping[str, Any], *, model: str | None =
     return verdicts
 
 
+def _as_ours(value: Any) -> tuple[float | None, str | None]:
+    """``(finite number, None)`` or ``(None, why not)``."""
+    if isinstance(value, dict) and isinstance(value.get("skipped"), str):
+        return None, f"skipped: {value['skipped']}"
+    if hasattr(value, "item") and not isinstance(value, (list, dict)):
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None, f"ours is {value!r}, not a number"
+    if not math.isfinite(value):
+        return None, f"ours is {value!r}, not a finite number"
+    return float(value), None
+
+
 def pair_model(number: PaperNumber, found: Sequence[str | None]) -> str | None:
     """The model to judge a derived number by: ``number.model`` when each operand is about the model
     it should be (``operand_models``, default ``model`` for both), the first one that is not, or None
