@@ -292,12 +292,18 @@ def _notebook_rows(numbers: Sequence[PaperNumber], records: Mapping[str, Mapping
         models = ", ".join(f"{m.get('name', m.get('key', '?'))}{'' if m.get('pretrained') else ' (random)'}"
                            for m in r["models"]) or "—"
         skipped = r["numbers"].get("skipped") or []
-        skipped = "; ".join(map(str, skipped)) if isinstance(skipped, list) else str(skipped)
+        skipped = "; ".join(_clip(rr.shorten(str(x), aliases)) for x in (skipped if isinstance(skipped, list)
+                                                                          else [skipped]))
         n_images = (r.get("params") or {}).get("n_images", r["numbers"].get("n_images"))
         rows.append([name, "ran", str(r["profile"]), models, _resolution_text(r),
                      "—" if n_images is None else str(n_images), str(r["created"])[:16].replace("T", " "),
-                     rr.shorten(skipped, aliases) or "—"])
+                     skipped or "—"])
     return rows
+
+
+def _clip(text: str, width: int = 90) -> str:
+    """One skip reason of the notebooks table, cut at ``width`` characters (the rows below give it whole)."""
+    return text if len(text) <= width else text[:width - 1].rstrip() + "…"
 
 
 def _aliases(rows: Sequence[Verdict], records: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:

@@ -73,8 +73,12 @@ def cells(v: Verdict, aliases: Mapping[str, str]) -> list[str]:
     shown = (bound + fmt(n.value, n) + (f" {n.unit}" if n.unit else "")) if n.value is not None else "plot only"
     what = n.what + (f" ({n.derive}: {n.source_text})" if n.derive else "")
     source = n.source if n.origin in n.source or n.origin == "paper" else f"{n.source} · {n.origin}"
-    return [n.id, what, source, model, shown, fmt(v.ours, n), fmt(v.diff, n, signed=True), v.status,
-            shorten(v.why, aliases)]
+    protocol = [f"{n.resolution} px" if n.resolution else "", f"{n.images} images" if n.images else "",
+                f"needs ≥ {n.min_images} images" if n.min_images else ""]
+    if any(protocol) and not all(p and p in source for p in protocol if p):
+        source += " · protocol: " + ", ".join(p for p in protocol if p)
+    why = "random weights: not compared" if v.cause == "random weights" else shorten(v.why, aliases)
+    return [n.id, what, source, model, shown, fmt(v.ours, n), fmt(v.diff, n, signed=True), v.status, why]
 
 
 def _folded(rows: Sequence[Verdict], aliases: Mapping[str, str]) -> list[dict[str, Any]]:
@@ -85,7 +89,8 @@ def _folded(rows: Sequence[Verdict], aliases: Mapping[str, str]) -> list[dict[st
         if v.cause == "not written yet":  # one line per notebook, not per key (the ids name the keys)
             reason = f"{v.number.notebook} does not write these numbers yet"
         groups.setdefault((v.status, v.cause or "", shorten(reason, aliases)), []).append(v.id)
-    return [{"status": s, "cause": c, "reason": r, "ids": ids} for (s, c, r), ids in groups.items()]
+    order = sorted(groups, key=lambda g: (STATUSES.index(g[0]), CAUSES.index(g[1]) if g[1] in CAUSES else 0))
+    return [{"status": s, "cause": c, "reason": r, "ids": groups[(s, c, r)]} for s, c, r in order]
 
 
 def _rules(rows: Sequence[Verdict]) -> list[dict[str, Any]]:
