@@ -125,8 +125,13 @@ def section(fid: str, f: Finding | None, rows: Sequence[Verdict], figures: Mappi
         paragraphs.append("No numbers: the paper reports this finding with figures only.")
     shown = [v for v in rows if v.ours is not None and v.status != "not reproducible"]
     folded = [v for v in rows if v.ours is None or v.status == "not reproducible"]
-    return {"heading": f"{fid}. {f.title if f else ''}".strip(), "paragraphs": paragraphs,
-            "rows": [cells(v, aliases) for v in shown], "folded": _folded(folded, aliases),
+    table = [cells(v, aliases) for v in shown]
+    header = ROW_HEADER
+    if all(v.diff is None for v in shown):  # nothing compared (random weights, other models): no diff column
+        header = [h for h in ROW_HEADER if h != "diff"]
+        table = [r[:6] + r[7:] for r in table]
+    return {"heading": f"{fid}. {f.title if f else ''}".strip(), "paragraphs": paragraphs, "header": header,
+            "rows": table, "folded": _folded(folded, aliases),
             "rules": _rules(rows), "verdict": finding_verdict(rows),
             "figures": [item for nb in (f.notebooks if f else ()) for item in figures.get(nb[:2], [])]}
 
@@ -173,7 +178,7 @@ Verdict: **{{ s.verdict }}**.
 {% for p in s.paragraphs %}
 {{ p }}
 {% endfor %}{% if s.rows %}
-{{ table(row_header, s.rows) }}
+{{ table(s.header, s.rows) }}
 {% endif %}{% if s.folded %}
 {% for g in s.folded %}- **{{ g.status }}**{% if g.cause %} ({{ g.cause }}){% endif %}, {{ g.ids | length }} number{{ "s" if g.ids | length > 1 }}: {{ g.reason }} — {{ g.ids | join(", ") }}
 {% endfor %}{% endif %}{% if s.rules %}
@@ -199,7 +204,7 @@ _HTML = """<!doctype html>
 <p>Verdict: <span class="{{ s.verdict | replace(" ", "-") }}"><strong>{{ s.verdict }}</strong></span>.</p>
 {% for p in s.paragraphs %}<p>{{ p | inline }}</p>
 {% endfor %}{% if s.figures %}<div class="thumbs">{% for name, href in s.figures %}{% if href.lower().endswith(".png") %}<a href="{{ href }}"><img src="{{ href }}" alt="{{ name }}" title="{{ name }}"></a>{% else %}<a href="{{ href }}">{{ name }}</a>{% endif %}{% endfor %}</div>
-{% endif %}{% if s.rows %}{{ html_table(row_header, s.rows) }}
+{% endif %}{% if s.rows %}{{ html_table(s.header, s.rows) }}
 {% endif %}{% if s.folded %}<ul class="folded">{% for g in s.folded %}<li class="{{ g.status | replace(" ", "-") }}"><strong>{{ g.status }}</strong>{% if g.cause %} ({{ g.cause }}){% endif %}, {{ g.ids | length }} number{{ "s" if g.ids | length > 1 }}: {{ g.reason | inline }} <details><summary>ids</summary>{{ g.ids | join(", ") }}</details></li>
 {% endfor %}</ul>
 {% endif %}{% if s.rules %}<p>Why these rules:</p><ul>{% for r in s.rules %}<li>{{ r.why | inline }} <details><summary>{{ r.ids | length }} number{{ "s" if r.ids | length > 1 }}</summary>{{ r.ids | join(", ") }}</details></li>{% endfor %}</ul>
@@ -256,7 +261,7 @@ def render(context: Mapping[str, Any]) -> tuple[str, str]:
     """``(markdown, html)`` of a report context (see :func:`vitreg.report.report_context`)."""
     import jinja2
 
-    context = {**context, "legend": LEGEND, "row_header": ROW_HEADER, "summary_header": SUMMARY_HEADER}
+    context = {**context, "legend": LEGEND, "summary_header": SUMMARY_HEADER}
     env = jinja2.Environment(autoescape=False, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
     md = env.from_string(_MD).render(**context, table=md_table)
     md = re.sub(r"\n{3,}", "\n\n", md).strip() + "\n"
