@@ -14,9 +14,7 @@ from vitreg import paper
 from vitreg import report as rp
 
 
-def _record(nb: str, key: str, value, *, model: str | None = None, random_weights: bool = False) -> dict:
-    """A minimal results record that holds ``value`` at the dotted ``key`` (and ``model`` beside it)."""
-    numbers: dict = {}
+def _put(numbers: dict, key: str, value, model: str | None) -> None:
     node = numbers
     *path, last = key.split(".")
     for part in path:
@@ -24,8 +22,21 @@ def _record(nb: str, key: str, value, *, model: str | None = None, random_weight
     node[last] = value
     if model is not None:
         node["model"] = model
+
+
+def _record(nb: str, key: str, value, *, model: str | None = None, random_weights: bool = False) -> dict:
+    """A minimal results record that holds ``value`` at the dotted ``key`` (and ``model`` beside it)."""
+    numbers: dict = {}
+    _put(numbers, key, value, model)
     return {"notebook": nb, "numbers": numbers, "profile": "smoke" if random_weights else "real",
             "random_weights": random_weights, "models": [{"name": "x", "pretrained": not random_weights}]}
+
+
+def _operands(n: paper.PaperNumber, ours) -> dict:
+    """Two operand values whose delta (or ratio) is ``ours`` (a skip or NaN goes into the first)."""
+    if not isinstance(ours, float) or ours != ours:
+        return {n.operands[0]: ours, n.operands[1]: 10.0}
+    return {n.operands[0]: ours * 10.0 if n.derive == "ratio" else 10.0 + ours, n.operands[1]: 10.0}
 
 
 def _values_around(n: paper.PaperNumber, rng: random.Random) -> list:
@@ -46,7 +57,7 @@ def test_a_notebook_verdict_and_the_report_row_agree_on_every_entry_and_value() 
     assert len(numbers) > 100
     compared = 0
     for n in numbers:
-        if n.notebook is None:
+        if n.notebook is None or n.derive:
             continue
         for value in _values_around(n, rng):
             for model in (None, n.model, "another_model"):
@@ -59,6 +70,74 @@ def test_a_notebook_verdict_and_the_report_row_agree_on_every_entry_and_value() 
                     assert same_key[0].status == row.status, (n.id, value, model, random_weights)
                     compared += row.status in ("reproduced", "differs")
     assert compared > 500  # the agreement covers real comparisons, not only "not run here"
+
+
+def test_a_delta_verdict_and_the_report_row_agree_on_every_derived_entry() -> None:
+    """The same for derived numbers: ``paper.check_delta`` (both values passed) and the report's row."""
+    rng = random.Random(1)
+    derived = [n for n in paper.paper_numbers() if n.derive]
+    assert len(derived) >= 14 + 3 + 3 + 1
+    compared = 0
+    for n in derived:
+        for ours in _values_around(n, rng):
+            ours = ours if isinstance(ours, dict) else float(ours)
+            values = _operands(n, ours)
+            pair = n.operand_models or (n.model, n.model)
+            for models in (None, dict(zip(n.operands, pair)), dict.fromkeys(n.operands, "another_model")):
+                for random_weights in (False, True):
+                    numbers: dict = {}
+                    for k, v in values.items():
+                        _put(numbers, k, v, None if models is None else models[k])
+                    record = {"notebook": n.notebook, "numbers": numbers, "random_weights": random_weights,
+                              "profile": "smoke" if random_weights else "real",
+                              "models": [{"name": "x", "pretrained": not random_weights}]}
+                    row = rp.row_for(n, record)
+                    mine = [v for v in paper.check_delta(n.notebook, values, models=models,
+                                                         random_weights=random_weights) if v.id == n.id]
+                    assert len(mine) == 1
+                    assert mine[0].status == row.status, (n.id, ours, models, random_weights)
+                    assert mine[0].ours == row.ours or (mine[0].ours is None and row.ours is None)
+                    compared += row.status in ("reproduced", "differs")
+    assert compared > 100
+
+
+@pytest.mark.parametrize("entry_id, a, b, status", [
+    ("F6.delta.outlier_minus_normal.cifar10.dinov2_g", 99.3, 97.1, "reproduced"),  # the paper's own columns
+    ("F6.delta.outlier_minus_normal.cifar10.dinov2_g", 97.1, 99.3, "differs"),  # swapped: -2.2
+    ("F6.delta.outlier_minus_normal.cifar10.dinov2_g", 98.0, 98.0, "differs"),  # no effect
+    ("F6.delta.outlier_minus_normal.places205.dinov2_g", 53.1, 55.1, "differs"),
+    ("F6.delta.outlier_minus_normal.aircraft.dinov2_g", 75.0, 20.0, "reproduced"),  # 55: same sign, within 10
+    ("F8.delta.register_gain.nyud_rmse.dinov2_l", 0.382, 0.388, "reproduced"),  # RMSE: registers LOWER it
+    ("F8.delta.register_gain.nyud_rmse.dinov2_l", 0.388, 0.382, "differs"),
+    ("F8.delta.register_gain.imagenet_top1.dinov2_l", 86.4, 86.7, "differs"),
+    ("F8.delta.lost_register_gain.voc07.dinov2_l", 56.2, 32.2, "reproduced"),
+    ("F8.delta.lost_register_gain.voc07.dinov2_l", 35.9, 35.0, "differs"),  # plain LOST: no register gain
+    ("F2.ratio.post_over_pre_ln_spread.dinov2_g.course", 1.08, 11.3, "reproduced"),
+    ("F2.ratio.post_over_pre_ln_spread.dinov2_g.course", 11.3, 11.3, "differs"),  # the LN hides nothing
+])
+def test_a_delta_row_checks_sign_and_size(entry_id: str, a: float, b: float, status: str) -> None:
+    n = {e.id: e for e in paper.paper_numbers()}[entry_id]
+    models = dict(zip(n.operands, n.operand_models or (n.model, n.model)))
+    verdicts = [v for v in paper.check_delta(n.notebook, dict(zip(n.operands, (a, b))), models=models)
+                if v.id == entry_id]
+    assert [v.status for v in verdicts] == [status]
+    assert verdicts[0].ours == pytest.approx(a - b if n.derive == "delta" else a / b)
+
+
+def test_a_delta_row_is_tighter_than_the_cells_it_comes_from() -> None:
+    """Issue #11: ±5 on each Table 1 cell let swapped columns pass where the gap is small; the delta row's
+    tolerance is half the gap (no spread in the notes), and no cell's tolerance reaches the gap."""
+    by_id = {n.id: n for n in paper.paper_numbers()}
+    deltas = [n for n in by_id.values() if n.id.startswith("F6.delta.outlier_minus_normal.")]
+    assert len(deltas) == 14
+    for d in deltas:
+        ds = d.id.split(".")[3]
+        normal, outlier = by_id[f"F6.table1.{ds}.normal.dinov2_g"], by_id[f"F6.table1.{ds}.outlier.dinov2_g"]
+        gap = round(outlier.value - normal.value, 1)
+        assert d.value == gap and d.operands == (outlier.key, normal.key)
+        assert 0 < d.tolerance <= min(gap / 2, 10) and d.why
+        assert normal.tolerance < gap and outlier.tolerance < gap and normal.why  # a swapped cell differs
+        assert not paper.meets(d, 0.0) and not paper.meets(d, -gap)
 
 
 @pytest.mark.parametrize("entry_id", ["F2.outlier_pct.dinov2_g", "F3.emergence_block.dinov2_g",
@@ -88,6 +167,24 @@ def test_check_returns_every_entry_on_a_key_and_says_why() -> None:
     assert paper.check("02_high_norm_tokens", "no.such.key", 1.0) == []
     unreleased = paper.check("09_downstream", "reg.imagenet_top1", 84.8, model="dinov2_l_reg")
     assert {v.status for v in unreleased if v.id.startswith("F8.table2.")} == {"not reproducible"}
+
+
+def test_another_resolution_or_too_few_images_is_not_comparable() -> None:
+    """The course measured at 224 px on 256 images; the real 02 runs at 518 px: not comparable, with why."""
+    at_518 = paper.check("02_high_norm_tokens", "outliers.outlier_pct", 2.62, model="dinov2_g", resolution=518,
+                         n_images=256)
+    by_id = {v.id: v for v in at_518}
+    assert by_id["F2.outlier_pct.dinov2_g.course"].status == "not comparable"
+    assert "518 px" in by_id["F2.outlier_pct.dinov2_g.course"].why and "224 px" in by_id["F2.outlier_pct.dinov2_g.course"].why
+    assert by_id["F2.outlier_pct.dinov2_g"].status == "reproduced"  # the paper states no resolution
+    at_224 = paper.check("02_high_norm_tokens", "outliers.outlier_pct", 2.62, model="dinov2_g", resolution=[224, 224])
+    assert {v.status for v in at_224} == {"reproduced"}
+    few = paper.check("02_high_norm_tokens", "stripes.max_position_pct", 25.0, n_images=14)
+    assert few[0].status == "not comparable" and "at least 256" in few[0].why
+    assert paper.check("02_high_norm_tokens", "stripes.max_position_pct", 25.0, n_images=256)[0].status == "reproduced"
+    smoke = paper.check("02_high_norm_tokens", "outliers.outlier_pct", 2.62, resolution=112, random_weights=True)
+    assert {v.status for v in smoke} == {"not run here"}  # random weights: not compared at all
+    assert all(v.diff is None for v in smoke) and smoke[0].cause == "random weights"
 
 
 def test_a_rounded_zero_is_compared_as_rounded() -> None:
@@ -125,6 +222,33 @@ def test_a_malformed_paper_numbers_file_fails_loudly(tmp_path: Path) -> None:
     assert "needs a numeric tolerance" in str(err.value)
     with pytest.raises(rp.ReportSchemaError, match="duplicate id"):
         rp.build_report(tmp_path / "results", tmp_path / "out", paper_numbers=path)
+
+
+@pytest.mark.parametrize("breakage, message", [
+    (lambda e: e.update(key="a.b"), "names its notebook and no key"),
+    (lambda e: e.update(delta=["only.one"]), "must be a list of two results keys"),
+    (lambda e: e.update(ratio=["a", "b"]), "give delta or ratio, not both"),
+    (lambda e: e.update(resolution="224"), "resolution must be a positive integer"),
+])
+def test_a_malformed_delta_entry_fails_loudly(tmp_path: Path, breakage, message: str) -> None:
+    data = yaml.safe_load(paper.PAPER_NUMBERS.read_text())
+    entry = next(e for e in data["numbers"] if e.get("delta"))
+    breakage(entry)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(paper.PaperNumbersError, match=message):
+        paper.paper_numbers(path)
+
+
+def test_annotations_add_protocol_fields_by_id_and_unknown_ids_fail(tmp_path: Path) -> None:
+    course = {n.id: n for n in paper.paper_numbers()}["F2.outlier_pct.dinov2_g.course"]
+    assert (course.resolution, course.images, course.min_images) == (224, 256, None)
+    data = yaml.safe_load(paper.PAPER_NUMBERS.read_text())
+    data["annotations"]["F0.no.such.id"] = {"resolution": 224}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(paper.PaperNumbersError, match="no entry with that id"):
+        paper.paper_numbers(path)
 
 
 def test_table3_reads_the_numbers_file() -> None:

@@ -57,9 +57,19 @@ def _rows(md: str) -> dict[str, list[str]]:
     rows = {}
     for line in md.splitlines():
         cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
-        if cells and re.match(r"F\d\.", cells[0]):
+        if cells and re.match(r"F\d\.\w", cells[0]):  # an id, not a finding of the verdict table
             rows[cells[0]] = cells
     return rows
+
+
+def _folded(md: str) -> dict[str, str]:
+    """``{id: line}`` of the folded lines (rows without a value of ours, one line per reason)."""
+    found = {}
+    for line in md.splitlines():
+        m = re.match(r"- \*\*(not run here|not reproducible)\*\*.* — (F\d\..*)$", line)
+        if m:
+            found.update({i.strip(): line for i in m.group(2).split(",")})
+    return found
 
 
 def test_report_builds_from_a_fixture_of_results(tmp_path: Path, numbers_file: Path) -> None:
@@ -70,29 +80,33 @@ def test_report_builds_from_a_fixture_of_results(tmp_path: Path, numbers_file: P
     paths = rp.build_report(tmp_path / "results", tmp_path / "build", paper_numbers=numbers_file)
     md = paths.md.read_text()
     rows = _rows(md)
-    header = ["id", "what", "source", "origin", "model", "paper", "ours", "diff", "status", "why"]
+    header = ["id", "what", "source", "model", "paper", "ours", "diff", "status", "why"]
     col = {h: i for i, h in enumerate(header)}
     assert rows["F8.top1"][col["status"]] == "reproduced"  # |86.9 - 86.4| <= 1
     assert rows["F8.top1"][col["ours"]] == "86.9" and rows["F8.top1"][col["diff"]] == "+0.5"
     assert rows["F8.miou"][col["status"]] == "differs"  # 4.3 points off, tolerance 2
-    assert rows["F8.rmse"][col["status"]] == "not run here" and "NYUd not found" in rows["F8.rmse"][col["why"]]
-    assert rows["F8.paper_own"][col["status"]] == "not reproducible" and "never released" in rows["F8.paper_own"][col["why"]]
-    assert rows["F8.paper_own"][col["ours"]] == "86.9"  # shown for context
-    assert "no results file for notebook 02_norms" in rows["F2.outliers"][col["why"]]
+    folded = _folded(md)  # rows without a value of ours: one line per reason
+    assert "not run here** (skipped by the notebook)" in folded["F8.rmse"] and "NYUd not found" in folded["F8.rmse"]
+    assert "not reproducible**" in folded["F8.paper_own"] and "never released" in folded["F8.paper_own"]
+    assert "(no results file)" in folded["F2.outliers"] and "no results file for notebook 02_norms" in folded["F2.outliers"]
+    assert "F2.outliers" not in rows and "F8.paper_own" not in rows
     assert "(../figures/09_downstream_table.png)" in md
     assert md.splitlines()[0].startswith("Made from pretrained weights")
     page = paths.html.read_text()
     assert "<table>" in page and 'class="reproduced"' in page and 'class="differs"' in page
+    assert '<img src="../figures/09_downstream_table.png"' in page  # a thumbnail, linked relatively
+    verdicts = md.split("## Verdicts", 1)[1].split("## Notebooks", 1)[0]  # the verdict per finding, at the top
+    assert re.search(r"\| F8\. Downstream \| differs \| 1 \| 1 \| 0 \| 1 \| 1 \|", verdicts)
+    assert "Not run here, by cause: no results file: 2; skipped by the notebook: 1." in verdicts
 
 
 def test_missing_results_are_marked_not_run_never_dropped(tmp_path: Path) -> None:
     """With the real data file and no results at all, every paper number still has its row."""
     numbers = paper.paper_numbers()
     md = rp.build_report(tmp_path / "results", tmp_path / "out").md.read_text()
-    rows = _rows(md)
-    assert set(rows) == {n.id for n in numbers}
-    statuses = {cells[-2] for cells in rows.values()}
-    assert statuses <= {"not run here", "not reproducible"}
+    rows, folded = _rows(md), _folded(md)
+    assert not rows and set(folded) == {n.id for n in numbers}  # every number, folded by reason
+    assert all("not run here" in line or "not reproducible" in line for line in folded.values())
     assert md.splitlines()[0].startswith("No results yet")
     for fid in rp.FINDINGS:  # every finding has its section, numbers or not
         assert re.search(rf"^## {fid}\. ", md, re.M)
@@ -128,8 +142,10 @@ def test_smoke_report_says_so_in_its_first_line(tmp_path: Path, numbers_file: Pa
     first = md.splitlines()[0]
     assert first.startswith("SMOKE REPORT") and "random weights and synthetic data" in first
     rows = _rows(md)
-    # equal to the paper, yet never "reproduced": random weights are not compared
+    # equal to the paper, yet never "reproduced": random weights are not compared, and no difference shown
     assert rows["F8.top1"][-2] == "not run here" and "random weights" in rows["F8.top1"][-1]
+    assert rows["F8.top1"][5] == "86.4" and len(rows["F8.top1"]) == 8  # no diff column when nothing was compared
+    assert "| id | what | source | model | paper | ours | status | why |" in md
     body = paths.html.read_text().split("<body>", 1)[1]
     assert body.lstrip().startswith('<p class="smoke">SMOKE REPORT')
 
@@ -158,12 +174,12 @@ def test_the_report_renders_markdown_and_html_from_one_context(tmp_path: Path, n
                                                  "nyud_rmse": {"skipped": "no <nyud> | here"}}})
     paths = rp.build_report(tmp_path / "results", tmp_path / "build", paper_numbers=numbers_file)
     md, page = paths.md.read_text(), paths.html.read_text()
-    assert "no <nyud> \\| here" in md  # a pipe in a cell cannot break the Markdown table
+    assert "no <nyud> | here" in md  # folded lines are list items: a pipe cannot break a table there
     assert "no &lt;nyud&gt; | here" in page and "<nyud>" not in page
     assert "<code>data/paper_numbers.yaml</code>" in page and "<strong>reproduced</strong>" in page
     for fid in ("F2", "F8"):
         assert f"## {fid}. " in md and f"<h2>{fid}. " in page
-    assert page.count("<tr class=") == len(_rows(md))
+    assert len(re.findall(r'<tr class="[^"]+"><td>F\d\.\w', page)) == len(_rows(md))
 
 
 def test_an_entry_awaiting_its_key_is_a_row_not_a_schema_error(tmp_path: Path) -> None:
@@ -172,5 +188,126 @@ def test_an_entry_awaiting_its_key_is_a_row_not_a_schema_error(tmp_path: Path) -
     path = tmp_path / "numbers.yaml"
     path.write_text(yaml.safe_dump(data))
     _save(tmp_path, "09_downstream", {"no_reg": {"imagenet_top1": 86.0, "ade20k_miou": 48.0, "nyud_rmse": 0.4}})
-    rows = _rows(rp.build_report(tmp_path / "results", tmp_path / "b", paper_numbers=path).md.read_text())
-    assert rows["F8.new"][-2] == "not run here" and "does not write 'no_reg.delta' yet" in rows["F8.new"][-1]
+    folded = _folded(rp.build_report(tmp_path / "results", tmp_path / "b", paper_numbers=path).md.read_text())
+    assert "not run here** (not written yet)" in folded["F8.new"] and "does not write these numbers yet" in folded["F8.new"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Issue #11: fixtures of real-profile results against the real data file. A reversed claim, or a number
+# measured under another protocol, must each show; the paper's own numbers must show "reproduced".
+# ---------------------------------------------------------------------------------------------------
+def _real_numbers(nb: str, values: dict[str, float], models: dict[str, str] | None = None) -> dict:
+    """A results ``numbers`` dict for ``nb`` holding every key the data file names for it: ``values``
+    where given, else the first entry's paper value (``models``: holder -> model written beside it)."""
+    numbers: dict = {}
+    for n in paper.paper_numbers():
+        if n.notebook != nb:
+            continue
+        for key in n.keys:
+            value = values.get(key, n.value if n.key == key and n.value is not None else 1.0)
+            node = numbers
+            *path, last = key.split(".")
+            for part in path:
+                node = node.setdefault(part, {})
+            node.setdefault(last, value)
+            node[last] = values.get(key, node[last])
+    for holder, model in (models or {}).items():
+        node = numbers
+        for part in holder.split("."):
+            node = node[part]
+        node["model"] = model
+    return numbers
+
+
+def _real(tmp_path: Path, nb: str, numbers: dict, *, image_size: int = 224, models: tuple[str, ...] = ("dinov2_g",),
+          n_images: int = 256) -> None:
+    save_results(nb, numbers, models=[{"name": m, "pretrained": True, "image_size": [image_size, image_size]}
+                                      for m in models],
+                 params={"profile": "real", "image_size": image_size, "n_images": n_images}, output_dir=tmp_path)
+
+
+_T1 = [n for n in paper.paper_numbers() if n.id.startswith("F6.table1.") and n.id.split(".")[3] in ("normal", "outlier")]
+_PAPER_T1 = {n.key: n.value for n in _T1}
+_SWAPPED_T1 = {n.key: _PAPER_T1[n.key.replace(".normal", ".X").replace(".outlier", ".normal").replace(".X", ".outlier")]
+               for n in _T1}
+_DATASETS = sorted({n.key.split(".")[1] for n in _T1})
+# the sign-only claim rows (issue #10) read the difference a notebook writes itself: swapped too
+_SWAPPED_T1.update({f"claims.outlier_minus_normal.{ds}": _SWAPPED_T1[f"table1.{ds}.outlier"]
+                    - _SWAPPED_T1[f"table1.{ds}.normal"] for ds in _DATASETS})
+_TTR = {n.key: n.value for n in paper.paper_numbers() if n.id.startswith(("F8.ttr.", "F8.ttr.lost."))
+        and n.notebook in ("08_lost", "09_downstream") and n.key and n.key.split(".")[0] in ("reg", "no_reg")}
+_REVERSED = {k.replace("no_reg.", "X.").replace("reg.", "no_reg.").replace("X.", "reg."): v for k, v in _TTR.items()}
+_PAIR = {"no_reg": "dinov2_l", "reg": "dinov2_l_reg"}
+
+
+def _statuses(tmp_path: Path) -> tuple[dict[str, str], str]:
+    md = rp.build_report(tmp_path / "results", tmp_path / "out").md.read_text()
+    return {i: cells[-2] for i, cells in _rows(md).items()}, md
+
+
+def test_the_paper_own_numbers_are_reproduced(tmp_path: Path) -> None:
+    _real(tmp_path, "06_global_information", _real_numbers("06_global_information", _PAPER_T1))
+    for nb in ("08_lost", "09_downstream"):
+        _real(tmp_path, nb, _real_numbers(nb, _TTR, _PAIR), models=("dinov2_l", "dinov2_l_reg"))
+    status, md = _statuses(tmp_path)
+    deltas = [i for i in status if ".delta." in i]
+    assert len(deltas) == 14 + 3 + 3
+    assert {status[i] for i in deltas} == {"reproduced"}
+    assert {status[n.id] for n in _T1} == {"reproduced"}
+    assert re.search(r"\| F6\. Outliers hold global information \| reproduced \|", md)
+
+
+def test_swapped_table1_columns_differ(tmp_path: Path) -> None:
+    """Issue #11: with ±5 per cell, swapped normal and outlier columns passed on CIFAR-10, Places205 and
+    ImageNet; now every delta row and every cell differs, and so does the finding."""
+    _real(tmp_path, "06_global_information", _real_numbers("06_global_information", _SWAPPED_T1))
+    status, md = _statuses(tmp_path)
+    assert {status[f"F6.delta.outlier_minus_normal.{ds}.dinov2_g"] for ds in
+            ("cifar10", "places205", "imagenet1k", "aircraft", "voc")} == {"differs"}
+    assert {status[i] for i in status if i.startswith("F6.delta.")} == {"differs"}
+    assert {status[n.id] for n in _T1} == {"differs"}
+    counts = re.search(r"\| F6\. Outliers hold global information \| differs \| (\d+) \| (\d+) \|", md)
+    assert counts and int(counts.group(2)) >= 14 + 28  # the deltas and the cells; the [CLS] cells agree
+
+
+def test_reversed_register_effects_differ(tmp_path: Path) -> None:
+    """Registers swapped with no registers (Table 2 and LOST): each register delta differs, including RMSE's
+    (lower is better), although Table 2's single numbers stay within their tolerances."""
+    for nb in ("08_lost", "09_downstream"):
+        _real(tmp_path, nb, _real_numbers(nb, _REVERSED, _PAIR), models=("dinov2_l", "dinov2_l_reg"))
+    status, _ = _statuses(tmp_path)
+    for task in ("imagenet_top1", "ade20k_miou", "nyud_rmse"):
+        assert status[f"F8.delta.register_gain.{task}.dinov2_l"] == "differs"
+        assert status[f"F8.ttr.{task}.dinov2_l_reg"] == "reproduced"  # the single number cannot tell
+    for ds in ("voc07", "voc12", "coco20k"):
+        assert status[f"F8.delta.lost_register_gain.{ds}.dinov2_l"] == "differs"
+
+
+def test_a_518_px_measurement_is_not_compared_with_a_224_px_reference(tmp_path: Path) -> None:
+    """The course measured 256 images at 224 px; notebook 02 runs at 518 px: those rows are not comparable
+    (with the reason), while the paper's own number, measured at no stated resolution, is compared."""
+    numbers = _real_numbers("02_high_norm_tokens", {"outliers.outlier_pct": 2.5, "outliers.norm_ratio": 11.0,
+                                                    "outliers.norm_ratio_after_ln": 1.05})
+    numbers["outliers"].update(image_size=518, n_images=256)
+    _real(tmp_path, "02_high_norm_tokens", numbers, image_size=518)
+    status, md = _statuses(tmp_path)
+    rows = _rows(md)
+    for i in ("F2.outlier_pct.dinov2_g.course", "F2.norm_ratio_pre_ln.dinov2_g.course",
+              "F2.ratio.post_over_pre_ln_spread.dinov2_g.course"):
+        assert status[i] == "not comparable" and "518 px" in rows[i][-1] and "224 px" in rows[i][-1]
+    assert status["F2.outlier_pct.dinov2_g"] == "reproduced"
+    numbers["outliers"].update(image_size=224)
+    _real(tmp_path, "02_high_norm_tokens", numbers, image_size=224)
+    status, _ = _statuses(tmp_path)
+    assert status["F2.outlier_pct.dinov2_g.course"] == "reproduced"
+    assert status["F2.ratio.post_over_pre_ln_spread.dinov2_g.course"] == "reproduced"  # 1.05 / 11 = 0.095
+
+
+def test_too_few_images_is_not_comparable(tmp_path: Path) -> None:
+    """App. A's stripes: 14 images make stripes from noise (issue #11), so fewer than 256 are not compared."""
+    numbers = _real_numbers("02_high_norm_tokens", {"stripes.max_position_pct": 25.0})
+    numbers["stripes"]["n_images"] = 14
+    _real(tmp_path, "02_high_norm_tokens", numbers)
+    status, md = _statuses(tmp_path)
+    assert status["F2.stripes_max_position_pct.dinov2"] == "not comparable"
+    assert "ours on 14 images, the protocol needs at least 256" in _rows(md)["F2.stripes_max_position_pct.dinov2"][-1]

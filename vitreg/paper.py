@@ -11,8 +11,16 @@ Statuses:
 
 * ``reproduced``: ours is within the stated tolerance (or on the stated side of a bound);
 * ``differs``: it is not;
-* ``not run here``: not measured, skipped (with the reason), random weights, or another model;
+* ``not comparable``: ours was measured under another protocol than the number (another resolution,
+  or fewer images than the protocol needs; the data file gives the number's protocol);
+* ``not run here``: not measured, skipped (with the reason), random weights, or another model (the
+  verdict's ``cause`` says which);
 * ``not reproducible``: public assets do not allow it (the data file says why).
+
+A number is a single results key (``key``), or DERIVED from two keys of the same results file:
+``delta: [a, b]`` (ours = a − b: a claim that one thing exceeds another, e.g. outlier − normal in Table 1)
+or ``ratio: [a, b]`` (ours = a / b). A derived number is judged by the same :func:`judge`, so its sign
+and its size are both checked; a notebook checks it with :func:`check_delta`.
 """
 
 from __future__ import annotations
@@ -23,16 +31,24 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
+
+from vitreg.paper_schema import annotate, entry_problems
 
 #: The data file with the paper's numbers. The one place this module finds the repository.
 PAPER_NUMBERS = Path(__file__).resolve().parents[1] / "data" / "paper_numbers.yaml"
 FINDINGS = tuple(f"F{i}" for i in range(1, 10))
-Status = Literal["reproduced", "differs", "not run here", "not reproducible"]
-STATUSES: tuple[Status, ...] = ("reproduced", "differs", "not run here", "not reproducible")
+Status = Literal["reproduced", "differs", "not comparable", "not run here", "not reproducible"]
+STATUSES: tuple[Status, ...] = ("reproduced", "differs", "not comparable", "not run here", "not reproducible")
 Compare = Literal["approx", "at_least", "at_most"]
-_ENTRY_FIELDS = ("id", "finding", "source", "origin", "what", "value", "unit", "model", "notebook", "key",
-                 "reproducible")
+Derive = Literal["delta", "ratio"]
+#: Why a number was not run here (the ``cause`` of a "not run here" verdict), in the report's order.
+Cause = Literal["no results file", "skipped by the notebook", "not written yet", "random weights", "other model",
+                "no notebook", "not measured"]
+CAUSES: tuple[Cause, ...] = ("no results file", "skipped by the notebook", "not written yet", "random weights",
+                             "other model", "no notebook", "not measured")
+
 _TABLE3_DATASETS = ("voc07", "voc12", "coco20k")
 
 
@@ -46,6 +62,12 @@ class PaperNumber:
 
     ``awaiting_key`` marks an entry whose ``key`` its notebook does not write yet: until it does, the
     report shows the row as "not run here" instead of rejecting the results file.
+
+    A derived number has ``key`` None and ``derive`` ("delta" or "ratio") over ``operands`` (two keys of
+    the same results file); ``operand_models`` are the zoo keys the two operands are about (default: both
+    ``model``). ``resolution`` (px) and ``images`` are the protocol the number was measured under, where
+    the source says; ``min_images`` is the fewest images a run needs for the comparison to mean anything;
+    ``why`` justifies the rule (tolerance or bound).
     """
 
     id: str
@@ -63,6 +85,25 @@ class PaperNumber:
     tolerance: float | None = None
     reason: str | None = None
     awaiting_key: bool = False
+    derive: Derive | None = None
+    operands: tuple[str, str] | None = None
+    operand_models: tuple[str, str] | None = None
+    resolution: int | None = None
+    images: int | None = None
+    min_images: int | None = None
+    why: str | None = None
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The results keys ours is read from: ``(key,)``, or the two operands of a derived number."""
+        return self.operands if self.operands is not None else ((self.key,) if self.key is not None else ())
+
+    @property
+    def source_text(self) -> str:
+        """Where ours comes from, in words: ``key`` or ``a − b`` or ``a / b``."""
+        if self.operands is None:
+            return str(self.key)
+        return f" {'−' if self.derive == 'delta' else '/'} ".join(self.operands)
 
 
 @dataclass(frozen=True)
@@ -85,6 +126,7 @@ class Verdict:
     why: str
     ours: float | None = None
     ours_model: str | None = None
+    cause: Cause | None = None
 
     @property
     def id(self) -> str:
@@ -105,7 +147,10 @@ class Verdict:
 
     @property
     def diff(self) -> float | None:
-        """ours − paper (None when either is missing)."""
+        """ours − paper, for a number that was compared (None otherwise: random weights, another model,
+        not reproducible, or either value missing)."""
+        if self.status not in ("reproduced", "differs", "not comparable"):
+            return None
         return None if self.ours is None or self.number.value is None else self.ours - self.number.value
 
     def __str__(self) -> str:
@@ -119,41 +164,17 @@ class Verdict:
 # ---------------------------------------------------------------------------------------------------
 # Reading the data file
 # ---------------------------------------------------------------------------------------------------
-def _entry_problems(e: dict, findings: dict[str, Finding]) -> list[str]:
-    """What is wrong with one entry of the data file (empty when nothing)."""
-    missing = [k for k in _ENTRY_FIELDS if k not in e]
-    if missing:
-        return [f"missing {missing}"]
-    problems = []
-    if e["finding"] not in findings:
-        problems.append(f"finding {e['finding']!r} is not among {sorted(findings)}")
-    if (e["notebook"] is None) != (e["key"] is None):
-        problems.append("give both notebook and key, or neither")
-    rep = e["reproducible"]
-    if rep not in (True, False, "proxy"):
-        problems.append(f"reproducible must be true, false or proxy, got {rep!r}")
-    if (rep is False or rep == "proxy" or e["notebook"] is None) and not e.get("reason"):
-        problems.append("a number that is not (fully) reproducible, or that no notebook computes, needs a reason")
-    compare = e.get("compare", "approx")
-    if compare not in ("approx", "at_least", "at_most"):
-        problems.append(f"compare must be approx, at_least or at_most, got {compare!r}")
-    if e["notebook"] is not None and rep is not False:
-        if e["value"] is None:
-            problems.append("a compared number needs a value")
-        if compare == "approx" and not isinstance(e.get("tolerance"), (int, float)):
-            problems.append("compare approx needs a numeric tolerance")
-    if e["value"] is not None and (isinstance(e["value"], bool) or not isinstance(e["value"], (int, float))):
-        problems.append("value must be a number or null")
-    return problems
-
-
 def _to_number(e: dict) -> PaperNumber:
+    derive = "delta" if e.get("delta") is not None else "ratio" if e.get("ratio") is not None else None
+    models = e.get("operand_models")
     return PaperNumber(
         id=str(e["id"]), finding=str(e["finding"]), source=str(e["source"]), origin=str(e["origin"]),
         what=str(e["what"]), value=None if e["value"] is None else float(e["value"]), unit=str(e["unit"] or ""),
         model=str(e["model"]), notebook=e["notebook"], key=e["key"], reproducible=e["reproducible"],
         compare=e.get("compare", "approx"), tolerance=None if e.get("tolerance") is None else float(e["tolerance"]),
-        reason=e.get("reason"), awaiting_key=bool(e.get("awaiting_key", False)))
+        reason=e.get("reason"), awaiting_key=bool(e.get("awaiting_key", False)), derive=derive,
+        operands=tuple(e[derive]) if derive else None, operand_models=tuple(models) if models else None,
+        resolution=e.get("resolution"), images=e.get("images"), min_images=e.get("min_images"), why=e.get("why"))
 
 
 @lru_cache(maxsize=8)
@@ -163,7 +184,7 @@ def _load(path: str) -> tuple[dict[str, Finding], tuple[PaperNumber, ...]]:
     data = yaml.safe_load(Path(path).read_text())
     if not isinstance(data, dict) or not isinstance(data.get("numbers"), list) or not isinstance(data.get("findings"), dict):
         raise PaperNumbersError(f"{path}: expected a mapping with `findings` (dict) and `numbers` (list)")
-    problems: list[str] = []
+    problems: list[str] = annotate(data["numbers"], data.get("annotations"))
     found = {}
     for fid, f in data["findings"].items():
         if fid not in FINDINGS or not isinstance(f, dict) or "title" not in f:
@@ -174,11 +195,11 @@ def _load(path: str) -> tuple[dict[str, Finding], tuple[PaperNumber, ...]]:
     numbers, seen = [], set()
     for i, e in enumerate(data["numbers"]):
         where = f"entry {i} ({e.get('id', '?') if isinstance(e, dict) else e!r})"
-        entry_problems = _entry_problems(e, found) if isinstance(e, dict) else ["not a mapping"]
+        these = entry_problems(e, set(found)) if isinstance(e, dict) else ["not a mapping"]
         if isinstance(e, dict) and e.get("id") in seen:
-            entry_problems.append("duplicate id")
-        problems += [f"{where}: {p}" for p in entry_problems]
-        if isinstance(e, dict) and not any(p.startswith("missing") for p in entry_problems):
+            these.append("duplicate id")
+        problems += [f"{where}: {p}" for p in these]
+        if isinstance(e, dict) and not any(p.startswith("missing") for p in these):
             seen.add(e["id"])
             numbers.append(_to_number(e))
     if problems:
@@ -238,39 +259,75 @@ def _is_zoo_key(model: str) -> bool:
     return re.fullmatch(r"[a-z0-9_]+", model) is not None
 
 
-def judge(number: PaperNumber, ours: float | None, *, absent: str | None = None, model: str | None = None,
-          random_weights: bool = False, profile: str | None = None) -> Verdict:
+def combine(number: PaperNumber, a: float, b: float) -> float | None:
+    """Ours for a derived number: ``a − b`` (delta) or ``a / b`` (ratio; None when ``b`` is 0)."""
+    if number.derive == "ratio":
+        return None if b == 0 else a / b
+    return a - b
+
+
+def protocol_problem(number: PaperNumber, resolution: Any = None, n_images: int | None = None) -> str | None:
+    """Why ours cannot be compared with ``number`` (another resolution, too few images), or None.
+
+    Args:
+        number: the paper number, with the protocol it was measured under (``resolution``, ``min_images``).
+        resolution: ours: an int (px, square), ``[h, w]``, or None when the run did not record it.
+        n_images: how many images ours was measured on (None: not recorded).
+    """
+    if number.resolution is not None and resolution is not None:
+        sides = [int(x) for x in resolution] if isinstance(resolution, (list, tuple)) else [int(resolution)]
+        if any(x != number.resolution for x in sides):
+            shown = "×".join(map(str, sides))
+            return f"ours at {shown} px, the reference at {number.resolution} px"
+    if number.min_images is not None and n_images is not None and n_images < number.min_images:
+        return f"ours on {n_images} images, the protocol needs at least {number.min_images}"
+    return None
+
+
+def judge(number: PaperNumber, ours: float | None, *, absent: str | None = None, cause: Cause | None = None,
+          model: str | None = None, random_weights: bool = False, profile: str | None = None,
+          resolution: Any = None, n_images: int | None = None) -> Verdict:
     """The verdict on one paper number: THE rule, used by :func:`check` and by the report alike.
 
     Args:
-        number: the paper number.
+        number: the paper number (a single key's, or a derived one's: pass ``combine(...)`` as ours).
         ours: our finite value, or None when it was not measured.
         absent: why ours is None (a skip reason, "no results file", ...).
+        cause: the kind of absence (:data:`CAUSES`; default "not measured").
         model: the zoo key ours comes from, when known; another model than the number's is not compared.
         random_weights: ours comes from random weights (smoke): never compared.
         profile: the run's profile, named in the reason of a random-weights row.
+        resolution: the resolution ours was measured at (px, or ``[h, w]``), when recorded.
+        n_images: the number of images ours was measured on, when recorded.
     """
     n, rep_false = number, number.reproducible is False
     if n.notebook is None:
-        return Verdict(n, "not reproducible" if rep_false else "not run here", n.reason or "no notebook computes it")
+        return Verdict(n, "not reproducible" if rep_false else "not run here", n.reason or "no notebook computes it",
+                       cause=None if rep_false else "no notebook")
     if ours is None or not math.isfinite(ours):
         why = absent or f"{ours!r} is not a finite number"
         status: Status = "not reproducible" if rep_false else "not run here"
-        return Verdict(n, status, (f"{n.reason}; " if rep_false else "") + why, ours_model=model)
+        return Verdict(n, status, (f"{n.reason}; " if rep_false else "") + why, ours_model=model,
+                       cause=None if rep_false else (cause or "not measured"))
     ours = float(ours)
     if rep_false:
         return Verdict(n, "not reproducible", f"{n.reason} (ours shown for context)", ours, model)
     if random_weights:
         where = f" (profile {profile})" if profile else ""
-        return Verdict(n, "not run here", f"random weights{where}: not compared", ours, model)
+        return Verdict(n, "not run here", f"random weights{where}: not compared", ours, model, "random weights")
     if model is not None and _is_zoo_key(n.model) and model != n.model:
-        return Verdict(n, "not run here", f"ours is from {model}; this number is about {n.model}", ours, model)
+        return Verdict(n, "not run here", f"ours is from {model}; this number is about {n.model}", ours, model,
+                       "other model")
+    problem = protocol_problem(n, resolution, n_images)
+    if problem:
+        return Verdict(n, "not comparable", problem, ours, model)
     why = rule_text(n) + (f"; proxy: {n.reason}" if n.reproducible == "proxy" else "")
     return Verdict(n, "reproduced" if meets(n, ours) else "differs", why, ours, model)
 
 
 def check(notebook: str, key: str, value: Any, *, model: str | None = None, random_weights: bool = False,
-          profile: str | None = None, path: str | os.PathLike | None = None) -> list[Verdict]:
+          profile: str | None = None, resolution: Any = None, n_images: int | None = None,
+          path: str | os.PathLike | None = None) -> list[Verdict]:
     """Every paper number that ``notebook`` writes under ``key``, judged against ``value``.
 
     Paper: whichever figure or table the entries cite. A notebook prints ``str(v)`` for each verdict;
@@ -283,14 +340,55 @@ def check(notebook: str, key: str, value: Any, *, model: str | None = None, rand
         model: the zoo key of the model ``value`` is about.
         random_weights: True in smoke runs: every verdict is then "not run here".
         profile: the run's profile (named in the reasons).
+        resolution: the resolution ``value`` was measured at (px or ``[h, w]``): checked against the
+            number's protocol where the data file gives one.
+        n_images: the number of images ``value`` was measured on (checked against ``min_images``).
         path: another data file (tests).
 
     Returns:
         one :class:`Verdict` per entry with that notebook and key (empty when the data file has none).
+        Derived entries (``delta``/``ratio``) are judged by :func:`check_delta`.
     """
     ours, absent = _as_ours(value)
-    return [judge(n, ours, absent=absent, model=model, random_weights=random_weights, profile=profile)
+    cause: Cause = "skipped by the notebook" if isinstance(value, dict) else "not measured"
+    return [judge(n, ours, absent=absent, cause=cause, model=model, random_weights=random_weights, profile=profile,
+                  resolution=resolution, n_images=n_images)
             for n in paper_numbers(path) if n.notebook == notebook and n.key == key]
+
+
+def check_delta(notebook: str, values: Mapping[str, Any], *, model: str | None = None,
+                models: Mapping[str, str] | None = None, random_weights: bool = False, profile: str | None = None,
+                resolution: Any = None, n_images: int | None = None,
+                path: str | os.PathLike | None = None) -> list[Verdict]:
+    """Every derived paper number (``delta``/``ratio``) of ``notebook`` whose two keys are in ``values``.
+
+    Paper: the comparisons the paper claims (Table 1: outlier − normal; Tables 2-3: registers − none;
+    Fig. 3 text: the final LayerNorm hides the spread). Same rule as :func:`check` and the report.
+
+    Args:
+        notebook: the notebook's name.
+        values: ``{results key: ours}`` for (at least) both operands, each a number or ``{"skipped": why}``.
+        model: the zoo key both values are about (when they are about one model).
+        models: ``{results key: zoo key}`` when the operands are about different models (a register pair).
+        random_weights, profile, resolution, n_images, path: as for :func:`check`.
+
+    Returns:
+        one :class:`Verdict` per derived entry whose operands are both in ``values``.
+    """
+    verdicts = []
+    for n in paper_numbers(path):
+        if n.notebook != notebook or n.operands is None or not all(k in values for k in n.operands):
+            continue
+        ours = [_as_ours(values[k]) for k in n.operands]
+        found = [(models or {}).get(k, model) for k in n.operands]
+        absent = next((why for _, why in ours if why is not None), None)
+        cause: Cause = "skipped by the notebook" if any(isinstance(values[k], dict) for k in n.operands) \
+            else "not measured"
+        value = None if absent else combine(n, ours[0][0], ours[1][0])
+        verdicts.append(judge(n, value, absent=absent or "the ratio's denominator is 0", cause=cause,
+                              model=pair_model(n, found), random_weights=random_weights, profile=profile,
+                              resolution=resolution, n_images=n_images))
+    return verdicts
 
 
 def _as_ours(value: Any) -> tuple[float | None, str | None]:
@@ -304,6 +402,17 @@ def _as_ours(value: Any) -> tuple[float | None, str | None]:
     if not math.isfinite(value):
         return None, f"ours is {value!r}, not a finite number"
     return float(value), None
+
+
+def pair_model(number: PaperNumber, found: Sequence[str | None]) -> str | None:
+    """The model to judge a derived number by: ``number.model`` when each operand is about the model
+    it should be (``operand_models``, default ``model`` for both), the first one that is not, or None
+    when no operand says."""
+    expected = number.operand_models or (number.model, number.model)
+    for got, want in zip(found, expected):
+        if got is not None and got != want:
+            return got
+    return number.model if any(m is not None for m in found) else None
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -5,19 +5,21 @@ Paper: every finding (F1-F9 of the project's paper notes); the numbers live in
 :mod:`vitreg.paper`, never in the notebooks.
 
 :func:`build_report` reads the results file of every notebook (``<results_dir>/<notebook>.json``,
-written by :func:`vitreg.results.save_results`) and writes ``report.md`` and ``report.html``: one row
-per paper number, grouped by finding, with the paper's value, ours, the difference and a status. Every
-status comes from :func:`vitreg.paper.judge`, the same function behind the notebooks' ``paper.check``,
-so a notebook's verdict and the report's row cannot disagree:
+written by :func:`vitreg.results.save_results`) and writes ``report.md`` and ``report.html``: a verdict
+per finding at the top, then per finding the paper's value beside ours with the difference and a status.
+Every status comes from :func:`vitreg.paper.judge`, the same function behind the notebooks'
+``paper.check`` and ``paper.check_delta``, so a notebook's verdict and the report's row cannot disagree:
 
 * ``reproduced``: ours is within the stated tolerance (or on the stated side of a bound);
 * ``differs``: it is not;
+* ``not comparable``: ours was measured at another resolution, or on fewer images, than the number's
+  protocol (read from the results file: the dict holding the key, the model's ``image_size``, ``params``);
 * ``not run here``: no results file, the notebook skipped it (and said why), ours comes from random
   weights (smoke), or ours is about another model than the paper's number;
 * ``not reproducible``: public assets do not allow it (the reason comes from the data file).
 
-Markdown and HTML are rendered from one context by two Jinja2 templates; free text in the HTML goes
-through mistune (Markdown to HTML).
+A derived number (``delta``/``ratio`` in the data file) reads both its keys from the same results file.
+The page itself is arranged by :mod:`vitreg.report_render`.
 
 A missing result is a row marked ``not run here``, never a dropped row. A smoke report (random weights,
 synthetic data) says so in its FIRST line.
@@ -32,7 +34,7 @@ every problem):
   may also sit on any dict along the path, e.g. ``numbers["reg"] = {"skipped": "..."}``). An entry
   marked ``awaiting_key`` is exempt until its notebook writes the key (its row says so).
 
-Command line: ``python -m vitreg.report RESULTS_DIR OUT_DIR [--figures DIR] [--numbers YAML]``.
+Command line: ``python -m vitreg.report RESULTS_DIR OUT_DIR [--figures DIR] [--notebooks DIR] [--numbers YAML]``.
 """
 
 from __future__ import annotations
@@ -49,9 +51,11 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 from vitreg import paper
+from vitreg import report_render as rr
 from vitreg.io import atomic_write_text
-from vitreg.paper import (FINDINGS, STATUSES, Finding, PaperNumber, PaperNumbersError, Verdict, fmt,
-                          judge, load_paper_numbers, meets)
+from vitreg.paper import (FINDINGS, STATUSES, PaperNumber, PaperNumbersError, Verdict, combine, judge,
+                          load_paper_numbers, meets, pair_model)
+from vitreg.paths import repo_root
 from vitreg.results import envelope_problems
 
 __all__ = ["FINDINGS", "STATUSES", "ReportPaths", "ReportSchemaError", "build_report", "evaluate", "is_smoke",
@@ -59,20 +63,12 @@ __all__ = ["FINDINGS", "STATUSES", "ReportPaths", "ReportSchemaError", "build_re
 
 #: A report row is a verdict of :func:`vitreg.paper.judge` (kept as a name for readers of the report).
 Row = Verdict
+render = rr.render
 SMOKE_LINE = ("SMOKE REPORT: made from random weights and synthetic data (profile {profiles}); "
               "no number below says anything about the paper.")
 _FIGURE_SUFFIXES = (".png", ".svg", ".jpg")  # the PDF twins sit beside the PNGs
-_LEGEND = [
-    "**reproduced**: within the stated tolerance (our choice, in the data file) or on the stated side of a bound;",
-    "**differs**: outside it;",
-    "**not run here**: no results, the notebook skipped it (reason given), random weights, or another model;",
-    "**not reproducible**: public assets do not allow it (reason given; ours shown for context where a "
-    "public stand-in ran).",
-    "origin: paper = the paper; TTR = Jiang et al. 2025 targets for the public DINOv2-L pair; DINOv2 = the "
-    "public model card; reproduction = an independent public reproduction quoted in the notes.",
-]
-_ROW_HEADER = ["id", "what", "source", "origin", "model", "paper", "ours", "diff", "status", "why"]
-_NB_HEADER = ["notebook", "state", "profile", "models", "created", "skipped (as the notebook said)"]
+_NB_HEADER = ["notebook", "state", "profile", "models", "resolution", "images", "created",
+              "skipped (as the notebook said)"]
 
 
 class ReportSchemaError(ValueError):
@@ -114,10 +110,11 @@ def _key_problems(record: dict, numbers: Sequence[PaperNumber]) -> list[str]:
     for n in numbers:
         if n.notebook != record["notebook"] or n.awaiting_key:
             continue
-        kind, what, _ = lookup(record["numbers"], n.key)
-        if kind == "missing":
-            problems.append(f"numbers: {what} (paper number {n.id}; write it, or "
-                            f"{{'skipped': '<why>'}}, or fix `key` in data/paper_numbers.yaml)")
+        for key in n.keys:
+            kind, what, _ = lookup(record["numbers"], key)
+            if kind == "missing":
+                problems.append(f"numbers: {what} (paper number {n.id}; write it, or "
+                                f"{{'skipped': '<why>'}}, or fix `key` in data/paper_numbers.yaml)")
     return problems
 
 
@@ -165,123 +162,54 @@ def is_smoke(record: Mapping[str, Any]) -> bool:
 # ---------------------------------------------------------------------------------------------------
 # Rows: every status through vitreg.paper.judge
 # ---------------------------------------------------------------------------------------------------
+def run_protocol(record: Mapping[str, Any], holder: Mapping[str, Any] | None, model: str | None) -> tuple[Any, Any]:
+    """``(resolution, n_images)`` a number of ``record`` was measured under, or None where not recorded.
+
+    The most specific record wins: the dict that holds the number (``image_size``, ``n_images``), then the
+    model's entry in ``models`` (``image_size``), then the notebook's ``numbers["n_images"]`` and ``params``.
+    """
+    holder = holder or {}
+    params = record.get("params") or {}
+    resolution = holder.get("image_size")
+    if resolution is None:
+        resolution = next((m.get("image_size") for m in record.get("models", []) if m.get("name") == model), None)
+    if resolution is None:
+        resolution = params.get("image_size")
+    n_images = holder.get("n_images", record["numbers"].get("n_images", params.get("n_images")))
+    n_images = n_images if isinstance(n_images, int) and not isinstance(n_images, bool) else None
+    return (resolution if isinstance(resolution, (int, list, tuple)) else None), n_images
+
+
 def row_for(n: PaperNumber, record: Mapping[str, Any] | None) -> Verdict:
-    """The verdict on ``n`` given its notebook's results ``record`` (None: no results file)."""
+    """The verdict on ``n`` given its notebook's results ``record`` (None: no results file).
+
+    A derived number (``delta``/``ratio``) reads both operands; a skip of either is the row's reason.
+    """
     if n.notebook is None:
         return judge(n, None)
     if record is None:
-        return judge(n, None, absent=f"no results file for notebook {n.notebook}")
-    kind, got, holder = lookup(record["numbers"], n.key)
-    model = str(holder["model"]) if holder is not None and "model" in holder else None
-    if kind == "missing":  # only entries awaiting their key get here (load_results_dir checks the rest)
-        return judge(n, None, absent=f"{n.notebook} does not write {n.key!r} yet", model=model)
-    if kind == "skipped":
-        return judge(n, None, absent=f"{n.notebook} skipped it: {got}", model=model)
-    return judge(n, got, model=model, random_weights=is_smoke(record), profile=str(record.get("profile")))
+        return judge(n, None, absent=f"no results file for notebook {n.notebook}", cause="no results file")
+    found = [lookup(record["numbers"], key) for key in n.keys]
+    models = [str(h["model"]) if h is not None and "model" in h else None for _, _, h in found]
+    model = pair_model(n, models) if n.derive else models[0]
+    for key, (kind, got, _) in zip(n.keys, found):
+        if kind == "missing":  # only entries awaiting their key get here (load_results_dir checks the rest)
+            return judge(n, None, absent=f"{n.notebook} does not write {key!r} yet", cause="not written yet",
+                         model=model)
+        if kind == "skipped":
+            return judge(n, None, absent=f"{n.notebook} skipped it: {got}", cause="skipped by the notebook",
+                         model=model)
+    ours = combine(n, found[0][1], found[1][1]) if n.derive else found[0][1]
+    protocols = [run_protocol(record, h, m or n.model) for (_, _, h), m in zip(found, models)]
+    counts = [c for _, c in protocols if c is not None]
+    return judge(n, ours, absent="the ratio's denominator is 0", model=model, random_weights=is_smoke(record),
+                 profile=str(record.get("profile")), resolution=protocols[0][0],
+                 n_images=min(counts) if counts else None)
 
 
 def evaluate(numbers: Sequence[PaperNumber], records: Mapping[str, Mapping[str, Any]]) -> list[Verdict]:
     """One verdict per paper number, in file order (none is ever dropped)."""
     return [row_for(n, records.get(n.notebook) if n.notebook else None) for n in numbers]
-
-
-# ---------------------------------------------------------------------------------------------------
-# Rendering: one context, two Jinja2 templates (Markdown and HTML); free text through mistune
-# ---------------------------------------------------------------------------------------------------
-_MD = """{{ first }}
-
-# {{ title }}
-
-{{ intro }}
-
-**{{ counts }}** (of {{ total }} numbers)
-
-{% for item in legend %}- {{ item }}
-{% endfor %}
-## Notebooks
-
-{{ table(nb_header, nb_rows) }}
-{% for s in sections %}
-## {{ s.heading }}
-{% for p in s.paragraphs %}
-{{ p }}
-{% endfor %}{% if s.rows %}
-{{ table(row_header, s.rows) }}
-{% endif %}{% if s.links %}
-Figures: {% for name, href in s.links %}[{{ name }}]({{ href }}){{ ", " if not loop.last }}{% endfor %}
-{% endif %}{% endfor %}"""
-
-_HTML = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{{ page_title }}</title><style>{{ css }}</style></head><body>
-<p{% if smoke %} class="smoke"{% endif %}>{{ first | inline }}</p>
-<h1>{{ title }}</h1>
-<p>{{ intro | inline }}</p>
-<p>{{ ("**" ~ counts ~ "** (of " ~ total ~ " numbers)") | inline }}</p>
-<ul>{% for item in legend %}<li>{{ item | inline }}</li>{% endfor %}</ul>
-<h2>Notebooks</h2>
-{{ html_table(nb_header, nb_rows) }}
-{% for s in sections %}<h2>{{ s.heading }}</h2>
-{% for p in s.paragraphs %}<p>{{ p | inline }}</p>
-{% endfor %}{% if s.rows %}{{ html_table(row_header, s.rows) }}
-{% endif %}{% if s.links %}<p>Figures: {% for name, href in s.links %}<a href="{{ href }}">{{ name }}</a>{{ ", " if not loop.last }}{% endfor %}</p>
-{% endif %}{% endfor %}</body></html>
-"""
-
-_CSS = """body{font-family:system-ui,sans-serif;max-width:80rem;margin:2rem auto;padding:0 1rem;line-height:1.4}
-table{border-collapse:collapse;margin:1rem 0;font-size:.9rem}th,td{border:1px solid #ccc;padding:.25rem .5rem;vertical-align:top}
-th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
-.reproduced{background:#e5f5e0}.differs{background:#fde0dd}.not-run-here{background:#f0f0f0}.not-reproducible{background:#fff7d6}
-p.smoke{background:#fde0dd;border:2px solid #c00;padding:.5rem;font-weight:bold}"""
-
-
-@lru_cache(maxsize=1)
-def _inline_markdown() -> Any:
-    import mistune
-
-    return mistune.create_markdown(escape=True)
-
-
-def _inline(text: str) -> Any:
-    """Markdown inline markup (bold, code, links) as safe HTML, without the wrapping paragraph."""
-    from markupsafe import Markup
-
-    out = _inline_markdown()(str(text)).strip()
-    return Markup(re.sub(r"^<p>(.*)</p>$", r"\1", out, flags=re.S))
-
-
-def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    def cell(text: str) -> str:
-        return str(text).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(cell(c) for c in header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows])
-
-
-def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> Any:
-    from markupsafe import Markup, escape
-
-    status_col = header.index("status") if "status" in header else None
-    out = ["<table><thead><tr>" + "".join(f"<th>{escape(h)}</th>" for h in header) + "</tr></thead><tbody>"]
-    for r in rows:
-        cls = f' class="{escape(r[status_col].replace(" ", "-"))}"' if status_col is not None else ""
-        cells = "".join(f'<td class="num">{escape(c)}</td>' if re.fullmatch(r"[+\-−]?\d+(\.\d+)?|—", c)
-                        else f"<td>{_inline(c)}</td>" for c in r)
-        out.append(f"<tr{cls}>{cells}</tr>")
-    return Markup("\n".join(out + ["</tbody></table>"]))
-
-
-def render(context: Mapping[str, Any]) -> tuple[str, str]:
-    """``(markdown, html)`` of a report context (see :func:`report_context`)."""
-    import jinja2
-
-    env = jinja2.Environment(autoescape=False, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
-    md = env.from_string(_MD).render(**context, table=_md_table)
-    md = re.sub(r"\n{3,}", "\n\n", md).strip() + "\n"
-    html_env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-    html_env.filters["inline"] = _inline
-    page = html_env.from_string(_HTML).render(**context, html_table=_html_table, css=_CSS,
-                                              page_title="vitreg reproduction report")
-    return md, page
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -340,45 +268,53 @@ def _first_line(records: Mapping[str, Mapping[str, Any]], results_dir: Path) -> 
     return "Made from pretrained weights (profile real) for every notebook that ran."
 
 
-def _notebook_rows(numbers: Sequence[PaperNumber], records: Mapping[str, Mapping[str, Any]]) -> list[list[str]]:
+def _resolution_text(record: Mapping[str, Any]) -> str:
+    """The resolutions the models of a run were measured at (``518 px``; ``224×322 px``)."""
+    sizes = []
+    for m in record.get("models", []):
+        size = m.get("image_size")
+        text = "×".join(map(str, size)) if isinstance(size, (list, tuple)) and len(set(size)) > 1 else \
+            str(size[0] if isinstance(size, (list, tuple)) and size else size)
+        if size is not None and text not in sizes:
+            sizes.append(text)
+    return (", ".join(sizes) + " px") if sizes else "—"
+
+
+def _notebook_rows(numbers: Sequence[PaperNumber], records: Mapping[str, Mapping[str, Any]], out_dir: Path,
+                   notebooks_dir: Path, aliases: Mapping[str, str]) -> list[list[str]]:
+    """One row per notebook: a link to the executed notebook where it exists, its models and protocol."""
     rows = []
     for nb in sorted({n.notebook for n in numbers if n.notebook} | set(records) | set(_run_order())):
+        executed = notebooks_dir / f"{nb}.ipynb"
+        name = f"[{nb}]({Path(os.path.relpath(executed, out_dir)).as_posix()})" if executed.is_file() else nb
         r = records.get(nb)
         if r is None:
-            rows.append([nb, "not run", "—", "—", "—", "—"])
+            rows.append([name, "not run", "—", "—", "—", "—", "—", "—"])
             continue
         models = ", ".join(f"{m.get('name', m.get('key', '?'))}{'' if m.get('pretrained') else ' (random)'}"
                            for m in r["models"]) or "—"
         skipped = r["numbers"].get("skipped") or []
-        skipped = "; ".join(map(str, skipped)) if isinstance(skipped, list) else str(skipped)
-        rows.append([nb, "ran", str(r["profile"]), models, str(r["created"]), skipped or "—"])
+        skipped = "; ".join(_clip(rr.shorten(str(x), aliases)) for x in (skipped if isinstance(skipped, list)
+                                                                          else [skipped]))
+        n_images = (r.get("params") or {}).get("n_images", r["numbers"].get("n_images"))
+        rows.append([name, "ran", str(r["profile"]), models, _resolution_text(r),
+                     "—" if n_images is None else str(n_images), str(r["created"])[:16].replace("T", " "),
+                     skipped or "—"])
     return rows
 
 
-def _cells(v: Verdict) -> list[str]:
-    n = v.number
-    model = n.model + (f" (ours: {v.ours_model})" if v.ours_model and v.ours_model != n.model else "")
-    bound = {"at_least": "≥ ", "at_most": "≤ "}.get(n.compare, "") if n.notebook is not None else ""
-    shown = (bound + fmt(n.value, n) + (f" {n.unit}" if n.unit else "")) if n.value is not None else "plot only"
-    return [n.id, n.what, n.source, n.origin, model, shown, fmt(v.ours, n), fmt(v.diff, n, signed=True),
-            v.status, v.why]
+def _clip(text: str, width: int = 90) -> str:
+    """One skip reason of the notebooks table, cut at ``width`` characters (the rows below give it whole)."""
+    return text if len(text) <= width else text[:width - 1].rstrip() + "…"
 
 
-def _section(fid: str, f: Finding | None, rows: Sequence[Verdict], figures: Mapping[str, list]) -> dict[str, Any]:
-    paragraphs = []
-    if f is not None:
-        paragraphs.append(f"Paper: {f.paper}. Notebooks: {', '.join(f.notebooks) or '—'}.")
-        if f.note:
-            paragraphs.append(f.note)
-    f_rows = [_cells(v) for v in rows if v.number.finding == fid]
-    if not f_rows:
-        paragraphs.append("No numbers: the paper reports this finding with figures only.")
-    links = [item for nb in (f.notebooks if f else ()) for item in figures.get(nb[:2], [])]
-    return {"heading": f"{fid}. {f.title if f else ''}".strip(), "paragraphs": paragraphs, "rows": f_rows,
-            "links": links}
+def _aliases(rows: Sequence[Verdict], records: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """Short names for the absolute paths of the reasons (see :func:`vitreg.report_render.path_aliases`)."""
+    texts = [v.why for v in rows] + [str(r["numbers"].get("skipped") or "") for r in records.values()]
+    return rr.path_aliases(texts, str(repo_root()))
 
 
-def report_context(results_dir: Path, out_dir: Path, figures_dir: Path,
+def report_context(results_dir: Path, out_dir: Path, figures_dir: Path, notebooks_dir: Path | None = None,
                    paper_numbers: str | os.PathLike | None = None) -> dict[str, Any]:
     """Everything the report shows, as plain data for the templates (reads and checks every file)."""
     try:
@@ -388,23 +324,34 @@ def report_context(results_dir: Path, out_dir: Path, figures_dir: Path,
     records = load_results_dir(results_dir, numbers)
     rows = evaluate(numbers, records)
     figures = _figures_by_notebook(figures_dir, out_dir)
-    counts = {s: sum(r.status == s for r in rows) for s in STATUSES}
+    aliases = _aliases(rows, records)
     first = _first_line(records, results_dir)
+    summary_rows, causes = rr.summary(findings, rows)
     return {
         "first": first, "smoke": first.startswith(("SMOKE REPORT", "PARTLY A SMOKE")),
         "title": "Reproduction report: Vision Transformers Need Registers",
         "intro": ("Darcet, Oquab, Mairal, Bojanowski, ICLR 2024 (arXiv 2309.16588). Paper values from "
                   "`data/paper_numbers.yaml`; ours from the results files in "
-                  f"`{Path(os.path.relpath(results_dir, out_dir)).as_posix()}`. Difference = ours − paper."),
-        "counts": " · ".join(f"{s}: {c}" for s, c in counts.items()), "total": len(rows),
-        "legend": _LEGEND, "nb_header": _NB_HEADER, "nb_rows": _notebook_rows(numbers, records),
-        "row_header": _ROW_HEADER,
-        "sections": [_section(fid, findings.get(fid), rows, figures) for fid in FINDINGS],
+                  f"`{Path(os.path.relpath(results_dir, out_dir)).as_posix()}`. Difference = ours − paper, "
+                  f"shown only for rows that were compared. {len(rows)} numbers."),
+        "summary_rows": summary_rows, "causes": causes,
+        "aliases": [(name, path) for path, name in aliases.items() if name],
+        "nb_header": _NB_HEADER,
+        "nb_rows": _notebook_rows(numbers, records, out_dir, notebooks_dir or _default_notebooks(results_dir), aliases),
+        "sections": [rr.section(fid, findings.get(fid), [v for v in rows if v.number.finding == fid], figures,
+                                aliases) for fid in FINDINGS],
     }
 
 
+def _default_notebooks(results_dir: Path) -> Path:
+    """Where ``vitreg run`` puts the executed notebooks of a run whose results are in ``results_dir``:
+    ``<out>/notebooks`` (smoke and ``--out`` runs), else ``build/notebooks`` (the real run)."""
+    beside = results_dir.parent / "notebooks"
+    return beside if beside.is_dir() else results_dir.parent / "build" / "notebooks"
+
+
 def build_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                 figures_dir: str | os.PathLike | None = None, *,
+                 figures_dir: str | os.PathLike | None = None, *, notebooks_dir: str | os.PathLike | None = None,
                  paper_numbers: str | os.PathLike | None = None) -> ReportPaths:
     """Write ``report.md`` and ``report.html``: every paper number beside ours.
 
@@ -413,7 +360,9 @@ def build_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
     Args:
         results_dir: folder of the notebooks' results files (``<output_dir>/results``).
         out_dir: where to write the report (``build`` or ``build/smoke``).
-        figures_dir: the notebooks' figures (default ``<results_dir>/../figures``); linked per finding.
+        figures_dir: the notebooks' figures (default ``<results_dir>/../figures``); thumbnails per finding.
+        notebooks_dir: the executed notebooks, linked from the notebooks table (default
+            ``<results_dir>/../notebooks`` when it exists, else ``<results_dir>/../build/notebooks``).
         paper_numbers: the data file (default ``data/paper_numbers.yaml``).
 
     Returns:
@@ -424,7 +373,8 @@ def build_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
     """
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     figures_dir = Path(figures_dir) if figures_dir is not None else results_dir.parent / "figures"
-    md, page = render(report_context(results_dir, out_dir, figures_dir, paper_numbers))
+    notebooks = Path(notebooks_dir) if notebooks_dir is not None else None
+    md, page = rr.render(report_context(results_dir, out_dir, figures_dir, notebooks, paper_numbers))
     out_dir.mkdir(parents=True, exist_ok=True)
     return ReportPaths(atomic_write_text(out_dir / "report.md", md), atomic_write_text(out_dir / "report.html", page))
 
@@ -435,10 +385,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("results_dir", help="folder with the notebooks' results/*.json")
     ap.add_argument("out_dir", help="where to write report.md and report.html")
     ap.add_argument("--figures", default=None, help="figures folder (default RESULTS_DIR/../figures)")
+    ap.add_argument("--notebooks", default=None, help="executed notebooks (default RESULTS_DIR/../notebooks, "
+                    "else RESULTS_DIR/../build/notebooks)")
     ap.add_argument("--numbers", default=None, help="paper numbers YAML (default data/paper_numbers.yaml)")
     args = ap.parse_args(argv)
     try:
-        paths = build_report(args.results_dir, args.out_dir, args.figures, paper_numbers=args.numbers)
+        paths = build_report(args.results_dir, args.out_dir, args.figures, notebooks_dir=args.notebooks,
+                             paper_numbers=args.numbers)
     except ReportSchemaError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
