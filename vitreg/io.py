@@ -70,7 +70,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int = 2) -> Path:
     """Write ``obj`` as JSON atomically (NaN is refused: results must be valid JSON)."""
-    return atomic_write_text(path, json.dumps(obj, indent=indent, allow_nan=False, default=_jsonable) + "\n")
+    return atomic_write_text(path, json.dumps(obj, indent=indent, allow_nan=False, default=jsonable) + "\n")
 
 
 def atomic_write_with(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
@@ -87,7 +87,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     return atomic_write_with(path, lambda f: torch.save(obj, f))
 
 
-def _jsonable(x: Any) -> Any:
+def jsonable(x: Any) -> Any:
     """JSON fallback for numpy/torch scalars and arrays, and paths (values only: dictionary keys must
     already be str, int, float, bool or None; a tuple key raises ``TypeError``)."""
     if hasattr(x, "tolist"):

@@ -99,14 +99,17 @@ class NotebookRun:
         return {"skipped": why}
 
     def check(self, key: str, value: Any, *, model: str | None = None) -> list[Any]:
-        """Print and record the verdict of every paper number checked on ``key`` (a results key).
+        """Print the verdict of every paper number checked on ``key`` (a results key), now.
 
-        Paper: the claim's entry in ``data/paper_numbers.yaml``; the rule is the one the report uses.
-        A verdict that differs is printed and recorded; it never stops the run.
+        Paper: the claim's entry in ``data/paper_numbers.yaml``; the rule is the one the report uses. A
+        verdict that differs is printed; it never stops the run. The verdicts recorded in the results are
+        computed again by :meth:`save` from the saved record, exactly as the report computes its rows.
         """
         from vitreg.paper import check
 
-        verdicts = check(self.name, key, value, model=model, random_weights=self.random_weights, profile=self.profile)
+        verdicts = check(self.name, key, value, model=model, random_weights=self.random_weights,
+                         profile=self.profile, resolution=self.params.get("image_size"),
+                         n_images=getattr(self, "_n_images", None))
         for v in verdicts:
             print(v)
         self.verdicts.extend(verdicts)
@@ -130,20 +133,38 @@ class NotebookRun:
         return True
 
     def save(self, numbers: Mapping[str, Any], models: Iterable[Any] = ()) -> Path:
-        """Write ``results/<notebook>.json`` with ``numbers``, the models, every parameter, skips and verdicts."""
-        from vitreg.results import save_results
+        """Write ``results/<notebook>.json`` with ``numbers``, the models, every parameter, skips and verdicts.
 
-        record = dict(numbers)
-        if getattr(self, "_image_source", None) is not None and "images" not in record:
-            record["images"] = {"source": self._image_source, "n": self._n_images}
+        The verdicts stored (``numbers["verdicts"]``) are the report's own rows for this notebook, computed
+        from the record being written (:func:`vitreg.report.evaluate`): the notebook and the report agree
+        by construction. A verdict whose status differs from the one :meth:`check` printed earlier (e.g.
+        another resolution than the reference's) is printed again.
+        """
+        import json
+
+        from vitreg.io import jsonable
+        from vitreg.paper import paper_numbers
+        from vitreg.report import evaluate
+        from vitreg.results import results_record, write_results
+
+        extra: dict[str, Any] = {}
+        if getattr(self, "_image_source", None) is not None and "images" not in numbers:
+            extra["images"] = {"source": self._image_source, "n": self._n_images}
         if self.skipped:
-            record["skipped"] = list(dict.fromkeys([*record.get("skipped", []), *self.skipped]))
-        if self.verdicts:
-            record["verdicts"] = [{"id": v.id, "status": v.status, "ours": v.ours, "paper": v.paper, "rule": v.rule}
-                                 for v in self.verdicts]
+            extra["skipped"] = list(dict.fromkeys([*numbers.get("skipped", []), *self.skipped]))
         if self.planted_checks:
-            record["planted_checks"] = dict(self.planted_checks)
-        path = save_results(self.name, record, models=models, params=self.params, output_dir=self.output_dir)
+            extra["planted_checks"] = dict(self.planted_checks)
+        record = results_record(self.name, {**numbers, **extra}, models=models, params=self.params)
+        record = json.loads(json.dumps(record, default=jsonable))  # as the report will read it
+        mine = [n for n in paper_numbers() if n.notebook == self.name]
+        final = evaluate(mine, {self.name: record})
+        printed = {v.id: v.status for v in self.verdicts}
+        for v in final:
+            if v.id in printed and printed[v.id] != v.status:
+                print(f"as the report judges it: {v}")
+        record["numbers"]["verdicts"] = [{"id": v.id, "status": v.status, "ours": v.ours, "paper": v.paper,
+                                          "rule": v.rule} for v in final if v.status != "not reproducible"]
+        path = write_results(record, self.output_dir)
         print(f"results: {path}")
         return path
 

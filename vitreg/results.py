@@ -113,6 +113,37 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+def results_record(
+    name: str,
+    numbers: Mapping[str, Any],
+    *,
+    models: Iterable[Any] = (),
+    params: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The results file of notebook ``name`` as a JSON-ready dict (what :func:`save_results` writes).
+
+    Raises:
+        ResultsSchemaError: the envelope would not match :data:`RESULTS_SCHEMA`.
+    """
+    described = [m.describe() if hasattr(m, "describe") else dict(m) for m in models]
+    params = dict(params or {})
+    record = {
+        "schema": SCHEMA_VERSION,
+        "notebook": name,
+        "profile": params.get("profile", "real"),
+        "random_weights": any(not m.get("pretrained", True) for m in described),
+        "models": described,
+        "params": {k: v for k, v in params.items() if _is_plain(v)},
+        "versions": library_versions(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "numbers": numbers if isinstance(numbers, dict) else dict(numbers),
+    }
+    problems = envelope_problems(record, name)
+    if problems:
+        raise ResultsSchemaError(f"results of {name} do not match the schema: " + "; ".join(problems))
+    return record
+
+
 def save_results(
     name: str,
     numbers: Mapping[str, Any],
@@ -134,23 +165,12 @@ def save_results(
         ResultsSchemaError: the envelope would not match :data:`RESULTS_SCHEMA`.
         ValueError: ``numbers`` holds NaN or infinity (clean it with :func:`clean_numbers`); nothing is written.
     """
-    described = [m.describe() if hasattr(m, "describe") else dict(m) for m in models]
-    params = dict(params or {})
-    record = {
-        "schema": SCHEMA_VERSION,
-        "notebook": name,
-        "profile": params.get("profile", "real"),
-        "random_weights": any(not m.get("pretrained", True) for m in described),
-        "models": described,
-        "params": {k: v for k, v in params.items() if _is_plain(v)},
-        "versions": library_versions(),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "numbers": numbers if isinstance(numbers, dict) else dict(numbers),
-    }
-    problems = envelope_problems(record, name)
-    if problems:
-        raise ResultsSchemaError(f"results of {name} do not match the schema: " + "; ".join(problems))
-    return atomic_write_json(Path(output_dir) / "results" / f"{name}.json", record)
+    return write_results(results_record(name, numbers, models=models, params=params), output_dir)
+
+
+def write_results(record: Mapping[str, Any], output_dir: str | os.PathLike = ".") -> Path:
+    """Write a :func:`results_record` to ``<output_dir>/results/<notebook>.json`` atomically."""
+    return atomic_write_json(Path(output_dir) / "results" / f"{record['notebook']}.json", record)
 
 
 def finite_or_skipped(value: float, why: str) -> float | dict[str, str]:
