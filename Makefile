@@ -11,7 +11,7 @@ N           ?=
 JOBS        ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help env test unit smoke reproduce notebook weights benchmark strip clean
+.PHONY: help env test unit robustness smoke reproduce notebook weights benchmark strip clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -30,6 +30,9 @@ test: $(STAMP) ## Unit tests + every notebook under the smoke profile (offline, 
 
 unit: $(STAMP) ## Unit tests only (no notebooks)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider -m "not notebook" tests
+
+robustness: $(STAMP) ## The bad-input and fault corpus (issue 12): its tests, then one summary (cases, clear errors, crashes, silent wrong, lost)
+	HF_HUB_OFFLINE=1 PYTHONPATH=tests $(PY) -m pytest -q -p no:cacheprovider -p robustness_plugin -m robustness tests
 
 smoke: $(STAMP) ## Run every notebook with the smoke profile; outputs go to build/smoke/
 	HF_HUB_OFFLINE=1 $(VENV)/bin/vitreg run --profile smoke

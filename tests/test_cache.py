@@ -69,6 +69,7 @@ def test_item_count_and_chunking_are_part_of_the_entry(tmp_path) -> None:
     assert more.calls == [(0, 4), (4, 8)] and len(out["y"]) == 8
 
 
+@pytest.mark.robustness("nothing lost")
 def test_interrupted_extraction_resumes(tmp_path) -> None:
     key = cache.feature_key(**BASE)
     with pytest.raises(KeyboardInterrupt):
@@ -102,6 +103,7 @@ def test_env_var_sets_the_folder_and_disabled_cache_writes_nothing(tmp_path, mon
     assert cache.clear_cache() == 1
 
 
+@pytest.mark.robustness("clear error")
 def test_bad_keys_and_chunks_are_refused(tmp_path) -> None:
     with pytest.raises(TypeError):
         cache.feature_key(model="m", tag="", resolution=224, dataset="d", split="train")  # no layer
@@ -173,6 +175,7 @@ def _damage(chunk, how: str) -> None:
         torch.save({"x": torch.zeros(2, 3), "y": torch.arange(2)}, chunk)
 
 
+@pytest.mark.robustness("handled")
 @pytest.mark.parametrize("how", ["flipped_byte", "truncated", "garbage", "missing", "two_rows"])
 def test_a_bad_chunk_is_recomputed_with_a_warning_naming_it(tmp_path, how) -> None:
     key, folder = _entry(tmp_path)
@@ -183,6 +186,7 @@ def test_a_bad_chunk_is_recomputed_with_a_warning_naming_it(tmp_path, how) -> No
     assert _rerun(key, tmp_path) == []  # repaired: read back without a warning
 
 
+@pytest.mark.robustness("handled")
 def test_rows_must_match_the_manifest_even_when_the_hash_does(tmp_path) -> None:
     """A chunk with 2 rows whose hash was also written into the manifest (a hand-made entry)."""
     key, folder = _entry(tmp_path)
@@ -195,6 +199,7 @@ def test_rows_must_match_the_manifest_even_when_the_hash_does(tmp_path) -> None:
         assert _rerun(key, tmp_path) == [(4, 8)]
 
 
+@pytest.mark.robustness("handled")
 @pytest.mark.parametrize("claim", [2, 5])
 def test_a_manifest_claiming_more_or_fewer_chunks_is_detected(tmp_path, claim) -> None:
     key, folder = _entry(tmp_path)  # 12 items in chunks of 4: 3 chunks
@@ -207,6 +212,7 @@ def test_a_manifest_claiming_more_or_fewer_chunks_is_detected(tmp_path, claim) -
         assert _rerun(key, tmp_path) == []  # the chunks themselves are fine: only the manifest is rewritten
 
 
+@pytest.mark.robustness("handled")
 def test_chunks_left_out_of_the_manifest_and_a_damaged_manifest_are_detected(tmp_path) -> None:
     key, folder = _entry(tmp_path)
     shutil.copy(folder / "chunk-000002.pt", folder / "chunk-000003.pt")
@@ -218,6 +224,7 @@ def test_chunks_left_out_of_the_manifest_and_a_damaged_manifest_are_detected(tmp
         assert _rerun(key, tmp_path) == []
 
 
+@pytest.mark.robustness("handled")
 def test_two_writers_with_different_chunk_sizes_never_mix(tmp_path) -> None:
     """Process B (chunks of 6) runs to the end while process A (chunks of 4) is between two chunks."""
     key = cache.feature_key(**BASE)
@@ -236,6 +243,7 @@ def test_two_writers_with_different_chunk_sizes_never_mix(tmp_path) -> None:
         assert torch.equal(out["y"], torch.arange(48))
 
 
+@pytest.mark.robustness("handled")
 def test_leftover_temporary_files_are_removed_on_the_next_write(tmp_path) -> None:
     key = cache.feature_key(**BASE)
     with pytest.raises(KeyboardInterrupt):
@@ -264,6 +272,7 @@ def _read_only(folder, monkeypatch) -> None:
             monkeypatch.setattr(cache, writer, refuse, raising=False)
 
 
+@pytest.mark.robustness("handled")
 def test_a_read_only_cache_computes_in_memory_with_a_warning(tmp_path, monkeypatch) -> None:
     key = cache.feature_key(**BASE)
     ready = tmp_path / "ready"
@@ -281,6 +290,7 @@ def test_a_read_only_cache_computes_in_memory_with_a_warning(tmp_path, monkeypat
         ready.chmod(0o755)
 
 
+@pytest.mark.robustness("handled")
 @pytest.mark.parametrize("how", ["replaced", "in_place"])
 def test_a_weights_file_replaced_with_same_size_and_time_gives_another_key(tmp_path, how) -> None:
     """``cp -p other.pth weights.pth``: same size, same modification time, other weights."""
@@ -309,6 +319,7 @@ def test_a_weights_file_replaced_with_same_size_and_time_gives_another_key(tmp_p
     assert cache.model_fields(loaded)["weights_sha256"] == hashlib.sha256(b"B" * 4096).hexdigest()
 
 
+@pytest.mark.robustness("handled")
 def test_a_weights_file_is_hashed_once(tmp_path, monkeypatch) -> None:
     file = tmp_path / "weights.pth"
     file.write_bytes(b"A" * 4096)
@@ -322,6 +333,7 @@ def test_a_weights_file_is_hashed_once(tmp_path, monkeypatch) -> None:
     assert cache.file_sha256(file) != first and len(opened) == 2
 
 
+@pytest.mark.robustness("handled")
 def test_a_chunk_damaged_before_the_manifest_and_a_damaged_key_are_recomputed(tmp_path) -> None:
     key = cache.feature_key(**BASE)
     with pytest.raises(KeyboardInterrupt):

@@ -42,6 +42,7 @@ def test_exif_rotation_is_applied(tmp_path):
     assert load_image(tmp_path / "rot.jpg", exif=False).size == (8, 4)  # the stored grid, for annotated datasets
 
 
+@pytest.mark.robustness("clear error")
 def test_bad_files_are_named(tmp_path):
     bad = tmp_path / "corrupt.jpg"
     bad.write_bytes(b"not a jpeg at all")
@@ -125,6 +126,7 @@ def _truncated_jpeg(path) -> None:
     path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
 
 
+@pytest.mark.robustness("clear error")
 @pytest.mark.parametrize("side", [20000, 12000])  # PIL's DecompressionBombError; a silent 2.4 GB decode
 def test_a_huge_image_is_refused_before_decoding_naming_the_file(tmp_path, side):
     path = tmp_path / "huge.png"
@@ -135,6 +137,7 @@ def test_a_huge_image_is_refused_before_decoding_naming_the_file(tmp_path, side)
     assert str(path) in msg and "VITREG_MAX_PIXELS" in msg and "megapixels" in msg
 
 
+@pytest.mark.robustness("clear error")
 def test_the_pixel_limit_is_one_setting(tmp_path, monkeypatch):
     _left_red_right_blue(40, 40).save(tmp_path / "a.png")
     assert load_image(tmp_path / "a.png").size == (40, 40)
@@ -147,6 +150,7 @@ def test_the_pixel_limit_is_one_setting(tmp_path, monkeypatch):
     assert Image.MAX_IMAGE_PIXELS not in (100, 1000, 2000)  # PIL's setting is restored
 
 
+@pytest.mark.robustness("clear error")
 def test_a_folder_names_every_bad_file_at_once(tmp_path):
     """A truncated JPEG used to stop the run at the first bad file (or with no path at all)."""
     _left_red_right_blue().save(tmp_path / "a_good.png")
@@ -179,11 +183,13 @@ def test_a_folder_names_every_bad_file_at_once(tmp_path):
     (torch.zeros(2, 3, 8, 8), "batch"),
     (torch.zeros(8, 8, 5), "channels"),
 ], ids=["nan_array", "inf_array", "empty_array", "nan_tensor", "batch_tensor", "five_channels"])
+@pytest.mark.robustness("clear error")
 def test_arrays_and_tensors_that_are_not_images_are_refused(bad, match):
     with pytest.raises(ImageError, match=match):
         load_image(bad)
 
 
+@pytest.mark.robustness("handled")
 def test_a_torch_tensor_is_taken_as_chw_or_hwc():
     """uint8 0-255 or floats 0-1, channels first or last: the same picture (it used to be an unclear TypeError)."""
     ref = np.asarray(_left_red_right_blue(8, 4))

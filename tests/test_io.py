@@ -11,6 +11,7 @@ import pytest
 from vitreg.io import atomic_write_json
 
 
+@pytest.mark.robustness("clear error")
 def test_json_takes_arrays_and_paths_but_not_tuple_keys_or_nan(tmp_path):
     path = atomic_write_json(tmp_path / "a.json", {"x": np.arange(3), "p": Path("/a/b")})
     assert json.loads(path.read_text()) == {"x": [0, 1, 2], "p": "/a/b"}
@@ -21,6 +22,7 @@ def test_json_takes_arrays_and_paths_but_not_tuple_keys_or_nan(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]  # no temporary files left behind
 
 
+@pytest.mark.robustness("handled")
 @pytest.mark.parametrize("umask", [0o022, 0o002, 0o077], ids=["umask022", "umask002", "umask077"])
 def test_atomic_files_get_the_mode_open_would_give(tmp_path, umask):
     """A shared cache or course folder stays readable: mkstemp's 0600 is not what the user asked for."""
@@ -44,6 +46,7 @@ def test_atomic_files_get_the_mode_open_would_give(tmp_path, umask):
         assert oct(stat.S_IMODE((tmp_path / name).stat().st_mode)) == oct(want), name
 
 
+@pytest.mark.robustness("handled")
 def test_atomic_rewrite_keeps_the_existing_files_mode(tmp_path):
     import os
     import stat

@@ -56,6 +56,7 @@ def test_any_timm_vit_works_with_metadata_from_the_model(name, regs, cls_tokens,
         assert loaded.forward(torch.zeros(1, 3, 4 * patch, 4 * patch)).shape[1] == loaded.layout.num_tokens
 
 
+@pytest.mark.robustness("clear error")
 def test_unknown_name_suggests_close_names():
     with pytest.raises(UnknownModel) as err:
         get_spec("dinov2_l_regs")
@@ -83,6 +84,7 @@ def test_spec_of_a_timm_vit_builds_no_weights(monkeypatch):
     assert spec.patch_size == 16 and built == [{"meta"}]
 
 
+@pytest.mark.robustness("clear error")
 @pytest.mark.parametrize("name", ["resnet18", "convnext_atto", "swin_tiny_patch4_window7_224",
                                   "deit_small_distilled_patch16_224", "vit_small_r26_s32_224"])
 def test_a_timm_model_that_is_not_a_plain_vit_is_refused_up_front(name):

@@ -34,6 +34,7 @@ NB = {e["notebook"][:2]: ROOT / "notebooks" / f"{e['notebook']}.ipynb" for e in 
     ("05", "threshold", -1.0, "a number > 0"),
     ("05", "l2_grid", [], "non-empty list"),
 ])
+@pytest.mark.robustness("clear error")
 def test_out_of_range_parameter_is_named_with_its_range(nb, name, value, allowed):
     with pytest.raises(ParameterError) as err:
         validate(NB[nb], {name: value})
@@ -42,6 +43,7 @@ def test_out_of_range_parameter_is_named_with_its_range(nb, name, value, allowed
     assert repr(name) in msg and repr(value) in msg and allowed in msg, msg
 
 
+@pytest.mark.robustness("handled")
 def test_none_is_allowed_exactly_where_the_default_is_none():
     assert validate(NB["05"], {"threshold": None, "image_dir": "/data/x"})["threshold"] is None
     assert validate(NB["05"], {"threshold": 12.5})["threshold"] == 12.5
@@ -60,6 +62,7 @@ def test_every_notebooks_defaults_and_smoke_profile_are_in_range(path):
     assert [n for n in defaults if n in RULES], "the table covers the notebook's parameters"
 
 
+@pytest.mark.robustness("clear error")
 def test_every_problem_is_listed_at_once():
     with pytest.raises(ParameterError) as err:
         validate(NB["02"], {"n_images": -1, "batch_size": 0})
@@ -74,6 +77,7 @@ def project(tmp_path):
     return tmp_path
 
 
+@pytest.mark.robustness("clear error")
 def test_misspelled_profile_section_is_rejected_with_close_names(project):
     path = project / "params" / "smoke.yaml"
     path.write_text("common:\n  profile: smoke\nnotebooks:\n  00_tuor:\n    n_images: 2\n")
@@ -81,6 +85,7 @@ def test_misspelled_profile_section_is_rejected_with_close_names(project):
         load_profile("smoke", "02_high_norm_tokens", path)
 
 
+@pytest.mark.robustness("clear error")
 def test_malformed_profile_yaml_names_file_and_line(project):
     path = project / "params" / "smoke.yaml"
     path.write_text("common:\n  profile: smoke\nnotebooks:\n  00_tour:\n    n_images: [2\n  02_high_norm_tokens:\n")
@@ -89,6 +94,7 @@ def test_malformed_profile_yaml_names_file_and_line(project):
     assert re.search(rf"{re.escape(str(path))}:\d+: not valid YAML", str(err.value)), str(err.value)
 
 
+@pytest.mark.robustness("clear error")
 def test_notebooks_given_as_a_list_is_a_clear_error(project):
     path = project / "params" / "smoke.yaml"
     path.write_text("common:\n  profile: smoke\nnotebooks:\n  - 00_tour:\n      n_images: 2\n")
@@ -96,6 +102,7 @@ def test_notebooks_given_as_a_list_is_a_clear_error(project):
         load_profile("smoke", "00_tour", path)
 
 
+@pytest.mark.robustness("clear error")
 def test_a_section_that_is_not_a_mapping_is_an_error(project):
     path = project / "params" / "smoke.yaml"
     path.write_text("notebooks:\n  00_tour: 3\n")

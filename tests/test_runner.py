@@ -47,6 +47,7 @@ def project(tmp_path):
     return tmp_path
 
 
+@pytest.mark.robustness("clear error")
 def test_unknown_or_ill_typed_parameter_is_an_error(project):
     nb = project / "notebooks" / "01_ok.ipynb"
     with pytest.raises(ParameterError, match="unknown parameter 'n_image'.*n_images"):
@@ -56,6 +57,7 @@ def test_unknown_or_ill_typed_parameter_is_an_error(project):
     assert validate(nb, {"n_images": 3, "device": "cpu"})["n_images"] == 3
 
 
+@pytest.mark.robustness("clear error")
 def test_typo_in_the_profile_stops_before_any_notebook_runs(project):
     (project / "params" / "smoke.yaml").write_text("common:\n  profile: smoke\nnotebooks:\n  03_after:\n    n_imagse: 2\n")
     with pytest.raises(ParameterError, match="n_imagse"):
@@ -63,6 +65,7 @@ def test_typo_in_the_profile_stops_before_any_notebook_runs(project):
     assert not (project / "out" / "results").exists()  # nothing ran
 
 
+@pytest.mark.robustness("nothing lost")
 def test_failing_notebook_is_named_kept_and_stops_the_run(project):
     out = project / "out"
     (out / "notebooks").mkdir(parents=True)
@@ -76,6 +79,7 @@ def test_failing_notebook_is_named_kept_and_stops_the_run(project):
     assert (out / "results" / "01_ok.json").exists()
 
 
+@pytest.mark.robustness("clear error")
 def test_real_profile_offline_stops_early_naming_the_model(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("VITREG_WEIGHTS", str(tmp_path / "weights"))
@@ -111,6 +115,7 @@ def test_repo_root_holds_the_project():
     assert shutil.which("make") is not None
 
 
+@pytest.mark.robustness("handled")
 def test_kernel_imports_vitreg_from_the_checkout_being_run(project):
     """A second checkout must run its own code, not the one installed into the environment."""
     (project / "vitreg").mkdir()
@@ -147,6 +152,7 @@ def _outcomes(out) -> list[tuple[str, str]]:
     return [(o["notebook"], o["status"]) for o in data["outcomes"]]
 
 
+@pytest.mark.robustness("handled")
 def test_dead_kernel_is_a_failed_notebook_and_the_run_goes_on(project, reports, capsys):
     _notebook(project / "notebooks" / "02_fails.ipynb", "import os\nos.kill(os.getpid(), 9)")  # an OOM kill
     out = project / "out"
@@ -159,6 +165,7 @@ def test_dead_kernel_is_a_failed_notebook_and_the_run_goes_on(project, reports, 
     assert _outcomes(out) == [("01_ok", "ok"), ("02_fails", "failed"), ("03_after", "ok")]
 
 
+@pytest.mark.robustness("handled")
 def test_dead_kernel_without_keep_going_still_ends_with_summary_and_report(project, reports, capsys):
     _notebook(project / "notebooks" / "01_ok.ipynb", "import os\nos.kill(os.getpid(), 9)")
     outcomes = run("smoke", root=project, out_dir=project / "out")
@@ -166,6 +173,7 @@ def test_dead_kernel_without_keep_going_still_ends_with_summary_and_report(proje
     assert "FAILED: 01_ok" in capsys.readouterr().out and len(reports) == 1
 
 
+@pytest.mark.robustness("handled")
 def test_any_error_of_the_execution_machinery_is_a_failed_notebook(project, reports, monkeypatch):
     import papermill as pm
 
@@ -199,6 +207,7 @@ def _with_seed(project, seed: int) -> None:
     (project / "params" / "smoke.yaml").write_text(f"common:\n  profile: smoke\nnotebooks:\n  01_ok:\n    seed: {seed}\n")
 
 
+@pytest.mark.robustness("nothing lost")
 def test_a_failed_rerun_leaves_the_previous_outputs_whole(project, reports):
     _notebook(project / "notebooks" / "01_ok.ipynb", _WRITES)
     (project / "notebooks" / "order.yaml").write_text("- notebook: 01_ok\n")
@@ -243,6 +252,7 @@ sys.exit(main(["run", "--profile", "smoke", "--out", str(project / "out")]))
 """
 
 
+@pytest.mark.robustness("nothing lost")
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupt_ends_with_summary_report_and_exit_130(project, signum):
     started = project / "started"
@@ -283,6 +293,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
+@pytest.mark.robustness("clear error")
 def test_preflight_names_a_truncated_weights_file_as_broken(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("VITREG_WEIGHTS", str(tmp_path))

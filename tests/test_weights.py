@@ -77,6 +77,7 @@ def test_official_dinov2_pth_loads_through_timms_filter(tmp_path, monkeypatch, k
     _same_weights(explicit.model, src)
 
 
+@pytest.mark.robustness("clear error")
 def test_checkpoint_with_a_missing_key_fails_loudly(tmp_path):
     sd = _official_dinov2_layout(_source("dinov2_s_reg"))
     del sd["blocks.3.attn.qkv.weight"]
@@ -86,6 +87,7 @@ def test_checkpoint_with_a_missing_key_fails_loudly(tmp_path):
         load_model("dinov2_s_reg", weights=path)
 
 
+@pytest.mark.robustness("clear error")
 def test_offline_without_weights_fails_at_once_naming_places(tmp_path, monkeypatch):
     monkeypatch.setenv("VITREG_WEIGHTS", str(tmp_path / "empty"))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
@@ -102,6 +104,7 @@ def test_offline_without_weights_fails_at_once_naming_places(tmp_path, monkeypat
     assert "make weights" in msg and "pretrained=False" in msg
 
 
+@pytest.mark.robustness("clear error")
 def test_missing_explicit_file_and_unknown_name():
     with pytest.raises(WeightsNotFound, match="does not exist"):
         load_model("dinov2_s", weights="/nonexistent/file.pth")
@@ -109,6 +112,7 @@ def test_missing_explicit_file_and_unknown_name():
         load_model("dinov2_xl")
 
 
+@pytest.mark.robustness("clear error")
 def test_wrong_input_size_to_a_fixed_size_model_says_what_to_do():
     loaded = load_model("dinov2_s", pretrained=False, image_size=112)
     with pytest.raises(ValueError, match="preprocess"):
@@ -243,6 +247,7 @@ def _broken_files(tmp_path) -> dict[str, object]:
     return out
 
 
+@pytest.mark.robustness("clear error")
 @pytest.mark.parametrize("case", ["text.safetensors", "empty.safetensors", "truncated.safetensors",
                                   "truncated_header.safetensors", "truncated.pth", "text.pth"])
 def test_an_unreadable_weights_file_is_named_with_the_model_and_the_fix(tmp_path, monkeypatch, case):
@@ -261,6 +266,7 @@ def test_an_unreadable_weights_file_is_named_with_the_model_and_the_fix(tmp_path
         assert "vitreg weights download dinov2_s" in msg and "make weights" in msg and "Delete it" in msg
 
 
+@pytest.mark.robustness("handled")
 def test_the_header_check_passes_good_files_without_reading_tensors(tmp_path):
     from vitreg.weight_files import check_weights_file
 
@@ -271,6 +277,7 @@ def test_the_header_check_passes_good_files_without_reading_tensors(tmp_path):
         assert check_weights_file(tmp_path / name) is None, name
 
 
+@pytest.mark.robustness("clear error")
 def test_preflight_reports_a_truncated_file_as_broken_not_found(tmp_path, monkeypatch):
     from vitreg.weights import broken_weights, broken_weights_message
 
@@ -283,6 +290,7 @@ def test_preflight_reports_a_truncated_file_as_broken_not_found(tmp_path, monkey
     assert "vitreg weights download dinov2_s" in msg
 
 
+@pytest.mark.robustness("clear error")
 def test_weights_with_nan_are_refused_naming_the_file_and_tensor(tmp_path, monkeypatch):
     from safetensors.torch import save_file
 
