@@ -69,3 +69,39 @@ def test_batched_input_is_forwarded_as_given(loaded):
     assert [p.items[1] for p in parts] == ["a", "b"] and [p.index for p in parts] == [slice(0, 2), slice(2, 3)]
     ref = extract(loaded, _images(3), progress=False, norms=[-1])
     torch.testing.assert_close(torch.cat([p.rec.norms[-1] for p in parts]), ref.norms[-1], atol=1e-4, rtol=1e-5)
+
+
+def test_before_batch_is_told_each_batchs_first_image_before_its_forward(loaded):
+    seen = []
+    handle = loaded.model.blocks[0].register_forward_hook(lambda *_: seen.append("forward"))
+    try:
+        parts = list(stream(loaded, _images(5), batch_size=2, progress=False, norms=[-1],
+                            before_batch=lambda i: seen.append(i)))
+    finally:
+        handle.remove()
+    assert seen == [0, "forward", 2, "forward", 4, "forward"] and len(parts) == 3
+
+
+def test_the_estimate_can_be_printed_without_a_bar(loaded, capsys):
+    list(stream(loaded, _images(3), batch_size=2, progress=False, norms=[-1]))
+    list(stream(loaded, _images(3), batch_size=2, progress=False, estimate=True, total=30, norms=[-1]))
+    text = capsys.readouterr()
+    assert (text.out + text.err).count("first batch of 2 took") == 1 and "so 30 images will take" in text.out + text.err
+
+
+def test_forward_tokens_runs_on_the_stream_with_planting_per_image(loaded, capsys):
+    """Features in chunks of any batch size are the same, planted masks included (issue 10: one batching stream)."""
+    from vitreg import planting
+    from vitreg.features import forward_tokens
+
+    images = _images(5)
+    with planting.planted_outlier_share(loaded, fraction=0.2, norm=1000.0, seed=0):
+        whole = forward_tokens(loaded, images, batch_size=5, with_pixels=True, total=5)
+        parts = [forward_tokens(loaded, images[s:s + 3], batch_size=2, with_pixels=True, first_index=s, total=5)
+                 for s in (0, 3)]
+        mask = planting.planted_mask(loaded, 0, 5)
+    for name in ("tokens", "norms", "pixels"):
+        torch.testing.assert_close(torch.cat([p[name] for p in parts]), whole[name], atol=1e-4, rtol=1e-5)
+    assert torch.equal(loaded.layout.patches(whole["norms"]) > 500, mask)
+    printed = capsys.readouterr()
+    assert (printed.out + printed.err).count("so 5 images will take") == 2  # once per extraction starting at image 0

@@ -19,11 +19,11 @@ import torch.nn.functional as F
 
 from vitreg import planting
 from vitreg.cache import cached_features, feature_key, hash_indices, model_fields
-from vitreg.capture import capture
+from vitreg.capture import Recording
 from vitreg.dense_data import resize_crop_target
 from vitreg.extract import extract
-from vitreg.images import preprocess
 from vitreg.norms import outlier_threshold
+from vitreg.stream import stream
 
 # ---------------------------------------------------------------------------------------------------
 # Features for the probes: one forward pass per batch, cached on disk (vitreg.cache)
@@ -104,11 +104,12 @@ def _draws_per_image(patches: torch.Tensor, outlier: torch.Tensor, k: int, *, se
 
 
 def forward_tokens(loaded, images: Sequence, *, layer: str | int = "final_norm", batch_size: int = 8,
-                   with_pixels: bool = False, first_index: int = 0) -> dict[str, torch.Tensor]:
+                   with_pixels: bool = False, first_index: int = 0, total: int | None = None) -> dict[str, torch.Tensor]:
     """Forward ``images`` in batches; keep the probed tokens, the pre-LayerNorm norms and (optionally) pixels.
 
     Paper: Fig. 5b, Table 1 (probes read the model's output tokens; outliers are found on the norms of
-    the last block's output BEFORE the final LayerNorm, Fig. 3).
+    the last block's output BEFORE the final LayerNorm, Fig. 3). Runs on :func:`vitreg.stream.stream`;
+    the call holding image 0 of an extraction prints the run-time estimate from its first real batch.
 
     Args:
         loaded: a :class:`vitreg.weights.LoadedModel`.
@@ -119,19 +120,20 @@ def forward_tokens(loaded, images: Sequence, *, layer: str | int = "final_norm",
         with_pixels: also return each patch's input pixels (normalised as the model sees them).
         first_index: index of ``images[0]`` in the whole extraction (a
             :func:`vitreg.planting.planted_outlier_share` context seeds its masks per image index).
+        total: images in the whole extraction, for the estimate (default: ``len(images)``).
 
     Returns:
         ``{"tokens": (B, T, D), "norms": (B, T) last-block norms pre-LN, "pixels": (B, N, 3p^2)}``, on the CPU.
     """
     want = dict(norms=[-1], final_norm=layer == "final_norm", outputs=None if layer == "final_norm" else [int(layer)])
-    pixels = []
-    with torch.inference_mode(), capture(loaded.model, to="cpu", **want) as rec:
-        for i in range(0, len(images), batch_size):
-            planting.at_image(loaded, first_index + i)
-            x = preprocess(list(images[i:i + batch_size]), loaded)
-            loaded.forward(x)
-            if with_pixels:
-                pixels.append(patch_pixels(x, loaded.spec.patch_size))
+    recs, pixels = [], []
+    for b in stream(loaded, images, batch_size=batch_size, progress=False, estimate=first_index == 0,
+                    total=total or len(images), before_batch=lambda i: planting.at_image(loaded, first_index + i),
+                    **want):
+        recs.append(b.rec)
+        if with_pixels:
+            pixels.append(patch_pixels(b.x, loaded.spec.patch_size))
+    rec = Recording.concat(recs)
     tokens = rec.final_norm if layer == "final_norm" else rec.outputs[int(layer)]
     out = {"tokens": tokens, "norms": rec.norms[-1]}
     if with_pixels:

@@ -72,6 +72,8 @@ def stream(
     desc: str | None = None,
     batched: bool = False,
     total: int | None = None,
+    before_batch: Callable[[int], None] | None = None,
+    estimate: bool | None = None,
     **capture_kwargs: Any,
 ) -> Iterator[StreamBatch]:
     """Forward ``images`` through ``loaded`` batch by batch; yield each batch with its recording.
@@ -84,7 +86,12 @@ def stream(
         batch_size: images per forward pass (ignored when ``batched``).
         progress: show a progress bar and print the run-time estimate after the first batch.
         desc: label of the progress bar (default: the model's key).
-        total: number of images, when ``len(images)`` does not give it.
+        total: number of images, when ``len(images)`` does not give it (the estimate is for ``total``).
+        before_batch: called with the index of a batch's first image (in this stream) before it is
+            forwarded: a caller passes e.g. ``lambda i: planting.at_image(loaded, first + i)`` so a
+            planting context knows which image comes next (this core module imports no planting).
+        estimate: print the run-time estimate after the first batch (default: when ``progress``); a
+            caller that shows its own progress bar (the feature caches) keeps the estimate without a bar.
         capture_kwargs: what to record, as for :func:`vitreg.capture.capture` (``norms="all"``, ...).
             Recordings are moved to the CPU unless ``to=`` says otherwise (``to=None``: the model's device).
     """
@@ -96,18 +103,21 @@ def stream(
     chunks: Iterable[Any] = images if batched else batches(images, batch_size)
     prepare: Callable[[Any], torch.Tensor] = (lambda c: c[0] if isinstance(c, (tuple, list)) else c) if batched \
         else (lambda c: preprocess(c, loaded))
+    estimate = progress if estimate is None else estimate
     bar = tqdm(total=total, desc=desc or loaded.spec.key, unit="img", disable=not progress)
     start = 0
     try:
         for i, chunk in enumerate(chunks):
+            if before_batch is not None:
+                before_batch(start)
             x = prepare(chunk)
             began = time.perf_counter()
             with torch.inference_mode(), capture(loaded.model, **capture_kwargs) as rec:
                 loaded.forward(x)
-            if i == 0 and progress and total:
+            if i == 0 and estimate and total:
                 if loaded.device.type == "cuda":
                     torch.cuda.synchronize()
-                bar.write(describe_estimate(loaded, time.perf_counter() - began, len(x), total))
+                tqdm.write(describe_estimate(loaded, time.perf_counter() - began, len(x), total))
             n = len(x)
             yield StreamBatch(index=slice(start, start + n), x=x, rec=rec, items=chunk)
             start += n
