@@ -174,7 +174,7 @@ def patch_token_features(loaded, images: Sequence, *, dataset: str, layer: str |
 
     def compute(start: int, stop: int) -> dict[str, torch.Tensor]:
         got = forward_tokens(loaded, images[start:stop], layer=layer, batch_size=batch_size, with_pixels=True,
-                             first_index=start)
+                             first_index=start, total=len(images))
         planted_ = planting.planted_mask(loaded, start, stop - start)
         return {"patches": layout.patches(got["tokens"]).half(), "norms": layout.patches(got["norms"]),
                 "pixels": got["pixels"].half(), "planted": planted_}
@@ -224,7 +224,8 @@ def single_token_features(loaded, dataset, *, name: str, split: str, indices: to
 
     def compute(start: int, stop: int) -> dict[str, torch.Tensor]:
         items = [dataset[int(i)] for i in idx[start:stop]]
-        got = forward_tokens(loaded, [im for im, _ in items], layer=layer, batch_size=batch_size, first_index=start)
+        got = forward_tokens(loaded, [im for im, _ in items], layer=layer, batch_size=batch_size, first_index=start,
+                             total=len(idx))
         parts = layout.split(got["tokens"])
         norms = layout.patches(got["norms"])
         c = outlier_threshold(norms, threshold=cut, k_std=k_std)
