@@ -7,7 +7,6 @@ recordings moved to the CPU batch by batch so that datasets larger than GPU memo
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -15,7 +14,7 @@ import torch
 
 from vitreg.capture import Recording
 from vitreg.images import ImageLike
-from vitreg.stream import batches, describe_estimate, stream  # noqa: F401  (batches: re-exported from stream)
+from vitreg.stream import batches, stream  # noqa: F401  (batches: re-exported from stream)
 from vitreg.weights import LoadedModel
 
 
@@ -45,19 +44,3 @@ def extract(
     parts = stream(loaded, images, batch_size=batch_size, progress=progress, desc=desc, **capture_kwargs)
     return Recording.concat([b.rec for b in parts])
 
-
-def describe_runtime(loaded: LoadedModel, n_images: int, *, batch_size: int = 8) -> str:
-    """A one-line estimate BEFORE a run that does not go through :func:`vitreg.stream.stream`.
-
-    Measured on ONE timed forward of a single blank batch (no warm-up forward, so the first call's
-    set-up is included and the estimate errs long). Runs on the stream print their own estimate from
-    their first real batch instead; only notebooks 05, 06 and 09 (cached probe features) still call this.
-    """
-    n = max(1, min(batch_size, n_images))
-    x = torch.zeros(n, 3, *loaded.image_size)
-    start = time.perf_counter()
-    with torch.inference_mode():
-        loaded.forward(x)
-    if loaded.device.type == "cuda":
-        torch.cuda.synchronize()
-    return describe_estimate(loaded, time.perf_counter() - start, n, n_images)
