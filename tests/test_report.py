@@ -311,3 +311,78 @@ def test_too_few_images_is_not_comparable(tmp_path: Path) -> None:
     status, md = _statuses(tmp_path)
     assert status["F2.stripes_max_position_pct.dinov2"] == "not comparable"
     assert "ours on 14 images, the protocol needs at least 256" in _rows(md)["F2.stripes_max_position_pct.dinov2"][-1]
+
+
+# --- the runner's outcomes (results/_outcomes.json): what the LAST run did with each notebook ---------------
+def _outcomes(results: Path, *outcomes: tuple[str, str, str], interrupted: bool = False) -> None:
+    (results / "_outcomes.json").write_text(json.dumps({
+        "profile": "real", "interrupted": interrupted,
+        "outcomes": [{"notebook": nb, "status": s, "seconds": 1.0, "detail": d} for nb, s, d in outcomes]}))
+
+
+def _notebook_table(md: str) -> dict[str, list[str]]:
+    table = md.split("## Notebooks", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in table.splitlines():
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        if cells and re.match(r"\[?\d\d_", cells[0]):
+            rows[re.sub(r"^\[(.*?)\].*$", r"\1", cells[0])] = cells
+    return rows
+
+
+GOOD_09 = {"no_reg": {"model": "dinov2_l", "imagenet_top1": 86.9, "ade20k_miou": 48.0, "nyud_rmse": 0.39}}
+
+
+def test_a_failed_notebooks_earlier_results_are_shown_as_stale_never_as_ran(tmp_path: Path, numbers_file: Path) -> None:
+    """Issue 12: a failed rerun left the earlier run's results beside it, and the report listed it as ran."""
+    _save(tmp_path, "09_downstream", GOOD_09)  # an earlier, successful run
+    _save(tmp_path, "02_norms", {"outlier_pct": 2.4, "stripes_pct": 25.0})
+    _outcomes(tmp_path / "results", ("02_norms", "ok", ""), ("09_downstream", "failed", "ValueError: planted failure"))
+    md = rp.build_report(tmp_path / "results", tmp_path / "b", paper_numbers=numbers_file).md.read_text()
+    rows, folded = _rows(md), _folded(md)
+    for fid in ("F8.top1", "F8.miou", "F8.rmse"):  # not compared, not shown with the stale numbers
+        assert fid not in rows and "(notebook failed)" in folded[fid], folded.get(fid)
+        assert "09_downstream failed in the last run (ValueError: planted failure)" in folded[fid]
+        assert "results file is from an earlier run" in folded[fid] and "not used" in folded[fid]
+    assert rows["F2.outliers"][-2] == "reproduced"  # the notebook that ran is compared as before
+    state = _notebook_table(md)["09_downstream"]
+    assert state[1].startswith("failed in the last run") and "earlier run" in state[1] and state[3] == "—"
+    assert _notebook_table(md)["02_norms"][1] == "ran"
+    assert "Not run here, by cause: notebook failed: 3." in md
+    assert md.splitlines()[0].startswith("Made from pretrained weights")
+
+
+def test_an_interrupted_run_says_so_first_and_marks_what_did_not_finish(tmp_path: Path, numbers_file: Path) -> None:
+    _save(tmp_path, "09_downstream", GOOD_09)
+    _save(tmp_path, "02_norms", {"outlier_pct": 2.4, "stripes_pct": 25.0})
+    _outcomes(tmp_path / "results", ("09_downstream", "interrupted", "interrupted (Ctrl-C or SIGTERM)"),
+              ("02_norms", "not run", ""), interrupted=True)
+    paths = rp.build_report(tmp_path / "results", tmp_path / "b", paper_numbers=numbers_file)
+    md = paths.md.read_text()
+    first = md.splitlines()[0]
+    assert first.startswith("INTERRUPTED RUN") and "No results of the last run" in first
+    folded = _folded(md)
+    assert "(run interrupted)" in folded["F8.top1"] and "(not run in the last run)" in folded["F2.outliers"]
+    assert not _rows(md)
+    table = _notebook_table(md)
+    assert table["09_downstream"][1].startswith("was interrupted in the last run")
+    assert table["02_norms"][1].startswith("was not run in the last run")
+    assert paths.html.read_text().split("<body>", 1)[1].lstrip().startswith('<p class="smoke">INTERRUPTED RUN')
+
+
+def test_a_notebook_outside_the_last_run_keeps_its_earlier_results_marked_so(tmp_path: Path, numbers_file: Path) -> None:
+    _save(tmp_path, "09_downstream", GOOD_09)
+    _save(tmp_path, "02_norms", {"outlier_pct": 2.4, "stripes_pct": 25.0})
+    _outcomes(tmp_path / "results", ("02_norms", "ok", ""))  # `vitreg run --only 02`
+    md = rp.build_report(tmp_path / "results", tmp_path / "b", paper_numbers=numbers_file).md.read_text()
+    assert _rows(md)["F8.top1"][-2] == "reproduced"
+    assert _notebook_table(md)["09_downstream"][1] == "ran in an earlier run (not part of the last run)"
+
+
+@pytest.mark.parametrize("text", ['{"outcomes": [{"status": "ok"}]}', '{"outcomes": [{"notebook": "02_norms", '
+                                  '"status": "exploded"}]}', "not json"])
+def test_a_damaged_outcomes_file_is_named(tmp_path: Path, numbers_file: Path, text: str) -> None:
+    _save(tmp_path, "02_norms", {"outlier_pct": 2.4, "stripes_pct": 25.0})
+    (tmp_path / "results" / "_outcomes.json").write_text(text)
+    with pytest.raises(rp.ReportSchemaError, match=r"_outcomes\.json: not the runner's outcomes file"):
+        rp.build_report(tmp_path / "results", tmp_path / "b", paper_numbers=numbers_file)

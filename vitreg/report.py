@@ -24,6 +24,13 @@ The page itself is arranged by :mod:`vitreg.report_render`.
 A missing result is a row marked ``not run here``, never a dropped row. A smoke report (random weights,
 synthetic data) says so in its FIRST line.
 
+The runner's outcomes (``<results_dir>/_outcomes.json``, :func:`vitreg.runner.write_outcomes`) say what
+happened to each notebook of the LAST run: a notebook that failed, was interrupted or was not run is shown
+so in the notebooks table, and its rows are ``not run here`` with that cause, even when a results file
+from an earlier run is still there (the table says so; its numbers are not used). A notebook the last run
+did not include keeps its earlier results, marked as from an earlier run. An interrupted run says so in
+the report's FIRST line.
+
 Schema of a results file (checked; any mismatch raises :class:`ReportSchemaError` naming the file and
 every problem):
 
@@ -58,8 +65,8 @@ from vitreg.paper import (FINDINGS, STATUSES, PaperNumber, PaperNumbersError, Ve
 from vitreg.paths import repo_root
 from vitreg.results import envelope_problems
 
-__all__ = ["FINDINGS", "STATUSES", "ReportPaths", "ReportSchemaError", "build_report", "evaluate", "is_smoke",
-           "load_paper_numbers", "load_results_dir", "lookup", "main", "meets"]
+__all__ = ["FINDINGS", "STATUSES", "ReportPaths", "ReportSchemaError", "RunOutcomes", "build_report", "evaluate",
+           "is_smoke", "load_outcomes", "load_paper_numbers", "load_results_dir", "lookup", "main", "meets"]
 
 #: A report row is a verdict of :func:`vitreg.paper.judge` (kept as a name for readers of the report).
 Row = Verdict
@@ -69,6 +76,11 @@ SMOKE_LINE = ("SMOKE REPORT: made from random weights and synthetic data (profil
 _FIGURE_SUFFIXES = (".png", ".svg", ".jpg")  # the PDF twins sit beside the PNGs
 _NB_HEADER = ["notebook", "state", "profile", "models", "resolution", "images", "created",
               "skipped (as the notebook said)"]
+OUTCOMES_FILE = "_outcomes.json"  # written by vitreg.runner.write_outcomes (the runner is above us: not imported)
+#: The cause of a ``not run here`` row whose notebook did not finish in the last run, by runner status.
+RUN_CAUSES = {"failed": "notebook failed", "interrupted": "run interrupted", "not run": "not run in the last run"}
+INTERRUPTED_LINE = ("INTERRUPTED RUN: the run was stopped (Ctrl-C or SIGTERM) before every notebook finished; "
+                    "the notebooks that did not finish are marked so below.")
 
 
 class ReportSchemaError(ValueError):
@@ -153,6 +165,48 @@ def load_results_dir(results_dir: str | os.PathLike, numbers: Sequence[PaperNumb
     return records
 
 
+class Outcome(NamedTuple):
+    """What the last run did with one notebook (an entry of ``_outcomes.json``)."""
+
+    status: str  # ok, failed, interrupted, not run
+    detail: str
+
+
+class RunOutcomes(NamedTuple):
+    """The runner's ``_outcomes.json``: the last run's profile, whether it was interrupted, each notebook's outcome."""
+
+    profile: str
+    interrupted: bool
+    notebooks: dict[str, Outcome]
+
+    def unfinished(self, notebook: str) -> Outcome | None:
+        """The outcome of ``notebook`` if the last run included it and it did not finish, else None."""
+        o = self.notebooks.get(notebook)
+        return o if o is not None and o.status != "ok" else None
+
+
+def load_outcomes(results_dir: str | os.PathLike) -> RunOutcomes | None:
+    """Read ``<results_dir>/_outcomes.json`` (None when there is none: results put there by hand).
+
+    Raises:
+        ReportSchemaError: the file is there but is not what the runner writes (named, with the problem).
+    """
+    path = Path(results_dir) / OUTCOMES_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        outcomes = {str(o["notebook"]): Outcome(str(o["status"]), str(o.get("detail") or ""))
+                    for o in data["outcomes"]}
+        unknown = sorted({o.status for o in outcomes.values()} - {"ok", *RUN_CAUSES})
+        if unknown:
+            raise ValueError(f"unknown status {', '.join(map(repr, unknown))}")
+        return RunOutcomes(str(data.get("profile", "?")), bool(data.get("interrupted")), outcomes)
+    except (ValueError, KeyError, TypeError) as err:
+        raise ReportSchemaError(f"{path}: not the runner's outcomes file ({type(err).__name__}: {err}); "
+                                "delete it or rerun `vitreg run`") from err
+
+
 def is_smoke(record: Mapping[str, Any]) -> bool:
     """True for a results file made from random weights or under a profile other than ``real``."""
     return bool(record.get("random_weights")) or record.get("profile") != "real" or any(
@@ -180,13 +234,18 @@ def run_protocol(record: Mapping[str, Any], holder: Mapping[str, Any] | None, mo
     return (resolution if isinstance(resolution, (int, list, tuple)) else None), n_images
 
 
-def row_for(n: PaperNumber, record: Mapping[str, Any] | None) -> Verdict:
+def row_for(n: PaperNumber, record: Mapping[str, Any] | None, outcome: Outcome | None = None) -> Verdict:
     """The verdict on ``n`` given its notebook's results ``record`` (None: no results file).
 
     A derived number (``delta``/``ratio``) reads both operands; a skip of either is the row's reason.
+    ``outcome``: the last run's outcome of the notebook when it did not finish; then the row is ``not run
+    here`` with that cause, and an earlier run's ``record`` is not used.
     """
     if n.notebook is None:
         return judge(n, None)
+    if outcome is not None:
+        return judge(n, None, absent=_unfinished_text(n.notebook, outcome, record),
+                     cause=RUN_CAUSES[outcome.status])  # type: ignore[arg-type]
     if record is None:
         return judge(n, None, absent=f"no results file for notebook {n.notebook}", cause="no results file")
     found = [lookup(record["numbers"], key) for key in n.keys]
@@ -207,9 +266,24 @@ def row_for(n: PaperNumber, record: Mapping[str, Any] | None) -> Verdict:
                  n_images=min(counts) if counts else None)
 
 
-def evaluate(numbers: Sequence[PaperNumber], records: Mapping[str, Mapping[str, Any]]) -> list[Verdict]:
+def _unfinished_text(notebook: str, outcome: Outcome, record: Mapping[str, Any] | None) -> str:
+    """Why a notebook of the last run has no numbers: its outcome, and what became of an earlier results file."""
+    what = {"failed": "failed", "interrupted": "was interrupted", "not run": "was not run"}[outcome.status]
+    text = f"{notebook} {what} in the last run" + (f" ({outcome.detail})" if outcome.detail else "")
+    if record is not None:
+        text += f"; its results file is from an earlier run ({_created(record)}) and is not used"
+    return text
+
+
+def _created(record: Mapping[str, Any]) -> str:
+    return str(record.get("created", "?"))[:16].replace("T", " ")
+
+
+def evaluate(numbers: Sequence[PaperNumber], records: Mapping[str, Mapping[str, Any]],
+             outcomes: RunOutcomes | None = None) -> list[Verdict]:
     """One verdict per paper number, in file order (none is ever dropped)."""
-    return [row_for(n, records.get(n.notebook) if n.notebook else None) for n in numbers]
+    return [row_for(n, records.get(n.notebook) if n.notebook else None,
+                    outcomes.unfinished(n.notebook) if outcomes and n.notebook else None) for n in numbers]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -235,28 +309,22 @@ def _figures_by_notebook(figures_dir: Path, out_dir: Path) -> dict[str, list[tup
 
 
 def _run_order() -> list[str]:
-    """Notebook names of ``notebooks/order.yaml`` (empty when the file is not there).
-
-    Reads it through ``vitreg.params.load_order`` (the one reader) where that exists; until then,
-    beside the data file. TODO(lead, at merge): drop the fallback once ``params.load_order`` is in.
-    """
+    """Notebook names of ``notebooks/order.yaml`` through :func:`vitreg.params.load_order` (empty without it)."""
     from vitreg import params
 
     try:
-        load = getattr(params, "load_order", None)
-        if load is not None:
-            entries = load()
-        else:
-            import yaml
-
-            entries = yaml.safe_load((paper.PAPER_NUMBERS.parents[1] / "notebooks" / "order.yaml").read_text())
-        return [str(e["notebook"]) for e in entries or []]
+        return [str(e["notebook"]) for e in params.load_order() or []]
     except (OSError, TypeError, KeyError):
         return []
 
 
-def _first_line(records: Mapping[str, Mapping[str, Any]], results_dir: Path) -> str:
+def _first_line(records: Mapping[str, Mapping[str, Any]], results_dir: Path, stale: bool = False) -> str:
+    """What the report is made of (smoke, partly smoke, pretrained, nothing): ``records`` are the used ones;
+    ``stale``: there are results files, but only from an earlier run of notebooks the last run did not finish."""
     smoke = sorted(nb for nb, r in records.items() if is_smoke(r))
+    if not records and stale:
+        return (f"No results of the last run: the results files in `{results_dir}` are from an earlier run of "
+                "notebooks that did not finish this time; every row below is marked not run.")
     if not records:
         return f"No results yet: no results files in `{results_dir}`; every row below is marked not run."
     if len(smoke) == len(records):
@@ -280,16 +348,35 @@ def _resolution_text(record: Mapping[str, Any]) -> str:
     return (", ".join(sizes) + " px") if sizes else "—"
 
 
+def _state(nb: str, record: Mapping[str, Any] | None, outcomes: RunOutcomes | None) -> str:
+    """The notebooks table's state: ran, ran in an earlier run, or why the last run has nothing of it."""
+    outcome = outcomes.unfinished(nb) if outcomes else None
+    if outcome is not None:
+        return _clip(_unfinished_text(nb, outcome, record).removeprefix(f"{nb} "), 160)
+    if record is None:
+        return "not run"
+    if outcomes is not None and nb not in outcomes.notebooks:
+        return "ran in an earlier run (not part of the last run)"
+    return "ran"
+
+
 def _notebook_rows(numbers: Sequence[PaperNumber], records: Mapping[str, Mapping[str, Any]], out_dir: Path,
-                   notebooks_dir: Path, aliases: Mapping[str, str]) -> list[list[str]]:
-    """One row per notebook: a link to the executed notebook where it exists, its models and protocol."""
+                   notebooks_dir: Path, aliases: Mapping[str, str], outcomes: RunOutcomes | None = None
+                   ) -> list[list[str]]:
+    """One row per notebook: a link to the executed notebook where it exists, its state, models and protocol.
+
+    A notebook the last run did not finish shows that (and when its stale results file was made), never
+    the stale file's models or numbers.
+    """
     rows = []
-    for nb in sorted({n.notebook for n in numbers if n.notebook} | set(records) | set(_run_order())):
+    for nb in sorted({n.notebook for n in numbers if n.notebook} | set(records) | set(_run_order())
+                     | set(outcomes.notebooks if outcomes else ())):
         executed = notebooks_dir / f"{nb}.ipynb"
         name = f"[{nb}]({Path(os.path.relpath(executed, out_dir)).as_posix()})" if executed.is_file() else nb
         r = records.get(nb)
-        if r is None:
-            rows.append([name, "not run", "—", "—", "—", "—", "—", "—"])
+        state = _state(nb, r, outcomes)
+        if r is None or state not in ("ran", "ran in an earlier run (not part of the last run)"):
+            rows.append([name, state, "—", "—", "—", "—", "—", "—"])
             continue
         models = ", ".join(f"{m.get('name', m.get('key', '?'))}{'' if m.get('pretrained') else ' (random)'}"
                            for m in r["models"]) or "—"
@@ -297,9 +384,8 @@ def _notebook_rows(numbers: Sequence[PaperNumber], records: Mapping[str, Mapping
         skipped = "; ".join(_clip(rr.shorten(str(x), aliases)) for x in (skipped if isinstance(skipped, list)
                                                                           else [skipped]))
         n_images = (r.get("params") or {}).get("n_images", r["numbers"].get("n_images"))
-        rows.append([name, "ran", str(r["profile"]), models, _resolution_text(r),
-                     "—" if n_images is None else str(n_images), str(r["created"])[:16].replace("T", " "),
-                     skipped or "—"])
+        rows.append([name, state, str(r["profile"]), models, _resolution_text(r),
+                     "—" if n_images is None else str(n_images), _created(r), skipped or "—"])
     return rows
 
 
@@ -322,13 +408,18 @@ def report_context(results_dir: Path, out_dir: Path, figures_dir: Path, notebook
     except PaperNumbersError as err:
         raise ReportSchemaError(str(err)) from err
     records = load_results_dir(results_dir, numbers)
-    rows = evaluate(numbers, records)
+    outcomes = load_outcomes(results_dir)
+    rows = evaluate(numbers, records, outcomes)
     figures = _figures_by_notebook(figures_dir, out_dir)
     aliases = _aliases(rows, records)
-    first = _first_line(records, results_dir)
+    used = {nb: r for nb, r in records.items() if not (outcomes and outcomes.unfinished(nb))}
+    first = _first_line(used, results_dir, stale=len(used) < len(records))
+    smoke = first.startswith(("SMOKE REPORT", "PARTLY A SMOKE"))
+    if outcomes is not None and outcomes.interrupted:
+        first = f"{INTERRUPTED_LINE} {first}"
     summary_rows, causes = rr.summary(findings, rows)
     return {
-        "first": first, "smoke": first.startswith(("SMOKE REPORT", "PARTLY A SMOKE")),
+        "first": first, "smoke": smoke or first.startswith("INTERRUPTED"),
         "title": "Reproduction report: Vision Transformers Need Registers",
         "intro": ("Darcet, Oquab, Mairal, Bojanowski, ICLR 2024 (arXiv 2309.16588). Paper values from "
                   "`data/paper_numbers.yaml`; ours from the results files in "
@@ -337,7 +428,8 @@ def report_context(results_dir: Path, out_dir: Path, figures_dir: Path, notebook
         "summary_rows": summary_rows, "causes": causes,
         "aliases": [(name, path) for path, name in aliases.items() if name],
         "nb_header": _NB_HEADER,
-        "nb_rows": _notebook_rows(numbers, records, out_dir, notebooks_dir or _default_notebooks(results_dir), aliases),
+        "nb_rows": _notebook_rows(numbers, records, out_dir, notebooks_dir or _default_notebooks(results_dir), aliases,
+                                  outcomes),
         "sections": [rr.section(fid, findings.get(fid), [v for v in rows if v.number.finding == fid], figures,
                                 aliases) for fid in FINDINGS],
     }

@@ -31,7 +31,8 @@ LEGEND = [
     "of a bound; a *delta* row checks the sign and the size of a difference (a − b), a *ratio* row a / b;",
     "**differs**: outside it;",
     "**not comparable**: ours was measured under another protocol (resolution, too few images) than the number;",
-    "**not run here**: no results file, skipped by the notebook (reason given), not written yet, random "
+    "**not run here**: no results file, the notebook failed, was interrupted or was not run in the last run "
+    "(an earlier run's results are not used), skipped by the notebook (reason given), not written yet, random "
     "weights, or another model;",
     "**not reproducible**: public assets do not allow it (reason given).",
     "origin: paper = the paper; TTR = Jiang et al. 2025 targets for the public DINOv2-L pair; DINOv2 = the "
@@ -137,7 +138,8 @@ def section(fid: str, f: Finding | None, rows: Sequence[Verdict], figures: Mappi
 
 
 def summary(findings: Mapping[str, Finding], rows: Sequence[Verdict]) -> tuple[list[list[str]], str]:
-    """The verdict-per-finding table (with a total row) and the "not run here" causes in one line."""
+    """The verdict-per-finding table (with a total row) and the "not run here" causes in one line (causes
+    beyond :data:`vitreg.paper.CAUSES`, such as the report's "notebook failed", come first)."""
     table = []
     for fid in FINDINGS:
         f_rows = [v for v in rows if v.number.finding == fid]
@@ -145,7 +147,8 @@ def summary(findings: Mapping[str, Finding], rows: Sequence[Verdict]) -> tuple[l
         table.append([f"{fid}. {title}", finding_verdict(f_rows),
                       *[str(sum(v.status == s for v in f_rows)) for s in STATUSES]])
     table.append(["all", "", *[str(sum(v.status == s for v in rows)) for s in STATUSES]])
-    causes = [(c, sum(v.cause == c for v in rows if v.status == "not run here")) for c in CAUSES]
+    seen = [c for c in dict.fromkeys(v.cause for v in rows if v.status == "not run here") if c and c not in CAUSES]
+    causes = [(c, sum(v.cause == c for v in rows if v.status == "not run here")) for c in (*seen, *CAUSES)]
     return table, "; ".join(f"{c}: {k}" for c, k in causes if k) or "none"
 
 
