@@ -269,7 +269,8 @@ def row_for(n: PaperNumber, record: Mapping[str, Any] | None, outcome: Outcome |
 def _unfinished_text(notebook: str, outcome: Outcome, record: Mapping[str, Any] | None) -> str:
     """Why a notebook of the last run has no numbers: its outcome, and what became of an earlier results file."""
     what = {"failed": "failed", "interrupted": "was interrupted", "not run": "was not run"}[outcome.status]
-    text = f"{notebook} {what} in the last run" + (f" ({outcome.detail})" if outcome.detail else "")
+    said = outcome.detail and not outcome.detail.startswith(outcome.status)  # not "interrupted (interrupted...)"
+    text = f"{notebook} {what} in the last run" + (f" ({outcome.detail})" if said else "")
     if record is not None:
         text += f"; its results file is from an earlier run ({_created(record)}) and is not used"
     return text
