@@ -8,7 +8,7 @@ import torch
 
 from vitreg.boxes import corloc
 from vitreg.lost import (Discovery, Setting, corloc_numbers, discover, lost, mask_to_box, offset_features,
-                         patch_features, pixel_scale, planted_corloc, seed_component, ttr_settings)
+                         patch_features, planted_corloc, seed_component, ttr_settings)
 from vitreg.planting import planted_feature_maps
 from vitreg.tokens import TokenLayout
 
@@ -179,7 +179,7 @@ def test_padded_box_matches_the_planted_box_in_original_pixels_and_the_stretched
     edges and the box, mapped back, is off by up to a patch."""
     from PIL import Image
 
-    from vitreg.boxes import lost_input, padded_hw
+    from vitreg.boxes import lost_input, padded_hw, pixel_scale
 
     planted = [98.0, 70.0, 322.0, 252.0]
     img = np.full((375, 500, 3), (60, 110, 60), dtype=np.uint8)
