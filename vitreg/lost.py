@@ -482,11 +482,12 @@ def corloc_numbers(results: dict[tuple[str, str], Discovery], models: Sequence[s
     return out
 
 
-def bias_curves(d: Discovery, sweep: Sequence[Setting]) -> dict[str, dict[float, float]]:
-    """CorLoc against the bias, one curve per ``which`` and block (``k-1``...) of the sweep (the figure of 08)."""
-    curves: dict[str, dict[float, float]] = {}
+def bias_curves(d: Discovery, sweep: Sequence[Setting]) -> dict[str, dict[str, float]]:
+    """CorLoc against the bias (``"-0.50"``: text keys, as in the results file), one curve per features and
+    block (``k-1``...) of the sweep (Table 3, [TTR]; the bias-sweep figure of notebook 08)."""
+    curves: dict[str, dict[str, float]] = {}
     for s in sweep:
-        curves.setdefault(f"{s.which}{s.block}", {})[s.bias] = d.corloc[s.name]
+        curves.setdefault(f"{s.which}{s.block}", {})[f"{s.bias:+.2f}"] = d.corloc[s.name]
     return curves
 
 
