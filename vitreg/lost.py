@@ -73,15 +73,9 @@ class LostResult:
 def similarity(feats: torch.Tensor, *, bias: float = 0.0, normalize: bool = False) -> torch.Tensor:
     """Patch-to-patch similarity ``A = F Fᵀ + bias`` per image.
 
-    Paper: Table 3 protocol ("hand-tuned bias" added to the similarity; its value is not given).
-
-    Args:
-        feats: ``(B, N, D)`` patch features (prefix tokens already dropped).
-        bias: added to every entry; with ``normalize`` a value in [-1, 0] is a cosine cut-off.
-        normalize: L2-normalise the features first (cosine similarity), as [TTR]'s sweep.
-
-    Returns:
-        ``(B, N, N)`` float32 similarity.
+    Paper: Table 3 protocol ("hand-tuned bias", value not given). ``feats``: ``(B, N, D)`` patch features
+    (prefix tokens dropped); ``normalize``: cosine similarity ([TTR]'s sweep), where a ``bias`` in [-1, 0] is
+    a cut-off. Returns ``(B, N, N)`` float32.
     """
     if feats.ndim != 3:
         raise ValueError(f"expected patch features (B, N, D), got shape {tuple(feats.shape)}")
@@ -96,13 +90,7 @@ def seed_component(mask: torch.Tensor, seed: torch.Tensor) -> torch.Tensor:
 
     The seed patch itself is always part of the result, even if ``mask`` is False there (LOST raises in
     that case; it can only happen with a bias so negative that the seed is dissimilar to itself).
-
-    Args:
-        mask: ``(B, h, w)`` bool.
-        seed: ``(B,)`` row-major index of the seed patch.
-
-    Returns:
-        ``(B, h, w)`` bool component.
+    ``mask``: ``(B, h, w)`` bool; ``seed``: ``(B,)`` row-major index. Returns the ``(B, h, w)`` bool component.
     """
     b, h, w = mask.shape
     comp = torch.zeros_like(mask, dtype=torch.bool)
@@ -153,14 +141,10 @@ def lost(
             the [CLS] and register tokens).
         grid: ``(h, w)`` patch grid.
         k_patches: how many lowest-degree patches the seed expansion looks at (100 in LOST).
-        bias: added to the similarity (see :func:`similarity`).
-        normalize: cosine instead of dot-product similarity.
+        bias, normalize: see :func:`similarity`.
         scale: pixels per patch, to map boxes to pixels: a number, ``(sy, sx)``, or ``(B, 2)`` per image
-            (for resized images: ``patch_size * original / resized``).
+            (:func:`vitreg.boxes.pixel_scale`).
         image_hw: ``(B, 2)`` original image heights and widths; boxes are clipped to them.
-
-    Returns:
-        :class:`LostResult`.
     """
     h, w = grid
     if feats.shape[1] != h * w:
@@ -419,9 +403,7 @@ def planted_corloc(n_images: int = 32, grid: tuple[int, int] = (14, 14), *, num_
     dissimilar to all (what a high-norm outlier is to LOST): it captures the seed, and CorLoc collapses.
     ``offset_plain`` / ``offset_sweep``: the clean maps plus a shared positive offset (:func:`offset_features`):
     plain LOST returns the whole image; the best bias of ``biases`` on normalised features finds the objects.
-
-    Returns:
-        ``{"clean": %, "artifact": %, "offset_plain": %, "offset_sweep": %}``.
+    Returns CorLoc in % for each of the four.
     """
     from vitreg.boxes import corloc
 
@@ -447,9 +429,7 @@ def corloc_numbers(results: dict[tuple[str, str], Discovery], models: Sequence[s
     ``no_reg``/``reg``/``dino``/... (:func:`model_role`, the first model of ``models`` in a role): the CorLoc
     (%) per dataset (``{"skipped": why}`` when not run), the number of images, and for the sweep the
     winning setting (``voc07_setting``...). A Table 3 role no model took has every dataset skipped.
-
-    Args:
-        plain: model key -> its plain LOST :class:`Setting` (the zoo's q/k/v of the last block, dot, bias 0).
+    ``plain``: model key -> its plain LOST :class:`Setting` (the zoo's q/k/v of the last block, dot, bias 0).
     """
     from vitreg.models import get_spec
 
@@ -497,12 +477,8 @@ def register_gain(rows: dict[str, dict[str, Any]], models: Sequence[str]) -> dic
 
     Paper: Table 3 (DINOv2-L +20.1 / +19.8 / +15.1 points; [TTR], public pair: +24.0 / +23.4 / +16.9).
 
-    Args:
-        rows: ``by_model`` of :func:`corloc_numbers`.
-        models: the run's models.
-
-    Returns:
-        ``{"model": <register model>, "voc07": gain or {"skipped": why}, ...}`` (no ``model`` without a pair).
+    ``rows``: a ``by_model`` block of :func:`corloc_numbers`. Returns ``{"model": <register model>, "voc07":
+    gain or {"skipped": why}, ...}`` (no ``model`` without a pair).
     """
     from vitreg.models import register_pairs
 
