@@ -460,11 +460,11 @@ class LostImages(torch.utils.data.Dataset):
 
 
 def collate_lost(items: list) -> tuple[torch.Tensor, torch.Tensor, list[np.ndarray], list[str], list[int]]:
-    """Stack a batch of :class:`LostImages` items; images of one batch share one input size."""
+    """Stack a batch of :class:`LostImages` items (grouped by :func:`size_batches`, so of one input size; an image
+    whose real size differs from the one its dataset declares is zero-padded further, at the bottom/right)."""
     x, hw, boxes, names, idx = zip(*items)
-    if len({tuple(t.shape) for t in x}) > 1:
-        raise ValueError(f"a LOST batch mixes input sizes {sorted({tuple(t.shape) for t in x})}: an image's "
-                         "size differs from the one its dataset declares (image_hw)")
+    h, w = max(t.shape[1] for t in x), max(t.shape[2] for t in x)
+    x = [torch.nn.functional.pad(t, (0, w - t.shape[2], 0, h - t.shape[1])) for t in x]
     return torch.stack(x), torch.tensor(hw, dtype=torch.float64), list(boxes), list(names), list(idx)
 
 
