@@ -136,3 +136,30 @@ def test_a_truncated_voc_image_is_named(tmp_path):
     (voc / "JPEGImages" / "000001.jpg").write_bytes(data[: len(data) // 2])
     with pytest.raises(ImageError, match="000001.jpg"):
         VOCBoxes(voc)[0]
+
+
+def test_lost_batches_group_images_of_one_padded_size_and_pad_at_the_bottom_right():
+    """Issue #11 (LOST's protocol): 375x500 pads to 378x504 with zeros (the normalised mean) at the bottom and
+    right only; images of one padded size share a batch, in order of first appearance."""
+    import torch
+    from PIL import Image
+
+    from vitreg.boxes import collate_lost, lost_input, padded_hw, size_batches
+
+    img = Image.fromarray(np.full((375, 500, 3), 200, dtype=np.uint8))
+    x = lost_input(img, protocol="padded", patch=14, size=None, mean=(0.5,) * 3, std=(0.25,) * 3)
+    assert tuple(x.shape) == (3, 378, 504) and padded_hw((375, 500), 14) == (378, 504)
+    assert torch.allclose(x[:, :375, :500], torch.full((3, 375, 500), (200 / 255 - 0.5) / 0.25))
+    assert (x[:, 375:] == 0).all() and (x[:, :, 500:] == 0).all()
+
+    class Sized:
+        sizes = [(375, 500), (500, 375), (370, 495), (375, 500), (500, 375)]
+
+        def image_hw(self, i):
+            return self.sizes[i]
+
+    assert size_batches(Sized(), 5, patch=14, batch_size=2, protocol="padded") == [[0, 2], [3], [1, 4]]
+    assert size_batches(Sized(), 5, patch=14, batch_size=2, protocol="stretched") == [[0, 1], [2, 3], [4]]
+    small = torch.ones(3, 364, 504)  # a size its dataset declared wrongly: padded further, not a crash
+    xb, hw, *_ = collate_lost([(x, (375, 500), np.zeros((0, 4)), "a", 0), (small, (364, 500), np.zeros((0, 4)), "b", 1)])
+    assert tuple(xb.shape) == (2, 3, 378, 504) and (xb[1, :, 364:] == 0).all() and hw.tolist() == [[375, 500], [364, 500]]

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from vitreg.boxes import corloc
-from vitreg.lost import discover, lost, mask_to_box, patch_features, planted_corloc, seed_component
+from vitreg.lost import (Discovery, Setting, corloc_numbers, discover, lost, mask_to_box, offset_features,
+                         patch_features, planted_corloc, seed_component, ttr_settings)
 from vitreg.planting import planted_feature_maps
 from vitreg.tokens import TokenLayout
 
@@ -116,17 +117,123 @@ def test_discover_runs_a_model_over_a_box_dataset_and_maps_boxes_to_original_pix
 
     loaded = load_model("dinov2_s_reg", pretrained=False, image_size=56)
     ds = SyntheticBoxes(n=5, image_size=(60, 90), seed=2)
-    d = discover(loaded, ds, settings=[(False, 0.0), (True, -0.2)], batch_size=2, progress=False)
-    assert list(d.corloc) == ["dot+0.00", "cos-0.20"] and d.names == [f"synthetic_{i:03d}" for i in range(5)]
-    b = d.boxes["dot+0.00"]
+    settings = [Setting("k"), Setting("k", -1, True, -0.2)]
+    d = discover(loaded, ds, settings, protocol="stretched", batch_size=2, progress=False)
+    assert list(d.corloc) == ["k-1:dot+0.00", "k-1:cos-0.20"] and d.names == [f"synthetic_{i:03d}" for i in range(5)]
+    b = d.boxes["k-1:dot+0.00"]
     assert b.shape == (5, 4) and (b[:, 0] < b[:, 2]).all() and (b[:, 1] < b[:, 3]).all()
     assert (b >= 0).all() and (b[:, 2] <= 90).all() and (b[:, 3] <= 60).all()
     # boxes are multiples of one patch in original pixels: 90/4 wide, 60/4 high (grid 4x4 at 56 px)
     assert np.allclose(b[:, [0, 2]] / 22.5, np.round(b[:, [0, 2]] / 22.5))
     assert np.allclose(b[:, [1, 3]] / 15.0, np.round(b[:, [1, 3]] / 15.0))
-    assert 0 <= d.corloc["dot+0.00"] <= 100 and d.hits["dot+0.00"].shape == (5,)
-    workers = discover(loaded, ds, settings=[(False, 0.0)], batch_size=2, num_workers=2, progress=False)
-    assert np.array_equal(workers.boxes["dot+0.00"], b)  # reader processes change nothing
+    assert 0 <= d.corloc["k-1:dot+0.00"] <= 100 and d.hits["k-1:dot+0.00"].shape == (5,)
+    workers = discover(loaded, ds, settings[:1], protocol="stretched", batch_size=2, num_workers=2, progress=False)
+    assert np.array_equal(workers.boxes["k-1:dot+0.00"], b)  # reader processes change nothing
+
+
+def test_the_padded_protocol_runs_each_size_at_its_own_grid_and_restores_the_model():
+    """Issue #11: LOST pads each image to a multiple of the patch size at its own resolution. Two sizes in one
+    dataset: 60x90 pads to 70x98 (5x7 patches), 40x40 to 42x42 (3x3): boxes are whole patches (14 px) clipped
+    to each image, in the dataset's order; the model is back at its loaded size and position embeddings after."""
+    from vitreg.boxes import SyntheticBoxes
+    from vitreg.weights import load_model
+
+    class TwoSizes:
+        name = "two_sizes"
+        sets = (SyntheticBoxes(n=3, image_size=(60, 90), seed=2), SyntheticBoxes(n=3, image_size=(40, 40), seed=3))
+
+        def __len__(self):
+            return 6
+
+        def __getitem__(self, i):
+            return self.sets[i % 2][i // 2]
+
+        def image_hw(self, i):
+            return self.sets[i % 2].image_hw(i // 2)
+
+    loaded = load_model("dinov2_s_reg", pretrained=False)  # native size: the exact position embeddings
+    pos, size = loaded.model.pos_embed.detach().clone(), loaded.image_size
+    sweep = ttr_settings([0.0, -0.5], blocks=(-2, -1))
+    d = discover(loaded, TwoSizes(), [Setting("k"), *sweep], batch_size=4, progress=False)
+    assert d.protocol == "padded" and len(d.corloc) == 1 + 3 * 2 * 2
+    b = d.boxes["k-1:dot+0.00"]
+    hw = np.array([[60, 90], [40, 40]] * 3, dtype=float)
+    assert (b[:, 2] <= hw[:, 1]).all() and (b[:, 3] <= hw[:, 0]).all()
+    on_grid = np.where(b % 14 == 0, True, np.isin(b, [90.0, 60.0, 40.0]))  # a patch edge, or the clipped border
+    assert on_grid.all()
+    assert d.names == [f"synthetic_{i // 2:03d}" for i in range(6)]
+    assert loaded.image_size == size and torch.equal(loaded.model.pos_embed, pos)
+    best, value = d.best(sweep)
+    assert best in d.corloc and value == max(d.corloc[s.name] for s in sweep)
+
+
+def _patch_colour_features(x: torch.Tensor, patch: int) -> torch.Tensor:
+    """A stand-in for a model: each patch's mean colour, centred over the patches (object vs background)."""
+    f = torch.nn.functional.avg_pool2d(x[None], patch).flatten(2).transpose(1, 2)  # (1, N, 3)
+    return f - f.mean(1, keepdim=True)
+
+
+def test_padded_box_matches_the_planted_box_in_original_pixels_and_the_stretched_one_is_off():
+    """Issue #11: a 500x375 image with a planted object on the 14 px grid. Padded (LOST's protocol): the box is
+    the planted box exactly. Stretched to a 448 px square (the former protocol): patches straddle the object's
+    edges and the box, mapped back, is off by up to a patch."""
+    from PIL import Image
+
+    from vitreg.boxes import lost_input, padded_hw, pixel_scale
+
+    planted = [98.0, 70.0, 322.0, 252.0]
+    img = np.full((375, 500, 3), (60, 110, 60), dtype=np.uint8)
+    img[70:252, 98:322] = (220, 40, 200)
+    image, hw = Image.fromarray(img), torch.tensor([[375.0, 500.0]], dtype=torch.float64)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    boxes = {}
+    for protocol in ("padded", "stretched"):
+        x = lost_input(image, protocol=protocol, patch=14, size=448, mean=mean, std=std)
+        assert tuple(x.shape[-2:]) == (padded_hw((375, 500), 14) if protocol == "padded" else (448, 448))
+        grid = (x.shape[1] // 14, x.shape[2] // 14)
+        res = lost(_patch_colour_features(x, 14), grid,
+                   scale=pixel_scale(hw, patch=14, protocol=protocol, size=448), image_hw=hw)
+        boxes[protocol] = res.boxes[0].tolist()
+    assert padded_hw((375, 500), 14) == (378, 504)
+    assert boxes["padded"] == planted
+    assert boxes["stretched"] != planted and max(abs(a - b) for a, b in zip(boxes["stretched"], planted)) > 3
+
+
+def test_plain_lost_returns_the_whole_image_on_offset_features_and_only_the_sweep_finds_the_object():
+    """Issue #11: features sharing a positive offset (as real ones do): every dot product is positive, so plain
+    LOST (dot, bias 0; the official code) returns the whole image; [TTR]'s sweep (cosine, a negative bias)
+    finds every object. The two protocols are separate rows; the [TTR] targets read the sweep's."""
+    feats = offset_features(planted_feature_maps(BOXES, GRID, seed=11), 3.0)
+    plain = lost(feats, GRID)
+    assert plain.boxes_patch.tolist() == [[0, 0, GRID[1], GRID[0]]] * len(BOXES)
+    biases = [round(-0.1 * i, 1) for i in range(11)]
+    found = {b: lost(feats, GRID, normalize=True, bias=b).boxes_patch.tolist() == BOXES for b in biases}
+    assert not found[0.0] and any(found[b] for b in biases if b < 0)
+    got = planted_corloc(n_images=16, seed=2)
+    assert got["offset_plain"] < 20.0 and got["offset_sweep"] == 100.0
+
+
+def test_rows_of_the_two_protocols_are_separate_and_the_sweep_takes_its_best_setting():
+    """Issue #11: the [TTR] targets (56.2 with registers) are best-of-sweep numbers; plain LOST's row must not
+    be the one they are compared with. Plain k-1 30 / 35; sweep best 50 / 57 (a different setting per model)."""
+    from types import SimpleNamespace
+
+    sweep = ttr_settings([0.0, -0.5], blocks=(-1,), features=("k", "v"))
+    plain = Setting("k")
+
+    def disc(p, values):
+        corloc = {plain.name: p, **{s.name: v for s, v in zip(sweep, values)}}
+        return SimpleNamespace(corloc=corloc, names=["a", "b"], best=lambda ss: Discovery.best(
+            SimpleNamespace(corloc=corloc), ss))
+
+    results = {("dinov2_l", "VOC07"): disc(30.0, [10, 50, 20, 40]), ("dinov2_l_reg", "VOC07"): disc(35.0, [5, 6, 57, 7])}
+    models = ["dinov2_l", "dinov2_l_reg"]
+    out = corloc_numbers(results, models, ["VOC07"], plain={m: plain for m in models}, sweep=sweep, root="/data")
+    assert out["plain"]["no_reg"]["voc07"] == 30.0 and out["plain"]["reg"]["voc07"] == 35.0
+    assert out["ttr_sweep"]["no_reg"]["voc07"] == 50 and out["ttr_sweep"]["no_reg"]["voc07_setting"] == "k-1:cos-0.50"
+    assert out["ttr_sweep"]["reg"]["voc07"] == 57 and out["ttr_sweep"]["reg"]["voc07_setting"] == "v-1:cos+0.00"
+    assert out["plain"]["register_gain"]["voc07"] == 5.0 and out["ttr_sweep"]["register_gain"]["voc07"] == 7
+    assert out["ttr_sweep"]["reg"]["model"] == "dinov2_l_reg"
 
 
 def test_degree_leaves_the_patch_itself_out():
@@ -144,19 +251,21 @@ def test_degree_leaves_the_patch_itself_out():
 def test_corloc_rows_roles_and_the_register_gain_of_the_zoos_twin_pair():
     from types import SimpleNamespace
 
-    from vitreg.lost import corloc_numbers, planted_corloc_checks, register_gain, sweep_settings
+    from vitreg.lost import planted_corloc_checks, register_gain
 
-    assert sweep_settings(False, 0.0, [0.0, -0.2]) == [(False, 0.0), (True, 0.0), (True, -0.2)]
-    assert sweep_settings(True, -0.2, [0.0, -0.2]) == [(True, -0.2), (True, 0.0)]
-    d = lambda c: SimpleNamespace(corloc={"dot+0.00": c}, names=["a", "b"])  # noqa: E731
+    d = lambda c: SimpleNamespace(corloc={"k-1:dot+0.00": c}, names=["a", "b"])  # noqa: E731
     results = {("dinov2_l", "VOC07"): d(30.0), ("dinov2_l_reg", "VOC07"): d(55.0), ("dino_s16", "VOC07"): d(60.0)}
     models = ["dino_s16", "dinov2_l", "dinov2_l_reg"]
-    out = corloc_numbers(results, models, ["VOC07", "VOC12"], main="dot+0.00", which=None, root="/data")
+    out = corloc_numbers(results, models, ["VOC07", "VOC12"], plain={m: Setting("k") for m in models}, sweep=[],
+                         root="/data")["plain"]
     assert out["no_reg"] is out["by_model"]["dinov2_l"] and out["dino"]["voc07"] == 60.0
     assert out["reg"]["voc12"] == {"skipped": "VOC12 not found under /data"} and out["reg"]["voc07_n_images"] == 2
     assert out["reg"]["coco20k"] == {"skipped": "COCO20k not in `datasets`"} and out["dino"]["features"] == "k"
     gain = register_gain(out["by_model"], models)
     assert gain["model"] == "dinov2_l_reg" and gain["voc07"] == 25.0 and gain["voc12"] == out["reg"]["voc12"]
+    assert out["register_gain"] == gain
     assert "model" not in register_gain(out["by_model"], ["dinov2_l", "dino_s16"])  # no twin listed: all skipped
-    assert all(planted_corloc_checks({"clean": 100.0, "artifact": 10.0}).values())
-    assert not any(planted_corloc_checks({"clean": 90.0, "artifact": 60.0}).values())
+    ok = {"clean": 100.0, "artifact": 10.0, "offset_plain": 5.0, "offset_sweep": 100.0}
+    assert all(planted_corloc_checks(ok).values())
+    assert not any(planted_corloc_checks({"clean": 90.0, "artifact": 60.0, "offset_plain": 90.0,
+                                          "offset_sweep": 80.0}).values())

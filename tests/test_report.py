@@ -235,9 +235,10 @@ _DATASETS = sorted({n.key.split(".")[1] for n in _T1})
 _SWAPPED_T1.update({f"claims.outlier_minus_normal.{ds}": _SWAPPED_T1[f"table1.{ds}.outlier"]
                     - _SWAPPED_T1[f"table1.{ds}.normal"] for ds in _DATASETS})
 _TTR = {n.key: n.value for n in paper.paper_numbers() if n.id.startswith(("F8.ttr.", "F8.ttr.lost."))
-        and n.notebook in ("08_lost", "09_downstream") and n.key and n.key.split(".")[0] in ("reg", "no_reg")}
+        and n.notebook in ("08_lost", "09_downstream") and n.key and n.key.split(".")[-2] in ("reg", "no_reg")}
 _REVERSED = {k.replace("no_reg.", "X.").replace("reg.", "no_reg.").replace("X.", "reg."): v for k, v in _TTR.items()}
 _PAIR = {"no_reg": "dinov2_l", "reg": "dinov2_l_reg"}
+_PAIRS = {"09_downstream": _PAIR, "08_lost": {f"ttr_sweep.{k}": v for k, v in _PAIR.items()}}  # 08: [TTR]'s protocol
 
 
 def _statuses(tmp_path: Path) -> tuple[dict[str, str], str]:
@@ -248,7 +249,7 @@ def _statuses(tmp_path: Path) -> tuple[dict[str, str], str]:
 def test_the_paper_own_numbers_are_reproduced(tmp_path: Path) -> None:
     _real(tmp_path, "06_global_information", _real_numbers("06_global_information", _PAPER_T1))
     for nb in ("08_lost", "09_downstream"):
-        _real(tmp_path, nb, _real_numbers(nb, _TTR, _PAIR), models=("dinov2_l", "dinov2_l_reg"))
+        _real(tmp_path, nb, _real_numbers(nb, _TTR, _PAIRS[nb]), models=("dinov2_l", "dinov2_l_reg"))
     status, md = _statuses(tmp_path)
     deltas = [i for i in status if ".delta." in i]
     assert len(deltas) == 14 + 3 + 3
@@ -274,7 +275,7 @@ def test_reversed_register_effects_differ(tmp_path: Path) -> None:
     """Registers swapped with no registers (Table 2 and LOST): each register delta differs, including RMSE's
     (lower is better), although Table 2's single numbers stay within their tolerances."""
     for nb in ("08_lost", "09_downstream"):
-        _real(tmp_path, nb, _real_numbers(nb, _REVERSED, _PAIR), models=("dinov2_l", "dinov2_l_reg"))
+        _real(tmp_path, nb, _real_numbers(nb, _REVERSED, _PAIRS[nb]), models=("dinov2_l", "dinov2_l_reg"))
     status, _ = _statuses(tmp_path)
     for task in ("imagenet_top1", "ade20k_miou", "nyud_rmse"):
         assert status[f"F8.delta.register_gain.{task}.dinov2_l"] == "differs"

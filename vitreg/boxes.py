@@ -74,13 +74,16 @@ class BoxSample:
 
 
 class BoxDataset(Protocol):
-    """What notebook 08 needs of a dataset: a name, a length and indexable :class:`BoxSample` s."""
+    """What notebook 08 needs of a dataset: a name, a length, indexable :class:`BoxSample` s and the
+    ``(height, width)`` of image ``i`` read without decoding it (to group images of one size in a batch)."""
 
     name: str
 
     def __len__(self) -> int: ...
 
     def __getitem__(self, i: int) -> BoxSample: ...
+
+    def image_hw(self, i: int) -> tuple[int, int]: ...
 
 
 # --- geometry ------------------------------------------------------------------------------------
@@ -121,11 +124,19 @@ def corloc_hits(pred: torch.Tensor | np.ndarray, gt: Sequence[np.ndarray | torch
     pred_np = np.asarray(pred, dtype=np.float64).reshape(-1, 4)
     if len(gt) != len(pred_np):
         raise ValueError(f"{len(pred_np)} predicted boxes but {len(gt)} ground-truth lists")
+    gts = [np.asarray(g, dtype=np.float64).reshape(-1, 4) for g in gt]
     hits = np.zeros(len(pred_np), dtype=bool)
-    for i, (p, g) in enumerate(zip(pred_np, gt)):
-        g = np.asarray(g, dtype=np.float64).reshape(-1, 4)
-        if len(g):
-            hits[i] = bool((box_iou(p, g) >= threshold).any())
+    if not any(len(g) for g in gts):
+        return hits
+    owner = np.repeat(np.arange(len(gts)), [len(g) for g in gts])  # vectorised: one IoU per (image, its gt box)
+    g, p = np.concatenate(gts), pred_np[owner]
+    if (g[:, 2:] < g[:, :2]).any() or (pred_np[:, 2:] < pred_np[:, :2]).any():
+        raise ValueError("boxes must be (x0, y0, x1, y1) with x1 >= x0 and y1 >= y0")
+    wh = np.clip(np.minimum(p[:, 2:], g[:, 2:]) - np.maximum(p[:, :2], g[:, :2]), 0, None)
+    inter = wh[:, 0] * wh[:, 1]
+    union = np.prod(p[:, 2:] - p[:, :2], 1) + np.prod(g[:, 2:] - g[:, :2], 1) - inter
+    iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)  # float64, as box_iou
+    np.logical_or.at(hits, owner, iou >= threshold)
     return hits
 
 
@@ -210,6 +221,14 @@ class VOCBoxes:
         image = load_image(self.folder / "JPEGImages" / f"{img_id}.jpg", exif=False)
         return BoxSample(image=image, boxes=boxes, name=img_id)
 
+    def image_hw(self, i: int) -> tuple[int, int]:
+        """``(height, width)`` written in the annotation file (the image header when the file has none)."""
+        _, _, hw = parse_voc_xml(self.folder / "Annotations" / f"{self.ids[i]}.xml")
+        if min(hw) > 0:
+            return hw
+        with Image.open(self.folder / "JPEGImages" / f"{self.ids[i]}.jpg") as im:  # header only
+            return im.height, im.width
+
 
 def coco_boxes_from_annotations(anns: Sequence[dict]) -> np.ndarray:
     """COCO ``[x, y, w, h]`` annotations to ``(n, 4)`` xyxy boxes, rounded, crowd boxes dropped (LOST)."""
@@ -238,6 +257,8 @@ class COCO20kBoxes:
         ids = {int(Path(f).stem.split("_")[-1]) for f in self.files}
         data = json.loads(Path(annotation_file).read_text())
         self.anns: dict[int, list[dict]] = {i: [] for i in ids}
+        self.sizes = {im["id"]: (int(im["height"]), int(im["width"])) for im in data.get("images", [])
+                      if im["id"] in self.anns and "height" in im}
         for a in data["annotations"]:
             if a["image_id"] in self.anns:
                 self.anns[a["image_id"]].append(a)
@@ -251,6 +272,15 @@ class COCO20kBoxes:
         img_id = int(Path(f).stem.split("_")[-1])
         image = load_image(self.image_dir / Path(f).name, exif=False)
         return BoxSample(image=image, boxes=coco_boxes_from_annotations(self.anns[img_id]), name=Path(f).stem)
+
+    def image_hw(self, i: int) -> tuple[int, int]:
+        """``(height, width)`` from the annotation file's ``images`` (the image header when it has none)."""
+        f = self.files[i]
+        hw = self.sizes.get(int(Path(f).stem.split("_")[-1]))
+        if hw is not None:
+            return hw
+        with Image.open(self.image_dir / Path(f).name) as im:
+            return im.height, im.width
 
 
 def find_coco20k(root: str | os.PathLike | None = None) -> tuple[Path, Path, Path] | None:
@@ -309,6 +339,21 @@ class SyntheticBoxes:
         box = np.array([[x0, y0, x0 + bw, y0 + bh]], dtype=np.float64)
         return BoxSample(image=image, boxes=box, name=f"synthetic_{i:03d}")
 
+    def image_hw(self, i: int) -> tuple[int, int]:
+        return int(self.image_size[0]), int(self.image_size[1])
+
+
+def open_box_datasets(names: Sequence[str], root: str | os.PathLike | None, *, synthetic_hw: tuple[int, int],
+                      limit: int | None, seed: int = 0) -> dict[str, BoxDataset]:
+    """The datasets of ``names`` found under ``root`` (Paper: Table 3); a missing one is left out (skipped)."""
+    sets = {}
+    for name in names:
+        ds = open_box_dataset(name, root, limit=limit, image_size=synthetic_hw, seed=seed)
+        if ds is not None:
+            sets[name] = ds
+            print(f"{name}: {len(ds)} images")
+    return sets
+
 
 def open_box_dataset(name: BoxDatasetName, root: str | os.PathLike | None = None, *, limit: int | None = None,
                      image_size: tuple[int, int] = (224, 224), seed: int = 0) -> BoxDataset | None:
@@ -350,3 +395,85 @@ def _warn_size(ds: BoxDataset, name: str, limit: int | None) -> None:
     expected = EXPECTED_SIZES[name]
     if limit is None and len(ds) != expected:
         print(f"WARNING {name}: {len(ds)} images, the paper's set has {expected}; CorLoc is not comparable")
+
+
+# --- images as LOST reads them (Table 3) ---------------------------------------------------------
+LostProtocol = Literal["padded", "stretched"]
+
+
+def padded_hw(hw: tuple[int, int], patch: int) -> tuple[int, int]:
+    """``(H, W)`` rounded UP to a multiple of ``patch``: the input LOST builds for an ``hw`` image."""
+    return -(-int(hw[0]) // patch) * patch, -(-int(hw[1]) // patch) * patch
+
+
+def lost_input(image: Image.Image, *, protocol: LostProtocol, patch: int, size: int | None,
+               mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """One image as LOST's input ``(3, H, W)``, normalised.
+
+    Paper: Table 3 protocol. ``padded`` is LOST's own (valeoai/LOST): the image at its own resolution,
+    normalised, then padded with zeros at the bottom and right to a multiple of the patch size (boxes then
+    need no rescaling, only clipping to the image). ``stretched`` resizes the whole image to a
+    ``size x size`` square (bicubic; the aspect ratio changes), so every image fits one batch.
+    """
+    import torchvision.transforms.functional as TF
+
+    if protocol == "stretched":
+        if size is None:
+            raise ValueError("the stretched protocol needs a size")
+        image = image.resize((size, size), Image.Resampling.BICUBIC)
+    x = TF.normalize(TF.to_tensor(image.convert("RGB")), list(mean), list(std))
+    if protocol == "stretched":
+        return x
+    if protocol != "padded":
+        raise ValueError(f"protocol must be 'padded' or 'stretched', got {protocol!r}")
+    h, w = padded_hw(tuple(x.shape[-2:]), patch)
+    out = x.new_zeros(3, h, w)
+    out[:, : x.shape[1], : x.shape[2]] = x
+    return out
+
+
+def pixel_scale(hw: torch.Tensor, *, patch: int, protocol: LostProtocol, size: int | None = None) -> torch.Tensor:
+    """Pixels of the original images per patch, ``(B, 2)`` ``(sy, sx)``, for :func:`lost`'s ``scale``.
+
+    Paper: Table 3 protocol. ``padded``: the patch size (the image sits unscaled at the top-left of its
+    padded input; boxes are then clipped to the image). ``stretched``: ``patch * original / size``.
+    """
+    hw = torch.as_tensor(hw, dtype=torch.float64).reshape(-1, 2)
+    return patch * hw / size if protocol == "stretched" else torch.full_like(hw, float(patch))
+
+
+class LostImages(torch.utils.data.Dataset):
+    """The images of a box dataset as LOST reads them (:func:`lost_input`), with original sizes, boxes, names."""
+
+    def __init__(self, dataset: BoxDataset, *, protocol: LostProtocol, patch: int, size: int | None,
+                 mean: Sequence[float], std: Sequence[float]) -> None:
+        self.dataset, self.protocol, self.patch, self.size = dataset, protocol, patch, size
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, tuple[int, int], np.ndarray, str, int]:
+        s = self.dataset[i]
+        x = lost_input(s.image, protocol=self.protocol, patch=self.patch, size=self.size, mean=self.mean, std=self.std)
+        return x, (s.image.height, s.image.width), s.boxes, s.name, i
+
+
+def collate_lost(items: list) -> tuple[torch.Tensor, torch.Tensor, list[np.ndarray], list[str], list[int]]:
+    """Stack a batch of :class:`LostImages` items (grouped by :func:`size_batches`, so of one input size; an image
+    whose real size differs from the one its dataset declares is zero-padded further, at the bottom/right)."""
+    x, hw, boxes, names, idx = zip(*items)
+    h, w = max(t.shape[1] for t in x), max(t.shape[2] for t in x)
+    x = [torch.nn.functional.pad(t, (0, w - t.shape[2], 0, h - t.shape[1])) for t in x]
+    return torch.stack(x), torch.tensor(hw, dtype=torch.float64), list(boxes), list(names), list(idx)
+
+
+def size_batches(dataset: BoxDataset, n: int, *, patch: int, batch_size: int, protocol: LostProtocol) -> list[list[int]]:
+    """Indices of the first ``n`` images in batches of one input size each (the padded protocol groups
+    by padded size, in order of first appearance; the stretched one only cuts ``range(n)``)."""
+    if protocol == "stretched":
+        return [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i in range(n):
+        groups.setdefault(padded_hw(dataset.image_hw(i), patch), []).append(i)
+    return [g[j: j + batch_size] for g in groups.values() for j in range(0, len(g), batch_size)]

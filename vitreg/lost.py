@@ -15,15 +15,22 @@ Written from the method's description (the registers paper §3.3 and ``../shared
 4. expansion: of the ``k = 100`` lowest-degree patches, keep those with ``A[seed, ·] > 0``;
    ``M = Σ`` of their rows of ``A``;
 5. box = bounding box of the 4-connected component of ``{M > 0}`` that contains the seed, mapped back to
-   pixels (patch units × pixels per patch).
+   pixels (patch units × pixels per patch). LOST's own input: each image at its own resolution, padded to
+   a multiple of the patch size (:func:`discover`'s ``padded`` protocol, the default).
 
-Everything is batched: one similarity matrix per image in one tensor, ties broken the same way for
-a batch and for its images one by one (stable sort), and the connected component is a batched flood
-fill in torch (checked against ``scipy.ndimage.label`` in the tests).
+Two protocols give notebook 08's rows: plain LOST (the official code: the zoo's q/k/v of the last block,
+dot product, bias 0) and [TTR]'s sweep (best of q/k/v x the last 4 blocks x biases, on normalised features,
+chosen on the evaluation set); :class:`Setting` names one setting, :func:`discover` scores all of them
+on the features of one forward pass.
+
+Batched: ties broken the same way for a batch and for its images one by one (stable sort); the connected
+component is a batched flood fill in torch (checked against ``scipy.ndimage.label`` in the tests).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Sequence
 
@@ -34,12 +41,11 @@ from vitreg.planting import planted_feature_maps, planted_objects
 from vitreg.tokens import TokenLayout
 
 if TYPE_CHECKING:
-    from PIL import Image
-
     from vitreg.boxes import BoxDataset
     from vitreg.weights import LoadedModel
 
 Which = Literal["q", "k", "v"]
+LostProtocol = Literal["padded", "stretched"]
 
 
 @dataclass
@@ -67,15 +73,9 @@ class LostResult:
 def similarity(feats: torch.Tensor, *, bias: float = 0.0, normalize: bool = False) -> torch.Tensor:
     """Patch-to-patch similarity ``A = F Fᵀ + bias`` per image.
 
-    Paper: Table 3 protocol ("hand-tuned bias" added to the similarity; its value is not given).
-
-    Args:
-        feats: ``(B, N, D)`` patch features (prefix tokens already dropped).
-        bias: added to every entry; with ``normalize`` a value in [-1, 0] is a cosine cut-off.
-        normalize: L2-normalise the features first (cosine similarity), as [TTR]'s sweep.
-
-    Returns:
-        ``(B, N, N)`` float32 similarity.
+    Paper: Table 3 protocol ("hand-tuned bias", value not given). ``feats``: ``(B, N, D)`` patch features
+    (prefix tokens dropped); ``normalize``: cosine similarity ([TTR]'s sweep), where a ``bias`` in [-1, 0] is
+    a cut-off. Returns ``(B, N, N)`` float32.
     """
     if feats.ndim != 3:
         raise ValueError(f"expected patch features (B, N, D), got shape {tuple(feats.shape)}")
@@ -90,13 +90,7 @@ def seed_component(mask: torch.Tensor, seed: torch.Tensor) -> torch.Tensor:
 
     The seed patch itself is always part of the result, even if ``mask`` is False there (LOST raises in
     that case; it can only happen with a bias so negative that the seed is dissimilar to itself).
-
-    Args:
-        mask: ``(B, h, w)`` bool.
-        seed: ``(B,)`` row-major index of the seed patch.
-
-    Returns:
-        ``(B, h, w)`` bool component.
+    ``mask``: ``(B, h, w)`` bool; ``seed``: ``(B,)`` row-major index. Returns the ``(B, h, w)`` bool component.
     """
     b, h, w = mask.shape
     comp = torch.zeros_like(mask, dtype=torch.bool)
@@ -147,21 +141,28 @@ def lost(
             the [CLS] and register tokens).
         grid: ``(h, w)`` patch grid.
         k_patches: how many lowest-degree patches the seed expansion looks at (100 in LOST).
-        bias: added to the similarity (see :func:`similarity`).
-        normalize: cosine instead of dot-product similarity.
+        bias, normalize: see :func:`similarity`.
         scale: pixels per patch, to map boxes to pixels: a number, ``(sy, sx)``, or ``(B, 2)`` per image
-            (for resized images: ``patch_size * original / resized``).
+            (:func:`vitreg.boxes.pixel_scale`).
         image_hw: ``(B, 2)`` original image heights and widths; boxes are clipped to them.
-
-    Returns:
-        :class:`LostResult`.
     """
     h, w = grid
-    b, n, _ = feats.shape
-    if n != h * w:
-        raise ValueError(f"{n} patch features do not fill a {h}x{w} grid: drop the prefix tokens with "
+    if feats.shape[1] != h * w:
+        raise ValueError(f"{feats.shape[1]} patch features do not fill a {h}x{w} grid: drop the prefix tokens with "
                          "vitreg.lost.patch_features (1 + R tokens for a model with R registers)")
-    a = similarity(feats, bias=bias, normalize=normalize)
+    return lost_on_similarity(similarity(feats, bias=bias, normalize=normalize), grid, k_patches=k_patches,
+                              scale=scale, image_hw=image_hw)
+
+
+def lost_on_similarity(a: torch.Tensor, grid: tuple[int, int], *, k_patches: int = 100,
+                       scale: float | Sequence[float] | torch.Tensor = 1.0,
+                       image_hw: torch.Tensor | Sequence[Sequence[int]] | None = None) -> LostResult:
+    """LOST from a ready ``(B, N, N)`` similarity (bias included): steps 3-5 of the module docstring.
+
+    Paper: Table 3. The bias sweep computes each similarity once and calls this once per bias.
+    """
+    h, w = grid
+    b, n, _ = a.shape
     # degree = positive correlations with OTHER patches (LOST zeroes the diagonal); with a negative bias a
     # patch can be dissimilar to itself, and counting itself would reorder the seeds
     degree = (a > 0).sum(-1) - (a.diagonal(dim1=1, dim2=2) > 0).long()  # (B, N)
@@ -204,6 +205,31 @@ def patch_features(tokens: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
 
 
 # --- LOST over a dataset (notebook 08) -----------------------------------------------------------
+@dataclass(frozen=True)
+class Setting:
+    """One similarity setting of LOST: which features (q/k/v) of which block, dot or cosine, and a bias.
+
+    Paper: Table 3. Plain LOST (the official code) is ``Setting(zoo's q/k/v, -1, False, 0.0)``; [TTR]'s sweep
+    takes the best of q/k/v x the last 4 blocks x biases in [-1, 0] on normalised features.
+    """
+
+    which: Which
+    block: int = -1
+    normalize: bool = False
+    bias: float = 0.0
+
+    @property
+    def name(self) -> str:
+        """``k-1:dot+0.00`` (plain LOST with keys) or ``q-3:cos-0.40`` (queries of block -3, cosine, bias -0.4)."""
+        return f"{self.which}{self.block}:{'cos' if self.normalize else 'dot'}{self.bias:+.2f}"
+
+
+def ttr_settings(biases: Sequence[float], *, blocks: Sequence[int] = (-4, -3, -2, -1),
+                 features: Sequence[Which] = ("q", "k", "v")) -> list[Setting]:
+    """[TTR]'s sweep: every ``features x blocks x biases`` setting on L2-normalised features (Table 3, [TTR])."""
+    return [Setting(f, int(b), True, float(bias)) for f in features for b in blocks for bias in biases]
+
+
 @dataclass
 class Discovery:
     """LOST boxes and CorLoc of one model on one box dataset, for every similarity setting.
@@ -211,135 +237,142 @@ class Discovery:
     Attributes:
         dataset: dataset name (``VOC07``...).
         model: zoo key of the model.
-        settings: the ``(normalize, bias)`` settings, in order; their names are :func:`setting_name`.
+        settings: the :class:`Setting` s scored (all on the features of ONE forward pass per image).
         corloc: setting name -> CorLoc in percent.
-        boxes: setting name -> ``(n, 4)`` predicted pixel boxes.
+        boxes: setting name -> ``(n, 4)`` predicted boxes in pixels of the original images.
         hits: setting name -> ``(n,)`` bool, IoU >= 0.5 with some ground-truth box.
-        names: image names, in order.
+        names: image names, in the dataset's order.
+        protocol: ``padded`` (LOST's: own resolution, padded) or ``stretched`` (one square size).
     """
 
     dataset: str
     model: str
-    settings: list[tuple[bool, float]]
+    settings: list[Setting]
     corloc: dict[str, float]
     boxes: dict[str, np.ndarray]
     hits: dict[str, np.ndarray]
     names: list[str]
+    protocol: str = "padded"
+
+    def best(self, settings: Sequence[Setting]) -> tuple[str, float]:
+        """The setting of ``settings`` with the highest CorLoc here (chosen ON the evaluation set) and its CorLoc."""
+        name = max((s.name for s in settings), key=lambda k: self.corloc[k])
+        return name, self.corloc[name]
 
 
-def setting_name(normalize: bool, bias: float) -> str:
-    """``dot+0.00`` (LOST's own: raw dot product, no bias) or ``cos-0.20`` (normalised, bias -0.2)."""
-    return f"{'cos' if normalize else 'dot'}{bias:+.2f}"
+@contextmanager
+def _resizer(loaded: "LoadedModel") -> Iterator[Callable[[tuple[int, int]], None]]:
+    """Yield ``to(hw)``, which makes ``loaded`` take ``hw`` inputs in place; restore its size on exit.
 
-
-def resize_for_lost(image: "Image.Image", size: int) -> tuple["Image.Image", tuple[int, int]]:
-    """Resize the WHOLE image (no crop) to ``size x size``; return it and the original ``(H, W)``.
-
-    A centre crop (what classification preprocessing does) would cut objects out of the box labels;
-    LOST itself pads each image to a multiple of the patch size at full resolution, which needs a model
-    per image size. We resize to one square size so that images batch; boxes are mapped back to the
-    original pixels with per-image scales (the aspect ratio changes; see the notebook's pitfalls).
+    Paper: Table 3 protocol. Position embeddings are resized from the loaded ones (exact at the native size:
+    the official DINOv2 interpolation from 37x37, as the official model does on every forward); one cheap
+    interpolation per size, one model for every size group.
     """
-    from PIL import Image
+    from vitreg.weights import resize_pos_embed
 
-    return image.resize((size, size), Image.Resampling.BICUBIC), (image.height, image.width)
+    model = loaded.model
+    src_pos, src_grid, src_size = model.pos_embed.detach().clone(), tuple(model.patch_embed.grid_size), loaded.image_size
+    prefix = 0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens
+
+    def to(hw: tuple[int, int], pos: torch.Tensor | None = None) -> None:
+        if tuple(hw) == tuple(loaded.image_size):
+            return
+        model.set_input_size(img_size=tuple(hw))
+        new = pos if pos is not None else resize_pos_embed(src_pos, src_grid, tuple(model.patch_embed.grid_size),
+                                                           num_prefix=prefix, mode=loaded.spec.pos_interp)
+        model.pos_embed = torch.nn.Parameter(new.clone(), requires_grad=False)
+        loaded.image_size = tuple(hw)
+        loaded.layout = TokenLayout.from_model(model, loaded.image_size)
+
+    try:
+        yield to
+    finally:
+        to(src_size, src_pos)
 
 
-class _LostImages(torch.utils.data.Dataset):
-    """Images of a box dataset, resized whole and normalised, with original sizes, boxes and names."""
-
-    def __init__(self, dataset: "BoxDataset", n: int, size: int, mean: Sequence[float], std: Sequence[float]) -> None:
-        self.dataset, self.n, self.size, self.mean, self.std = dataset, n, size, tuple(mean), tuple(std)
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, tuple[int, int], np.ndarray, str]:
-        from vitreg.images import preprocess
-
-        s = self.dataset[i]
-        img, hw = resize_for_lost(s.image, self.size)
-        return preprocess([img], size=self.size, mean=self.mean, std=self.std)[0], hw, s.boxes, s.name
-
-
-def _collate_lost(items: list) -> tuple[torch.Tensor, torch.Tensor, list[np.ndarray], list[str]]:
-    x, hw, boxes, names = zip(*items)
-    return torch.stack(x), torch.tensor(hw, dtype=torch.float64), list(boxes), list(names)
+def _score_batch(rec: Any, layout: TokenLayout, settings: Sequence[Setting], *, k_patches: int, scale: torch.Tensor,
+                 hw: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Boxes of every setting on one batch: one similarity per (features, block, normalize), then each bias."""
+    out: dict[str, torch.Tensor] = {}
+    groups: dict[tuple[str, int, bool], list[Setting]] = {}
+    for s in settings:
+        groups.setdefault((s.which, s.block, s.normalize), []).append(s)
+    for (which, block, normalize), group in groups.items():
+        a = similarity(patch_features(getattr(rec, which)[block], layout), normalize=normalize)
+        for s in group:
+            out[s.name] = lost_on_similarity(a + s.bias, layout.grid, k_patches=k_patches, scale=scale,
+                                             image_hw=hw).boxes
+        del a
+    return out
 
 
 def discover(
     loaded: "LoadedModel",
     dataset: "BoxDataset",
+    settings: Sequence[Setting],
     *,
-    which: Which | None = None,
-    block: int = -1,
+    protocol: LostProtocol = "padded",
     k_patches: int = 100,
-    settings: Sequence[tuple[bool, float]] = ((False, 0.0),),
     batch_size: int = 16,
     limit: int | None = None,
     num_workers: int = 0,
     progress: bool = True,
 ) -> Discovery:
-    """Run LOST with ``loaded`` on every image of ``dataset`` and score CorLoc.
+    """Run LOST with ``loaded`` on every image of ``dataset`` and score CorLoc for every setting.
 
-    Paper: Table 3. Runs over :func:`vitreg.stream.stream` (one capture per batch, so the keys of a whole
-    dataset never pile up in memory); LOST runs batched on the model's device. Longer than 60 lines
-    because most of it is this docstring and the per-setting bookkeeping of the bias sweep.
-
-    Args:
-        loaded: the model, loaded at the square ``image_size`` to use (a multiple of its patch size).
-        dataset: a :mod:`vitreg.boxes` dataset.
-        which: ``"q"``, ``"k"`` or ``"v"``; None takes the zoo's choice (keys for DINO/DINOv2, values for
-            DeiT-III/CLIP).
-        block: which block's q/k/v (-1: the last, as in the paper).
-        k_patches: LOST's k (100).
-        settings: ``(normalize, bias)`` pairs scored on the same features (the bias sweep).
-        batch_size: images per forward pass.
-        limit: first ``limit`` images only.
-        num_workers: processes that read and resize images (a ``DataLoader``); 0 reads them in this one.
-            On a GPU, image decoding is the bottleneck: 4-8 workers help.
-        progress: show a tqdm bar.
-
-    Returns:
-        :class:`Discovery`.
+    Paper: Table 3. One stream pass (:func:`vitreg.stream.stream`) captures q/k/v of every block the settings
+    name, and every setting is scored on those features: the sweep costs no extra forward. ``padded``
+    (LOST's protocol, the default): each image at its own resolution, padded to a multiple of the patch
+    size, batched with images of the same padded size; the model is resized in place per size (load it at
+    its native size for the exact position embeddings); boxes in original pixels, clipped to the image.
+    ``stretched``: every image resized whole to the model's square size, boxes scaled back per image.
+    ``batch_size`` is an upper bound (a size group may be smaller); ``num_workers`` reader processes
+    (4-8 help on a GPU); ``limit``: the first images only.
     """
-    from vitreg.boxes import corloc_hits
+    from vitreg.boxes import LostImages, collate_lost, corloc_hits, pixel_scale, size_batches
     from vitreg.stream import stream
 
-    which = which or loaded.spec.lost_features
-    if which not in ("q", "k", "v"):
-        raise ValueError(f"which must be 'q', 'k' or 'v', got {which!r}")
-    size = loaded.image_size[0]
-    if loaded.image_size[0] != loaded.image_size[1]:
-        raise ValueError(f"load the model at a square size for LOST, got {loaded.image_size}")
+    if protocol == "stretched" and loaded.image_size[0] != loaded.image_size[1]:
+        raise ValueError(f"load the model at a square size for the stretched protocol, got {loaded.image_size}")
     n = len(dataset) if limit is None else min(limit, len(dataset))
-    names = [setting_name(nm, b) for nm, b in settings]
-    boxes: dict[str, list[torch.Tensor]] = {k: [] for k in names}
-    gts, img_names = [], []
-    patch = loaded.spec.patch_size
-    loader = torch.utils.data.DataLoader(
-        _LostImages(dataset, n, size, loaded.mean, loaded.std), batch_size=batch_size, shuffle=False,
-        num_workers=num_workers, collate_fn=_collate_lost)
-    for batch in stream(loaded, loader, batched=True, total=n, progress=progress, qkv=[block], to=None,
-                        desc=f"LOST {loaded.spec.key} on {dataset.name}"):
-        _, hw, gt, batch_names = batch.items
-        scale = patch * hw / size  # pixels of the original image per patch, (sy, sx)
-        feats = patch_features(getattr(batch.rec, which)[block], loaded.layout)
-        for name, (normalize, bias) in zip(names, settings):
-            res = lost(feats, loaded.layout.grid, k_patches=k_patches, bias=bias, normalize=normalize,
-                       scale=scale, image_hw=hw)
-            boxes[name].append(res.boxes)
-        gts.extend(gt)
-        img_names.extend(batch_names)
-    out_boxes = {k: torch.cat(v).numpy() if v else np.zeros((0, 4)) for k, v in boxes.items()}
+    patch, size = loaded.spec.patch_size, loaded.image_size[0]
+    images = LostImages(dataset, protocol=protocol, patch=patch, size=size if protocol == "stretched" else None,
+                        mean=loaded.mean, std=loaded.std)
+    loader = torch.utils.data.DataLoader(images, batch_sampler=size_batches(
+        dataset, n, patch=patch, batch_size=batch_size, protocol=protocol), num_workers=num_workers,
+        collate_fn=collate_lost)
+    boxes: dict[str, list[torch.Tensor]] = {s.name: [] for s in settings}
+    gts, names, order = [], [], []
+    blocks = sorted({s.block for s in settings})
+    with _resizer(loaded) as resize_to:
+        def sized(batches: Iterable[Any]) -> Iterator[Any]:  # resize the model before each batch is forwarded
+            for batch in batches:
+                resize_to(tuple(batch[0].shape[-2:]))
+                yield batch
+
+        for batch in stream(loaded, sized(loader), batched=True, total=n, progress=progress, qkv=blocks, to=None,
+                            desc=f"LOST {loaded.spec.key} on {dataset.name}"):
+            x, hw, gt, batch_names, idx = batch.items
+            scale = pixel_scale(hw, patch=patch, protocol=protocol, size=size)
+            for name, b in _score_batch(batch.rec, loaded.layout, settings, k_patches=k_patches, scale=scale,
+                                        hw=hw).items():
+                boxes[name].append(b)
+            gts.extend(gt)
+            names.extend(batch_names)
+            order.extend(idx)
+    perm = np.argsort(np.asarray(order, dtype=np.int64), kind="stable")  # back to the dataset's order
+    out_boxes = {k: (torch.cat(v).numpy()[perm] if v else np.zeros((0, 4))) for k, v in boxes.items()}
+    gts = [gts[i] for i in perm]
     hits = {k: corloc_hits(b, gts) for k, b in out_boxes.items()}
     return Discovery(dataset=dataset.name, model=loaded.spec.key, settings=list(settings),
                      corloc={k: 100.0 * float(h.mean()) if len(h) else float("nan") for k, h in hits.items()},
-                     boxes=out_boxes, hits=hits, names=img_names)
+                     boxes=out_boxes, hits=hits, names=[names[i] for i in perm], protocol=protocol)
 
 
 # --- the paper's Table 3, and ours beside it ------------------------------------------------------
 TABLE3_DATASETS = ("voc07", "voc12", "coco20k")
+#: The two protocols of notebook 08's rows: plain LOST (the official code) and [TTR]'s best-of-sweep.
+PROTOCOLS = ("plain", "ttr_sweep")
 
 
 def model_role(key: str, registers: int, family: str) -> str:
@@ -349,83 +382,93 @@ def model_role(key: str, registers: int, family: str) -> str:
     return {"dino": "dino", "deit3": "deit3", "clip": "clip"}.get(family, key)
 
 
+def offset_features(feats: torch.Tensor, offset: float = 3.0, *, seed: int = 0) -> torch.Tensor:
+    """Add one shared direction of length ``offset`` to every token: every dot product turns positive.
+
+    Paper: Table 3 protocol (why a bias is added). Plain LOST (dot, bias 0) then returns the whole image;
+    a negative bias on cosine similarity still separates the object ([TTR]'s sweep).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    u = torch.nn.functional.normalize(torch.randn(feats.shape[-1], generator=gen), dim=0)
+    return feats + offset * u
+
+
 def planted_corloc(n_images: int = 32, grid: tuple[int, int] = (14, 14), *, num_reg: int = 4,
-                   seed: int = 0) -> dict[str, float]:
+                   biases: Sequence[float] = (-0.9, -0.5, 0.0), seed: int = 0) -> dict[str, float]:
     """CorLoc of LOST on planted feature maps: the mechanism behind Table 3, with a known answer.
 
     Each image has one planted object (a block of 3-7 patches a side, :func:`vitreg.planting.planted_objects`);
     the tokens carry ``1 + num_reg`` high-norm prefix tokens that must be sliced off. ``clean``: LOST should
     find every object (100). ``artifact``: one background patch per image is turned into an artifact token,
     dissimilar to all (what a high-norm outlier is to LOST): it captures the seed, and CorLoc collapses.
-    Registers remove such tokens from the patches, which is why they help LOST.
-
-    Returns:
-        ``{"clean": %, "artifact": %}``.
+    ``offset_plain`` / ``offset_sweep``: the clean maps plus a shared positive offset (:func:`offset_features`):
+    plain LOST returns the whole image; the best bias of ``biases`` on normalised features finds the objects.
+    Returns CorLoc in % for each of the four.
     """
     from vitreg.boxes import corloc
 
     boxes, artifacts = planted_objects(n_images, grid, seed=seed)
     layout = TokenLayout(1, num_reg, grid)
     gt = np.asarray(boxes, dtype=np.float64)[:, None]
-    clean = lost(patch_features(planted_feature_maps(boxes, grid, num_prefix=layout.num_prefix, seed=seed), layout), grid)
+    clean = patch_features(planted_feature_maps(boxes, grid, num_prefix=layout.num_prefix, seed=seed), layout)
     art = lost(patch_features(planted_feature_maps(boxes, grid, num_prefix=layout.num_prefix, artifact=artifacts,
                                                    seed=seed), layout), grid)
-    return {"clean": corloc(clean.boxes, gt), "artifact": corloc(art.boxes, gt)}
+    shifted = offset_features(clean, seed=seed)
+    return {"clean": corloc(lost(clean, grid).boxes, gt), "artifact": corloc(art.boxes, gt),
+            "offset_plain": corloc(lost(shifted, grid).boxes, gt),
+            "offset_sweep": max(corloc(lost(shifted, grid, normalize=True, bias=b).boxes, gt) for b in biases)}
 
 
 # --- notebook 08: datasets, settings and the Table 3 rows of a run --------------------------------
-def open_datasets(names: Sequence[str], root: Any, *, image_size: int, limit: int | None,
-                  seed: int = 0) -> dict[str, "BoxDataset"]:
-    """The box datasets of ``names`` that are found under ``root`` (Paper: Table 3: VOC07, VOC12, COCO20k).
-
-    A dataset that is not found is left out (the results then mark its CorLoc skipped). Images are
-    read at most at ``image_size x 4/3 image_size`` (LOST then resizes them whole to ``image_size``).
-    """
-    from vitreg.boxes import open_box_dataset
-
-    sets = {}
-    for name in names:
-        ds = open_box_dataset(name, root, limit=limit, image_size=(image_size, int(image_size * 4 / 3)), seed=seed)
-        if ds is not None:
-            sets[name] = ds
-            print(f"{name}: {len(ds)} images")
-    return sets
-
-
-def sweep_settings(normalize: bool, bias: float, bias_sweep: Sequence[float]) -> list[tuple[bool, float]]:
-    """The main ``(normalize, bias)`` setting first, then the bias sweep on normalised features.
-
-    Paper: Table 3 (a hand-tuned bias, value not given); [TTR] sweeps it on normalised features.
-    """
-    return [(normalize, bias)] + [(True, b) for b in bias_sweep if (True, b) != (normalize, bias)]
-
-
 def corloc_numbers(results: dict[tuple[str, str], Discovery], models: Sequence[str], datasets: Sequence[str], *,
-                   main: str, which: Which | None, root: Any) -> dict[str, Any]:
-    """Notebook 08's Table 3 rows: ``by_model`` and the rows of the roles ``no_reg``/``reg``/``dino``/...
+                   plain: dict[str, Setting], sweep: Sequence[Setting], root: Any) -> dict[str, Any]:
+    """Notebook 08's Table 3 rows, one block per protocol: ``{"plain": rows, "ttr_sweep": rows}``.
 
-    Paper: Table 3. Each row holds the CorLoc (%) of the ``main`` setting per dataset (``voc07``...,
-    ``{"skipped": why}`` when the dataset was not run) and the number of images. A role takes the first
-    model of ``models`` in it (:func:`model_role`); a Table 3 role no model took has every dataset skipped.
+    Paper: Table 3 (plain LOST: the official code's setting) and [TTR] (best of ``sweep`` per model and
+    dataset, chosen on the evaluation set). Each block holds ``by_model`` and the rows of the roles
+    ``no_reg``/``reg``/``dino``/... (:func:`model_role`, the first model of ``models`` in a role): the CorLoc
+    (%) per dataset (``{"skipped": why}`` when not run), the number of images, and for the sweep the
+    winning setting (``voc07_setting``...). A Table 3 role no model took has every dataset skipped.
+    ``plain``: model key -> its plain LOST :class:`Setting` (the zoo's q/k/v of the last block, dot, bias 0).
     """
     from vitreg.models import get_spec
 
-    out: dict[str, Any] = {"by_model": {}}
     all_sets = list(dict.fromkeys([*datasets, "VOC07", "VOC12", "COCO20k"]))
-    for key in models:
-        spec = get_spec(key)
-        row: dict[str, Any] = {"model": key, "features": which or spec.lost_features}
-        for name in all_sets:
-            d = results.get((key, name))
-            why = f"{name} not found under {root}" if name in datasets else f"{name} not in `datasets`"
-            row[name.lower()] = d.corloc[main] if d is not None else {"skipped": why}
-            if d is not None:
-                row[f"{name.lower()}_n_images"] = len(d.names)
-        out["by_model"][key] = row
-        out.setdefault(model_role(key, spec.registers, spec.family), row)
-    for role in ("no_reg", "reg", "dino"):  # rows of Table 3 this run did not compute
-        out.setdefault(role, {n: {"skipped": f"no {role} model in `models`"} for n in TABLE3_DATASETS})
+    out: dict[str, Any] = {}
+    for protocol in PROTOCOLS:
+        block: dict[str, Any] = {"by_model": {}}
+        for key in models:
+            spec = get_spec(key)
+            row: dict[str, Any] = {"model": key, "features": plain[key].which if protocol == "plain" else "best of q/k/v"}
+            for name in all_sets:
+                d, ds = results.get((key, name)), name.lower()
+                if d is None:
+                    why = f"{name} not found under {root}" if name in datasets else f"{name} not in `datasets`"
+                    row[ds] = {"skipped": why}
+                    continue
+                if protocol == "plain":
+                    row[ds] = d.corloc[plain[key].name]
+                elif not sweep:
+                    row[ds] = {"skipped": "no sweep settings (bias_sweep, sweep_blocks or sweep_features empty)"}
+                else:
+                    row[f"{ds}_setting"], row[ds] = d.best(sweep)
+                row[f"{ds}_n_images"] = len(d.names)
+            block["by_model"][key] = row
+            block.setdefault(model_role(key, spec.registers, spec.family), row)
+        for role in ("no_reg", "reg", "dino"):  # rows of Table 3 this run did not compute
+            block.setdefault(role, {n: {"skipped": f"no {role} model in `models`"} for n in TABLE3_DATASETS})
+        block["register_gain"] = register_gain(block["by_model"], models)
+        out[protocol] = block
     return out
+
+
+def bias_curves(d: Discovery, sweep: Sequence[Setting]) -> dict[str, dict[str, float]]:
+    """CorLoc against the bias (``"-0.50"``: text keys, as in the results file), one curve per features and
+    block (``k-1``...) of the sweep (Table 3, [TTR]; the bias-sweep figure of notebook 08)."""
+    curves: dict[str, dict[str, float]] = {}
+    for s in sweep:
+        curves.setdefault(f"{s.which}{s.block}", {})[f"{s.bias:+.2f}"] = d.corloc[s.name]
+    return curves
 
 
 def register_gain(rows: dict[str, dict[str, Any]], models: Sequence[str]) -> dict[str, Any]:
@@ -434,12 +477,8 @@ def register_gain(rows: dict[str, dict[str, Any]], models: Sequence[str]) -> dic
 
     Paper: Table 3 (DINOv2-L +20.1 / +19.8 / +15.1 points; [TTR], public pair: +24.0 / +23.4 / +16.9).
 
-    Args:
-        rows: ``by_model`` of :func:`corloc_numbers`.
-        models: the run's models.
-
-    Returns:
-        ``{"model": <register model>, "voc07": gain or {"skipped": why}, ...}`` (no ``model`` without a pair).
+    ``rows``: a ``by_model`` block of :func:`corloc_numbers`. Returns ``{"model": <register model>, "voc07":
+    gain or {"skipped": why}, ...}`` (no ``model`` without a pair).
     """
     from vitreg.models import register_pairs
 
@@ -458,7 +497,12 @@ def register_gain(rows: dict[str, dict[str, Any]], models: Sequence[str]) -> dic
 
 
 def planted_corloc_checks(planted: dict[str, float]) -> dict[str, bool]:
-    """What :func:`planted_corloc` must recover: every clean object, and a collapse with artifact tokens."""
+    """What :func:`planted_corloc` must recover: every clean object, a collapse with artifact tokens, and on
+    offset features plain LOST's miss and the sweep's hit (the two protocols of Table 3's rows)."""
     return {f"LOST finds every planted object (CorLoc {planted['clean']:.0f}%)": planted["clean"] == 100.0,
             f"one artifact token per image breaks LOST (CorLoc {planted['artifact']:.0f}% < 50%)":
-                planted["artifact"] < 50.0}
+                planted["artifact"] < 50.0,
+            f"a shared offset makes plain LOST return the whole image (CorLoc {planted['offset_plain']:.0f}% < 50%)":
+                planted["offset_plain"] < 50.0,
+            f"a negative bias on normalised features finds the objects again (CorLoc {planted['offset_sweep']:.0f}%)":
+                planted["offset_sweep"] == 100.0}

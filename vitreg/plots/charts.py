@@ -422,29 +422,40 @@ def plot_corloc(table: dict[str, dict[str, float]], reference: dict[str, dict[st
     return fig
 
 
-def plot_bias_sweep(sweep: dict[str, dict[str, float]], biases: Sequence[float], *, dataset: str,
-                    title: str = "") -> Any:
-    """LOST CorLoc against the bias added to the cosine similarity, one line per model ([TTR]'s sweep).
+def plot_bias_sweep(curves: dict[str, dict[str, dict[str, float]]], *, dataset: str,
+                    plain: dict[str, float] | None = None, title: str = "") -> Any:
+    """[TTR]'s sweep: LOST CorLoc against the bias on normalised features, one panel per model, one line per
+    features x block (``k-1``...); dashed: plain LOST (last block, dot product, bias 0).
 
-    Paper: Table 3 (the paper's bias is "hand-tuned"; its value is not given).
+    Paper: Table 3 (the paper's bias is "hand-tuned", value not given; [TTR] reports the best of this sweep,
+    chosen on the evaluation set: the top of these curves).
 
     Args:
-        sweep: model key -> setting name (:func:`vitreg.lost.setting_name`) -> CorLoc (%) on ``dataset``.
-        biases: the biases tried on L2-normalised features, in order.
+        curves: model key -> line label -> bias (a number or its text) -> CorLoc (%) on ``dataset``
+            (:func:`vitreg.lost.bias_curves`).
         dataset: the dataset's name, for the axis label.
+        plain: model key -> plain LOST's CorLoc (%), drawn as a dashed line.
     """
     import matplotlib.pyplot as plt
 
-    from vitreg.lost import setting_name
-
     use_style()
-    fig, ax = plt.subplots(figsize=(4.5, 3.2))
-    for key, row in sweep.items():
-        ax.plot(list(biases), [row[setting_name(True, b)] for b in biases], "o-", label=key)
-    ax.set_xticks(list(biases))
-    ax.set_ylim(0, 100)
-    ax.set_xlabel("bias added to the cosine similarity")
-    ax.set_ylabel(f"CorLoc on {dataset} (%)")
-    ax.legend(fontsize=7)
-    ax.set_title(title)
+    fig, axes = plt.subplots(1, max(1, len(curves)), figsize=(3.6 * max(1, len(curves)), 3.2), squeeze=False,
+                             sharey=True)
+    for ax, (key, lines) in zip(axes[0], curves.items()):
+        best = max((v for line in lines.values() for v in line.values()), default=float("nan"))
+        for label, line in lines.items():  # colour: q/k/v; the last block darkest
+            xs = sorted(line, key=float)
+            depth = int(label[1:]) if label[1:].lstrip("-").isdigit() else -1
+            ax.plot([float(x) for x in xs], [line[x] for x in xs], "o-", ms=3, lw=1, label=label,
+                    color={"q": "C0", "k": "C1", "v": "C2"}.get(label[:1], "C3"), alpha=max(0.3, 1 + 0.2 * (depth + 1)))
+        if plain and key in plain:
+            ax.axhline(plain[key], color="k", ls="--", lw=1, label="plain LOST")
+        ax.set_title(f"{key} (best {best:.1f}%)", fontsize=8)
+        ax.set_xlabel("bias added to the cosine similarity")
+        ax.set_ylim(0, 100)
+        ax.legend(fontsize=6, ncol=2)
+    axes[0, 0].set_ylabel(f"CorLoc on {dataset} (%)")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
     return fig

@@ -178,7 +178,7 @@ def plot_mean_maps(summaries: dict[str, dict[str, dict]], *, title: str = "") ->
 
 
 def plot_discoveries(dataset: Any, discoveries: dict[str, Any], indices: Sequence[int], *,
-                     setting: str = "dot+0.00", title: str = "") -> Any:
+                     setting: str | dict[str, str], title: str = "") -> Any:
     """Images with their ground-truth boxes (white) and each model's LOST box (green hit, red miss).
 
     Paper: Fig. 1 / Table 3 illustrated (boxes discovered with and without registers).
@@ -187,7 +187,8 @@ def plot_discoveries(dataset: Any, discoveries: dict[str, Any], indices: Sequenc
         dataset: the dataset the discoveries were computed on.
         discoveries: row label -> :class:`vitreg.lost.Discovery` (e.g. ``{"no registers": d0, "4 registers": d4}``).
         indices: which images (positions in the dataset) to show.
-        setting: which similarity setting's boxes to draw.
+        setting: which setting's boxes to draw (:attr:`vitreg.lost.Setting.name`), or row label -> setting
+            (plain LOST's features differ per model; the sweep's best setting too).
         title: figure title (use :func:`vitreg.plots.title_for`).
 
     Returns:
@@ -206,7 +207,8 @@ def plot_discoveries(dataset: Any, discoveries: dict[str, Any], indices: Sequenc
             ax.imshow(sample.image)
             for g in sample.boxes:
                 ax.add_patch(Rectangle((g[0], g[1]), g[2] - g[0], g[3] - g[1], fill=False, ec="white", lw=1.2, ls="--"))
-            b, hit = d.boxes[setting][idx], bool(d.hits[setting][idx])
+            name = setting if isinstance(setting, str) else setting[label]
+            b, hit = d.boxes[name][idx], bool(d.hits[name][idx])
             ax.add_patch(Rectangle((b[0], b[1]), b[2] - b[0], b[3] - b[1], fill=False,
                                    ec="lime" if hit else "red", lw=2))
             ax.set_xticks([])
