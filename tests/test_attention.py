@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vitreg import attention, planting
-from vitreg.tokens import TokenLayout
+from vitreg.tokens import TokenLayout, prefix_names, prefix_row
 
 
 def _attn(layout, b=4, heads=3, rows=None, seed=0):
@@ -21,7 +21,7 @@ def test_planted_peak_found_for_cls_and_registers(num_reg):
     layout = TokenLayout(1, num_reg, (6, 7))
     attn = _attn(layout)
     pos = torch.tensor([0, 13, 41, 20])
-    for token in attention.prefix_names(layout):
+    for token in prefix_names(layout):
         planted = planting.attention_peak(attn, layout, pos, token=token, mass=0.5)
         assert torch.allclose(planted.sum(-1), torch.ones(()))
         maps = attention.attention_maps(planted, layout, token=token)
@@ -40,7 +40,7 @@ def test_registers_rows_are_distinct():
     planted = planting.attention_peak(attn, layout, torch.tensor([3, 3, 3, 3]), token="reg2", mass=0.9)
     assert attention.top_share(attention.attention_maps(planted, layout, token="reg2"), top_frac=0.04).min() > 0.8
     assert attention.top_share(attention.attention_maps(planted, layout, token="cls"), top_frac=0.04).max() < 0.2
-    assert attention.prefix_row(layout, "reg2") == 3
+    assert prefix_row(layout, "reg2") == 3
 
 
 def test_prefix_rows_capture_equals_all_rows():

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from vitreg.models import get_spec
-from vitreg.weights import WeightsNotFound, load_model, resize_pos_embed
+from vitreg.resize import resize_pos_embed
+from vitreg.weights import WeightsNotFound, load_model
 
 
 def _source(key: str, seed: int = 1):

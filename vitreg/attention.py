@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from vitreg.models import get_spec
-from vitreg.tokens import TokenLayout, prefix_names, prefix_row  # noqa: F401  (prefix_*: re-exported, they live in tokens)
+from vitreg.tokens import TokenLayout, prefix_row
 
 
 def attention_maps(attn: torch.Tensor, layout: TokenLayout, *, token: int | str = "cls",

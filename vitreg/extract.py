@@ -10,11 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import torch
-
 from vitreg.capture import Recording
 from vitreg.images import ImageLike
-from vitreg.stream import batches, stream  # noqa: F401  (batches: re-exported from stream)
+from vitreg.stream import stream
 from vitreg.weights import LoadedModel
 
 

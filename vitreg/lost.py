@@ -29,8 +29,7 @@ component is a batched flood fill in torch (checked against ``scipy.ndimage.labe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Sequence
 
@@ -38,6 +37,7 @@ import numpy as np
 import torch
 
 from vitreg.planting import planted_feature_maps, planted_objects
+from vitreg.resize import resizable
 from vitreg.tokens import TokenLayout
 
 if TYPE_CHECKING:
@@ -260,36 +260,6 @@ class Discovery:
         return name, self.corloc[name]
 
 
-@contextmanager
-def _resizer(loaded: "LoadedModel") -> Iterator[Callable[[tuple[int, int]], None]]:
-    """Yield ``to(hw)``, which makes ``loaded`` take ``hw`` inputs in place; restore its size on exit.
-
-    Paper: Table 3 protocol. Position embeddings are resized from the loaded ones (exact at the native size:
-    the official DINOv2 interpolation from 37x37, as the official model does on every forward); one cheap
-    interpolation per size, one model for every size group.
-    """
-    from vitreg.weights import resize_pos_embed
-
-    model = loaded.model
-    src_pos, src_grid, src_size = model.pos_embed.detach().clone(), tuple(model.patch_embed.grid_size), loaded.image_size
-    prefix = 0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens
-
-    def to(hw: tuple[int, int], pos: torch.Tensor | None = None) -> None:
-        if tuple(hw) == tuple(loaded.image_size):
-            return
-        model.set_input_size(img_size=tuple(hw))
-        new = pos if pos is not None else resize_pos_embed(src_pos, src_grid, tuple(model.patch_embed.grid_size),
-                                                           num_prefix=prefix, mode=loaded.spec.pos_interp)
-        model.pos_embed = torch.nn.Parameter(new.clone(), requires_grad=False)
-        loaded.image_size = tuple(hw)
-        loaded.layout = TokenLayout.from_model(model, loaded.image_size)
-
-    try:
-        yield to
-    finally:
-        to(src_size, src_pos)
-
-
 def _score_batch(rec: Any, layout: TokenLayout, settings: Sequence[Setting], *, k_patches: int, scale: torch.Tensor,
                  hw: torch.Tensor) -> dict[str, torch.Tensor]:
     """Boxes of every setting on one batch: one similarity per (features, block, normalize), then each bias."""
@@ -344,7 +314,7 @@ def discover(
     boxes: dict[str, list[torch.Tensor]] = {s.name: [] for s in settings}
     gts, names, order = [], [], []
     blocks = sorted({s.block for s in settings})
-    with _resizer(loaded) as resize_to:
+    with resizable(loaded) as resize_to:
         def sized(batches: Iterable[Any]) -> Iterator[Any]:  # resize the model before each batch is forwarded
             for batch in batches:
                 resize_to(tuple(batch[0].shape[-2:]))

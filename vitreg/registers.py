@@ -183,7 +183,8 @@ def prefix_attention_summary(attn: torch.Tensor, layout: TokenLayout, *, border_
         token name -> ``{"mean_map": (h, w) tensor, "border": %, "top": %, "support": %,
         "border_uniform": %}`` (shares of the mean map, in percent).
     """
-    from vitreg.attention import attention_maps, prefix_names
+    from vitreg.attention import attention_maps
+    from vitreg.tokens import prefix_names
 
     out: dict[str, dict] = {}
     for name in prefix_names(layout):

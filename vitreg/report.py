@@ -53,11 +53,9 @@ import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-from vitreg import paper
 from vitreg import report_render as rr
 from vitreg.io import atomic_write_text
 from vitreg.paper import (FINDINGS, STATUSES, PaperNumber, PaperNumbersError, Verdict, combine, judge,

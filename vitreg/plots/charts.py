@@ -6,10 +6,9 @@ Paper: Fig. 3-5, Fig. 7 and App. D.1, Table 1, Table 2, Table 3.
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Sequence
 from typing import Any
 
-from vitreg.plots.style import to_numpy, title_for, use_style
+from vitreg.plots.style import to_numpy, use_style
 
 
 def plot_artifact_scores(scores: dict[str, Any], *, uniform: float | None = None, title: str = "",

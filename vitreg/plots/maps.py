@@ -10,7 +10,7 @@ import textwrap
 from collections.abc import Sequence
 from typing import Any
 
-from vitreg.plots.style import finish_image_grid, to_numpy, title_for, use_style
+from vitreg.plots.style import finish_image_grid, to_numpy, use_style
 
 
 def plot_attention_grid(images: Any, maps: dict[str, Any], *, scores: dict[str, Any] | None = None,
