@@ -223,7 +223,10 @@ def _load_folder(name: str, folder: Path, split: str, note: str = "") -> Labelle
     if not sub.is_dir():
         raise DatasetUnavailable(name, f"no folder {sub}; prepare it as an ImageFolder "
                                        f"({note or '<split>/<class>/<image>'}) or set ${DATA_ENV}")
-    ds = ImageFolder(str(sub))
+    try:
+        ds = ImageFolder(str(sub))
+    except (FileNotFoundError, RuntimeError) as err:  # class folders without images
+        raise DatasetUnavailable(name, f"{sub} is not a usable ImageFolder: {err}") from err
     return LabelledImages(name, split, [ds], torch.tensor(ds.targets), ds.classes)
 
 
@@ -431,10 +434,9 @@ def natural_images_status(images: str, root: str | os.PathLike | None = None) ->
         return True, None
     if get_info(name).source == "torchvision" and not is_offline():
         return True, f"note: {name} is not in {data_root(root)} yet; the first notebook that needs it downloads it once"
-    why = "and this machine is offline (HF_HUB_OFFLINE/VITREG_OFFLINE)" if get_info(name).source == "torchvision" \
-        else "(it cannot be downloaded)"
-    return False, (f"images={images!r} needs {name} ({get_info(name).note}), which is not under "
-                   f"{data_root(root) / name} {why}.\n"
+    why = (f"which is not under {data_root(root) / name} and this machine is offline (HF_HUB_OFFLINE/VITREG_OFFLINE)"
+           if get_info(name).source == "torchvision" else f"which is not usable here (it cannot be downloaded): {why}")
+    return False, (f"images={images!r} needs {name} ({get_info(name).note}), {why}.\n"
                    f"  Ways out: connect this machine once (it downloads into {data_root(root) / name}), or put "
                    f"ImageNet's val split at {data_root(root) / 'imagenet1k' / 'val'}/<wnid>/*.JPEG, or pass "
                    "image_dir= a folder of natural images (e.g. --set 02_high_norm_tokens.image_dir=/data/photos).")
