@@ -114,7 +114,7 @@ DATASETS: dict[str, DatasetInfo] = {
         _tv("stl10", "", "STL10", ({"split": "train"},), ({"split": "test"},), 10, "STL-10, 96x96 px, 2.6 GB"),
         _tv("eurosat", "", "EuroSAT", (), (), 10, "EuroSAT has no official split: not supported yet"),
         _tv("imagenette", "", "Imagenette", ({"split": "train"},), ({"split": "val"},), 10,
-            "Imagenette: 10 ImageNet classes at full size, ~1.5 GB; its 'test' split is the official 'val'"),
+            "10 ImageNet classes at full size, ~1.5 GB download; our 'test' split reads its 'val'"),
         DatasetInfo("synthetic", "", "synthetic", num_classes=4,
                     note="made on the fly; classes differ only in a global property (smoke profile)"),
     ]
@@ -439,7 +439,7 @@ def natural_images_status(images: str, root: str | os.PathLike | None = None) ->
     return False, (f"images={images!r} needs {name} ({get_info(name).note}), {why}.\n"
                    f"  Ways out: connect this machine once (it downloads into {data_root(root) / name}), or put "
                    f"ImageNet's val split at {data_root(root) / 'imagenet1k' / 'val'}/<wnid>/*.JPEG, or pass "
-                   "image_dir= a folder of natural images (e.g. --set 02_high_norm_tokens.image_dir=/data/photos).")
+                   "image_dir= a folder of natural images (e.g. --set common.image_dir=/data/photos).")
 
 
 def natural_images(images: str = "auto", n: int = 256, *, seed: int = 0, root: str | os.PathLike | None = None,
