@@ -9,6 +9,10 @@ STAMP       := $(VENV)/.vitreg-installed
 KERNEL      := vitreg
 N           ?=
 JOBS        ?= 2
+PARAMS      ?=
+SET         ?=
+# `make reproduce PARAMS=my.yaml SET="02.n_images=512 common.device=cuda"`: overrides for run/smoke/notebook
+RUN_ARGS    := $(if $(PARAMS),--params $(PARAMS)) $(foreach s,$(SET),--set $(s))
 
 .DEFAULT_GOAL := help
 .PHONY: help env test unit robustness smoke reproduce notebook weights benchmark strip clean
@@ -34,15 +38,15 @@ unit: $(STAMP) ## Unit tests only (no notebooks)
 robustness: $(STAMP) ## The bad-input and fault corpus (issue 12): its tests, then one summary (cases, clear errors, crashes, silent wrong, lost)
 	HF_HUB_OFFLINE=1 PYTHONPATH=tests $(PY) -m pytest -q -p no:cacheprovider -p robustness_plugin -m robustness tests
 
-smoke: $(STAMP) ## Run every notebook with the smoke profile; outputs go to build/smoke/
-	HF_HUB_OFFLINE=1 $(VENV)/bin/vitreg run --profile smoke
+smoke: $(STAMP) ## Run every notebook with the smoke profile; outputs go to build/smoke/ (PARAMS=, SET= override)
+	HF_HUB_OFFLINE=1 $(VENV)/bin/vitreg run --profile smoke $(RUN_ARGS)
 
-reproduce: $(STAMP) ## Run every notebook with the real parameters (weights, data, GPU); outputs in build/, figures/, results/
-	$(VENV)/bin/vitreg run --profile real
+reproduce: $(STAMP) ## Run every notebook with the real parameters (weights, data, GPU); PARAMS=my.yaml SET="02.n_images=512" override
+	$(VENV)/bin/vitreg run --profile real $(RUN_ARGS)
 
 notebook: $(STAMP) ## Run one notebook, e.g. `make notebook N=02` (add PROFILE=smoke for the smoke profile)
-	@test -n "$(N)" || (echo "usage: make notebook N=02 [PROFILE=smoke]"; exit 2)
-	$(VENV)/bin/vitreg run --profile $(or $(PROFILE),real) --only $(N)
+	@test -n "$(N)" || (echo "usage: make notebook N=02 [PROFILE=smoke] [PARAMS=my.yaml] [SET=\"02.n_images=64\"]"; exit 2)
+	$(VENV)/bin/vitreg run --profile $(or $(PROFILE),real) --only $(N) $(RUN_ARGS)
 
 weights: $(STAMP) ## Download every model the notebooks use into the weights folder (needs internet)
 	$(VENV)/bin/vitreg weights download --notebooks

@@ -47,13 +47,17 @@ def test_run_dispatches_with_its_options(monkeypatch, tmp_path):
 
     seen = {}
 
-    def fake_run(profile, only, *, keep_going, out_dir):
-        seen.update(profile=profile, only=only, keep_going=keep_going, out_dir=out_dir)
+    def fake_run(profile, only, *, keep_going, out_dir, params_file, sets):
+        seen.update(profile=profile, only=only, keep_going=keep_going, out_dir=out_dir, params_file=params_file,
+                    sets=sets)
         return [runner.Outcome("02_x", "failed")]
 
     monkeypatch.setattr(runner, "run", fake_run)
     assert main(["run", "--profile", "smoke", "--only", "02", "05", "--keep-going", "--out", str(tmp_path)]) == 1
-    assert seen == {"profile": "smoke", "only": ["02", "05"], "keep_going": True, "out_dir": tmp_path}
+    assert seen == {"profile": "smoke", "only": ["02", "05"], "keep_going": True, "out_dir": tmp_path,
+                    "params_file": None, "sets": []}
+    assert main(["run", "--params", "my.yaml", "--set", "02.n_images=512", "--set", "common.device=cuda"]) == 1
+    assert seen["params_file"] == Path("my.yaml") and seen["sets"] == ["02.n_images=512", "common.device=cuda"]
     monkeypatch.setattr(runner, "run", lambda *a, **k: [runner.Outcome("02_x", "ok")])
     assert main(["run"]) == 0
 
@@ -165,3 +169,24 @@ def test_installed_console_script_if_any():
         pytest.skip("the vitreg console script is not installed in this environment")
     done = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.startswith("vitreg ")
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+@pytest.mark.parametrize("target, extra", [("reproduce", []), ("smoke", []), ("notebook", ["N=02"])])
+def test_make_passes_params_and_set_to_vitreg_run(target, extra):
+    """`make reproduce PARAMS=my.yaml SET="..."` (and smoke, notebook) reach `vitreg run` as --params/--set."""
+    out = subprocess.run(["make", "-n", "-C", str(repo_root()), "STAMP=Makefile", target, *extra, "PARAMS=my.yaml",
+                          "SET=02.n_images=512 common.device=cuda"], capture_output=True, text=True, check=True).stdout
+    assert "vitreg run --profile" in out
+    assert "--params my.yaml --set 02.n_images=512 --set common.device=cuda" in out
+    plain = subprocess.run(["make", "-n", "-C", str(repo_root()), "STAMP=Makefile", target, *extra],
+                           capture_output=True, text=True, check=True).stdout
+    assert "--params" not in plain and "--set" not in plain
+
+
+def test_a_bad_set_exits_2_before_anything_runs(capsys):
+    assert main(["run", "--profile", "smoke", "--only", "02", "--set", "02.n_imagez=3"]) == 2
+    err = capsys.readouterr().err
+    assert "nothing was run" in err and "'n_imagez'" in err and "did you mean n_images" in err
+    assert main(["run", "--profile", "smoke", "--set", "02_hgh.n_images=3"]) == 2
+    assert "'02_hgh' is not 'common' nor a notebook" in capsys.readouterr().err

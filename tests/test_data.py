@@ -130,3 +130,103 @@ def test_probe_images_fall_back_to_the_photos_and_say_why(tmp_path) -> None:
     assert (len(images), source, why) == (3, "bundled photos", None)
     images, source, why = probe_images("pets", "test", 2, root=tmp_path, download=False)
     assert (len(images), source) == (2, "bundled photos") and why
+
+
+# --- the natural images of notebooks 00-04 and 07 (F1-F4, F7; issue 11 point 2) ---------------------------
+def _jpeg(path, colour) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (40, 30), colour).save(path, format="JPEG")
+
+
+def _imagenet_val(root, classes: int = 5, per_class: int = 6) -> None:
+    for c in range(classes):
+        for i in range(per_class):
+            _jpeg(root / "imagenet1k" / "val" / f"n{c:08d}" / f"ILSVRC2012_val_{c * per_class + i:08d}.JPEG",
+                  (c * 40, i * 30, 100))
+
+
+def _imagenette_val(root, classes: int = 3, per_class: int = 4) -> None:
+    for c, wnid in enumerate(["n01440764", "n02102040", "n02979186"][:classes]):
+        for i in range(per_class):
+            _jpeg(root / "imagenette" / "imagenette2" / "val" / wnid / f"img_{c}_{i}.JPEG", (c * 60, i * 40, 50))
+            _jpeg(root / "imagenette" / "imagenette2" / "train" / wnid / f"img_{c}_{i}.JPEG", (c * 60, i * 40, 50))
+
+
+def test_image_sources_are_the_ones_the_parameter_rule_allows() -> None:
+    from vitreg.params import RULES
+
+    assert all(RULES["images"].allows(s, none_ok=False) for s in data.IMAGE_SOURCES)
+    assert not RULES["images"].allows("imagenet1k", none_ok=False)
+
+
+def test_auto_is_imagenet_val_when_it_is_there_else_imagenette(tmp_path) -> None:
+    assert data.resolve_image_source("auto", tmp_path) == "imagenette"
+    _imagenet_val(tmp_path)
+    assert data.resolve_image_source("auto", tmp_path) == "imagenet1k"
+    assert data.resolve_image_source("pets", tmp_path) == "pets"
+    with pytest.raises(ValueError, match="one of"):
+        data.resolve_image_source("imagenet1k", tmp_path)
+
+
+def test_natural_images_are_a_seeded_class_balanced_subset_recorded_in_full(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _imagenet_val(tmp_path, classes=5, per_class=6)
+    files, record = data.natural_images("auto", 10, seed=3, root=tmp_path)
+    assert len(files) == 10 and all(f.is_file() for f in files)
+    assert sorted(f.parent.name for f in files) == sorted([f"n{c:08d}" for c in range(5)] * 2)  # 2 per class
+    assert record == {"source": "ImageNet-1k val split: 10 of 30 images, class-balanced, seed 3",
+                      "dataset": "imagenet1k", "split": "val", "n": 10, "n_available": 30, "seed": 3,
+                      "folder": str(tmp_path / "imagenet1k")}
+    assert data.natural_images("imagenet", 10, seed=3, root=tmp_path)[0] == files  # the same seed, the same images
+    assert data.natural_images("imagenet", 10, seed=4, root=tmp_path)[0] != files
+    assert len(data.natural_images("imagenet", 1000, root=tmp_path)[0]) == 30  # at most the split
+
+
+def test_imagenette_from_torchvision_is_read_from_its_folder_without_decoding(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _imagenette_val(tmp_path)
+    files, record = data.natural_images("auto", 6, seed=0, root=tmp_path)
+    assert record["dataset"] == "imagenette" and record["split"] == "val" and record["n_available"] == 12
+    assert sorted(f.parent.name for f in files) == sorted(["n01440764", "n02102040", "n02979186"] * 2)
+    assert all("/val/" in str(f) for f in files)
+
+
+def test_natural_images_are_never_downloaded_offline_and_say_what_to_do(tmp_path, monkeypatch) -> None:
+    import torchvision.datasets as tvd
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(tvd.Imagenette, "_download", lambda self: pytest.fail("downloaded while offline"))
+    usable, why = data.natural_images_status("auto", tmp_path)
+    assert not usable and "offline" in why and "image_dir=" in why and "connect this machine once" in why
+    with pytest.raises(data.DatasetUnavailable, match="image_dir="):
+        data.natural_images("auto", 256, root=tmp_path)
+    usable, why = data.natural_images_status("imagenet", tmp_path)
+    assert not usable and "cannot be downloaded" in why
+    assert data.natural_images_status("photos", tmp_path) == (True, None)
+
+
+def test_online_a_missing_torchvision_set_is_usable_with_a_note(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("VITREG_OFFLINE", raising=False)
+    usable, note = data.natural_images_status("auto", tmp_path)
+    assert usable and "downloads it once" in note
+
+
+def test_a_notebook_run_records_the_natural_image_set_it_used(tmp_path, monkeypatch) -> None:
+    import json
+
+    from vitreg import notebook
+    from vitreg.params import notebook_defaults
+    from vitreg.paths import repo_root
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("VITREG_DATA", str(tmp_path / "datasets"))
+    _imagenet_val(tmp_path / "datasets", classes=4, per_class=3)
+    ns = notebook_defaults(repo_root() / "notebooks" / "02_high_norm_tokens.ipynb")
+    run = notebook.start("02_high_norm_tokens", {**ns, "output_dir": str(tmp_path), "n_images": 8, "seed": 1})
+    assert len(run.images()) == 8
+    images = json.loads(run.save({}).read_text())["numbers"]["images"]
+    assert images["dataset"] == "imagenet1k" and images["split"] == "val" and images["seed"] == 1
+    assert images["n"] == 8 and images["n_available"] == 12

@@ -77,7 +77,7 @@ def test_a_broken_code_invariant_fails_the_notebook(tmp_path):
 
 
 def test_images_fall_back_to_the_bundled_photos_and_record_it(tmp_path):
-    run = notebook.start(NAME, _namespace(output_dir=str(tmp_path), profile="smoke", n_images=3))
+    run = notebook.start(NAME, _namespace(output_dir=str(tmp_path), profile="smoke", n_images=3, images="photos"))
     assert len(run.images()) == 3
     record = json.loads(run.save({}).read_text())
     assert "bundled" in record["numbers"]["images"]["source"]

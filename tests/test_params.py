@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from vitreg.params import RULES, ParameterError, load_order, load_profile, notebook_defaults, validate
+from vitreg.params import (RULES, ParameterError, given_parameters, load_order, load_profile, notebook_defaults,
+                           parse_set, read_overrides, validate)
 from vitreg.paths import repo_root
 
 ROOT = repo_root()
@@ -33,6 +34,8 @@ NB = {e["notebook"][:2]: ROOT / "notebooks" / f"{e['notebook']}.ipynb" for e in 
     ("05", "threshold", "high", "a number > 0"),
     ("05", "threshold", -1.0, "a number > 0"),
     ("05", "l2_grid", [], "non-empty list"),
+    ("02", "images", "imagnet", "one of 'auto'"),
+    ("07", "images", None, "one of 'auto'"),
 ])
 @pytest.mark.robustness("clear error")
 def test_out_of_range_parameter_is_named_with_its_range(nb, name, value, allowed):
@@ -113,3 +116,79 @@ def test_a_section_that_is_not_a_mapping_is_an_error(project):
 def test_the_shipped_smoke_profile_is_well_formed():
     for name in NB.values():
         load_profile("smoke", name.stem)  # every section is a notebook of the run order
+
+
+def test_smoke_stays_on_the_bundled_photos_and_the_real_run_on_natural_images():
+    """Issue 11 point 2: the real defaults of 00-04 and 07 are natural images (>= 256 where images are
+    scored, not drawn), the smoke profile the bundled photos."""
+    having = [p for p in NB.values() if "images" in notebook_defaults(p)]
+    assert sorted(p.stem[:2] for p in having) == ["00", "01", "02", "03", "04", "07"]
+    for path in having:
+        defaults = notebook_defaults(path)
+        assert defaults["images"] == "auto" and defaults["image_dir"] is None
+        assert defaults["n_images"] >= 256 or path.stem == "00_tour", path.stem  # the tour draws each image
+        assert load_profile("smoke", path.stem)["images"] == "photos", path.stem
+
+
+@pytest.mark.parametrize("item, expected", [
+    ("02_high_norm_tokens.n_images=512", ("02_high_norm_tokens", "n_images", 512)),
+    ("02.n_images=512", ("02_high_norm_tokens", "n_images", 512)),
+    ("common.device=cuda", ("common", "device", "cuda")),
+    ("07.image_dir=null", ("07_registers", "image_dir", None)),
+    ("03.size_models=[dinov2_s, dinov2_b]", ("03_emergence", "size_models", ["dinov2_s", "dinov2_b"])),
+    ("05.threshold=12.5", ("05_local_information", "threshold", 12.5)),
+    ("01.upsample_mode=a=b", ("01_attention_artifacts", "upsample_mode", "a=b")),
+])
+def test_set_items_are_parsed_as_yaml(item, expected):
+    assert parse_set(item, [p.stem for p in NB.values()]) == expected
+
+
+@pytest.mark.parametrize("item, match", [
+    ("n_images=5", "NOTEBOOK.PARAMETER=VALUE"),
+    ("02.n_images", "NOTEBOOK.PARAMETER=VALUE"),
+    ("02_high_norm_tokns.n_images=5", "'02_high_norm_tokns' is not 'common' nor a notebook.*did you mean 02_high_norm_tokens"),
+    ("99.n_images=5", "'99' is not"),
+    ("02.n_images={a: 1}", "scalar or a list"),
+])
+def test_a_bad_set_item_is_named(item, match):
+    with pytest.raises(ParameterError, match=match):
+        parse_set(item, [p.stem for p in NB.values()])
+
+
+def test_overrides_layer_profile_then_file_then_set(tmp_path):
+    known = [p.stem for p in NB.values()]
+    mine = tmp_path / "my.yaml"
+    mine.write_text("common:\n  device: cuda:1\nnotebooks:\n  02_high_norm_tokens:\n    n_images: 64\n    seed: 5\n")
+    over = read_overrides(mine, ["02.n_images=512", "common.image_dir=/data/imgs"], known)
+    given = given_parameters("smoke", ["02_high_norm_tokens", "08_lost"], overrides=over)
+    two, eight = given["02_high_norm_tokens"], given["08_lost"]
+    assert two["n_images"] == 512 and two["seed"] == 5 and two["device"] == "cuda:1"  # --set > file > profile
+    assert two["image_dir"] == "/data/imgs" and two["pretrained"] is False  # the profile below stays
+    assert eight["device"] == "cuda:1" and "image_dir" not in eight  # common goes where the parameter exists
+    assert given_parameters("real", ["02_high_norm_tokens"], overrides=over)["02_high_norm_tokens"]["profile"] == "real"
+
+
+@pytest.mark.parametrize("content, sets, match", [
+    ("notebooks:\n  02_hgh_norm_tokens:\n    n_images: 5\n", [], "'02_hgh_norm_tokens' is not a notebook"),
+    ("common:\n  n_imagse: 5\n", [], "common parameter 'n_imagse' is not a parameter of any notebook.*n_images"),
+    ("", ["common.output_dir=/tmp/x"], "'output_dir' \\(use --out DIR\\)"),
+    ("", ["02.profile=real"], "'profile' \\(use --profile\\)"),
+    ("notebooks: [1]\n", [], "must be a mapping"),
+])
+def test_a_bad_override_is_an_error_naming_it(tmp_path, content, sets, match):
+    mine = tmp_path / "my.yaml"
+    mine.write_text(content)
+    with pytest.raises(ParameterError, match=match):
+        given_parameters("real", ["02_high_norm_tokens"],
+                         overrides=read_overrides(mine, sets, [p.stem for p in NB.values()]))
+
+
+def test_a_common_override_is_range_checked_even_where_no_chosen_notebook_has_it():
+    over = read_overrides(None, ["common.n_draws=0"], [p.stem for p in NB.values()])
+    with pytest.raises(ParameterError, match="'n_draws' = 0 is out of range"):
+        given_parameters("real", ["02_high_norm_tokens"], overrides=over)
+
+
+def test_a_missing_params_file_is_named(tmp_path):
+    with pytest.raises(ParameterError, match="no such parameters file"):
+        read_overrides(tmp_path / "nope.yaml", [], [p.stem for p in NB.values()])

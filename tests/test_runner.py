@@ -304,3 +304,91 @@ def test_preflight_names_a_truncated_weights_file_as_broken(tmp_path, monkeypatc
     broken.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{\"a\":")  # a header cut short
     stop = preflight_weights(["00_tour"])
     assert stop is not None and str(broken) in stop and "dinov2_l" in stop
+
+
+# --- overrides (PARAMS= / --set) and the images preflight (issue 11 point 2) -------------------------------
+def test_set_and_params_file_reach_the_notebook(project):
+    mine = project / "my.yaml"
+    mine.write_text("notebooks:\n  01_ok:\n    n_images: 5\n    seed: 9\n")
+    out = project / "out"
+    outcomes = run("smoke", ["01"], root=project, out_dir=out, report=False, params_file=mine,
+                   sets=["01_ok.n_images=7"])
+    assert [o.status for o in outcomes] == ["ok"]
+    injected = [c for c in json.loads((out / "notebooks" / "01_ok.ipynb").read_text())["cells"]
+                if "injected-parameters" in c["metadata"].get("tags", [])]
+    source = "".join(injected[0]["source"])
+    assert "n_images = 7" in source and "seed = 9" in source and 'profile = "smoke"' in source
+
+
+@pytest.mark.parametrize("sets, match", [
+    (["03.n_imagse=2"], "03_after.ipynb: unknown parameter 'n_imagse'"),
+    (["01_ok.n_images=-2"], "'n_images' = -2 is out of range"),
+    (["01_ok.n_images=many"], "'n_images' should be int"),
+    (["04.n_images=2"], "'04' is not 'common' nor a notebook"),
+])
+def test_a_bad_override_stops_before_any_notebook_runs(project, sets, match):
+    with pytest.raises(ParameterError, match=match):
+        run("smoke", root=project, out_dir=project / "out", report=False, sets=sets)
+    assert not (project / "out").exists()  # nothing ran
+
+
+def test_a_bad_override_of_the_real_run_exits_2_naming_it(capsys):
+    assert main(["run", "--profile", "real", "--set", "02_high_norm_tokens.n_images=0"]) == 2
+    err = capsys.readouterr().err
+    assert "nothing was run" in err and "02_high_norm_tokens.ipynb" in err and "'n_images' = 0" in err
+
+
+def _offline_and_empty(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("VITREG_WEIGHTS", str(tmp_path / "weights"))
+    monkeypatch.setenv("VITREG_DATA", str(tmp_path / "datasets"))
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hub"))
+
+
+def test_real_profile_offline_without_natural_images_stops_before_anything_runs(tmp_path, monkeypatch):
+    from vitreg.runner import merged_parameters, planned_parameters, preflight_images
+
+    _offline_and_empty(tmp_path, monkeypatch)
+    names = ["01_attention_artifacts", "02_high_norm_tokens", "05_local_information"]
+    stop = preflight_images(merged_parameters(planned_parameters(names, "real", tmp_path)))
+    assert stop.startswith("Stopping before any notebook runs") and "imagenette" in stop and "image_dir=" in stop
+    assert "needed by 01_attention_artifacts, 02_high_norm_tokens" in stop and "05_local" not in stop
+    with pytest.raises(SystemExit) as exit_:  # weights and images, both named at once
+        main(["run", "--profile", "real", "--only", "02", "--out", str(tmp_path / "out")])
+    assert "images are not here" in str(exit_.value.code) and "dinov2_g" in str(exit_.value.code)
+    assert not (tmp_path / "out" / "results").exists()
+
+
+def test_the_images_preflight_follows_the_overrides(tmp_path, monkeypatch):
+    from vitreg.runner import merged_parameters, planned_parameters, preflight_images
+
+    _offline_and_empty(tmp_path, monkeypatch)
+    names = ["02_high_norm_tokens", "07_registers"]
+
+    def stop(*sets):
+        return preflight_images(merged_parameters(planned_parameters(names, "real", tmp_path, sets=sets)))
+
+    assert stop("common.images=photos") is None  # the bundled photos are always here
+    (tmp_path / "mine").mkdir()
+    assert stop(f"common.image_dir={tmp_path / 'mine'}") is None
+    assert "image_dir='/no/such/folder' is not a folder" in stop("02.image_dir=/no/such/folder")
+    assert "(needed by 07_registers)" in stop("02.images=photos")
+    (tmp_path / "datasets" / "imagenet1k" / "val" / "n00000001").mkdir(parents=True)
+    assert "not a usable ImageFolder" in stop()  # an empty ImageNet folder is named, not a crash
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "datasets" / "imagenet1k" / "val" / "n00000001" / "a.JPEG")
+    assert stop() is None  # ImageNet val is there: auto takes it
+    assert stop("common.images=pets") is not None
+
+
+def test_the_weights_preflight_follows_the_overrides(tmp_path, monkeypatch):
+    from vitreg.runner import merged_parameters, planned_parameters
+
+    _offline_and_empty(tmp_path, monkeypatch)
+    plans = planned_parameters(["02_high_norm_tokens"], "real", tmp_path,
+                               sets=["02.model=dinov2_s", "02.reference_model=dino_s16"])
+    stop = preflight_weights(["02_high_norm_tokens"], params=merged_parameters(plans))
+    assert "dinov2_s" in stop and "dino_s16" in stop and "dinov2_g" not in stop

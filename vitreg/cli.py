@@ -3,6 +3,7 @@
 Paper: all findings F1-F9 (the notebooks reproduce them; this is how they are run).
 
     vitreg run [--profile real|smoke] [--only 02 05 ...] [--keep-going] [--out DIR]
+               [--params FILE] [--set NOTEBOOK.KEY=VALUE ...]
     vitreg weights download [--notebooks | --all | KEY ...]
     vitreg weights where KEY ...
     vitreg report RESULTS_DIR OUT_DIR [--figures DIR]
@@ -26,6 +27,8 @@ from vitreg import __version__
 _EXAMPLES = """examples:
   vitreg run --profile smoke                 every notebook, offline, random weights (minutes, CPU)
   vitreg run --only 02 --out /tmp/run02      one notebook with its real parameters
+  vitreg run --set 02_high_norm_tokens.n_images=512 --set common.device=cuda
+  vitreg run --params my.yaml                override parameters from a file (profile format)
   vitreg weights download --notebooks        fill the weights folder on a connected machine
   vitreg report build/smoke/results build/smoke
   vitreg strip                               before committing notebooks
@@ -50,6 +53,12 @@ def _add_run(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--keep-going", action="store_true", help="run the remaining notebooks after one fails")
     p.add_argument("--out", type=Path, metavar="DIR",
                    help="folder for figures/, results/, notebooks/ and the report (default: by profile)")
+    p.add_argument("--params", type=Path, metavar="FILE",
+                   help="a YAML file in the profile format ('common:' and 'notebooks:' sections) whose values "
+                        "override the profile's; checked like a profile before anything runs")
+    p.add_argument("--set", action="append", default=[], metavar="NOTEBOOK.KEY=VALUE", dest="sets",
+                   help="override one parameter, after --params (repeatable): 02_high_norm_tokens.n_images=512, "
+                        "02.image_dir=/data/photos, common.device=cuda; VALUE is YAML (null, [a, b])")
     return p
 
 
@@ -58,7 +67,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from vitreg.runner import run
 
     try:
-        outcomes = run(args.profile, args.only, keep_going=args.keep_going, out_dir=args.out)
+        outcomes = run(args.profile, args.only, keep_going=args.keep_going, out_dir=args.out,
+                       params_file=args.params, sets=args.sets)
     except ParameterError as err:
         print(f"parameter error, nothing was run:\n{err}", file=sys.stderr)
         return 2

@@ -113,6 +113,8 @@ DATASETS: dict[str, DatasetInfo] = {
         # Beyond Table 1: more sets that download freely.
         _tv("stl10", "", "STL10", ({"split": "train"},), ({"split": "test"},), 10, "STL-10, 96x96 px, 2.6 GB"),
         _tv("eurosat", "", "EuroSAT", (), (), 10, "EuroSAT has no official split: not supported yet"),
+        _tv("imagenette", "", "Imagenette", ({"split": "train"},), ({"split": "val"},), 10,
+            "10 ImageNet classes at full size, ~1.5 GB download; our 'test' split reads its 'val'"),
         DatasetInfo("synthetic", "", "synthetic", num_classes=4,
                     note="made on the fly; classes differ only in a global property (smoke profile)"),
     ]
@@ -159,6 +161,9 @@ class LabelledImages(torch.utils.data.Dataset):
 
 def labels_of(ds: Any) -> torch.Tensor:
     """All labels of a torchvision-style dataset, read from its attributes (iterates as a last resort)."""
+    samples = getattr(ds, "_samples", None)  # torchvision's Imagenette: (path, label) pairs
+    if isinstance(samples, list) and len(samples) == len(ds) and all(isinstance(s, tuple) for s in samples[:1]):
+        return torch.tensor([int(label) for _, label in samples])
     for attr in ("targets", "_labels", "labels", "y"):
         val = getattr(ds, attr, None)
         if val is not None and not callable(val) and len(val) == len(ds):
@@ -218,7 +223,10 @@ def _load_folder(name: str, folder: Path, split: str, note: str = "") -> Labelle
     if not sub.is_dir():
         raise DatasetUnavailable(name, f"no folder {sub}; prepare it as an ImageFolder "
                                        f"({note or '<split>/<class>/<image>'}) or set ${DATA_ENV}")
-    ds = ImageFolder(str(sub))
+    try:
+        ds = ImageFolder(str(sub))
+    except (FileNotFoundError, RuntimeError) as err:  # class folders without images
+        raise DatasetUnavailable(name, f"{sub} is not a usable ImageFolder: {err}") from err
     return LabelledImages(name, split, [ds], torch.tensor(ds.targets), ds.classes)
 
 
@@ -232,6 +240,8 @@ def _load_torchvision(info: DatasetInfo, split: str, folder: Path, download: boo
     extra = {"annotation_level": "variant"} if info.tv_class == "FGVCAircraft" else {}
     if info.tv_class == "OxfordIIITPet":
         extra = {"target_types": "category"}
+    if info.tv_class == "Imagenette":
+        extra = {"size": "full"}  # the photos as ImageNet has them (320px ones would be upsampled at 518 px)
     offline = is_offline()
     parts = []
     for a in args:
@@ -390,3 +400,92 @@ def probe_images(dataset: str, split: str, n: int, *, image_dir: str | os.PathLi
         if ds is not None:
             return [ds[int(i)][0] for i in subset_indices(ds.labels, n, seed=seed)], f"{dataset}-{split}", None
     return [img for _, img in sample_photos()][:n], "bundled photos", reason
+
+
+#: What the ``images`` parameter of notebooks 00-04 and 07 may name (F1-F4, F7): ``auto`` is ImageNet's
+#: val split when ``$VITREG_DATA/imagenet1k/val`` is there, else Imagenette's val split (downloaded once);
+#: ``photos`` the bundled photos (smoke and lecture profiles only: 14 images, several not natural scenes).
+NATURAL_SETS: dict[str, str] = {"imagenet": "imagenet1k", "imagenette": "imagenette", "pets": "pets"}
+IMAGE_SOURCES = ("auto", *NATURAL_SETS, "photos")
+
+
+def resolve_image_source(images: str, root: str | os.PathLike | None = None) -> str:
+    """The dataset ``images`` stands for here: ``auto`` -> ``imagenet1k`` when its val folder exists,
+    else ``imagenette``; the other names map through :data:`NATURAL_SETS` (``photos`` stays)."""
+    if images not in IMAGE_SOURCES:
+        raise ValueError(f"images={images!r}: use one of {', '.join(IMAGE_SOURCES)} (or image_dir= a folder)")
+    if images == "auto":
+        return "imagenet1k" if (data_root(root) / "imagenet1k" / "val").is_dir() else "imagenette"
+    return NATURAL_SETS.get(images, images)
+
+
+def natural_images_status(images: str, root: str | os.PathLike | None = None) -> tuple[bool, str | None]:
+    """Whether the natural-image set ``images`` can be used now, and a message: what to do when it cannot,
+    a note when it will be downloaded first, None when it is here. Nothing is downloaded.
+
+    Paper: Fig. 1-7 (the real run's images). The runner's preflight calls it, so an offline run without
+    the set stops before any notebook runs.
+    """
+    name = resolve_image_source(images, root)
+    if name == "photos":
+        return True, None
+    ds, why = try_load_dataset(name, "test", root=root, download=False)
+    if ds is not None:
+        return True, None
+    if get_info(name).source == "torchvision" and not is_offline():
+        return True, f"note: {name} is not in {data_root(root)} yet; the first notebook that needs it downloads it once"
+    why = (f"which is not under {data_root(root) / name} and this machine is offline (HF_HUB_OFFLINE/VITREG_OFFLINE)"
+           if get_info(name).source == "torchvision" else f"which is not usable here (it cannot be downloaded): {why}")
+    return False, (f"images={images!r} needs {name} ({get_info(name).note}), {why}.\n"
+                   f"  Ways out: connect this machine once (it downloads into {data_root(root) / name}), or put "
+                   f"ImageNet's val split at {data_root(root) / 'imagenet1k' / 'val'}/<wnid>/*.JPEG, or pass "
+                   "image_dir= a folder of natural images (e.g. --set common.image_dir=/data/photos).")
+
+
+def natural_images(images: str = "auto", n: int = 256, *, seed: int = 0, root: str | os.PathLike | None = None,
+                   download: bool = True) -> tuple[list[Any], dict[str, Any]]:
+    """A seeded, class-balanced subset of a natural-image set, and what the results record about it.
+
+    Paper: Fig. 1-7 ("a few hundred natural images"; notebooks 00-04 and 07). ImageNet val (read from
+    ``$VITREG_DATA/imagenet1k/val``) or Imagenette/Pets (torchvision; downloaded once into ``$VITREG_DATA``
+    unless offline). The subset is :func:`subset_indices` of the split's labels with ``seed``.
+
+    Returns:
+        (image file paths, ``{"source", "dataset", "split", "n", "n_available", "seed", "folder"}``).
+
+    Raises:
+        DatasetUnavailable: the set is not here and may not be downloaded (the message says what to do).
+        vitreg.images.ImageError: some chosen files are unreadable (all named).
+    """
+    from vitreg.images import ImageError, check_image_files
+
+    name = resolve_image_source(images, root)
+    if name == "photos":
+        raise ValueError("images='photos' are the bundled photos: vitreg.images.pick_images serves them")
+    ds, why = try_load_dataset(name, "test", root=root, download=download and not is_offline())
+    if ds is None:
+        usable, what = natural_images_status(images, root)
+        raise DatasetUnavailable(name, why if usable else str(what))
+    idx = [int(i) for i in subset_indices(ds.labels, n, seed=seed)]
+    files = [_file_of(ds, i) for i in idx]
+    if problems := check_image_files([f for f in files if isinstance(f, Path)]):
+        raise ImageError(f"{len(problems)} of the {len(files)} {name} images cannot be used:\n"
+                         + "\n".join(f"  - {p}" for p in problems))
+    split = "val" if name in ("imagenet1k", "imagenette") else "test"
+    paper = {"imagenet1k": "ImageNet-1k", "imagenette": "Imagenette", "pets": "Oxford-IIIT Pets"}[name]
+    record = {"source": f"{paper} {split} split: {len(files)} of {len(ds)} images, class-balanced, seed {seed}",
+              "dataset": name, "split": split, "n": len(files), "n_available": len(ds), "seed": seed,
+              "folder": str(data_root(root) / name)}
+    return files, record
+
+
+def _file_of(ds: LabelledImages, i: int) -> Any:
+    """Item ``i``'s image file (ImageFolder, Imagenette and Pets keep paths), else the decoded image."""
+    part = int(torch.searchsorted(ds._offsets, torch.tensor(i), right=True)) - 1
+    inner, j = ds.parts[part], i - int(ds._offsets[part])
+    for attr in ("samples", "_samples"):
+        if isinstance(getattr(inner, attr, None), list):
+            return Path(getattr(inner, attr)[j][0])
+    if isinstance(getattr(inner, "_images", None), list):
+        return Path(inner._images[j])
+    return ds[i][0]

@@ -8,7 +8,7 @@ Paper: every notebook. A notebook's first code cell after its ``parameters`` cel
 from the notebook's own ``parameters`` cell, so no notebook retypes them), checks them like the runner
 does, seeds torch and prints one line on what runs. The returned :class:`NotebookRun` then
 
-* picks images (:meth:`NotebookRun.images`: ``image_dir`` or the bundled photos),
+* picks images (:meth:`NotebookRun.images`: ``image_dir``, a natural-image set, or the bundled photos),
 * saves figures (:meth:`NotebookRun.save_figure`) and results (:meth:`NotebookRun.save`: every
   parameter of the run is recorded, with the skips and the verdicts),
 * records skipped parts with their reason (:meth:`NotebookRun.skip`),
@@ -68,17 +68,27 @@ class NotebookRun:
         return not self.params.get("pretrained", True)
 
     def images(self, image_dir: str | os.PathLike | None = None, n: int | None = None) -> list[Any]:
-        """The run's images: ``image_dir`` (default: the parameter of that name) or the bundled photos.
+        """The run's images: ``image_dir`` if given, else the set named by the ``images`` parameter.
 
-        Paper: the natural images of Fig. 1-5. At most ``n`` (default: the ``n_images`` parameter). The
-        source and count are recorded in the results (``numbers["images"]``, added by :meth:`save`).
+        Paper: the natural images of Fig. 1-7. ``image_dir`` (default: the parameter of that name) wins;
+        otherwise ``images`` = ``auto`` (ImageNet val if ``$VITREG_DATA`` has it, else Imagenette val,
+        downloaded once), ``imagenet``, ``imagenette``, ``pets`` (a seeded class-balanced subset, see
+        :func:`vitreg.data.natural_images`) or ``photos`` (the bundled photos; also what a notebook without
+        an ``images`` parameter gets). At most ``n`` (default: the ``n_images`` parameter). What was used
+        (source, and for a dataset its split, count and seed) goes into the results as ``numbers["images"]``.
         """
+        from vitreg.data import natural_images
         from vitreg.images import pick_images
 
         image_dir = self.params.get("image_dir") if image_dir is None else image_dir
         n = self.params.get("n_images") if n is None else n
-        images, self._image_source = pick_images(image_dir, n, profile=self.profile)
-        self._n_images = len(images)
+        which = self.params.get("images", "photos")
+        if image_dir is not None or which == "photos":
+            images, source = pick_images(image_dir, n, profile=self.profile)
+            self._images_record = {"source": source, "n": len(images)}
+        else:
+            images, self._images_record = natural_images(which, n, seed=int(self.params.get("seed", 0)))
+        self._image_source, self._n_images = self._images_record["source"], len(images)
         print(f"{len(images)} images from {self._image_source}")
         return images
 
@@ -149,7 +159,7 @@ class NotebookRun:
 
         extra: dict[str, Any] = {}
         if getattr(self, "_image_source", None) is not None and "images" not in numbers:
-            extra["images"] = {"source": self._image_source, "n": self._n_images}
+            extra["images"] = dict(self._images_record)
         if self.skipped:
             extra["skipped"] = list(dict.fromkeys([*numbers.get("skipped", []), *self.skipped]))
         if self.planted_checks:

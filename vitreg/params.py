@@ -11,6 +11,13 @@ Profiles: ``real`` is the notebooks' own defaults (the real experiment); ``smoke
 malformed YAML names the file and line, and a section that is not a notebook of the run order
 (``00_tuor:``) is an error, never silently ignored.
 
+Overrides: a user changes any parameter of any profile with a YAML file in the profile format
+(``vitreg run --params my.yaml``, ``make reproduce PARAMS=my.yaml``) and ``--set NOTEBOOK.KEY=VALUE``
+(``--set 02_high_norm_tokens.n_images=512 --set common.device=cuda``; values are YAML scalars or lists).
+:func:`read_overrides` reads both, :func:`given_parameters` layers profile < file < ``--set``; the result
+is validated like a profile. A ``common`` key (profile or override) applies to every notebook that has
+that parameter; a key no notebook of the run order has is an error.
+
 Ranges: :data:`RULES` declares, by parameter name, what values make sense (counts >= 1, fractions in
 (0, 1), positive image sizes, ``str | None`` folders, ...); one table serves every notebook, so
 ``n_images: -1`` or ``train_fraction: 1.5`` stop the run before anything heavy starts.
@@ -151,6 +158,110 @@ def check_profile(path: Path, known: list[str] | None = None) -> dict[str, Any]:
     return {"common": common, "notebooks": sections}
 
 
+#: Parameters the runner sets itself: an override of them is an error naming the option to use instead.
+RUNNER_SET = {"output_dir": "--out DIR", "profile": "--profile"}
+
+
+def parse_set(item: str, known: list[str]) -> tuple[str, str, Any]:
+    """``NOTEBOOK.KEY=VALUE`` -> ``(section, key, value)``: the section is ``common`` or a notebook of
+    ``known`` (its full name or number, ``02``); the value is parsed as YAML (``512``, ``cuda``, ``null``,
+    ``[dinov2_s, dinov2_b]``).
+
+    Raises:
+        ParameterError: not of that form, an unknown notebook (with close names), or a mapping as value.
+    """
+    target, eq, raw = item.partition("=")
+    section, dot, key = target.strip().partition(".")
+    if not eq or not dot or not section or not key.strip():
+        raise ParameterError(f"--set {item!r}: write NOTEBOOK.PARAMETER=VALUE, e.g. "
+                             "--set 02_high_norm_tokens.n_images=512 or --set common.device=cuda")
+    if section != "common":
+        match = [n for n in known if n == section or n.split("_")[0] == section.zfill(2)]
+        if len(match) != 1:
+            close = difflib.get_close_matches(section, known, n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ParameterError(f"--set {item!r}: {section!r} is not 'common' nor a notebook of "
+                                 f"notebooks/order.yaml{hint}. Notebooks: {', '.join(known)}")
+        section = match[0]
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        raise ParameterError(f"--set {item!r}: the value is not valid YAML ({err})") from err
+    if isinstance(value, dict):
+        raise ParameterError(f"--set {item!r}: the value must be a scalar or a list, not a mapping")
+    return section, key.strip(), value
+
+
+def read_overrides(params_file: str | Path | None = None, sets: list[str] | tuple[str, ...] = (),
+                   known: list[str] | None = None) -> dict[str, Any]:
+    """The user's overrides: ``params_file`` (profile format, checked by :func:`check_profile`) with the
+    ``--set`` items on top. Returns ``{"common": {...}, "notebooks": {name: {...}}}``.
+
+    Raises:
+        ParameterError: a missing or malformed file, a bad ``--set``, or an override of a parameter the
+            runner sets (:data:`RUNNER_SET`).
+    """
+    known = known if known is not None else [e["notebook"] for e in load_order()]
+    data: dict[str, Any] = {"common": {}, "notebooks": {}}
+    if params_file is not None:
+        path = Path(params_file).expanduser()
+        if not path.is_file():
+            raise ParameterError(f"{path}: no such parameters file (PARAMS= / --params)")
+        read = check_profile(path, known)
+        data = {"common": dict(read["common"]), "notebooks": {k: dict(v or {}) for k, v in read["notebooks"].items()}}
+    for item in sets:
+        section, key, value = parse_set(item, known)
+        (data["common"] if section == "common" else data["notebooks"].setdefault(section, {}))[key] = value
+    reserved = [f"{key!r} (use {RUNNER_SET[key]})" for sec in [data["common"], *data["notebooks"].values()]
+                for key in sec if key in RUNNER_SET]
+    if reserved:
+        raise ParameterError("the runner sets these parameters itself: " + ", ".join(dict.fromkeys(reserved)))
+    return data
+
+
+def given_parameters(profile: str, names: list[str], root: Path | None = None,
+                     overrides: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """What each notebook of ``names`` is given: its profile (``common`` then its section), then the
+    overrides (``common`` then its section). Each ``common`` key goes to the notebooks that have it.
+
+    Raises:
+        ParameterError: a ``common`` key that no notebook of the run order has, or an override of a
+            ``common`` key that none of ``names`` has and whose value is wrong for the notebooks that do.
+    """
+    root = root or repo_root()
+    paths = {e["notebook"]: root / "notebooks" / f"{e['notebook']}.ipynb" for e in load_order(root)}
+    defaults = {n: notebook_defaults(p) for n, p in paths.items() if p.exists()}
+    if profile == "real":
+        layers = [("the real profile", {"common": {"profile": "real"}, "notebooks": {}})]
+    else:
+        layers = [(f"params/{profile}.yaml", check_profile(root / "params" / f"{profile}.yaml", list(paths)))]
+    layers.append(("the overrides", overrides or {"common": {}, "notebooks": {}}))
+    problems = []
+    for where, layer in layers:
+        for key, value in layer["common"].items():
+            having = [n for n, d in defaults.items() if key in d]
+            if not having:
+                every = sorted({k for d in defaults.values() for k in d})
+                close = difflib.get_close_matches(key, every, n=3)
+                problems.append(f"{where}: common parameter {key!r} is not a parameter of any notebook"
+                                + (f" (did you mean {', '.join(close)}?)" if close else ""))
+            elif not any(n in names for n in having):
+                try:
+                    validate(paths[having[0]], {key: value})
+                except ParameterError as err:
+                    problems.append(f"{where}: common.{key}: {err}")
+    if problems:
+        raise ParameterError("\n".join(problems))
+    given: dict[str, dict[str, Any]] = {}
+    for name in names:
+        mine = defaults.get(name, {})
+        given[name] = {}
+        for _, layer in layers:
+            given[name].update({k: v for k, v in layer["common"].items() if k in mine})
+            given[name].update(layer["notebooks"].get(name) or {})
+    return given
+
+
 def validate(notebook: str | Path, given: dict[str, Any]) -> dict[str, Any]:
     """Check ``given`` against the notebook's parameters; return the merged parameters.
 
@@ -223,6 +334,9 @@ _KINDS: dict[str, tuple[str, Any]] = {
                                                 and all(_int(x) and x >= 1 for x in v))),
     "str": ("a string", lambda v: isinstance(v, str)),
     "text": ("a non-empty string", lambda v: isinstance(v, str) and v != ""),
+    # the same names as vitreg.data.IMAGE_SOURCES (a test keeps them equal; params may not import data)
+    "image_source": ("one of 'auto', 'imagenet', 'imagenette', 'pets', 'photos'",
+                     lambda v: v in ("auto", "imagenet", "imagenette", "pets", "photos")),
 }
 
 
@@ -266,6 +380,7 @@ RULES: dict[str, Rule] = {
              "imagenet_image_size", "ade20k_image_size", "ade20k_label_size", "nyud_image_size", "nyud_label_size"),
     **_rules("str", "image_dir", "data_root", "cache_dir", "imagenet_root", "ade20k_root", "nyud_root", "which",
              "output_dir"),
+    **_rules("image_source", "images"),
     **_rules("text", "model", "reference_model", "head_model", "dataset", "split", "layer", "upsample_mode",
              "profile", "device"),
 }

@@ -1,9 +1,11 @@
 """Run the notebooks in order with papermill: ``vitreg run`` (``make reproduce``, ``make smoke``, ``make notebook``).
 
 The run order lives in ``notebooks/order.yaml`` (read by :func:`vitreg.params.load_order`).
-Before anything runs, every notebook's parameters are checked (unknown or ill-typed names are errors)
-and, for the real profile, every model's weights are looked up: offline with weights missing, the run
-stops at once with the model, the places looked and the two ways out.
+Before anything runs, every notebook's parameters are checked (unknown or ill-typed names are errors;
+the profile and the user's overrides, ``--params FILE`` and ``--set NOTEBOOK.KEY=VALUE``, alike), the
+images of notebooks 00-04/07 are looked up (a natural-image set missing offline, or an ``image_dir`` that
+is not a folder, stops the run), and, for the real profile, every model's weights are looked up: offline
+with weights missing, the run stops at once with the model, the places looked and the two ways out.
 
 Outputs: real profile -> executed notebooks in ``build/notebooks/``, figures in ``figures/``, numbers in
 ``results/``; smoke profile -> everything under ``build/smoke/`` (smoke figures never overwrite real
@@ -28,17 +30,18 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from vitreg.params import ParameterError, load_order, load_profile, notebook_defaults, validate
+from vitreg.params import (ParameterError, given_parameters, load_order, notebook_defaults, read_overrides,
+                           validate)
 from vitreg.paths import repo_root
 
-__all__ = ["Outcome", "load_order", "models_in", "notebook_models", "preflight_weights", "run", "strip_outputs",
-           "write_outcomes"]
+__all__ = ["Outcome", "load_order", "merged_parameters", "models_in", "notebook_models", "planned_parameters",
+           "preflight_images", "preflight_weights", "run", "strip_outputs", "write_outcomes"]
 
 KERNEL_NAME = "vitreg"
 
@@ -76,24 +79,35 @@ def select(order: list[dict[str, str]], only: list[str] | None) -> list[str]:
     return chosen
 
 
-def planned_parameters(names: list[str], profile: str, out_dir: Path, root: Path | None = None) -> dict[str, dict]:
-    """Validated parameters of every notebook to run (all checked before the first one runs)."""
+def planned_parameters(names: list[str], profile: str, out_dir: Path, root: Path | None = None, *,
+                       params_file: str | Path | None = None, sets: Sequence[str] = ()) -> dict[str, dict]:
+    """Validated parameters of every notebook to run (all checked before the first one runs): the
+    profile, then the user's overrides (``params_file`` in the profile format, then ``--set`` items; see
+    :func:`vitreg.params.given_parameters`). Every problem of every notebook is raised at once."""
     root = root or repo_root()
+    known = [e["notebook"] for e in load_order(root)]
+    overrides = read_overrides(params_file, tuple(sets), known)
+    given = given_parameters(profile, names, root, overrides)
     plans, problems = {}, []
     for name in names:
         path = root / "notebooks" / f"{name}.ipynb"
         if not path.exists():
             problems.append(f"{path} is listed in notebooks/order.yaml but does not exist")
             continue
-        given = {**load_profile(profile, name, root / "params" / f"{profile}.yaml"), "output_dir": str(out_dir)}
+        plans[name] = {**given[name], "output_dir": str(out_dir)}
         try:
-            validate(path, given)
+            validate(path, plans[name])
         except ParameterError as err:
             problems.append(str(err))
-        plans[name] = given
     if problems:
         raise ParameterError("\n".join(problems))
     return plans
+
+
+def merged_parameters(plans: dict[str, dict], root: Path | None = None) -> dict[str, dict]:
+    """Every parameter each planned notebook will run with (its defaults updated by its plan)."""
+    root = root or repo_root()
+    return {name: {**notebook_defaults(root / "notebooks" / f"{name}.ipynb"), **given} for name, given in plans.items()}
 
 
 def models_in(params: dict[str, Any]) -> list[str]:
@@ -111,27 +125,31 @@ def models_in(params: dict[str, Any]) -> list[str]:
     return out
 
 
-def notebook_models(names: list[str] | None = None, root: Path | None = None) -> dict[str, list[str]]:
+def notebook_models(names: list[str] | None = None, root: Path | None = None,
+                    params: dict[str, dict] | None = None) -> dict[str, list[str]]:
     """Every model the notebooks' defaults (the real profile) load, in run order, with the notebooks
-    that use it. ``names``: notebooks to look at (default: the whole run order)."""
+    that use it. ``names``: notebooks to look at (default: the whole run order); ``params``: each
+    notebook's parameters when overridden (:func:`merged_parameters`), else its defaults."""
     root = root or repo_root()
     names = names if names is not None else [e["notebook"] for e in load_order(root)]
     users: dict[str, list[str]] = {}
     for name in names:
-        for model in models_in(notebook_defaults(root / "notebooks" / f"{name}.ipynb")):
+        values = (params or {}).get(name) or notebook_defaults(root / "notebooks" / f"{name}.ipynb")
+        for model in models_in(values):
             if name not in users.setdefault(model, []):
                 users[model].append(name)
     return users
 
 
-def preflight_weights(names: list[str], root: Path | None = None) -> str | None:
-    """Check the real-profile models of ``names``; return the stop message if a weights file is broken
-    (its header: truncated, empty, not a checkpoint) or some are missing offline (both listed at once)."""
+def preflight_weights(names: list[str], root: Path | None = None, params: dict[str, dict] | None = None) -> str | None:
+    """Check the real-profile models of ``names`` (with ``params``: the models those parameters name);
+    return the stop message if a weights file is broken (its header: truncated, empty, not a checkpoint)
+    or some are missing offline (both listed at once)."""
     from vitreg.models import get_spec
     from vitreg.weights import (broken_weights, broken_weights_message, find_weights, hub_reachable,
                                 missing_weights_message)
 
-    wanted = notebook_models(names, root)
+    wanted = notebook_models(names, root, params)
     broken = broken_weights(list(wanted))
     stop = broken_weights_message(broken, needed_by=wanted) if broken else None
     missing = [get_spec(m) for m in wanted if m not in broken and find_weights(get_spec(m))[0] is None]
@@ -142,6 +160,35 @@ def preflight_weights(names: list[str], root: Path | None = None) -> str | None:
             print(f"note: {spec.key} is not on this machine yet; timm will download it ({', '.join(wanted[spec.key])})")
         return stop
     return "\n\n".join(filter(None, [stop, missing_weights_message(missing, needed_by=wanted, before_run=True)]))
+
+
+def preflight_images(params: dict[str, dict]) -> str | None:
+    """Check the images of every notebook with an ``images`` parameter (notebooks 00-04, 07; F1-F4, F7):
+    ``image_dir`` must be a folder; a natural-image set (``images`` = auto/imagenet/imagenette/pets) must
+    be here or downloadable now. Returns the stop message naming every notebook affected, or None;
+    prints a note for a set that will be downloaded first. Nothing is downloaded here."""
+    from vitreg.data import natural_images_status
+
+    problems: dict[str, list[str]] = {}
+    status: dict[str, tuple[bool, str | None]] = {}
+    for name, p in params.items():
+        if "images" not in p:
+            continue
+        if p.get("image_dir") is not None:
+            if not Path(str(p["image_dir"])).expanduser().is_dir():
+                problems.setdefault(f"image_dir={p['image_dir']!r} is not a folder", []).append(name)
+            continue
+        if p["images"] not in status:
+            status[p["images"]] = natural_images_status(p["images"])
+            if status[p["images"]][0] and status[p["images"]][1]:
+                print(status[p["images"]][1])
+        usable, what = status[p["images"]]
+        if not usable:
+            problems.setdefault(str(what), []).append(name)
+    if not problems:
+        return None
+    return "Stopping before any notebook runs: the images are not here.\n" + "\n".join(
+        f"- {what}\n  (needed by {', '.join(names)})" for what, names in problems.items())
 
 
 def ensure_kernel() -> None:
@@ -250,8 +297,12 @@ def _kernel_imports_from(root: Path) -> Iterator[None]:
 
 
 def run(profile: str, only: list[str] | None = None, *, keep_going: bool = False, root: Path | None = None,
-        out_dir: Path | None = None, report: bool = True) -> list[Outcome]:
+        out_dir: Path | None = None, report: bool = True, params_file: str | Path | None = None,
+        sets: Sequence[str] = ()) -> list[Outcome]:
     """Run the selected notebooks of the run order under ``profile``; print a one-screen summary.
+
+    ``params_file`` (profile format) and ``sets`` (``NOTEBOOK.KEY=VALUE``) override any parameter; all
+    are validated, and the images and (real profile) weights they need looked up, before anything runs.
 
     Ctrl-C or SIGTERM stop the run: the notebook running is ``interrupted``, the rest ``not run``; the
     summary (marked interrupted) and the report of what finished are still written. The outcomes are
@@ -261,11 +312,11 @@ def run(profile: str, only: list[str] | None = None, *, keep_going: bool = False
     names = select(load_order(root), only)
     out_dir = Path(out_dir).resolve() if out_dir else output_dir_for(profile, root)  # notebooks run in notebooks/
     executed = executed_dir_for(profile, root) if out_dir == output_dir_for(profile, root) else out_dir / "notebooks"
-    plans = planned_parameters(names, profile, out_dir, root)
-    if profile == "real":
-        stop = preflight_weights(names, root)
-        if stop:
-            raise SystemExit(stop)
+    plans = planned_parameters(names, profile, out_dir, root, params_file=params_file, sets=sets)
+    merged = merged_parameters(plans, root)
+    stops = [preflight_weights(names, root, merged) if profile == "real" else None, preflight_images(merged)]
+    if any(stops):
+        raise SystemExit("\n\n".join(filter(None, stops)))
     ensure_kernel()
     outcomes: list[Outcome] = []
     start = time.perf_counter()
