@@ -169,6 +169,18 @@ def transform_pair(image: Any, target: np.ndarray | dict[str, np.ndarray], trans
     return out_image, from_masks(out_target)
 
 
+def resize_image_only(size: Sequence[int]) -> Any:
+    """A transform of ``(image, target)`` that resizes the image to ``(H, W)`` (bicubic, no crop) and leaves
+    the target at its original resolution: the whole image is seen and scored against the whole label map.
+
+    Paper: Table 2 (NYUd test frames: 480x640 labels, the image fed at a patch multiple such as 476x630).
+    """
+    from torchvision.transforms import v2
+
+    resize = v2.Resize([int(size[0]), int(size[1])], interpolation=v2.InterpolationMode.BICUBIC, antialias=True)
+    return lambda image, target: (resize(image), target)
+
+
 def fit_in_canvas(size: tuple[int, int], canvas: int) -> tuple[int, int]:
     """``(h, w)`` of an ``size`` image resized (aspect kept) so its longer side is ``canvas``: resize-and-pad.
 
