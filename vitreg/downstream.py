@@ -212,20 +212,24 @@ def budget(task: str, n_train: int) -> dict[str, Any]:
 
 
 def estimate_hours(settings: "Table2Settings", sizes: Mapping[str, Mapping[str, int]] | None = None, *,
-                   tflops: float = 100.0) -> dict[str, float]:
-    """ESTIMATED feature-extraction hours per task for ONE model of the DINOv2-L pair, from images x forward cost.
+                   tflops: float = 25.0, cpu_s: float = 0.01, head_ms: Mapping[str, float] | None = None
+                   ) -> dict[str, float]:
+    """ESTIMATED hours per task for ONE model of the DINOv2-L pair on one GPU (an estimate, not a measurement).
 
-    Paper: Table 2. An estimate, not a measurement: ``images x TFLOP per image / tflops``, with the ViT-L
-    costs of :data:`VIT_L_TFLOP` and ``tflops`` the sustained throughput (100: bf16/TF32 on an A100/H100 at
-    a modest utilisation; plain fp32 is several times slower). Features are cached, so this is paid once;
-    the heads (``seeds`` x epochs over cached features) add roughly 10-30% on a GPU.
+    Paper: Table 2. Features (paid once, then cached): ``images x (TFLOP per image / tflops + cpu_s)``
+    with the ViT-L costs of :data:`VIT_L_TFLOP`, ``tflops`` the sustained throughput (25: fp32 on an
+    A100/H100, which is how the models run here; bf16 would be several times faster) and ``cpu_s`` the
+    decoding and resizing of one image in one process. Heads: ``seeds x epochs x training images x
+    head_ms`` (ADE20k: 150-class logits upsampled to 518 px and their cross-entropy, ~3 ms per image;
+    NYUd ~2 ms; ImageNet's logistic regression on cached vectors: minutes, counted as 0).
 
     Args:
-        settings: the run's settings (subset sizes; None = the full set).
-        sizes: ``{task: {"train": n, "val": n}}`` when known (else the protocol's sizes or the subsets).
-        tflops: sustained TFLOP/s of the GPU.
+        settings: the run's settings (subset sizes; None = the full set; seeds; epochs).
+        sizes: ``{task: {"train": n, "val" | "test": n}}`` when known (else the protocol's sizes or the subsets).
+        tflops, cpu_s, head_ms: the assumptions above.
     """
     full_val = {"imagenet": 50_000, "ade20k": 2_000, "nyud": 654}
+    head_ms = {"imagenet": 0.0, "ade20k": 3.0, "nyud": 2.0, **(head_ms or {})}
     want = {"imagenet": (settings.imagenet_n_train, settings.imagenet_n_val),
             "ade20k": (settings.ade20k_n_train, settings.ade20k_n_val), "nyud": (settings.nyud_n_train, settings.nyud_n_test)}
     out = {}
@@ -235,7 +239,9 @@ def estimate_hours(settings: "Table2Settings", sizes: Mapping[str, Mapping[str, 
         va = known.get("val", known.get("test", min(n_va or full_val[task], full_val[task])))
         cost_tr = VIT_L_TFLOP.get(f"{task}_train", VIT_L_TFLOP.get(task))
         cost_va = VIT_L_TFLOP.get(f"{task}_val", VIT_L_TFLOP.get(task))
-        out[task] = round((tr * cost_tr + va * cost_va) / tflops / 3600, 2)
+        features = tr * (cost_tr / tflops + cpu_s) + va * (cost_va / tflops + cpu_s)
+        heads = int(settings.seeds) * settings.head_epochs * tr * head_ms[task] / 1000
+        out[task] = round((features + heads) / 3600, 2)
     return out
 
 
@@ -600,3 +606,27 @@ def pick(items: Sequence[Any], n: int | None, *, seed: int = 0) -> list[Any]:
     """``n`` items drawn at random (all when ``n`` is None or too large), in their original order
     (:func:`vitreg.data.subset_indices` without labels)."""
     return [items[i] for i in subset_indices(len(items), n, seed=seed).tolist()]
+
+
+def gain_table(ours: Mapping[str, Mapping[str, Any]], reference: Mapping[str, Mapping[str, float]]
+               ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """Register differences to plot: ``(values, errors)``, each ``{source: {metric: number}}``.
+
+    Paper: Table 2 (with registers minus without). ``ours`` maps a label to a :meth:`Table2.register_gain`
+    (or :meth:`Table2.synthetic_gain`) dict: its measured metrics are kept with their seed std as the error
+    (0 where there is no spread); ``reference`` adds the sources' differences (no error) for those metrics.
+    """
+    values: dict[str, dict[str, float]] = {}
+    errors: dict[str, dict[str, float]] = {}
+    for label, gain in ours.items():
+        got = {m: float(v) for m, v in gain.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+               and not m.endswith(("_std", "_n_seeds"))}
+        if got:
+            values[label] = got
+            errors[label] = {m: float(gain[f"{m}_std"]) if isinstance(gain.get(f"{m}_std"), (int, float)) else 0.0
+                             for m in got}
+    shown = {m for v in values.values() for m in v}
+    for label, deltas in reference.items():
+        values[label] = {m: float(v) for m, v in deltas.items() if m in shown}
+        errors[label] = {m: 0.0 for m in values[label]}
+    return values, errors
