@@ -64,3 +64,40 @@ def test_synthetic_dense_images_carry_their_targets() -> None:
     dominant = dense_data.SyntheticDenseDataset.PALETTE[tgt["seg"]]
     assert (np.abs(arr - dominant * arr.max(-1, keepdims=True)) < 0.2).mean() > 0.95
     assert tgt["depth"].min() >= 1.0 and tgt["depth"].max() <= 9.0
+
+
+def test_a_planted_square_keeps_its_label_through_the_joint_transform() -> None:
+    """transforms.v2 + tv_tensors.Mask: image and label move together (issue #10), also off-centre and non-square."""
+    from PIL import Image
+
+    for h, w, size in ((300, 500, (112, 112)), (480, 640, (98, 126)), (500, 375, (70, 70))):
+        img = np.zeros((h, w, 3), dtype=np.uint8)
+        lab = np.zeros((h, w), dtype=np.uint8)
+        top, left = h // 3, w // 2
+        img[top:top + h // 4, left:left + w // 5] = 255  # a white square ...
+        lab[top:top + h // 4, left:left + w // 5] = 7   # ... and its label on the same pixels
+        out_img, out_lab = dense_data.transform_pair(Image.fromarray(img), lab, dense_data.cover_crop(size))
+        arr = np.asarray(out_img)
+        assert arr.shape[:2] == out_lab.shape == size
+        white, labelled = arr.mean(-1) > 127, out_lab == 7
+        assert labelled.sum() > 20
+        assert (white == labelled).mean() > 0.98  # only the antialiased border may disagree
+        assert set(np.unique(out_lab)) <= {0, 7}  # nearest: no blended class ids
+
+
+def test_synthetic_targets_follow_a_transform_as_a_dict() -> None:
+    d = dense_data.SyntheticDenseDataset(n=2, image_size=56, tile=14, n_classes=4, seed=0,
+                                         transform=dense_data.cover_crop((28, 42)))
+    img, tgt = d[0]
+    assert np.asarray(img).shape[:2] == tgt["seg"].shape == tgt["depth"].shape == (28, 42)
+    assert tgt["depth"].dtype == np.float32 and tgt["depth"].min() >= 1.0
+
+
+def test_resize_and_pad_keeps_the_whole_image_in_the_canvas() -> None:
+    from PIL import Image
+
+    assert dense_data.fit_in_canvas((375, 500), 686) == (514, 686)
+    assert dense_data.fit_in_canvas((640, 480), 70) == (70, 52)
+    out = dense_data.resize_and_pad(Image.new("RGB", (500, 375), (255, 255, 255)), 70)
+    arr = np.asarray(out)
+    assert arr.shape == (70, 70, 3) and arr[:52, :].min() > 200 and arr[53:, :].max() < 200

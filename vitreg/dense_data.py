@@ -13,6 +13,12 @@ Datasets (root ``$VITREG_DATA``, default ``<repo>/data/datasets``; a missing one
 
 For smoke runs and tests: :class:`SyntheticDenseDataset` (images whose tiles carry a planted class and a
 planted depth).
+
+Geometry goes through torchvision's ``transforms.v2`` with the target wrapped as a ``tv_tensors.Mask``, so
+the image and its label (or depth) map are resized and cropped by ONE transform and cannot drift apart
+(:func:`cover_crop`; nearest neighbour for the mask, so no class ids or missing depths are blended).
+Whole validation images are scored at the label's ORIGINAL resolution: :func:`fit_in_canvas` gives the
+resize-and-pad geometry of the image, and the logits of its valid region are upsampled to the label map.
 """
 
 from __future__ import annotations
@@ -120,6 +126,84 @@ def read_nyud_depth(path: str | os.PathLike) -> np.ndarray:
     return _read_map(path, np.float32) / 1000.0
 
 
+def cover_crop(size: int | Sequence[int]) -> Any:
+    """A ``transforms.v2`` transform: shorter side resized to cover ``size`` ``(H, W)``, then centre-cropped.
+
+    Paper: Table 2 (training images and labels of the dense probes). Applied to ``(image, Mask(target))``
+    together (a dict of masks works too), the image bicubic with antialiasing (as
+    :func:`vitreg.images.preprocess`), the mask nearest: the same pixels stay under the same labels.
+    """
+    from torchvision.transforms import v2
+
+    h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+    def resize(*inputs: Any) -> Any:
+        image = next(x for x in inputs if not isinstance(x, dict))
+        ih, iw = v2.functional.get_size(image)
+        scale = max(h / ih, w / iw)
+        new = [max(h, round(ih * scale)), max(w, round(iw * scale))]
+        return v2.Resize(new, interpolation=v2.InterpolationMode.BICUBIC, antialias=True)(*inputs)
+
+    return v2.Compose([resize, v2.CenterCrop([h, w])])  # Compose calls resize on the whole sample
+
+
+def as_masks(target: np.ndarray | dict[str, np.ndarray]) -> Any:
+    """A target array (or a dict of them) as ``tv_tensors.Mask`` so ``transforms.v2`` moves it with the image."""
+    from torchvision import tv_tensors
+
+    if isinstance(target, dict):
+        return {k: tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(v))) for k, v in target.items()}
+    return tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(target)))
+
+
+def from_masks(target: Any) -> np.ndarray | dict[str, np.ndarray]:
+    """Back from :func:`as_masks` to arrays."""
+    if isinstance(target, dict):
+        return {k: v.as_subclass(torch.Tensor).numpy() for k, v in target.items()}
+    return target.as_subclass(torch.Tensor).numpy()
+
+
+def transform_pair(image: Any, target: np.ndarray | dict[str, np.ndarray], transform: Any) -> tuple[Any, Any]:
+    """``transform`` applied to the image and its target(s) together (``transforms.v2`` + ``tv_tensors.Mask``)."""
+    out_image, out_target = transform(image, as_masks(target))
+    return out_image, from_masks(out_target)
+
+
+def resize_image_only(size: Sequence[int]) -> Any:
+    """A transform of ``(image, target)`` that resizes the image to ``(H, W)`` (bicubic, no crop) and leaves
+    the target at its original resolution: the whole image is seen and scored against the whole label map.
+
+    Paper: Table 2 (NYUd test frames: 480x640 labels, the image fed at a patch multiple such as 476x630).
+    """
+    from torchvision.transforms import v2
+
+    resize = v2.Resize([int(size[0]), int(size[1])], interpolation=v2.InterpolationMode.BICUBIC, antialias=True)
+    return lambda image, target: (resize(image), target)
+
+
+def fit_in_canvas(size: tuple[int, int], canvas: int) -> tuple[int, int]:
+    """``(h, w)`` of an ``size`` image resized (aspect kept) so its longer side is ``canvas``: resize-and-pad.
+
+    Paper: Table 2 (whole validation images; the rest of the square canvas is padding, its tokens dropped).
+    """
+    h, w = size
+    scale = canvas / max(h, w)
+    return max(1, min(canvas, round(h * scale))), max(1, min(canvas, round(w * scale)))
+
+
+def resize_and_pad(image: Any, canvas: int) -> Any:
+    """A PIL image resized (aspect kept, bicubic) to fit a ``canvas`` square and padded at the bottom/right
+    with the ImageNet mean colour (0 after normalisation), as mmsegmentation pads a test crop."""
+    from PIL import Image
+    from timm.data import IMAGENET_DEFAULT_MEAN
+
+    h, w = fit_in_canvas((image.height, image.width), canvas)
+    fill = tuple(round(255 * m) for m in IMAGENET_DEFAULT_MEAN)
+    out = Image.new("RGB", (canvas, canvas), fill)
+    out.paste(image.convert("RGB").resize((w, h), Image.BICUBIC), (0, 0))
+    return out
+
+
 def resize_crop_target(target: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize (nearest) and centre-crop a dense target exactly as ``vitreg.images.preprocess`` does the image.
 
@@ -142,10 +226,13 @@ class DenseDataset(torch.utils.data.Dataset):
         pairs: ``(image path, target path)``.
         read_target: e.g. :func:`read_ade20k_label` or :func:`read_nyud_depth`.
         name: dataset name (for results and cache keys).
+        transform: a ``transforms.v2`` transform applied to the image and its target together
+            (e.g. :func:`cover_crop`); None keeps both as read.
     """
 
-    def __init__(self, pairs: Sequence[tuple[Path, Path]], read_target: Callable[[Path], np.ndarray], name: str) -> None:
-        self.pairs, self.read_target, self.name = list(pairs), read_target, name
+    def __init__(self, pairs: Sequence[tuple[Path, Path]], read_target: Callable[[Path], np.ndarray], name: str,
+                 transform: Any = None) -> None:
+        self.pairs, self.read_target, self.name, self.transform = list(pairs), read_target, name, transform
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -154,7 +241,8 @@ class DenseDataset(torch.utils.data.Dataset):
         from vitreg.images import load_image
 
         img, tgt = self.pairs[i]
-        return load_image(img, exif=False), self.read_target(tgt)
+        image, target = load_image(img, exif=False), self.read_target(tgt)
+        return transform_pair(image, target, self.transform) if self.transform is not None else (image, target)
 
 
 class SyntheticDenseDataset(torch.utils.data.Dataset):
@@ -172,16 +260,18 @@ class SyntheticDenseDataset(torch.utils.data.Dataset):
         n_classes: number of classes (at most 8).
         seed: images are a function of ``seed`` and their index.
         name: a name for results and cache keys.
+        transform: a ``transforms.v2`` transform applied to the image and both targets together.
     """
 
     PALETTE = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1], [1, .5, 0], [.5, 0, 1]],
                        dtype=np.float32)
 
     def __init__(self, n: int = 32, image_size: int = 112, tile: int = 28, n_classes: int = 4, seed: int = 0,
-                 name: str = "synthetic_dense") -> None:
+                 name: str = "synthetic_dense", transform: Any = None) -> None:
         if image_size % tile or not 1 < n_classes <= len(self.PALETTE):
             raise ValueError(f"need image_size % tile == 0 and 2 <= n_classes <= {len(self.PALETTE)}")
         self.n, self.image_size, self.tile, self.n_classes, self.seed, self.name = n, image_size, tile, n_classes, seed, name
+        self.transform = transform
 
     def __len__(self) -> int:
         return self.n
@@ -206,6 +296,7 @@ class SyntheticDenseDataset(torch.utils.data.Dataset):
         if not 0 <= i < self.n:
             raise IndexError(i)
         img, seg, depth = self.sample(i)
-        return Image.fromarray((img * 255).round().astype(np.uint8)), {"seg": seg, "depth": depth}
+        image, target = Image.fromarray((img * 255).round().astype(np.uint8)), {"seg": seg, "depth": depth}
+        return transform_pair(image, target, self.transform) if self.transform is not None else (image, target)
 
 

@@ -270,26 +270,90 @@ def mean_iou(pred: torch.Tensor, labels: torch.Tensor, n_classes: int, *, ignore
     """
     if pred.shape != labels.shape:
         raise ValueError(f"pred {tuple(pred.shape)} and labels {tuple(labels.shape)} differ in shape")
-    inter, area_p, area_t = (torch.zeros(n_classes, dtype=torch.float64) for _ in range(3))
-    correct = total = 0
+    counts = IoUCounts(n_classes, ignore_index)
     for i in range(0, len(pred), 64):  # in chunks: 2,000 label maps of 518x518 are 0.5 G pixels
-        p, t = pred[i:i + 64].reshape(-1).long(), labels[i:i + 64].reshape(-1).long()
-        keep = t != ignore_index
+        counts.add(pred[i:i + 64], labels[i:i + 64])
+    return counts.result()
+
+
+class IoUCounts:
+    """Per-class intersections and unions summed image by image, for label maps of DIFFERENT sizes.
+
+    Paper: Table 2 (ADE20k mIoU on whole validation images at their original resolution; the same
+    dataset-level mIoU as :func:`mean_iou`, which needs maps of one size).
+    """
+
+    def __init__(self, n_classes: int, ignore_index: int = IGNORE_INDEX) -> None:
+        self.n_classes, self.ignore_index = n_classes, ignore_index
+        self.inter, self.area_p, self.area_t = (torch.zeros(n_classes, dtype=torch.float64) for _ in range(3))
+        self.correct = self.total = 0
+
+    def add(self, pred: torch.Tensor, labels: torch.Tensor) -> None:
+        """Count one prediction against its label map (same shape, any size)."""
+        if pred.shape != labels.shape:
+            raise ValueError(f"pred {tuple(pred.shape)} and labels {tuple(labels.shape)} differ in shape")
+        p, t = pred.reshape(-1).long().cpu(), labels.reshape(-1).long().cpu()
+        keep = t != self.ignore_index
         p, t = p[keep], t[keep]
-        if ((p < 0) | (p >= n_classes) | (t < 0) | (t >= n_classes)).any():
-            raise ValueError(f"class ids must lie in [0, {n_classes}) (or be {ignore_index} in labels)")
-        inter += torch.bincount(t[p == t], minlength=n_classes).double()
-        area_p += torch.bincount(p, minlength=n_classes).double()
-        area_t += torch.bincount(t, minlength=n_classes).double()
-        correct, total = correct + int((p == t).sum()), total + len(t)
-    union = area_p + area_t - inter
-    iou = torch.where(union > 0, inter / union.clamp_min(1), torch.full_like(union, float("nan")))
-    valid = ~torch.isnan(iou)
-    return {
-        "miou": float(iou[valid].mean() * 100) if valid.any() else float("nan"),
-        "pixel_accuracy": correct / total * 100 if total else float("nan"),
-        "iou": [None if math.isnan(v) else round(float(v) * 100, 3) for v in iou.tolist()],
-    }
+        n = self.n_classes
+        if ((p < 0) | (p >= n) | (t < 0) | (t >= n)).any():
+            raise ValueError(f"class ids must lie in [0, {n}) (or be {self.ignore_index} in labels)")
+        self.inter += torch.bincount(t[p == t], minlength=n).double()
+        self.area_p += torch.bincount(p, minlength=n).double()
+        self.area_t += torch.bincount(t, minlength=n).double()
+        self.correct, self.total = self.correct + int((p == t).sum()), self.total + len(t)
+
+    def result(self) -> dict:
+        """``{"miou": %, "pixel_accuracy": %, "iou": [% or None per class]}`` (mean over classes that occur)."""
+        union = self.area_p + self.area_t - self.inter
+        iou = torch.where(union > 0, self.inter / union.clamp_min(1), torch.full_like(union, float("nan")))
+        valid = ~torch.isnan(iou)
+        return {
+            "miou": float(iou[valid].mean() * 100) if valid.any() else float("nan"),
+            "pixel_accuracy": self.correct / self.total * 100 if self.total else float("nan"),
+            "iou": [None if math.isnan(v) else round(float(v) * 100, 3) for v in iou.tolist()],
+        }
+
+
+@torch.no_grad()
+def score_whole_images(head: LinearSegmentationHead, patch: torch.Tensor, label_of: Callable[[int], Any],
+                       canvas: int, n_classes: int, *, majority: int | None = None,
+                       device: str = "auto") -> dict:
+    """mIoU of ``head`` on whole images fed resize-and-pad, scored at each label map's ORIGINAL resolution.
+
+    Paper: Table 2 (ADE20k mIoU). Image ``i`` was resized (aspect kept) so its longer side is ``canvas``
+    and padded at the bottom/right (:func:`vitreg.dense_data.fit_in_canvas`); its logits are upsampled to
+    the canvas, the padding is cut off, and the rest is upsampled (bilinear) to the label map's own size.
+
+    Args:
+        head: a trained head.
+        patch: ``(N, g, g, D)`` tokens of the padded canvases.
+        label_of: ``label_of(i)`` -> ``(H, W)`` class map at its original resolution (255 = ignore).
+        canvas: side of the square canvas the images were fed at.
+        n_classes: number of classes.
+        majority: also score "always this class" (the chance floor) when given.
+        device: where the head runs.
+
+    Returns:
+        ``{"miou", "pixel_accuracy", "iou", "n_images"[, "chance_miou"]}``.
+    """
+    from vitreg.dense_data import fit_in_canvas
+
+    dev = pick_device(device)
+    head = head.to(dev).eval()
+    counts, floor = IoUCounts(n_classes), IoUCounts(n_classes)
+    for i in range(len(patch)):
+        labels = torch.as_tensor(np.asarray(label_of(i)))
+        h, w = fit_in_canvas(tuple(labels.shape), canvas)
+        logits = head(patch[i:i + 1].to(dev), size=(canvas, canvas))[:, :, :h, :w]
+        logits = F.interpolate(logits, size=tuple(labels.shape), mode="bilinear", align_corners=False)
+        counts.add(logits.argmax(1)[0], labels)
+        if majority is not None:
+            floor.add(torch.full_like(labels, majority), labels)
+    out = {**counts.result(), "n_images": len(patch)}
+    if majority is not None:
+        out["chance_miou"] = floor.result()["miou"]
+    return out
 
 
 def chance_miou(labels: torch.Tensor, n_classes: int, *, ignore_index: int = IGNORE_INDEX) -> float:

@@ -378,6 +378,7 @@ RULES: dict[str, Rule] = {
     **_rules("numbers", "bias_sweep"),
     **_rules("size", "image_size", "reference_image_size", "display_size", "synthetic_image_size",
              "imagenet_image_size", "ade20k_image_size", "ade20k_label_size", "nyud_image_size", "nyud_label_size"),
+    **_rules("count", "seeds"), **_rules("size", "ade20k_eval_size"),  # 09 (Table 2): head seeds, whole-image canvas
     **_rules("str", "image_dir", "data_root", "cache_dir", "imagenet_root", "ade20k_root", "nyud_root", "which",
              "output_dir"),
     **_rules("image_source", "images"),
