@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vitreg import downstream, heads, planting
+from vitreg import downstream, heads, planting, table2
 
 FAST = heads.TrainConfig(epochs=15, batch_size=8, lr=1e-2, device="cpu")
 
@@ -40,7 +40,7 @@ def test_classification_probe_reads_the_token_that_carries_the_class() -> None:
 
 
 def test_register_gain_is_reg_minus_no_reg_or_the_skip_reason() -> None:
-    t = downstream.Table2(["dinov2_l", "dinov2_l_reg"], downstream.Table2Settings())
+    t = table2.Table2(["dinov2_l", "dinov2_l_reg"], table2.Table2Settings())
     t.ours["no_reg"].update(imagenet_top1=86.0, nyud_rmse=0.39)
     t.ours["reg"].update(imagenet_top1=86.5, nyud_rmse=0.38)
     t.skip("ade20k", "ADE20k not found")
@@ -48,16 +48,16 @@ def test_register_gain_is_reg_minus_no_reg_or_the_skip_reason() -> None:
     assert gain["model"] == "dinov2_l_reg" and gain["imagenet_top1"] == pytest.approx(0.5)
     assert gain["nyud_rmse"] == pytest.approx(-0.01) and gain["ade20k_miou"] == {"skipped": "ADE20k not found"}
     assert t.pair_values()["ade20k_miou"] == (None, None)
-    p = downstream.Table2Settings.from_params({"nyud_image_size": [476, 630], "head_lr": 0.01}).protocol()
+    p = table2.Table2Settings.from_params({"nyud_image_size": [476, 630], "head_lr": 0.01}).protocol()
     assert "[476, 630] px" in p["nyud"] and "lr 0.01" in p["ade20k"]
 
 
 def test_synthetic_checks_pass_a_learned_relation_and_fail_noise() -> None:
     good = {"model": "m", "seg_miou": 80.0, "seg_chance_miou": 20.0, "seg_miou_shuffled": 30.0, "depth_rmse": 0.1,
             "depth_constant_rmse": 1.0, "depth_rmse_shuffled": 0.9, "cls_top1": 90.0, "cls_chance": 25.0}
-    assert all(downstream.synthetic_checks(good).values()) and len(downstream.synthetic_checks(good)) == 5
+    assert all(table2.synthetic_checks(good).values()) and len(table2.synthetic_checks(good)) == 5
     noise = {**good, "seg_miou": 25.0, "depth_rmse": 0.95, "cls_top1": 26.0}
-    assert not any(downstream.synthetic_checks(noise).values())
+    assert not any(table2.synthetic_checks(noise).values())
 
 
 def _gain_verdicts(no_reg: dict, reg: dict) -> dict:
@@ -93,7 +93,7 @@ def test_register_gains_pair_the_seeds_and_report_mean_and_std() -> None:
 
 
 def test_table2_records_seeds_and_marks_reduced_budgets_as_proxies() -> None:
-    t = downstream.Table2(["dinov2_l", "dinov2_l_reg"], downstream.Table2Settings(seeds=2))
+    t = table2.Table2(["dinov2_l", "dinov2_l_reg"], table2.Table2Settings(seeds=2))
     assert t.settings.seed_list() == [0, 1]
     t.record("no_reg", [{"ade20k_miou": 48.0}, {"ade20k_miou": 48.4}])
     t.record("reg", [{"ade20k_miou": 49.0}, {"ade20k_miou": 49.2}])
@@ -102,9 +102,9 @@ def test_table2_records_seeds_and_marks_reduced_budgets_as_proxies() -> None:
     assert gain["ade20k_miou"] == pytest.approx(0.9) and gain["ade20k_miou_std"] == pytest.approx(0.1414, abs=1e-3)
     assert "skipped" in gain["nyud_rmse"]
     assert downstream.budget("ade20k", 2000)["proxy"] and not downstream.budget("ade20k", 20210)["proxy"]
-    s = downstream.Table2Settings()
+    s = table2.Table2Settings()
     assert s.imagenet_n_train is None and s.ade20k_n_train is None and s.seeds == 3  # the full protocol by default
-    hours = downstream.estimate_hours(s)
+    hours = table2.estimate_hours(s)
     assert set(hours) == {"imagenet", "ade20k", "nyud"} and 0.1 < hours["imagenet"] < 10
 
 
