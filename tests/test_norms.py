@@ -218,3 +218,14 @@ def test_high_norm_modes_is_scale_free():
     a, b = norms.high_norm_modes(x), norms.high_norm_modes(25 * x)
     assert a.separation == pytest.approx(b.separation, rel=1e-6) and a.high_share == b.high_share
     assert b.cut == pytest.approx(25 * a.cut, rel=1e-6) and a.ratio == pytest.approx(b.ratio, rel=1e-5)
+
+
+def test_two_close_bumps_of_the_bulk_are_not_a_high_norm_mode():
+    """Random-weight norms can split into two narrow bumps 1.6x apart (separated, D > 2): not outliers, which are
+    a minority ~10x above the rest (Fig. 3). Neither is a fit that puts most tokens in the high component."""
+    gen = torch.Generator().manual_seed(4)
+    bumps = torch.cat([10 * torch.exp(0.05 * torch.randn(400, generator=gen)), 16 * torch.exp(0.05 * torch.randn(600, generator=gen))])
+    got = norms.high_norm_modes(bumps)
+    assert got.separation > norms.SEPARATION_MIN and got.gap < norms.MODE_GAP_MIN and not got.bimodal
+    majority = torch.cat([6 * torch.exp(0.1 * torch.randn(300, generator=gen)), 60 * torch.exp(0.1 * torch.randn(700, generator=gen))])
+    assert norms.high_norm_modes(majority).high_share > 0.5 and not norms.high_norm_modes(majority).bimodal

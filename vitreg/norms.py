@@ -304,6 +304,12 @@ def _check_stack(norm_stack: torch.Tensor) -> None:
 SEPARATION_MIN = 2.0
 #: Smallest share of tokens the high component must hold to count as a mode (0.1%; Fig. 3: 2.37%).
 MODE_SHARE_MIN = 0.001
+#: Largest share: high-norm tokens are a minority (Fig. 3: 2.37%); a fit that puts most tokens in the high
+#: component has split the bulk of the distribution, not found outliers.
+MODE_SHARE_MAX = 0.5
+#: Smallest ratio of the two components' centres (geometric means): the paper's outliers sit ~10x above the
+#: normal norm (Fig. 3); 2x leaves a factor 5 of margin, and two close bumps of the bulk do not count.
+MODE_GAP_MIN = 2.0
 
 
 @dataclass(frozen=True)
@@ -319,21 +325,24 @@ class HighNorms:
         ratio: max over median norm.
         separation: Ashman's D of the two-component fit in log-norm, ``|mu1 - mu2| / sqrt((s1^2 + s2^2) / 2)``.
         high_share: share of tokens assigned to the high component (posterior > 0.5), in [0, 1].
-        cut: the norm where the two components are equally likely (the scale-free cut-off), None when unimodal.
-        bimodal: ``separation > SEPARATION_MIN`` and ``high_share >= MODE_SHARE_MIN``.
+        gap: ratio of the high component's centre to the low one's (in norm, not log-norm).
+        cut: the smallest norm assigned to the high mode (the scale-free cut-off), None without a high mode.
+        bimodal: a separate high-norm mode: ``separation > SEPARATION_MIN``, ``gap >= MODE_GAP_MIN`` and
+            ``MODE_SHARE_MIN <= high_share < MODE_SHARE_MAX``.
     """
 
     ratio: float
     separation: float
     high_share: float
+    gap: float
     cut: float | None
     bimodal: bool
 
     def to_dict(self) -> dict:
         """For a results file: shares in percent (``high_mode_pct`` is 0 when the norms are unimodal)."""
-        return {"max_median_ratio": self.ratio, "separation": self.separation, "bimodal": self.bimodal,
-                "high_mode_pct": 100 * self.high_share if self.bimodal else 0.0, "mode_cut": self.cut,
-                "separation_min": SEPARATION_MIN}
+        return {"max_median_ratio": self.ratio, "separation": self.separation, "mode_gap": self.gap,
+                "bimodal": self.bimodal, "high_mode_pct": 100 * self.high_share if self.bimodal else 0.0,
+                "mode_cut": self.cut, "separation_min": SEPARATION_MIN, "mode_gap_min": MODE_GAP_MIN}
 
 
 def _gmm2_log(x: np.ndarray, iters: int = 200, tol: float = 1e-8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -392,12 +401,13 @@ def high_norm_modes(norms: torch.Tensor, *, max_tokens: int = 20_000, seed: int 
     if len(x) > max_tokens:
         x = x[np.random.default_rng(seed).permutation(len(x))[:max_tokens]]
     if float(x.std()) == 0.0:
-        return HighNorms(ratio, 0.0, 0.0, None, False)
+        return HighNorms(ratio, 0.0, 0.0, 1.0, None, False)
     pi, mu, sd = _gmm2_log(x)
     separation = float(abs(mu[1] - mu[0]) / np.sqrt((sd[0] ** 2 + sd[1] ** 2) / 2))
     logp = np.log(pi) - np.log(sd) - 0.5 * ((x[:, None] - mu) / sd) ** 2
     high = logp[:, 1] > logp[:, 0]
     share = float(high.mean())
-    bimodal = bool(separation > SEPARATION_MIN and share >= MODE_SHARE_MIN)
+    gap = float(np.exp(mu[1] - mu[0]))
+    bimodal = bool(separation > SEPARATION_MIN and gap >= MODE_GAP_MIN and MODE_SHARE_MIN <= share < MODE_SHARE_MAX)
     cut = float(np.exp(x[high].min())) if bimodal and high.any() else None
-    return HighNorms(ratio, separation, share, cut, bimodal)
+    return HighNorms(ratio, separation, share, gap, cut, bimodal)
