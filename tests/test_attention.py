@@ -169,3 +169,36 @@ def test_artifact_claims_on_planted_spikes():
     no_dino = attention.artifact_claims({n: s for n, s in summaries.items() if n != "dino_s16"}, None, "dinov2_s")
     assert no_dino["claims"]["artifact_minus_dino"]["dinov2_s"] == {"skipped": "no DINO model in models"}
     assert no_dino["head_model"]["heads_above_dino_pct"] == {"skipped": "no DINO model in models"}
+
+
+# --- grid-normalised artifact score (issue #11, point 5) -------------------------------------------
+def _uniform_attn(layout, b=4, heads=3):
+    attn = torch.full((b, heads, layout.num_prefix, layout.num_tokens), 1.0 / layout.num_tokens)
+    return attn
+
+
+def test_artifact_score_is_the_same_on_a_16x16_and_a_37x37_grid():
+    """The uniform baseline differs by grid (6/256 vs 28/1369 at top 2%): the raw top share does too; the
+    artifact score is 0 for a uniform map and about the spike's mass for a planted spike on both grids."""
+    scores = {}
+    for side in (16, 37):
+        layout = TokenLayout(1, 0, (side, side))
+        flat = attention.attention_maps(_uniform_attn(layout), layout)
+        spike = attention.attention_maps(planting.attention_peak(_uniform_attn(layout), layout, torch.tensor([3, 9, 27, 60]),
+                                                                  mass=0.6), layout)
+        scores[side] = (attention.artifact_score(flat), attention.artifact_score(spike), attention.top_share(flat))
+    assert torch.allclose(scores[16][0], torch.zeros(4), atol=1e-6) and torch.allclose(scores[37][0], torch.zeros(4), atol=1e-6)
+    assert torch.allclose(scores[16][1], scores[37][1], atol=3e-3) and float(scores[37][1][0]) == pytest.approx(0.6, abs=3e-3)
+    assert float(scores[16][2][0] - scores[37][2][0]) > 2e-3          # the raw share is grid-dependent
+
+
+def test_artifact_claims_do_not_see_an_artifact_in_a_uniform_map_on_a_coarser_grid():
+    """A uniform DINOv2 map on 16x16 against a uniform DINO map on 37x37: no artifact (score difference 0).
+    The raw top share (the old score) called it an artifact (+0.003 > 0)."""
+    summaries = {}
+    for name, fam, side in (("dino_b16", "dino", 37), ("dinov2_l", "dinov2", 16)):
+        layout = TokenLayout(1, 0, (side, side))
+        summaries[name] = {"family": fam, **attention.artifact_maps(_uniform_attn(layout), layout).summary}
+    gap = attention.artifact_claims(summaries, None, "dinov2_l")["claims"]["artifact_minus_dino"]["dinov2_l"]
+    assert abs(gap) < 1e-6
+    assert summaries["dinov2_l"]["top_share_mean"] - summaries["dino_b16"]["top_share_mean"] > 2e-3

@@ -80,3 +80,24 @@ def test_bad_input_is_refused_clearly() -> None:
         estimators.fit_logistic(torch.full((4, 2), math.nan), torch.zeros(4), l2=1.0, device="cpu")
     with pytest.raises(ValueError, match="rows"):
         estimators.fit_logistic(torch.zeros(4, 2), torch.zeros(3), l2=1.0, device="cpu")
+
+
+def test_mean_per_class_accuracy_matches_sklearn_balanced_accuracy() -> None:
+    """Table 1 (Aircraft, Pets, Caltech101, Flowers): on imbalanced classes where the classifier gets the big
+    class right and the small ones wrong, top-1 is high and mean-per-class is not; both match sklearn."""
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.randn(3, 8, generator=gen) * 4
+    y_tr = torch.tensor([0] * 60 + [1] * 60 + [2] * 60)
+    x_tr = centres[y_tr] + torch.randn(180, 8, generator=gen)
+    clf = estimators.fit_logistic(x_tr, y_tr, l2=1e-3)
+    y_te = torch.tensor([0] * 90 + [1] * 5 + [2] * 5)
+    x_te = centres[y_te] + torch.randn(100, 8, generator=gen)
+    x_te[90:] = centres[0] + torch.randn(10, 8, generator=gen)          # the small classes look like class 0
+    pred = clf.predict(x_te)
+    got = estimators.mean_per_class_accuracy(clf, x_te, y_te)
+    assert got == pytest.approx(100 * sklearn_metrics.balanced_accuracy_score(y_te.numpy(), pred.numpy()), abs=1e-4)
+    assert estimators.accuracy(clf, x_te, y_te) == pytest.approx(100 * sklearn_metrics.accuracy_score(y_te.numpy(), pred.numpy()))
+    assert estimators.accuracy(clf, x_te, y_te) - got > 20                # top-1 would hide the missed classes
+    assert estimators.METRICS["mean_per_class"] is estimators.mean_per_class_accuracy
+    assert math.isnan(estimators.mean_per_class_accuracy(clf, x_te[:0], y_te[:0]))

@@ -102,3 +102,29 @@ def test_draws_do_not_depend_on_the_chunk_size(tmp_path) -> None:
     assert three["has_outlier"].all() and three["has_normal"].all()
     for name in ("normal", "outlier", "n_outliers"):
         assert torch.equal(three[name], five[name]) and torch.equal(cached[name], five[name])
+
+
+def test_outliers_are_found_at_the_models_detection_block_where_the_last_block_loses_them(tmp_path, monkeypatch) -> None:
+    """Issue #11 point 6 ([TTR]: DINOv2-L's norms drop at the last block, so outliers are detected at block -2).
+    Planted: outliers at block -2, and a last block that squashes every token to norm 5. Detection at the
+    model's block (-2, recorded) finds exactly the planted tokens; the last block (the old rule) finds none."""
+    from vitreg.data import SyntheticGlobalDataset
+    from vitreg.weights import load_model
+
+    loaded = load_model("dinov2_s", pretrained=False, image_size=56)
+    monkeypatch.setitem(features.DETECTION_BLOCKS, "dinov2_s", -2)
+    assert features.detection_block(loaded) == -2 and features.detection_block(loaded, -1) == -1
+    assert features.DETECTION_BLOCKS["dinov2_l"] == -2
+    ds = SyntheticGlobalDataset(n=4, image_size=56)
+    squash = loaded.model.blocks[-1].register_forward_hook(lambda _m, _a, out: 5 * out / out.norm(dim=-1, keepdim=True))
+    kw = dict(name="synthetic", split="train", n_draws=1, seed=0, batch_size=4, cache=False, progress=False)
+    try:
+        with planting.planted_outlier_share(loaded, fraction=0.1, seed=0, block=loaded.num_blocks - 2):
+            found = features.single_token_features(loaded, ds, **kw)
+        with planting.planted_outlier_share(loaded, fraction=0.1, seed=0, block=loaded.num_blocks - 2):
+            last = features.single_token_features(loaded, ds, detect_block=-1, **kw)
+    finally:
+        squash.remove()
+    mask = planting.plant_mask(4, loaded.layout.grid, fraction=0.1, seed=0)
+    assert torch.equal(found["n_outliers"], mask.sum(1)) and found["has_outlier"].all()
+    assert int(last["n_outliers"].sum()) == 0

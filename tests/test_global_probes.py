@@ -89,3 +89,48 @@ def test_outlier_minus_normal_is_the_gap_or_says_why_not() -> None:
     assert got["cars"] == {"skipped": "no outlier tokens in the test images"}
     assert "not run" in got["dtd"]["skipped"]
     assert set(global_probes.outlier_minus_normal({}, "m")) == {"model", *global_probes.PAPER_DATASETS}
+
+
+def test_table1_protocol_metric_counts_and_voc_flag(monkeypatch) -> None:
+    """Issue #11 point 6: Aircraft/Pets/Caltech101/Flowers are scored by mean-per-class accuracy, VOC is flagged
+    as differing by protocol, each column reports its own training count, the detection block is recorded."""
+    assert [global_probes.dataset_metric(d) for d in ("aircraft", "pets", "caltech101", "flowers", "cifar10")] == \
+        ["mean_per_class"] * 4 + ["top1"]
+    train = planted_token_set(400, 4, 16, 3, seed=0)
+    test = planted_token_set(400, 4, 16, 3, seed=1)
+    keep = (test["labels"] == 0) | (torch.arange(400) % 8 == 0)        # imbalanced test set: class 0 dominates
+    test = {k: v[keep] for k, v in test.items()}
+    for split in (train, test):
+        split["n_outliers"] = split["has_outlier"].long()
+    zero, other = test["labels"] == 0, test["labels"] != 0
+    test["has_outlier"] = torch.ones(len(test["labels"]), dtype=torch.bool)
+    test["outlier"] = test["outlier"].clone()
+    class0 = train["cls"][train["labels"] == 0]
+    for rows in (zero, other):                                          # every test token looks like class 0
+        test["outlier"][rows] = class0[torch.arange(int(rows.sum())) % len(class0)].unsqueeze(1)
+    calls = {}
+
+    def fake_features(loaded, ds, *, split, detect_block=None, **kw):
+        calls[split] = detect_block
+        return train if split == "train" else test
+
+    class _Data:
+        labels = torch.zeros(1)
+
+    monkeypatch.setattr(global_probes, "try_load_dataset", lambda *a, **k: (_Data(), None))
+    monkeypatch.setattr(global_probes, "subset_indices", lambda labels, cap, seed: None)
+    monkeypatch.setattr(global_probes, "single_token_features", fake_features)
+    monkeypatch.setattr(global_probes, "detection_block", lambda loaded, block=None: -2 if block is None else block)
+    kw = dict(n_draws=1, l2_grid=(1e-2,), device="cpu", progress=False)
+    from types import SimpleNamespace
+
+    res = {d: global_probes.global_information(SimpleNamespace(image_size=(56, 56)), d, **kw) for d in ("aircraft", "cifar10", "voc")}
+    assert calls == {"train": -2, "test": -2}
+    assert res["aircraft"]["metric"] == "mean_per_class" and res["cifar10"]["metric"] == "top1"
+    top1, balanced = res["cifar10"]["kinds"]["outlier"]["mean"], res["aircraft"]["kinds"]["outlier"]["mean"]
+    assert top1 > 70 and balanced < 40                                          # the same predictions, another metric
+    entry = global_probes.table1_entry(res["voc"], "dinov2_g")
+    assert "multi-label" in entry["protocol_differs"] and "protocol_differs" not in global_probes.table1_entry(res["cifar10"], "m")
+    assert entry["detect_block"] == -2 and entry["metric"] == "top1"
+    counts = entry["n_train_by_kind"]
+    assert counts["normal"] == 400 and counts["cls"] == 400 and counts["outlier"] == int(train["has_outlier"].sum()) < 400

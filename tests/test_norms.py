@@ -174,3 +174,58 @@ def test_depth_profile_recovers_planted_emergence_and_quiet_early_blocks():
     assert ci.to_pct_dict()["outlier_pct"] == pytest.approx(100 * ci.fraction)
     with pytest.raises(ValueError, match="0.5 and 1.0"):
         norms.depth_profile(stack, qs=(0.25, 0.75))
+
+
+# --- scale-free high-norm measure (issue #11, point 5) ---------------------------------------------
+def _lognormal_norms(median=6.0, sd=0.3, shape=(16, 256), seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return median * torch.exp(sd * torch.randn(*shape, generator=gen))
+
+
+def _with_outliers(base, norm=60.0, share=0.02, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    out = base.clone()
+    mask = torch.rand(base.shape, generator=gen) < share
+    out[mask] = norm * torch.exp(0.1 * torch.randn(int(mask.sum()), generator=gen))
+    return out, mask
+
+
+def test_small_model_with_outliers_at_norm_60_is_found_without_the_150_cut_off():
+    """A distilled S/B-like model: median 6, 2% of tokens at ~60 (10x). The 150 cut-off of ViT-g sees none
+    (the old size claim), the scale-free fit finds the mode and its tokens."""
+    x, planted_mask = _with_outliers(_lognormal_norms())
+    assert norms.outlier_mask(x, threshold=150.0).sum() == 0          # the old measure: "no outliers"
+    found = norms.high_norm_modes(x)
+    assert found.bimodal and found.separation > 2 * norms.SEPARATION_MIN
+    assert found.ratio > 8
+    assert found.to_dict()["high_mode_pct"] == pytest.approx(100 * planted_mask.float().mean().item(), abs=0.3)
+    assert 6 < found.cut < 60
+
+
+@pytest.mark.parametrize("sd", [0.1, 0.3, 0.6])
+def test_unimodal_norms_are_not_bimodal_at_any_spread(sd):
+    got = norms.high_norm_modes(_lognormal_norms(sd=sd))
+    assert not got.bimodal and got.separation < norms.SEPARATION_MIN
+    assert got.to_dict()["high_mode_pct"] == 0.0 and got.cut is None
+
+
+def test_gaussian_channels_without_outliers_are_not_bimodal():
+    assert not norms.high_norm_modes(_tokens(b=8, n=256).norm(dim=-1)).bimodal
+
+
+def test_high_norm_modes_is_scale_free():
+    x, _ = _with_outliers(_lognormal_norms())
+    a, b = norms.high_norm_modes(x), norms.high_norm_modes(25 * x)
+    assert a.separation == pytest.approx(b.separation, rel=1e-6) and a.high_share == b.high_share
+    assert b.cut == pytest.approx(25 * a.cut, rel=1e-6) and a.ratio == pytest.approx(b.ratio, rel=1e-5)
+
+
+def test_two_close_bumps_of_the_bulk_are_not_a_high_norm_mode():
+    """Random-weight norms can split into two narrow bumps 1.6x apart (separated, D > 2): not outliers, which are
+    a minority ~10x above the rest (Fig. 3). Neither is a fit that puts most tokens in the high component."""
+    gen = torch.Generator().manual_seed(4)
+    bumps = torch.cat([10 * torch.exp(0.05 * torch.randn(400, generator=gen)), 16 * torch.exp(0.05 * torch.randn(600, generator=gen))])
+    got = norms.high_norm_modes(bumps)
+    assert got.separation > norms.SEPARATION_MIN and got.gap < norms.MODE_GAP_MIN and not got.bimodal
+    majority = torch.cat([6 * torch.exp(0.1 * torch.randn(300, generator=gen)), 60 * torch.exp(0.1 * torch.randn(700, generator=gen))])
+    assert norms.high_norm_modes(majority).high_share > 0.5 and not norms.high_norm_modes(majority).bimodal

@@ -142,3 +142,21 @@ def test_measure_model_reads_planted_register_norms_from_a_recording():
     assert m.key == "dinov2_s_reg" and "mean_maps" not in m.summary and m.summary["register_above_patch_p99_pct"] == 100.0
     assert m.maps["reg3"].shape == (2, *layout.grid) and set(m.mean_map_shares()) == set(m.shares_text()) == set(m.maps)
     assert m.kinds["patch"].numel() == 3 * layout.num_patches and m.flops > 0 and "patch outliers 0.00%" in str(m)
+
+
+def test_model_summary_finds_small_model_outliers_the_150_cut_off_misses():
+    """Issue #11 point 5 (Fig. 7 for S/B): patches of median 6 with 2% at norm 60 have a high-norm mode; the
+    registers' twin (no such patches) has none. The absolute 150 says "no outliers" for both."""
+    from vitreg.registers import model_summary
+
+    layout = TokenLayout(1, 0, (16, 16))
+    gen = torch.Generator().manual_seed(3)
+    norms = 6 * torch.exp(0.25 * torch.randn(16, layout.num_tokens, generator=gen))
+    attn = torch.softmax(torch.randn(16, 2, 1, layout.num_tokens, generator=gen), -1)
+    clean = model_summary(norms.clone(), attn, layout, threshold=150.0)
+    spiky_norms = norms.clone()
+    spiky_norms[:, 1 + torch.randperm(256, generator=gen)[:5]] = 60.0       # 5 of 256 patches (~2%) per image
+    spiky = model_summary(spiky_norms, attn, layout, threshold=150.0)
+    assert spiky["patch_outlier_pct"] == 0.0 and clean["patch_outlier_pct"] == 0.0   # the cut-off sees nothing
+    assert spiky["high_norms"]["bimodal"] and spiky["patch_high_mode_pct"] == pytest.approx(100 * 5 / 256, abs=0.2)
+    assert not clean["high_norms"]["bimodal"] and clean["patch_high_mode_pct"] == 0.0

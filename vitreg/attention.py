@@ -108,6 +108,34 @@ def top_share(maps: torch.Tensor, *, top_frac: float = 0.02) -> torch.Tensor:
     return top / flat.sum(dim=-1).clamp_min(1e-12)
 
 
+def uniform_top_share(grid_patches: int, top_frac: float = 0.02) -> float:
+    """What a uniform map scores on :func:`top_share` over ``grid_patches`` patches: ``k / N``, ``k = ceil(top_frac N)``.
+
+    Paper: Fig. 2. The rounding of ``k`` makes it differ between grids (16x16: 6/256 = 0.0234; 37x37:
+    28/1369 = 0.0205), which is why :func:`artifact_score` subtracts it.
+    """
+    return max(1, math.ceil(top_frac * grid_patches)) / grid_patches
+
+
+def artifact_score(maps: torch.Tensor, *, top_frac: float = 0.02) -> torch.Tensor:
+    """ARTIFACT SCORE on any grid: the top-patch share above the uniform baseline of the map's own grid.
+
+    Paper: Fig. 2 made a number that can compare a 37x37 DINOv2 map with a 14x14 DINO map (issue #11, point 5):
+    ``(top_share - u) / (1 - u)`` with ``u`` = :func:`uniform_top_share` of the grid. A uniform map scores 0
+    on every grid, a map with all its mass on the top patches 1, and a spike holding a mass ``m`` on one
+    patch over a uniform rest scores ``(N m - 1) / (N - 1)`` (about ``m``) whatever the grid and ``top_frac``.
+
+    Args:
+        maps: ``(..., h, w)`` non-negative maps on the patch grid.
+        top_frac: share of patches counted as "top"; at least one patch.
+
+    Returns:
+        ``(...)`` scores in [0, 1] (slightly below 0 is impossible: the top k hold at least ``k / N``).
+    """
+    u = uniform_top_share(maps.shape[-1] * maps.shape[-2], top_frac)
+    return (top_share(maps, top_frac=top_frac) - u) / (1 - u)
+
+
 def mask_share(maps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Share of a map's attention mass on masked patches (e.g. the high-norm outliers).
 
@@ -174,14 +202,17 @@ def artifact_scores(maps: torch.Tensor, *, top_frac: float = 0.02,
         outliers: optional ``(B, N)`` high-norm mask; adds the mass share on outliers.
 
     Returns:
-        dict with mean/median top share (and outlier share), plus the uniform baseline.
+        dict with mean/median :func:`artifact_score` (the grid-normalised score the claims use), mean/median
+        raw top share, the grid's uniform baseline (and the outlier share).
     """
     scores = top_share(maps, top_frac=top_frac)
-    n = maps.shape[-1] * maps.shape[-2]
+    grid_scores = artifact_score(maps, top_frac=top_frac)
     out = {
+        "artifact_score_mean": float(grid_scores.mean()),
+        "artifact_score_median": float(grid_scores.median()),
         "top_share_mean": float(scores.mean()),
         "top_share_median": float(scores.median()),
-        "top_share_uniform": max(1, math.ceil(top_frac * n)) / n,
+        "top_share_uniform": uniform_top_share(maps.shape[-1] * maps.shape[-2], top_frac),
         "top_frac": top_frac,
     }
     if outliers is not None:
@@ -203,7 +234,7 @@ class ArtifactMaps:
     Attributes:
         maps: ``(B, h, w)`` mean-over-heads maps, renormalised over the patches.
         per_head: ``(B, heads, h, w)`` per-head maps.
-        scores: ``(B,)`` artifact score (:func:`top_share`) of each image's mean map.
+        scores: ``(B,)`` artifact score (:func:`artifact_score`, grid-normalised) of each image's mean map.
         head_scores: ``(B, heads)`` artifact score of each head.
         summary: :func:`artifact_scores` plus ``per_head_score`` (the mean over images of each head's score).
     """
@@ -229,10 +260,10 @@ def artifact_maps(attn: torch.Tensor, layout: TokenLayout, *, top_frac: float = 
     """
     maps = attention_maps(attn, layout)
     per_head = attention_maps(attn, layout, heads="all")
-    head_scores = top_share(per_head, top_frac=top_frac)
+    head_scores = artifact_score(per_head, top_frac=top_frac)
     summary = {"per_head_score": head_scores.mean(dim=0).tolist(),
                **artifact_scores(maps, top_frac=top_frac, outliers=outliers)}
-    return ArtifactMaps(maps, per_head, top_share(maps, top_frac=top_frac), head_scores, summary)
+    return ArtifactMaps(maps, per_head, artifact_score(maps, top_frac=top_frac), head_scores, summary)
 
 
 def artifact_claims(summaries: Mapping[str, Mapping[str, Any]], head_scores: torch.Tensor | None, head_model: str,
@@ -241,7 +272,8 @@ def artifact_claims(summaries: Mapping[str, Mapping[str, Any]], head_scores: tor
 
     Paper: Fig. 1-2 (DINOv2, DeiT-III, OpenCLIP have artifacts; DINO none), App. E (MAE none), App. F,
     Fig. 18 (artifacts in all heads of DINOv2-L). Used in notebook 01; the bounds live in
-    data/paper_numbers.yaml.
+    data/paper_numbers.yaml. Scores are :func:`artifact_score` (above each grid's uniform baseline), so
+    DINO at 14x14 and DINOv2 at 37x37 compare on the same scale.
 
     Args:
         summaries: model key -> :attr:`ArtifactMaps.summary` plus ``family`` (the models run).
@@ -250,7 +282,7 @@ def artifact_claims(summaries: Mapping[str, Mapping[str, Any]], head_scores: tor
         paper_models: model keys the paper makes claims about: those not run get ``{"skipped": ...}``.
 
     Returns:
-        ``{"claims": {"artifact_minus_dino": {model: score - max DINO score}, "control_minus_artifacts":
+        ``{"claims": {"artifact_minus_dino": {model: artifact_score_mean - max DINO's}, "control_minus_artifacts":
         {model: score - min artifact-model score}}, "head_model": {"model", "heads_above_dino_pct",
         ...}}``; a value that cannot be computed is ``{"skipped": why}``.
     """
@@ -261,15 +293,15 @@ def artifact_claims(summaries: Mapping[str, Mapping[str, Any]], head_scores: tor
     dino = [n for n in summaries if summaries[n]["family"] == REFERENCE_FAMILY]
     artifact = [n for n in summaries if summaries[n]["family"] in ARTIFACT_FAMILIES]
     above, below = {}, {}
-    ref = max(summaries[n]["top_share_mean"] for n in dino) if dino else None
-    low = min(summaries[n]["top_share_mean"] for n in artifact) if artifact else None
+    ref = max(summaries[n]["artifact_score_mean"] for n in dino) if dino else None
+    low = min(summaries[n]["artifact_score_mean"] for n in artifact) if artifact else None
     for n in names:
         if family(n) not in ARTIFACT_FAMILIES + CONTROL_FAMILIES:
             continue
         side, base, none = ((above, ref, "no DINO model in models") if family(n) in ARTIFACT_FAMILIES
                             else (below, low, "no artifact model in models"))
         side[n] = ({"skipped": f"{n} not in models"} if n not in summaries else {"skipped": none} if base is None
-                   else summaries[n]["top_share_mean"] - base)
+                   else summaries[n]["artifact_score_mean"] - base)
     head = {"model": head_model}
     if dino and head_scores is not None:
         # per-head maps are spikier than their mean, so heads are compared with DINO's heads, not its mean map

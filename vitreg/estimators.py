@@ -240,6 +240,26 @@ def accuracy(clf: LinearClassifier, x: torch.Tensor, y: torch.Tensor) -> float:
     return float((clf.predict(x) == y.long().cpu()).float().mean() * 100)
 
 
+def mean_per_class_accuracy(clf: LinearClassifier, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Mean over the test classes of each class's top-1 accuracy, in percent (NaN for an empty set).
+
+    Paper: Table 1 / App. G Table 6: DINOv2's logistic-regression suite scores Aircraft, Pets, Caltech101
+    and Flowers this way (scikit-learn's ``balanced_accuracy_score`` times 100). Classes absent from
+    ``y`` do not count.
+    """
+    if len(x) == 0:
+        return math.nan
+    y = y.long().cpu()
+    hit = (clf.predict(x) == y).float()
+    classes, inverse = torch.unique(y, return_inverse=True)
+    per_class = torch.zeros(len(classes)).index_add_(0, inverse, hit) / torch.bincount(inverse).float()
+    return float(per_class.mean() * 100)
+
+
+#: Metrics a probe can be scored with (Table 1: DINOv2's suite uses both).
+METRICS = {"top1": accuracy, "mean_per_class": mean_per_class_accuracy}
+
+
 @dataclass
 class SelectedClassifier:
     """A classifier refitted on the whole training set with the L2 strength that won on validation.

@@ -34,6 +34,22 @@ def outlier_cut(loaded, threshold: float | None = None) -> float | None:
     return threshold if threshold is not None else loaded.spec.threshold
 
 
+#: Block whose output norms (pre-LN) mark the outliers, per zoo key; -1 (the last block) for the others.
+#: [TTR] detects DINOv2-L's outliers at the second-to-last block (22 of 24): its maximum norm drops at the
+#: last block's output, so the last block would miss outliers there (issue #11, point 6).
+DETECTION_BLOCKS: dict[str, int] = {"dinov2_l": -2}
+
+
+def detection_block(loaded, block: int | None = None) -> int:
+    """The block whose pre-LN output norms mark ``loaded``'s outliers: ``block`` if given, else
+    :data:`DETECTION_BLOCKS` (``-2`` for DINOv2-L, [TTR]), else ``-1``.
+
+    Paper: Table 1 (outlier tokens), [TTR] §3 (detection block of DINOv2-L).
+    """
+    key = getattr(getattr(loaded, "spec", None), "key", None)
+    return int(block) if block is not None else DETECTION_BLOCKS.get(key, -1)
+
+
 
 def patch_pixels(images: torch.Tensor, patch_size: int) -> torch.Tensor:
     """The pixels under every patch token: the reconstruction probe's target.
@@ -104,7 +120,8 @@ def _draws_per_image(patches: torch.Tensor, outlier: torch.Tensor, k: int, *, se
 
 
 def forward_tokens(loaded, images: Sequence, *, layer: str | int = "final_norm", batch_size: int = 8,
-                   with_pixels: bool = False, first_index: int = 0, total: int | None = None) -> dict[str, torch.Tensor]:
+                   with_pixels: bool = False, first_index: int = 0, total: int | None = None,
+                   detect_block: int = -1) -> dict[str, torch.Tensor]:
     """Forward ``images`` in batches; keep the probed tokens, the pre-LayerNorm norms and (optionally) pixels.
 
     Paper: Fig. 5b, Table 1 (probes read the model's output tokens; outliers are found on the norms of
@@ -121,11 +138,13 @@ def forward_tokens(loaded, images: Sequence, *, layer: str | int = "final_norm",
         first_index: index of ``images[0]`` in the whole extraction (a
             :func:`vitreg.planting.planted_outlier_share` context seeds its masks per image index).
         total: images in the whole extraction, for the estimate (default: ``len(images)``).
+        detect_block: the block whose pre-LN output norms are returned (:func:`detection_block`).
 
     Returns:
-        ``{"tokens": (B, T, D), "norms": (B, T) last-block norms pre-LN, "pixels": (B, N, 3p^2)}``, on the CPU.
+        ``{"tokens": (B, T, D), "norms": (B, T) pre-LN norms at ``detect_block``, "pixels": (B, N, 3p^2)}``,
+        on the CPU.
     """
-    want = dict(norms=[-1], final_norm=layer == "final_norm", outputs=None if layer == "final_norm" else [int(layer)])
+    want = dict(norms=[detect_block], final_norm=layer == "final_norm", outputs=None if layer == "final_norm" else [int(layer)])
     recs, pixels = [], []
     for b in stream(loaded, images, batch_size=batch_size, progress=False, estimate=first_index == 0,
                     total=total or len(images), before_batch=lambda i: planting.at_image(loaded, first_index + i),
@@ -135,7 +154,7 @@ def forward_tokens(loaded, images: Sequence, *, layer: str | int = "final_norm",
             pixels.append(patch_pixels(b.x, loaded.spec.patch_size))
     rec = Recording.concat(recs)
     tokens = rec.final_norm if layer == "final_norm" else rec.outputs[int(layer)]
-    out = {"tokens": tokens, "norms": rec.norms[-1]}
+    out = {"tokens": tokens, "norms": rec.norms[detect_block]}
     if with_pixels:
         out["pixels"] = torch.cat(pixels)
     return out
@@ -185,13 +204,15 @@ def patch_token_features(loaded, images: Sequence, *, dataset: str, layer: str |
 
 def single_token_features(loaded, dataset, *, name: str, split: str, indices: torch.Tensor | None = None,
                           n_draws: int = 3, layer: str | int = "final_norm", threshold: float | None = None,
-                          k_std: float = 3.0, batch_size: int = 64, seed: int = 0, cache: bool = True,
+                          k_std: float = 3.0, detect_block: int | None = None, batch_size: int = 64, seed: int = 0,
+                          cache: bool = True,
                           cache_root: str | None = None, chunk_size: int = 512,
                           progress: bool = True) -> dict[str, torch.Tensor]:
     """Per image: label, [CLS], registers, and ``n_draws`` random normal and outlier patch tokens.
 
-    Paper: Table 1 / App. G Table 6 (notebook 06). Outliers: last-block norm (pre-LN) above
-    :func:`outlier_cut` (relative rule per chunk when the model has no cut-off). Tokens are stored as
+    Paper: Table 1 / App. G Table 6 (notebook 06). Outliers: pre-LN norm at :func:`detection_block` (the
+    last block; the second-to-last for DINOv2-L, [TTR]) above :func:`outlier_cut` (relative rule per chunk
+    when the model has no cut-off). Tokens are stored as
     float16; the draws are fixed by ``seed`` and the image index. Cached on disk keyed by model, weights,
     resolution, dataset, split, the subset, layer, threshold, draws and any planting.
 
@@ -205,6 +226,7 @@ def single_token_features(loaded, dataset, *, name: str, split: str, indices: to
         layer: ``"final_norm"`` or a block index.
         threshold: outlier cut-off (default: the model's).
         k_std: relative rule width when there is no cut-off.
+        detect_block: block of the outlier norms (default: :func:`detection_block` of the model).
         batch_size: images per forward pass.
         seed: seed of the draws.
         cache, cache_root, chunk_size, progress: see :func:`vitreg.cache.cached_features`.
@@ -218,14 +240,15 @@ def single_token_features(loaded, dataset, *, name: str, split: str, indices: to
     layout = loaded.layout
     idx = torch.arange(len(dataset)) if indices is None else torch.as_tensor(indices).long()
     cut = outlier_cut(loaded, threshold)
-    key = dict(**_model_key(loaded, layer), seed=seed, draws="per_image",
+    block = detection_block(loaded, detect_block)
+    key = dict(**_model_key(loaded, layer), seed=seed, draws="per_image", **({"detect_block": block} if block != -1 else {}),
                dataset=name, split=split, n=len(idx), subset=hash_indices(idx), n_draws=n_draws, threshold=cut,
                k_std=k_std, kind="single_tokens")
 
     def compute(start: int, stop: int) -> dict[str, torch.Tensor]:
         items = [dataset[int(i)] for i in idx[start:stop]]
         got = forward_tokens(loaded, [im for im, _ in items], layer=layer, batch_size=batch_size, first_index=start,
-                             total=len(idx))
+                             total=len(idx), detect_block=block)
         parts = layout.split(got["tokens"])
         norms = layout.patches(got["norms"])
         c = outlier_threshold(norms, threshold=cut, k_std=k_std)

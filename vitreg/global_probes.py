@@ -17,8 +17,23 @@ from typing import Any
 import torch
 
 from vitreg.data import PAPER_DATASETS, subset_indices, try_load_dataset
-from vitreg.estimators import L2_GRID, accuracy, fit_logistic_cv
-from vitreg.features import single_token_features
+from vitreg.estimators import L2_GRID, METRICS, fit_logistic_cv
+from vitreg.features import detection_block, single_token_features
+
+#: DINOv2's logistic-regression suite (Table 1) scores these datasets by mean-per-class accuracy; the rest top-1.
+MEAN_PER_CLASS = ("aircraft", "pets", "caltech101", "flowers")
+#: Table 1 cells whose protocol we do not follow, and why: the report shows them as differing by protocol.
+PROTOCOL_DIFFERS = {"voc": "the paper's suite scores VOC07 as multi-label with 11-point mAP; vitreg reads VOC "
+                           "as single-label ImageFolder classes and reports top-1"}
+
+
+def dataset_metric(dataset: str) -> str:
+    """``"mean_per_class"`` for Aircraft, Pets, Caltech101, Flowers (DINOv2's suite), else ``"top1"``.
+
+    Paper: Table 1 / App. G Table 6 (the 14 datasets of DINOv2's linear-evaluation suite).
+    """
+    return "mean_per_class" if dataset in MEAN_PER_CLASS else "top1"
+
 
 def token_kinds(tokens: Mapping[str, torch.Tensor]) -> list[str]:
     """The token kinds a feature set offers: ``cls``, ``central``, ``normal``, ``outlier``, ``reg0``..``regR-1``."""
@@ -43,7 +58,7 @@ def _kind_draws(tokens: Mapping[str, torch.Tensor], kind: str) -> tuple[list[tor
 def single_token_classification(train: Mapping[str, torch.Tensor], test: Mapping[str, torch.Tensor], *,
                                 kinds: Iterable[str] | None = None, n_draws: int | None = None,
                                 l2_grid: Sequence[float] = L2_GRID, val_fraction: float = 0.2, seed: int = 0,
-                                progress: bool = False, **fit_kwargs) -> dict[str, dict]:
+                                metric: str = "top1", progress: bool = False, **fit_kwargs) -> dict[str, dict]:
     """Classify images from ONE token each; mean +- std over random token draws.
 
     Paper: Table 1 and App. G Table 6 (DINOv2 ViT-g: e.g. Aircraft normal 17.1, outlier 79.1, [CLS] 87.3);
@@ -60,13 +75,16 @@ def single_token_classification(train: Mapping[str, torch.Tensor], test: Mapping
         l2_grid: L2 strengths, chosen on a validation split for every draw.
         val_fraction: validation share of the training set.
         seed: seed of the validation split.
+        metric: ``"top1"`` or ``"mean_per_class"`` (:data:`vitreg.estimators.METRICS`; see :func:`dataset_metric`).
         progress: show a tqdm bar over kinds and draws.
         **fit_kwargs: passed to :func:`vitreg.estimators.fit_logistic`.
 
     Returns:
         ``{kind: {"mean": %, "std": %, "draws": [%...], "l2": [...], "n_train": int, "n_test": int,
-        "coverage": share of test images with such a token}}``.
+        "coverage": share of test images with such a token, "metric": str}}``; ``n_train`` counts the
+        images the kind trains on (the outlier kind: only images that have an outlier).
     """
+    score = METRICS[metric]
     kinds = list(kinds) if kinds is not None else token_kinds(train)
     y_tr, y_te = train["labels"].long().cpu(), test["labels"].long().cpu()
     jobs = []
@@ -82,14 +100,14 @@ def single_token_classification(train: Mapping[str, torch.Tensor], test: Mapping
     results: dict[str, dict] = {}
     for kind, d, x_tr, m_tr, x_te, m_te in jobs:
         r = results.setdefault(kind, {"draws": [], "l2": [], "n_train": int(m_tr.sum()), "n_test": int(m_te.sum()),
-                                      "coverage": float(m_te.float().mean())})
+                                      "coverage": float(m_te.float().mean()), "metric": metric})
         if m_tr.sum() < 2 or m_te.sum() == 0 or len(torch.unique(y_tr[m_tr])) < 2:
             r["draws"].append(math.nan)
             r["l2"].append(math.nan)
             continue
         sel = fit_logistic_cv(x_tr[m_tr], y_tr[m_tr], l2_grid=l2_grid, val_fraction=val_fraction,
                               seed=seed + d, **fit_kwargs)
-        r["draws"].append(accuracy(sel.classifier, x_te[m_te], y_te[m_te]))
+        r["draws"].append(score(sel.classifier, x_te[m_te], y_te[m_te]))
         r["l2"].append(sel.l2)
     for r in results.values():
         vals = torch.tensor([v for v in r["draws"] if not math.isnan(v)], dtype=torch.float64)
@@ -110,7 +128,7 @@ def format_mean_std(result: Mapping[str, float], digits: int = 1) -> str:
 def global_information(loaded, dataset: str, *, root: str | None = None, download: bool = False,
                        max_train: int | None = None, max_test: int | None = None, n_draws: int = 3,
                        layer: str | int = "final_norm", threshold: float | None = None,
-                       l2_grid: Sequence[float] = L2_GRID, val_fraction: float = 0.2, batch_size: int = 64,
+                       detect_block: int | None = None, l2_grid: Sequence[float] = L2_GRID, val_fraction: float = 0.2, batch_size: int = 64,
                        seed: int = 0, cache: bool = True, cache_root: str | None = None, synthetic_n: int = 256,
                        device: str | torch.device = "auto", progress: bool = True) -> dict:
     """Single-token classification of one dataset with one model (notebook 06).
@@ -129,6 +147,8 @@ def global_information(loaded, dataset: str, *, root: str | None = None, downloa
         n_draws: random tokens per kind and image (Table 6's mean +- std).
         layer: ``"final_norm"`` or a block index.
         threshold: outlier cut-off (default: the model's; relative rule when it has none).
+        detect_block: block whose pre-LN norms mark outliers (default: the model's,
+            :func:`vitreg.features.detection_block`: -2 for DINOv2-L as [TTR], else -1).
         l2_grid, val_fraction: regularisation grid and validation share.
         batch_size: images per forward pass.
         seed: seed of subsets, draws and validation splits.
@@ -139,8 +159,10 @@ def global_information(loaded, dataset: str, *, root: str | None = None, downloa
 
     Returns:
         ``{"dataset", "n_train", "n_test", "num_classes", "outlier_share_train", "outlier_share_test",
-        "kinds": {kind: result}}``, or ``{"dataset", "skipped": reason}`` when the data is missing.
+        "metric", "detect_block", "kinds": {kind: result}}`` (plus ``"protocol_differs": why`` for the cells
+        of :data:`PROTOCOL_DIFFERS`), or ``{"dataset", "skipped": reason}`` when the data is missing.
     """
+    block = detection_block(loaded, detect_block)
     extra = dict(root=root, download=download, n=synthetic_n, image_size=loaded.image_size[0], seed=seed)
     feats = {}
     for split, cap in (("train", max_train), ("test", max_test)):
@@ -152,11 +174,15 @@ def global_information(loaded, dataset: str, *, root: str | None = None, downloa
         idx = subset_indices(ds.labels, cap, seed=seed)
         feats[split] = single_token_features(
             loaded, ds, name=dataset, split=split, indices=idx, n_draws=n_draws, layer=layer, threshold=threshold,
-            batch_size=batch_size, seed=seed, cache=cache,
+            detect_block=block, batch_size=batch_size, seed=seed, cache=cache,
             cache_root=cache_root, progress=progress)
+    metric = dataset_metric(dataset)
     kinds = single_token_classification(feats["train"], feats["test"], n_draws=n_draws, l2_grid=l2_grid,
-                                        val_fraction=val_fraction, seed=seed, device=device, progress=progress)
+                                        val_fraction=val_fraction, seed=seed, metric=metric, device=device,
+                                        progress=progress)
+    extra_protocol = {"protocol_differs": PROTOCOL_DIFFERS[dataset]} if dataset in PROTOCOL_DIFFERS else {}
     return {
+        "metric": metric, "detect_block": block, **extra_protocol,
         "dataset": dataset,
         "n_train": len(feats["train"]["labels"]),
         "n_test": len(feats["test"]["labels"]),
@@ -192,7 +218,9 @@ def register_mean(kinds: Mapping[str, Mapping]) -> float | None:
 def table1_entry(result: Mapping, model: str, kinds: Sequence[str] = ("normal", "outlier", "cls")) -> dict:
     """One dataset's row of Table 1 for the results file, from :func:`global_information`'s output.
 
-    Paper: Table 1 / App. G Table 6.
+    Paper: Table 1 / App. G Table 6. Records the metric (mean-per-class on Aircraft, Pets, Caltech101,
+    Flowers), the detection block, each column's training count (``n_train_by_kind``: the outlier column
+    trains only on images that have an outlier) and, for VOC, why its protocol differs.
     """
     if "skipped" in result:
         return {"skipped": result["skipped"]}
@@ -200,7 +228,11 @@ def table1_entry(result: Mapping, model: str, kinds: Sequence[str] = ("normal", 
     out = {"model": model, **{kind: measured_or_skipped(k, kind) for kind in kinds},
            **{f"{kind}_std": k[kind]["std"] for kind in kinds if kind in k},
            "outlier_coverage": result["outlier_share_test"], "n_train": result["n_train"], "n_test": result["n_test"],
-           "num_classes": result["num_classes"]}
+           "num_classes": result["num_classes"], "metric": result.get("metric", "top1"),
+           "detect_block": result.get("detect_block", -1),
+           "n_train_by_kind": {kind: k[kind]["n_train"] for kind in kinds if kind in k}}
+    if "protocol_differs" in result:
+        out["protocol_differs"] = result["protocol_differs"]
     out.update({kind: k[kind]["mean"] for kind in k if kind.startswith("reg") or kind == "central"})
     return out
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 
@@ -292,3 +293,121 @@ def _check_stack(norm_stack: torch.Tensor) -> None:
     if norm_stack.dim() != 3:
         raise ValueError(f"expected (L, B, N) norms per block, got shape {tuple(norm_stack.shape)}; "
                          "use layout.patches on each block's (B, T) norms first")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Scale-free high-norm measure (issue #11, point 5): no absolute cut-off
+# ---------------------------------------------------------------------------------------------------
+#: Ashman's D above which two Gaussian components count as separated (Ashman, Bird & Zepf 1994, AJ 108:
+#: D > 2 is needed for a clean separation of a two-Gaussian mixture). A single Gaussian fitted with two
+#: components by EM gives overlapping components (D well under 2); DINOv2-g's 10x outliers give D > 5.
+SEPARATION_MIN = 2.0
+#: Smallest share of tokens the high component must hold to count as a mode (0.1%; Fig. 3: 2.37%).
+MODE_SHARE_MIN = 0.001
+#: Largest share: high-norm tokens are a minority (Fig. 3: 2.37%); a fit that puts most tokens in the high
+#: component has split the bulk of the distribution, not found outliers.
+MODE_SHARE_MAX = 0.5
+#: Smallest ratio of the two components' centres (geometric means): the paper's outliers sit ~10x above the
+#: normal norm (Fig. 3); 2x leaves a factor 5 of margin, and two close bumps of the bulk do not count.
+MODE_GAP_MIN = 2.0
+
+
+@dataclass(frozen=True)
+class HighNorms:
+    """Whether a model's patch norms hold a separate high-norm mode, measured without an absolute cut-off.
+
+    Paper: Fig. 3 (the norm histogram of ViT-g is bimodal, outliers ~10x the normal norm) and Fig. 4c
+    (which sizes have outliers). Built by :func:`high_norm_modes`. The fit is in log-norm, so multiplying
+    every norm by a constant changes nothing: a small model with outliers at norm 60 (median 6) is found
+    although the 150 cut-off of DINOv2-g/L sees none.
+
+    Attributes:
+        ratio: max over median norm.
+        separation: Ashman's D of the two-component fit in log-norm, ``|mu1 - mu2| / sqrt((s1^2 + s2^2) / 2)``.
+        high_share: share of tokens assigned to the high component (posterior > 0.5), in [0, 1].
+        gap: ratio of the high component's centre to the low one's (in norm, not log-norm).
+        cut: the smallest norm assigned to the high mode (the scale-free cut-off), None without a high mode.
+        bimodal: a separate high-norm mode: ``separation > SEPARATION_MIN``, ``gap >= MODE_GAP_MIN`` and
+            ``MODE_SHARE_MIN <= high_share < MODE_SHARE_MAX``.
+    """
+
+    ratio: float
+    separation: float
+    high_share: float
+    gap: float
+    cut: float | None
+    bimodal: bool
+
+    def to_dict(self) -> dict:
+        """For a results file: shares in percent (``high_mode_pct`` is 0 when the norms are unimodal)."""
+        return {"max_median_ratio": self.ratio, "separation": self.separation, "mode_gap": self.gap,
+                "bimodal": self.bimodal, "high_mode_pct": 100 * self.high_share if self.bimodal else 0.0,
+                "mode_cut": self.cut, "separation_min": SEPARATION_MIN, "mode_gap_min": MODE_GAP_MIN}
+
+
+def _gmm2_log(x: np.ndarray, iters: int = 200, tol: float = 1e-8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """EM for a two-component 1-D Gaussian mixture (float64, numpy: many tiny steps, no thread overhead),
+    started from a 2-means split of ``x`` seeded at its extremes.
+
+    Returns ``(weights, means, stds)``, low component first.
+    """
+    centres = np.array([x.min(), x.max()])
+    lab = np.zeros(len(x), dtype=bool)
+    for _ in range(100):   # 2-means in 1-D
+        lab = np.abs(x - centres[0]) > np.abs(x - centres[1])
+        new = np.array([x[~lab].mean() if (~lab).any() else centres[0], x[lab].mean() if lab.any() else centres[1]])
+        if np.array_equal(new, centres):
+            break
+        centres = new
+    floor = 1e-3 * float(x.std()) + 1e-9
+    resp = np.stack([~lab, lab], axis=1).astype(np.float64)
+    prev = -np.inf
+    for _ in range(iters):
+        w = np.maximum(resp.sum(0), 1e-12)
+        mu = (resp * x[:, None]).sum(0) / w
+        sd = np.maximum(np.sqrt((resp * (x[:, None] - mu) ** 2).sum(0) / w), floor)
+        logp = np.log(w / len(x)) - np.log(sd) - 0.5 * ((x[:, None] - mu) / sd) ** 2
+        top = logp.max(1, keepdims=True)
+        total = top[:, 0] + np.log(np.exp(logp - top).sum(1))
+        resp = np.exp(logp - total[:, None])
+        ll = float(total.mean())
+        if ll - prev < tol:
+            break
+        prev = ll
+    order = np.argsort(mu)
+    return (w / len(x))[order], mu[order], sd[order]
+
+
+def high_norm_modes(norms: torch.Tensor, *, max_tokens: int = 20_000, seed: int = 0) -> HighNorms:
+    """Scale-free test for a high-norm mode: max/median ratio and a two-Gaussian fit in log-norm.
+
+    Paper: Fig. 3 (bimodal histogram), Fig. 4c (size trend: used for the S/B/L proxy where the 150 cut-off
+    of ViT-g/L does not apply), §2.2 / Fig. 7 (no outliers with registers). Used in notebooks 03 and 07.
+    The absolute 150 stays for DINOv2-g/L where it is published (:func:`outlier_mask`).
+
+    Args:
+        norms: patch-token norms of any shape (pooled), before the final LayerNorm.
+        max_tokens: fit on a seeded random subset of at most this many norms (the ratio uses all).
+        seed: seed of the subset.
+
+    Returns:
+        a :class:`HighNorms`.
+    """
+    values = norms.detach().float().flatten().cpu().numpy().astype(np.float64)
+    if values.size < 10:
+        raise ValueError(f"need at least 10 norms for a two-component fit, got {values.size}")
+    ratio = float(values.max() / max(float(np.median(values)), 1e-12))
+    x = np.log(np.maximum(values, 1e-12))
+    if len(x) > max_tokens:
+        x = x[np.random.default_rng(seed).permutation(len(x))[:max_tokens]]
+    if float(x.std()) == 0.0:
+        return HighNorms(ratio, 0.0, 0.0, 1.0, None, False)
+    pi, mu, sd = _gmm2_log(x)
+    separation = float(abs(mu[1] - mu[0]) / np.sqrt((sd[0] ** 2 + sd[1] ** 2) / 2))
+    logp = np.log(pi) - np.log(sd) - 0.5 * ((x[:, None] - mu) / sd) ** 2
+    high = logp[:, 1] > logp[:, 0]
+    share = float(high.mean())
+    gap = float(np.exp(mu[1] - mu[0]))
+    bimodal = bool(separation > SEPARATION_MIN and gap >= MODE_GAP_MIN and MODE_SHARE_MIN <= share < MODE_SHARE_MAX)
+    cut = float(np.exp(x[high].min())) if bimodal and high.any() else None
+    return HighNorms(ratio, separation, share, gap, cut, bimodal)

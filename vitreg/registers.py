@@ -239,13 +239,16 @@ def model_summary(norms: torch.Tensor, attn: torch.Tensor, layout: TokenLayout, 
         threshold: outlier cut-off (150 for DINOv2); None: mean + 3 std of the patch norms.
         levels: k of :func:`quantisation`.
         border_width: ring width of :func:`spatial_shares`.
-        top_frac: share of patches of the artifact score (:func:`vitreg.attention.top_share`).
+        top_frac: share of patches of the artifact score (:func:`vitreg.attention.artifact_score`).
 
     Returns:
         a JSON-able dict (percentages 0-100); ``mean_maps`` (tensors) is popped by the caller for figures.
+        ``patch_outlier_pct`` uses the absolute ``threshold`` (published for DINOv2-g/L only);
+        ``high_norms`` is the scale-free measure (:func:`vitreg.norms.high_norm_modes`) that any size can use,
+        with ``patch_high_mode_pct`` its share of patches in a separate high-norm mode (0 when unimodal).
     """
-    from vitreg.attention import attention_maps, top_share
-    from vitreg.norms import outlier_mask
+    from vitreg.attention import artifact_score, attention_maps
+    from vitreg.norms import high_norm_modes, outlier_mask
 
     kinds = norms_by_kind(norms, layout)
     patch = layout.patches(norms).float()
@@ -258,6 +261,7 @@ def model_summary(norms: torch.Tensor, attn: torch.Tensor, layout: TokenLayout, 
         "patch_norm_median": float(patch.median()),
         "patch_norm_p99": float(torch.quantile(patch.flatten(), 0.99)),
         "patch_norm_max": float(patch.max()),
+        "high_norms": high_norm_modes(patch).to_dict(),
         "prefix_norm_median": {k: float(v.median()) for k, v in kinds.items() if k != "patch"},
         "prefix_norm_cv": per_token_variation(kinds),
     }
@@ -267,7 +271,8 @@ def model_summary(norms: torch.Tensor, attn: torch.Tensor, layout: TokenLayout, 
         out["register_norm_quantisation"] = quantisation(reg_all, k=min(levels, reg_all.numel())).to_dict()
         out["register_above_patch_p99_pct"] = 100.0 * float((reg_all > out["patch_norm_p99"]).float().mean())
     cls_maps = attention_maps(attn, layout, token="cls")
-    out["cls_artifact_score"] = float(top_share(cls_maps, top_frac=top_frac).mean())
+    out["patch_high_mode_pct"] = out["high_norms"]["high_mode_pct"]
+    out["cls_artifact_score"] = float(artifact_score(cls_maps, top_frac=top_frac).mean())
     summ = prefix_attention_summary(attn, layout, border_width=border_width)
     out["attention"] = {k: {m: v for m, v in s.items() if m != "mean_map"} for k, s in summ.items()}
     out["mean_maps"] = {k: s["mean_map"] for k, s in summ.items()}
@@ -346,7 +351,9 @@ class RegisterMeasurement:
     def __str__(self) -> str:
         s = self.summary
         return (f"{self.label:32s} {s['tokens']}: patch outliers {s['patch_outlier_pct']:.2f}% "
-                f"(> {s['threshold']}), median patch norm {s['patch_norm_median']:.1f}, "
+                f"(> {s['threshold']}), in a separate high-norm mode {s['patch_high_mode_pct']:.2f}% "
+                f"(max/median {s['high_norms']['max_median_ratio']:.1f}x, separation {s['high_norms']['separation']:.1f}), "
+                f"median patch norm {s['patch_norm_median']:.1f}, "
                 f"prefix medians {({k: round(v, 1) for k, v in s['prefix_norm_median'].items()})}")
 
     def mean_map_shares(self) -> dict[str, dict[str, Any]]:
@@ -382,7 +389,8 @@ def measure_model(loaded: "LoadedModel", rec: Any, *, levels: int = 4, border_wi
 def pair_text(label: str, no_reg: dict[str, Any], reg: dict[str, Any]) -> str:
     """One line on a pair (Fig. 7): patch outliers without -> with registers, where the high norms went."""
     q = reg["register_norm_quantisation"]
-    return (f"{label}: patch outliers {no_reg['patch_outlier_pct']:.2f}% -> {reg['patch_outlier_pct']:.2f}% | "
+    return (f"{label}: patch outliers {no_reg['patch_outlier_pct']:.2f}% -> {reg['patch_outlier_pct']:.2f}% "
+            f"(scale-free high-norm mode {no_reg['patch_high_mode_pct']:.2f}% -> {reg['patch_high_mode_pct']:.2f}%) | "
             f"register norms above the patches' 99th percentile: {reg['register_above_patch_p99_pct']:.0f}% | "
             f"quantisation score {q['score']:.2f} (levels {[round(v) for v in q['levels']]}) | "
             f"per-register CV over images {({k: round(v, 2) for k, v in reg['prefix_norm_cv'].items()})}")
