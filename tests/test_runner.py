@@ -392,3 +392,17 @@ def test_the_weights_preflight_follows_the_overrides(tmp_path, monkeypatch):
                                sets=["02.model=dinov2_s", "02.reference_model=dino_s16"])
     stop = preflight_weights(["02_high_norm_tokens"], params=merged_parameters(plans))
     assert "dinov2_s" in stop and "dino_s16" in stop and "dinov2_g" not in stop
+
+
+def test_the_summary_lists_the_claims_that_differed_and_the_run_goes_on(tmp_path):
+    """A scientific disagreement is a result: no notebook fails for it, and the summary names it."""
+    from vitreg.runner import Outcome, summary
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "02_high_norm_tokens.json").write_text(json.dumps({"numbers": {
+        "skipped": ["stripes: no outliers"],
+        "verdicts": [{"id": "F2.outlier_pct.dinov2_g", "status": "differs", "ours": 9.0, "paper": 2.37, "rule": "±1"},
+                     {"id": "F2.norm_ratio.dinov2_g", "status": "reproduced", "ours": 10.0, "paper": 10, "rule": "±5"}]}}))
+    text = summary([Outcome("02_high_norm_tokens", "ok", 1.0)], "real", tmp_path, tmp_path / "nb", [])
+    assert "DIFFERS from the paper: F2.outlier_pct.dinov2_g" in text and "skipped: stripes" in text
+    assert "F2.norm_ratio" not in text

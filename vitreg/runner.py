@@ -411,8 +411,9 @@ def summary(outcomes: list[Outcome], profile: str, out_dir: Path, executed: Path
     lines = ["", f"== vitreg {profile} run{' (INTERRUPTED)' if interrupted else ''} =="]
     for o in outcomes:
         lines.append(f"  {o.notebook:<28} {o.status:<11} {o.seconds:6.0f} s  {o.detail}")
-        for skipped in _skipped(out_dir / "results" / f"{o.notebook}.json") if o.status == "ok" else []:
-            lines.append(f"  {'':<28} skipped: {skipped}")
+        notes = _notes(out_dir / "results" / f"{o.notebook}.json") if o.status == "ok" else {}
+        lines += [f"  {'':<28} skipped: {s}" for s in notes.get("skipped", [])]
+        lines += [f"  {'':<28} DIFFERS from the paper: {d}" for d in notes.get("differs", [])]
     lines += [f"executed notebooks: {executed}", f"figures:            {out_dir / 'figures'}",
               f"results:            {out_dir / 'results'}"]
     lines += [f"report:             {p}" for p in report]
@@ -425,13 +426,20 @@ def summary(outcomes: list[Outcome], profile: str, out_dir: Path, executed: Path
     return "\n".join(lines)
 
 
-def _skipped(results_file: Path) -> list[str]:
+def _notes(results_file: Path) -> dict[str, list[str]]:
+    """What a notebook's results say it skipped, and the claims whose verdict was "differs" (a scientific
+    disagreement is a result: the run goes on, and the summary lists it)."""
     try:
         numbers = json.loads(results_file.read_text()).get("numbers", {})
     except (OSError, ValueError):
-        return []
-    skipped = numbers.get("skipped", []) if isinstance(numbers, dict) else []
-    return [str(s) for s in skipped] if isinstance(skipped, list) else [str(skipped)]
+        return {}
+    if not isinstance(numbers, dict):
+        return {}
+    skipped = numbers.get("skipped", [])
+    verdicts = numbers.get("verdicts", [])
+    return {"skipped": [str(s) for s in skipped] if isinstance(skipped, list) else [str(skipped)],
+            "differs": [f"{v.get('id')} (ours {v.get('ours')}, paper {v.get('paper')}; {v.get('rule')})"
+                        for v in verdicts if isinstance(v, dict) and v.get("status") == "differs"]}
 
 
 def strip_outputs(root: Path | None = None) -> list[Path]:
