@@ -212,7 +212,8 @@ def single_token_features(loaded, dataset, *, name: str, split: str, indices: to
 
     Paper: Table 1 / App. G Table 6 (notebook 06). Outliers: pre-LN norm at :func:`detection_block` (the
     last block; the second-to-last for DINOv2-L, [TTR]) above :func:`outlier_cut` (relative rule per chunk
-    when the model has no cut-off). Tokens are stored as
+    when the model has no cut-off). Longer than 60 lines because of this docstring and the one closure that
+    computes a cache chunk (kept beside its key so the two cannot drift apart). Tokens are stored as
     float16; the draws are fixed by ``seed`` and the image index. Cached on disk keyed by model, weights,
     resolution, dataset, split, the subset, layer, threshold, draws and any planting.
 

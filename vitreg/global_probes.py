@@ -133,6 +133,8 @@ def global_information(loaded, dataset: str, *, root: str | None = None, downloa
                        device: str | torch.device = "auto", progress: bool = True) -> dict:
     """Single-token classification of one dataset with one model (notebook 06).
 
+    Longer than 60 lines: most of it is the Args list and the skip reasons, each a line of its own.
+
     Paper: Table 1 / App. G Table 6. Loads the train and test splits (:mod:`vitreg.data`), keeps a
     class-balanced subset of at most ``max_train`` / ``max_test`` images, extracts (or reads from the
     cache) one token of each kind per image and runs :func:`single_token_classification`.

@@ -78,6 +78,9 @@ def stream(
 ) -> Iterator[StreamBatch]:
     """Forward ``images`` through ``loaded`` batch by batch; yield each batch with its recording.
 
+    Longer than 60 lines because it is the ONE batching loop (issue 10): progress, the first-batch
+    estimate, the planting callback and the capture all live here so no caller writes its own.
+
     Args:
         loaded: a model from :func:`vitreg.weights.load_model`.
         images: paths, PIL images or arrays, or a dataset yielding them or ``(image, label)``; with
