@@ -284,6 +284,46 @@ def planted_objects(n_images: int, grid: tuple[int, int], *, seed: int = 0) -> t
     return boxes, artifacts
 
 
+# --- planted register neurons (test-time registers, notebook 10) ---
+@contextlib.contextmanager
+def planted_register_neurons(model: nn.Module, block: int, units: Sequence[int], tokens: Sequence[int], *,
+                             activation: float = 10.0, norm: float = 500.0, seed: int = 0) -> Iterator[torch.Tensor]:
+    """Make MLP ``units`` of ``block`` fire on ``tokens`` and write a high-norm vector there ([TTR], planted).
+
+    Paper: [TTR] register neurons (paper-notes §4), as a known answer: the units' activation (after the
+    nonlinearity) is set to ``activation`` on ``tokens`` (full-sequence indices, every image), and the block
+    adds ``sum over units of their fc2 input x direction`` scaled so that the planted tokens gain ``norm``.
+    The write is read from what ``fc2`` receives, so a test-time register that moves the activation moves
+    the high norm with it. Hooks installed on ``with``, removed on exit; yields the unit direction.
+    """
+    blk, idx = model.blocks[block], torch.tensor(list(units), dtype=torch.long)
+    gen = torch.Generator().manual_seed(seed)
+    vec = torch.randn(blk.mlp.fc2.out_features, generator=gen)
+    vec = vec / vec.norm()
+    gain = norm / (len(idx) * activation)
+    stash: list[torch.Tensor] = []
+
+    def fire(_m: nn.Module, _a: tuple, out: torch.Tensor) -> torch.Tensor:
+        out = out.clone()
+        rows = torch.tensor(list(tokens), dtype=torch.long, device=out.device)
+        out[:, rows[:, None], idx.to(out.device)] = activation
+        return out
+
+    def read(_m: nn.Module, args: tuple, _out: torch.Tensor) -> None:
+        stash.append(args[0][:, :, idx.to(args[0].device)].sum(-1))
+
+    def write(_m: nn.Module, _a: tuple, out: torch.Tensor) -> torch.Tensor:
+        return out + stash.pop()[..., None] * gain * vec.to(out.device, out.dtype)
+
+    handles = [blk.mlp.act.register_forward_hook(fire), blk.mlp.fc2.register_forward_hook(read),
+               blk.register_forward_hook(write)]
+    try:
+        yield vec
+    finally:
+        for h in handles:
+            h.remove()
+
+
 # --- planted outliers for probes and synthetic dense data (features, downstream) ---
 def plant_mask(n_images: int, grid: tuple[int, int], *, fraction: float, seed: int, start: int = 0) -> torch.Tensor:
     """Planted outlier positions for images ``start .. start + n_images - 1`` (smoke runs only).

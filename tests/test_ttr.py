@@ -1,0 +1,140 @@
+"""Test-time registers ([TTR], notebook 10) on planted truth: random ViTs whose chosen MLP units at a chosen
+block are made to write a high-norm vector on chosen patches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import small_vit
+from vitreg import planting, ttr
+from vitreg.capture import capture
+from vitreg.models import get_spec
+from vitreg.weights import LoadedModel
+
+SIZE = 56
+BLOCK, UNITS, PATCHES = 1, [3, 17, 40], [2, 9]
+CUT = 150.0
+
+
+def loaded_model(name: str) -> LoadedModel:
+    spec = get_spec(name)
+    size = SIZE if spec.patch_size == 14 else 64
+    return LoadedModel(small_vit(name, depth=4, image_size=size), spec, (size, size), False, "random init")
+
+
+@pytest.fixture(params=["dinov2_s", "dinov2_s_reg", "clip_b16_laion"])
+def loaded(request) -> LoadedModel:
+    return loaded_model(request.param)
+
+
+def images(loaded: LoadedModel, n: int = 5) -> torch.Tensor:
+    return torch.randn(n, 3, *loaded.image_size)
+
+
+def plant(loaded: LoadedModel, **kw):
+    tokens = [loaded.layout.num_prefix + p for p in PATCHES]
+    return planting.planted_register_neurons(loaded.model, BLOCK, UNITS, tokens, **kw)
+
+
+def norms(loaded: LoadedModel, x: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode(), capture(loaded.model, norms=[-1]) as rec:
+        loaded.model.forward_features(x)
+    return rec.norms[-1]
+
+
+def detect(loaded: LoadedModel, x: torch.Tensor, **kw) -> ttr.RegisterNeurons:
+    args = {"detect_block": -1, "threshold": CUT, "highest_layer": 2, "top_k": len(UNITS), "batch_size": 2, **kw}
+    return ttr.find_register_neurons(loaded, x, **args)[0]
+
+
+def test_detection_returns_exactly_the_planted_neurons(loaded):
+    x = images(loaded)
+    with plant(loaded):
+        found, scores = ttr.find_register_neurons(loaded, x, detect_block=-1, threshold=CUT, highest_layer=2,
+                                                  top_k=len(UNITS), batch_size=2)
+    assert set(found.neurons) == {(BLOCK, u) for u in UNITS}
+    assert scores.outlier_tokens == [len(PATCHES)] * len(x)  # exactly the planted patches are outliers
+    assert scores.n_used == len(x)
+
+
+def test_no_outliers_no_images_used_and_highest_layer_excludes_later_blocks(loaded):
+    x = images(loaded, 3)
+    assert ttr.neuron_scores(loaded, x, detect_block=-1, threshold=CUT).n_used == 0  # nothing planted: all skipped
+    with plant(loaded):
+        found = detect(loaded, x, highest_layer=BLOCK - 1)
+    assert all(b < BLOCK for b, _ in found.neurons)
+
+
+def test_sparsity_filter_drops_a_unit_active_on_most_tokens():
+    loaded = loaded_model("dinov2_s")
+    x = images(loaded, 3)
+    everywhere = list(range(loaded.layout.num_tokens))
+    with plant(loaded), planting.planted_register_neurons(loaded.model, BLOCK, [50], everywhere, activation=3.0,
+                                                          norm=1.0, seed=1):
+        with_filter = detect(loaded, x, top_k=4, sparsity=True)
+        without = detect(loaded, x, top_k=4, sparsity=False)
+    assert (BLOCK, 50) in without.neurons
+    assert (BLOCK, 50) not in with_filter.neurons
+
+
+def test_intervention_moves_the_high_norm_into_the_extra_token(loaded):
+    x = images(loaded)
+    with plant(loaded):
+        found = detect(loaded, x)
+        before = norms(loaded, x)
+        with ttr.test_time_register(loaded, found) as layout:
+            after = norms(loaded, x)
+            assert loaded.layout is layout and layout.num_extra == 1
+    assert (loaded.layout.patches(before) > CUT).sum() == len(x) * len(PATCHES)
+    parts = layout.split(after)
+    assert (parts.patch < CUT).all()
+    assert (parts.extra[:, 0] > CUT).all()
+
+
+def test_shift_moves_the_outliers_to_the_chosen_patch():
+    loaded = loaded_model("dinov2_s")
+    x = images(loaded, 3)
+    with plant(loaded):
+        found = detect(loaded, x)
+        with ttr.test_time_register(loaded, found, shift_to=5) as layout:
+            after = layout.patches(norms(loaded, x))
+    assert layout.num_extra == 0
+    assert (after[:, 5] > CUT).all()
+    assert (torch.cat([after[:, :5], after[:, 6:]], dim=1) < CUT).all()
+
+
+def test_a_batch_equals_single_images(loaded):
+    x = images(loaded, 4)
+    with plant(loaded):
+        found = detect(loaded, x)
+        with torch.inference_mode(), ttr.test_time_register(loaded, found):
+            batch = loaded.model.forward_features(x)
+            singles = torch.cat([loaded.model.forward_features(x[i:i + 1]) for i in range(len(x))])
+    assert batch.shape[1] == loaded.layout.num_tokens + 1
+    torch.testing.assert_close(batch, singles, rtol=1e-4, atol=1e-4)
+
+
+def test_the_model_is_untouched_after_the_context_exits(loaded):
+    x = images(loaded, 2)
+    with torch.inference_mode():
+        ref = loaded.model.forward_features(x)
+    base = loaded.layout
+    with ttr.test_time_register(loaded, {BLOCK: UNITS, 2: [0]}):
+        pass
+    with pytest.raises(RuntimeError), ttr.test_time_register(loaded, {BLOCK: UNITS}):
+        raise RuntimeError("hooks must go also on errors")
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded.model.forward_features(x), ref)
+    assert loaded.layout is base
+
+
+def test_neuron_lists_are_data(tmp_path, loaded):
+    x = images(loaded, 2)
+    with plant(loaded):
+        found = detect(loaded, x, image_names=["a.jpg", "b.jpg"])
+    back = ttr.RegisterNeurons.load(found.save(tmp_path / "neurons.json"))
+    assert back == found
+    assert back.model == loaded.spec.key and back.images == ["a.jpg", "b.jpg"]
+    assert back.settings["threshold"] == CUT and back.settings["top_k"] == len(UNITS)
+    assert back.by_block() == {BLOCK: sorted(UNITS)}
