@@ -367,9 +367,10 @@ RULES: dict[str, Rule] = {
              "head_epochs", "head_batch_size", "synthetic_n", "synthetic_n_train", "synthetic_n_val",
              "imagenet_n_train", "imagenet_n_val", "imagenet_probe_batch_size", "ade20k_n_train", "ade20k_n_val",
              "nyud_n_train", "nyud_n_test", "max_train", "max_test", "max_train_tokens", "k_patches", "levels",
-             "span"),
+             "span", "n_detect", "plant_units"),
     **_rules("count0", "num_workers", "border_width", "seed"),
     **_rules("int", "block"),
+    **_rules("count0", "plant_block"),  # 10: the block of the planted register neurons
     **_rules("fraction", "train_fraction", "val_fraction", "top_frac", "min_fraction"),
     **_rules("fraction0", "plant_fraction"),
     **_rules("positive", "threshold", "k_std", "plant_norm", "head_lr"),

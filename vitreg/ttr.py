@@ -242,9 +242,55 @@ def outlier_summary(norms: torch.Tensor, layout: TokenLayout, threshold: float) 
     out = {"patch_outlier_pct": float((parts.patch > threshold).float().mean() * 100),
            "patch_max_norm": float(parts.patch.max()), "patch_median_norm": float(parts.patch.median())}
     if parts.extra is not None:
-        out["extra_norm_median"] = float(parts.extra[:, 0].median())
-        out["extra_above_threshold_pct"] = float((parts.extra[:, 0] > threshold).float().mean() * 100)
+        extra, p99 = parts.extra[:, 0].float(), torch.quantile(parts.patch.float().flatten(), 0.99)
+        out["extra_norm_median"] = float(extra.median())
+        out["extra_above_threshold_pct"] = float((extra > threshold).float().mean() * 100)
+        out["extra_above_patch_p99_pct"] = float((extra > p99).float().mean() * 100)
     return out
+
+
+@dataclass
+class Measurement:
+    """What notebook 10 reads from one run of the last block (norms pre-LN, [CLS] attention rows).
+
+    Attributes:
+        summary: :func:`outlier_summary` plus ``cls_artifact_score`` (mean over images).
+        maps: ``(n_show, h, w)`` [CLS] attention maps; ``patch_norms``: all patch norms, flat;
+        extra_norms: ``(B,)`` norms of the extra token, or None without one.
+    """
+
+    summary: dict[str, Any]
+    maps: torch.Tensor
+    patch_norms: torch.Tensor
+    extra_norms: torch.Tensor | None
+
+
+def measure(layout: TokenLayout, norms: torch.Tensor, attn: torch.Tensor, *, threshold: float, n_show: int = 4,
+            top_frac: float = 0.02) -> Measurement:
+    """Patch outliers, the extra token and the [CLS] artifact score of one run ([TTR] Fig. 1; paper Fig. 1-3).
+
+    Args:
+        layout: the layout the run had (with the extra token inside :func:`test_time_register`).
+        norms: ``(B, T)`` last-block output norms, pre-LN; ``attn``: ``(B, heads, rows, T)`` prefix rows.
+        threshold: the outlier cut-off; ``top_frac``: share of patches of the artifact score.
+    """
+    from vitreg.attention import artifact_score, attention_maps
+
+    norms, attn = norms.float().cpu(), attn.float().cpu()
+    maps = attention_maps(attn, layout, token="cls")
+    summary = {**outlier_summary(norms, layout, threshold),
+               "cls_artifact_score": float(artifact_score(maps, top_frac=top_frac).mean())}
+    parts = layout.split(norms)
+    return Measurement(summary=summary, maps=maps[:n_show], patch_norms=parts.patch.flatten(),
+                       extra_norms=None if parts.extra is None else parts.extra[:, 0])
+
+
+def selected_mask(neurons: RegisterNeurons, shape: tuple[int, int]) -> torch.Tensor:
+    """``(L, H)`` True at the selected (block, unit) pairs (for the per-block figure)."""
+    mask = torch.zeros(shape, dtype=torch.bool)
+    for b, u in neurons.neurons:
+        mask[b, u] = True
+    return mask
 
 
 def blocks_of(neurons: RegisterNeurons) -> dict[int, int]:
