@@ -365,8 +365,9 @@ def _mlp_hidden_module(model: nn.Module, b: int) -> nn.Module:
 def explicit_attention(model: nn.Module, blocks: Blocks = "all") -> Iterator[dict[int, list[torch.Tensor]]]:
     """Switch ``blocks`` to timm's explicit softmax path and record its attention weights.
 
-    The slow reference path: tests check :func:`capture`'s recomputed attention against it. Restores
-    the fused setting on exit.
+    The slow reference path: tests check :func:`capture`'s recomputed attention against it (every attention
+    class :func:`capture` knows: timm's ``Attention``, ``EvaAttention``, ``AttentionRope``). Restores the fused
+    setting on exit.
     """
     depth = len(model.blocks)
     got: dict[int, list[torch.Tensor]] = defaultdict(list)
