@@ -243,7 +243,11 @@ def _cmd_scan(args: argparse.Namespace) -> int:
         with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
             report = scan(loaded, images, image_source=source, batch_size=args.batch_size)
             written = write_card(report, args.out)
-    except (UnknownModel, NotAPlainViT, WeightsNotFound, BrokenWeights, ImageError, ValueError, OSError) as err:
+    except WeightsNotFound as err:
+        print(f"error: {err}\nFrom the command line: `vitreg scan {args.model} --weights FILE`, or --random to test "
+              "the scan on random weights.", file=sys.stderr)
+        return 2
+    except (UnknownModel, NotAPlainViT, BrokenWeights, ImageError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.json:
