@@ -163,6 +163,7 @@ def _registers(prefix: torch.Tensor, patch: torch.Tensor, attn: torch.Tensor, la
     if not layout.num_reg:
         return None
     regs = prefix[:, layout.reg_slice].float()
+    p99 = torch.quantile(patch.float().flatten()[: 2 ** 24], 0.99)  # quantile takes at most 2**24 values
     total = torch.cat([prefix.float(), patch.float()], dim=1).sum(dim=1)
     reg_mass = attn[:, :, 0, layout.reg_slice].float().sum(dim=-1).mean(dim=1)  # (B,) summed over registers
     return {"count": layout.num_reg,
@@ -171,7 +172,7 @@ def _registers(prefix: torch.Tensor, patch: torch.Tensor, attn: torch.Tensor, la
             "norm_share_pct": 100 * float((regs.sum(dim=1) / total).mean()),
             "token_share_pct": 100 * layout.num_reg / layout.num_tokens,
             "above_cut_pct": None if cut is None else 100 * float((regs > cut).float().mean()),
-            "above_patch_p99_pct": 100 * float((regs > torch.quantile(patch.float().flatten()[:2**24], 0.99)).float().mean()),
+            "above_patch_p99_pct": 100 * float((regs > p99).float().mean()),
             "attention_share_pct": 100 * float(reg_mass.mean()),
             "attention_uniform_pct": 100 * layout.num_reg / layout.num_tokens}
 
@@ -209,11 +210,13 @@ def verdict(report: ScanReport) -> tuple[str, list[str]]:
                 f"({'>=' if mas['found'] else '<'} {MASSIVE_RATIO_MIN:.0f}x)"]
     if reg:
         evidence.append(f"{reg['count']} registers: median norm {reg['norm_ratio']:.1f}x the patches', "
-                        f"{reg['attention_share_pct']:.1f}% of the [CLS] attention (uniform {reg['attention_uniform_pct']:.1f}%)")
+                        f"{reg['attention_share_pct']:.1f}% of the {att['query']} attention "
+                        f"(uniform {reg['attention_uniform_pct']:.1f}%)")
     outliers = s.fraction >= MODE_SHARE_MIN and s.fraction > 0
     absorb = reg is not None and reg["above_patch_p99_pct"] >= 50
     if outliers:
-        where = f" from block {report.emergence} of {n_blocks}" if report.emergence is not None else f" (of {n_blocks} blocks)"
+        where = (f" from block {report.emergence} of {n_blocks}" if report.emergence is not None
+                 else f" (of {n_blocks} blocks)")
         line = f"high-norm tokens in {100 * s.fraction:.1f}% of patches{where}"
         line += "; registers absorb part of them" if absorb else (f" despite {reg['count']} registers" if reg else "")
     elif absorb:
@@ -222,8 +225,9 @@ def verdict(report: ScanReport) -> tuple[str, list[str]]:
         line = "no high-norm patch tokens"
     else:
         line = "no artifacts found"
-    extras = ([f"spiky {att['query']} attention (score {att['score_median']:.2f})"] if att["spiky"] else []) + \
-             ([f"massive activations {mas['max_ratio']:.0f}x the median at block {mas['max_block']}"] if mas["found"] else [])
+    extras = [f"spiky {att['query']} attention (score {att['score_median']:.2f})"] if att["spiky"] else []
+    if mas["found"]:
+        extras.append(f"massive activations {mas['max_ratio']:.0f}x the median at block {mas['max_block']}")
     if extras:
         line += "; " + "; ".join(extras)
     if report.random_weights:
