@@ -51,8 +51,8 @@ notebook: $(STAMP) ## Run one notebook, e.g. `make notebook N=02` (add PROFILE=s
 weights: $(STAMP) ## Download every model the notebooks use into the weights folder (needs internet)
 	$(VENV)/bin/vitreg weights download --notebooks
 
-benchmark: $(STAMP) ## Capture overhead and memory benchmark (prints ratios)
-	$(PY) benchmarks/bench_capture.py
+benchmark: $(STAMP) ## Capture overhead, memory, feature cache 2nd/1st run, images/s vs the FLOP limit (prints ratios)
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_capture.py && HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_scale.py
 
 strip: $(STAMP) ## Strip outputs from notebooks/ (done before every commit)
 	$(VENV)/bin/vitreg strip

@@ -11,7 +11,7 @@ from vitreg.weights import load_model
 
 def test_zoo_covers_the_papers_families():
     fams = {s.family for s in ZOO.values()}
-    assert fams == {"dino", "dinov2", "deit3", "clip", "mae"}
+    assert fams == {"dino", "dinov2", "dinov3", "deit3", "clip", "mae"}
     for size in "sblg":
         plain, reg = ZOO[f"dinov2_{size}"], ZOO[f"dinov2_{size}_reg"]
         assert (plain.registers, reg.registers) == (0, 4)

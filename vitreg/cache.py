@@ -226,8 +226,7 @@ class FeatureCache:
         stored = self._stored_key()
         return (self.path / "done.json").exists() and stored is not None and stored.get("key") == self.key
 
-    def n_chunks_done(self) -> int:
-        """Number of chunk files present (an interrupted extraction resumes after them)."""
+    def n_chunks_done(self) -> int:  # chunk files present (an interrupted extraction resumes after them)
         return len(list(self.path.glob("chunk-*.pt"))) if self.path.exists() else 0
 
     def clear(self) -> None:
@@ -333,32 +332,46 @@ class FeatureCache:
             except OSError:
                 pass  # gone already (another process cleaned it) or read-only
 
-    def _fill(self, n_items: int, compute: Callable[[int, int], Mapping[str, torch.Tensor]], progress: bool) -> None:
-        """Compute and write the chunks without a valid record, then the manifest."""
+    def begin(self, n_items: int) -> list[tuple[int, int, int]]:
+        """Make the entry writable (stale temporary files gone, ``key.json``); the chunks still to compute."""
         self._remove_stale_tmp()
         atomic_write_json(self.path / "key.json", self._layout(n_items))
+        return [(i, a, b) for i, a, b in self._plan(n_items) if self._record(i, a, b) is None]
+
+    def write_chunk(self, index: int, start: int, stop: int, compute: Callable[[int, int], Mapping]) -> None:
+        """Compute items ``[start, stop)`` and write them atomically as chunk ``index``, then its record."""
+        torch.save(_checked(compute(start, stop), start, stop), buffer := io.BytesIO())
+        atomic_write_bytes(self.chunk_path(index), data := buffer.getvalue())
+        atomic_write_json(self.record_path(index), {"file": self.chunk_path(index).name, "start": start, "stop": stop,
+                                                    "rows": stop - start, "sha256": hashlib.sha256(data).hexdigest()})
+
+    def finish(self, n_items: int) -> None:
+        """Write the manifest from the chunk records on disk (whichever process wrote them)."""
         plan = self._plan(n_items)
-        records = {i: self._record(i, a, b) for i, a, b in plan}
-        todo = [(i, a, b) for i, a, b in plan if records[i] is None]
-        bar = None
+        if None in (records := [self._record(i, a, b) for i, a, b in plan]):
+            raise RuntimeError(f"feature cache {self.path}: a chunk is missing; the manifest is not written")
+        atomic_write_json(self.path / "done.json", {"n_items": n_items, "chunk_size": self.chunk_size,
+                                                    "n_chunks": len(plan), "chunks": records})
+
+    def _fill(self, n_items: int, compute: Callable[[int, int], Mapping[str, torch.Tensor]], progress: bool) -> None:
+        """Compute and write the chunks without a valid record, then the manifest."""
+        todo = self.begin(n_items)
         if progress and todo:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(todo), desc=f"features {self.path.name}", unit="chunk")
+            todo = tqdm(todo, desc=f"features {self.path.name}", unit="chunk")
         for i, start, stop in todo:
-            buffer = io.BytesIO()
-            torch.save(_checked(compute(start, stop), start, stop), buffer)
-            data = buffer.getvalue()
-            atomic_write_bytes(self.chunk_path(i), data)
-            records[i] = {"file": self.chunk_path(i).name, "start": start, "stop": stop, "rows": stop - start,
-                          "sha256": hashlib.sha256(data).hexdigest()}
-            atomic_write_json(self.record_path(i), records[i])
-            if bar is not None:
-                bar.update(1)
-        if bar is not None:
-            bar.close()
-        atomic_write_json(self.path / "done.json", {"n_items": n_items, "chunk_size": self.chunk_size,
-                                                    "n_chunks": len(plan), "chunks": [records[i] for i, _, _ in plan]})
+            self.write_chunk(i, start, stop, compute)
+        self.finish(n_items)
+
+    def reset_if_stale(self, n_items: int) -> None:
+        """Start the entry over when its ``key.json`` is for another layout (item count, key) or damaged."""
+        stored = self._stored_key()
+        if stored is not None and stored != self._layout(n_items):
+            if "unreadable" in stored:
+                warnings.warn(f"feature cache: {self.path / 'key.json'} is unreadable ({stored['unreadable']}); "
+                              f"recomputing the entry", CacheWarning, stacklevel=3)
+            self.clear()
 
     def get_or_compute(self, n_items: int, compute: Callable[[int, int], Mapping[str, torch.Tensor]], *,
                        progress: bool = True) -> dict[str, torch.Tensor]:
@@ -375,12 +388,7 @@ class FeatureCache:
         """
         if n_items <= 0:
             raise ValueError(f"n_items must be positive, got {n_items}")
-        stored = self._stored_key()
-        if stored is not None and stored != self._layout(n_items):
-            if "unreadable" in stored:
-                warnings.warn(f"feature cache: {self.path / 'key.json'} is unreadable ({stored['unreadable']}); "
-                              f"recomputing the entry", CacheWarning, stacklevel=2)
-            self.clear()  # a stale entry (another item count, a hand-edited or damaged key): start over
+        self.reset_if_stale(n_items)  # another item count, a hand-edited or damaged key: start over
         bad: list[tuple[Path, str]] = []
         for attempt in range(3):  # fill, verify; once more for a chunk damaged before the manifest was written
             if self.is_complete():

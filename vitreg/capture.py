@@ -13,8 +13,15 @@ forward calls (concatenating along the batch), so one context can cover a whole 
     rec.norms[-1]   # (N_images, T), block -1 output norms
     rec.attn[-1]    # (N_images, heads, T, T)
 
-Attention probabilities are recomputed from the block's own ``qkv`` output (softmax(q kᵀ · scale)), so
+Attention probabilities are recomputed exactly as the block computes them (softmax(q kᵀ · scale)), so
 fused attention (SDPA) stays on for every other block: the model is never switched to the slow path.
+One code path per attention class, and a class it does not know is refused, never guessed:
+
+- timm ``VisionTransformer`` (``Attention``): from the block's own ``qkv`` output, after its q/k norms;
+- timm ``Eva`` (``EvaAttention``, ``AttentionRope``: DINOv3, EVA-02, timm's RoPE ViTs): from the block's
+  input and the rotary embedding it is given, step by step as its forward does: the q/v biases as applied
+  (with the k bias buffer, also when the block never calls its ``qkv`` module, as in ``*_dinov3_qkvb``), q/k
+  norms, RoPE on the patch tokens only (not on [CLS] and registers), grouped k/v heads repeated, scale.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 Blocks = Literal["all"] | Sequence[int] | int | None
@@ -34,7 +42,12 @@ AttnRows = Literal["all", "prefix"]
 
 @dataclass
 class Recording:
-    """What a :func:`capture` context recorded; dicts are keyed by the block indices as asked (e.g. -1)."""
+    """What a :func:`capture` context recorded; dicts are keyed by the block indices as asked (e.g. -1).
+
+    ``qk_rope[b]`` says whether the recorded ``q``/``k`` of block ``b`` carry the rotary embedding (True: as
+    the attention uses them; False: the block has no RoPE, or ``capture(..., rope_qk=False)`` asked for them
+    before it). ``v`` never has RoPE.
+    """
 
     norms: dict[int, torch.Tensor] = field(default_factory=dict)
     outputs: dict[int, torch.Tensor] = field(default_factory=dict)
@@ -43,6 +56,7 @@ class Recording:
     k: dict[int, torch.Tensor] = field(default_factory=dict)
     v: dict[int, torch.Tensor] = field(default_factory=dict)
     mlp: dict[int, torch.Tensor] = field(default_factory=dict)
+    qk_rope: dict[int, bool] = field(default_factory=dict)
     embed: torch.Tensor | None = None
     embed_pos: torch.Tensor | None = None
     final_norm: torch.Tensor | None = None
@@ -73,6 +87,7 @@ class Recording:
             for kind in ("embed", "embed_pos", "final_norm"):
                 if getattr(rec, kind) is not None:
                     out._add(kind, None, getattr(rec, kind))
+            out.qk_rope.update(rec.qk_rope)
         out._finalise()
         return out
 
@@ -111,6 +126,7 @@ def capture(
     mlp: Blocks = None,
     embed: bool = False,
     final_norm: bool = False,
+    rope_qk: bool = True,
     to: str | torch.device | None = None,
     dtype: torch.dtype | None = torch.float32,
 ) -> Iterator[Recording]:
@@ -121,18 +137,22 @@ def capture(
     lifecycle is read in one place.
 
     Args:
-        model: a timm VisionTransformer (``blocks``, ``patch_embed``, ``norm``).
+        model: a timm VisionTransformer or Eva (``blocks``, ``patch_embed``, ``norm``).
         norms: blocks whose output L2 norms per token to keep, ``(B, T)`` each: the cheap way to
             record all blocks (memory: blocks x batch x tokens floats).
         outputs: blocks whose full output ``(B, T, D)`` to keep (pre final LayerNorm).
         attn: blocks whose attention probabilities to recompute from q and k.
         attn_rows: ``"all"`` keeps ``(B, heads, T, T)``; ``"prefix"`` only the [CLS]/register query
             rows ``(B, heads, 1 + R, T)``, far cheaper at high resolution.
-        qkv: blocks whose q, k, v to keep, ``(B, T, D)`` with heads concatenated (LOST).
-        mlp: blocks whose MLP hidden activations (input of ``fc2``) to keep, ``(B, T, hidden)``.
+        qkv: blocks whose q, k, v to keep, ``(B, T, D)`` with heads concatenated (LOST): after the q/k norms,
+            and after RoPE unless ``rope_qk=False`` (see ``Recording.qk_rope``).
+        mlp: blocks whose MLP hidden activations to keep, ``(B, T, hidden)``: ``act(fc1 x)``, for a gated
+            MLP (SwiGLU) the gated product ``act(gate) * x``, before the MLP's inner norm (EVA-02's
+            ``scale_mlp``); without one, exactly the input of ``fc2``.
         embed: keep the patch embeddings before position embedding (``embed``, ``(B, N, D)``) and the
             token sequence right before the first block (``embed_pos``, ``(B, T, D)``).
         final_norm: keep the output of the final norm (to show that it hides the outliers).
+        rope_qk: record q and k after the rotary embedding (as attention uses them); False: before it.
         to: move recordings to this device (``"cpu"`` for datasets that do not fit on the GPU).
         dtype: store recordings in this dtype (None keeps the model's).
     """
@@ -151,16 +171,22 @@ def capture(
 
     norm_set, out_set = set(resolve_blocks(norms, depth)), set(resolve_blocks(outputs, depth))
     attn_set, qkv_set = set(resolve_blocks(attn, depth)), set(resolve_blocks(qkv, depth))
+    mlp_mods = {b: _mlp_hidden_module(model, b) for b in resolve_blocks(mlp, depth)}  # refused before any hook
+    attn_mods = {b: _attention_module(model, b) for b in sorted(attn_set | qkv_set)}
     try:
         for b in sorted(norm_set | out_set):
             handles.append(model.blocks[b].register_forward_hook(_block_hook(rec, b, b in norm_set, b in out_set, keep)))
-        for b in sorted(attn_set | qkv_set):
-            module = _attention_module(model, b)
-            handles.append(module.qkv.register_forward_hook(
-                _qkv_hook(rec, module, b, b in attn_set, b in qkv_set, attn_rows, num_prefix, keep)))
-        for b in resolve_blocks(mlp, depth):
-            handles.append(model.blocks[b].mlp.fc2.register_forward_pre_hook(
-                lambda _m, args, b=b: rec._add("mlp", b, keep(args[0]))))
+        for b, module in attn_mods.items():
+            rows = num_prefix if attn_rows == "prefix" else None
+            if _is_eva_attention(module):
+                handles.append(module.register_forward_pre_hook(
+                    _eva_attention_hook(rec, module, b, b in attn_set, b in qkv_set, rows, rope_qk, keep),
+                    with_kwargs=True))
+            else:
+                handles.append(module.qkv.register_forward_hook(
+                    _qkv_hook(rec, module, b, b in attn_set, b in qkv_set, rows, keep)))
+        for b, hidden in mlp_mods.items():
+            handles.append(hidden.register_forward_pre_hook(lambda _m, args, b=b: rec._add("mlp", b, keep(args[0]))))
         if embed:
             handles.append(model.patch_embed.register_forward_hook(
                 lambda _m, _a, out: rec._add("embed", None, keep(out.flatten(1, -2)))))
@@ -184,55 +210,164 @@ def _block_hook(rec: Recording, b: int, want_norm: bool, want_out: bool, keep: C
     return hook
 
 
-def _qkv_hook(rec: Recording, attn_mod: nn.Module, b: int, want_attn: bool, want_qkv: bool, rows: AttnRows,
-              num_prefix: int, keep: Callable) -> Callable:
+def _qkv_hook(rec: Recording, attn_mod: nn.Module, b: int, want_attn: bool, want_qkv: bool, rows: int | None,
+              keep: Callable) -> Callable:
+    """timm ``Attention``: q, k, v from the ``qkv`` output, then the block's q/k norms (no RoPE)."""
     def hook(_m: nn.Module, _args: tuple, out: torch.Tensor) -> None:
         bsz, n, _ = out.shape
         heads = attn_mod.num_heads
         q, k, v = out.reshape(bsz, n, 3, heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
         q, k = attn_mod.q_norm(q), attn_mod.k_norm(k)
+        rec.qk_rope[b] = False
         if want_qkv:
-            for name, t in (("q", q), ("k", k), ("v", v)):
-                rec._add(name, b, keep(t.transpose(1, 2).reshape(bsz, n, -1)))
+            _keep_qkv(rec, b, q, k, v, keep)
         if want_attn:
-            rec._add("attn", b, keep(attention_probs(q, k, attn_mod.scale, rows=num_prefix if rows == "prefix" else None)))
+            rec._add("attn", b, keep(attention_probs(q, k, attn_mod.scale, rows=rows)))
 
     return hook
 
 
-def attention_probs(q: torch.Tensor, k: torch.Tensor, scale: float, rows: int | None = None) -> torch.Tensor:
+def _keep_qkv(rec: Recording, b: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: Callable) -> None:
+    """Store ``(B, heads, T, hd)`` q, k, v as ``(B, T, heads * hd)``."""
+    bsz, _, n, _ = q.shape
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        rec._add(name, b, keep(t.transpose(1, 2).reshape(bsz, n, -1)))
+
+
+def _eva_attention_hook(rec: Recording, attn_mod: nn.Module, b: int, want_attn: bool, want_qkv: bool,
+                        rows: int | None, rope_qk: bool, keep: Callable) -> Callable:
+    """timm ``EvaAttention``/``AttentionRope``: a pre-hook on the attention module, which sees the block's
+    input and its ``rope`` argument, and recomputes q, k, v with :func:`eva_qkv`."""
+    def hook(_m: nn.Module, args: tuple, kwargs: dict) -> None:
+        x = args[0]
+        rope = kwargs.get("rope", args[1] if len(args) > 1 else None)
+        mask = kwargs.get("attn_mask", args[2] if len(args) > 2 else None)
+        causal = bool(kwargs.get("is_causal", args[3] if len(args) > 3 else False))
+        (q0, k0), (q, k, v) = eva_qkv(attn_mod, x, rope)
+        rec.qk_rope[b] = rope is not None and rope_qk
+        if want_qkv:
+            _keep_qkv(rec, b, q if rope_qk else q0, k if rope_qk else k0, _repeat_kv(attn_mod, v, expand=False), keep)
+        if want_attn:
+            rec._add("attn", b, keep(attention_probs(q, k, attn_mod.scale, rows=rows, mask=mask, causal=causal)))
+
+    return hook
+
+
+def eva_qkv(mod: nn.Module, x: torch.Tensor, rope: torch.Tensor | None
+            ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """q, k, v of a timm ``EvaAttention``/``AttentionRope`` for its input ``x``, as its forward computes them.
+
+    Paper: Fig. 1-2 (attention maps of DINOv3/EVA-02 blocks). Returns ``((q, k) after the q/k norms, before
+    RoPE)`` and ``(q, k, v)`` as attention uses them: RoPE applied to the patch tokens only (the first
+    ``num_prefix_tokens`` are left alone) and grouped k/v heads repeated; each ``(B, heads, T, head_dim)``.
+    """
+    from timm.layers import apply_rot_embed_cat
+
+    bsz, n, _ = x.shape
+    if mod.qkv is not None:
+        bias = getattr(mod, "q_bias", None)
+        if bias is not None:  # EvaAttention: q/v biases around a zero k bias buffer; the qkv module is not called
+            bias = torch.cat((mod.q_bias, mod.k_bias, mod.v_bias))
+            if mod.qkv_bias_separate:
+                qkv = F.linear(x, mod.qkv.weight, mod.qkv.bias)
+                qkv += bias
+            else:
+                qkv = F.linear(x, weight=mod.qkv.weight, bias=bias)
+        else:
+            qkv = F.linear(x, mod.qkv.weight, mod.qkv.bias)
+        q, k, v = qkv.reshape(bsz, n, 3, mod.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+    else:
+        kv_heads = getattr(mod, "num_kv_heads", mod.num_heads)
+        q = mod.q_proj(x).reshape(bsz, n, mod.num_heads, -1).transpose(1, 2)
+        k = mod.k_proj(x).reshape(bsz, n, kv_heads, -1).transpose(1, 2)
+        v = mod.v_proj(x).reshape(bsz, n, kv_heads, -1).transpose(1, 2)
+    q0, k0 = mod.q_norm(q), mod.k_norm(k)
+    q, k = q0, k0
+    if rope is not None:
+        npt, half = mod.num_prefix_tokens, getattr(mod, "rotate_half", False)
+        q = torch.cat([q[:, :, :npt, :], apply_rot_embed_cat(q[:, :, npt:, :], rope, half=half)], dim=2).type_as(v)
+        k = torch.cat([k[:, :, :npt, :], apply_rot_embed_cat(k[:, :, npt:, :], rope, half=half)], dim=2).type_as(v)
+    return (q0, k0), (q, _repeat_kv(mod, k), _repeat_kv(mod, v))
+
+
+def _repeat_kv(mod: nn.Module, t: torch.Tensor, expand: bool = True) -> torch.Tensor:
+    """Grouped-query attention (``AttentionRope`` with fewer k/v heads): k/v heads repeated as the block does."""
+    groups = getattr(mod, "num_kv_groups", 1)
+    return t.repeat_interleave(groups, dim=1) if expand and groups > 1 else t
+
+
+def attention_probs(q: torch.Tensor, k: torch.Tensor, scale: float, rows: int | None = None, *,
+                    mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
     """softmax(q kᵀ · scale) over keys for the first ``rows`` queries (all when None).
 
     The product runs in the model's precision (bf16 under autocast, like its fused kernel); the softmax
-    in float32.
+    in float32. ``mask``/``causal``: the attention mask a block was given, applied as timm applies it.
 
     Args:
-        q, k: ``(B, heads, T, head_dim)`` after the block's q/k norms.
+        q, k: ``(B, heads, T, head_dim)`` after the block's q/k norms (and RoPE, where the block has it).
     """
-    if rows is not None:
-        q = q[:, :, :rows]
+    masked = mask is not None or causal
+    if rows is not None and not masked:
+        q = q[:, :, :rows]  # only the rows asked: far cheaper at high resolution
     logits = (q * scale) @ k.transpose(-2, -1)  # the model's own precision, as its fused kernel uses
+    if masked:
+        from timm.layers.attention import maybe_add_mask, resolve_self_attn_mask
+
+        logits = maybe_add_mask(logits, resolve_self_attn_mask(q.shape[2], logits, mask, causal))
+        logits = logits[:, :, :rows] if rows is not None else logits
     return logits.float().softmax(dim=-1)
 
 
+def _is_eva_attention(mod: nn.Module) -> bool:
+    from timm.layers.attention import AttentionRope
+    from timm.models.eva import EvaAttention
+
+    return type(mod) in (EvaAttention, AttentionRope)
+
+
 def _attention_module(model: nn.Module, b: int) -> nn.Module:
-    mod = model.blocks[b].attn
-    if not all(hasattr(mod, a) for a in ("qkv", "num_heads", "scale", "q_norm", "k_norm")):
+    """The attention module of block ``b``, if it is a class whose attention vitreg recomputes exactly.
+
+    Only exact classes are accepted (a subclass may compute differently): timm's ``Attention`` (the
+    ``VisionTransformer`` block) and ``EvaAttention``/``AttentionRope`` (``Eva`` blocks). A sigmoid output gate
+    (``gated_attn``) acts after the softmax, so it does not change the recorded probabilities or q/k/v.
+    """
+    from timm.layers.attention import Attention
+
+    mod = getattr(model.blocks[b], "attn", None)
+    if _is_eva_attention(mod):
+        return mod
+    if type(mod) is not Attention:
         raise NotImplementedError(
-            f"block {b} uses {type(mod).__name__}, whose attention vitreg cannot recompute from a fused qkv "
-            "projection; capture its outputs instead, or open an issue with the model name"
+            f"block {b} uses {type(mod).__name__}, whose attention vitreg does not recompute (it knows timm's "
+            "Attention of VisionTransformer blocks and EvaAttention/AttentionRope of Eva blocks); capture the "
+            "block outputs instead, or open an issue with the model name"
         )
     if getattr(mod, "gate", None) is not None or hasattr(mod, "rope"):
         raise NotImplementedError(f"block {b}: gated or rotary attention is not supported by attention recomputation")
     return mod
 
 
+def _mlp_hidden_module(model: nn.Module, b: int) -> nn.Module:
+    """The module whose input is block ``b``'s MLP hidden activation: the MLP's inner ``norm`` (an Identity
+    unless ``scale_mlp``), which timm's ``Mlp``, ``GluMlp`` (packed SwiGLU) and ``SwiGLU`` all call right
+    after the activation (the gated product for the gated ones) and dropout."""
+    from timm.layers import GluMlp, Mlp, SwiGLU
+
+    mlp = getattr(model.blocks[b], "mlp", None)
+    if type(mlp) not in (Mlp, GluMlp, SwiGLU) or not isinstance(mlp.fc2, nn.Linear):
+        raise NotImplementedError(f"block {b} uses the MLP {type(mlp).__name__}: vitreg records the hidden "
+                                  "activations of timm's Mlp, GluMlp and SwiGLU only")
+    return mlp.norm
+
+
 @contextmanager
 def explicit_attention(model: nn.Module, blocks: Blocks = "all") -> Iterator[dict[int, list[torch.Tensor]]]:
     """Switch ``blocks`` to timm's explicit softmax path and record its attention weights.
 
-    The slow reference path: tests check :func:`capture`'s recomputed attention against it. Restores
-    the fused setting on exit.
+    The slow reference path: tests check :func:`capture`'s recomputed attention against it (every attention
+    class :func:`capture` knows: timm's ``Attention``, ``EvaAttention``, ``AttentionRope``). Restores the fused
+    setting on exit.
     """
     depth = len(model.blocks)
     got: dict[int, list[torch.Tensor]] = defaultdict(list)

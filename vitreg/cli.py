@@ -8,6 +8,7 @@ Paper: all findings F1-F9 (the notebooks reproduce them; this is how they are ru
     vitreg weights where KEY ...
     vitreg report RESULTS_DIR OUT_DIR [--figures DIR]
     vitreg strip
+    vitreg scan MODEL [--weights FILE] [--images DIR] [--size PX] [--out DIR] [--json] [--random]
 
 ``python -m vitreg ...`` is the same command. The Makefile's targets call it. Each subcommand is one
 ``_cmd_<name>(args) -> int`` function with its parser in ``_add_<name>``; a new subcommand (``vitreg
@@ -32,6 +33,7 @@ _EXAMPLES = """examples:
   vitreg weights download --notebooks        fill the weights folder on a connected machine
   vitreg report build/smoke/results build/smoke
   vitreg strip                               before committing notebooks
+  vitreg scan dinov2_s_reg --images ~/photos   does this ViT have high-norm tokens? (report card)
 """
 
 
@@ -183,6 +185,79 @@ def _cmd_strip(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- vitreg scan ----------------------------------------------------------------------------------
+def _add_scan(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "scan", help="check one ViT for the paper's artifacts and write a report card",
+        description="Check one ViT for the artifacts of 'Vision Transformers Need Registers': pre-LayerNorm "
+                    "patch norms per block and the block where high-norm tokens emerge, their share with a "
+                    "bootstrap CI over images (the model's published cut-off, else a scale-free two-mode fit), "
+                    "whether the norms are bimodal, the last block's [CLS] (or mean-pooled) attention artifact "
+                    "score, what registers take, and massive activations per block. Writes "
+                    "OUT/scan_<MODEL>.html, .png and .json and prints a one-line verdict.",
+        epilog="MODEL is a zoo key (dino_s16, dinov2_l_reg; `vitreg weights where` lists places) or a timm ViT "
+               "name (vit_small_patch16_224.augreg_in21k). Offline: pass --weights FILE or have the weights in "
+               "the weights folder. Exit status: 0 scanned, 2 bad input (unknown or non-ViT model, missing "
+               "weights, no images, bad size).")
+    p.add_argument("model", metavar="MODEL", help="zoo key or timm ViT name")
+    p.add_argument("--weights", type=Path, metavar="FILE",
+                   help="a local checkpoint (timm .safetensors/.pth or official DINOv2 .pth); works offline")
+    p.add_argument("--images", type=Path, metavar="DIR",
+                   help="folder of images (recursive, sorted); default: the 14 bundled photos")
+    p.add_argument("--size", type=int, metavar="PX",
+                   help="image side in pixels, a multiple of the patch size (default: the model's native size)")
+    p.add_argument("--out", type=Path, default=Path("."), metavar="DIR",
+                   help="folder for scan_<MODEL>.html/.png/.json (default: the current folder)")
+    p.add_argument("--json", action="store_true",
+                   help="also print the card's JSON on stdout (progress and the estimate go to stderr)")
+    p.add_argument("--random", action="store_true",
+                   help="random weights instead of pretrained ones (tests the scan; every output says so)")
+    p.add_argument("--batch-size", type=int, default=8, metavar="N",
+                   help="images per forward pass (lower it for large models; default 8)")
+    p.add_argument("--device", default="cpu", metavar="DEVICE", help="cpu, cuda, mps or auto (default cpu)")
+    return p
+
+
+def _cmd_scan(args: argparse.Namespace) -> int:
+    import contextlib
+    import json
+
+    from vitreg.images import SAMPLE_SOURCE, ImageError, image_folder, sample_photos
+    from vitreg.models import NotAPlainViT, UnknownModel
+    from vitreg.scan import scan
+    from vitreg.scan_render import write_card
+    from vitreg.weights import BrokenWeights, WeightsNotFound, load_model
+
+    if args.weights is not None and args.random:
+        print("error: pass --weights FILE or --random, not both", file=sys.stderr)
+        return 2
+    try:
+        if args.images is not None:
+            images, source = image_folder(args.images), str(args.images)
+        else:
+            images, source = [im for _, im in sample_photos()], SAMPLE_SOURCE
+        if not images:
+            raise ImageError("no bundled photos are installed here: pass --images DIR")
+        loaded = load_model(args.model, pretrained=not args.random, weights=args.weights, image_size=args.size,
+                            device=args.device)
+        with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
+            report = scan(loaded, images, image_source=source, batch_size=args.batch_size)
+            written = write_card(report, args.out)
+    except WeightsNotFound as err:
+        print(f"error: {err}\nFrom the command line: `vitreg scan {args.model} --weights FILE`, or --random to test "
+              "the scan on random weights.", file=sys.stderr)
+        return 2
+    except (UnknownModel, NotAPlainViT, BrokenWeights, ImageError, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(json.loads(written["json"].read_text())))
+    print(report.verdict, file=sys.stderr if args.json else sys.stdout)
+    for path in written.values():
+        print(path, file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
 #: name -> (add the subcommand's parser, run it). Order is the order of ``vitreg --help``.
 SUBCOMMANDS: dict[str, tuple[Callable[[argparse._SubParsersAction], argparse.ArgumentParser],
                              Callable[[argparse.Namespace], int]]] = {
@@ -190,6 +265,7 @@ SUBCOMMANDS: dict[str, tuple[Callable[[argparse._SubParsersAction], argparse.Arg
     "weights": (_add_weights, _cmd_weights),
     "report": (_add_report, _cmd_report),
     "strip": (_add_strip, _cmd_strip),
+    "scan": (_add_scan, _cmd_scan),
 }
 
 

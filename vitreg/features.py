@@ -18,9 +18,10 @@ import torch
 import torch.nn.functional as F
 
 from vitreg import planting
-from vitreg.cache import cached_features, feature_key, hash_indices, model_fields
+from vitreg.cache import feature_key, hash_indices, model_fields
 from vitreg.capture import Recording
 from vitreg.dense_data import resize_crop_target
+from vitreg.distributed import cached_features  # torchrun: the ranks share the missing chunks
 from vitreg.extract import extract
 from vitreg.norms import outlier_threshold
 from vitreg.stream import stream

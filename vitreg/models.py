@@ -1,10 +1,12 @@
 """The model zoo: the ViTs the paper studies, by short readable names.
 
 Paper: Fig. 1-2 (which families show artifacts), Fig. 3 (the 150 norm threshold), Table 3 (which
-features LOST uses). The zoo holds the public checkpoints of the families the paper compares.
+features LOST uses). The zoo holds the public checkpoints of the families the paper compares, and DINOv3
+(S/B/L, 4 registers, RoPE), the newest public model with registers.
 
 Every entry maps a short name (``dinov2_l_reg``) to a timm name and tag plus what the analyses need
-to know about it. Any other timm ViT name works too (``get_spec("vit_base_patch16_224.augreg_in21k")``):
+to know about it. Any other timm ViT name works too (``get_spec("vit_base_patch16_224.augreg_in21k")``; timm's
+``VisionTransformer`` and ``Eva`` families):
 its metadata is then read from timm's pretrained config and from the architecture built on the
 ``meta`` device (no weights are allocated).
 """
@@ -15,20 +17,22 @@ import difflib
 from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
-Family = Literal["dino", "dinov2", "deit3", "clip", "mae", "other"]
+Family = Literal["dino", "dinov2", "dinov3", "deit3", "clip", "mae", "eva", "other"]
 LostFeatures = Literal["q", "k", "v"]
-PosInterp = Literal["dinov2_noreg", "dinov2_reg", "timm"]
+PosInterp = Literal["dinov2_noreg", "dinov2_reg", "timm", "rope"]
 
 #: Threshold sources, kept beside the numbers so the notebooks can print them.
 THRESHOLD_NOTES = {
     "dinov2": "150: the paper's cut-off for DINOv2 ViT-g (Fig. 3), also used by [TTR] for ViT-L",
     "clip": "75: [TTR]'s cut-off for OpenCLIP ViT-B/16 (paper); their config uses 30",
     "relative": "no published cut-off: mean + 3 std of patch norms ([TTR]'s heuristic)",
+    "scale_free": "no published cut-off: use the scale-free rule",
 }
 
 
-#: timm modules whose models are (or wrap) the plain ``VisionTransformer``: checked before anything is built.
-_VIT_MODULES = ("vision_transformer", "deit")
+#: timm modules whose models are (or wrap) the plain ``VisionTransformer`` or ``Eva`` (DINOv3, EVA-02, timm's
+#: RoPE ViTs): checked before anything is built.
+_VIT_MODULES = ("vision_transformer", "deit", "eva")
 
 
 class NotAPlainViT(ValueError):
@@ -59,7 +63,8 @@ class ModelSpec:
             the relative rule (mean + 3 std).
         threshold_note: where the threshold comes from.
         lost_features: which of q/k/v of the last block LOST uses (Table 3 protocol).
-        pos_interp: how to resize position embeddings to another resolution.
+        pos_interp: how to resize position embeddings to another resolution (``rope``: the model has no
+            absolute position embedding, only rotary ones computed from the patch grid).
         paper_name: the name used in the paper's figures.
         official_files: file names of the official (non-timm) checkpoints, for the weights folder.
     """
@@ -114,12 +119,22 @@ def _other(key: str, full: str, family: Family, patch: int, res: int, paper: str
     return ModelSpec(key, timm_name, tag, family, 0, patch, res, threshold, note, lost, "timm", paper)
 
 
+def _dinov3(size: str, letter: str, width: str) -> ModelSpec:
+    """DINOv3 ViT-S/B/L/16 (LVD-1689M): a class token and 4 registers, RoPE only, 256 px native (timm's config)."""
+    return ModelSpec(
+        key=f"dinov3_{size}", timm_name=f"vit_{width}_patch16_dinov3", tag="lvd1689m", family="dinov3", registers=4,
+        patch_size=16, native_resolution=256, threshold=None, threshold_note=THRESHOLD_NOTES["scale_free"],
+        lost_features="k", pos_interp="rope", paper_name=f"DINOv3 ViT-{letter}/16 +reg",
+    )
+
+
 ZOO: dict[str, ModelSpec] = {
     s.key: s
     for s in [
         _other("dino_s16", "vit_small_patch16_224.dino", "dino", 16, 224, "DINO ViT-S/16", "k"),
         _other("dino_b16", "vit_base_patch16_224.dino", "dino", 16, 224, "DINO ViT-B/16", "k"),
         *[_dinov2(s, L, r) for s, L in zip("sblg", "SBLg") for r in (False, True)],
+        *[_dinov3(s, L, w) for s, L, w in zip("sbl", "SBL", ("small", "base", "large"))],
         _other("deit3_b16", "deit3_base_patch16_224.fb_in22k_ft_in1k", "deit3", 16, 224, "DeiT-III ViT-B/16", "v"),
         _other("deit3_l16", "deit3_large_patch16_224.fb_in22k_ft_in1k", "deit3", 16, 224, "DeiT-III ViT-L/16", "v"),
         _other("clip_b16_laion", "vit_base_patch16_clip_224.laion2b", "clip", 16, 224, "OpenCLIP ViT-B/16 (LAION-2B)",
@@ -180,6 +195,8 @@ def _spec_from_timm(name: str) -> ModelSpec:
     import timm
     import torch
 
+    from vitreg.tokens import token_counts
+
     arch, _, tag = name.partition(".")
     if arch not in timm.list_models():
         close = difflib.get_close_matches(name, list(ZOO) + timm.list_models("*vit*") + timm.list_pretrained("*vit*"),
@@ -196,34 +213,51 @@ def _spec_from_timm(name: str) -> ModelSpec:
     _check_plain_vit(name, model)
     ps = model.patch_embed.patch_size
     patch = int(ps if isinstance(ps, int) else ps[0])
-    family: Family = "dinov2" if "dinov2" in arch else "clip" if "clip" in arch else "other"
+    family = _family(arch, module)
+    _, registers = token_counts(model)
+    rope_only = getattr(model, "pos_embed", None) is None
     return ModelSpec(
         key=name, timm_name=arch, tag=tag, family=family,
-        registers=int(getattr(model, "num_reg_tokens", 0)), patch_size=patch, native_resolution=res,
-        threshold=None, threshold_note=THRESHOLD_NOTES["relative"],
-        lost_features="k" if family in ("dinov2", "other") else "v", pos_interp="timm", paper_name=name,
+        registers=registers, patch_size=patch, native_resolution=res,
+        threshold=None, threshold_note=THRESHOLD_NOTES["scale_free" if family in ("dinov3", "eva") else "relative"],
+        lost_features="k" if family in ("dinov2", "dinov3", "eva", "other") else "v",
+        pos_interp="rope" if rope_only else "timm", paper_name=name,
     )
 
 
+def _family(arch: str, module: str) -> Family:
+    """The family of a timm name outside the zoo: only for the labels and LOST's feature choice; token counts
+    always come from the model (:func:`vitreg.tokens.token_counts`)."""
+    for family in ("dinov3", "dinov2", "clip"):
+        if family in arch:
+            return family  # type: ignore[return-value]
+    return "eva" if module == "eva" and arch.startswith("eva") else "other"
+
+
 def _check_plain_vit(name: str, model: object) -> None:
-    """Refuse a built (meta) model unless it is a timm ``VisionTransformer`` with the token layout vitreg reads:
-    [CLS] (or none) + registers + the patch grid of a plain patch embedding."""
+    """Refuse a built (meta) model unless it is a timm ``VisionTransformer`` or ``Eva`` with the token layout
+    vitreg reads: [CLS] (or none) + registers + the patch grid of a plain patch embedding."""
     from timm.layers import PatchEmbed
+    from timm.models.eva import Eva
     from timm.models.vision_transformer import VisionTransformer
 
+    from vitreg.tokens import token_counts
+
     kind = type(model).__name__
-    if not isinstance(model, VisionTransformer):
+    if not isinstance(model, (VisionTransformer, Eva)):
         raise NotAPlainViT(_not_a_vit_message(name, f"a {kind}"))
     if type(model.patch_embed) is not PatchEmbed:
         raise NotAPlainViT(_not_a_vit_message(name, f"a {kind} with a {type(model.patch_embed).__name__} stem"))
-    prefix = (1 if getattr(model, "cls_token", None) is not None else 0) + int(getattr(model, "num_reg_tokens", 0))
-    if int(getattr(model, "num_prefix_tokens", prefix)) != prefix:
+    try:
+        token_counts(model)  # type: ignore[arg-type]
+    except ValueError:
         raise NotAPlainViT(_not_a_vit_message(name, f"a {kind} with {model.num_prefix_tokens} prefix tokens "
-                                                     "(a distillation token?)"))
+                                                     "(a distillation token?)")) from None
 
 
 def _not_a_vit_message(name: str, what: str) -> str:
     return (f"{name!r} is not a plain ViT ({what}): vitreg reads the tokens of timm's VisionTransformer, "
             f"[CLS] + registers + one grid of patches. Supported: the vitreg zoo ({', '.join(ZOO)}) and timm's "
-            "plain ViTs, timm.list_models(module='vision_transformer') plus deit3_* (for example "
-            "vit_base_patch16_224.augreg_in21k, vit_small_patch14_reg4_dinov2.lvd142m, deit3_base_patch16_224).")
+            "plain ViTs, timm.list_models(module='vision_transformer') plus deit3_*, and timm's Eva models, "
+            "timm.list_models(module='eva') (DINOv3, EVA-02; for example vit_base_patch16_224.augreg_in21k, "
+            "vit_small_patch14_reg4_dinov2.lvd142m, deit3_base_patch16_224, vit_small_patch16_dinov3.lvd1689m).")

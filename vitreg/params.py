@@ -383,6 +383,7 @@ RULES: dict[str, Rule] = {
     **_rules("str", "image_dir", "data_root", "cache_dir", "imagenet_root", "ade20k_root", "nyud_root", "which",
              "output_dir"),
     **_rules("image_source", "images"),
+    **_rules("count", "top_k", "mean_n_images", "probe_n_train", "probe_n_val"), **_rules("text", "probe_dataset"),  # 11
     **_rules("text", "model", "reference_model", "head_model", "dataset", "split", "layer", "upsample_mode",
              "profile", "device"),
 }

@@ -493,3 +493,50 @@ def planted_depth(n_train: int, n_test: int, *, grid: tuple[int, int] = (8, 8), 
         return {"patch": patch, "cls": noise * torch.randn(n, dim, generator=gen), "depth": up}
 
     return make(n_train), make(n_test)
+
+
+# --- planted massive activations and position-only / content-only signals (notebook 11) -----------
+
+
+@contextlib.contextmanager
+def planted_massive(loaded: "LoadedModel", block: int, cells: Sequence[tuple[int, int]], *,
+                    value: float = 5000.0) -> Iterator[None]:
+    """Write ``value`` at each ``(token, channel)`` of ``block``'s output, for every image (input-independent,
+    as Sun et al.'s massive activations are); the residual stream carries it to the later blocks."""
+    tokens, channels = [t for t, _ in cells], [c for _, c in cells]
+
+    def hook(_m: nn.Module, _args: tuple, out: torch.Tensor) -> torch.Tensor:
+        out = out.clone()
+        out[:, tokens, channels] = value
+        return out
+
+    handle = loaded.model.blocks[block].register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@contextlib.contextmanager
+def planted_grid_signal(loaded: "LoadedModel", *, kind: str = "position", strength: float = 3.0,
+                        seed: int = 0) -> Iterator[None]:
+    """Add a signal to the patch tokens of the final norm's output: ``kind="position"`` one fixed random
+    pattern per position (the same on every image: Denoising ViT's artifact); ``"content"`` a fresh random
+    pattern on every forward (no position in it: the control)."""
+    gen = torch.Generator().manual_seed(seed)
+    layout, dim = loaded.layout, int(loaded.model.embed_dim)
+    fixed = strength * torch.randn(layout.num_patches, dim, generator=gen)
+
+    def hook(_m: nn.Module, _args: tuple, out: torch.Tensor) -> torch.Tensor:
+        add = fixed if kind == "position" else strength * torch.randn(len(out), layout.num_patches, dim, generator=gen)
+        out = out.clone()
+        out[:, layout.patch_slice] += add.to(out.device, out.dtype)
+        return out
+
+    if kind not in ("position", "content"):
+        raise ValueError(f"kind must be 'position' or 'content', got {kind!r}")
+    handle = loaded.model.norm.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()

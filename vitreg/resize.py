@@ -23,8 +23,13 @@ def resize_in_place(model: nn.Module, spec: ModelSpec, size: tuple[int, int]) ->
 
     timm's ``set_input_size`` updates the patch grid and the model's recorded input size; the position
     embedding values are then replaced by :func:`resize_pos_embed` of the original ones, per
-    ``spec.pos_interp`` (the official DINOv2 interpolation for DINOv2 models).
+    ``spec.pos_interp`` (the official DINOv2 interpolation for DINOv2 models). A model without an absolute
+    position embedding (DINOv3: rotary only) is resized by its grid alone: timm's ``set_input_size`` updates
+    the patch grid and the RoPE grid, and the rotary embeddings are recomputed from the new grid.
     """
+    if getattr(model, "pos_embed", None) is None:
+        model.set_input_size(img_size=size)
+        return
     old_pos, old_grid = model.pos_embed.detach(), tuple(model.patch_embed.grid_size)
     model.set_input_size(img_size=size)
     prefix = 0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens
@@ -43,6 +48,9 @@ def resize_pos_embed(pos_embed: torch.Tensor, old_grid: tuple[int, int], new_gri
     """
     if tuple(old_grid) == tuple(new_grid):
         return pos_embed
+    if mode == "rope":
+        raise ValueError("a RoPE-only model has no absolute position embedding to resize: resize its grid only "
+                         "(resize_in_place does)")
     if mode == "timm":
         from timm.layers import resample_abs_pos_embed
 
@@ -75,16 +83,19 @@ def resizable(loaded: Any) -> Iterator[Callable[[tuple[int, int]], None]]:
     interpolation per size, one model for every size group.
     """
     model = loaded.model
-    src_pos, src_grid, src_size = model.pos_embed.detach().clone(), tuple(model.patch_embed.grid_size), loaded.image_size
+    has_pos = getattr(model, "pos_embed", None) is not None  # False for RoPE-only models (DINOv3): grid only
+    src_pos = model.pos_embed.detach().clone() if has_pos else None
+    src_grid, src_size = tuple(model.patch_embed.grid_size), loaded.image_size
     prefix = 0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens
 
     def to(hw: tuple[int, int], pos: torch.Tensor | None = None) -> None:
         if tuple(hw) == tuple(loaded.image_size):
             return
         model.set_input_size(img_size=tuple(hw))
-        new = pos if pos is not None else resize_pos_embed(src_pos, src_grid, tuple(model.patch_embed.grid_size),
-                                                           num_prefix=prefix, mode=loaded.spec.pos_interp)
-        model.pos_embed = torch.nn.Parameter(new.clone(), requires_grad=False)
+        if has_pos:
+            new = pos if pos is not None else resize_pos_embed(src_pos, src_grid, tuple(model.patch_embed.grid_size),
+                                                               num_prefix=prefix, mode=loaded.spec.pos_interp)
+            model.pos_embed = torch.nn.Parameter(new.clone(), requires_grad=False)
         loaded.image_size = tuple(hw)
         loaded.layout = TokenLayout.from_model(model, loaded.image_size)
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from vitreg.cache import cached_features, feature_key, hash_indices, model_fields
+from vitreg.cache import feature_key, hash_indices, model_fields
+from vitreg.distributed import cached_features
 from vitreg.data import DatasetUnavailable, load_dataset, subset_indices, try_load_dataset
 from vitreg.dense_data import (ADE20K_CLASSES, EIGEN_CROP, DenseDataset, SyntheticDenseDataset, ade20k_pairs,
                                cover_crop, nyud_pairs, read_ade20k_label, read_nyud_depth, resize_and_pad,

@@ -50,7 +50,8 @@ class TokenLayout:
 
     @classmethod
     def from_model(cls, model: nn.Module, image_hw: tuple[int, int] | None = None) -> TokenLayout:
-        """Read the layout of a timm VisionTransformer for an input of ``image_hw`` pixels.
+        """Read the layout of a timm VisionTransformer or Eva for an input of ``image_hw`` pixels
+        (token counts by :func:`token_counts`).
 
         Without ``image_hw`` the model's own (fixed) image size is used.
         """
@@ -63,11 +64,7 @@ class TokenLayout:
                 f"image size {h}x{w} is not a multiple of the patch size {patch[0]}x{patch[1]}; "
                 "resize with vitreg.images.preprocess, which rounds to the patch grid"
             )
-        num_cls = 1 if getattr(model, "cls_token", None) is not None else 0
-        num_reg = int(getattr(model, "num_reg_tokens", 0))
-        prefix = int(getattr(model, "num_prefix_tokens", num_cls + num_reg))
-        if prefix != num_cls + num_reg:
-            raise ValueError(f"model has {prefix} prefix tokens but {num_cls} class + {num_reg} register tokens")
+        num_cls, num_reg = token_counts(model)
         return cls(num_cls=num_cls, num_reg=num_reg, grid=(h // patch[0], w // patch[1]))
 
     # --- sizes -------------------------------------------------------------------------------
@@ -156,6 +153,26 @@ class TokenLayout:
     def with_extra(self, num_extra: int) -> TokenLayout:
         """The same layout with ``num_extra`` tokens appended after the patches."""
         return TokenLayout(self.num_cls, self.num_reg, self.grid, num_extra)
+
+
+def token_counts(model: nn.Module) -> tuple[int, int]:
+    """``(class tokens, register tokens)`` of a timm ``VisionTransformer`` or ``Eva``, read from the model itself.
+
+    Paper: §2.2 (the 1 + R prefix). Never from the name: the class token is ``cls_token`` (None for SigLIP and
+    timm's ``*_gap_*`` models); the registers are ``num_reg_tokens`` (``VisionTransformer``) or the rows of
+    ``reg_token`` (``Eva``, which has no ``num_reg_tokens``: DINOv3 has 4). Both must add up to the model's
+    ``num_prefix_tokens``, or a distillation token (or another prefix) would be read as a patch.
+    """
+    num_cls = 1 if getattr(model, "cls_token", None) is not None else 0
+    if hasattr(model, "num_reg_tokens"):
+        num_reg = int(model.num_reg_tokens)
+    else:
+        reg = getattr(model, "reg_token", None)
+        num_reg = int(reg.shape[1]) if reg is not None else 0
+    prefix = int(getattr(model, "num_prefix_tokens", num_cls + num_reg))
+    if prefix != num_cls + num_reg:
+        raise ValueError(f"model has {prefix} prefix tokens but {num_cls} class + {num_reg} register tokens")
+    return num_cls, num_reg
 
 
 def prefix_names(layout: TokenLayout) -> list[str]:

@@ -458,3 +458,30 @@ def plot_bias_sweep(curves: dict[str, dict[str, dict[str, float]]], *, dataset: 
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def plot_massive_activations(per_block: dict[str, list[dict[str, float]]], *, title: str = "") -> Any:
+    """Top-1/2/3 |activation| and the median of every block's output, one panel per model (log scale).
+
+    Paper: beyond the paper, Sun et al. 2024 (massive activations: > 100 and >= 1000x the median).
+
+    Args:
+        per_block: model label -> :meth:`vitreg.massive.MassiveActivations.per_block`.
+        title: figure title.
+    """
+    import matplotlib.pyplot as plt
+
+    use_style()
+    fig, axes = plt.subplots(1, len(per_block), figsize=(4.2 * len(per_block), 3.2), squeeze=False, sharey=True)
+    for ax, (label, rows) in zip(axes[0], per_block.items()):
+        for key, style in (("top1", "-o"), ("top2", "-s"), ("top3", "-^"), ("median", "--")):
+            ax.plot(range(len(rows)), [max(r[key], 1e-6) for r in rows], style, ms=3, label=key)
+        ax.axhline(100, color="grey", lw=0.8, ls=":")
+        ax.set_yscale("log")
+        ax.set_xlabel("block")
+        ax.set_title(textwrap.fill(label, 40), fontsize=8)
+    axes[0][0].set_ylabel("|activation| (median over images)")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

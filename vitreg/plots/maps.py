@@ -221,3 +221,33 @@ def plot_discoveries(dataset: Any, discoveries: dict[str, Any], indices: Sequenc
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def plot_positional_artifact(maps: dict[str, tuple[Any, Any]], shares: dict[str, dict[str, float]], *,
+                             title: str = "") -> Any:
+    """Per model: the all-zero image's first principal component, the per-position mean's, and the shares.
+
+    Paper: beyond the paper, Denoising ViT (Yang et al. 2024, Fig. 1: the grid on a blank input).
+
+    Args:
+        maps: model label -> ``((h, w) zero-image map, (h, w) per-position-mean map)``.
+        shares: model label -> :func:`vitreg.positional.variance_shares` (position / image / rest).
+        title: figure title.
+    """
+    import matplotlib.pyplot as plt
+
+    use_style()
+    fig, axes = plt.subplots(len(maps), 3, figsize=(9, 2.8 * len(maps)), squeeze=False)
+    for row, (label, (zero, mean)) in zip(axes, maps.items()):
+        for ax, m, name in ((row[0], zero, "all-zero image"), (row[1], mean, "mean over images")):
+            ax.imshow(to_numpy(m), cmap="coolwarm")
+            ax.set_title(f"{label}: {name}, PC1", fontsize=8)
+            ax.axis("off")
+        s = shares[label]
+        keys = ["position", "image", "rest"]
+        row[2].bar(keys, [100 * s[k] for k in keys], color=["C3", "C0", "C7"])
+        row[2].set_ylim(0, 100)
+        row[2].set_ylabel("% of feature variance")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
