@@ -11,7 +11,7 @@ import-linter contracts in ``pyproject.toml`` enforce this in ``make test``)::
                    (style, maps, charts), paper (+ paper_schema: data/paper_numbers.yaml and every verdict)
     measurements   F1 attention · F2/F3 norms · F4 similarity · F5 local_probes · F6 global_probes
                    (on estimators and features) · F7 registers · F8 lost, downstream, table2 (on heads) ·
-                   beyond the paper: massive, positional · any ViT: scan
+                   beyond the paper: ttr, massive, positional · any ViT: scan
     data           data (datasets), dense_data (ADE20k, NYUd), boxes (VOC, COCO), planting (planted truth)
     core           models (the zoo), weights (+ weight_files: loading), resize (input size, position
                    embeddings), tokens (TokenLayout), capture (hooks), images, stream (the one batching
