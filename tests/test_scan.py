@@ -70,6 +70,18 @@ def test_published_cut_off_is_used_where_the_zoo_has_one():
     assert report.emergence == 2
 
 
+def test_an_eva_model_with_registers_is_scanned_through_the_same_path():
+    """DINOv3 (timm Eva, RoPE, 1 class + 4 registers): planted outliers are found at their block and share."""
+    loaded = _loaded("dinov3_s", depth=4, size=128)
+    assert (loaded.layout.num_cls, loaded.layout.num_reg) == (1, 4)
+    images = _images(8, 128)
+    mask = planting.random_outlier_mask(len(images), loaded.layout.grid, fraction=0.05, seed=2)
+    with planting.planted(loaded, mask, block=1, norm=1000.0):
+        report = scan(loaded, images, progress=False)
+    assert report.emergence == 2 and report.rule.startswith("scale-free")
+    assert report.share.fraction == pytest.approx(float(mask.float().mean()), abs=1e-9)
+
+
 def test_registers_that_take_the_high_norms_are_said_to_absorb_them():
     loaded = _loaded("dinov2_s_reg", depth=4, size=112)
     images = _images(6, 112)

@@ -161,6 +161,13 @@ def _fit(head: nn.Module, n: int, loss_of: Callable[[torch.Tensor], torch.Tensor
     return losses
 
 
+def _seeded(seed: int, build: Callable[[], nn.Module]) -> nn.Module:
+    """``build()`` under ``seed``, in a forked RNG so the caller's random stream is untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
 def train_segmentation_head(patch: torch.Tensor, labels: torch.Tensor, n_classes: int, *,
                             cfg: TrainConfig | None = None, progress: bool = False) -> LinearSegmentationHead:
     """Train :class:`LinearSegmentationHead` with cross-entropy (``255`` ignored) on cached tokens.
@@ -177,9 +184,7 @@ def train_segmentation_head(patch: torch.Tensor, labels: torch.Tensor, n_classes
     cfg = cfg or TrainConfig()
     dev = pick_device(cfg.device)
     _check_pairs(patch, labels)
-    with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the caller's RNG
-        torch.manual_seed(cfg.seed)
-        head = LinearSegmentationHead(patch.shape[-1], n_classes).to(dev)
+    head = _seeded(cfg.seed, lambda: LinearSegmentationHead(patch.shape[-1], n_classes)).to(dev)
     size = tuple(labels.shape[-2:])
 
     def loss_of(idx: torch.Tensor) -> torch.Tensor:
@@ -211,10 +216,8 @@ def train_depth_head(patch: torch.Tensor, cls: torch.Tensor | None, depth: torch
     cfg = cfg or TrainConfig()
     dev = pick_device(cfg.device)
     _check_pairs(patch, depth)
-    with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the caller's RNG
-        torch.manual_seed(cfg.seed)
-        head = LinearDepthHead(patch.shape[-1], n_bins=n_bins, min_depth=min_depth, max_depth=max_depth,
-                               concat_cls=concat_cls).to(dev)
+    head = _seeded(cfg.seed, lambda: LinearDepthHead(patch.shape[-1], n_bins=n_bins, min_depth=min_depth,
+                                                     max_depth=max_depth, concat_cls=concat_cls)).to(dev)
     size = tuple(depth.shape[-2:])
 
     def loss_of(idx: torch.Tensor) -> torch.Tensor:
