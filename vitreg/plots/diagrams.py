@@ -34,6 +34,26 @@ def _token_labels(n_registers: int, n_patches: int) -> list[tuple[str, str]]:
     return tokens + [("patch", "p1"), ("patch", "p2"), ("patch", "p3"), ("dots", "…"), ("patch", f"p{n_patches}")]
 
 
+def _captions(ax: Any, tokens: list[tuple[str, str]], n_registers: int, n_patches: int,
+              grid: tuple[int, int] | None, y_in: float, y_out: float) -> None:
+    """Where each kind of token comes from (above the input row) and where it goes (below the output row)."""
+    xs = range(len(tokens))
+    patch_x = [x for x, (kind, _) in zip(xs, tokens) if kind in ("patch", "dots")]
+    reg_x = [x for x, (kind, _) in zip(xs, tokens) if kind == "reg"]
+    mid_patches = (patch_x[0] + patch_x[-1]) / 2
+    shape = f" ({grid[0]}×{grid[1]} grid)" if grid else ""
+    ax.text(0, y_in + 0.75, "learned\n+ position emb.", ha="center", va="bottom", fontsize=7)
+    ax.text(mid_patches, y_in + 0.75, f"{n_patches} image patches{shape}\nlinear embedding + position embedding",
+            ha="center", va="bottom", fontsize=7)
+    ax.text(0, y_out - 0.7, "→ image-level heads\n(classification)", ha="center", va="top", fontsize=7)
+    ax.text(mid_patches, y_out - 0.7, "→ dense heads (segmentation, depth),\nattention maps, object discovery", ha="center", va="top", fontsize=7)
+    if reg_x:
+        mid_regs = (reg_x[0] + reg_x[-1]) / 2
+        ax.text(mid_regs, y_in + 0.75, f"{n_registers} register{'s' if n_registers > 1 else ''}: learned,\n"
+                "no image content, no position emb.", ha="center", va="bottom", fontsize=7, color="#1d3557")
+        ax.text(mid_regs, y_out - 0.7, "discarded\n(read by no head)", ha="center", va="top", fontsize=7, color="#1d3557")
+
+
 def token_sequence(n_registers: int = 4, n_patches: int = 256, *, grid: tuple[int, int] | None = None,
                    title: str | None = None) -> Any:
     """Draw a ViT's token sequence ``[CLS] | registers | patches``: where registers enter and where they leave.
@@ -75,20 +95,7 @@ def token_sequence(n_registers: int = 4, n_patches: int = 256, *, grid: tuple[in
         _box(ax, x, y_out, label, COLOURS[kind], dashed=kind == "reg")
         ax.annotate("", xy=(x, 2.25), xytext=(x, y_in - 0.3), arrowprops={"arrowstyle": "->", "lw": 0.6})
         ax.annotate("", xy=(x, y_out + 0.3), xytext=(x, 0.75), arrowprops={"arrowstyle": "->", "lw": 0.6})
-    patch_x = [x for x, (kind, _) in zip(xs, tokens) if kind in ("patch", "dots")]
-    reg_x = [x for x, (kind, _) in zip(xs, tokens) if kind == "reg"]
-    mid_patches = (patch_x[0] + patch_x[-1]) / 2
-    shape = f" ({grid[0]}×{grid[1]} grid)" if grid else ""
-    ax.text(0, y_in + 0.75, "learned\n+ position emb.", ha="center", va="bottom", fontsize=7)
-    ax.text(mid_patches, y_in + 0.75, f"{n_patches} image patches{shape}\nlinear embedding + position embedding",
-            ha="center", va="bottom", fontsize=7)
-    ax.text(0, y_out - 0.7, "→ image-level heads\n(classification)", ha="center", va="top", fontsize=7)
-    ax.text(mid_patches, y_out - 0.7, "→ dense heads (segmentation, depth),\nattention maps, object discovery", ha="center", va="top", fontsize=7)
-    if reg_x:
-        mid_regs = (reg_x[0] + reg_x[-1]) / 2
-        ax.text(mid_regs, y_in + 0.75, f"{n_registers} register{'s' if n_registers > 1 else ''}: learned,\n"
-                "no image content, no position emb.", ha="center", va="bottom", fontsize=7, color="#1d3557")
-        ax.text(mid_regs, y_out - 0.7, "discarded\n(read by no head)", ha="center", va="top", fontsize=7, color="#1d3557")
+    _captions(ax, tokens, n_registers, n_patches, grid, y_in, y_out)
     ax.text(-1.0, y_in, "input", ha="right", va="center", fontsize=9, style="italic")
     ax.text(-1.0, y_out, "output", ha="right", va="center", fontsize=9, style="italic")
     ax.set_xlim(-2.2, len(tokens) + 0.2)
