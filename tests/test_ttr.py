@@ -138,3 +138,56 @@ def test_neuron_lists_are_data(tmp_path, loaded):
     assert back.model == loaded.spec.key and back.images == ["a.jpg", "b.jpg"]
     assert back.settings["threshold"] == CUT and back.settings["top_k"] == len(UNITS)
     assert back.by_block() == {BLOCK: sorted(UNITS)}
+
+
+def test_the_intervention_follows_a_model_resized_inside_the_context():
+    """LOST's padded protocol resizes the model per batch inside the context: the extra token stays the last
+    token at every grid, so the high norm still lands there and not on a patch."""
+    from vitreg.resize import resizable
+
+    loaded = loaded_model("dinov2_s_reg")
+    x = images(loaded, 3)
+    with plant(loaded):
+        found = detect(loaded, x)
+        with ttr.test_time_register(loaded, found), resizable(loaded) as resize_to:
+            resize_to((84, 70))  # 6x5 patches instead of 4x4
+            after = norms(loaded, torch.randn(3, 3, 84, 70))
+    layout = loaded.layout.__class__(1, 4, (6, 5), 1)
+    parts = layout.split(after)
+    assert (parts.patch < CUT).all()
+    assert (parts.extra[:, 0] > CUT).all()
+    assert loaded.layout.num_extra == 0 and loaded.image_size == (SIZE, SIZE)
+
+
+def test_lost_runs_inside_a_test_time_register_at_every_padded_size():
+    """[TTR]'s LOST row: the extra token is dropped from the features at every padded size (two sizes here),
+    and the model and its layout are restored after."""
+    import numpy as np
+
+    from vitreg import lost
+    from vitreg.boxes import SyntheticBoxes
+
+    class TwoSizes:
+        name = "two_sizes"
+        sets = (SyntheticBoxes(n=2, image_size=(60, 90), seed=2), SyntheticBoxes(n=2, image_size=(40, 40), seed=3))
+
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return self.sets[i % 2][i // 2]
+
+        def image_hw(self, i):
+            return self.sets[i % 2].image_hw(i // 2)
+
+    loaded = loaded_model("dinov2_s_reg")
+    base = loaded.layout
+    sweep = lost.ttr_settings([0.0, -0.5], blocks=(-1,), features=("k",))
+    with plant(loaded):
+        found = detect(loaded, images(loaded, 3))
+        with ttr.test_time_register(loaded, found):
+            d = lost.discover(loaded, TwoSizes(), sweep, batch_size=2, progress=False)
+    b = d.boxes[sweep[0].name]
+    hw = np.array([[60, 90], [40, 40]] * 2, dtype=float)
+    assert b.shape == (4, 4) and (b[:, 2] <= hw[:, 1]).all() and (b[:, 3] <= hw[:, 0]).all()
+    assert loaded.layout is base and loaded.image_size == (SIZE, SIZE)

@@ -177,18 +177,24 @@ def find_register_neurons(loaded: LoadedModel, x: torch.Tensor, *, detect_block:
     return neurons, scores
 
 
-def _move_hook(units: torch.Tensor, layout: TokenLayout, target: int | None) -> Any:
-    """fc2 pre-hook of one block: the largest-magnitude entry over tokens x units goes to the target token."""
+def _move_hook(units: torch.Tensor, num_prefix: int, target: int | None) -> Any:
+    """fc2 pre-hook of one block: the largest-magnitude entry over tokens x units goes to the target token.
+
+    The token ranges come from the sequence itself (prefix first, the extra token last), not from a grid
+    fixed at entry: a model resized inside the context (LOST's padded protocol, one size per batch) keeps
+    the extra token at the end and every patch in between.
+    """
     def hook(_m: nn.Module, args: tuple) -> tuple:
         h = args[0].clone()
         u = units.to(h.device)
         sel = h[:, :, u]  # (B, T, U)
         flat = sel.flatten(1)
         peak = flat.gather(1, flat.abs().argmax(dim=1, keepdim=True)).squeeze(1)  # (B,), sign kept
-        patch = h[:, layout.patch_slice]
+        end = h.shape[1] - (1 if target is None else 0)  # the extra token is the last one
+        patch = h[:, num_prefix:end]
         patch[:, :, u] = 0.0  # patches only: [CLS] and trained registers untouched
-        h[:, layout.patch_slice] = patch
-        row = layout.extra_slice.start if target is None else layout.num_prefix + target
+        h[:, num_prefix:end] = patch
+        row = end if target is None else num_prefix + target
         h[:, row, u] = peak[:, None].to(h.dtype)
         return (h, *args[1:])
 
@@ -227,7 +233,7 @@ def test_time_register(loaded: LoadedModel, neurons: RegisterNeurons | dict[int,
                 lambda _m, _a, out: torch.cat([out, out.new_zeros(out.shape[0], 1, out.shape[2])], dim=1)))
         for b in resolve_blocks(list(by_block), len(net.blocks)):
             units = torch.tensor(sorted(by_block[b]), dtype=torch.long)
-            handles.append(net.blocks[b].mlp.fc2.register_forward_pre_hook(_move_hook(units, layout, shift_to)))
+            handles.append(net.blocks[b].mlp.fc2.register_forward_pre_hook(_move_hook(units, base.num_prefix, shift_to)))
         loaded.layout = layout
         yield layout
     finally:
