@@ -191,3 +191,41 @@ def test_lost_runs_inside_a_test_time_register_at_every_padded_size():
     hw = np.array([[60, 90], [40, 40]] * 2, dtype=float)
     assert b.shape == (4, 4) and (b[:, 2] <= hw[:, 1]).all() and (b[:, 3] <= hw[:, 0]).all()
     assert loaded.layout is base and loaded.image_size == (SIZE, SIZE)
+
+
+def test_lost_rows_take_the_best_setting_per_role_and_the_gain_and_say_why_a_dataset_is_missing():
+    from vitreg import lost
+
+    sweep = lost.ttr_settings([0.0, -0.5], blocks=(-1,), features=("k",))
+
+    def found(a: float, b: float) -> lost.Discovery:
+        return lost.Discovery("VOC07", "m", sweep, {sweep[0].name: a, sweep[1].name: b}, {}, {}, ["x", "y"])
+
+    runs = {"no_reg": ("dinov2_l", {"VOC07": found(30.0, 20.0)}),
+            "test_time_register": ("dinov2_l", {"VOC07": found(40.0, 55.0)}),
+            "reg": ("dinov2_l_reg", {"VOC07": found(50.0, 10.0)})}
+    rows = ttr.lost_rows(runs, sweep, ["VOC07", "VOC12"], missing=lambda name: f"{name} absent")
+    assert rows["no_reg"]["voc07"] == 30.0 and rows["test_time_register"]["voc07"] == 55.0
+    assert rows["test_time_register"]["voc07_setting"] == sweep[1].name and rows["reg"]["model"] == "dinov2_l_reg"
+    assert rows["ttr_gain"] == {"model": "dinov2_l", "voc07": 25.0, "voc12": {"skipped": "VOC12 absent"}}
+
+
+def test_the_probed_register_token_is_the_extra_token_of_the_output():
+    import numpy as np
+
+    from vitreg.images import preprocess
+
+    loaded = loaded_model("dinov2_s_reg")
+    rng = np.random.default_rng(0)
+    pictures = [rng.integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8) for _ in range(3)]
+    x = preprocess(pictures, loaded)
+    with plant(loaded):
+        found = detect(loaded, x)
+        feats = ttr.ttr_token_features(loaded, found, pictures, batch_size=2)
+        with torch.inference_mode(), ttr.test_time_register(loaded, found):
+            out = loaded.forward(x)
+    assert set(feats) == {"cls", "central", "test_time_register"}
+    torch.testing.assert_close(feats["test_time_register"], out[:, -1].float(), rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(feats["cls"], out[:, 0].float(), rtol=1e-3, atol=1e-3)
+    h, w = loaded.layout.grid
+    torch.testing.assert_close(feats["central"], out[:, 5 + (h // 2) * w + w // 2].float(), rtol=1e-3, atol=1e-3)
