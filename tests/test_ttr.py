@@ -221,7 +221,7 @@ def test_the_probed_register_token_is_the_extra_token_of_the_output():
     x = preprocess(pictures, loaded)
     with plant(loaded):
         found = detect(loaded, x)
-        feats = ttr.ttr_token_features(loaded, found, pictures, batch_size=2)
+        feats = ttr.ttr_token_features(loaded, found, pictures, batch_size=2, progress=False)
         with torch.inference_mode(), ttr.test_time_register(loaded, found):
             out = loaded.forward(x)
     assert set(feats) == {"cls", "central", "test_time_register"}

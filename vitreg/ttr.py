@@ -365,26 +365,29 @@ def lost_rows(runs: dict[str, tuple[str, dict[str, Any]]], settings: Sequence[An
 
 # --- linear probes on the test-time register token ([TTR] Table 1, notebook 10) ---------------------
 def ttr_token_features(loaded: LoadedModel, neurons: RegisterNeurons | dict[int, Sequence[int]], images: Sequence[Any],
-                       *, batch_size: int = 8) -> dict[str, torch.Tensor]:
+                       *, batch_size: int = 8, progress: bool = True) -> dict[str, torch.Tensor]:
     """``(N, D)`` output features (after the final norm) of [CLS], the central patch and the extra token, with a
     test-time register.
 
     Paper: [TTR] Table 1 (single-token linear probes: [CLS], central patch, outlier, trained register; the
     test-time register token beside them). The central patch is the grid-centre patch, as notebook 06's.
     """
-    from vitreg.features import forward_tokens
+    from vitreg.stream import stream
 
+    out: dict[str, list[torch.Tensor]] = {"cls": [], "central": [], "test_time_register": []}
     with test_time_register(loaded, neurons) as layout:
-        tokens = forward_tokens(loaded, images, batch_size=batch_size)["tokens"]
-    parts = layout.split(tokens)
-    h, w = layout.grid
-    return {"cls": parts.cls.float(), "central": parts.patch[:, (h // 2) * w + w // 2].float(),
-            "test_time_register": parts.extra[:, 0].float()}
+        h, w = layout.grid
+        for b in stream(loaded, images, batch_size=batch_size, progress=progress, final_norm=True):
+            parts = layout.split(b.rec.final_norm)  # only three tokens per image are kept (10k images fit)
+            out["cls"].append(parts.cls.float())
+            out["central"].append(parts.patch[:, (h // 2) * w + w // 2].float())
+            out["test_time_register"].append(parts.extra[:, 0].float())
+    return {k: torch.cat(v) for k, v in out.items()}
 
 
 def probe_ttr_tokens(loaded: LoadedModel, neurons: RegisterNeurons | dict[int, Sequence[int]], train: Sequence[Any],
                      train_labels: torch.Tensor, test: Sequence[Any], test_labels: torch.Tensor, *,
-                     batch_size: int = 8) -> dict[str, float]:
+                     batch_size: int = 8, progress: bool = True) -> dict[str, float]:
     """Top-1 (%) of a linear probe on each token of :func:`ttr_token_features`, with a test-time register.
 
     Paper: [TTR] Table 1 (the test-time register token holds global information like a trained register).
@@ -392,8 +395,8 @@ def probe_ttr_tokens(loaded: LoadedModel, neurons: RegisterNeurons | dict[int, S
     """
     from vitreg.estimators import fit_logistic_cv
 
-    f_train = ttr_token_features(loaded, neurons, train, batch_size=batch_size)
-    f_test = ttr_token_features(loaded, neurons, test, batch_size=batch_size)
+    f_train = ttr_token_features(loaded, neurons, train, batch_size=batch_size, progress=progress)
+    f_test = ttr_token_features(loaded, neurons, test, batch_size=batch_size, progress=progress)
     out = {}
     for kind, x in f_train.items():
         clf = fit_logistic_cv(x, train_labels.long()).classifier
