@@ -3,7 +3,7 @@
 Paper: Table 3 (LOST CorLoc on VOC07 / VOC12 / COCO20k, with and without registers), §3.3.
 Used in notebook 08 (LOST).
 
-Written from the method's description (the registers paper §3.3 and ``../shared/paper-notes.md``):
+Written from the method's description (the registers paper §3.3 and LOST's paper, Siméoni et al. 2021):
 
 1. features ``F`` (B, N, D): keys (DINO, DINOv2) or values (DeiT-III, CLIP) of the last block, heads
    concatenated, with the ``1 + R`` prefix tokens ([CLS] and registers) dropped through the
