@@ -37,7 +37,7 @@ def plot_lost_steps(image: Any, steps: dict[str, Any], *, title: str = "") -> An
     extent = (0, width, height, 0)
     seed_y, seed_x = divmod(int(steps["seed"]), w)
     seed_xy = ((seed_x + 0.5) * sx, (seed_y + 0.5) * sy)
-    fig, axes = plt.subplots(1, 3, figsize=(13.5, 4.6))
+    fig, axes = plt.subplots(1, 3, figsize=(13.5, 4.3))
 
     a = to_numpy(steps["similarity"])
     lim = float(np.abs(a).max()) or 1.0
@@ -56,8 +56,9 @@ def plot_lost_steps(image: Any, steps: dict[str, Any], *, title: str = "") -> An
 
     axes[2].imshow(img, extent=extent)
     comp = to_numpy(steps["component"]).reshape(h, w)
-    axes[2].imshow(np.ma.masked_where(comp == 0, comp), cmap="autumn", alpha=0.45, extent=extent,
-                   interpolation="nearest", vmin=0, vmax=1)
+    overlay = np.zeros((h, w, 4))
+    overlay[comp > 0] = (1.0, 0.55, 0.0, 0.5)  # the component in orange, the rest untouched
+    axes[2].imshow(overlay, extent=extent, interpolation="nearest")
     ys, xs = np.divmod(to_numpy(steps["expanded"]).astype(int), w)
     axes[2].scatter((xs + 0.5) * sx, (ys + 0.5) * sy, s=14, color="cyan", edgecolor="black", linewidth=0.4,
                     label=f"expanded set: {len(xs)} of the {len(to_numpy(steps['potentials']))} lowest-degree patches")
@@ -71,4 +72,5 @@ def plot_lost_steps(image: Any, steps: dict[str, Any], *, title: str = "") -> An
         ax.set_xlim(0, width)
         ax.set_ylim(height, 0)
     finish_image_grid(fig, axes[1:], title)
+    fig.tight_layout(rect=(0, 0, 1, 0.9 if title.count("\n") else 0.95))  # room for a two-line title
     return fig
