@@ -58,7 +58,7 @@ class PaperNumbersError(ValueError):
 
 @dataclass(frozen=True)
 class PaperNumber:
-    """One number of the paper (or of a reference the notes quote), as ``data/paper_numbers.yaml`` holds it.
+    """One number of the paper (or of a reference it quotes), as ``data/paper_numbers.yaml`` holds it.
 
     ``awaiting_key`` marks an entry whose ``key`` its notebook does not write yet: until it does, the
     report shows the row as "not run here" instead of rejecting the results file.
