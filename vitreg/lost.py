@@ -3,7 +3,7 @@
 Paper: Table 3 (LOST CorLoc on VOC07 / VOC12 / COCO20k, with and without registers), §3.3.
 Used in notebook 08 (LOST).
 
-Written from the method's description (the registers paper §3.3 and ``../shared/paper-notes.md``):
+Written from the method's description (the registers paper §3.3 and LOST's paper, Siméoni et al. 2021):
 
 1. features ``F`` (B, N, D): keys (DINO, DINOv2) or values (DeiT-III, CLIP) of the last block, heads
    concatenated, with the ``1 + R`` prefix tokens ([CLS] and registers) dropped through the
@@ -478,3 +478,23 @@ def planted_corloc_checks(planted: dict[str, float]) -> dict[str, bool]:
                 planted["offset_plain"] < 50.0,
             f"a negative bias on normalised features finds the objects again (CorLoc {planted['offset_sweep']:.0f}%)":
                 planted["offset_sweep"] == 100.0}
+
+
+def lost_steps(feats: torch.Tensor, grid: tuple[int, int], *, k_patches: int = 100, bias: float = 0.0,
+               normalize: bool = False) -> dict[str, Any]:
+    """LOST's intermediate quantities for ONE image (notebook 08's three-step diagram). Paper: Table 3, §3.3.
+
+    ``feats``: ``(N, D)`` or ``(1, N, D)`` patch features; the rest as for :func:`lost` (same seed and box). Returns
+    a dict on the CPU: ``similarity`` ``(N, N)`` (step 1); ``degree`` ``(N,)``, ``seed`` (step 2); ``potentials`` (k
+    lowest-degree patches), ``expanded`` (those similar to the seed), ``score`` (sum of their rows), ``component``
+    ``(h, w)`` (seed's part of ``score > 0``), ``box_patch`` ``(x0, y0, x1, y1)`` patches, end exclusive; ``grid``.
+    """
+    if (f := feats if feats.ndim == 3 else feats[None]).shape[0] != 1:
+        raise ValueError(f"lost_steps takes one image, got a batch of {f.shape[0]}")
+    a = similarity(f, bias=bias, normalize=normalize)
+    res, a0 = lost_on_similarity(a, grid, k_patches=k_patches), a[0].cpu()
+    seed, potentials = int(res.seed[0]), torch.sort(res.degree[0].cpu(), stable=True).indices[:k_patches]
+    expanded = potentials[a0[seed, potentials] > 0]
+    return {"similarity": a0, "degree": res.degree[0].cpu(), "seed": seed, "potentials": potentials,
+            "expanded": expanded, "score": a0[expanded].sum(0), "component": res.component[0].cpu(),
+            "box_patch": res.boxes_patch[0].cpu(), "grid": tuple(grid)}

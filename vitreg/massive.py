@@ -1,7 +1,7 @@
 """Massive activations: a few scalar activations, huge and nearly input-independent (beyond the paper).
 
 Paper: not in "Vision Transformers Need Registers"; Sun, Chen, Kolter, Liu, "Massive Activations in Large
-Language Models" (COLM 2024), their ViT section (paper-notes §4): a handful of scalars of a block's output
+Language Models" (COLM 2024), their ViT section (README, References): a handful of scalars of a block's output
 exceed 100 and 1000x the median magnitude, sit on fixed feature dimensions, and on DINOv2-reg live in the
 registers; fixing the register features to their mean over many images changes ImageNet accuracy by
 <= 0.2 points. Used in notebook 11.

@@ -1,6 +1,6 @@
 """The paper's numbers and every verdict on them: the one reader of ``data/paper_numbers.yaml``.
 
-Paper: every finding (F1-F9 of ``paper-notes.md``); Tables 1-3, Figs. 3-5, App. A, D.
+Paper: every finding (findings F1-F9, README); Tables 1-3, Figs. 3-5, App. A, D.
 Layer: presentation. Measurements never import this module; notebooks and :mod:`vitreg.report` do.
 
 One rule decides every status, :func:`judge`. A notebook prints its verdicts with :func:`check`; the
@@ -58,7 +58,7 @@ class PaperNumbersError(ValueError):
 
 @dataclass(frozen=True)
 class PaperNumber:
-    """One number of the paper (or of a reference the notes quote), as ``data/paper_numbers.yaml`` holds it.
+    """One number of the paper (or of a reference it quotes), as ``data/paper_numbers.yaml`` holds it.
 
     ``awaiting_key`` marks an entry whose ``key`` its notebook does not write yet: until it does, the
     report shows the row as "not run here" instead of rejecting the results file.

@@ -1,7 +1,7 @@
 """The positional artifact that registers do not remove (beyond the paper).
 
 Paper: not in "Vision Transformers Need Registers"; Yang et al., "Denoising Vision Transformers" (ECCV
-2024; paper-notes §4): ViT features carry a second, input-independent grid pattern driven by the position
+2024; README, References): ViT features carry a second, input-independent grid pattern driven by the position
 embeddings alone; an all-zero image shows it, and registers do not remove it. Used in notebook 11.
 
 The measure: split the variance of patch features over many images into a part explained by the patch

@@ -1,6 +1,6 @@
 """The paper beside us: a generated reproduction report.
 
-Paper: every finding (F1-F9 of the project's paper notes); the numbers live in
+Paper: every finding (findings F1-F9, README); the numbers live in
 ``data/paper_numbers.yaml`` (one entry per number, with its source and its tolerance), read only through
 :mod:`vitreg.paper`, never in the notebooks.
 

@@ -36,7 +36,7 @@ LEGEND = [
     "weights, or another model;",
     "**not reproducible**: public assets do not allow it (reason given).",
     "origin: paper = the paper; TTR = Jiang et al. 2025 targets for the public DINOv2-L pair; DINOv2 = the "
-    "public model card; reproduction = an independent public reproduction quoted in the notes; Sun2024 = "
+    "public model card; reproduction = an independent public reproduction quoted in data/paper_numbers.yaml; Sun2024 = "
     "Sun et al. 2024 (massive activations); DVT = Yang et al. 2024 (Denoising ViT).",
 ]
 _PATH = re.compile(r"(?<![\w.$<>])/[\w+\-][\w.+\-]*(?:/[\w.+\-]+)+")  # absolute, at least two parts

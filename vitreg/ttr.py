@@ -1,8 +1,8 @@
 """Test-time registers: the MLP "register neurons" that write the outliers, and moving them into one extra token.
 
 Paper: beyond the paper, [TTR] (Jiang, Dravid, Efros, Gandelsman, "Vision Transformers Don't Need *Trained*
-Registers", 2025), paper-notes §4; it answers the paper's §2.2 (registers) without training. Re-implemented
-from the procedure in the notes, not copied:
+Registers", 2025; README, References); it answers the paper's §2.2 (registers) without training. Re-implemented
+from the procedure of their public code, not copied:
 
 - :func:`neuron_scores` / :func:`find_register_neurons`: outlier tokens are the tokens whose pre-final-norm
   output norm at the detection block exceeds a fixed cut-off ([CLS] included); the score of a (block, unit) is
@@ -34,7 +34,7 @@ from vitreg.capture import capture, resolve_blocks
 from vitreg.tokens import TokenLayout
 from vitreg.weights import LoadedModel
 
-#: [TTR]'s settings for the two models of their public code (paper-notes §4).
+#: [TTR]'s settings for the two models of their public code.
 TTR_SETTINGS: dict[str, dict[str, Any]] = {
     "dinov2_l": {"detect_block": -2, "threshold": 150.0, "highest_layer": 17, "top_k": 50},
     "clip_b16_laion": {"detect_block": -1, "threshold": 30.0, "highest_layer": 5, "top_k": 10},
@@ -105,7 +105,7 @@ def _model(m: LoadedModel | nn.Module) -> nn.Module:
 
 def neuron_scores(model: LoadedModel | nn.Module, x: torch.Tensor, *, detect_block: int, threshold: float,
                   batch_size: int = 8) -> NeuronScores:
-    """Score every MLP hidden unit of every block by its activation on the outlier tokens ([TTR], notes §4).
+    """Score every MLP hidden unit of every block by its activation on the outlier tokens ([TTR]).
 
     Runs the model without any extra token, batch by batch, recording the detection block's output norms
     and every block's MLP activations after the nonlinearity (``fc2`` input: GELU output, or the gated
@@ -163,7 +163,7 @@ def rank_neurons(scores: NeuronScores, *, highest_layer: int, top_k: int, sparsi
 def find_register_neurons(loaded: LoadedModel, x: torch.Tensor, *, detect_block: int, threshold: float,
                           highest_layer: int, top_k: int, sparsity: bool = True, batch_size: int = 8,
                           image_names: Sequence[str] = ()) -> tuple[RegisterNeurons, NeuronScores]:
-    """Detect the register neurons of ``loaded`` on the images ``x`` ([TTR]'s procedure, notes §4).
+    """Detect the register neurons of ``loaded`` on the images ``x`` ([TTR]'s procedure).
 
     Returns the ranked list (data, with the model, settings and images) and the full scores (for plots).
     """
@@ -204,7 +204,7 @@ def _move_hook(units: torch.Tensor, num_prefix: int, target: int | None) -> Any:
 @contextmanager
 def test_time_register(loaded: LoadedModel, neurons: RegisterNeurons | dict[int, Sequence[int]], *,
                        shift_to: int | None = None) -> Iterator[TokenLayout]:
-    """Add a test-time register to ``loaded`` inside the ``with`` block ([TTR], notes §4).
+    """Add a test-time register to ``loaded`` inside the ``with`` block ([TTR]).
 
     One all-zero token is appended after the position embedding (output of ``pos_drop``: it gets no
     position embedding); at each block of ``neurons`` the register neurons' activation moves into it (see

@@ -21,7 +21,7 @@ def planted_register_neurons(model: nn.Module, block: int, units: Sequence[int],
                              activation: float = 10.0, norm: float = 500.0, seed: int = 0) -> Iterator[torch.Tensor]:
     """Make MLP ``units`` of ``block`` fire on ``tokens`` and write a high-norm vector there ([TTR], planted).
 
-    Paper: [TTR] register neurons (paper-notes §4), as a known answer: the units' activation (after the
+    Paper: [TTR] register neurons (Jiang et al. 2025), as a known answer: the units' activation (after the
     nonlinearity) is set to ``activation`` on ``tokens`` (full-sequence indices, every image), and the block
     adds ``sum over units of their fc2 input x direction`` scaled so that the planted tokens gain ``norm``.
     The write is read from what ``fc2`` receives, so a test-time register that moves the activation moves

@@ -1,6 +1,6 @@
 """Register neurons ([TTR]): how few MLP units carry the outliers, and where they sit.
 
-Paper: beyond the paper, [TTR] (paper-notes §4), their ranked-score and per-layer figures.
+Paper: beyond the paper, [TTR] (Jiang et al. 2025; README, References), their ranked-score and per-layer figures.
 """
 
 from __future__ import annotations
