@@ -1,0 +1,236 @@
+"""The book: a Jupyter Book (1.x) of the executed notebooks and the report, readable offline (``vitreg book``).
+
+Paper: all findings F1-F9 (the book shows the notebooks that reproduce them, as they ran).
+
+The book is built from one run's executed notebooks: the real run's (``build/notebooks/``) when it exists,
+else the smoke run's (``build/smoke/notebooks/``). Every page says which run it shows. Nothing is loaded
+from the internet when the book is read: MathJax is copied from the ``django-static-mathjax`` package into
+the book's ``_static/`` folder, widgets' JavaScript (require.js) is switched off, and the theme serves its
+own files. ``make book`` calls :func:`build_book`; ``make test-book`` opens every page in a headless
+Chromium with the network cut off (tests/test_book.py).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from vitreg.params import load_order
+from vitreg.paths import repo_root
+
+LABELS = {
+    "real": ("Real run",
+             "This page shows the notebook as executed by the real run (`make reproduce`): pretrained weights "
+             "and the notebook's own parameters, plus any overrides that run was given. Its numbers are the "
+             "reproduction's results; the report chapter compares them with the paper."),
+    "smoke": ("Smoke run: random weights, not the paper's results",
+              "This page shows the notebook as executed by the smoke run (`make smoke`, params/smoke.yaml): "
+              "random weights, tiny inputs, artifacts planted where the notebook says so. It shows that the code "
+              "runs; no number or figure on this page is evidence about the paper. Run `make reproduce` and "
+              "`make book` again for the real results."),
+}
+MATHJAX_SCRIPT = "mathjax/tex-chtml.js"  # relative to the book's _static/
+
+
+class NoExecutedNotebooks(FileNotFoundError):
+    """Neither a real nor a smoke run has left executed notebooks to build the book from."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """One run's outputs: ``kind`` (real or smoke), its executed notebooks, results and report folders."""
+
+    kind: str
+    notebooks: Path
+    results: Path
+    report_dir: Path
+
+
+def find_source(root: Path | None = None) -> Source:
+    """The run the book shows: the real run's executed notebooks when there are any, else the smoke run's.
+
+    Raises:
+        NoExecutedNotebooks: neither ``build/notebooks/*.ipynb`` nor ``build/smoke/notebooks/*.ipynb`` exists.
+    """
+    root = root or repo_root()
+    real = Source("real", root / "build" / "notebooks", root / "results", root / "build")
+    smoke = Source("smoke", root / "build" / "smoke" / "notebooks", root / "build" / "smoke" / "results",
+                   root / "build" / "smoke")
+    for source in (real, smoke):
+        if any(source.notebooks.glob("*.ipynb")):
+            return source
+    raise NoExecutedNotebooks(f"no executed notebooks in {real.notebooks} or {smoke.notebooks}: "
+                              "run `make smoke` (minutes, CPU) or `make reproduce` first")
+
+
+def mathjax_es5() -> Path:
+    """The ``es5`` folder of MathJax 3 shipped by the ``django-static-mathjax`` package (the ``book`` extra)."""
+    spec = importlib.util.find_spec("mathjax")
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    for folder in folders:
+        es5 = Path(folder) / "static" / "mathjax" / "es5"
+        if (es5 / "tex-chtml.js").is_file():
+            return es5
+    raise FileNotFoundError("MathJax not found: install the book extra (pip install -e '.[book]'), "
+                            "which brings django-static-mathjax")
+
+
+def label_cell(kind: str) -> dict:
+    """The markdown cell put under each notebook's title: which run the page shows (a MyST admonition)."""
+    title, text = LABELS[kind]
+    css = "warning" if kind == "smoke" else "note"
+    return {"cell_type": "markdown", "id": "vitreg-run-label", "metadata": {"tags": ["vitreg-run-label"]},
+            "source": f":::{{admonition}} {title}\n:class: {css}\n{text}\n:::\n"}
+
+
+def label_notebook(nb: dict, kind: str) -> dict:
+    """A copy of an executed notebook (JSON dict) with the run label after its first cell (the H1 title)."""
+    out = dict(nb)
+    cells = list(nb["cells"])
+    out["cells"] = cells[:1] + [label_cell(kind)] + cells[1:]
+    return out
+
+
+def _intro(source: Source, names: list[str]) -> str:
+    title, text = LABELS[source.kind]
+    rows = "\n".join(f"- [{name}](notebooks/{name}.ipynb)" for name in names)
+    return f"""# Vision Transformers Need Registers: the notebooks
+
+The executed notebooks of `vitreg`, the companion to Darcet, Oquab, Mairal and Bojanowski, *Vision
+Transformers Need Registers* (ICLR 2024), and the reproduction report that puts every number of the paper
+beside the run's own.
+
+:::{{admonition}} {title}
+:class: {"warning" if source.kind == "smoke" else "note"}
+{text}
+:::
+
+The quantity the series keeps coming back to is the norm of a token's feature vector $x_i \\in \\mathbb{{R}}^d$
+at the output of a transformer block, before the final LayerNorm:
+
+$$
+\\lVert x_i \\rVert_2 = \\Big(\\sum_{{k=1}}^{{d}} x_{{i,k}}^2\\Big)^{{1/2}} .
+$$
+
+## Contents
+
+{rows}
+- [The reproduction report](report.md)
+
+This book reads offline: it loads nothing from the internet. Rebuild it with `make book`.
+"""
+
+
+def _config(source: Source) -> dict:
+    return {
+        "title": "vitreg: Vision Transformers Need Registers",
+        "author": "vitreg",
+        "copyright": "2026",
+        "only_build_toc_files": True,
+        "execute": {"execute_notebooks": "off"},
+        "parse": {"myst_enable_extensions": ["colon_fence", "dollarmath", "amsmath"]},
+        "html": {"use_repository_button": False, "use_issues_button": False, "use_edit_page_button": False,
+                 "comments": {"hypothesis": False, "utterances": False}},
+        "launch_buttons": {"binderhub_url": "", "jupyterhub_url": "", "thebe": False, "colab_url": ""},
+        "sphinx": {"config": {
+            "mathjax_path": MATHJAX_SCRIPT,  # a local copy (relative to _static/): no CDN
+            "html_static_path": ["_vendor"],  # not _static/: Jupyter Book would load every .js found there
+            "nb_ipywidgets_js": {},  # no require.js / widget manager from a CDN
+            "html_show_sourcelink": False,
+            "suppress_warnings": ["mystnb.unknown_mime_type", "myst.header"],
+        }},
+    }
+
+
+def stage(source: Source, staging: Path, root: Path | None = None) -> list[str]:
+    """Write the book's sources into ``staging``: config, table of contents, intro, the labelled notebooks
+    (in the run order), the report chapter and a local MathJax. Returns the notebooks' names."""
+    root = root or repo_root()
+    if staging.exists():
+        shutil.rmtree(staging)
+    (staging / "notebooks").mkdir(parents=True)
+    order = [entry["notebook"] for entry in load_order(root)]
+    names = [n for n in order if (source.notebooks / f"{n}.ipynb").is_file()]
+    for name in names:
+        nb = json.loads((source.notebooks / f"{name}.ipynb").read_text())
+        (staging / "notebooks" / f"{name}.ipynb").write_text(json.dumps(label_notebook(nb, source.kind), indent=1))
+    (staging / "report.md").write_text(_report_markdown(source))
+    (staging / "intro.md").write_text(_intro(source, names))
+    toc = {"format": "jb-book", "root": "intro",
+           "parts": [{"caption": "Notebooks", "chapters": [{"file": f"notebooks/{n}"} for n in names]},
+                     {"caption": "Report", "chapters": [{"file": "report"}]}]}
+    (staging / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False))
+    (staging / "_config.yml").write_text(yaml.safe_dump(_config(source), sort_keys=False))
+    shutil.copytree(mathjax_es5(), staging / "_vendor" / "mathjax")
+    figures = source.results.parent / "figures"  # the report links them
+    if figures.is_dir():
+        shutil.copytree(figures, staging / "figures")
+    return names
+
+
+def _report_markdown(source: Source) -> str:
+    """The run's report.md (built from its results first if it is missing), as the book's last chapter."""
+    report = source.report_dir / "report.md"
+    if not report.is_file():
+        from vitreg.report import build_report
+
+        build_report(source.results, source.report_dir, figures_dir=source.results.parent / "figures")
+    return report.read_text()
+
+
+def build_book(root: Path | None = None, out: Path | None = None, source: Source | None = None) -> Path:
+    """Build the book into ``out`` (default ``build/book``) and return its ``index.html``.
+
+    The sources are staged in ``out/src``; Jupyter Book writes the HTML to ``out/html`` (no notebook is
+    executed: the pages show the run's outputs).
+
+    Raises:
+        NoExecutedNotebooks: no run has left executed notebooks.
+        subprocess.CalledProcessError: Jupyter Book failed (its output says why).
+    """
+    root = root or repo_root()
+    out = out or root / "build" / "book"
+    source = source or find_source(root)
+    staging = out / "src"
+    stage(source, staging, root)
+    build = out / "_jb"
+    if build.exists():
+        shutil.rmtree(build)
+    cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(staging),
+           "--path-output", str(build), "--builder", "html", "--keep-going"]
+    subprocess.run(cmd, check=True)
+    html = out / "html"
+    if html.exists():
+        shutil.rmtree(html)
+    shutil.move(str(build / "_build" / "html"), str(html))
+    shutil.rmtree(build)
+    for page in html.rglob("*.html"):
+        page.write_text(offline_html(page.read_text()))
+    return html / "index.html"
+
+
+def offline_html(text: str) -> str:
+    """A page without the one remote address the theme hard-codes, and without its two console errors.
+
+    sphinx-thebe writes ``const THEBE_JS_URL = "<remote address>"`` (thebe, a live kernel from Binder, loads
+    only when its launch button is pressed; the book has none): the address is emptied, and the copies that
+    Jupyter Book's double registration adds (each a SyntaxError: already declared) are dropped. The theme's
+    first visit reads an empty colour mode and logs an error: the default mode is set to "auto".
+    """
+    config = re.compile(r"<script>const THEBE_JS_URL = [^<]*</script>\n?")
+    seen = []
+
+    def first_only(match: re.Match) -> str:
+        seen.append(match)
+        return re.sub(r'THEBE_JS_URL = "[^"]*"', 'THEBE_JS_URL = ""', match.group(0)) if len(seen) == 1 else ""
+
+    text = config.sub(first_only, text)
+    return text.replace('localStorage.getItem("mode") || ""', 'localStorage.getItem("mode") || "auto"')
