@@ -78,18 +78,25 @@ def test_every_page_says_which_run_it_shows(tmp_path, kind, monkeypatch):
     title = book.LABELS[kind][0]
     for name in names:
         cells = json.loads((staging / "notebooks" / f"{name}.ipynb").read_text())["cells"]
-        assert cells[0]["source"] == f"# {name}", "the title stays first"
-        assert title in cells[1]["source"] and len(cells) == 3
+        assert cells[0]["source"].startswith(f"# {name}\n"), "the title stays first"
+        assert title in cells[0]["source"] and len(cells) == 2
     assert title in (staging / "intro.md").read_text()
     other = book.LABELS["smoke" if kind == "real" else "real"][0]
     assert other not in (staging / "intro.md").read_text()
-    assert f"({kind})" in (staging / "report.md").read_text()
+    report = (staging / "report.md").read_text()
+    assert report.startswith(f"# Report ({kind})\n") and title in report
     toc = yaml.safe_load((staging / "_toc.yml").read_text())
     assert [c["file"] for c in toc["parts"][0]["chapters"]] == [f"notebooks/{n}" for n in names]
     assert toc["parts"][1]["chapters"] == [{"file": "report"}]
     config = yaml.safe_load((staging / "_config.yml").read_text())["sphinx"]["config"]
     assert (staging / config["html_static_path"][0] / config["mathjax_path"]).is_file(), "MathJax is local"
     assert config["nb_ipywidgets_js"] == {}, "no require.js from a CDN"
+
+
+def test_the_label_goes_under_the_title_even_when_text_precedes_it():
+    text = book.under_title("SMOKE REPORT: a line\n# Report\n\nbody\n", "smoke")
+    assert text.startswith("# Report\n\n:::{admonition} Smoke run") and text.index("SMOKE REPORT") < text.index("body")
+    assert book.under_title("no title", "real").startswith(":::{admonition} Real run")
 
 
 def test_the_thebe_address_is_emptied_and_declared_once():
@@ -236,7 +243,8 @@ def test_a_request_to_the_internet_is_seen_and_fails(server, browser):
 def test_three_screenshots(server, browser):
     """Screenshots of the intro, one notebook and the report, for a person to look at (build/book/screenshots)."""
     SHOTS.mkdir(parents=True, exist_ok=True)
-    notebook = next(p for p in _pages() if p.startswith("notebooks/02") or p.startswith("notebooks/"))
+    notebooks = [p for p in _pages() if p.startswith("notebooks/")]
+    notebook = next((p for p in notebooks if p.startswith("notebooks/02")), notebooks[0])
     for page in ("intro.html", notebook, "report.html"):
         browser.get(f"{server}/{page}")
         browser.execute_async_script(_SETTLE)

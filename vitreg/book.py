@@ -83,19 +83,36 @@ def mathjax_es5() -> Path:
                             "which brings django-static-mathjax")
 
 
-def label_cell(kind: str) -> dict:
-    """The markdown cell put under each notebook's title: which run the page shows (a MyST admonition)."""
+def label_markdown(kind: str) -> str:
+    """The run label that goes under each page's title: which run the page shows (a MyST admonition)."""
     title, text = LABELS[kind]
     css = "warning" if kind == "smoke" else "note"
-    return {"cell_type": "markdown", "id": "vitreg-run-label", "metadata": {"tags": ["vitreg-run-label"]},
-            "source": f":::{{admonition}} {title}\n:class: {css}\n{text}\n:::\n"}
+    return f":::{{admonition}} {title}\n:class: {css}\n{text}\n:::\n"
+
+
+def under_title(markdown: str, kind: str) -> str:
+    """``markdown`` with the run label right under its first H1 line (the H1 moved first when text precedes it)."""
+    lines = markdown.splitlines()
+    h1 = next((i for i, line in enumerate(lines) if line.startswith("# ")), None)
+    if h1 is None:
+        return label_markdown(kind) + "\n" + markdown
+    before = "\n".join(lines[:h1]).strip()
+    rest = "\n".join(lines[h1 + 1:])
+    return "\n\n".join(part for part in (lines[h1], label_markdown(kind).rstrip(), before, rest) if part) + "\n"
 
 
 def label_notebook(nb: dict, kind: str) -> dict:
-    """A copy of an executed notebook (JSON dict) with the run label after its first cell (the H1 title)."""
+    """A copy of an executed notebook (JSON dict) whose first markdown cell carries the run label under its H1."""
     out = dict(nb)
-    cells = list(nb["cells"])
-    out["cells"] = cells[:1] + [label_cell(kind)] + cells[1:]
+    cells = [dict(c) for c in nb["cells"]]
+    first = next((c for c in cells if c["cell_type"] == "markdown"), None)
+    if first is None:
+        cells.insert(0, {"cell_type": "markdown", "id": "vitreg-run-label", "metadata": {},
+                         "source": label_markdown(kind)})
+    else:
+        source = first["source"] if isinstance(first["source"], str) else "".join(first["source"])
+        first["source"] = under_title(source, kind)
+    out["cells"] = cells
     return out
 
 
@@ -162,7 +179,7 @@ def stage(source: Source, staging: Path, root: Path | None = None) -> list[str]:
     for name in names:
         nb = json.loads((source.notebooks / f"{name}.ipynb").read_text())
         (staging / "notebooks" / f"{name}.ipynb").write_text(json.dumps(label_notebook(nb, source.kind), indent=1))
-    (staging / "report.md").write_text(_report_markdown(source))
+    (staging / "report.md").write_text(under_title(_report_markdown(source), source.kind))
     (staging / "intro.md").write_text(_intro(source, names))
     toc = {"format": "jb-book", "root": "intro",
            "parts": [{"caption": "Notebooks", "chapters": [{"file": f"notebooks/{n}"} for n in names]},
