@@ -25,8 +25,9 @@ from vitreg import book
 from vitreg.paths import repo_root
 
 ROOT = repo_root()
-HTML = ROOT / "build" / "book" / "html"
-SHOTS = ROOT / "build" / "book" / "screenshots"
+BOOK = ROOT / os.environ.get("VITREG_BOOK_DIR", "build/book")  # make test-book: build/book-smoke
+HTML = BOOK / "html"
+SHOTS = BOOK / "screenshots"
 REQUIRED = os.environ.get("VITREG_BOOK_REQUIRED") == "1"
 
 
@@ -97,6 +98,29 @@ def test_the_label_goes_under_the_title_even_when_text_precedes_it():
     text = book.under_title("SMOKE REPORT: a line\n# Report\n\nbody\n", "smoke")
     assert text.startswith("# Report\n\n:::{admonition} Smoke run") and text.index("SMOKE REPORT") < text.index("body")
     assert book.under_title("no title", "real").startswith(":::{admonition} Real run")
+
+
+def test_the_notebook_tests_smoke_runs_are_gathered(tmp_path):
+    (tmp_path / "repo").mkdir()
+    root = _fake_root(tmp_path / "repo", real=False, smoke=False)
+    base = tmp_path / "basetemp"
+    for i, (name, profile) in enumerate([("00_tour", "smoke"), ("02_high_norm_tokens", "smoke"),
+                                         ("02_high_norm_tokens", "real"), ("99_not_in_order", "smoke")]):
+        run_dir = base / f"test_notebook_runs_under_the_s{i}"
+        _executed(run_dir / "notebooks", [name])
+        (run_dir / "results").mkdir()
+        (run_dir / "results" / f"{name}.json").write_text(json.dumps({"profile": profile, "i": i}))
+        (run_dir / "results" / "_outcomes.json").write_text("{}")
+        (run_dir / "figures").mkdir()
+        (run_dir / "figures" / f"{name[:2]}_plot.png").write_bytes(b"png")
+    assert book.collect_smoke(base, root) == 2
+    smoke = root / "build" / "smoke"
+    assert sorted(p.name for p in (smoke / "notebooks").iterdir()) == ["00_tour.ipynb", "02_high_norm_tokens.ipynb"]
+    assert json.loads((smoke / "results" / "02_high_norm_tokens.json").read_text())["i"] == 1, "not the real one"
+    assert not (smoke / "results" / "_outcomes.json").exists()
+    assert sorted(p.name for p in (smoke / "figures").iterdir()) == ["00_plot.png", "02_plot.png"]
+    assert book.find_source(root, "smoke").kind == "smoke"
+    assert book.collect_smoke(tmp_path / "empty", root) == 0
 
 
 def test_the_thebe_address_is_emptied_and_declared_once():

@@ -54,21 +54,56 @@ class Source:
     report_dir: Path
 
 
-def find_source(root: Path | None = None) -> Source:
-    """The run the book shows: the real run's executed notebooks when there are any, else the smoke run's.
+def find_source(root: Path | None = None, run: str = "auto") -> Source:
+    """The run the book shows: ``run`` (real or smoke), or for ``auto`` the real run's executed notebooks
+    when there are any, else the smoke run's.
 
     Raises:
-        NoExecutedNotebooks: neither ``build/notebooks/*.ipynb`` nor ``build/smoke/notebooks/*.ipynb`` exists.
+        NoExecutedNotebooks: the run asked for (for auto: neither run) has no executed notebooks.
     """
     root = root or repo_root()
-    real = Source("real", root / "build" / "notebooks", root / "results", root / "build")
-    smoke = Source("smoke", root / "build" / "smoke" / "notebooks", root / "build" / "smoke" / "results",
-                   root / "build" / "smoke")
-    for source in (real, smoke):
+    sources = {"real": Source("real", root / "build" / "notebooks", root / "results", root / "build"),
+               "smoke": Source("smoke", root / "build" / "smoke" / "notebooks", root / "build" / "smoke" / "results",
+                               root / "build" / "smoke")}
+    for source in sources.values() if run == "auto" else [sources[run]]:
         if any(source.notebooks.glob("*.ipynb")):
             return source
-    raise NoExecutedNotebooks(f"no executed notebooks in {real.notebooks} or {smoke.notebooks}: "
-                              "run `make smoke` (minutes, CPU) or `make reproduce` first")
+    where = " or ".join(str(s.notebooks) for s in sources.values() if run in ("auto", s.kind))
+    raise NoExecutedNotebooks(f"no executed notebooks in {where}: run `make smoke` (minutes, CPU) or "
+                              "`make reproduce` first")
+
+
+def collect_smoke(basetemp: Path, root: Path | None = None) -> int:
+    """Gather the smoke runs that the notebook tests left under pytest's ``basetemp`` into ``build/smoke/``.
+
+    ``make test`` runs each notebook under the smoke profile into its own temporary folder
+    (tests/test_notebooks.py); with ``--basetemp`` those folders stay, and the book can be built from them
+    instead of running every notebook again. A notebook of the run order is taken when its executed copy
+    and its results file (profile smoke) are there: the executed notebook, the results file and its
+    figures (``NN_*``) are copied. The runner's ``_outcomes.json`` (one per run) is not; the report is
+    rebuilt from the gathered results when the book is built.
+
+    Returns:
+        The number of executed notebooks gathered (0: none found, build/smoke untouched).
+    """
+    root = root or repo_root()
+    order = {entry["notebook"] for entry in load_order(root)}
+    dest = root / "build" / "smoke"
+    count = 0
+    for executed in sorted(basetemp.glob("*/notebooks/*.ipynb")):
+        run_dir, name = executed.parent.parent, executed.stem
+        results = run_dir / "results" / f"{name}.json"
+        if name not in order or not results.is_file() or json.loads(results.read_text()).get("profile") != "smoke":
+            continue
+        files = [(executed, "notebooks"), (results, "results")]
+        files += [(f, "figures") for f in sorted((run_dir / "figures").glob(f"{name[:2]}_*"))]
+        for file, sub in files:
+            (dest / sub).mkdir(parents=True, exist_ok=True)
+            shutil.copy2(file, dest / sub / file.name)
+        count += 1
+    if count:
+        (dest / "report.md").unlink(missing_ok=True)  # rebuilt from the gathered results by the book
+    return count
 
 
 def mathjax_es5() -> Path:
@@ -203,7 +238,7 @@ def _report_markdown(source: Source) -> str:
     return report.read_text()
 
 
-def build_book(root: Path | None = None, out: Path | None = None, source: Source | None = None) -> Path:
+def build_book(root: Path | None = None, out: Path | None = None, run: str = "auto") -> Path:
     """Build the book into ``out`` (default ``build/book``) and return its ``index.html``.
 
     The sources are staged in ``out/src``; Jupyter Book writes the HTML to ``out/html`` (no notebook is
@@ -215,7 +250,7 @@ def build_book(root: Path | None = None, out: Path | None = None, source: Source
     """
     root = root or repo_root()
     out = out or root / "build" / "book"
-    source = source or find_source(root)
+    source = find_source(root, run)
     staging = out / "src"
     stage(source, staging, root)
     build = out / "_jb"
