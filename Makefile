@@ -8,8 +8,8 @@ CONSTRAINTS := requirements/constraints.txt
 STAMP       := $(VENV)/.vitreg-installed
 KERNEL      := vitreg
 BOOK_STAMP  := $(VENV)/.vitreg-book-installed
-# where `make test` may have left the notebook tests' smoke runs (.ci/run sets PYTEST_ADDOPTS=--basetemp=...)
-PYTEST_TMP  ?= build/pytest
+# where `make test` left the notebook tests' smoke runs, if it was run with PYTEST_ADDOPTS=--basetemp=DIR (.ci/run)
+PYTEST_TMP  ?=
 N           ?=
 JOBS        ?= 2
 PARAMS      ?=
@@ -70,7 +70,7 @@ book: $(BOOK_STAMP) ## Jupyter Book of the executed notebooks (real run if any, 
 test-book: $(BOOK_STAMP) ## Book from the smoke run (reused, else run once), every page checked in headless Chromium with no network
 	@ls build/smoke/notebooks/*.ipynb >/dev/null 2>&1 || ls $(PYTEST_TMP)/*/notebooks/*.ipynb >/dev/null 2>&1 \
 		|| $(MAKE) smoke
-	HF_HUB_OFFLINE=1 $(VENV)/bin/vitreg book --run smoke --collect $(PYTEST_TMP) --out build/book-smoke
+	HF_HUB_OFFLINE=1 $(VENV)/bin/vitreg book --run smoke $(if $(PYTEST_TMP),--collect $(PYTEST_TMP)) --out build/book-smoke
 	VITREG_BOOK_REQUIRED=1 VITREG_BOOK_DIR=build/book-smoke HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_book.py
 
 handout: $(STAMP) ## Student copies without the cells tagged `solution`: build/handout/*.ipynb
