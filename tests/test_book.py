@@ -113,6 +113,7 @@ def test_the_notebook_tests_smoke_runs_are_gathered(tmp_path):
         (run_dir / "results" / "_outcomes.json").write_text("{}")
         (run_dir / "figures").mkdir()
         (run_dir / "figures" / f"{name[:2]}_plot.png").write_bytes(b"png")
+    (base / "test_notebook_runs_under_the_scurrent").symlink_to(base / "test_notebook_runs_under_the_s1")
     assert book.collect_smoke(base, root) == 2
     smoke = root / "build" / "smoke"
     assert sorted(p.name for p in (smoke / "notebooks").iterdir()) == ["00_tour.ipynb", "02_high_norm_tokens.ipynb"]
@@ -121,6 +122,25 @@ def test_the_notebook_tests_smoke_runs_are_gathered(tmp_path):
     assert sorted(p.name for p in (smoke / "figures").iterdir()) == ["00_plot.png", "02_plot.png"]
     assert book.find_source(root, "smoke").kind == "smoke"
     assert book.collect_smoke(tmp_path / "empty", root) == 0
+
+
+def test_a_notebook_without_inline_figures_shows_the_files_it_saved(tmp_path, monkeypatch):
+    root = _fake_root(tmp_path, real=False, smoke=True)
+    (root / "build" / "smoke" / "figures").mkdir()
+    for name in ("00_tour_maps.png", "02_norms.png", "02_norms.pdf"):
+        (root / "build" / "smoke" / "figures" / name).write_bytes(b"png")
+    tour = root / "build" / "smoke" / "notebooks" / "00_tour.ipynb"
+    nb = json.loads(tour.read_text())
+    nb["cells"][1]["outputs"] = [{"output_type": "display_data", "data": {"image/png": "iVBOR"}, "metadata": {}}]
+    tour.write_text(json.dumps(nb))
+    (tmp_path / "es5").mkdir()
+    monkeypatch.setattr(book, "mathjax_es5", lambda: tmp_path / "es5")
+    book.stage(book.find_source(root), tmp_path / "src", root)
+    staged = {n: json.loads((tmp_path / "src" / "notebooks" / f"{n}.ipynb").read_text())["cells"]
+              for n in ("00_tour", "02_high_norm_tokens")}
+    assert len(staged["00_tour"]) == 2, "inline figures: nothing added"
+    assert staged["02_high_norm_tokens"][-1]["source"].count("](../figures/02_norms.png)") == 1
+    assert ".pdf" not in staged["02_high_norm_tokens"][-1]["source"]
 
 
 def test_the_thebe_address_is_emptied_and_declared_once():
@@ -247,9 +267,9 @@ def test_every_page_loads_offline_with_its_equations_and_images(server, browser)
         problems += [f"{page}: console error: {e}" for e in errors]
         problems += [f"{page}: request leaves the machine: {u}" for u in _requests(browser) if not _local(u)]
     print(f"{len(pages)} pages, {math_pages} with equations, {image_count} images")
+    assert not problems, "\n".join(problems)
     assert math_pages >= 1, "no page has an equation: the MathJax check checked nothing"
     assert image_count >= 1, "no page has an image: the image check checked nothing"
-    assert not problems, "\n".join(problems)
 
 
 def test_a_request_to_the_internet_is_seen_and_fails(server, browser):

@@ -78,7 +78,7 @@ def collect_smoke(basetemp: Path, root: Path | None = None) -> int:
 
     ``make test`` runs each notebook under the smoke profile into its own temporary folder
     (tests/test_notebooks.py); with ``--basetemp`` those folders stay, and the book can be built from them
-    instead of running every notebook again. A notebook of the run order is taken when its executed copy
+    instead of running every notebook again (pytest's ``*current`` links to them are skipped). A notebook of the run order is taken when its executed copy
     and its results file (profile smoke) are there: the executed notebook, the results file and its
     figures (``NN_*``) are copied. The runner's ``_outcomes.json`` (one per run) is not; the report is
     rebuilt from the gathered results when the book is built.
@@ -93,7 +93,7 @@ def collect_smoke(basetemp: Path, root: Path | None = None) -> int:
     for executed in sorted(basetemp.glob("*/notebooks/*.ipynb")):
         run_dir, name = executed.parent.parent, executed.stem
         results = run_dir / "results" / f"{name}.json"
-        if name not in order or not results.is_file() or json.loads(results.read_text()).get("profile") != "smoke":
+        if run_dir.is_symlink() or name not in order or not results.is_file() or json.loads(results.read_text()).get("profile") != "smoke":
             continue
         files = [(executed, "notebooks"), (results, "results")]
         files += [(f, "figures") for f in sorted((run_dir / "figures").glob(f"{name[:2]}_*"))]
@@ -149,6 +149,20 @@ def label_notebook(nb: dict, kind: str) -> dict:
         first["source"] = under_title(source, kind)
     out["cells"] = cells
     return out
+
+
+def has_inline_images(nb: dict) -> bool:
+    """Whether any output of the executed notebook is an image (a kernel with a non-inline matplotlib backend,
+    such as the tests' MPLBACKEND=Agg, saves figures to files but shows none)."""
+    return any(k.startswith("image/") for c in nb["cells"] for o in c.get("outputs", []) for k in o.get("data", {}))
+
+
+def figures_cell(files: list[str]) -> dict:
+    """A markdown cell showing the figures a notebook saved (for pages whose executed copy has no inline ones)."""
+    images = "\n\n".join(f"![{f}](../figures/{f})" for f in files)
+    text = ("## Figures this run saved\n\nThis run's kernel did not show its figures inline; these are the files "
+            f"it saved under `figures/`.\n\n{images}\n")
+    return {"cell_type": "markdown", "id": "vitreg-saved-figures", "metadata": {}, "source": text}
 
 
 def _intro(source: Source, names: list[str]) -> str:
@@ -211,9 +225,15 @@ def stage(source: Source, staging: Path, root: Path | None = None) -> list[str]:
     (staging / "notebooks").mkdir(parents=True)
     order = [entry["notebook"] for entry in load_order(root)]
     names = [n for n in order if (source.notebooks / f"{n}.ipynb").is_file()]
+    figures = source.results.parent / "figures"  # the report links them; pages without inline figures show them
+    if figures.is_dir():
+        shutil.copytree(figures, staging / "figures")
     for name in names:
-        nb = json.loads((source.notebooks / f"{name}.ipynb").read_text())
-        (staging / "notebooks" / f"{name}.ipynb").write_text(json.dumps(label_notebook(nb, source.kind), indent=1))
+        nb = label_notebook(json.loads((source.notebooks / f"{name}.ipynb").read_text()), source.kind)
+        saved = sorted(p.name for p in (staging / "figures").glob(f"{name[:2]}_*.png"))
+        if saved and not has_inline_images(nb):
+            nb["cells"].append(figures_cell(saved))
+        (staging / "notebooks" / f"{name}.ipynb").write_text(json.dumps(nb, indent=1))
     (staging / "report.md").write_text(under_title(_report_markdown(source), source.kind))
     (staging / "intro.md").write_text(_intro(source, names))
     toc = {"format": "jb-book", "root": "intro",
@@ -222,9 +242,6 @@ def stage(source: Source, staging: Path, root: Path | None = None) -> list[str]:
     (staging / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False))
     (staging / "_config.yml").write_text(yaml.safe_dump(_config(source), sort_keys=False))
     shutil.copytree(mathjax_es5(), staging / "_vendor" / "mathjax")
-    figures = source.results.parent / "figures"  # the report links them
-    if figures.is_dir():
-        shutil.copytree(figures, staging / "figures")
     return names
 
 
