@@ -28,14 +28,14 @@ from vitreg.paths import repo_root
 
 LABELS = {
     "real": ("Real run",
-             "This page shows the notebook as executed by the real run (`make reproduce`): pretrained weights "
-             "and the notebook's own parameters, plus any overrides that run was given. Its numbers are the "
+             "Everything on this page comes from the real run (`make reproduce`): pretrained weights and the "
+             "notebooks' own parameters, plus any overrides that run was given. Its numbers are the "
              "reproduction's results; the report chapter compares them with the paper."),
     "smoke": ("Smoke run: random weights, not the paper's results",
-              "This page shows the notebook as executed by the smoke run (`make smoke`, params/smoke.yaml): "
-              "random weights, tiny inputs, artifacts planted where the notebook says so. It shows that the code "
-              "runs; no number or figure on this page is evidence about the paper. Run `make reproduce` and "
-              "`make book` again for the real results."),
+              "Everything on this page comes from the smoke run (`make smoke`, params/smoke.yaml): random "
+              "weights, tiny inputs, artifacts planted where a notebook says so. It shows that the code runs; "
+              "no number or figure here is evidence about the paper. Run `make reproduce`, then `make book`, "
+              "for the real results."),
 }
 MATHJAX_SCRIPT = "mathjax/tex-chtml.js"  # relative to the book's _static/
 
