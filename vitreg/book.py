@@ -274,8 +274,11 @@ def build_book(root: Path | None = None, out: Path | None = None, run: str = "au
     if build.exists():
         shutil.rmtree(build)
     cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(staging),
-           "--path-output", str(build), "--builder", "html", "--keep-going"]
-    subprocess.run(cmd, check=True)
+           "--path-output", str(build), "--builder", "html", "--keep-going", "--quiet"]
+    done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)  # warnings go to stderr, shown as they come
+    if done.returncode:
+        print(done.stdout, file=sys.stderr)
+        raise subprocess.CalledProcessError(done.returncode, cmd)
     html = out / "html"
     if html.exists():
         shutil.rmtree(html)
