@@ -229,7 +229,9 @@ document.querySelectorAll('img').forEach(i => { i.loading = 'eager'; });
 const images = Promise.all(Array.from(document.images).map(i => i.complete ? null :
     new Promise(r => { i.addEventListener('load', r); i.addEventListener('error', r); })));
 const math = (window.MathJax && MathJax.startup && MathJax.startup.promise) || Promise.resolve();
-Promise.all([images, math]).then(() => done(true), e => done(String(e)));
+const loaded = document.readyState === 'complete' ? Promise.resolve() :
+    new Promise(r => window.addEventListener('load', r));
+Promise.all([images, math, loaded]).then(() => document.fonts.ready).then(() => done(true), e => done(String(e)));
 """
 _STATE = """
 return {
