@@ -47,3 +47,20 @@ def test_planted_grid_on_a_model_is_measured_and_shows_on_the_zero_image():
         control = positional.patch_features(loaded, images, batch_size=4, progress=False)
     assert positional.variance_shares(control)["position"] < 0.1
     assert positional.first_component_map(zero, loaded.layout.grid).shape == loaded.layout.grid
+
+
+def test_with_a_test_time_register_the_extra_token_is_dropped_and_the_planted_grid_still_found():
+    """Notebook 11 measures the positional artifact also with a test-time register ([TTR]): the features are
+    the patches only (the extra token dropped through the layout), and a planted position-only grid is found."""
+    from vitreg import ttr
+
+    loaded = LoadedModel(model=small_vit("dinov2_s", depth=3, image_size=56), spec=get_spec("dinov2_s"),
+                         image_size=(56, 56), pretrained=False, source="random init")
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (56, 56, 3), dtype=np.uint8) for _ in range(8)]
+    with ttr.test_time_register(loaded, {1: [3, 17]}), planting.planted_grid_signal(loaded, kind="position"):
+        feats = positional.patch_features(loaded, images, batch_size=4, progress=False)
+        zero = positional.zero_image_features(loaded)
+    assert feats.shape == (8, loaded.layout.num_patches, loaded.model.embed_dim) and zero.shape == feats.shape[1:]
+    assert positional.variance_shares(feats)["position"] > 0.7
+    assert positional.template_correlation(zero, feats) > 0.9

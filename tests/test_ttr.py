@@ -138,3 +138,94 @@ def test_neuron_lists_are_data(tmp_path, loaded):
     assert back.model == loaded.spec.key and back.images == ["a.jpg", "b.jpg"]
     assert back.settings["threshold"] == CUT and back.settings["top_k"] == len(UNITS)
     assert back.by_block() == {BLOCK: sorted(UNITS)}
+
+
+def test_the_intervention_follows_a_model_resized_inside_the_context():
+    """LOST's padded protocol resizes the model per batch inside the context: the extra token stays the last
+    token at every grid, so the high norm still lands there and not on a patch."""
+    from vitreg.resize import resizable
+
+    loaded = loaded_model("dinov2_s_reg")
+    x = images(loaded, 3)
+    with plant(loaded):
+        found = detect(loaded, x)
+        with ttr.test_time_register(loaded, found), resizable(loaded) as resize_to:
+            resize_to((84, 70))  # 6x5 patches instead of 4x4
+            after = norms(loaded, torch.randn(3, 3, 84, 70))
+    layout = loaded.layout.__class__(1, 4, (6, 5), 1)
+    parts = layout.split(after)
+    assert (parts.patch < CUT).all()
+    assert (parts.extra[:, 0] > CUT).all()
+    assert loaded.layout.num_extra == 0 and loaded.image_size == (SIZE, SIZE)
+
+
+def test_lost_runs_inside_a_test_time_register_at_every_padded_size():
+    """[TTR]'s LOST row: the extra token is dropped from the features at every padded size (two sizes here),
+    and the model and its layout are restored after."""
+    import numpy as np
+
+    from vitreg import lost
+    from vitreg.boxes import SyntheticBoxes
+
+    class TwoSizes:
+        name = "two_sizes"
+        sets = (SyntheticBoxes(n=2, image_size=(60, 90), seed=2), SyntheticBoxes(n=2, image_size=(40, 40), seed=3))
+
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return self.sets[i % 2][i // 2]
+
+        def image_hw(self, i):
+            return self.sets[i % 2].image_hw(i // 2)
+
+    loaded = loaded_model("dinov2_s_reg")
+    base = loaded.layout
+    sweep = lost.ttr_settings([0.0, -0.5], blocks=(-1,), features=("k",))
+    with plant(loaded):
+        found = detect(loaded, images(loaded, 3))
+        with ttr.test_time_register(loaded, found):
+            d = lost.discover(loaded, TwoSizes(), sweep, batch_size=2, progress=False)
+    b = d.boxes[sweep[0].name]
+    hw = np.array([[60, 90], [40, 40]] * 2, dtype=float)
+    assert b.shape == (4, 4) and (b[:, 2] <= hw[:, 1]).all() and (b[:, 3] <= hw[:, 0]).all()
+    assert loaded.layout is base and loaded.image_size == (SIZE, SIZE)
+
+
+def test_lost_rows_take_the_best_setting_per_role_and_the_gain_and_say_why_a_dataset_is_missing():
+    from vitreg import lost
+
+    sweep = lost.ttr_settings([0.0, -0.5], blocks=(-1,), features=("k",))
+
+    def found(a: float, b: float) -> lost.Discovery:
+        return lost.Discovery("VOC07", "m", sweep, {sweep[0].name: a, sweep[1].name: b}, {}, {}, ["x", "y"])
+
+    runs = {"no_reg": ("dinov2_l", {"VOC07": found(30.0, 20.0)}),
+            "test_time_register": ("dinov2_l", {"VOC07": found(40.0, 55.0)}),
+            "reg": ("dinov2_l_reg", {"VOC07": found(50.0, 10.0)})}
+    rows = ttr.lost_rows(runs, sweep, ["VOC07", "VOC12"], missing=lambda name: f"{name} absent")
+    assert rows["no_reg"]["voc07"] == 30.0 and rows["test_time_register"]["voc07"] == 55.0
+    assert rows["test_time_register"]["voc07_setting"] == sweep[1].name and rows["reg"]["model"] == "dinov2_l_reg"
+    assert rows["ttr_gain"] == {"model": "dinov2_l", "voc07": 25.0, "voc12": {"skipped": "VOC12 absent"}}
+
+
+def test_the_probed_register_token_is_the_extra_token_of_the_output():
+    import numpy as np
+
+    from vitreg.images import preprocess
+
+    loaded = loaded_model("dinov2_s_reg")
+    rng = np.random.default_rng(0)
+    pictures = [rng.integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8) for _ in range(3)]
+    x = preprocess(pictures, loaded)
+    with plant(loaded):
+        found = detect(loaded, x)
+        feats = ttr.ttr_token_features(loaded, found, pictures, batch_size=2, progress=False)
+        with torch.inference_mode(), ttr.test_time_register(loaded, found):
+            out = loaded.forward(x)
+    assert set(feats) == {"cls", "central", "test_time_register"}
+    torch.testing.assert_close(feats["test_time_register"], out[:, -1].float(), rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(feats["cls"], out[:, 0].float(), rtol=1e-3, atol=1e-3)
+    h, w = loaded.layout.grid
+    torch.testing.assert_close(feats["central"], out[:, 5 + (h // 2) * w + w // 2].float(), rtol=1e-3, atol=1e-3)

@@ -296,6 +296,7 @@ def discover(
     size, batched with images of the same padded size; the model is resized in place per size (load it at
     its native size for the exact position embeddings); boxes in original pixels, clipped to the image.
     ``stretched``: every image resized whole to the model's square size, boxes scaled back per image.
+    Inside :func:`vitreg.ttr.test_time_register` the extra token is dropped from the features at every size.
     ``batch_size`` is an upper bound (a size group may be smaller); ``num_workers`` reader processes
     (4-8 help on a GPU); ``limit``: the first images only.
     """
@@ -314,6 +315,7 @@ def discover(
     boxes: dict[str, list[torch.Tensor]] = {s.name: [] for s in settings}
     gts, names, order = [], [], []
     blocks = sorted({s.block for s in settings})
+    extra = loaded.layout.num_extra  # a test-time register ([TTR]) stays appended at every size; dropped here
     with resizable(loaded) as resize_to:
         def sized(batches: Iterable[Any]) -> Iterator[Any]:  # resize the model before each batch is forwarded
             for batch in batches:
@@ -324,8 +326,8 @@ def discover(
                             desc=f"LOST {loaded.spec.key} on {dataset.name}"):
             x, hw, gt, batch_names, idx = batch.items
             scale = pixel_scale(hw, patch=patch, protocol=protocol, size=size)
-            for name, b in _score_batch(batch.rec, loaded.layout, settings, k_patches=k_patches, scale=scale,
-                                        hw=hw).items():
+            for name, b in _score_batch(batch.rec, loaded.layout.with_extra(extra), settings, k_patches=k_patches,
+                                        scale=scale, hw=hw).items():
                 boxes[name].append(b)
             gts.extend(gt)
             names.extend(batch_names)

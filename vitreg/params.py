@@ -371,6 +371,7 @@ RULES: dict[str, Rule] = {
     **_rules("count0", "num_workers", "border_width", "seed"),
     **_rules("int", "block"),
     **_rules("count0", "plant_block"),  # 10: the block of the planted register neurons
+    **_rules("count", "lost_limit", "lost_batch_size"), **_rules("text", "lost_model"),  # 10: LOST with a test-time register
     **_rules("fraction", "train_fraction", "val_fraction", "top_frac", "min_fraction"),
     **_rules("fraction0", "plant_fraction"),
     **_rules("positive", "threshold", "k_std", "plant_norm", "head_lr"),

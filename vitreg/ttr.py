@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -177,18 +177,24 @@ def find_register_neurons(loaded: LoadedModel, x: torch.Tensor, *, detect_block:
     return neurons, scores
 
 
-def _move_hook(units: torch.Tensor, layout: TokenLayout, target: int | None) -> Any:
-    """fc2 pre-hook of one block: the largest-magnitude entry over tokens x units goes to the target token."""
+def _move_hook(units: torch.Tensor, num_prefix: int, target: int | None) -> Any:
+    """fc2 pre-hook of one block: the largest-magnitude entry over tokens x units goes to the target token.
+
+    The token ranges come from the sequence itself (prefix first, the extra token last), not from a grid
+    fixed at entry: a model resized inside the context (LOST's padded protocol, one size per batch) keeps
+    the extra token at the end and every patch in between.
+    """
     def hook(_m: nn.Module, args: tuple) -> tuple:
         h = args[0].clone()
         u = units.to(h.device)
         sel = h[:, :, u]  # (B, T, U)
         flat = sel.flatten(1)
         peak = flat.gather(1, flat.abs().argmax(dim=1, keepdim=True)).squeeze(1)  # (B,), sign kept
-        patch = h[:, layout.patch_slice]
+        end = h.shape[1] - (1 if target is None else 0)  # the extra token is the last one
+        patch = h[:, num_prefix:end]
         patch[:, :, u] = 0.0  # patches only: [CLS] and trained registers untouched
-        h[:, layout.patch_slice] = patch
-        row = layout.extra_slice.start if target is None else layout.num_prefix + target
+        h[:, num_prefix:end] = patch
+        row = end if target is None else num_prefix + target
         h[:, row, u] = peak[:, None].to(h.dtype)
         return (h, *args[1:])
 
@@ -227,7 +233,7 @@ def test_time_register(loaded: LoadedModel, neurons: RegisterNeurons | dict[int,
                 lambda _m, _a, out: torch.cat([out, out.new_zeros(out.shape[0], 1, out.shape[2])], dim=1)))
         for b in resolve_blocks(list(by_block), len(net.blocks)):
             units = torch.tensor(sorted(by_block[b]), dtype=torch.long)
-            handles.append(net.blocks[b].mlp.fc2.register_forward_pre_hook(_move_hook(units, layout, shift_to)))
+            handles.append(net.blocks[b].mlp.fc2.register_forward_pre_hook(_move_hook(units, base.num_prefix, shift_to)))
         loaded.layout = layout
         yield layout
     finally:
@@ -296,3 +302,103 @@ def selected_mask(neurons: RegisterNeurons, shape: tuple[int, int]) -> torch.Ten
 def blocks_of(neurons: RegisterNeurons) -> dict[int, int]:
     """How many selected neurons sit in each block (where they sit, [TTR] Fig. 3)."""
     return {b: len(us) for b, us in neurons.by_block().items()}
+
+
+# --- LOST with a test-time register ([TTR]'s VOC07 row, notebook 10) -------------------------------
+def lost_with_ttr(loaded: LoadedModel, neurons: RegisterNeurons | dict[int, Sequence[int]], datasets: dict[str, Any],
+                  settings: Sequence[Any], *, twin: LoadedModel | None = None, batch_size: int = 16,
+                  num_workers: int = 0, progress: bool = True) -> dict[str, tuple[str, dict[str, Any]]]:
+    """LOST on every box dataset: the model as is, with a test-time register, and its trained-register twin.
+
+    Paper: Table 3; [TTR] (LOST on VOC07 for DINOv2-L: 32.2 without, 53.8 with a test-time register, 56.2
+    with trained registers). Each run scores every setting of ``settings`` (their sweep: best of q/k/v x the
+    last 4 blocks x biases) on one forward pass per image (:func:`vitreg.lost.discover`, LOST's padded
+    protocol); inside the test-time register the extra token is dropped from the features at every size.
+
+    Returns:
+        ``{role: (model key, {dataset name: Discovery})}`` for the roles ``no_reg``, ``test_time_register``
+        and (with a twin) ``reg``.
+    """
+    from vitreg.lost import discover
+
+    kw = {"batch_size": batch_size, "num_workers": num_workers, "progress": progress}
+    out: dict[str, tuple[str, dict[str, Any]]] = {"no_reg": (loaded.spec.key, {}),
+                                                  "test_time_register": (loaded.spec.key, {})}
+    if twin is not None:
+        out["reg"] = (twin.spec.key, {})
+    for name, ds in datasets.items():
+        out["no_reg"][1][name] = discover(loaded, ds, settings, **kw)
+        with test_time_register(loaded, neurons):
+            out["test_time_register"][1][name] = discover(loaded, ds, settings, **kw)
+        if twin is not None:
+            out["reg"][1][name] = discover(twin, ds, settings, **kw)
+    return out
+
+
+def lost_rows(runs: dict[str, tuple[str, dict[str, Any]]], settings: Sequence[Any], names: Sequence[str], *,
+              missing: Callable[[str], str]) -> dict[str, Any]:
+    """Notebook 10's LOST rows: per role the best CorLoc (%) of ``settings`` per dataset, and the gain.
+
+    Paper: [TTR] (the best setting chosen on the evaluation set, as notebook 08's ``ttr_sweep`` rows).
+    ``runs``: :func:`lost_with_ttr`'s result; ``names``: the datasets asked for (lower-cased in the keys:
+    ``voc07``); one not run is ``{"skipped": missing(name)}``. ``ttr_gain``: with the test-time
+    register minus without, per dataset.
+    """
+    rows: dict[str, Any] = {}
+    for role, (model, found) in runs.items():
+        row: dict[str, Any] = {"model": model}
+        for name in names:
+            d = found.get(name)
+            if d is None:
+                row[name.lower()] = {"skipped": missing(name)}
+                continue
+            row[f"{name.lower()}_setting"], row[name.lower()] = d.best(settings)
+            row[f"{name.lower()}_n_images"] = len(d.names)
+        rows[role] = row
+    gain: dict[str, Any] = {"model": runs["no_reg"][0]}
+    for name in (n.lower() for n in names):
+        a, b = rows["no_reg"][name], rows["test_time_register"][name]
+        gain[name] = a if isinstance(a, dict) else b if isinstance(b, dict) else b - a
+    rows["ttr_gain"] = gain
+    return rows
+
+
+# --- linear probes on the test-time register token ([TTR] Table 1, notebook 10) ---------------------
+def ttr_token_features(loaded: LoadedModel, neurons: RegisterNeurons | dict[int, Sequence[int]], images: Sequence[Any],
+                       *, batch_size: int = 8, progress: bool = True) -> dict[str, torch.Tensor]:
+    """``(N, D)`` output features (after the final norm) of [CLS], the central patch and the extra token, with a
+    test-time register.
+
+    Paper: [TTR] Table 1 (single-token linear probes: [CLS], central patch, outlier, trained register; the
+    test-time register token beside them). The central patch is the grid-centre patch, as notebook 06's.
+    """
+    from vitreg.stream import stream
+
+    out: dict[str, list[torch.Tensor]] = {"cls": [], "central": [], "test_time_register": []}
+    with test_time_register(loaded, neurons) as layout:
+        h, w = layout.grid
+        for b in stream(loaded, images, batch_size=batch_size, progress=progress, final_norm=True):
+            parts = layout.split(b.rec.final_norm)  # only three tokens per image are kept (10k images fit)
+            out["cls"].append(parts.cls.float())
+            out["central"].append(parts.patch[:, (h // 2) * w + w // 2].float())
+            out["test_time_register"].append(parts.extra[:, 0].float())
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def probe_ttr_tokens(loaded: LoadedModel, neurons: RegisterNeurons | dict[int, Sequence[int]], train: Sequence[Any],
+                     train_labels: torch.Tensor, test: Sequence[Any], test_labels: torch.Tensor, *,
+                     batch_size: int = 8, progress: bool = True) -> dict[str, float]:
+    """Top-1 (%) of a linear probe on each token of :func:`ttr_token_features`, with a test-time register.
+
+    Paper: [TTR] Table 1 (the test-time register token holds global information like a trained register).
+    One logistic regression per token kind, its L2 strength chosen on a validation split of the training set.
+    """
+    from vitreg.estimators import fit_logistic_cv
+
+    f_train = ttr_token_features(loaded, neurons, train, batch_size=batch_size, progress=progress)
+    f_test = ttr_token_features(loaded, neurons, test, batch_size=batch_size, progress=progress)
+    out = {}
+    for kind, x in f_train.items():
+        clf = fit_logistic_cv(x, train_labels.long()).classifier
+        out[kind] = 100.0 * float((clf.predict(f_test[kind]) == test_labels.long().cpu()).float().mean())
+    return out
