@@ -7,6 +7,9 @@ PY          := $(VENV)/bin/python
 CONSTRAINTS := requirements/constraints.txt
 STAMP       := $(VENV)/.vitreg-installed
 KERNEL      := vitreg
+BOOK_STAMP  := $(VENV)/.vitreg-book-installed
+# where `make test` left the notebook tests' smoke runs, if it was run with PYTEST_ADDOPTS=--basetemp=DIR (.ci/run)
+PYTEST_TMP  ?=
 N           ?=
 JOBS        ?= 2
 PARAMS      ?=
@@ -15,7 +18,7 @@ SET         ?=
 RUN_ARGS    := $(if $(PARAMS),--params $(PARAMS)) $(foreach s,$(SET),--set $(s))
 
 .DEFAULT_GOAL := help
-.PHONY: help env test unit robustness smoke reproduce notebook weights benchmark strip clean
+.PHONY: help env test unit robustness smoke reproduce notebook weights benchmark strip clean book test-book handout lab
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -56,6 +59,25 @@ benchmark: $(STAMP) ## Capture overhead, memory, feature cache 2nd/1st run, imag
 
 strip: $(STAMP) ## Strip outputs from notebooks/ (done before every commit)
 	$(VENV)/bin/vitreg strip
+
+$(BOOK_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e ".[notebooks,dev,book]"
+	@touch $(BOOK_STAMP)
+
+book: $(BOOK_STAMP) ## Jupyter Book of the executed notebooks (real run if any, else smoke) and the report, offline: build/book/html/index.html
+	HF_HUB_OFFLINE=1 $(VENV)/bin/vitreg book
+
+test-book: $(BOOK_STAMP) ## Book from the smoke run (reused, else run once), every page checked in headless Chromium with no network
+	@ls build/smoke/notebooks/*.ipynb >/dev/null 2>&1 || ls $(PYTEST_TMP)/*/notebooks/*.ipynb >/dev/null 2>&1 \
+		|| $(MAKE) smoke
+	HF_HUB_OFFLINE=1 $(VENV)/bin/vitreg book --run smoke $(if $(PYTEST_TMP),--collect $(PYTEST_TMP)) --out build/book-smoke
+	VITREG_BOOK_REQUIRED=1 VITREG_BOOK_DIR=build/book-smoke HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_book.py
+
+handout: $(STAMP) ## Student copies without the cells tagged `solution`: build/handout/*.ipynb
+	$(VENV)/bin/vitreg handout
+
+lab: $(STAMP) ## Open the notebooks in JupyterLab (pick the "Python (vitreg)" kernel)
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
 
 clean: ## Remove build outputs (keeps the environment, weights and feature caches)
 	rm -rf build figures results .pytest_cache

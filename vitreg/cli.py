@@ -8,6 +8,8 @@ Paper: all findings F1-F9 (the notebooks reproduce them; this is how they are ru
     vitreg weights where KEY ...
     vitreg report RESULTS_DIR OUT_DIR [--figures DIR]
     vitreg strip
+    vitreg book [--run auto|real|smoke] [--out DIR] [--collect BASETEMP]
+    vitreg handout [--out DIR]
     vitreg scan MODEL [--weights FILE] [--images DIR] [--size PX] [--out DIR] [--json] [--random]
 
 ``python -m vitreg ...`` is the same command. The Makefile's targets call it. Each subcommand is one
@@ -258,6 +260,56 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- vitreg book, vitreg handout ------------------------------------------------------------------
+def _add_book(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "book", help="build a Jupyter Book of the executed notebooks and the report (reads offline)",
+        description="Build a Jupyter Book (1.x) of one run's executed notebooks: the real run's (build/notebooks) "
+                    "when it exists, else the smoke run's (build/smoke/notebooks), each page labelled with the "
+                    "run it shows, and the report as its last chapter. MathJax and every script are served from "
+                    "the book's own folder: it reads offline. Needs the book extra (pip install -e '.[book]').")
+    p.add_argument("--out", type=Path, metavar="DIR", help="output folder (default build/book; pages in DIR/html)")
+    p.add_argument("--run", choices=("auto", "real", "smoke"), default="auto",
+                   help="which run's notebooks (default auto: real when it exists, else smoke)")
+    p.add_argument("--collect", type=Path, metavar="BASETEMP",
+                   help="first gather into build/smoke the smoke runs the notebook tests left under pytest's "
+                        "--basetemp BASETEMP, when build/smoke has no executed notebooks")
+    return p
+
+
+def _cmd_book(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from vitreg.book import NoExecutedNotebooks, build_book, collect_smoke
+    from vitreg.paths import repo_root
+
+    if args.collect and not any((repo_root() / "build" / "smoke" / "notebooks").glob("*.ipynb")):
+        print(f"gathered {collect_smoke(args.collect)} executed notebooks from {args.collect}")
+    try:
+        index = build_book(out=args.out, run=args.run)
+    except (NoExecutedNotebooks, FileNotFoundError, subprocess.CalledProcessError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(index)
+    return 0
+
+
+def _add_handout(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "handout", help="write student copies of the notebooks without their solution cells",
+        description="Copy notebooks/*.ipynb without the cells tagged `solution` (and without outputs).")
+    p.add_argument("--out", type=Path, metavar="DIR", help="output folder (default build/handout)")
+    return p
+
+
+def _cmd_handout(args: argparse.Namespace) -> int:
+    from vitreg.handout import make_handout
+
+    for path in make_handout(out=args.out):
+        print(path)
+    return 0
+
+
 #: name -> (add the subcommand's parser, run it). Order is the order of ``vitreg --help``.
 SUBCOMMANDS: dict[str, tuple[Callable[[argparse._SubParsersAction], argparse.ArgumentParser],
                              Callable[[argparse.Namespace], int]]] = {
@@ -266,6 +318,8 @@ SUBCOMMANDS: dict[str, tuple[Callable[[argparse._SubParsersAction], argparse.Arg
     "report": (_add_report, _cmd_report),
     "strip": (_add_strip, _cmd_strip),
     "scan": (_add_scan, _cmd_scan),
+    "book": (_add_book, _cmd_book),
+    "handout": (_add_handout, _cmd_handout),
 }
 
 
