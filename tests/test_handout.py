@@ -89,10 +89,6 @@ def test_the_solution_check_sees_a_missing_solution(tmp_path):
     assert _lacking_solutions(sorted(tmp_path.glob("*.ipynb"))) == ["b", "c"]
 
 
-@pytest.mark.skip(reason="solution cells are being added by another branch (issue 16); on main at the time of "
-                         "writing these notebooks lack them: 06_global_information, 07_registers, 08_lost, "
-                         "09_downstream, 10_test_time_registers, 11_beyond_the_paper (00-05 have them). "
-                         "Remove this skip once they are merged.")
 def test_every_notebook_has_a_solution_after_its_exercises():
     lacking = _lacking_solutions(NOTEBOOKS)
     assert not lacking, f"exercises without a `solution`-tagged cell after them: {lacking}"
