@@ -190,3 +190,65 @@ def test_a_bad_set_exits_2_before_anything_runs(capsys):
     assert "nothing was run" in err and "'n_imagez'" in err and "did you mean n_images" in err
     assert main(["run", "--profile", "smoke", "--set", "02_hgh.n_images=3"]) == 2
     assert "'02_hgh' is not 'common' nor a notebook" in capsys.readouterr().err
+
+
+# --- vitreg extract ---------------------------------------------------------------------------------
+def _small_06(cache: Path) -> list[str]:
+    """Notebook 06 under the smoke profile, shrunk: one synthetic set, one model, the cache on."""
+    return ["06.use_cache=true", f"06.cache_dir={cache}", "06.datasets=[synthetic]", "06.ttr_models=[]",
+            "06.ttr_datasets=[]", "06.synthetic_n=8", "06.image_size=56", "06.batch_size=8", "06.n_draws=1"]
+
+
+def test_extract_fills_the_cache_that_the_notebooks_own_call_then_hits(tmp_path, monkeypatch, capsys):
+    import torch
+
+    from vitreg import features, global_probes, planting
+    from vitreg.prefill import extract_notebooks
+    from vitreg.weights import load_model
+
+    sets = _small_06(tmp_path)
+    assert main(["extract", "06", "--profile", "smoke", *[a for s in sets for a in ("--set", s)]]) == 0
+    assert "dinov2_s_reg / synthetic: single tokens of train 8, test 4 images" in capsys.readouterr().out
+    assert list(tmp_path.rglob("done.json")), "the cache folder holds no entry"
+
+    def no_forward(*args, **kwargs):
+        raise AssertionError("a forward pass ran: the cache missed")
+
+    monkeypatch.setattr(features, "forward_tokens", no_forward)
+    again = extract_notebooks(["06"], "smoke", sets=sets)  # a second extraction: every chunk read back
+    assert again["06_global_information"] == ["dinov2_s_reg / synthetic: single tokens of train 8, test 4 images"]
+    # the notebook's own call (global_information, as cell 3 makes it) finds every chunk too
+    torch.manual_seed(0)
+    loaded = load_model("dinov2_s_reg", pretrained=False, image_size=56, device="cpu")
+    settings = dict(n_draws=1, batch_size=8, seed=0, cache=True, cache_root=str(tmp_path), synthetic_n=8,
+                    l2_grid=[0.01], device="cpu", progress=False)
+    with planting.planted_outlier_share(loaded, fraction=0.08, norm=1000.0, seed=0):
+        res = global_probes.global_information(loaded, "synthetic", **settings)
+        cached = global_probes.single_token_features(loaded, global_probes.try_load_dataset(
+            "synthetic", "train", n=8, image_size=56, seed=0)[0], name="synthetic", split="train", n_draws=1,
+            batch_size=8, cache_root=str(tmp_path), progress=False)
+    assert res["n_train"] == 8 and res["n_test"] == 4
+    monkeypatch.undo()
+    # planted truth: the cached features equal a direct extraction without the cache
+    with planting.planted_outlier_share(loaded, fraction=0.08, norm=1000.0, seed=0):
+        direct = features.single_token_features(loaded, global_probes.try_load_dataset(
+            "synthetic", "train", n=8, image_size=56, seed=0)[0], name="synthetic", split="train", n_draws=1,
+            batch_size=8, cache=False, progress=False)
+    assert set(direct) == set(cached)
+    for name in direct:
+        assert torch.equal(direct[name], cached[name]), name
+    assert cached["has_outlier"].any(), "the planted outliers are in the cached features"
+
+
+def test_extract_says_when_there_is_nothing_to_do(capsys):
+    assert main(["extract", "02", "09", "--profile", "smoke"]) == 0
+    out = capsys.readouterr().out
+    assert "02_high_norm_tokens: nothing to pre-extract" in out and "09_downstream: nothing to pre-extract" in out
+    assert main(["extract", "06", "--profile", "smoke"]) == 0  # smoke keeps use_cache false
+    assert "use_cache is false" in capsys.readouterr().out
+
+
+def test_extract_of_an_unknown_notebook_or_parameter_exits_2(capsys):
+    assert main(["extract", "99"]) == 2
+    assert main(["extract", "06", "--set", "06.n_drawz=2"]) == 2
+    assert "n_draws" in capsys.readouterr().err
