@@ -252,3 +252,15 @@ def test_extract_of_an_unknown_notebook_or_parameter_exits_2(capsys):
     assert main(["extract", "99"]) == 2
     assert main(["extract", "06", "--set", "06.n_drawz=2"]) == 2
     assert "n_draws" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_reproduce_gpus_extracts_under_torchrun_first():
+    run_make = lambda *a: subprocess.run(["make", "-n", "-C", str(repo_root()), "STAMP=Makefile", "reproduce", *a],  # noqa: E731
+                                         capture_output=True, text=True, check=True).stdout.splitlines()
+    lines = run_make("GPUS=4", "SET=06.max_train=100")
+    torchrun = [i for i, line in enumerate(lines) if "torchrun --standalone --nproc_per_node 4 -m vitreg extract all" in line]
+    run = [i for i, line in enumerate(lines) if "vitreg run --profile real" in line]
+    assert torchrun and run and torchrun[0] < run[0], lines
+    assert "--set 06.max_train=100" in lines[torchrun[0]]
+    assert not any("torchrun" in line for line in run_make())
