@@ -100,10 +100,12 @@ class _BatchSet(torch.utils.data.Dataset):
 
 def prepared_batches(loaded: LoadedModel, images: Iterable[Any], batch_size: int) -> Iterator[tuple[list[Any], torch.Tensor]]:
     """``(items, x)`` per batch: preprocessed in this process (CPU, or an unsized iterable), or on CUDA by a
-    ``DataLoader``'s workers (:func:`vitreg.device.loader_workers`) into pinned memory."""
+    ``DataLoader``'s workers (:func:`vitreg.device.loader_workers`; under torchrun each rank gets its share of
+    the node's cores) into pinned memory."""
     sized = hasattr(images, "__len__") and hasattr(images, "__getitem__")
     n_batches = math.ceil(len(images) / batch_size) if sized else 0  # type: ignore[arg-type]
-    workers = loader_workers(loaded.device, os.cpu_count(), n_batches)
+    cpus = (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))  # torchrun: share the node
+    workers = loader_workers(loaded.device, cpus, n_batches)
     if not workers:
         for chunk in batches(images, batch_size):
             yield chunk, preprocess(chunk, loaded)
@@ -170,7 +172,7 @@ def stream(
     if batched:
         pairs: Iterable[tuple[Any, torch.Tensor]] = ((c, c[0] if isinstance(c, (tuple, list)) else c) for c in images)
     else:
-        pairs = prepared_batches(loaded, images, batch_size or default_batch_size(loaded))
+        pairs = prepared_batches(loaded, images, default_batch_size(loaded) if batch_size is None else batch_size)
     autocast = (lambda: torch.autocast("cuda", dtype=amp)) if amp is not None else contextlib.nullcontext
     estimate = progress if estimate is None else estimate
     bar = tqdm(total=total, desc=desc or loaded.spec.key, unit="img", disable=not progress)
