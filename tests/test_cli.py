@@ -17,7 +17,7 @@ from vitreg.paths import repo_root
 
 
 @pytest.mark.parametrize("argv", [[], ["run"], ["weights"], ["weights", "download"], ["weights", "where"],
-                                  ["report"], ["strip"]])
+                                  ["report"], ["strip"], ["extract"]])
 def test_every_command_has_help(argv, capsys):
     with pytest.raises(SystemExit) as exit_:
         main([*argv, "--help"])
