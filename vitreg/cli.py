@@ -283,11 +283,15 @@ def _add_extract(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def _cmd_extract(args: argparse.Namespace) -> int:
     from vitreg.params import ParameterError
     from vitreg.prefill import extract_notebooks
+    from vitreg.weights import BrokenWeights, WeightsNotFound
 
     try:
         extract_notebooks(args.notebooks, args.profile, params_file=args.params, sets=args.sets)
     except ParameterError as err:
         print(f"error, nothing was extracted:\n{err}", file=sys.stderr)
+        return 2
+    except (WeightsNotFound, BrokenWeights) as err:  # what was extracted before stays in the cache
+        print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
 

@@ -150,6 +150,10 @@ def extract_notebooks(notebooks: Sequence[str], profile: str = "real", *, params
     plans = planned_parameters(names, profile, root / "build" / "extract", root, params_file=params_file, sets=sets)
     params = merged_parameters(plans, root)
     setup()  # join the torchrun job first: device "auto"/"cuda" is then this rank's GPU
+    if profile == "real" and "all" in notebooks:  # `make reproduce GPUS=N` starts here: say how long, first
+        from vitreg import timing
+
+        _say(f"expected run time on one H100-class GPU (estimate, vitreg.timing):\n{timing.render()}\n")
     done: dict[str, list[str]] = {}
     for name in names:
         p = params[name]
