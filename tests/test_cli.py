@@ -175,11 +175,11 @@ def test_installed_console_script_if_any():
 @pytest.mark.parametrize("target, extra", [("reproduce", []), ("smoke", []), ("notebook", ["N=02"])])
 def test_make_passes_params_and_set_to_vitreg_run(target, extra):
     """`make reproduce PARAMS=my.yaml SET="..."` (and smoke, notebook) reach `vitreg run` as --params/--set."""
-    out = subprocess.run(["make", "-n", "-C", str(repo_root()), "STAMP=Makefile", target, *extra, "PARAMS=my.yaml",
+    out = subprocess.run(["make", "-n", "-C", str(repo_root()), "STAMP=README.md", target, *extra, "PARAMS=my.yaml",
                           "SET=02.n_images=512 common.device=cuda"], capture_output=True, text=True, check=True).stdout
     assert "vitreg run --profile" in out
     assert "--params my.yaml --set 02.n_images=512 --set common.device=cuda" in out
-    plain = subprocess.run(["make", "-n", "-C", str(repo_root()), "STAMP=Makefile", target, *extra],
+    plain = subprocess.run(["make", "-n", "-C", str(repo_root()), "STAMP=README.md", target, *extra],
                            capture_output=True, text=True, check=True).stdout
     assert "--params" not in plain and "--set" not in plain
 
@@ -256,7 +256,7 @@ def test_extract_of_an_unknown_notebook_or_parameter_exits_2(capsys):
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_make_reproduce_gpus_extracts_under_torchrun_first():
-    run_make = lambda *a: subprocess.run(["make", "-n", "-C", str(repo_root()), "STAMP=Makefile", "reproduce", *a],  # noqa: E731
+    run_make = lambda *a: subprocess.run(["make", "-n", "-C", str(repo_root()), "STAMP=README.md", "reproduce", *a],  # noqa: E731
                                          capture_output=True, text=True, check=True).stdout.splitlines()
     lines = run_make("GPUS=4", "SET=06.max_train=100")
     torchrun = [i for i, line in enumerate(lines) if "torchrun --standalone --nproc_per_node 4 -m vitreg extract all" in line]
