@@ -14,6 +14,8 @@ N           ?=
 JOBS        ?= 2
 PARAMS      ?=
 SET         ?=
+# `make reproduce GPUS=8`: fill the feature caches with `torchrun --standalone --nproc_per_node 8 -m vitreg extract all` first
+GPUS        ?=
 # `make reproduce PARAMS=my.yaml SET="02.n_images=512 common.device=cuda"`: overrides for run/smoke/notebook
 RUN_ARGS    := $(if $(PARAMS),--params $(PARAMS)) $(foreach s,$(SET),--set $(s))
 
@@ -44,7 +46,8 @@ robustness: $(STAMP) ## The bad-input and fault corpus (issue 12): its tests, th
 smoke: $(STAMP) ## Run every notebook with the smoke profile; outputs go to build/smoke/ (PARAMS=, SET= override)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/vitreg run --profile smoke $(RUN_ARGS)
 
-reproduce: $(STAMP) ## Run every notebook with the real parameters (weights, data, GPU); PARAMS=my.yaml SET="02.n_images=512" override
+reproduce: $(STAMP) ## Run every notebook with the real parameters (weights, data, GPU); GPUS=8 extracts on 8 GPUs first; PARAMS=, SET= override
+	$(if $(GPUS),$(VENV)/bin/torchrun --standalone --nproc_per_node $(GPUS) -m vitreg extract all --profile real $(RUN_ARGS))
 	$(VENV)/bin/vitreg run --profile real $(RUN_ARGS)
 
 notebook: $(STAMP) ## Run one notebook, e.g. `make notebook N=02` (add PROFILE=smoke for the smoke profile)

@@ -17,7 +17,7 @@ from vitreg.paths import repo_root
 
 
 @pytest.mark.parametrize("argv", [[], ["run"], ["weights"], ["weights", "download"], ["weights", "where"],
-                                  ["report"], ["strip"]])
+                                  ["report"], ["strip"], ["extract"]])
 def test_every_command_has_help(argv, capsys):
     with pytest.raises(SystemExit) as exit_:
         main([*argv, "--help"])
@@ -175,11 +175,11 @@ def test_installed_console_script_if_any():
 @pytest.mark.parametrize("target, extra", [("reproduce", []), ("smoke", []), ("notebook", ["N=02"])])
 def test_make_passes_params_and_set_to_vitreg_run(target, extra):
     """`make reproduce PARAMS=my.yaml SET="..."` (and smoke, notebook) reach `vitreg run` as --params/--set."""
-    out = subprocess.run(["make", "-n", "-C", str(repo_root()), "STAMP=Makefile", target, *extra, "PARAMS=my.yaml",
+    out = subprocess.run(["make", "-n", "-C", str(repo_root()), "STAMP=README.md", target, *extra, "PARAMS=my.yaml",
                           "SET=02.n_images=512 common.device=cuda"], capture_output=True, text=True, check=True).stdout
     assert "vitreg run --profile" in out
     assert "--params my.yaml --set 02.n_images=512 --set common.device=cuda" in out
-    plain = subprocess.run(["make", "-n", "-C", str(repo_root()), "STAMP=Makefile", target, *extra],
+    plain = subprocess.run(["make", "-n", "-C", str(repo_root()), "STAMP=README.md", target, *extra],
                            capture_output=True, text=True, check=True).stdout
     assert "--params" not in plain and "--set" not in plain
 
@@ -190,3 +190,77 @@ def test_a_bad_set_exits_2_before_anything_runs(capsys):
     assert "nothing was run" in err and "'n_imagez'" in err and "did you mean n_images" in err
     assert main(["run", "--profile", "smoke", "--set", "02_hgh.n_images=3"]) == 2
     assert "'02_hgh' is not 'common' nor a notebook" in capsys.readouterr().err
+
+
+# --- vitreg extract ---------------------------------------------------------------------------------
+def _small_06(cache: Path) -> list[str]:
+    """Notebook 06 under the smoke profile, shrunk: one synthetic set, one model, the cache on."""
+    return ["06.use_cache=true", f"06.cache_dir={cache}", "06.datasets=[synthetic]", "06.ttr_models=[]",
+            "06.ttr_datasets=[]", "06.synthetic_n=8", "06.image_size=56", "06.batch_size=8", "06.n_draws=1"]
+
+
+def test_extract_fills_the_cache_that_the_notebooks_own_call_then_hits(tmp_path, monkeypatch, capsys):
+    import torch
+
+    from vitreg import features, global_probes, planting
+    from vitreg.prefill import extract_notebooks
+    from vitreg.weights import load_model
+
+    sets = _small_06(tmp_path)
+    assert main(["extract", "06", "--profile", "smoke", *[a for s in sets for a in ("--set", s)]]) == 0
+    assert "dinov2_s_reg / synthetic: single tokens of train 8, test 4 images" in capsys.readouterr().out
+    assert list(tmp_path.rglob("done.json")), "the cache folder holds no entry"
+
+    def no_forward(*args, **kwargs):
+        raise AssertionError("a forward pass ran: the cache missed")
+
+    monkeypatch.setattr(features, "forward_tokens", no_forward)
+    again = extract_notebooks(["06"], "smoke", sets=sets)  # a second extraction: every chunk read back
+    assert again["06_global_information"] == ["dinov2_s_reg / synthetic: single tokens of train 8, test 4 images"]
+    # the notebook's own call (global_information, as cell 3 makes it) finds every chunk too
+    torch.manual_seed(0)
+    loaded = load_model("dinov2_s_reg", pretrained=False, image_size=56, device="cpu")
+    settings = dict(n_draws=1, batch_size=8, seed=0, cache=True, cache_root=str(tmp_path), synthetic_n=8,
+                    l2_grid=[0.01], device="cpu", progress=False)
+    with planting.planted_outlier_share(loaded, fraction=0.08, norm=1000.0, seed=0):
+        res = global_probes.global_information(loaded, "synthetic", **settings)
+        cached = global_probes.single_token_features(loaded, global_probes.try_load_dataset(
+            "synthetic", "train", n=8, image_size=56, seed=0)[0], name="synthetic", split="train", n_draws=1,
+            batch_size=8, cache_root=str(tmp_path), progress=False)
+    assert res["n_train"] == 8 and res["n_test"] == 4
+    monkeypatch.undo()
+    # planted truth: the cached features equal a direct extraction without the cache
+    with planting.planted_outlier_share(loaded, fraction=0.08, norm=1000.0, seed=0):
+        direct = features.single_token_features(loaded, global_probes.try_load_dataset(
+            "synthetic", "train", n=8, image_size=56, seed=0)[0], name="synthetic", split="train", n_draws=1,
+            batch_size=8, cache=False, progress=False)
+    assert set(direct) == set(cached)
+    for name in direct:
+        assert torch.equal(direct[name], cached[name]), name
+    assert cached["has_outlier"].any(), "the planted outliers are in the cached features"
+
+
+def test_extract_says_when_there_is_nothing_to_do(capsys):
+    assert main(["extract", "02", "09", "--profile", "smoke"]) == 0
+    out = capsys.readouterr().out
+    assert "02_high_norm_tokens: nothing to pre-extract" in out and "09_downstream: nothing to pre-extract" in out
+    assert main(["extract", "06", "--profile", "smoke"]) == 0  # smoke keeps use_cache false
+    assert "use_cache is false" in capsys.readouterr().out
+
+
+def test_extract_of_an_unknown_notebook_or_parameter_exits_2(capsys):
+    assert main(["extract", "99"]) == 2
+    assert main(["extract", "06", "--set", "06.n_drawz=2"]) == 2
+    assert "n_draws" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_reproduce_gpus_extracts_under_torchrun_first():
+    run_make = lambda *a: subprocess.run(["make", "-n", "-C", str(repo_root()), "STAMP=README.md", "reproduce", *a],  # noqa: E731
+                                         capture_output=True, text=True, check=True).stdout.splitlines()
+    lines = run_make("GPUS=4", "SET=06.max_train=100")
+    torchrun = [i for i, line in enumerate(lines) if "torchrun --standalone --nproc_per_node 4 -m vitreg extract all" in line]
+    run = [i for i, line in enumerate(lines) if "vitreg run --profile real" in line]
+    assert torchrun and run and torchrun[0] < run[0], lines
+    assert "--set 06.max_train=100" in lines[torchrun[0]]
+    assert not any("torchrun" in line for line in run_make())

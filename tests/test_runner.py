@@ -406,3 +406,83 @@ def test_the_summary_lists_the_claims_that_differed_and_the_run_goes_on(tmp_path
     text = summary([Outcome("02_high_norm_tokens", "ok", 1.0)], "real", tmp_path, tmp_path / "nb", [])
     assert "DIFFERS from the paper: F2.outlier_pct.dinov2_g" in text and "skipped: stripes" in text
     assert "F2.norm_ratio" not in text
+
+
+# --- issues 13 and 16: the time table before a real run; the notebook's estimate and progress, no Jupyter noise ---
+def test_forward_keeps_the_estimate_and_each_tenth_of_a_bar_and_drops_the_rest():
+    import io
+
+    from vitreg.terminal import Forward
+
+    out = io.StringIO()
+    f = Forward(out, step=50)
+    f.write("loaded the model\nDINOv2 ViT-g/14 at 518x518 on cuda: first batch of 8 took 0.4 s, so 256 images ")
+    f.write("will take about 13 s\n")
+    for i in range(0, 11):  # a tqdm bar redrawn in place, in pieces as the kernel sends them
+        f.write(f"\rfeatures x:  {i * 10}%|{'#' * i}{' ' * (10 - i)}| {i}/10 [00:0{i}<00:10, 1.0chunk/s]")
+    f.write("\n[IPKernelApp] WARNING | Kernel is running over TCP without encryption.\nFAIL planted truth missed\n")
+    lines = out.getvalue().splitlines()
+    assert lines[0] == ("    DINOv2 ViT-g/14 at 518x518 on cuda: first batch of 8 took 0.4 s, so 256 images will take "
+                        "about 13 s")
+    assert [line.split("|")[0].strip() for line in lines[1:-1]] == ["features x:  0%", "features x:  50%",
+                                                                     "features x:  100%"]
+    assert "#" not in "".join(lines)  # the drawn bar is dropped, the counts and times stay
+    assert lines[-1] == "    FAIL planted truth missed" and len(lines) == 5
+
+
+def test_quiet_jupyter_drops_the_machinery_warnings_only():
+    import warnings
+
+    from vitreg.terminal import quiet_jupyter
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with quiet_jupyter():
+            warnings.warn("Proactor event loop does not implement add_reader", RuntimeWarning)
+            warnings.warn("a warning of the science", UserWarning)
+    assert [str(w.message) for w in caught] == ["a warning of the science"]
+
+
+def test_a_running_notebook_streams_its_estimate_and_progress_without_jupyter_noise(project, capfd):
+    _notebook(project / "notebooks" / "01_ok.ipynb",
+              "import sys\nprint('a cell output nobody waits for')\n"
+              "print('model at 112x112 on cpu: first batch of 4 took 1.0 s, so 8 images will take about 2 s')\n"
+              "for i in range(11):\n    sys.stderr.write(f'\\rbar: {i * 10}%|##| {i}/10')\n    sys.stderr.flush()\n")
+    (project / "notebooks" / "order.yaml").write_text("- notebook: 01_ok\n")
+    assert [o.status for o in run("smoke", root=project, out_dir=project / "out", report=False)] == ["ok"]
+    out, err = capfd.readouterr()
+    assert "    model at 112x112 on cpu: first batch of 4 took 1.0 s, so 8 images will take about 2 s" in out
+    assert "bar: 100%| 10/10" in out and "bar: 50%" in out and "bar: 55%" not in out
+    assert "a cell output nobody waits for" not in out
+    assert "TCP" not in out + err and "Debugger warning" not in out + err
+
+
+def test_the_real_profile_prints_the_time_table_before_it_starts(project, capsys, monkeypatch):
+    from vitreg import timing
+
+    monkeypatch.setitem(timing.REAL, "01_ok", timing.Estimate((timing.Work("dinov2_s", 224, 1000),), 1, 5.0, "planted"))
+    (project / "notebooks" / "order.yaml").write_text("- notebook: 01_ok\n")
+    monkeypatch.setattr("vitreg.runner.ensure_kernel", lambda: None)
+    monkeypatch.setattr("vitreg.runner._run_all", lambda *a: print("NOTEBOOKS RUN HERE"))
+    run("real", root=project, out_dir=project / "out", report=False)
+    out = capsys.readouterr().out
+    table = out[:out.index("NOTEBOOKS RUN HERE")]
+    assert "expected run time on one H100-class GPU" in table and "01_ok" in table and "planted" in table
+    expected = max(12.2e9 * 1000 / (timing.PEAK_FLOPS * timing.SHARE), 1000 * timing.DECODE_S / timing.WORKERS) \
+        + timing.KERNEL_S + timing.LOAD_S + 5.0
+    assert f"total {expected:.0f} s:" in table
+
+
+def test_the_time_table_sums_its_rows_and_is_the_readme_table():
+    from vitreg import timing
+
+    rows = timing.rows()
+    assert [r["notebook"] for r in rows] == [e["notebook"] for e in __import__("vitreg.params").params.load_order()]
+    for r, e in zip(rows, timing.REAL.values()):
+        gpu = sum(timing.GFLOP[(w.model, w.px)] * 1e9 * w.images for w in e.work) / (timing.PEAK_FLOPS * timing.SHARE)
+        host = sum(w.images for w in e.work) * timing.DECODE_S / timing.WORKERS
+        assert r["total_s"] == pytest.approx(max(gpu, host) + timing.KERNEL_S + timing.LOAD_S * e.models + (e.other_s or 0))
+    total = timing.totals(rows)
+    assert total == pytest.approx(sum(r["total_s"] for r in rows)) and total > timing.GOAL_S
+    readme = (repo_root() / "README.md").read_text()
+    assert timing.render(markdown=True) in readme, "README's 'Run time (estimate)' table is not vitreg.timing's"

@@ -105,3 +105,79 @@ def test_forward_tokens_runs_on_the_stream_with_planting_per_image(loaded, capsy
     assert torch.equal(loaded.layout.patches(whole["norms"]) > 500, mask)
     printed = capsys.readouterr()
     assert (printed.out + printed.err).count("so 5 images will take") == 2  # once per extraction starting at image 0
+
+
+# --- GPU throughput switches (issue 13): pure functions on fake numbers, the loader branch on the CPU ----------
+def test_autocast_is_bf16_on_cuda_by_default_and_never_on_the_cpu(monkeypatch):
+    from vitreg.device import AUTOCAST_ENV, autocast_dtype
+
+    monkeypatch.delenv(AUTOCAST_ENV, raising=False)
+    assert autocast_dtype("cpu") is None and autocast_dtype(torch.device("cpu"), "bf16") is None
+    assert autocast_dtype(torch.device("cuda")) is torch.bfloat16  # a device object needs no GPU
+    assert autocast_dtype("cuda:1", "fp16") is torch.float16
+    monkeypatch.setenv(AUTOCAST_ENV, "off")
+    assert autocast_dtype("cuda") is None and autocast_dtype("cuda", "bf16") is torch.bfloat16
+    with pytest.raises(ValueError, match="VITREG_AUTOCAST"):
+        autocast_dtype("cuda", "int8")
+
+
+def test_batch_size_from_free_memory_on_fake_numbers():
+    from vitreg.device import activation_bytes, batch_size_for
+
+    gib = 2**30
+    assert batch_size_for(80 * gib, 1 * gib) == 32        # half of 80 GiB holds 40 images: the power of two below
+    assert batch_size_for(80 * gib, 1 * gib, share=0.9) == 64
+    assert batch_size_for(0.5 * gib, 1 * gib) == 1        # nothing fits: still one image
+    assert batch_size_for(1e15, 1.0) == 256               # the cap
+    with pytest.raises(ValueError):
+        batch_size_for(gib, 0)
+    # ViT-g/14 at 518 px in bf16: 1370 tokens, width 1536, 24 heads -> about 0.13 GiB per image
+    per = activation_bytes(1370, 1536, 24, element_bytes=2)
+    assert 2 * 1370 * (12 * 1536 + 24 * 1370) == per
+    assert batch_size_for(130 * gib, per) == 256 and batch_size_for(10 * gib, per) == 32  # 38 fit in 5 GiB
+
+
+def test_loader_workers_only_on_cuda():
+    from vitreg.device import loader_workers
+
+    assert loader_workers("cpu", 16, 100) == 0            # smoke runs: one process, as before
+    assert loader_workers("cuda", 16, 100) == 8
+    assert loader_workers("cuda", 4, 100) == 3            # one core kept for the main process
+    assert loader_workers("cuda", 16, 1) == 0 and loader_workers("cuda", None, 100) == 0
+
+
+def test_the_loader_branch_gives_the_same_batches_and_recordings(loaded, monkeypatch):
+    """Planted truth: the images are the same, so workers + a DataLoader must change nothing."""
+    import vitreg.stream as stream_mod
+
+    images = [(im, k) for k, im in enumerate(_images(5))]  # (image, label) pairs: the label is dropped
+    plain = list(stream(loaded, images, batch_size=2, progress=False, norms="all"))
+    monkeypatch.setattr(stream_mod, "loader_workers", lambda *a, **k: 2)
+    with pytest.warns(UserWarning) if not torch.cuda.is_available() else _nothing():
+        loaded_ = list(stream(loaded, images, batch_size=2, progress=False, norms="all"))
+    assert [b.index for b in plain] == [b.index for b in loaded_] == [slice(0, 2), slice(2, 4), slice(4, 5)]
+    for a, b in zip(plain, loaded_):
+        assert torch.equal(a.x, b.x) and torch.equal(a.rec.norms[11], b.rec.norms[11])
+        assert a.items == b.items and not isinstance(b.items[0], tuple)
+
+
+def _nothing():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def test_default_batch_size_off_cuda_is_eight(loaded):
+    from vitreg.stream import default_batch_size
+
+    assert default_batch_size(loaded) == 8
+
+
+def test_results_and_the_cache_key_record_the_autocast_dtype(loaded, monkeypatch):
+    """On the CPU nothing is added (smoke results unchanged); where autocast runs, both say bfloat16."""
+    import vitreg.device
+    from vitreg.cache import model_fields
+
+    assert "autocast" not in loaded.describe() and "autocast" not in model_fields(loaded)
+    monkeypatch.setattr(vitreg.device, "autocast_dtype", lambda device, setting=None: torch.bfloat16)
+    assert loaded.describe()["autocast"] == "bfloat16" and model_fields(loaded)["autocast"] == "bfloat16"

@@ -119,7 +119,7 @@ def model_fields(loaded: Any) -> dict:
     params = list(loaded.model.parameters())
     fields = dict(model=d["name"], tag=d["tag"], resolution=list(loaded.image_size), pretrained=d["pretrained"],
                   weights=d["weights_source"], timm_name=d["timm_name"], pos_embed_resize=d.get("pos_embed_resize"),
-                  dtype=d["dtype"])
+                  dtype=d["dtype"], **({"autocast": d["autocast"]} if d.get("autocast") else {}))  # bf16 on CUDA
     source = Path(d["weights_source"])
     if d["pretrained"] and source.is_file():  # a file replaced in place (even `cp -p`) must not serve stale features
         fields["weights_sha256"] = file_sha256(source)

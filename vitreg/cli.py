@@ -10,6 +10,7 @@ Paper: all findings F1-F9 (the notebooks reproduce them; this is how they are ru
     vitreg strip
     vitreg book [--run auto|real|smoke] [--out DIR] [--collect BASETEMP]
     vitreg handout [--out DIR]
+    vitreg extract NOTEBOOK ... [--profile real|smoke] [--params FILE] [--set NOTEBOOK.KEY=VALUE ...]
     vitreg scan MODEL [--weights FILE] [--images DIR] [--size PX] [--out DIR] [--json] [--random]
 
 ``python -m vitreg ...`` is the same command. The Makefile's targets call it. Each subcommand is one
@@ -35,6 +36,7 @@ _EXAMPLES = """examples:
   vitreg weights download --notebooks        fill the weights folder on a connected machine
   vitreg report build/smoke/results build/smoke
   vitreg strip                               before committing notebooks
+  torchrun --standalone --nproc_per_node 8 -m vitreg extract all   fill 05/06's feature caches on 8 GPUs
   vitreg scan dinov2_s_reg --images ~/photos   does this ViT have high-norm tokens? (report card)
 """
 
@@ -310,6 +312,42 @@ def _cmd_handout(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- vitreg extract -------------------------------------------------------------------------------
+def _add_extract(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "extract", help="fill a notebook's feature cache from its parameters (all GPUs under torchrun)",
+        description="Make a notebook's cached feature extractions (05, 06) from its parameters, so the notebook "
+                    "then only reads the cache. Under `torchrun --nproc_per_node N -m vitreg extract ...` the ranks "
+                    "share the missing chunks (vitreg.distributed). Other notebooks say they have nothing to "
+                    "pre-extract.",
+        epilog="multi-node: the same torchrun command on every node with --nnodes, --rdzv_backend c10d, "
+               "--rdzv_endpoint HOST:PORT, and the cache ($VITREG_CACHE) on storage every node sees. "
+               "Exit status: 0 done, 2 bad parameters or notebook.")
+    p.add_argument("notebooks", nargs="+", metavar="NOTEBOOK",
+                   help="notebook numbers (06), names, or 'all' (every notebook with a cached extraction)")
+    p.add_argument("--profile", choices=("real", "smoke"), default="real", help="parameters profile (default real)")
+    p.add_argument("--params", type=Path, metavar="FILE", help="overrides in the profile format, as for `vitreg run`")
+    p.add_argument("--set", action="append", default=[], metavar="NOTEBOOK.KEY=VALUE", dest="sets",
+                   help="override one parameter (repeatable), as for `vitreg run`")
+    return p
+
+
+def _cmd_extract(args: argparse.Namespace) -> int:
+    from vitreg.params import ParameterError
+    from vitreg.prefill import extract_notebooks
+    from vitreg.weights import BrokenWeights, WeightsNotFound
+
+    try:
+        extract_notebooks(args.notebooks, args.profile, params_file=args.params, sets=args.sets)
+    except ParameterError as err:
+        print(f"error, nothing was extracted:\n{err}", file=sys.stderr)
+        return 2
+    except (WeightsNotFound, BrokenWeights) as err:  # what was extracted before stays in the cache
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 #: name -> (add the subcommand's parser, run it). Order is the order of ``vitreg --help``.
 SUBCOMMANDS: dict[str, tuple[Callable[[argparse._SubParsersAction], argparse.ArgumentParser],
                              Callable[[argparse.Namespace], int]]] = {
@@ -320,6 +358,7 @@ SUBCOMMANDS: dict[str, tuple[Callable[[argparse._SubParsersAction], argparse.Arg
     "scan": (_add_scan, _cmd_scan),
     "book": (_add_book, _cmd_book),
     "handout": (_add_handout, _cmd_handout),
+    "extract": (_add_extract, _cmd_extract),
 }
 
 

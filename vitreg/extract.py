@@ -20,7 +20,7 @@ def extract(
     loaded: LoadedModel,
     images: Sequence[ImageLike] | Iterable[Any],
     *,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     progress: bool = True,
     desc: str | None = None,
     **capture_kwargs: Any,
@@ -30,7 +30,7 @@ def extract(
     Args:
         loaded: a model from :func:`vitreg.weights.load_model`.
         images: paths, PIL images or arrays, or a dataset yielding them or ``(image, label)``.
-        batch_size: images per forward pass (lower it if memory runs out).
+        batch_size: images per forward pass (lower it if memory runs out); None: 8 off CUDA, else from free memory.
         progress: show a progress bar and the run-time estimate measured on the first batch.
         desc: label of the progress bar.
         capture_kwargs: what to record, as for :func:`vitreg.capture.capture` (``norms="all"``, ...).

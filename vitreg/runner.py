@@ -38,7 +38,9 @@ from typing import Any
 
 from vitreg.params import (ParameterError, given_parameters, load_order, notebook_defaults, read_overrides,
                            validate)
+from vitreg import timing
 from vitreg.paths import repo_root
+from vitreg.terminal import Forward, quiet_jupyter
 
 __all__ = ["Outcome", "load_order", "merged_parameters", "models_in", "notebook_models", "planned_parameters",
            "preflight_images", "preflight_weights", "run", "strip_outputs", "write_outcomes"]
@@ -202,6 +204,8 @@ def ensure_kernel() -> None:
 
 
 KERNEL_DIED = "kernel died — out of memory?"
+#: Kernel options: its own log says only errors (not "Kernel is running over TCP without encryption" per notebook).
+KERNEL_QUIET = ["--IPKernelApp.log_level=ERROR"]
 STAGING = ".staging"
 OUTCOMES_FILE = "_outcomes.json"
 
@@ -225,11 +229,12 @@ def run_notebook(name: str, params: dict[str, Any], executed_dir: Path, root: Pa
     start = time.perf_counter()
     try:
         try:
-            with _kernel_imports_from(root):
+            with _kernel_imports_from(root), quiet_jupyter():  # the notebook's estimate and progress, no Jupyter noise
                 pm.execute_notebook(
                     str(root / "notebooks" / f"{name}.ipynb"), str(executed_dir / f"{name}.ipynb"),
                     parameters={**params, "output_dir": str(staging)}, kernel_name=KERNEL_NAME,
-                    cwd=str(root / "notebooks"), progress_bar=False,
+                    cwd=str(root / "notebooks"), progress_bar=False, stdout_file=Forward(), stderr_file=Forward(),
+                    extra_arguments=KERNEL_QUIET,
                 )
         except pm.PapermillExecutionError as err:
             return Outcome(name, "failed", time.perf_counter() - start, f"{err.ename}: {err.evalue}"[:400])
@@ -285,15 +290,17 @@ def _kernel_imports_from(root: Path) -> Iterator[None]:
     of the checkout being run, not whichever checkout was installed into the environment."""
     import os
 
-    old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(Path(root).resolve())] + ([old] if old else []))
+    old = {k: os.environ.get(k) for k in ("PYTHONPATH", "PYDEVD_DISABLE_FILE_VALIDATION")}
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(Path(root).resolve())] + ([old["PYTHONPATH"]] if old["PYTHONPATH"] else []))
+    os.environ["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"  # the kernel's debugger warning about frozen modules
     try:
         yield
     finally:
-        if old is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = old
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def run(profile: str, only: list[str] | None = None, *, keep_going: bool = False, root: Path | None = None,
@@ -318,6 +325,8 @@ def run(profile: str, only: list[str] | None = None, *, keep_going: bool = False
     if any(stops):
         raise SystemExit("\n\n".join(filter(None, stops)))
     ensure_kernel()
+    if profile == "real":  # how long, before it starts (issue 13)
+        print(f"expected run time on one H100-class GPU (estimate, vitreg.timing):\n{timing.render(names)}\n", flush=True)
     outcomes: list[Outcome] = []
     start = time.perf_counter()
     with _sigterm_interrupts():

@@ -132,7 +132,15 @@ class LoadedModel:
             "weights_source": self.source,
             "pos_embed_resize": self.spec.pos_interp,
             "dtype": str(next(self.model.parameters()).dtype).replace("torch.", ""),
+            **self._autocast(),
         }
+
+    def _autocast(self) -> dict:
+        """``{"autocast": "bfloat16"}`` when :mod:`vitreg.stream` forwards under autocast (CUDA), else ``{}``."""
+        from vitreg.device import autocast_dtype
+
+        amp = autocast_dtype(self.device)
+        return {"autocast": str(amp).replace("torch.", "")} if amp is not None else {}
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
