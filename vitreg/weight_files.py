@@ -130,7 +130,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return sd
 
 
-def load_official_dinov3(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "the file") -> torch.Tensor:
+def load_official_dinov3(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "the file"
+                         ) -> torch.Tensor:
     """Load an official DINOv3 state dict into a timm ``Eva`` DINOv3 model exactly, RoPE periods included; return them.
 
     Paper: the zoo's DINOv3 (issue 14). Official semantics (``dinov3/layers``): ``LinearKMaskedBias`` uses
@@ -141,6 +142,8 @@ def load_official_dinov3(model: nn.Module, state_dict: dict[str, torch.Tensor], 
     of the few the official layout carries for training only. The periods (stored in bf16 by the official code)
     are set as float32 and returned for :func:`keep_rope_periods` (a later dtype cast makes timm recompute its
     own in float32, which differ by the bf16 rounding: up to 1e-2 in attention).
+
+    A little over 60 lines: each refusal sits beside the step it guards, in the order the file is read.
 
     Raises:
         OfficialLayoutError: as above, naming the key (or block) and ``source``.

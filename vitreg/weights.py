@@ -19,9 +19,9 @@ Weights are looked up, in order, in:
    message naming the model, every place looked and the two ways out.
 
 All of them go through timm's checkpoint filter and a strict ``load_state_dict`` (``timm.create_model(...,
-pretrained_cfg_overlay=dict(file=...))``; official DINOv3 files through the same Eva filter, called directly). Before that, a file's header is
-checked (:func:`check_weights_file`: an empty, truncated or text file is named with the fix, not reported as
-"do not match the model"), and after it every tensor must be finite.
+pretrained_cfg_overlay=dict(file=...))``; official DINOv3 files through the same Eva filter, called directly).
+Before that, a file's header is checked (:func:`check_weights_file`: an empty, truncated or text file is named
+with the fix, not reported as "do not match the model"), and after it every tensor must be finite.
 """
 
 from __future__ import annotations
