@@ -123,7 +123,10 @@ def is_official_dinov3(state_dict: dict[str, torch.Tensor]) -> bool:
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The tensors of a ``torch.save`` checkpoint, memory-mapped (nothing is read until used), unwrapped from a
     ``{"model": ...}``/``{"state_dict": ...}``/``{"teacher": ...}`` container."""
-    sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # a legacy (pre-zip) torch.save file cannot be memory-mapped
+        sd = torch.load(path, map_location="cpu", weights_only=True)
     for key in ("model", "state_dict", "teacher"):
         if isinstance(sd, dict) and isinstance(sd.get(key), dict) and len(sd) <= 3:
             sd = sd[key]
