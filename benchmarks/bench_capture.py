@@ -1,7 +1,9 @@
 """Benchmark: cost of recording (all block norms + last-block attention) vs a plain forward.
 
 Prints ratios measured in one run (never asserted in unit tests: machines are shared and noisy).
-Target: ratio <= 1.10 for ViT-S/14 and ViT-B/14 at 224 and 518 px, batch 8. Also peak memory when
+Target: ratio <= 1.10 for ViT-S/14 and ViT-B/14 at 224 and 518 px, batch 8, and for one Eva model (DINOv3
+ViT-S/16 at 224 px: RoPE, 4 registers; its last attention is recomputed from the block input and the rotary
+embedding the block is given). Also peak memory when
 capturing norms only: the extra must stay near the (blocks x batch x tokens) floats kept.
 
     python benchmarks/bench_capture.py [--device auto] [--repeats 5] [--batch 8]
@@ -22,7 +24,7 @@ from vitreg.capture import capture
 from vitreg.device import pick_device
 from vitreg.weights import load_model
 
-CONFIGS = [("dinov2_s", 224), ("dinov2_s", 518), ("dinov2_b", 224), ("dinov2_b", 518)]
+CONFIGS = [("dinov2_s", 224), ("dinov2_s", 518), ("dinov2_b", 224), ("dinov2_b", 518), ("dinov3_s", 224)]
 
 
 def _sync(device: torch.device) -> None:

@@ -98,3 +98,21 @@ def test_a_timm_model_that_is_not_a_plain_vit_is_refused_up_front(name):
         assert "not a plain ViT" in msg and name in msg
         assert "dinov2_l_reg" in msg and "module='vision_transformer'" in msg  # what is supported
     assert get_spec("deit3_small_patch16_224.fb_in1k").patch_size == 16  # deit3 lives in timm.models.deit: still a ViT
+
+
+@pytest.mark.parametrize("key", ["dinov3_s", "dinov3_b", "dinov3_l"])
+def test_dinov3_zoo_entries_agree_with_the_model_and_name_the_official_file(key, tmp_path, monkeypatch, capsys):
+    """Registers and native resolution as the architecture (built on the meta device) and timm's config say;
+    `vitreg weights where` finds the official checkpoint under its official name."""
+    from vitreg.cli import main
+    from vitreg.models import _spec_from_timm
+
+    spec, derived = ZOO[key], _spec_from_timm(ZOO[key].full_name)
+    assert (spec.registers, spec.native_resolution, spec.patch_size, spec.pos_interp) == (
+        derived.registers, derived.native_resolution, derived.patch_size, derived.pos_interp) == (4, 256, 16, "rope")
+    assert spec.official_files[0].startswith(f"dinov3_vit{key[-1]}16_pretrain_lvd1689m-")
+    monkeypatch.setenv("VITREG_WEIGHTS", str(tmp_path))
+    assert main(["weights", "where", key]) == 1
+    (tmp_path / spec.official_files[0]).write_bytes(b"x")
+    assert main(["weights", "where", key]) == 0
+    assert spec.official_files[0] in capsys.readouterr().out

@@ -389,7 +389,7 @@ def test_the_weights_preflight_follows_the_overrides(tmp_path, monkeypatch):
 
     _offline_and_empty(tmp_path, monkeypatch)
     plans = planned_parameters(["02_high_norm_tokens"], "real", tmp_path,
-                               sets=["02.model=dinov2_s", "02.reference_model=dino_s16"])
+                               sets=["02.model=dinov2_s", "02.reference_model=dino_s16", "02.scan_models=[dinov2_s]"])
     stop = preflight_weights(["02_high_norm_tokens"], params=merged_parameters(plans))
     assert "dinov2_s" in stop and "dino_s16" in stop and "dinov2_g" not in stop
 

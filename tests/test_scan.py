@@ -161,3 +161,34 @@ def test_scan_command_writes_the_card_and_prints_json(capsys, tmp_path):
     assert card["random_weights"] is True and card["n_images"] == 3 and "[random weights]" in card["verdict"]
     assert (out / "scan_vit_tiny_patch16_224.html").is_file() and (out / "scan_vit_tiny_patch16_224.png").is_file()
     assert card["verdict"] in captured.err
+
+
+def test_the_zoo_table_has_one_row_per_model_with_planted_outliers_found_in_their_row_only(dino):
+    """scan_table on two scans of the same model, one with outliers planted at block 3: only that row has
+    them, with their share and emergence block; the layout comes from the model."""
+    from vitreg.scan import TABLE_COLUMNS, scan_table, table_text
+
+    images = _images(12, 128)
+    mask = planting.random_outlier_mask(len(images), dino.layout.grid, fraction=0.05, seed=3)
+    clean = scan(dino, images, progress=False)
+    with planting.planted(dino, mask, block=3, norm=1000.0):
+        planted = scan(dino, images, progress=False)
+    rows = scan_table([clean, planted])
+    assert [list(r) for r in rows] == [list(TABLE_COLUMNS)] * 2
+    assert rows[0]["emergence block"] == "none" and rows[0]["outlier share"].startswith("0.00% ")
+    assert rows[1]["emergence block"] == "4 of 6"
+    assert rows[1]["outlier share"].startswith(f"{100 * float(mask.float().mean()):.2f}% [")
+    assert rows[0]["layout"] == rows[1]["layout"] == "1 + 0 + 8x8"
+    assert all(r["model"].endswith("[random weights]") and r["verdict"].endswith("[random weights]") for r in rows)
+    assert rows[0]["verdict"] == "no artifacts found [random weights]"
+    text = table_text(rows)
+    assert text.count("\n") == 3 and "| model | layout |" in text
+
+
+def test_scan_models_loads_each_model_at_its_own_patch_multiple():
+    from vitreg.scan import scan_models, scan_table
+
+    reports = scan_models(["dinov2_s_reg", "dinov3_s"], _images(2, 64), pretrained=False, image_size=64,
+                          progress=False)
+    assert [r.model["image_size"] for r in reports] == [[70, 70], [64, 64]]  # 5x5 of 14 px, 4x4 of 16 px
+    assert [row["layout"] for row in scan_table(reports)] == ["1 + 4 + 5x5", "1 + 4 + 4x4"]

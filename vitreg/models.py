@@ -119,12 +119,18 @@ def _other(key: str, full: str, family: Family, patch: int, res: int, paper: str
     return ModelSpec(key, timm_name, tag, family, 0, patch, res, threshold, note, lost, "timm", paper)
 
 
+#: The official DINOv3 checkpoint names (facebookresearch/dinov3 ``hub/backbones.py``: arch + hash).
+_DINOV3_HASHES = {"s": "08c60483", "b": "73cec8be", "l": "8aa4cbdd"}
+
+
 def _dinov3(size: str, letter: str, width: str) -> ModelSpec:
-    """DINOv3 ViT-S/B/L/16 (LVD-1689M): a class token and 4 registers, RoPE only, 256 px native (timm's config)."""
+    """DINOv3 ViT-S/B/L/16 (LVD-1689M): a class token and 4 registers, RoPE only, 256 px native (timm's config);
+    tests check both numbers against the model itself (``test_models.py``)."""
     return ModelSpec(
         key=f"dinov3_{size}", timm_name=f"vit_{width}_patch16_dinov3", tag="lvd1689m", family="dinov3", registers=4,
         patch_size=16, native_resolution=256, threshold=None, threshold_note=THRESHOLD_NOTES["scale_free"],
         lost_features="k", pos_interp="rope", paper_name=f"DINOv3 ViT-{letter}/16 +reg",
+        official_files=(f"dinov3_vit{size}16_pretrain_lvd1689m-{_DINOV3_HASHES[size]}.pth",),
     )
 
 

@@ -334,6 +334,8 @@ _KINDS: dict[str, tuple[str, Any]] = {
                                                 and all(_int(x) and x >= 1 for x in v))),
     "str": ("a string", lambda v: isinstance(v, str)),
     "text": ("a non-empty string", lambda v: isinstance(v, str) and v != ""),
+    "names": ("a non-empty list of non-empty strings (model names)", lambda v: isinstance(v, (list, tuple))
+              and len(v) > 0 and all(isinstance(x, str) and x != "" for x in v)),
     # the same names as vitreg.data.IMAGE_SOURCES (a test keeps them equal; params may not import data)
     "image_source": ("one of 'auto', 'imagenet', 'imagenette', 'pets', 'photos'",
                      lambda v: v in ("auto", "imagenet", "imagenette", "pets", "photos")),
@@ -385,6 +387,7 @@ RULES: dict[str, Rule] = {
              "output_dir"),
     **_rules("image_source", "images"),
     **_rules("count", "top_k", "mean_n_images", "probe_n_train", "probe_n_val"), **_rules("text", "probe_dataset"),  # 11
+    **_rules("names", "scan_models"), **_rules("count", "scan_n_images"), **_rules("size", "scan_image_size"),  # 02 zoo
     **_rules("text", "model", "reference_model", "head_model", "dataset", "split", "layer", "upsample_mode",
              "profile", "device"),
 }

@@ -282,3 +282,72 @@ def scan(loaded: LoadedModel, images: Sequence[Any], *, image_source: str = "", 
     report.verdict, report.evidence = verdict(report)
     report.seconds = time.perf_counter() - began
     return report
+
+
+# --- the zoo in one table (notebook 02) --------------------------------------------------------------------------
+#: The columns of :func:`scan_table`, in order.
+TABLE_COLUMNS = ("model", "layout", "outlier share", "emergence block", "artifact score", "verdict")
+
+
+def scan_models(names: Sequence[str], images: Sequence[Any], *, pretrained: bool = True,
+                image_size: int | None = None, device: str = "cpu", batch_size: int = 8, progress: bool = True,
+                image_source: str = "", seed: int = 0) -> list[ScanReport]:
+    """Load and :func:`scan` each model of ``names`` in turn (one model in memory at a time).
+
+    Paper: Fig. 2-4 and 7 across families (DINO, DINOv2 +- registers, DINOv3, CLIP, SigLIP, MAE): which have
+    high-norm tokens, from which block, with spiky attention. Used in notebook 02 (the zoo table).
+
+    Args:
+        names: zoo keys or timm ViT names.
+        images: paths, PIL images or arrays, the same for every model.
+        pretrained: False scans random weights (smoke runs; every row then says so).
+        image_size: None scans each model at its native resolution; a number, each model at the multiple of
+            its own patch size nearest to it (64 px: 4x4 patches of 16 px, 5x5 of 14 px).
+        device, batch_size, progress, image_source, seed: as :func:`vitreg.weights.load_model` and :func:`scan`.
+    """
+    from vitreg.models import get_spec
+    from vitreg.weights import load_model
+
+    reports = []
+    for name in names:
+        patch = get_spec(name).patch_size
+        size = None if image_size is None else max(patch, round(image_size / patch) * patch)
+        loaded = load_model(name, pretrained=pretrained, image_size=size, device=device)
+        reports.append(scan(loaded, images, image_source=image_source, batch_size=batch_size, progress=progress,
+                            seed=seed))
+        del loaded
+    return reports
+
+
+def scan_table(reports: Sequence[ScanReport]) -> list[dict[str, str]]:
+    """One row per scanned model, the columns of :data:`TABLE_COLUMNS`, as text.
+
+    Paper: Fig. 3 (outlier share), Fig. 4a (emergence block), Fig. 2 (artifact score); notebook 02's zoo
+    table. ``layout`` is what the model itself says (``1 + 4 + 16x16``: class tokens + registers + patch grid);
+    the outlier share has its bootstrap CI over images and the rule it was cut by (``published`` cut-off or
+    ``scale-free``); a model on random weights says so in its name and its verdict.
+    """
+    rows = []
+    for r in reports:
+        lay = r.layout
+        n_blocks = int(r.fractions.shape[0])
+        rule = "published" if r.rule.startswith("published") else "scale-free"
+        rows.append({
+            "model": r.model.get("paper_name", r.model.get("name", "?")) + (" [random weights]" if r.random_weights
+                                                                             else ""),
+            "layout": f"{lay['cls']} + {lay['registers']} + {lay['grid'][0]}x{lay['grid'][1]}",
+            "outlier share": f"{100 * r.share.fraction:.2f}% [{100 * r.share.low:.2f}, {100 * r.share.high:.2f}] "
+                             f"({rule})",
+            "emergence block": "none" if r.emergence is None else f"{r.emergence} of {n_blocks}",
+            "artifact score": f"{r.attention['score_median']:.2f}" + (" (spiky)" if r.attention["spiky"] else ""),
+            "verdict": r.verdict,
+        })
+    return rows
+
+
+def table_text(rows: Sequence[dict[str, str]]) -> str:
+    """``rows`` of :func:`scan_table` as a Markdown table (prints readably as plain text too)."""
+    head = "| " + " | ".join(TABLE_COLUMNS) + " |"
+    rule = "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|"
+    lines = ["| " + " | ".join(row[c].replace("|", "/") for c in TABLE_COLUMNS) + " |" for row in rows]
+    return "\n".join([head, rule, *lines])

@@ -7,19 +7,21 @@ differently from the official DINOv2 code.
 
 Weights are looked up, in order, in:
 
-1. an explicit file (``weights=...``): timm safetensors/``.bin``/``.pth``, or an official DINOv2 ``.pth``;
+1. an explicit file (``weights=...``): timm safetensors/``.bin``/``.pth``, or an official DINOv2 or DINOv3 ``.pth``
+   (DINOv3: loaded exactly by :func:`vitreg.weight_files.load_official_dinov3`: masked q/v biases, the file's
+   bf16 RoPE periods kept after any dtype cast, a surviving k bias refused);
 2. the project weights folder, ``$VITREG_WEIGHTS`` (default ``<repo>/data/weights``), holding files named
-   ``<timm name>.<tag>.safetensors`` (or ``.pth``/``.bin``) or the official DINOv2 names
-   (``dinov2_vitl14_reg4_pretrain.pth``); ``make weights`` (``vitreg weights download``) fills it on a
-   connected machine;
+   ``<timm name>.<tag>.safetensors`` (or ``.pth``/``.bin``) or the official DINOv2/DINOv3 names
+   (``dinov2_vitl14_reg4_pretrain.pth``, ``dinov3_vits16_pretrain_lvd1689m-08c60483.pth``); ``make weights``
+   (``vitreg weights download``) fills it on a connected machine;
 3. timm's Hugging Face hub cache (``$HF_HOME/hub``, default ``~/.cache/huggingface/hub``);
 4. a download through timm, unless offline (``HF_HUB_OFFLINE=1``), where loading fails at once with a
    message naming the model, every place looked and the two ways out.
 
-All of them go through ``timm.create_model(..., pretrained_cfg_overlay=dict(file=...))``, so every
-format passes timm's checkpoint filter and a strict ``load_state_dict``. Before that, a file's header is
-checked (:func:`check_weights_file`: an empty, truncated or text file is named with the fix, not reported as
-"do not match the model"), and after it every tensor must be finite.
+All of them go through timm's checkpoint filter and a strict ``load_state_dict`` (``timm.create_model(...,
+pretrained_cfg_overlay=dict(file=...))``; official DINOv3 files through the same Eva filter, called directly).
+Before that, a file's header is checked (:func:`check_weights_file`: an empty, truncated or text file is named
+with the fix, not reported as "do not match the model"), and after it every tensor must be finite.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ from vitreg.models import ModelSpec, get_spec
 from vitreg.paths import WEIGHTS_ENV, is_offline, weights_dir
 from vitreg.resize import resize_in_place
 from vitreg.tokens import TokenLayout
-from vitreg.weight_files import check_weights_file, first_non_finite
+from vitreg.weight_files import (OfficialLayoutError, check_weights_file, first_non_finite, is_official_dinov3,
+                                 keep_rope_periods, load_official_dinov3, read_state_dict)
 
 _SUFFIXES = (".safetensors", ".pth", ".bin")
 
@@ -305,18 +308,26 @@ def load_model(
 
     spec = get_spec(name)
     size = _resolve_size(spec, image_size)
+    periods = None
     if not pretrained:
         model = timm.create_model(spec.full_name, pretrained=False, img_size=size, num_classes=0)
         source = "random init (no pretrained weights)"
     else:
-        model, source = _load_pretrained(spec, weights, size)
+        model, source, periods = _load_pretrained(spec, weights, size)
     model.eval().requires_grad_(False)
     model.to(device=pick_device(device), dtype=dtype)
+    if periods is not None:  # after the cast, which makes timm recompute its own periods
+        keep_rope_periods(model, periods)
     return LoadedModel(model=model, spec=spec, image_size=size, pretrained=pretrained, source=source)
 
 
-def _load_pretrained(spec: ModelSpec, weights: str | os.PathLike | None, size: tuple[int, int]) -> tuple[nn.Module, str]:
-    """Build the model at its native size with checked weights, then resize to ``size``."""
+def _load_pretrained(spec: ModelSpec, weights: str | os.PathLike | None, size: tuple[int, int]
+                     ) -> tuple[nn.Module, str, torch.Tensor | None]:
+    """Build the model at its native size with checked weights, then resize to ``size``.
+
+    Returns the model, where its weights came from, and the RoPE periods of an official DINOv3 file (None for
+    every other file: the model's own are right).
+    """
     import timm
 
     file, looked = find_weights(spec, weights)
@@ -326,9 +337,17 @@ def _load_pretrained(spec: ModelSpec, weights: str | os.PathLike | None, size: t
         raise BrokenWeights(broken_weights_message({spec.key: (file, problem)}))
     overlay = {"file": str(file)} if file is not None else {}
     native = (spec.native_resolution, spec.native_resolution)
+    model, periods = None, None
     try:
-        model = timm.create_model(spec.full_name, pretrained=True, pretrained_cfg_overlay=overlay, num_classes=0,
-                                  img_size=native)
+        if file is not None and spec.family == "dinov3" and file.suffix.lower() in (".pth", ".pt", ".bin"):
+            if is_official_dinov3(state := read_state_dict(file)):  # memory-mapped: cheap when it is not
+                model = timm.create_model(spec.full_name, pretrained=False, num_classes=0, img_size=native)
+                periods = load_official_dinov3(model, state, source=f"{file} for {spec.key} ({spec.full_name})")
+        if model is None:
+            model = timm.create_model(spec.full_name, pretrained=True, pretrained_cfg_overlay=overlay, num_classes=0,
+                                      img_size=native)
+    except OfficialLayoutError:
+        raise
     except Exception as err:
         raise _load_error(spec, file, looked, err) from err
     source = str(file) if file is not None else f"downloaded from the hub ({(_pretrained_cfg(spec) or {}).get('hf_hub_id')})"
@@ -339,7 +358,7 @@ def _load_pretrained(spec: ModelSpec, weights: str | os.PathLike | None, size: t
             "a diverged checkpoint"))}))
     if size != native:
         resize_in_place(model, spec, size)
-    return model, source
+    return model, source, periods
 
 
 def _load_error(spec: ModelSpec, file: Path | None, looked: Sequence[str], err: Exception) -> Exception:
