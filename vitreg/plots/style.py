@@ -1,7 +1,9 @@
-"""The one visual style, figure titles that say when weights are random, and saving figures.
+"""The one visual style, figure titles that say what the figure is made of, and saving figures.
 
 Paper: every figure. Each is saved as PNG (screen) and PDF (print) under ``<output_dir>/figures`` with
-the notebook's number in its name; :func:`title_for` marks any figure computed from random weights.
+the notebook's number in its name; :func:`title_for` marks any figure computed from random weights, and
+:func:`stamp` gives a figure the labels of what ran (``[random weights · planted ground truth]``): the
+notebook helper stamps every figure it saves, so a figure whose answer was planted never looks like evidence.
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-RANDOM_LABEL = "random weights — smoke run"
+RANDOM_LABEL = "random weights"
+#: The label of a figure whose answer the run put there (planted outliers, spikes, objects, synthetic data).
+PLANTED_LABEL = "planted ground truth"
+_LABELS = (RANDOM_LABEL, PLANTED_LABEL)
 
 
 def use_style() -> None:
@@ -35,9 +40,44 @@ def is_random(models: Iterable[Any]) -> bool:
     return False
 
 
-def title_for(text: str, *models: Any) -> str:
-    """``text``, plus "random weights — smoke run" when any of ``models`` is randomly initialised."""
-    return f"{text}\n[{RANDOM_LABEL}]" if is_random(models) else text
+def title_for(text: str, *models: Any, planted: bool = False) -> str:
+    """``text``, plus a line ``[random weights]`` when any of ``models`` is randomly initialised, and
+    ``planted ground truth`` in it when ``planted`` (see :func:`label_line`)."""
+    line = label_line(random_weights=is_random(models), planted=planted)
+    return f"{text}\n{line}" if line else text
+
+
+def label_line(*, random_weights: bool, planted: bool) -> str:
+    """``[random weights · planted ground truth]``, either part alone, or "" when neither applies."""
+    parts = [label for label, on in zip(_LABELS, (random_weights, planted)) if on]
+    return f"[{' · '.join(parts)}]" if parts else ""
+
+
+def stamp(fig: Any, *, random_weights: bool, planted: bool) -> Any:
+    """Give ``fig``'s title the label line of what ran (:func:`label_line`), replacing any label line there.
+
+    Paper: none; honesty. The title is the figure's suptitle, else the title of its only axes, else a new
+    suptitle. A figure that needs no label is left as it is. Returns ``fig``.
+    """
+    line = label_line(random_weights=random_weights, planted=planted)
+    if not line:
+        return fig
+    target = fig.get_suptitle() and fig._suptitle
+    if not target and len(fig.axes) == 1 and fig.axes[0].get_title():
+        target = fig.axes[0].title
+    if not target:
+        fig.suptitle(line)
+        return fig
+    lines = target.get_text().split("\n")
+    had_label = lines[-1].startswith("[") and any(label in lines[-1] for label in (*_LABELS, "random weights"))
+    target.set_text("\n".join([*(lines[:-1] if had_label else lines), line]))
+    if not had_label and fig.get_layout_engine() is None:  # one more line: make room for it
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fig.tight_layout()
+    return fig
 
 
 def save_figure(fig: Any, name: str, output_dir: str | os.PathLike = ".", *, formats: tuple[str, ...] = ("png", "pdf")) -> list[Path]:
