@@ -147,3 +147,15 @@ def test_random_weights_under_profile_real_are_recorded_and_not_applicable(tmp_p
     record = json.loads(run.save({"outliers": {"outlier_pct": 2.37, "model": "dinov2_g"}}).read_text())
     assert record["random_weights"] is True
     assert {v["status"] for v in record["numbers"]["verdicts"] if v["id"].startswith("F2.outlier_pct")} == {"not applicable"}
+
+
+def test_readable_formats_numbers_for_people():
+    import math
+
+    import pandas as pd
+
+    df = pd.DataFrame({"a": [45.833336, math.nan], "b": [3, 12000]})
+    shown = notebook.readable(df)
+    assert shown["a"].tolist() == ["45.8", "—"] and shown["b"].tolist() == ["3", "12,000"]
+    assert notebook.readable(0.123456, 3) == "0.123" and notebook.readable(None) == "—"
+    assert notebook.readable("skipped") == "skipped"

@@ -207,6 +207,26 @@ class NotebookRun:
         return path
 
 
+def readable(table: Any, decimals: int = 1) -> Any:
+    """``table`` (a DataFrame, a Series or one number) with numbers formatted for people: ``decimals``
+    decimals (integers as they are), a missing value (None, NaN) as "—"; for display, not for computing."""
+    import math
+
+    def one(x: Any) -> Any:
+        if x is None or (isinstance(x, float) and math.isnan(x)):
+            return "—"
+        if isinstance(x, bool) or not isinstance(x, (int, float)) and not hasattr(x, "item"):
+            return x
+        x = x.item() if hasattr(x, "item") else x
+        return f"{x:,}" if isinstance(x, int) else f"{x:,.{decimals}f}"
+
+    if hasattr(table, "map") and hasattr(table, "columns"):
+        return table.map(one)
+    if hasattr(table, "map"):
+        return table.map(one)
+    return one(table)
+
+
 def _planting_params(params: Mapping[str, Any]) -> list[str]:
     """What the parameters of a run make it plant (the notebooks plant exactly when these are set)."""
     found = []

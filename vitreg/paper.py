@@ -300,7 +300,7 @@ def judge(number: PaperNumber, ours: float | None, *, absent: str | None = None,
         cause: the kind of absence (:data:`CAUSES`; default "not measured").
         model: the zoo key ours comes from, when known; another model than the number's is not compared.
         random_weights: ours comes from random weights: "not applicable", never compared.
-        profile: the run's profile, named in the reason of a random-weights row.
+        profile: the run's profile (kept for callers; what ran decides, not the profile).
         resolution: the resolution ours was measured at (px, or ``[h, w]``), when recorded.
         n_images: the number of images ours was measured on, when recorded.
     """
@@ -317,9 +317,7 @@ def judge(number: PaperNumber, ours: float | None, *, absent: str | None = None,
     if rep_false:
         return Verdict(n, "not reproducible", f"{n.reason} (ours shown for context)", ours, model)
     if random_weights:
-        where = f" (profile {profile})" if profile else ""
-        return Verdict(n, "not applicable", f"random weights{where}: the paper's number is about trained weights",
-                       ours, model, "random weights")
+        return Verdict(n, "not applicable", "random weights", ours, model, "random weights")
     if model is not None and _is_zoo_key(n.model) and model != n.model:
         return Verdict(n, "not run here", f"ours is from {model}; this number is about {n.model}", ours, model,
                        "other model")

@@ -9,9 +9,9 @@ notebook helper stamps every figure it saves, so a figure whose answer was plant
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 RANDOM_LABEL = "random weights"
 #: The label of a figure whose answer the run put there (planted outliers, spikes, objects, synthetic data).
@@ -98,40 +98,117 @@ def save_figure(fig: Any, name: str, output_dir: str | os.PathLike = ".", *, for
 
 
 def finish_image_grid(fig: Any, axes: Any, title: str) -> Any:
-    """Hide the ticks of every image panel, set the title, tighten the layout."""
+    """Hide the ticks of every image panel, set the title, tighten the layout (unless the figure has a
+    layout engine already, e.g. ``layout="constrained"`` for colour bars beside rows)."""
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     return fig
 
 
-def maps_grid(images: Any, rows: dict[str, Any], *, title: str = "", cmap: str = "inferno", col_titles: list[str] | None = None) -> Any:
-    """Images in the first row, then one row per named map (``(B, h, w)`` each), upsampled to the image.
+#: The colour-bar label of attention maps shown relative to the uniform share (:func:`relative_maps`).
+RELATIVE_LABEL = "attention ÷ uniform share\n(1 = uniform; log scale)"
+
+
+def relative_maps(maps: Any) -> Any:
+    """Attention maps (each summing to 1 over its patches, any shape ``(..., H, W)``) divided by their
+    mean: 1 is the uniform share on every grid, so maps of 14x14 and 37x37 grids share one scale."""
+    import numpy as np
+
+    m = np.clip(to_numpy(maps), 0.0, None)
+    mean = m.mean(axis=(-2, -1), keepdims=True)
+    return m / np.where(mean > 0, mean, 1.0)
+
+
+def shared_norm(arrays: Iterable[Any], *, log: bool = False, vmin: float | None = None,
+                vmax: float | None = None) -> Any:
+    """One colour scale for every panel compared in a figure (a matplotlib ``Normalize``).
+
+    Linear from ``vmin`` (default 0) to ``vmax`` (default: the largest value); ``log``: from ``vmin``
+    (default: 1/10 of the uniform share, for :func:`relative_maps`) to the largest value.
+    """
+    import numpy as np
+    from matplotlib.colors import LogNorm, Normalize
+
+    values = [to_numpy(a) for a in arrays]
+    top = vmax if vmax is not None else max((float(np.nanmax(v)) for v in values if v.size), default=1.0)
+    if log:
+        low = vmin if vmin is not None else 0.1
+        return LogNorm(vmin=low, vmax=max(top, low * 10))
+    low = 0.0 if vmin is None else vmin
+    return Normalize(vmin=low, vmax=top if top > low else low + 1.0)
+
+
+def show_map(ax: Any, m: Any, norm: Any, cmap: str, **kwargs: Any) -> Any:
+    """Draw one map on a shared scale (values below a log scale's floor are drawn at the floor)."""
+    import numpy as np
+    from matplotlib.colors import LogNorm
+
+    m = to_numpy(m)
+    if isinstance(norm, LogNorm):
+        m = np.clip(m, norm.vmin, None)
+    return ax.imshow(m, cmap=cmap, norm=norm, interpolation="nearest", **kwargs)
+
+
+def colorbar(fig: Any, image: Any, axes: Any, label: str = "") -> Any:
+    """One colour bar for a group of panels (``axes``: an axes or an array of them), labelled."""
+    import numpy as np
+
+    axes = list(np.atleast_1d(axes).ravel())
+    bar = fig.colorbar(image, ax=axes, fraction=0.046 if len(axes) == 1 else 0.03, pad=0.02, shrink=0.9)
+    if label:
+        bar.set_label(label, fontsize=7)
+    bar.ax.tick_params(labelsize=7)
+    return bar
+
+
+def maps_grid(images: Any, rows: dict[str, Any], *, title: str = "", cmap: str = "inferno",
+              col_titles: list[str] | None = None, scale: Literal["row", "all"] = "row",
+              attention: bool | Collection[str] = False,
+              limits: dict[str, tuple[float, float]] | None = None, labels: dict[str, str] | None = None) -> Any:
+    """Images in the first row, then one row per named map (``(B, h, w)`` each), upsampled to the image,
+    on shared colour scales with colour bars (never one scale per panel).
 
     Paper: the layout of Fig. 1-2 (image, then attention maps) and Fig. 21 (norm maps).
 
     Args:
         images: ``(B, H, W, 3)`` floats in [0, 1] (``vitreg.images.to_display``).
         rows: label -> ``(B, h, w)`` tensor or array; each map is shown at the image's size (nearest).
+        scale: ``row``: one colour scale (and bar) per row; ``all``: one for every map of the figure.
+        attention: the maps are attention (each sums to 1): shown relative to the uniform share on a log
+            scale (:func:`relative_maps`), comparable across grids; or the labels of the rows that are.
+        limits: row label -> ``(vmin, vmax)`` for that row's scale (e.g. two norm rows on one scale).
+        labels: row label -> colour-bar label (default: the row label; attention: :data:`RELATIVE_LABEL`).
     """
     import matplotlib.pyplot as plt
-    import numpy as np
 
     use_style()
     n = len(images)
-    fig, axes = plt.subplots(1 + len(rows), n, figsize=(2.0 * n, 2.0 * (1 + len(rows))), squeeze=False)
+    is_attn = {label: (label in attention) if isinstance(attention, (set, list, tuple)) else bool(attention)
+               for label in rows}
+    data = {label: (relative_maps(maps) if is_attn[label] else to_numpy(maps)) for label, maps in rows.items()}
+    fig, axes = plt.subplots(1 + len(rows), n, figsize=(2.0 * n + 0.9, 2.0 * (1 + len(rows)) + 0.3), squeeze=False,
+                             layout="constrained")
+    common = shared_norm(list(data.values()), log=any(is_attn.values()))
     for j in range(n):
         axes[0, j].imshow(images[j])
         if col_titles:
             axes[0, j].set_title(col_titles[j])
-        for i, (label, maps) in enumerate(rows.items(), start=1):
-            m = np.asarray(maps[j].detach().float().cpu() if hasattr(maps[j], "detach") else maps[j])
-            axes[i, j].imshow(m, cmap=cmap, extent=(0, images[j].shape[1], images[j].shape[0], 0), interpolation="nearest")
-            if j == 0:
-                axes[i, j].set_ylabel(label)
+    for i, (label, maps) in enumerate(data.items(), start=1):
+        lo_hi = (limits or {}).get(label)
+        norm = shared_norm([maps], log=is_attn[label], vmin=lo_hi[0], vmax=lo_hi[1]) if lo_hi else \
+            common if scale == "all" else shared_norm([maps], log=is_attn[label])
+        for j in range(n):
+            im = show_map(axes[i, j], maps[j], norm, cmap, extent=(0, images[j].shape[1], images[j].shape[0], 0))
+        axes[i, 0].set_ylabel(label)
+        if scale == "row" or lo_hi:
+            colorbar(fig, im, axes[i, :], (labels or {}).get(label, RELATIVE_LABEL if is_attn[label] else ""))
+    if scale == "all" and rows:
+        colorbar(fig, im, axes[1:, :], RELATIVE_LABEL if any(is_attn.values()) else "")
     return finish_image_grid(fig, axes, title)
 
 
