@@ -187,6 +187,7 @@ def maps_grid(images: Any, rows: dict[str, Any], *, title: str = "", cmap: str =
     import matplotlib.pyplot as plt
 
     use_style()
+    images = to_numpy(images)
     n = len(images)
     is_attn = {label: (label in attention) if isinstance(attention, (set, list, tuple)) else bool(attention)
                for label in rows}
