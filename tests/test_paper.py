@@ -277,3 +277,5 @@ def test_random_weights_are_not_applicable_whatever_the_value() -> None:
     trained = paper.judge(n, far, model="dinov2_g", random_weights=False)
     assert trained.status == "differs"  # the same value on trained weights is compared
     assert "not applicable" in paper.STATUSES and "random weights" not in str(paper.judge(n, None, random_weights=True))
+    at_112 = paper.judge(n, 6.27, random_weights=True, resolution=[112, 112])
+    assert at_112.why == "random weights; ours at 112 px"  # a number from a small input says so

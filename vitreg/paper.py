@@ -288,6 +288,14 @@ def protocol_problem(number: PaperNumber, resolution: Any = None, n_images: int 
     return None
 
 
+def _at(resolution: Any) -> str:
+    """``"; ours at 112 px"`` (or ``224×322 px``) when the resolution ours was measured at is known."""
+    if resolution is None:
+        return ""
+    sides = [int(x) for x in resolution] if isinstance(resolution, (list, tuple)) else [int(resolution)]
+    return f"; ours at {'×'.join(map(str, dict.fromkeys(sides)))} px"
+
+
 def judge(number: PaperNumber, ours: float | None, *, absent: str | None = None, cause: Cause | None = None,
           model: str | None = None, random_weights: bool = False, profile: str | None = None,
           resolution: Any = None, n_images: int | None = None) -> Verdict:
@@ -317,7 +325,7 @@ def judge(number: PaperNumber, ours: float | None, *, absent: str | None = None,
     if rep_false:
         return Verdict(n, "not reproducible", f"{n.reason} (ours shown for context)", ours, model)
     if random_weights:
-        return Verdict(n, "not applicable", "random weights", ours, model, "random weights")
+        return Verdict(n, "not applicable", "random weights" + _at(resolution), ours, model, "random weights")
     if model is not None and _is_zoo_key(n.model) and model != n.model:
         return Verdict(n, "not run here", f"ours is from {model}; this number is about {n.model}", ours, model,
                        "other model")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
-from vitreg.plots.style import to_numpy, use_style
+from vitreg.plots.style import to_numpy, token_label, use_style
 
 
 def plot_artifact_scores(scores: dict[str, Any], *, uniform: float | None = None, title: str = "",
@@ -316,7 +316,7 @@ def plot_global_probes(ours: dict[str, dict[str, dict[str, float]]], paper: dict
         means = [get(ours, n, kind) for n in names]
         stds = [get(ours, n, kind, "std") for n in names]
         ax.bar(x + off, means, width, yerr=np.nan_to_num(stds), capsize=2, color=colours.get(kind, f"C{4 + k}"),
-               label=kind)
+               label=token_label(kind))
         if paper:
             ax.scatter(x + off, [get(paper, n, kind, None) for n in names], marker="_", s=120, color="k",
                        zorder=3, label="paper" if k == 0 else None)
@@ -366,7 +366,7 @@ def plot_norm_distributions(pairs: dict[str, tuple[dict[str, Any], dict[str, Any
             for name, v in kinds.items():
                 if name == "patch":
                     continue
-                ax.hist(v.numpy(), bins=bins, density=True, histtype="step", lw=1.5, label=name)
+                ax.hist(v.numpy(), bins=bins, density=True, histtype="step", lw=1.5, label=token_label(name))
             if threshold is not None:
                 ax.axvline(threshold, color="k", ls=":", lw=1)
             ax.set_yscale("log")

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from vitreg.plots.style import (RELATIVE_LABEL, colorbar, finish_image_grid, relative_maps, shared_norm, show_map,
-                                to_numpy, use_style)
+                                to_numpy, token_label, use_style)
 
 
 def plot_attention_grid(images: Any, maps: dict[str, Any], *, scores: dict[str, Any] | None = None,
@@ -186,7 +186,7 @@ def plot_mean_maps(summaries: dict[str, dict[str, dict]], *, title: str = "") ->
                 continue
             name, s = list(summ.items())[j]
             im = show_map(ax, rel[label][name], norm, "inferno")
-            ax.set_title(f"{name}: border {s['border']:.0f}% (unif. {s['border_uniform']:.0f}%)\n"
+            ax.set_title(f"{token_label(name)}: border {s['border']:.0f}% (unif. {s['border_uniform']:.0f}%)\n"
                          f"top {s['top']:.0f}%, support {s['support']:.0f}%", fontsize=6)
             if j == 0:
                 ax.set_ylabel(label)

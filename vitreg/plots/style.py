@@ -19,6 +19,11 @@ PLANTED_LABEL = "planted ground truth"
 _LABELS = (RANDOM_LABEL, PLANTED_LABEL)
 
 
+def token_label(name: str) -> str:
+    """How a figure names a token kind: ``cls`` -> ``[CLS]`` (as the paper writes it), others unchanged."""
+    return "[CLS]" if name.lower() == "cls" else name
+
+
 def use_style() -> None:
     """Apply vitreg's plotting style (called by the plot functions, never at import)."""
     import matplotlib
