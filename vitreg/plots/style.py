@@ -133,8 +133,9 @@ def shared_norm(arrays: Iterable[Any], *, log: bool = False, vmin: float | None 
                 vmax: float | None = None) -> Any:
     """One colour scale for every panel compared in a figure (a matplotlib ``Normalize``).
 
-    Linear from ``vmin`` (default 0) to ``vmax`` (default: the largest value); ``log``: from ``vmin``
-    (default: 1/10 of the uniform share, for :func:`relative_maps`) to the largest value.
+    Linear from ``vmin`` (default 0) to ``vmax`` (default: the largest value); ``log`` (for
+    :func:`relative_maps`, where 1 is uniform): from the smallest value, but no lower than 1/largest, to the
+    largest, so 1 is always inside and a nearly uniform map still shows its contrast.
     """
     import numpy as np
     from matplotlib.colors import LogNorm, Normalize
@@ -142,8 +143,10 @@ def shared_norm(arrays: Iterable[Any], *, log: bool = False, vmin: float | None 
     values = [to_numpy(a) for a in arrays]
     top = vmax if vmax is not None else max((float(np.nanmax(v)) for v in values if v.size), default=1.0)
     if log:
-        low = vmin if vmin is not None else 0.1
-        return LogNorm(vmin=low, vmax=max(top, low * 10))
+        top = max(top, 1.05)
+        smallest = min((float(np.nanmin(v[v > 0])) for v in values if (v > 0).any()), default=1.0 / top)
+        low = vmin if vmin is not None else max(min(smallest, 1 / 1.05), 1.0 / top)
+        return LogNorm(vmin=low, vmax=top)
     low = 0.0 if vmin is None else vmin
     return Normalize(vmin=low, vmax=top if top > low else low + 1.0)
 
