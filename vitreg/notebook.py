@@ -47,7 +47,7 @@ class NotebookRun:
         skipped: ``"<what>: <why>"`` lines, written into the results as ``numbers["skipped"]``.
         verdicts: the paper verdicts printed so far (written into the results as ``numbers["verdicts"]``).
         planted_checks: planted-truth checks so far (``what -> passed``).
-        planted_parts: what the run planted, as recorded by :meth:`plant` and :meth:`expect_planted`.
+        planted_parts: what the run planted, as recorded by :meth:`plant`.
     """
 
     name: str
@@ -75,7 +75,8 @@ class NotebookRun:
     def planted(self) -> bool:
         """True when the run puts a known answer into what it measures: the parameters that switch planting
         on (``plant``, ``plant_fraction`` > 0, a ``synthetic`` dataset with its planted classes, objects or
-        depths) or anything recorded with :meth:`plant` or :meth:`expect_planted`. Whatever the profile."""
+        depths) or anything recorded with :meth:`plant`. Whatever the profile. (A planted check alone, such
+        as 08's check of LOST on planted feature maps before any model, does not make the run's figures planted.)"""
         return bool(self.planted_parts or _planting_params(self.params))
 
     def plant(self, what: str) -> bool:
@@ -154,7 +155,6 @@ class NotebookRun:
     def expect_planted(self, what: str, ok: bool) -> bool:
         """A check of a planted ground truth: raise :class:`PlantedTruthMissed` when it was missed."""
         self.planted_checks[what] = bool(ok)
-        self.plant(what)
         print(("recovered  " if ok else "MISSED     ") + f"planted: {what}")
         if not ok:
             raise PlantedTruthMissed(f"{self.name}: the planted ground truth was not recovered ({what}): "
