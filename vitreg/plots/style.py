@@ -170,7 +170,7 @@ def colorbar(fig: Any, image: Any, axes: Any, label: str = "") -> Any:
     bar = fig.colorbar(image, ax=axes, fraction=0.046 if len(axes) == 1 else 0.03, pad=0.02, shrink=0.9)
     if label:
         bar.set_label(label, fontsize=7)
-    bar.ax.tick_params(labelsize=7)
+    bar.ax.tick_params(labelsize=7, which="both")
     return bar
 
 
