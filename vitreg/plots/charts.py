@@ -222,20 +222,20 @@ def plot_downstream(table: dict[str, dict[str, tuple[float | None, float | None]
         for i, src in enumerate(sources):
             without, with_reg = table[src].get(key, (None, None))
             if without is None or with_reg is None:
-                ax.text(0, i, "n/a", ha="center", va="center", fontsize=7)
+                ax.text(0, i, " n/a (not measured)", ha="left", va="center", fontsize=7, color="0.4")
                 continue
             diff = with_reg - without
             ax.barh(i, diff, color=f"C{i}", edgecolor="black", linewidth=0.5, height=0.6)
-            ax.annotate(f"{diff:+.3g} ({without:.3g} → {with_reg:.3g})", (diff, i), xytext=(3 if diff >= 0 else -3, 0),
-                        textcoords="offset points", ha="left" if diff >= 0 else "right", va="center", fontsize=7)
+            ax.annotate(f"{diff:+.3g} ({without:.3g} → {with_reg:.3g})", (max(diff, 0.0), i), xytext=(3, 0),
+                        textcoords="offset points", ha="left", va="center", fontsize=7)  # right of the bar or of 0
         ax.axvline(0, color="black", linewidth=0.8)
         ax.set_yticks(range(len(sources)), sources)
-        ax.invert_yaxis()
+        ax.set_ylim(len(sources) - 0.5, -0.5)  # first source on top; a row without a bar keeps its place
         ax.set_title(label)
         ax.set_xlabel("with minus without registers")
         lo, hi = ax.get_xlim()
         span = max(abs(lo), abs(hi), 1e-3)
-        ax.set_xlim(-1.9 * span, 1.9 * span)  # room for the labels, 0 in the middle
+        ax.set_xlim(-1.6 * span, 3.2 * span)  # room for the labels on the right
     if title:
         fig.suptitle(title)
     fig.tight_layout()
