@@ -157,5 +157,7 @@ def test_readable_formats_numbers_for_people():
     df = pd.DataFrame({"a": [45.833336, math.nan], "b": [3, 12000]})
     shown = notebook.readable(df)
     assert shown["a"].tolist() == ["45.8", "—"] and shown["b"].tolist() == ["3", "12,000"]
+    counts = notebook.readable(pd.DataFrame({"n_train": [48.0, None], "acc": [100.0, 45.833336]}))
+    assert counts["n_train"].tolist() == ["48", "—"] and counts["acc"].tolist() == ["100.0", "45.8"]
     assert notebook.readable(0.123456, 3) == "0.123" and notebook.readable(None) == "—"
     assert notebook.readable("skipped") == "skipped"

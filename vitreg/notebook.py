@@ -220,10 +220,17 @@ def readable(table: Any, decimals: int = 1) -> Any:
         x = x.item() if hasattr(x, "item") else x
         return f"{x:,}" if isinstance(x, int) else f"{x:,.{decimals}f}"
 
-    if hasattr(table, "map") and hasattr(table, "columns"):
-        return table.map(one)
+    def column(col: Any) -> Any:  # a column of counts (floats only because of a missing value) stays integer
+        numbers = [x for x in col if isinstance(x, (int, float)) and not isinstance(x, bool) and not math.isnan(x)]
+        if numbers and len(numbers) == sum(1 for x in col if x is not None and not (isinstance(x, float) and math.isnan(x))) \
+                and all(float(x).is_integer() for x in numbers) and any(isinstance(x, float) for x in numbers):
+            return col.map(lambda x: one(int(x)) if isinstance(x, (int, float)) and not math.isnan(x) else one(x))
+        return col.map(one)
+
+    if hasattr(table, "columns"):
+        return table.apply(column)
     if hasattr(table, "map"):
-        return table.map(one)
+        return column(table)
     return one(table)
 
 
