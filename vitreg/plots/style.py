@@ -170,6 +170,14 @@ def colorbar(fig: Any, image: Any, axes: Any, label: str = "") -> Any:
     bar = fig.colorbar(image, ax=axes, fraction=0.046 if len(axes) == 1 else 0.03, pad=0.02, shrink=0.9)
     if label:
         bar.set_label(label, fontsize=7)
+    from matplotlib.colors import LogNorm
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    if isinstance(image.norm, LogNorm):  # plain numbers (0.5, 1, 20), not 10^0 notation
+        plain = FuncFormatter(lambda v, _: f"{v:.3g}")
+        bar.ax.yaxis.set_major_formatter(plain)
+        narrow = image.norm.vmax / image.norm.vmin < 10  # few ticks: label the minor ones too
+        bar.ax.yaxis.set_minor_formatter(plain if narrow else NullFormatter())
     bar.ax.tick_params(labelsize=7, which="both")
     return bar
 
