@@ -15,8 +15,7 @@ Every status comes from :func:`vitreg.paper.judge`, the same function behind the
 * ``not comparable``: ours was measured at another resolution, or on fewer images, than the number's
   protocol (read from the results file: the dict holding the key, the model's ``image_size``, ``params``);
 * ``not applicable``: ours comes from random weights (smoke, or ``pretrained=False``): shown, never compared;
-* ``not run here``: no results file, the notebook skipped it (and said why), or ours is about another
-  model than the paper's number;
+* ``not run here``: no results file, the notebook skipped it (and said why), or another model than the number's;
 * ``not reproducible``: public assets do not allow it (the reason comes from the data file).
 
 A derived number (``delta``/``ratio`` in the data file) reads both its keys from the same results file.
@@ -212,8 +211,7 @@ def is_smoke(record: Mapping[str, Any]) -> bool:
 
 
 def has_random_weights(record: Mapping[str, Any]) -> bool:
-    """True for a results file whose models ran with random weights (what ran, whatever the profile):
-    its rows are "not applicable"."""
+    """True when the models ran with random weights, whatever the profile: the rows are "not applicable"."""
     return bool(record.get("random_weights")) or any(not m.get("pretrained", True) for m in record.get("models", []))
 
 
