@@ -100,3 +100,64 @@ def test_the_verdicts_a_notebook_records_are_the_reports_rows(tmp_path):
     report = {v.id: v.status for v in evaluate(mine, {NAME: record}) if v.status != "not reproducible"}
     assert stored == report
     assert stored["F2.outlier_pct.dinov2_g"] == "reproduced" and stored["F2.norm_ratio.dinov2_g"] == "differs"
+
+
+@pytest.mark.parametrize("overrides, random, planted", [
+    ({}, False, False),
+    ({"pretrained": False}, True, False),                 # interactive: profile real, random weights
+    ({"pretrained": False, "plant": True}, True, True),   # smoke-like, whatever the profile says
+    ({"plant": True, "profile": "smoke"}, False, True),
+])
+def test_figure_labels_come_from_what_ran_not_from_the_profile(tmp_path, overrides, random, planted):
+    """Each saved figure's title says "random weights" exactly when the models were random, and "planted"
+    exactly when the run planted its answer; the profile plays no part."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from vitreg import plots
+
+    run = notebook.start(NAME, _namespace(output_dir=str(tmp_path), **overrides))
+    assert (run.random_weights, run.planted) == (random, planted)
+    fig, axes = plt.subplots(1, 2)
+    fig.suptitle(plots.title_for("Fig. 3: norms", not random))  # its label line is replaced, never duplicated
+    run.save_figure(fig, "02_labels")
+    title = fig.get_suptitle()
+    assert ("random weights" in title) == random and ("planted" in title) == planted
+    assert title.count("random weights") <= 1 and title.startswith("Fig. 3: norms")
+    plt.close(fig)
+
+
+def test_a_recorded_plant_or_synthetic_data_labels_the_run_planted(tmp_path):
+    run = notebook.start(NAME, _namespace(output_dir=str(tmp_path)))
+    assert not run.planted and run.labels == ""
+    run.plant("objects on synthetic images")
+    assert run.planted and run.labels == "[planted ground truth]"
+    assert notebook._planting_params({"datasets": ["VOC07", "synthetic"]}) == ["datasets"]
+    assert notebook._planting_params({"synthetic": False, "plant_fraction": 0.0, "datasets": ["VOC07"]}) == []
+
+
+def test_random_weights_under_profile_real_are_recorded_and_not_applicable(tmp_path, capsys):
+    """Opening a notebook by hand with pretrained=False: checks say "not applicable", nothing stops."""
+    run = notebook.start(NAME, _namespace(output_dir=str(tmp_path), pretrained=False, profile="real"))
+    verdicts = run.check("outliers.outlier_pct", 2.37, model="dinov2_g")
+    assert verdicts and {v.status for v in verdicts} == {"not applicable"}
+    assert "NOT APPLICABLE" in capsys.readouterr().out
+    record = json.loads(run.save({"outliers": {"outlier_pct": 2.37, "model": "dinov2_g"}}).read_text())
+    assert record["random_weights"] is True
+    assert {v["status"] for v in record["numbers"]["verdicts"] if v["id"].startswith("F2.outlier_pct")} == {"not applicable"}
+
+
+def test_readable_formats_numbers_for_people():
+    import math
+
+    import pandas as pd
+
+    df = pd.DataFrame({"a": [45.833336, math.nan], "b": [3, 12000]})
+    shown = notebook.readable(df)
+    assert shown["a"].tolist() == ["45.8", "—"] and shown["b"].tolist() == ["3", "12,000"]
+    counts = notebook.readable(pd.DataFrame({"n_train": [48.0, None], "acc": [100.0, 45.833336]}))
+    assert counts["n_train"].tolist() == ["48", "—"] and counts["acc"].tolist() == ["100.0", "45.8"]
+    assert notebook.readable(0.123456, 3) == "0.123" and notebook.readable(None) == "—"
+    assert notebook.readable("skipped") == "skipped"

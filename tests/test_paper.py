@@ -159,7 +159,7 @@ def test_check_returns_every_entry_on_a_key_and_says_why() -> None:
     assert all(v.status == "reproduced" and v.ours == 2.5 for v in verdicts)
     assert "tolerance ±1.0" in verdicts[0].rule
     smoke = paper.check("02_high_norm_tokens", "outliers.outlier_pct", 2.5, random_weights=True, profile="smoke")
-    assert {v.status for v in smoke} == {"not run here"} and "random weights" in smoke[0].why
+    assert {v.status for v in smoke} == {"not applicable"} and "random weights" in smoke[0].why
     skipped = paper.check("02_high_norm_tokens", "outliers.outlier_pct", {"skipped": "no images"})
     assert {v.status for v in skipped} == {"not run here"} and "no images" in skipped[0].why
     other = paper.check("02_high_norm_tokens", "outliers.outlier_pct", 2.5, model="dinov2_s")
@@ -183,7 +183,7 @@ def test_another_resolution_or_too_few_images_is_not_comparable() -> None:
     assert few[0].status == "not comparable" and "at least 256" in few[0].why
     assert paper.check("02_high_norm_tokens", "stripes.max_position_pct", 25.0, n_images=256)[0].status == "reproduced"
     smoke = paper.check("02_high_norm_tokens", "outliers.outlier_pct", 2.62, resolution=112, random_weights=True)
-    assert {v.status for v in smoke} == {"not run here"}  # random weights: not compared at all
+    assert {v.status for v in smoke} == {"not applicable"}  # random weights: not compared at all
     assert all(v.diff is None for v in smoke) and smoke[0].cause == "random weights"
 
 
@@ -263,3 +263,19 @@ def test_unreleased_register_models_are_quoted_not_invented() -> None:
     assert rows and all(".deit3." in r["id"] or ".openclip." in r["id"] for r in rows)
     assert {"id": "F8.table3.deit3.reg.voc12", "source": "Table 3", "value": 32.7}.items() <= \
         next(r for r in rows if r["id"] == "F8.table3.deit3.reg.voc12").items()
+
+
+def test_random_weights_are_not_applicable_whatever_the_value() -> None:
+    """A claim about trained models says nothing about random weights: "not applicable", never compared,
+    even when ours equals the paper's number or reverses it; the cause says why, and the line printed says so."""
+    n = {e.id: e for e in paper.paper_numbers()}["F2.outlier_pct.dinov2_g"]
+    far = n.value + 10 * (n.tolerance or 1) + 1
+    for ours in (n.value, far):
+        v = paper.judge(n, ours, model="dinov2_g", random_weights=True, profile="real")
+        assert v.status == "not applicable" and v.cause == "random weights" and v.diff is None and v.ours == ours
+        assert str(v).startswith("NOT APPLICABLE") and "random weights" in str(v)
+    trained = paper.judge(n, far, model="dinov2_g", random_weights=False)
+    assert trained.status == "differs"  # the same value on trained weights is compared
+    assert "not applicable" in paper.STATUSES and "random weights" not in str(paper.judge(n, None, random_weights=True))
+    at_112 = paper.judge(n, 6.27, random_weights=True, resolution=[112, 112])
+    assert at_112.why == "random weights; ours at 112 px"  # a number from a small input says so

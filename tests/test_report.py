@@ -96,7 +96,7 @@ def test_report_builds_from_a_fixture_of_results(tmp_path: Path, numbers_file: P
     assert "<table>" in page and 'class="reproduced"' in page and 'class="differs"' in page
     assert '<img src="../figures/09_downstream_table.png"' in page  # a thumbnail, linked relatively
     verdicts = md.split("## Verdicts", 1)[1].split("## Notebooks", 1)[0]  # the verdict per finding, at the top
-    assert re.search(r"\| F8\. Downstream \| differs \| 1 \| 1 \| 0 \| 1 \| 1 \|", verdicts)
+    assert re.search(r"\| F8\. Downstream \| differs \| 1 \| 1 \| 0 \| 0 \| 1 \| 1 \|", verdicts)
     assert "Not run here, by cause: no results file: 2; skipped by the notebook: 1." in verdicts
 
 
@@ -143,7 +143,7 @@ def test_smoke_report_says_so_in_its_first_line(tmp_path: Path, numbers_file: Pa
     assert first.startswith("SMOKE REPORT") and "random weights and synthetic data" in first
     rows = _rows(md)
     # equal to the paper, yet never "reproduced": random weights are not compared, and no difference shown
-    assert rows["F8.top1"][-2] == "not run here" and "random weights" in rows["F8.top1"][-1]
+    assert rows["F8.top1"][-2] == "not applicable" and rows["F8.top1"][-1] == "not applicable: random weights"
     assert rows["F8.top1"][5] == "86.4" and len(rows["F8.top1"]) == 8  # no diff column when nothing was compared
     assert "| id | what | source | model | paper | ours | status | why |" in md
     body = paths.html.read_text().split("<body>", 1)[1]
@@ -387,3 +387,21 @@ def test_a_damaged_outcomes_file_is_named(tmp_path: Path, numbers_file: Path, te
     (tmp_path / "results" / "_outcomes.json").write_text(text)
     with pytest.raises(rp.ReportSchemaError, match=r"_outcomes\.json: not the runner's outcomes file"):
         rp.build_report(tmp_path / "results", tmp_path / "b", paper_numbers=numbers_file)
+
+
+def test_random_weights_render_as_not_applicable_whatever_the_profile(tmp_path: Path, numbers_file: Path) -> None:
+    """What ran decides, not the profile: random weights under profile real are "not applicable" (a column of
+    the summary, a legend line, a class in the HTML); pretrained weights under another profile are compared."""
+    _save(tmp_path, "09_downstream", {"no_reg": {"imagenet_top1": 99.0, "ade20k_miou": 48.3, "nyud_rmse": 0.388}},
+          pretrained=False, profile="real")
+    _save(tmp_path, "02_norms", {"outlier_pct": 9.0, "stripes_pct": 25.0}, profile="lecture")
+    paths = rp.build_report(tmp_path / "results", tmp_path / "b", paper_numbers=numbers_file)
+    md, html = paths.md.read_text(), paths.html.read_text()
+    rows = _rows(md)
+    assert rows["F8.top1"][-2] == "not applicable" and rows["F8.top1"][-1] == "not applicable: random weights"
+    assert rows["F2.outliers"][-2] == "differs"  # 9.0 vs 2.37 ± 1.0 on trained weights: compared
+    header = next(line for line in md.splitlines() if line.startswith("| finding | verdict |"))
+    assert "| not applicable |" in header and "**not applicable**" in md
+    f8 = next(line for line in md.splitlines() if line.startswith("| F8."))
+    assert "| not applicable |" in f8  # the finding's verdict when nothing else was compared
+    assert '<tr class="not-applicable">' in html and ".not-applicable{" in html

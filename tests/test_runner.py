@@ -393,6 +393,9 @@ def test_the_weights_preflight_follows_the_overrides(tmp_path, monkeypatch):
     stop = preflight_weights(["02_high_norm_tokens"], params=merged_parameters(plans))
     assert "dinov2_s" in stop and "dino_s16" in stop and "dinov2_g" not in stop
 
+    random = planned_parameters(["02_high_norm_tokens"], "real", tmp_path, sets=["02.pretrained=false"])
+    assert preflight_weights(["02_high_norm_tokens"], params=merged_parameters(random)) is None  # no files needed
+
 
 def test_the_summary_lists_the_claims_that_differed_and_the_run_goes_on(tmp_path):
     """A scientific disagreement is a result: no notebook fails for it, and the summary names it."""

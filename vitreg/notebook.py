@@ -9,8 +9,10 @@ from the notebook's own ``parameters`` cell, so no notebook retypes them), check
 does, seeds torch and prints one line on what runs. The returned :class:`NotebookRun` then
 
 * picks images (:meth:`NotebookRun.images`: ``image_dir``, a natural-image set, or the bundled photos),
-* saves figures (:meth:`NotebookRun.save_figure`) and results (:meth:`NotebookRun.save`: every
-  parameter of the run is recorded, with the skips and the verdicts),
+* saves figures (:meth:`NotebookRun.save_figure`, each stamped with what ran: ``[random weights · planted
+  ground truth]``, from :attr:`NotebookRun.random_weights` and :attr:`NotebookRun.planted`, never from the
+  profile) and results (:meth:`NotebookRun.save`: every parameter of the run is recorded, with the skips
+  and the verdicts),
 * records skipped parts with their reason (:meth:`NotebookRun.skip`),
 * prints the verdict of each claim through :mod:`vitreg.paper` (:meth:`NotebookRun.check`), the same
   rule the report applies, so a notebook and the report cannot disagree; a verdict never stops a run,
@@ -45,6 +47,7 @@ class NotebookRun:
         skipped: ``"<what>: <why>"`` lines, written into the results as ``numbers["skipped"]``.
         verdicts: the paper verdicts printed so far (written into the results as ``numbers["verdicts"]``).
         planted_checks: planted-truth checks so far (``what -> passed``).
+        planted_parts: what the run planted, as recorded by :meth:`plant`.
     """
 
     name: str
@@ -52,6 +55,7 @@ class NotebookRun:
     skipped: list[str] = field(default_factory=list)
     verdicts: list[Any] = field(default_factory=list)
     planted_checks: dict[str, bool] = field(default_factory=dict)
+    planted_parts: list[str] = field(default_factory=list)
 
     @property
     def output_dir(self) -> Path:
@@ -64,8 +68,29 @@ class NotebookRun:
 
     @property
     def random_weights(self) -> bool:
-        """True when the run's models are randomly initialised (``pretrained=False``)."""
+        """True when the run's models are randomly initialised (``pretrained=False``), whatever the profile."""
         return not self.params.get("pretrained", True)
+
+    @property
+    def planted(self) -> bool:
+        """True when the run puts a known answer into what it measures: the parameters that switch planting
+        on (``plant``, ``plant_fraction`` > 0, a ``synthetic`` dataset with its planted classes, objects or
+        depths) or anything recorded with :meth:`plant`. Whatever the profile. (A planted check alone, such
+        as 08's check of LOST on planted feature maps before any model, does not make the run's figures planted.)"""
+        return bool(self.planted_parts or _planting_params(self.params))
+
+    def plant(self, what: str) -> bool:
+        """Record that the run planted ``what`` (its figures are then labelled "planted"); returns True."""
+        if what not in self.planted_parts:
+            self.planted_parts.append(what)
+        return True
+
+    @property
+    def labels(self) -> str:
+        """The label line of this run's figures: ``[random weights · planted ground truth]``, a part, or ""."""
+        from vitreg.plots import label_line
+
+        return label_line(random_weights=self.random_weights, planted=self.planted)
 
     def images(self, image_dir: str | os.PathLike | None = None, n: int | None = None) -> list[Any]:
         """The run's images: ``image_dir`` if given, else the set named by the ``images`` parameter.
@@ -93,11 +118,13 @@ class NotebookRun:
         return images
 
     def save_figure(self, fig: Any, name: str) -> list[Path]:
-        """Save ``fig`` as ``figures/<name>.png`` and ``.pdf`` under the run's output folder."""
-        from vitreg.plots import save_figure
+        """Save ``fig`` as ``figures/<name>.png`` and ``.pdf`` under the run's output folder, its title
+        stamped with what ran (:attr:`labels`: random weights, planted ground truth)."""
+        from vitreg.plots import save_figure, stamp
 
         if not name.startswith(self.name[:2]):
             raise ValueError(f"figure name {name!r} must start with the notebook number {self.name[:2]}")
+        stamp(fig, random_weights=self.random_weights, planted=self.planted)
         return save_figure(fig, name, self.output_dir)
 
     def skip(self, what: str, why: str) -> dict[str, str]:
@@ -165,6 +192,7 @@ class NotebookRun:
         if self.planted_checks:
             extra["planted_checks"] = dict(self.planted_checks)
         record = results_record(self.name, {**numbers, **extra}, models=models, params=self.params)
+        record["random_weights"] = bool(record["random_weights"] or self.random_weights)  # what ran decides
         record = json.loads(json.dumps(record, default=jsonable))  # as the report will read it
         mine = [n for n in paper_numbers() if n.notebook == self.name]
         final = evaluate(mine, {self.name: record})
@@ -177,6 +205,47 @@ class NotebookRun:
         path = write_results(record, self.output_dir)
         print(f"results: {path}")
         return path
+
+
+def readable(table: Any, decimals: int = 1) -> Any:
+    """``table`` (a DataFrame, a Series or one number) with numbers formatted for people: ``decimals``
+    decimals (integers as they are), a missing value (None, NaN) as "—"; for display, not for computing."""
+    import math
+
+    def one(x: Any) -> Any:
+        if x is None or (isinstance(x, float) and math.isnan(x)):
+            return "—"
+        if isinstance(x, bool) or not isinstance(x, (int, float)) and not hasattr(x, "item"):
+            return x
+        x = x.item() if hasattr(x, "item") else x
+        return f"{x:,}" if isinstance(x, int) else f"{x:,.{decimals}f}"
+
+    def column(col: Any) -> Any:  # a column of counts (floats only because of a missing value) stays integer
+        numbers = [x for x in col if isinstance(x, (int, float)) and not isinstance(x, bool) and not math.isnan(x)]
+        if numbers and len(numbers) == sum(1 for x in col if x is not None and not (isinstance(x, float) and math.isnan(x))) \
+                and all(float(x).is_integer() for x in numbers) and any(isinstance(x, float) for x in numbers):
+            return col.map(lambda x: one(int(x)) if isinstance(x, (int, float)) and not math.isnan(x) else one(x))
+        return col.map(one)
+
+    if hasattr(table, "columns"):
+        return table.apply(column)
+    if hasattr(table, "map"):
+        return column(table)
+    return one(table)
+
+
+def _planting_params(params: Mapping[str, Any]) -> list[str]:
+    """What the parameters of a run make it plant (the notebooks plant exactly when these are set)."""
+    found = []
+    if params.get("plant"):
+        found.append("plant")
+    if isinstance(params.get("plant_fraction"), (int, float)) and params["plant_fraction"] > 0:
+        found.append("plant_fraction")
+    for key, value in params.items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if (key == "synthetic" and value is True) or (key != "synthetic" and "synthetic" in values):
+            found.append(key)
+    return found
 
 
 def start(name: str, namespace: Mapping[str, Any]) -> NotebookRun:
@@ -204,5 +273,7 @@ def start(name: str, namespace: Mapping[str, Any]) -> NotebookRun:
     torch.manual_seed(int(params.get("seed", 0)))
     run = NotebookRun(name=name, params=params)
     weights = "pretrained weights" if params.get("pretrained", True) else "RANDOM weights (no result about the paper)"
-    print(f"{name}: profile {run.profile}, {weights}, device {params.get('device', 'auto')}, seed {params.get('seed', 0)}")
+    planted = ", PLANTED ground truth (figures say so)" if run.planted else ""
+    print(f"{name}: profile {run.profile}, {weights}{planted}, device {params.get('device', 'auto')}, "
+          f"seed {params.get('seed', 0)}")
     return run

@@ -13,8 +13,10 @@ Statuses:
 * ``differs``: it is not;
 * ``not comparable``: ours was measured under another protocol than the number (another resolution,
   or fewer images than the protocol needs; the data file gives the number's protocol);
-* ``not run here``: not measured, skipped (with the reason), random weights, or another model (the
-  verdict's ``cause`` says which);
+* ``not applicable``: ours comes from random weights: a claim about trained models says nothing about them
+  (the verdict's ``cause`` is "random weights"; ours is kept for context, never compared);
+* ``not run here``: not measured, skipped (with the reason), or another model (the verdict's ``cause``
+  says which);
 * ``not reproducible``: public assets do not allow it (the data file says why).
 
 A number is a single results key (``key``), or DERIVED from two keys of the same results file:
@@ -39,11 +41,13 @@ from vitreg.paper_schema import annotate, entry_problems
 #: The data file with the paper's numbers. The one place this module finds the repository.
 PAPER_NUMBERS = Path(__file__).resolve().parents[1] / "data" / "paper_numbers.yaml"
 FINDINGS = tuple(f"F{i}" for i in range(1, 10))
-Status = Literal["reproduced", "differs", "not comparable", "not run here", "not reproducible"]
-STATUSES: tuple[Status, ...] = ("reproduced", "differs", "not comparable", "not run here", "not reproducible")
+Status = Literal["reproduced", "differs", "not comparable", "not applicable", "not run here", "not reproducible"]
+STATUSES: tuple[Status, ...] = ("reproduced", "differs", "not comparable", "not applicable", "not run here",
+                                "not reproducible")
 Compare = Literal["approx", "at_least", "at_most"]
 Derive = Literal["delta", "ratio"]
-#: Why a number was not run here (the ``cause`` of a "not run here" verdict), in the report's order.
+#: Why a number was not run here (the ``cause`` of a "not run here" verdict), in the report's order; "random
+#: weights" is the cause of every "not applicable" verdict.
 Cause = Literal["no results file", "skipped by the notebook", "not written yet", "random weights", "other model",
                 "no notebook", "not measured"]
 CAUSES: tuple[Cause, ...] = ("no results file", "skipped by the notebook", "not written yet", "random weights",
@@ -284,6 +288,14 @@ def protocol_problem(number: PaperNumber, resolution: Any = None, n_images: int 
     return None
 
 
+def _at(resolution: Any) -> str:
+    """``"; ours at 112 px"`` (or ``224×322 px``) when the resolution ours was measured at is known."""
+    if resolution is None:
+        return ""
+    sides = [int(x) for x in resolution] if isinstance(resolution, (list, tuple)) else [int(resolution)]
+    return f"; ours at {'×'.join(map(str, dict.fromkeys(sides)))} px"
+
+
 def judge(number: PaperNumber, ours: float | None, *, absent: str | None = None, cause: Cause | None = None,
           model: str | None = None, random_weights: bool = False, profile: str | None = None,
           resolution: Any = None, n_images: int | None = None) -> Verdict:
@@ -295,8 +307,8 @@ def judge(number: PaperNumber, ours: float | None, *, absent: str | None = None,
         absent: why ours is None (a skip reason, "no results file", ...).
         cause: the kind of absence (:data:`CAUSES`; default "not measured").
         model: the zoo key ours comes from, when known; another model than the number's is not compared.
-        random_weights: ours comes from random weights (smoke): never compared.
-        profile: the run's profile, named in the reason of a random-weights row.
+        random_weights: ours comes from random weights: "not applicable", never compared.
+        profile: the run's profile (kept for callers; what ran decides, not the profile).
         resolution: the resolution ours was measured at (px, or ``[h, w]``), when recorded.
         n_images: the number of images ours was measured on, when recorded.
     """
@@ -313,8 +325,7 @@ def judge(number: PaperNumber, ours: float | None, *, absent: str | None = None,
     if rep_false:
         return Verdict(n, "not reproducible", f"{n.reason} (ours shown for context)", ours, model)
     if random_weights:
-        where = f" (profile {profile})" if profile else ""
-        return Verdict(n, "not run here", f"random weights{where}: not compared", ours, model, "random weights")
+        return Verdict(n, "not applicable", "random weights" + _at(resolution), ours, model, "random weights")
     if model is not None and _is_zoo_key(n.model) and model != n.model:
         return Verdict(n, "not run here", f"ours is from {model}; this number is about {n.model}", ours, model,
                        "other model")
@@ -338,7 +349,7 @@ def check(notebook: str, key: str, value: Any, *, model: str | None = None, rand
         key: the dotted key of its results ``numbers`` (``outliers.outlier_pct``).
         value: ours: a number, or ``{"skipped": why}``, or None/NaN (not measured).
         model: the zoo key of the model ``value`` is about.
-        random_weights: True in smoke runs: every verdict is then "not run here".
+        random_weights: ours comes from random weights: every verdict is then "not applicable".
         profile: the run's profile (named in the reasons).
         resolution: the resolution ``value`` was measured at (px or ``[h, w]``): checked against the
             number's protocol where the data file gives one.

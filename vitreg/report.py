@@ -14,8 +14,8 @@ Every status comes from :func:`vitreg.paper.judge`, the same function behind the
 * ``differs``: it is not;
 * ``not comparable``: ours was measured at another resolution, or on fewer images, than the number's
   protocol (read from the results file: the dict holding the key, the model's ``image_size``, ``params``);
-* ``not run here``: no results file, the notebook skipped it (and said why), ours comes from random
-  weights (smoke), or ours is about another model than the paper's number;
+* ``not applicable``: ours comes from random weights (smoke, or ``pretrained=False``): shown, never compared;
+* ``not run here``: no results file, the notebook skipped it (and said why), or another model than the number's;
 * ``not reproducible``: public assets do not allow it (the reason comes from the data file).
 
 A derived number (``delta``/``ratio`` in the data file) reads both its keys from the same results file.
@@ -207,8 +207,12 @@ def load_outcomes(results_dir: str | os.PathLike) -> RunOutcomes | None:
 
 def is_smoke(record: Mapping[str, Any]) -> bool:
     """True for a results file made from random weights or under a profile other than ``real``."""
-    return bool(record.get("random_weights")) or record.get("profile") != "real" or any(
-        not m.get("pretrained", True) for m in record.get("models", []))
+    return has_random_weights(record) or record.get("profile") != "real"
+
+
+def has_random_weights(record: Mapping[str, Any]) -> bool:
+    """True when the models ran with random weights, whatever the profile: the rows are "not applicable"."""
+    return bool(record.get("random_weights")) or any(not m.get("pretrained", True) for m in record.get("models", []))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -259,7 +263,7 @@ def row_for(n: PaperNumber, record: Mapping[str, Any] | None, outcome: Outcome |
     ours = combine(n, found[0][1], found[1][1]) if n.derive else found[0][1]
     protocols = [run_protocol(record, h, m or n.model) for (_, _, h), m in zip(found, models)]
     counts = [c for _, c in protocols if c is not None]
-    return judge(n, ours, absent="the ratio's denominator is 0", model=model, random_weights=is_smoke(record),
+    return judge(n, ours, absent="the ratio's denominator is 0", model=model, random_weights=has_random_weights(record),
                  profile=str(record.get("profile")), resolution=protocols[0][0],
                  n_images=min(counts) if counts else None)
 

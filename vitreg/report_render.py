@@ -4,8 +4,8 @@ Paper: every finding (F1-F9); the verdicts come from :func:`vitreg.paper.judge` 
 :mod:`vitreg.report`, which also reads the results files. This module only arranges them:
 
 * at the top, a verdict per finding with the count of each status, and "not run here" split by cause;
-* per finding, one table of the numbers that have a value of ours (compared, not comparable, random
-  weights, another model), then the rows without one folded into one line per reason (not run here,
+* per finding, one table of the numbers that have a value of ours (compared, not comparable, not
+  applicable: random weights, another model), then the rows without one folded into one line per reason (not run here,
   by cause and reason; not reproducible, by reason), each listing its ids so none is dropped;
 * the justification of each rule (``why`` in the data file) once per finding, with the ids it covers;
 * figure thumbnails (HTML; links in Markdown) and links to the executed notebooks, relative to the report.
@@ -31,9 +31,11 @@ LEGEND = [
     "of a bound; a *delta* row checks the sign and the size of a difference (a − b), a *ratio* row a / b;",
     "**differs**: outside it;",
     "**not comparable**: ours was measured under another protocol (resolution, too few images) than the number;",
+    "**not applicable**: ours comes from random weights; the paper's numbers are about trained models, so ours "
+    "is shown for context and never compared;",
     "**not run here**: no results file, the notebook failed, was interrupted or was not run in the last run "
-    "(an earlier run's results are not used), skipped by the notebook (reason given), not written yet, random "
-    "weights, or another model;",
+    "(an earlier run's results are not used), skipped by the notebook (reason given), not written yet, or "
+    "another model;",
     "**not reproducible**: public assets do not allow it (reason given).",
     "origin: paper = the paper; TTR = Jiang et al. 2025 targets for the public DINOv2-L pair; DINOv2 = the "
     "public model card; reproduction = an independent public reproduction quoted in data/paper_numbers.yaml; Sun2024 = "
@@ -79,7 +81,7 @@ def cells(v: Verdict, aliases: Mapping[str, str]) -> list[str]:
                 f"needs ≥ {n.min_images} images" if n.min_images else ""]
     if any(protocol) and not all(p and p in source for p in protocol if p):
         source += " · protocol: " + ", ".join(p for p in protocol if p)
-    why = "random weights: not compared" if v.cause == "random weights" else shorten(v.why, aliases)
+    why = "not applicable: random weights" if v.status == "not applicable" else shorten(v.why, aliases)
     return [n.id, what, source, model, shown, fmt(v.ours, n), fmt(v.diff, n, signed=True), v.status, why]
 
 
@@ -106,8 +108,9 @@ def _rules(rows: Sequence[Verdict]) -> list[dict[str, Any]]:
 
 def finding_verdict(rows: Sequence[Verdict]) -> str:
     """One word per finding: differs if any number differs, else reproduced if any is, else not
-    comparable, else not run (or not reproducible when public assets allow none of it)."""
-    for status in ("differs", "reproduced", "not comparable"):
+    comparable, else not applicable (random weights), else not run (or not reproducible when public assets
+    allow none of it)."""
+    for status in ("differs", "reproduced", "not comparable", "not applicable"):
         if any(v.status == status for v in rows):
             return status
     if rows and all(v.status == "not reproducible" for v in rows):
@@ -219,7 +222,7 @@ _CSS = """body{font-family:system-ui,sans-serif;max-width:80rem;margin:2rem auto
 table{border-collapse:collapse;margin:1rem 0;font-size:.9rem}th,td{border:1px solid #ccc;padding:.25rem .5rem;vertical-align:top}
 th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .reproduced{background:#e5f5e0}.differs{background:#fde0dd}.not-comparable{background:#e0ecfd}
-.not-run-here,.not-run{background:#f0f0f0}.not-reproducible{background:#fff7d6}
+.not-applicable{background:#ececf6}.not-run-here,.not-run{background:#f0f0f0}.not-reproducible{background:#fff7d6}
 .thumbs img{height:9rem;margin:.25rem;border:1px solid #ccc}ul.folded li{margin:.2rem 0}details{display:inline}
 p.smoke{background:#fde0dd;border:2px solid #c00;padding:.5rem;font-weight:bold}"""
 

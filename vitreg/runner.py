@@ -151,6 +151,7 @@ def preflight_weights(names: list[str], root: Path | None = None, params: dict[s
     from vitreg.weights import (broken_weights, broken_weights_message, find_weights, hub_reachable,
                                 missing_weights_message)
 
+    names = [n for n in names if (params or {}).get(n, {}).get("pretrained", True)]  # random weights need no files
     wanted = notebook_models(names, root, params)
     broken = broken_weights(list(wanted))
     stop = broken_weights_message(broken, needed_by=wanted) if broken else None

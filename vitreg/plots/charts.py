@@ -8,7 +8,7 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
-from vitreg.plots.style import to_numpy, use_style
+from vitreg.plots.style import to_numpy, token_label, use_style
 
 
 def plot_artifact_scores(scores: dict[str, Any], *, uniform: float | None = None, title: str = "",
@@ -198,46 +198,44 @@ def plot_similarity_densities(groups: dict[str, tuple[Any, Any]], *, title: str 
 
 
 def plot_downstream(table: dict[str, dict[str, tuple[float | None, float | None]]], *, title: str = "") -> Any:
-    """Table 2 as bars: one panel per task, a pair of bars (without / with registers) per source.
+    """Table 2 as the claim is made: with minus without registers, one panel per task, one bar per source.
 
-    Paper: Table 2 (IN1k linear top-1, ADE20k mIoU, NYUd RMSE; notebook 09).
+    Paper: Table 2 (IN1k linear top-1, ADE20k mIoU, NYUd RMSE; notebook 09). Gains of 0.3-1.3 points vanish
+    on bars drawn from zero, so the difference is drawn, around a line at 0 (no effect); each bar is labelled
+    with the difference and the two values it comes from.
 
     Args:
         table: ``{source: {metric: (without registers, with registers)}}``, e.g. sources "paper (own
             DINOv2-L)", "[TTR] public pair", "ours"; metrics ``imagenet_top1``, ``ade20k_miou``,
-            ``nyud_rmse``. ``None`` values are left out (and marked "n/a").
+            ``nyud_rmse``. A pair with a ``None`` is left out (and marked "n/a").
         title: figure title (use :func:`title_for`).
     """
     import matplotlib.pyplot as plt
-    import numpy as np
 
     use_style()
-    metrics = {"imagenet_top1": "ImageNet-1k top-1 (%) ↑", "ade20k_miou": "ADE20k mIoU (%) ↑",
-               "nyud_rmse": "NYUd RMSE (m) ↓"}
+    metrics = {"imagenet_top1": "ImageNet-1k top-1 (points) ↑ better", "ade20k_miou": "ADE20k mIoU (points) ↑ better",
+               "nyud_rmse": "NYUd RMSE (m) ↓ better"}
     sources = list(table)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.0 * len(metrics), 3.2), squeeze=False)
-    width = 0.38
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.4 * len(metrics), 0.6 * len(sources) + 2.0), squeeze=False,
+                             sharey=True)
     for ax, (key, label) in zip(axes[0], metrics.items()):
-        x = np.arange(len(sources))
-        missing = []
-        for j, (offset, hatch, name) in enumerate(((-width / 2, "", "no registers"), (width / 2, "//", "+ registers"))):
-            vals = [table[s].get(key, (None, None))[j] for s in sources]
-            ys = [v if v is not None else 0.0 for v in vals]
-            bars = ax.bar(x + offset, ys, width, hatch=hatch, color=[f"C{i}" for i in range(len(sources))],
-                          edgecolor="black", linewidth=0.5, label=name)
-            for b, v in zip(bars, vals):
-                if v is None:
-                    missing.append(b.get_x() + b.get_width() / 2)
-                else:
-                    ax.annotate(f"{v:.3g}", (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom", fontsize=7)
-        ax.set_xticks(x, sources, rotation=15, ha="right")
+        for i, src in enumerate(sources):
+            without, with_reg = table[src].get(key, (None, None))
+            if without is None or with_reg is None:
+                ax.text(0, i, " n/a (not measured)", ha="left", va="center", fontsize=7, color="0.4")
+                continue
+            diff = with_reg - without
+            ax.barh(i, diff, color=f"C{i}", edgecolor="black", linewidth=0.5, height=0.6)
+            ax.annotate(f"{diff:+.3g} ({without:.3g} → {with_reg:.3g})", (max(diff, 0.0), i), xytext=(3, 0),
+                        textcoords="offset points", ha="left", va="center", fontsize=7)  # right of the bar or of 0
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_yticks(range(len(sources)), sources)
+        ax.set_ylim(len(sources) - 0.5, -0.5)  # first source on top; a row without a bar keeps its place
         ax.set_title(label)
-        finite = [v for s in sources for v in table[s].get(key, (None, None)) if v is not None]
-        if finite:  # bars start at 0 so that a 0.3-point gap does not look like a doubling; labels give values
-            ax.set_ylim(0.0, 1.15 * max(finite))
-        for xm in missing:
-            ax.text(xm, ax.get_ylim()[0], "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
-    axes[0][0].legend(loc="lower left", fontsize=7)
+        ax.set_xlabel("with minus without registers")
+        lo, hi = ax.get_xlim()
+        span = max(abs(lo), abs(hi), 1e-3)
+        ax.set_xlim(-1.6 * span, 3.2 * span)  # room for the labels on the right
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -318,7 +316,7 @@ def plot_global_probes(ours: dict[str, dict[str, dict[str, float]]], paper: dict
         means = [get(ours, n, kind) for n in names]
         stds = [get(ours, n, kind, "std") for n in names]
         ax.bar(x + off, means, width, yerr=np.nan_to_num(stds), capsize=2, color=colours.get(kind, f"C{4 + k}"),
-               label=kind)
+               label=token_label(kind))
         if paper:
             ax.scatter(x + off, [get(paper, n, kind, None) for n in names], marker="_", s=120, color="k",
                        zorder=3, label="paper" if k == 0 else None)
@@ -368,7 +366,7 @@ def plot_norm_distributions(pairs: dict[str, tuple[dict[str, Any], dict[str, Any
             for name, v in kinds.items():
                 if name == "patch":
                     continue
-                ax.hist(v.numpy(), bins=bins, density=True, histtype="step", lw=1.5, label=name)
+                ax.hist(v.numpy(), bins=bins, density=True, histtype="step", lw=1.5, label=token_label(name))
             if threshold is not None:
                 ax.axvline(threshold, color="k", ls=":", lw=1)
             ax.set_yscale("log")

@@ -10,14 +10,16 @@ import textwrap
 from collections.abc import Sequence
 from typing import Any
 
-from vitreg.plots.style import finish_image_grid, to_numpy, use_style
+from vitreg.plots.style import (RELATIVE_LABEL, colorbar, finish_image_grid, relative_maps, shared_norm, show_map,
+                                to_numpy, token_label, use_style)
 
 
 def plot_attention_grid(images: Any, maps: dict[str, Any], *, scores: dict[str, Any] | None = None,
                         title: str = "", alpha: float = 0.0) -> Any:
-    """Images (rows) and one attention map per model (columns), like the paper's Fig. 2.
+    """Images (rows) and one attention map per model (columns), like the paper's Fig. 2, every map on one
+    colour scale (attention ÷ the grid's uniform share, log; one colour bar), never min-max per panel.
 
-    Paper: Fig. 1-2 (last-layer [CLS] attention, mean over heads). Used in notebooks 01 and 07.
+    Paper: Fig. 1-2 (last-layer [CLS] attention, mean over heads). Used in notebook 01.
 
     Args:
         images: ``(B, H, W, 3)`` display images in [0, 1] (``vitreg.images.to_display``).
@@ -34,27 +36,30 @@ def plot_attention_grid(images: Any, maps: dict[str, Any], *, scores: dict[str, 
     use_style()
     imgs = to_numpy(images)
     n, cols = imgs.shape[0], 1 + len(maps)
-    fig, axes = plt.subplots(n, cols, figsize=(1.9 * cols, 1.9 * n + 0.6), squeeze=False)
+    rel = {label: relative_maps(m) for label, m in maps.items()}
+    norm = shared_norm(list(rel.values()), log=True)
+    fig, axes = plt.subplots(n, cols, figsize=(1.9 * cols + 0.8, 1.9 * n + 0.6), squeeze=False, layout="constrained")
+    im = None
     for i in range(n):
         axes[i, 0].imshow(imgs[i])
-        for j, (label, m) in enumerate(maps.items(), start=1):
+        for j, (label, m) in enumerate(rel.items(), start=1):
             ax = axes[i, j]
             if alpha > 0:
                 ax.imshow(imgs[i])
-                ax.imshow(to_numpy(m[i]), cmap="inferno", alpha=alpha)
-            else:
-                ax.imshow(to_numpy(m[i]), cmap="inferno")
+            im = show_map(ax, m[i], norm, "inferno", alpha=alpha if alpha > 0 else None)
             if scores is not None and label in scores:
                 ax.text(0.02, 0.03, f"{float(to_numpy(scores[label])[i]):.2f}", transform=ax.transAxes, color="white",
                         fontsize=7, bbox={"facecolor": "black", "alpha": 0.5, "pad": 1, "linewidth": 0})
             if i == 0:
                 ax.set_title(textwrap.fill(label, 22), fontsize=8)
         axes[0, 0].set_title("image", fontsize=8)
+    if im is not None:
+        colorbar(fig, im, axes[:, 1:], RELATIVE_LABEL)
     return finish_image_grid(fig, axes, title)
 
 
 def plot_head_maps(image: Any, maps: Any, *, scores: Any | None = None, title: str = "", ncols: int = 8) -> Any:
-    """One image and the attention map of every head.
+    """One image and the attention map of every head, on one colour scale (÷ uniform share, log) with a bar.
 
     Paper: App. F, Fig. 18 (DINOv2 ViT-L: artifacts in all heads).
 
@@ -72,22 +77,27 @@ def plot_head_maps(image: Any, maps: Any, *, scores: Any | None = None, title: s
     heads = m.shape[0]
     ncols = min(ncols, heads + 1)
     nrows = -(-(heads + 1) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.6 * ncols, 1.6 * nrows + 0.5), squeeze=False)
+    m = relative_maps(m)
+    norm = shared_norm([m], log=True)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.6 * ncols + 0.8, 1.6 * nrows + 0.5), squeeze=False,
+                             layout="constrained")
     axes.flat[0].imshow(to_numpy(image))
     axes.flat[0].set_title("image", fontsize=8)
     for h in range(heads):
         ax = axes.flat[h + 1]
-        ax.imshow(m[h], cmap="inferno")
+        im = show_map(ax, m[h], norm, "inferno")
         label = f"head {h}" + (f" ({float(to_numpy(scores)[h]):.2f})" if scores is not None else "")
         ax.set_title(label, fontsize=7)
     for ax in axes.flat[heads + 1:]:
         ax.axis("off")
+    colorbar(fig, im, axes, RELATIVE_LABEL)
     return finish_image_grid(fig, axes, title)
 
 
 def plot_norm_maps(images: Any, norm_maps: Any, attn_maps: Any | None = None, *, title: str = "",
                    vmax: float | None = None) -> Any:
-    """Each image beside its patch-norm map (and its [CLS] attention map).
+    """Each image beside its patch-norm map (and its [CLS] attention map): every norm map on one scale,
+    every attention map on another (÷ uniform share, log), one colour bar per column.
 
     Paper: Fig. 21 (the high-norm tokens are where the attention spikes sit).
 
@@ -96,20 +106,26 @@ def plot_norm_maps(images: Any, norm_maps: Any, attn_maps: Any | None = None, *,
         norm_maps: ``(B, h, w)`` patch norms on the grid.
         attn_maps: ``(B, h, w)`` attention maps on the grid, or None.
         title: figure title.
-        vmax: common colour-scale maximum of the norm maps (None: each its own).
+        vmax: colour-scale maximum of the norm maps (None: the largest norm shown).
     """
     import matplotlib.pyplot as plt
 
     use_style()
     imgs, nm = to_numpy(images), to_numpy(norm_maps)
     cols = 2 + (attn_maps is not None)
-    fig, axes = plt.subplots(imgs.shape[0], cols, figsize=(2.2 * cols + 0.6, 2.1 * imgs.shape[0] + 0.5), squeeze=False)
+    fig, axes = plt.subplots(imgs.shape[0], cols, figsize=(2.2 * cols + 1.2, 2.1 * imgs.shape[0] + 0.5), squeeze=False,
+                             layout="constrained")
+    norms = shared_norm([nm], vmax=vmax)
+    am = relative_maps(attn_maps) if attn_maps is not None else None
+    attn_norm = shared_norm([am], log=True) if am is not None else None
     for i in range(imgs.shape[0]):
         axes[i, 0].imshow(imgs[i])
-        im = axes[i, 1].imshow(nm[i], cmap="viridis", vmin=0, vmax=vmax)
-        fig.colorbar(im, ax=axes[i, 1], fraction=0.046, pad=0.03)
-        if attn_maps is not None:
-            axes[i, 2].imshow(to_numpy(attn_maps)[i], cmap="inferno")
+        im = show_map(axes[i, 1], nm[i], norms, "viridis")
+        if am is not None:
+            im_attn = show_map(axes[i, 2], am[i], attn_norm, "inferno")
+    colorbar(fig, im, axes[:, 1], "patch-token norm (one scale for all images)")
+    if am is not None:
+        colorbar(fig, im_attn, axes[:, 2], RELATIVE_LABEL)
     for j, t in enumerate(["image", "patch norm", "[CLS] attention"][:cols]):
         axes[0, j].set_title(t, fontsize=8)
     return finish_image_grid(fig, axes, title)
@@ -156,7 +172,10 @@ def plot_mean_maps(summaries: dict[str, dict[str, dict]], *, title: str = "") ->
 
     use_style()
     ncol = max(len(s) for s in summaries.values())
-    fig, axes = plt.subplots(len(summaries), ncol, figsize=(2.1 * ncol, 2.3 * len(summaries)), squeeze=False)
+    fig, axes = plt.subplots(len(summaries), ncol, figsize=(2.1 * ncol + 0.8, 2.3 * len(summaries)), squeeze=False,
+                             layout="constrained")
+    rel = {label: {name: relative_maps(s["mean_map"]) for name, s in summ.items()} for label, summ in summaries.items()}
+    norm = shared_norm([m for r in rel.values() for m in r.values()], log=True)
     for i, (label, summ) in enumerate(summaries.items()):
         for j in range(ncol):
             ax = axes[i, j]
@@ -166,14 +185,14 @@ def plot_mean_maps(summaries: dict[str, dict[str, dict]], *, title: str = "") ->
                 ax.axis("off")
                 continue
             name, s = list(summ.items())[j]
-            ax.imshow(s["mean_map"].numpy(), cmap="inferno")
-            ax.set_title(f"{name}: border {s['border']:.0f}% (unif. {s['border_uniform']:.0f}%)\n"
+            im = show_map(ax, rel[label][name], norm, "inferno")
+            ax.set_title(f"{token_label(name)}: border {s['border']:.0f}% (unif. {s['border_uniform']:.0f}%)\n"
                          f"top {s['top']:.0f}%, support {s['support']:.0f}%", fontsize=6)
             if j == 0:
                 ax.set_ylabel(label)
+    colorbar(fig, im, axes, RELATIVE_LABEL)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
     return fig
 
 
