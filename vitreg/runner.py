@@ -314,7 +314,7 @@ def run(profile: str, only: list[str] | None = None, *, keep_going: bool = False
     executed = executed_dir_for(profile, root) if out_dir == output_dir_for(profile, root) else out_dir / "notebooks"
     plans = planned_parameters(names, profile, out_dir, root, params_file=params_file, sets=sets)
     merged = merged_parameters(plans, root)
-    stops = [preflight_weights(names, root, merged) if profile == "real" else None, preflight_images(merged)]
+    stops = [preflight_weights([n for n in names if merged[n].get("pretrained", True)], root, merged), preflight_images(merged)]
     if any(stops):
         raise SystemExit("\n\n".join(filter(None, stops)))
     ensure_kernel()
