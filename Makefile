@@ -41,6 +41,10 @@ robustness: $(STAMP) ## The bad-input and fault corpus (issue 12): its tests, th
 smoke: $(STAMP) ## Run every notebook with the smoke profile; outputs go to build/smoke/ (PARAMS=, SET= override)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/vitreg run --profile smoke $(RUN_ARGS)
 
+.PHONY: lecture
+lecture: $(STAMP) ## Run every notebook with the lecture profile: pretrained small models, bundled photos, CPU; outputs in build/lecture/
+	$(VENV)/bin/vitreg run --profile lecture $(RUN_ARGS)
+
 reproduce: $(STAMP) ## Run every notebook with the real parameters (weights, data, GPU); PARAMS=my.yaml SET="02.n_images=512" override
 	$(VENV)/bin/vitreg run --profile real $(RUN_ARGS)
 
