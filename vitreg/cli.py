@@ -44,8 +44,8 @@ def _add_run(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "run", help="run the notebooks in order (papermill), then build the report",
         description="Run the notebooks of notebooks/order.yaml in order with papermill, then build the report. "
-                    "Every notebook's parameters are checked before the first one runs; in the real profile the "
-                    "weights of every model are looked up first (offline with weights missing: stop at once).",
+                    "Every notebook's parameters are checked before the first one runs; with pretrained weights "
+                    "(real and lecture profiles) the weights of every model are looked up first (offline with weights missing: stop at once).",
         epilog="outputs: real -> figures/, results/, build/notebooks/, build/report.*; "
                "smoke -> build/smoke/ (or --out DIR). Exit status: 0 all ran, 1 a notebook failed, "
                "2 bad parameters, 130 interrupted (Ctrl-C or SIGTERM; the summary and report say what finished).")

@@ -4,8 +4,9 @@ The run order lives in ``notebooks/order.yaml`` (read by :func:`vitreg.params.lo
 Before anything runs, every notebook's parameters are checked (unknown or ill-typed names are errors;
 the profile and the user's overrides, ``--params FILE`` and ``--set NOTEBOOK.KEY=VALUE``, alike), the
 images of notebooks 00-04/07 are looked up (a natural-image set missing offline, or an ``image_dir`` that
-is not a folder, stops the run), and, for the real profile, every model's weights are looked up: offline
-with weights missing, the run stops at once with the model, the places looked and the two ways out.
+is not a folder, stops the run), and, for every notebook that runs with ``pretrained`` (the real and lecture
+profiles), every model's weights are looked up: offline with weights missing, the run stops at once with
+the model, the places looked and the two ways out.
 
 Outputs: real profile -> executed notebooks in ``build/notebooks/``, figures in ``figures/``, numbers in
 ``results/``; smoke profile -> everything under ``build/smoke/`` (smoke figures never overwrite real
@@ -302,7 +303,7 @@ def run(profile: str, only: list[str] | None = None, *, keep_going: bool = False
     """Run the selected notebooks of the run order under ``profile``; print a one-screen summary.
 
     ``params_file`` (profile format) and ``sets`` (``NOTEBOOK.KEY=VALUE``) override any parameter; all
-    are validated, and the images and (real profile) weights they need looked up, before anything runs.
+    are validated, and the images and (``pretrained``) weights they need looked up, before anything runs.
 
     Ctrl-C or SIGTERM stop the run: the notebook running is ``interrupted``, the rest ``not run``; the
     summary (marked interrupted) and the report of what finished are still written. The outcomes are
