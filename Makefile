@@ -46,6 +46,10 @@ robustness: $(STAMP) ## The bad-input and fault corpus (issue 12): its tests, th
 smoke: $(STAMP) ## Run every notebook with the smoke profile; outputs go to build/smoke/ (PARAMS=, SET= override)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/vitreg run --profile smoke $(RUN_ARGS)
 
+.PHONY: lecture
+lecture: $(STAMP) ## Run every notebook with the lecture profile: pretrained small models, bundled photos, CPU; outputs in build/lecture/
+	$(VENV)/bin/vitreg run --profile lecture $(RUN_ARGS)
+
 reproduce: $(STAMP) ## Run every notebook with the real parameters (weights, data, GPU); GPUS=8 extracts on 8 GPUs first; PARAMS=, SET= override
 	$(if $(GPUS),$(VENV)/bin/torchrun --standalone --nproc_per_node $(GPUS) -m vitreg extract all --profile real $(RUN_ARGS))
 	$(VENV)/bin/vitreg run --profile real $(RUN_ARGS)

@@ -2,7 +2,7 @@
 
 Paper: all findings F1-F9 (the notebooks reproduce them; this is how they are run).
 
-    vitreg run [--profile real|smoke] [--only 02 05 ...] [--keep-going] [--out DIR]
+    vitreg run [--profile real|smoke|lecture] [--only 02 05 ...] [--keep-going] [--out DIR]
                [--params FILE] [--set NOTEBOOK.KEY=VALUE ...]
     vitreg weights download [--notebooks | --all | KEY ...]
     vitreg weights where KEY ...
@@ -27,9 +27,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from vitreg import __version__
+from vitreg.params import PROFILES
 
 _EXAMPLES = """examples:
   vitreg run --profile smoke                 every notebook, offline, random weights (minutes, CPU)
+  vitreg run --profile lecture --only 02      pretrained small models, 224 px, bundled photos (CPU, minutes)
   vitreg run --only 02 --out /tmp/run02      one notebook with its real parameters
   vitreg run --set 02_high_norm_tokens.n_images=512 --set common.device=cuda
   vitreg run --params my.yaml                override parameters from a file (profile format)
@@ -46,14 +48,15 @@ def _add_run(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "run", help="run the notebooks in order (papermill), then build the report",
         description="Run the notebooks of notebooks/order.yaml in order with papermill, then build the report. "
-                    "Every notebook's parameters are checked before the first one runs; in the real profile the "
-                    "weights of every model are looked up first (offline with weights missing: stop at once).",
+                    "Every notebook's parameters are checked before the first one runs; with pretrained weights "
+                    "(real and lecture profiles) the weights of every model are looked up first (offline with weights missing: stop at once).",
         epilog="outputs: real -> figures/, results/, build/notebooks/, build/report.*; "
                "smoke -> build/smoke/ (or --out DIR). Exit status: 0 all ran, 1 a notebook failed, "
                "2 bad parameters, 130 interrupted (Ctrl-C or SIGTERM; the summary and report say what finished).")
-    p.add_argument("--profile", choices=("real", "smoke"), default="real",
+    p.add_argument("--profile", choices=PROFILES, default="real",
                    help="real: the notebooks' own defaults (pretrained weights, GPU, hours); smoke: params/smoke.yaml "
-                        "(random weights, CPU, offline, minutes). Default: real")
+                        "(random weights, CPU, offline, minutes); lecture: params/lecture.yaml (pretrained small models, CPU, "
+                        "minutes per notebook; weights downloaded once). Default: real")
     p.add_argument("--only", nargs="+", metavar="NOTEBOOK",
                    help="notebook numbers (02) or names (02_high_norm_tokens); default: all, in run order")
     p.add_argument("--keep-going", action="store_true", help="run the remaining notebooks after one fails")
@@ -325,7 +328,7 @@ def _add_extract(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                "Exit status: 0 done, 2 bad parameters or notebook.")
     p.add_argument("notebooks", nargs="+", metavar="NOTEBOOK",
                    help="notebook numbers (06), names, or 'all' (every notebook with a cached extraction)")
-    p.add_argument("--profile", choices=("real", "smoke"), default="real", help="parameters profile (default real)")
+    p.add_argument("--profile", choices=PROFILES, default="real", help="parameters profile (default real)")
     p.add_argument("--params", type=Path, metavar="FILE", help="overrides in the profile format, as for `vitreg run`")
     p.add_argument("--set", action="append", default=[], metavar="NOTEBOOK.KEY=VALUE", dest="sets",
                    help="override one parameter (repeatable), as for `vitreg run`")

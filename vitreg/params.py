@@ -7,7 +7,9 @@ against the names and types of its ``parameters`` cell before anything heavy run
 The run order (``notebooks/order.yaml``) is read here too, by :func:`load_order`.
 
 Profiles: ``real`` is the notebooks' own defaults (the real experiment); ``smoke`` is
-``params/smoke.yaml`` (``common`` plus the notebook's own section). A profile is checked as a whole:
+``params/smoke.yaml`` (``common`` plus the notebook's own section): random weights, planted truth, offline;
+``lecture`` is ``params/lecture.yaml``: pretrained small models at 224 px on the bundled photos and small
+subsets, nothing planted, each notebook in a lecture slot on a CPU. A profile is checked as a whole:
 malformed YAML names the file and line, and a section that is not a notebook of the run order
 (``00_tuor:``) is an error, never silently ignored.
 
@@ -38,7 +40,7 @@ from vitreg.paths import repo_root
 
 #: Every notebook's parameters cell defines these (a test checks it).
 COMMON_PARAMETERS = ("profile", "pretrained", "device", "seed", "output_dir")
-PROFILES = ("real", "smoke")
+PROFILES = ("real", "smoke", "lecture")
 
 
 class ParameterError(ValueError):

@@ -4,8 +4,9 @@ The run order lives in ``notebooks/order.yaml`` (read by :func:`vitreg.params.lo
 Before anything runs, every notebook's parameters are checked (unknown or ill-typed names are errors;
 the profile and the user's overrides, ``--params FILE`` and ``--set NOTEBOOK.KEY=VALUE``, alike), the
 images of notebooks 00-04/07 are looked up (a natural-image set missing offline, or an ``image_dir`` that
-is not a folder, stops the run), and, for the real profile, every model's weights are looked up: offline
-with weights missing, the run stops at once with the model, the places looked and the two ways out.
+is not a folder, stops the run), and, for every notebook that runs with ``pretrained`` (the real and lecture
+profiles), every model's weights are looked up: offline with weights missing, the run stops at once with
+the model, the places looked and the two ways out.
 
 Outputs: real profile -> executed notebooks in ``build/notebooks/``, figures in ``figures/``, numbers in
 ``results/``; smoke profile -> everything under ``build/smoke/`` (smoke figures never overwrite real
@@ -144,7 +145,7 @@ def notebook_models(names: list[str] | None = None, root: Path | None = None,
 
 
 def preflight_weights(names: list[str], root: Path | None = None, params: dict[str, dict] | None = None) -> str | None:
-    """Check the real-profile models of ``names`` (with ``params``: the models those parameters name);
+    """Check the models of ``names`` that load pretrained weights (with ``params``: the models those parameters name);
     return the stop message if a weights file is broken (its header: truncated, empty, not a checkpoint)
     or some are missing offline (both listed at once)."""
     from vitreg.models import get_spec
@@ -310,7 +311,7 @@ def run(profile: str, only: list[str] | None = None, *, keep_going: bool = False
     """Run the selected notebooks of the run order under ``profile``; print a one-screen summary.
 
     ``params_file`` (profile format) and ``sets`` (``NOTEBOOK.KEY=VALUE``) override any parameter; all
-    are validated, and the images and (real profile) weights they need looked up, before anything runs.
+    are validated, and the images and (``pretrained``) weights they need looked up, before anything runs.
 
     Ctrl-C or SIGTERM stop the run: the notebook running is ``interrupted``, the rest ``not run``; the
     summary (marked interrupted) and the report of what finished are still written. The outcomes are
@@ -322,7 +323,7 @@ def run(profile: str, only: list[str] | None = None, *, keep_going: bool = False
     executed = executed_dir_for(profile, root) if out_dir == output_dir_for(profile, root) else out_dir / "notebooks"
     plans = planned_parameters(names, profile, out_dir, root, params_file=params_file, sets=sets)
     merged = merged_parameters(plans, root)
-    stops = [preflight_weights(names, root, merged) if profile == "real" else None, preflight_images(merged)]
+    stops = [preflight_weights(names, root, merged), preflight_images(merged)]  # skips notebooks on random weights
     if any(stops):
         raise SystemExit("\n\n".join(filter(None, stops)))
     ensure_kernel()
