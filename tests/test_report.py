@@ -405,3 +405,15 @@ def test_random_weights_render_as_not_applicable_whatever_the_profile(tmp_path: 
     f8 = next(line for line in md.splitlines() if line.startswith("| F8."))
     assert "| not applicable |" in f8  # the finding's verdict when nothing else was compared
     assert '<tr class="not-applicable">' in html and ".not-applicable{" in html
+
+
+def test_a_lecture_run_on_pretrained_weights_is_judged_and_says_it_is_not_the_papers_experiment(tmp_path) -> None:
+    """A lecture run loads published weights: its rows are judged (not smoke), and the report says what it is."""
+    from vitreg.report import _first_line, is_smoke
+
+    lecture = {"profile": "lecture", "models": [{"key": "dinov2_s", "pretrained": True}]}
+    random_lecture = {"profile": "lecture", "models": [{"key": "dinov2_s", "pretrained": False}]}
+    assert not is_smoke(lecture) and is_smoke(random_lecture) and is_smoke({"profile": "smoke", "models": []})
+    first = _first_line({"02_high_norm_tokens": lecture}, tmp_path)
+    assert "pretrained weights (profile lecture)" in first and "not the paper's experiment" in first
+    assert _first_line({"02": {"profile": "real", "models": []}}, tmp_path).endswith("every notebook that ran.")

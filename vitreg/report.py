@@ -206,8 +206,9 @@ def load_outcomes(results_dir: str | os.PathLike) -> RunOutcomes | None:
 
 
 def is_smoke(record: Mapping[str, Any]) -> bool:
-    """True for a results file made from random weights or under a profile other than ``real``."""
-    return has_random_weights(record) or record.get("profile") != "real"
+    """True for a results file made from random weights or under the smoke profile (a lecture run on
+    pretrained weights is not smoke: its rows are judged, with the resolution and image count they had)."""
+    return has_random_weights(record) or record.get("profile") == "smoke"
 
 
 def has_random_weights(record: Mapping[str, Any]) -> bool:
@@ -336,7 +337,12 @@ def _first_line(records: Mapping[str, Mapping[str, Any]], results_dir: Path, sta
     if smoke:
         return ("PARTLY A SMOKE REPORT: the results of " + ", ".join(smoke)
                 + " were made from random weights and synthetic data; their rows are not compared.")
-    return "Made from pretrained weights (profile real) for every notebook that ran."
+    profiles = sorted({str(r.get("profile")) for r in records.values()})
+    if profiles == ["real"]:
+        return "Made from pretrained weights (profile real) for every notebook that ran."
+    return (f"Made from pretrained weights (profile {', '.join(profiles)}) for every notebook that ran; a lecture "
+            "run uses small models on a few photos, not the paper's experiment: rows at other resolutions or image "
+            "counts are marked not comparable.")
 
 
 def _resolution_text(record: Mapping[str, Any]) -> str:

@@ -267,8 +267,9 @@ def missing_weights_message(missing: Sequence[ModelSpec], *, needed_by: Mapping[
     else:
         lines += ["Looked in:", *(f"  - {place}" for place in looked)]
     lines += ["Two ways out:",
-              "  1. connect to the internet once and run `make weights` (`vitreg weights download`; it fills the "
-              "weights folder; timm's cache also works);",
+              f"  1. connect to the internet once and run `vitreg weights download {' '.join(s.key for s in missing)}` "
+              "(`make weights` fetches every model of the real run); it fills the weights folder; timm's cache also "
+              "works;",
               f"  2. put the files in {weights_dir()} (or point ${WEIGHTS_ENV} at a folder that has them)"
               + ("." if before_run else ", or pass load_model(..., weights='/path/to/file').")]
     lines.append("Or run `make smoke` for the offline, random-weight profile." if before_run else
