@@ -48,6 +48,20 @@ def test_save_records_all_parameters_skips_and_planted_checks(tmp_path):
     assert record["numbers"]["planted_checks"] == {"outliers found": True}
 
 
+def test_a_nan_is_named_and_recorded_as_skipped_instead_of_losing_the_results_file(tmp_path, capsys):
+    import numpy as np
+    import torch
+
+    run = notebook.start(NAME, _namespace(output_dir=str(tmp_path), pretrained=False))
+    path = run.save({"ok": 1.5, "deep": {"ratio": float("nan"), "t": torch.tensor(float("inf")),
+                                         "list": [2.0, np.float32("nan")]}})
+    record = json.loads(path.read_text())  # strict JSON: NaN would have been refused
+    assert record["numbers"]["ok"] == 1.5 and record["numbers"]["deep"]["list"][0] == 2.0
+    for bad in (record["numbers"]["deep"]["ratio"], record["numbers"]["deep"]["t"], record["numbers"]["deep"]["list"][1]):
+        assert "not a finite number" in bad["skipped"]
+    assert "numbers.deep.ratio, numbers.deep.t, numbers.deep.list[1]" in capsys.readouterr().out
+
+
 def test_a_missed_planted_truth_fails_the_notebook(tmp_path):
     run = notebook.start(NAME, _namespace(output_dir=str(tmp_path)))
     with pytest.raises(notebook.PlantedTruthMissed, match="outliers found"):

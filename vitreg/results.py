@@ -198,6 +198,15 @@ def clean_numbers(obj: Any, why: str) -> Any:
     return obj
 
 
+def non_finite_paths(obj: Any, prefix: str = "numbers") -> list[str]:
+    """The dotted paths of every NaN or infinite float in ``obj`` (what :func:`clean_numbers` replaces)."""
+    if isinstance(obj, Mapping):
+        return [p for k, v in obj.items() for p in non_finite_paths(v, f"{prefix}.{k}")]
+    if isinstance(obj, (list, tuple)):
+        return [p for i, v in enumerate(obj) for p in non_finite_paths(v, f"{prefix}[{i}]")]
+    return [prefix] if isinstance(obj, float) and not math.isfinite(obj) else []
+
+
 def load_results(path: str | os.PathLike) -> dict:
     """Read a results file and check it against :data:`RESULTS_SCHEMA`.
 
