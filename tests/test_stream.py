@@ -181,3 +181,20 @@ def test_results_and_the_cache_key_record_the_autocast_dtype(loaded, monkeypatch
     assert "autocast" not in loaded.describe() and "autocast" not in model_fields(loaded)
     monkeypatch.setattr(vitreg.device, "autocast_dtype", lambda device, setting=None: torch.bfloat16)
     assert loaded.describe()["autocast"] == "bfloat16" and model_fields(loaded)["autocast"] == "bfloat16"
+
+
+def test_kernels_the_runner_starts_get_text_progress_bars(monkeypatch, tmp_path) -> None:
+    """An executed notebook keeps a text bar's final state; a widget would be saved frozen at 0%."""
+    import os
+
+    import tqdm.std
+
+    from vitreg.progress import TEXT_ENV, progress_bar
+    from vitreg.runner import _kernel_imports_from
+
+    monkeypatch.delenv(TEXT_ENV, raising=False)
+    with _kernel_imports_from(tmp_path):
+        assert os.environ[TEXT_ENV] == "1"
+        bar = progress_bar(total=3, disable=True)
+        assert type(bar) is tqdm.std.tqdm
+    assert TEXT_ENV not in os.environ  # restored for the runner's own process

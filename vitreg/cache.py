@@ -357,9 +357,9 @@ class FeatureCache:
         """Compute and write the chunks without a valid record, then the manifest."""
         todo = self.begin(n_items)
         if progress and todo:
-            from tqdm.auto import tqdm
+            from vitreg.progress import progress_bar
 
-            todo = tqdm(todo, desc=f"features {self.path.name}", unit="chunk")
+            todo = progress_bar(todo, desc=f"features {self.path.name}", unit="chunk")
         for i, start, stop in todo:
             self.write_chunk(i, start, stop, compute)
         self.finish(n_items)

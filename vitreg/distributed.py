@@ -95,9 +95,9 @@ def cached_features(key: Mapping[str, Any], n_items: int, compute: Callable[[int
                                f"(another job writing it? delete the folder and run again)")
         mine = state[0][rank::world]
         if progress and mine and rank == 0:
-            from tqdm.auto import tqdm
+            from vitreg.progress import progress_bar
 
-            mine = tqdm(mine, desc=f"features {entry.path.name} (rank 0 of {world})", unit="chunk")
+            mine = progress_bar(mine, desc=f"features {entry.path.name} (rank 0 of {world})", unit="chunk")
         for i, start, stop in mine:
             entry.write_chunk(i, start, stop, compute)
         _barrier()

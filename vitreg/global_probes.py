@@ -94,9 +94,9 @@ def single_token_classification(train: Mapping[str, torch.Tensor], test: Mapping
         n = min(len(draws_tr), len(draws_te), n_draws or 10**9)
         jobs += [(kind, d, draws_tr[d], m_tr, draws_te[d], m_te) for d in range(n)]
     if progress:
-        from tqdm.auto import tqdm
+        from vitreg.progress import progress_bar
 
-        jobs = tqdm(jobs, desc="single-token probes")
+        jobs = progress_bar(jobs, desc="single-token probes")
     results: dict[str, dict] = {}
     for kind, d, x_tr, m_tr, x_te, m_te in jobs:
         r = results.setdefault(kind, {"draws": [], "l2": [], "n_train": int(m_tr.sum()), "n_test": int(m_te.sum()),

@@ -135,9 +135,9 @@ def _fit(head: nn.Module, n: int, loss_of: Callable[[torch.Tensor], torch.Tensor
     losses = []
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from vitreg.progress import progress_bar
 
-        bar = tqdm(total=cfg.epochs, desc="head", unit="epoch")
+        bar = progress_bar(total=cfg.epochs, desc="head", unit="epoch")
     head.train()
     for _ in range(cfg.epochs):
         perm = torch.randperm(n, generator=gen)

@@ -292,9 +292,12 @@ def _kernel_imports_from(root: Path) -> Iterator[None]:
     of the checkout being run, not whichever checkout was installed into the environment."""
     import os
 
-    old = {k: os.environ.get(k) for k in ("PYTHONPATH", "PYDEVD_DISABLE_FILE_VALIDATION")}
+    from vitreg.progress import TEXT_ENV
+
+    old = {k: os.environ.get(k) for k in ("PYTHONPATH", "PYDEVD_DISABLE_FILE_VALIDATION", TEXT_ENV)}
     os.environ["PYTHONPATH"] = os.pathsep.join([str(Path(root).resolve())] + ([old["PYTHONPATH"]] if old["PYTHONPATH"] else []))
     os.environ["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"  # the kernel's debugger warning about frozen modules
+    os.environ[TEXT_ENV] = "1"  # text progress bars: forwarded to the terminal, kept in the executed copy
     try:
         yield
     finally:

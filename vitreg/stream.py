@@ -161,7 +161,7 @@ def stream(
             Recordings are moved to the CPU unless ``to=`` says otherwise (``to=None``: the model's device);
             under autocast (CUDA) they are stored as float32 unless ``dtype=`` says otherwise.
     """
-    from tqdm.auto import tqdm
+    from vitreg.progress import progress_bar
 
     capture_kwargs.setdefault("to", "cpu")
     amp = autocast_dtype(loaded.device)
@@ -175,7 +175,7 @@ def stream(
         pairs = prepared_batches(loaded, images, default_batch_size(loaded) if batch_size is None else batch_size)
     autocast = (lambda: torch.autocast("cuda", dtype=amp)) if amp is not None else contextlib.nullcontext
     estimate = progress if estimate is None else estimate
-    bar = tqdm(total=total, desc=desc or loaded.spec.key, unit="img", disable=not progress)
+    bar = progress_bar(total=total, desc=desc or loaded.spec.key, unit="img", disable=not progress)
     start = 0
     try:
         for i, (chunk, x) in enumerate(pairs):
@@ -188,7 +188,7 @@ def stream(
             if i == 0 and estimate and total:
                 if loaded.device.type == "cuda":
                     torch.cuda.synchronize()
-                tqdm.write(describe_estimate(loaded, time.perf_counter() - began, len(x), total))
+                bar.write(describe_estimate(loaded, time.perf_counter() - began, len(x), total))
             n = len(x)
             yield StreamBatch(index=slice(start, start + n), x=x, rec=rec, items=chunk)
             start += n
