@@ -66,8 +66,7 @@ from vitreg.results import envelope_problems
 __all__ = ["FINDINGS", "STATUSES", "ReportPaths", "ReportSchemaError", "RunOutcomes", "build_report", "evaluate",
            "is_smoke", "load_outcomes", "load_paper_numbers", "load_results_dir", "lookup", "main", "meets"]
 
-#: A report row is a verdict of :func:`vitreg.paper.judge` (kept as a name for readers of the report).
-Row = Verdict
+Row = Verdict  #: a report row is a verdict of :func:`vitreg.paper.judge` (a name for the report's readers)
 render = rr.render
 SMOKE_LINE = ("SMOKE REPORT: made from random weights and synthetic data (profile {profiles}); "
               "no number below says anything about the paper.")
@@ -206,8 +205,7 @@ def load_outcomes(results_dir: str | os.PathLike) -> RunOutcomes | None:
 
 
 def is_smoke(record: Mapping[str, Any]) -> bool:
-    """True for a results file made from random weights or under the smoke profile (a lecture run on
-    pretrained weights is not smoke: its rows are judged, with the resolution and image count they had)."""
+    """True for random weights or the smoke profile (a pretrained lecture run's rows are judged)."""
     return has_random_weights(record) or record.get("profile") == "smoke"
 
 
@@ -332,17 +330,14 @@ def _first_line(records: Mapping[str, Mapping[str, Any]], results_dir: Path, sta
     if not records:
         return f"No results yet: no results files in `{results_dir}`; every row below is marked not run."
     if len(smoke) == len(records):
-        profiles = ", ".join(sorted({str(records[nb].get("profile")) for nb in smoke}))
-        return SMOKE_LINE.format(profiles=profiles)
+        return SMOKE_LINE.format(profiles=", ".join(sorted({str(records[nb].get("profile")) for nb in smoke})))
     if smoke:
         return ("PARTLY A SMOKE REPORT: the results of " + ", ".join(smoke)
                 + " were made from random weights and synthetic data; their rows are not compared.")
-    profiles = sorted({str(r.get("profile")) for r in records.values()})
-    if profiles == ["real"]:
-        return "Made from pretrained weights (profile real) for every notebook that ran."
-    return (f"Made from pretrained weights (profile {', '.join(profiles)}) for every notebook that ran; a lecture "
-            "run uses small models on a few photos, not the paper's experiment: rows at other resolutions or image "
-            "counts are marked not comparable.")
+    profiles = ", ".join(sorted({str(r.get("profile")) for r in records.values()}))
+    return f"Made from pretrained weights (profile {profiles}) for every notebook that ran" + (
+        "." if profiles == "real" else "; a lecture run uses small models on a few photos, not the paper's "
+        "experiment: rows at other resolutions or image counts are marked not comparable.")
 
 
 def _resolution_text(record: Mapping[str, Any]) -> str:
