@@ -27,10 +27,10 @@ GOAL_S = 3600.0
 PEAK_FLOPS = 989e12
 #: Share of that peak a ViT forward reaches under bf16 autocast: ASSUMED (benchmarks/bench_scale.py measures it).
 SHARE = 0.4
-#: Decode + resize + normalise of one ~500x400 JPEG on one CPU core, seconds, measured on the 2-core machine this
-#: was written on, under load: PIL decode 1.4 ms + `vitreg.images.preprocess` to 224 px 24 ms (its torch bicubic
-#: antialiased resize is the cost; 58 ms to 518 px).
-DECODE_S = 0.025
+#: Decode + resize + normalise of one 500x375 JPEG on one CPU core, seconds: `vitreg.images.preprocess` (PIL
+#: decode, PIL bicubic resize, float conversion) to 224 px took 11.9 ms per image, best of 3 x 32 images, on the
+#: 2-core machine this was written on at load average 1.6 (26.5 ms to 518 px); 24 ms under a load of 10+.
+DECODE_S = 0.012
 #: Data-loader worker processes decoding in parallel (vitreg.device.loader_workers on a 16-core GPU node).
 WORKERS = 8
 #: Jupyter kernel start and imports, seconds per notebook; reading one model's weights and moving them to the GPU.
