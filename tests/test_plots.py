@@ -91,3 +91,16 @@ def test_stamp_replaces_the_label_line_once():
     plots.stamp(fig2, random_weights=False, planted=True)
     assert ax.get_title() == "one panel\n[planted ground truth]"
     plt.close("all")
+
+
+def test_register_gain_draws_each_difference_with_its_spread_and_marks_a_missing_metric() -> None:
+    from vitreg.plots import plot_register_gain
+
+    values = {"ours": {"imagenet_top1": 0.5, "ade20k_miou": -0.2}, "paper": {"imagenet_top1": 0.3}}
+    errors = {"ours": {"imagenet_top1": 0.1, "ade20k_miou": 0.05}, "paper": {"imagenet_top1": 0.0}}
+    fig = plot_register_gain(values, errors, title="planted differences")
+    top1, miou = fig.axes
+    assert [round(p.get_width(), 6) for p in top1.patches] == [0.5, 0.3]
+    assert [round(p.get_width(), 6) for p in miou.patches] == [-0.2]  # "paper" has no mIoU: no bar ...
+    assert any(t.get_text().strip() == "n/a" for t in miou.texts)     # ... but its row says so
+    assert [t.get_text() for t in top1.get_yticklabels()] == ["ours", "paper"]

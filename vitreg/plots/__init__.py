@@ -15,6 +15,7 @@ from vitreg.plots.maps import (
     plot_attention_grid, plot_head_maps, plot_norm_maps, plot_frequency_map, plot_mean_maps,
     plot_discoveries, plot_positional_artifact,
 )
+from vitreg.plots.gains import plot_register_gain
 from vitreg.plots.neurons import plot_neuron_scores
 from vitreg.plots.style import (PLANTED_LABEL, RANDOM_LABEL, is_random, label_line, maps_grid, save_figure,
                                  stamp, title_for, use_style)
@@ -23,7 +24,7 @@ __all__ = [
     "PLANTED_LABEL", "RANDOM_LABEL", "figure_png", "is_random", "label_line", "maps_grid", "plot_artifact_scores", "plot_attention_grid",
     "plot_bias_sweep", "plot_block_norms", "plot_corloc", "plot_discoveries", "plot_downstream",
     "plot_frequency_map", "plot_global_probes", "plot_head_maps", "plot_local_probes", "plot_massive_activations",
-    "plot_mean_maps", "plot_neuron_scores", "plot_norm_distributions", "plot_norm_histograms", "plot_norm_maps", "plot_positional_artifact",
+    "plot_mean_maps", "plot_neuron_scores", "plot_register_gain", "plot_norm_distributions", "plot_norm_histograms", "plot_norm_maps", "plot_positional_artifact",
     "plot_scan_card",
     "plot_similarity_densities", "plot_size_trend", "save_figure", "stamp", "title_for", "use_style",
 ]
