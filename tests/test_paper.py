@@ -12,6 +12,7 @@ import yaml
 
 from vitreg import paper
 from vitreg import report as rp
+from vitreg.models import get_spec
 
 
 def _put(numbers: dict, key: str, value, model: str | None) -> None:
@@ -253,8 +254,8 @@ def test_annotations_add_protocol_fields_by_id_and_unknown_ids_fail(tmp_path: Pa
 
 def test_table3_reads_the_numbers_file() -> None:
     t = paper.table3()
-    assert t["[TTR]: dinov2_l"] == {"voc07": 32.2, "voc12": 36.8, "coco20k": 25.4}
-    assert t["[TTR]: dinov2_l_reg"]["voc07"] == 56.2 and t["paper: DINO ViT-S/16"]["coco20k"] == 50.7
+    assert t[f"[TTR]: {get_spec('dinov2_l').paper_name}"] == {"voc07": 32.2, "voc12": 36.8, "coco20k": 25.4}
+    assert t[f"[TTR]: {get_spec('dinov2_l_reg').paper_name}"]["voc07"] == 56.2 and t["paper: DINO ViT-S/16"]["coco20k"] == 50.7
     assert t["paper: DeiT-III B +reg"]["voc12"] == 32.7
 
 

@@ -453,8 +453,10 @@ def table3() -> dict[str, dict[str, float]]:
     Returns:
         row label -> ``{"voc07": .., "voc12": .., "coco20k": ..}``: the paper's own models
         (``paper: DINOv2-L``, ``paper: DINOv2-L +reg``, DeiT-III, OpenCLIP, DINO ViT-S/16) and [TTR]'s
-        measurements of the public DINOv2-L pair (``[TTR]: dinov2_l``, ``[TTR]: dinov2_l_reg``).
+        measurements of the public DINOv2-L pair (``[TTR]: DINOv2 ViT-L/14`` and ``... +reg``: paper names).
     """
+    from vitreg.models import get_spec
+
     names = {"dinov2": "DINOv2-L", "deit3": "DeiT-III B", "openclip": "OpenCLIP B/16"}
     rows: dict[str, dict[str, float]] = {}
     for e in paper_numbers():
@@ -464,7 +466,7 @@ def table3() -> dict[str, dict[str, float]]:
         elif parts[:2] == ["F8", "table3"] and len(parts) == 4:  # DINO v1 reference row
             label, dataset = "paper: DINO ViT-S/16", parts[3]
         elif parts[:3] == ["F8", "ttr", "lost"] and len(parts) == 5:
-            label, dataset = f"[TTR]: {parts[4]}", parts[3]
+            label, dataset = f"[TTR]: {get_spec(parts[4]).paper_name}", parts[3]
         else:
             continue
         rows.setdefault(label, {})[dataset] = float(e.value)
