@@ -62,13 +62,19 @@ def _add_run(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--keep-going", action="store_true", help="run the remaining notebooks after one fails")
     p.add_argument("--out", type=Path, metavar="DIR",
                    help="folder for figures/, results/, notebooks/ and the report (default: by profile)")
+    _add_overrides(p)
+    return p
+
+
+def _add_overrides(p: argparse.ArgumentParser) -> None:
+    """``--params FILE`` and ``--set NOTEBOOK.KEY=VALUE``: the overrides ``vitreg run`` and ``vitreg extract``
+    share (both checked by :mod:`vitreg.params` before anything runs)."""
     p.add_argument("--params", type=Path, metavar="FILE",
                    help="a YAML file in the profile format ('common:' and 'notebooks:' sections) whose values "
                         "override the profile's; checked like a profile before anything runs")
     p.add_argument("--set", action="append", default=[], metavar="NOTEBOOK.KEY=VALUE", dest="sets",
                    help="override one parameter, after --params (repeatable): 02_high_norm_tokens.n_images=512, "
                         "02.image_dir=/data/photos, common.device=cuda; VALUE is YAML (null, [a, b])")
-    return p
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -329,9 +335,7 @@ def _add_extract(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("notebooks", nargs="+", metavar="NOTEBOOK",
                    help="notebook numbers (06), names, or 'all' (every notebook with a cached extraction)")
     p.add_argument("--profile", choices=PROFILES, default="real", help="parameters profile (default real)")
-    p.add_argument("--params", type=Path, metavar="FILE", help="overrides in the profile format, as for `vitreg run`")
-    p.add_argument("--set", action="append", default=[], metavar="NOTEBOOK.KEY=VALUE", dest="sets",
-                   help="override one parameter (repeatable), as for `vitreg run`")
+    _add_overrides(p)
     return p
 
 

@@ -169,21 +169,18 @@ class NotebookRun:
             raise CodeCheckFailed(f"{self.name}: {what} does not hold: the code is broken")
         return True
 
-    def _finite(self, numbers: Mapping[str, Any]) -> Mapping[str, Any]:
-        """``numbers`` with every NaN/inf named on the output and recorded as ``{"skipped": ...}``, so one
-        non-finite number never costs the results file of a whole run (strict JSON refuses NaN)."""
-        import json
-
-        from vitreg.io import jsonable
+    @staticmethod
+    def _finite(numbers: dict[str, Any]) -> dict[str, Any]:
+        """``numbers`` (plain JSON types) with every NaN/inf named on the output and recorded as
+        ``{"skipped": ...}``, so one non-finite number never costs a run its results file (strict JSON)."""
         from vitreg.results import clean_numbers, non_finite_paths
 
-        plain = json.loads(json.dumps(numbers, default=jsonable))  # tensors and numpy scalars as numbers
-        bad = non_finite_paths(plain)
+        bad = non_finite_paths(numbers)
         if not bad:
             return numbers
         print(f"warning: {len(bad)} number(s) are not finite (NaN or inf) and are recorded as skipped: "
               + ", ".join(bad[:10]) + (" ..." if len(bad) > 10 else ""))
-        return clean_numbers(plain, "not a finite number (NaN or inf) in this run")
+        return clean_numbers(numbers, "not a finite number (NaN or inf) in this run")
 
     def save(self, numbers: Mapping[str, Any], models: Iterable[Any] = ()) -> Path:
         """Write ``results/<notebook>.json`` with ``numbers``, the models, every parameter, skips and verdicts.
@@ -207,10 +204,10 @@ class NotebookRun:
             extra["skipped"] = list(dict.fromkeys([*numbers.get("skipped", []), *self.skipped]))
         if self.planted_checks:
             extra["planted_checks"] = dict(self.planted_checks)
-        numbers = self._finite(numbers)
         record = results_record(self.name, {**numbers, **extra}, models=models, params=self.params)
         record["random_weights"] = bool(record["random_weights"] or self.random_weights)  # what ran decides
         record = json.loads(json.dumps(record, default=jsonable))  # as the report will read it
+        record["numbers"] = self._finite(record["numbers"])
         mine = [n for n in paper_numbers() if n.notebook == self.name]
         final = evaluate(mine, {self.name: record})
         printed = {v.id: v.status for v in self.verdicts}
