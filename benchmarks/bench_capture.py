@@ -20,9 +20,9 @@ import time
 
 import torch
 
-from vitreg.capture import capture
-from vitreg.device import pick_device
-from vitreg.weights import load_model
+from vitreg.core.capture import capture
+from vitreg.core.device import pick_device
+from vitreg.core.weights import load_model
 
 CONFIGS = [("dinov2_s", 224), ("dinov2_s", 518), ("dinov2_b", 224), ("dinov2_b", 518), ("dinov3_s", 224)]
 

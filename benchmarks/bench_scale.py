@@ -46,9 +46,9 @@ FLOP_CONFIGS = [("dinov2_s", 224), ("dinov2_s", 518), ("dinov2_l", 224), ("dinov
 
 def cache_ratio(kind: str, model: str, size: int, n: int, chunk: int, batch: int) -> dict:
     """Seconds of the first (extract + write) and second (read + verify) call of a cached extraction."""
-    from vitreg import features
-    from vitreg.data import SyntheticGlobalDataset
-    from vitreg.weights import load_model
+    from vitreg.measure import features
+    from vitreg.data.datasets import SyntheticGlobalDataset
+    from vitreg.core.weights import load_model
 
     torch.manual_seed(0)
     loaded = load_model(model, pretrained=False, image_size=size)
@@ -76,7 +76,7 @@ def flops_per_image(model: str, size: int) -> float:
     import timm
     from torch.utils.flop_counter import FlopCounterMode
 
-    from vitreg.models import get_spec
+    from vitreg.core.models import get_spec
 
     with torch.device("meta"):
         net = timm.create_model(get_spec(model).timm_name, pretrained=False, img_size=size, num_classes=0).eval()
@@ -93,7 +93,7 @@ def dense_bf16_peak(name: str) -> float | None:
 
 def images_per_second(model: str, size: int, batch: int, repeats: int) -> float:
     """Median images/s of a bf16-autocast forward on the CUDA device (random weights, random images)."""
-    from vitreg.weights import load_model
+    from vitreg.core.weights import load_model
 
     loaded = load_model(model, pretrained=False, image_size=size, device="cuda")
     x = torch.randn(batch, 3, size, size, device="cuda")
@@ -113,7 +113,7 @@ def images_per_second(model: str, size: int, batch: int, repeats: int) -> float:
 
 def compiled_speedup(model: str, size: int, batch: int, repeats: int) -> tuple[float, float]:
     """(eager, compiled) images/s of the bf16 forward on the CUDA device (compilation not timed)."""
-    from vitreg.weights import load_model
+    from vitreg.core.weights import load_model
 
     loaded = load_model(model, pretrained=False, image_size=size, device="cuda")
     x = torch.randn(batch, 3, size, size, device="cuda")
@@ -144,7 +144,7 @@ ASSUMED_SHARE = 0.4
 def stored_bytes(kind: str, model: str, size: int, n_draws: int = 3) -> float:
     """Bytes the cache stores per image (float16 tokens): 06 keeps [CLS], registers, the central patch and
     ``n_draws`` normal + outlier patches; 05 keeps every patch token, its pixels and its norm."""
-    from vitreg.models import get_spec
+    from vitreg.core.models import get_spec
 
     spec = get_spec(model)
     width = {"dinov2_s": 384, "dinov2_b": 768, "dinov2_l": 1024, "dinov2_g": 1536}.get(model, 1024)

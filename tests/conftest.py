@@ -17,7 +17,7 @@ def small_vit(name: str, *, depth: int = 2, image_size: int | tuple[int, int] | 
     """A random timm model of a zoo entry with few blocks (fast), in eval mode."""
     import timm
 
-    from vitreg.models import get_spec
+    from vitreg.core.models import get_spec
 
     spec = get_spec(name)
     size = image_size or 2 * spec.patch_size * 4

@@ -1,12 +1,13 @@
-"""Planted ground truth for vitreg.attention (Paper: Fig. 2, App. F, Fig. 9)."""
+"""Planted ground truth for vitreg.measure.attention (Paper: Fig. 2, App. F, Fig. 9)."""
 
 import math
 
 import pytest
 import torch
 
-from vitreg import attention, planting
-from vitreg.tokens import TokenLayout, prefix_names, prefix_row
+from vitreg import planting
+from vitreg.measure import attention
+from vitreg.core.tokens import TokenLayout, prefix_names, prefix_row
 
 
 def _attn(layout, b=4, heads=3, rows=None, seed=0):

@@ -21,8 +21,8 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from vitreg import book
-from vitreg.paths import repo_root
+from vitreg.cli import book
+from vitreg.utils.paths import repo_root
 
 ROOT = repo_root()
 BOOK = ROOT / os.environ.get("VITREG_BOOK_DIR", "build/book")  # make test-book: build/book-smoke

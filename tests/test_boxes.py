@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vitreg.boxes import (COCO20kBoxes, SyntheticBoxes, box_iou, coco_boxes_from_annotations, corloc, corloc_hits,
+from vitreg.data.boxes import (COCO20kBoxes, SyntheticBoxes, box_iou, coco_boxes_from_annotations, corloc, corloc_hits,
                           data_root, open_box_dataset, parse_voc_xml)
 
 
@@ -118,8 +118,8 @@ def test_synthetic_boxes_hold_the_planted_object():
 
 def test_a_truncated_voc_image_is_named(tmp_path):
     """A broken JPEG inside a dataset folder names its path (it raised a bare 'image file is truncated')."""
-    from vitreg.boxes import VOCBoxes
-    from vitreg.images import ImageError
+    from vitreg.data.boxes import VOCBoxes
+    from vitreg.core.images import ImageError
 
     voc = tmp_path / "VOC2007"
     (voc / "JPEGImages").mkdir(parents=True)
@@ -144,7 +144,7 @@ def test_lost_batches_group_images_of_one_padded_size_and_pad_at_the_bottom_righ
     import torch
     from PIL import Image
 
-    from vitreg.boxes import collate_lost, lost_input, padded_hw, size_batches
+    from vitreg.data.boxes import collate_lost, lost_input, padded_hw, size_batches
 
     img = Image.fromarray(np.full((375, 500, 3), 200, dtype=np.uint8))
     x = lost_input(img, protocol="padded", patch=14, size=None, mean=(0.5,) * 3, std=(0.25,) * 3)

@@ -1,4 +1,4 @@
-"""The feature cache (vitreg.cache) returns identical features, is invalidated by any key change and
+"""The feature cache (vitreg.utils.cache) returns identical features, is invalidated by any key change and
 resumes an interrupted extraction. Paper: Fig. 5b, Table 1 (the probes' frozen features)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import warnings
 import pytest
 import torch
 
-from vitreg import cache
+from vitreg.utils import cache
 
 BASE = dict(model="dinov2_s", tag="lvd142m", resolution=[224, 224], dataset="cifar10", split="train",
             layer="final_norm")
@@ -119,9 +119,9 @@ def test_model_dtype_and_random_init_are_part_of_the_key(tmp_path) -> None:
     import copy
     import dataclasses
 
-    from vitreg import features
-    from vitreg.data import SyntheticGlobalDataset
-    from vitreg.weights import load_model
+    from vitreg.measure import features
+    from vitreg.data.datasets import SyntheticGlobalDataset
+    from vitreg.core.weights import load_model
 
     images = [SyntheticGlobalDataset(n=2, image_size=56)[i][0] for i in range(2)]
     kw = dict(dataset="syn2", batch_size=2, cache_root=tmp_path, progress=False)
@@ -296,7 +296,7 @@ def test_a_weights_file_replaced_with_same_size_and_time_gives_another_key(tmp_p
     """``cp -p other.pth weights.pth``: same size, same modification time, other weights."""
     import dataclasses
 
-    from vitreg.weights import load_model
+    from vitreg.core.weights import load_model
 
     file = tmp_path / "weights.pth"
     file.write_bytes(b"A" * 4096)

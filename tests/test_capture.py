@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from conftest import small_vit
-from vitreg.capture import capture, explicit_attention
-from vitreg.tokens import TokenLayout
+from vitreg.core.capture import capture, explicit_attention
+from vitreg.core.tokens import TokenLayout
 
 
 def _hooks(model: torch.nn.Module) -> int:
@@ -37,7 +37,7 @@ def test_recomputed_attention_equals_explicit_softmax(key, cells):
 
 
 def model_patch(key: str) -> int:
-    from vitreg.models import get_spec
+    from vitreg.core.models import get_spec
 
     return get_spec(key).patch_size
 

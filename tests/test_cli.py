@@ -11,9 +11,9 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from vitreg import cli
-from vitreg.cli import main
-from vitreg.paths import repo_root
+from vitreg.cli import main as cli
+from vitreg.cli.main import main
+from vitreg.utils.paths import repo_root
 
 
 @pytest.mark.parametrize("argv", [[], ["run"], ["weights"], ["weights", "download"], ["weights", "where"],
@@ -43,7 +43,7 @@ def test_no_command_or_an_unknown_one_is_a_usage_error(capsys):
 
 
 def test_run_dispatches_with_its_options(monkeypatch, tmp_path):
-    import vitreg.runner as runner
+    import vitreg.cli.runner as runner
 
     seen = {}
 
@@ -63,8 +63,8 @@ def test_run_dispatches_with_its_options(monkeypatch, tmp_path):
 
 
 def test_run_with_a_bad_parameter_exits_2_naming_it(monkeypatch, capsys):
-    import vitreg.runner as runner
-    from vitreg.params import ParameterError
+    import vitreg.cli.runner as runner
+    from vitreg.experiments.params import ParameterError
 
     def bad(*a, **k):
         raise ParameterError("02_x.ipynb: unknown parameter 'n_image'")
@@ -75,7 +75,7 @@ def test_run_with_a_bad_parameter_exits_2_naming_it(monkeypatch, capsys):
 
 
 def test_run_interrupted_exits_130(monkeypatch, capsys):
-    import vitreg.runner as runner
+    import vitreg.cli.runner as runner
 
     monkeypatch.setattr(runner, "run", lambda *a, **k: [runner.Outcome("01_x", "ok"),
                                                         runner.Outcome("02_x", "interrupted"),
@@ -105,9 +105,9 @@ def test_weights_where_reports_missing_and_unknown(tmp_path, monkeypatch, capsys
 
 
 def test_weights_download_picks_the_models(monkeypatch, capsys):
-    import vitreg.runner as runner
-    import vitreg.weights as weights
-    from vitreg.models import ZOO
+    import vitreg.cli.runner as runner
+    import vitreg.core.weights as weights
+    from vitreg.core.models import ZOO
 
     asked = []
     monkeypatch.setattr(weights, "download", lambda keys: asked.append(list(keys)))
@@ -122,7 +122,7 @@ def test_weights_download_picks_the_models(monkeypatch, capsys):
 
 
 def test_report_calls_build_report(monkeypatch, tmp_path, capsys):
-    import vitreg.report as report
+    import vitreg.present.report as report
 
     calls = []
 
@@ -144,7 +144,7 @@ def test_report_calls_build_report(monkeypatch, tmp_path, capsys):
 
 
 def test_strip_strips_the_checkouts_notebooks(monkeypatch, tmp_path, capsys):
-    import vitreg.runner as runner
+    import vitreg.cli.runner as runner
 
     (tmp_path / "notebooks").mkdir()
     nb = new_notebook(cells=[new_code_cell("1 + 1", execution_count=3)])
@@ -163,7 +163,7 @@ def test_python_dash_m_vitreg_is_the_same_command():
 
 def test_installed_console_script_if_any():
     """The console script declared in pyproject.toml points at this main (run it when installed)."""
-    assert 'vitreg = "vitreg.cli:main"' in (repo_root() / "pyproject.toml").read_text()
+    assert 'vitreg = "vitreg.cli.main:main"' in (repo_root() / "pyproject.toml").read_text()
     exe = shutil.which("vitreg", path=str(Path(sys.executable).parent))
     if exe is None:
         pytest.skip("the vitreg console script is not installed in this environment")
@@ -202,9 +202,10 @@ def _small_06(cache: Path) -> list[str]:
 def test_extract_fills_the_cache_that_the_notebooks_own_call_then_hits(tmp_path, monkeypatch, capsys):
     import torch
 
-    from vitreg import features, global_probes, planting
-    from vitreg.prefill import extract_notebooks
-    from vitreg.weights import load_model
+    from vitreg import planting
+    from vitreg.measure import features, global_probes
+    from vitreg.cli.prefill import extract_notebooks
+    from vitreg.core.weights import load_model
 
     sets = _small_06(tmp_path)
     assert main(["extract", "06", "--profile", "smoke", *[a for s in sets for a in ("--set", s)]]) == 0

@@ -1,4 +1,4 @@
-"""Datasets (vitreg.data): folders and torchvision sets load or are skipped with a reason, never
+"""Datasets (vitreg.data.datasets): folders and torchvision sets load or are skipped with a reason, never
 downloaded offline; the synthetic set's classes are a global property. Paper: Table 1 / Table 6."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vitreg import data
+from vitreg.data import datasets as data
 
 
 def tile_redness(ds: data.SyntheticGlobalDataset, i: int) -> torch.Tensor:
@@ -124,7 +124,7 @@ def test_subset_is_class_balanced_and_unknown_names_are_refused() -> None:
 
 
 def test_probe_images_fall_back_to_the_photos_and_say_why(tmp_path) -> None:
-    from vitreg.data import probe_images
+    from vitreg.data.datasets import probe_images
 
     images, source, why = probe_images("photos", "test", 3)
     assert (len(images), source, why) == (3, "bundled photos", None)
@@ -155,7 +155,7 @@ def _imagenette_val(root, classes: int = 3, per_class: int = 4) -> None:
 
 
 def test_image_sources_are_the_ones_the_parameter_rule_allows() -> None:
-    from vitreg.params import RULES
+    from vitreg.experiments.params import RULES
 
     assert all(RULES["images"].allows(s, none_ok=False) for s in data.IMAGE_SOURCES)
     assert not RULES["images"].allows("imagenet1k", none_ok=False)
@@ -217,9 +217,9 @@ def test_online_a_missing_torchvision_set_is_usable_with_a_note(tmp_path, monkey
 def test_a_notebook_run_records_the_natural_image_set_it_used(tmp_path, monkeypatch) -> None:
     import json
 
-    from vitreg import notebook
-    from vitreg.params import notebook_defaults
-    from vitreg.paths import repo_root
+    from vitreg.present import notebook
+    from vitreg.experiments.params import notebook_defaults
+    from vitreg.utils.paths import repo_root
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("VITREG_DATA", str(tmp_path / "datasets"))

@@ -1,4 +1,4 @@
-"""Dense datasets (vitreg.dense_data): layouts, targets aligned with the image, the synthetic stand-in.
+"""Dense datasets (vitreg.data.dense): layouts, targets aligned with the image, the synthetic stand-in.
 
 Paper: Table 2 (ADE20k, NYUd).
 """
@@ -8,12 +8,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vitreg import dense_data
-from vitreg.data import DatasetUnavailable
+from vitreg.data import dense as dense_data
+from vitreg.data.datasets import DatasetUnavailable
 
 
 def test_targets_stay_aligned_with_the_preprocessed_image() -> None:
-    from vitreg.images import preprocess
+    from vitreg.core.images import preprocess
 
     seg = np.repeat(np.repeat(np.arange(4)[None], 60, 0), 40, 1).astype(np.uint8)  # 60 x 160, 4 column blocks
     colours = np.eye(3, dtype=np.float32)[[0, 1, 2, 0]]

@@ -1,9 +1,9 @@
-"""The teaching diagrams of vitreg.plots.diagrams draw what they say (Paper: §2.2, Fig. 3)."""
+"""The teaching diagrams of vitreg.present.plots.diagrams draw what they say (Paper: §2.2, Fig. 3)."""
 
 import matplotlib.pyplot as plt
 import pytest
 
-from vitreg.plots import diagrams
+from vitreg.present.plots import diagrams
 
 
 def texts(fig):

@@ -11,9 +11,9 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from vitreg.models import ZOO, get_spec
-from vitreg.weight_files import OfficialLayoutError, keep_rope_periods, load_official_dinov3
-from vitreg.weights import load_model
+from vitreg.core.models import ZOO, get_spec
+from vitreg.core.weight_files import OfficialLayoutError, keep_rope_periods, load_official_dinov3
+from vitreg.core.weights import load_model
 
 TINY = dict(depth=2, embed_dim=64, num_heads=2, num_classes=0)  # head_dim 32: 8 RoPE periods
 
@@ -188,7 +188,7 @@ def test_load_model_reads_an_official_file_from_the_weights_folder(tmp_path, mon
 
 
 def test_a_refused_official_file_exits_the_scan_with_its_reason(tmp_path, capsys):
-    from vitreg.cli import main
+    from vitreg.cli.main import main
 
     sd = _random_official("vit_small_patch16_dinov3", depth=12, embed_dim=384, num_heads=6)
     sd["blocks.3.attn.qkv.bias"][:384] = 0.1  # a q bias, but dinov3_s has none

@@ -1,4 +1,4 @@
-"""Data-parallel feature extraction under torchrun (vitreg.distributed), on CPU with gloo and 2 ranks.
+"""Data-parallel feature extraction under torchrun (vitreg.utils.distributed), on CPU with gloo and 2 ranks.
 
 Paper: Table 1 / Table 6 (notebook 06's frozen features): the features of a torchrun job equal a single
 process's bit for bit, and a job whose rank died resumes by computing only the missing chunks.
@@ -15,15 +15,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from vitreg import cache, distributed, features
+from vitreg.utils import cache, distributed
+from vitreg.measure import features
 
 ROOT = Path(__file__).resolve().parents[1]
 
 def extract(root: str | Path) -> dict[str, torch.Tensor]:
     """One extraction: notebook 06's single-token features of 12 synthetic images in 6 chunks of 2, on a
     random-weight DINOv2-S+reg at 56 px, one thread (the same code in this process and in every rank)."""
-    from vitreg.data import SyntheticGlobalDataset
-    from vitreg.weights import load_model
+    from vitreg.data.datasets import SyntheticGlobalDataset
+    from vitreg.core.weights import load_model
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -44,7 +45,7 @@ WORKER = r'''
 import os, sys
 sys.path.insert(0, TESTS)
 import torch
-from vitreg import cache
+from vitreg.utils import cache
 from test_distributed import extract
 
 out, root, logs, kill = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])

@@ -1,4 +1,4 @@
-"""Table 2 probes (vitreg.downstream): the heads learn a planted relation and do not learn noise.
+"""Table 2 probes (vitreg.measure.downstream): the heads learn a planted relation and do not learn noise.
 
 Planted ground truth (vitreg.planting): patch tokens that carry their cell's class (a prototype) or depth (a direction),
 and noise controls whose tokens come from an independent map.
@@ -9,7 +9,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vitreg import downstream, heads, planting, table2
+from vitreg import planting
+from vitreg.measure import downstream, heads
+from vitreg.experiments import table2
 
 FAST = heads.TrainConfig(epochs=15, batch_size=8, lr=1e-2, device="cpu")
 
@@ -61,8 +63,8 @@ def test_synthetic_checks_pass_a_learned_relation_and_fail_noise() -> None:
 
 
 def _gain_verdicts(no_reg: dict, reg: dict) -> dict:
-    """The report's verdicts (vitreg.paper) on the register gain computed by downstream.register_gains."""
-    from vitreg import paper
+    """The report's verdicts (vitreg.claims.paper) on the register gain computed by downstream.register_gains."""
+    from vitreg.claims import paper
 
     gain = {"model": "dinov2_l_reg", **downstream.register_gains(no_reg, reg)}
     values = {f"register_gain.{k}": v for k, v in gain.items()}
@@ -112,7 +114,7 @@ def test_whole_images_are_scored_at_their_labels_own_resolution() -> None:
     """A head that predicts the planted class of each canvas cell scores 100% on labels of other sizes, and a
     stretched (not padded) reading of the same logits does not."""
     import torch.nn.functional as F
-    from vitreg import dense_data
+    from vitreg.data import dense as dense_data
 
     class Oracle(torch.nn.Module):  # logits = the tokens themselves (one channel per class)
         def forward(self, patch, size=None):

@@ -1,4 +1,4 @@
-"""Linear estimators (vitreg.estimators) recover planted signals and find nothing in noise.
+"""Linear estimators (vitreg.measure.estimators) recover planted signals and find nothing in noise.
 
 Paper: Fig. 5b, Table 1 / Table 6, Table 2 (every linear probe).
 """
@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from vitreg import estimators
+from vitreg.measure import estimators
 
 
 

@@ -7,11 +7,11 @@ import pytest
 import timm
 import torch
 
-from vitreg.capture import capture, explicit_attention
-from vitreg.models import ZOO, NotAPlainViT, get_spec
+from vitreg.core.capture import capture, explicit_attention
+from vitreg.core.models import ZOO, NotAPlainViT, get_spec
 from vitreg.planting import planted_outliers
-from vitreg.tokens import TokenLayout, token_counts
-from vitreg.weights import load_model
+from vitreg.core.tokens import TokenLayout, token_counts
+from vitreg.core.weights import load_model
 
 #: timm name -> (class tokens, registers): one model per family and layout.
 FAMILIES = {

@@ -1,4 +1,4 @@
-"""Probe features (vitreg.features) of a random model under planted outliers (vitreg.planting).
+"""Probe features (vitreg.measure.features) of a random model under planted outliers (vitreg.planting).
 
 Paper: Fig. 5b, Table 1 (planted ground truth for the smoke checks).
 """
@@ -8,13 +8,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vitreg import dense_data, features, local_probes, planting
+from vitreg import planting
+from vitreg.data import dense as dense_data
+from vitreg.measure import features, local_probes
 
 
 def test_features_of_a_random_model_find_exactly_the_planted_outliers(tmp_path) -> None:
     """End to end on a random-weight DINOv2-S+reg: planted tokens are the outliers, draws come from them."""
-    from vitreg.data import SyntheticGlobalDataset
-    from vitreg.weights import load_model
+    from vitreg.data.datasets import SyntheticGlobalDataset
+    from vitreg.core.weights import load_model
 
     loaded = load_model("dinov2_s_reg", pretrained=False, image_size=56)
     ds = SyntheticGlobalDataset(n=6, image_size=56)
@@ -51,7 +53,7 @@ def test_features_of_a_random_model_find_exactly_the_planted_outliers(tmp_path) 
 
 @pytest.mark.parametrize("name", ["dinov2_s", "dinov2_s_reg"])
 def test_dense_features_drop_every_prefix_token(name: str) -> None:
-    from vitreg.weights import load_model
+    from vitreg.core.weights import load_model
 
     loaded = load_model(name, pretrained=False, image_size=56)
     imgs = [dense_data.SyntheticDenseDataset(n=2, image_size=56, tile=14)[i][0] for i in range(2)]
@@ -62,7 +64,7 @@ def test_dense_features_drop_every_prefix_token(name: str) -> None:
 
 
 def test_task_features_are_cached_and_reloaded_without_the_model(tmp_path, monkeypatch) -> None:
-    from vitreg.weights import load_model
+    from vitreg.core.weights import load_model
 
     loaded = load_model("dinov2_s_reg", pretrained=False, image_size=56)
     data = dense_data.SyntheticDenseDataset(n=3, image_size=56, tile=14, seed=2)
@@ -89,8 +91,8 @@ def test_dinov2_eval_crop_keeps_the_central_224_of_256() -> None:
 
 def test_draws_do_not_depend_on_the_chunk_size(tmp_path) -> None:
     """Table 1: an image's random normal/outlier tokens are fixed by the seed and its index, not its chunk."""
-    from vitreg.data import SyntheticGlobalDataset
-    from vitreg.weights import load_model
+    from vitreg.data.datasets import SyntheticGlobalDataset
+    from vitreg.core.weights import load_model
 
     loaded = load_model("dinov2_s_reg", pretrained=False, image_size=56)
     ds = SyntheticGlobalDataset(n=6, image_size=56)
@@ -108,8 +110,8 @@ def test_outliers_are_found_at_the_models_detection_block_where_the_last_block_l
     """Issue #11 point 6 ([TTR]: DINOv2-L's norms drop at the last block, so outliers are detected at block -2).
     Planted: outliers at block -2, and a last block that squashes every token to norm 5. Detection at the
     model's block (-2, recorded) finds exactly the planted tokens; the last block (the old rule) finds none."""
-    from vitreg.data import SyntheticGlobalDataset
-    from vitreg.weights import load_model
+    from vitreg.data.datasets import SyntheticGlobalDataset
+    from vitreg.core.weights import load_model
 
     loaded = load_model("dinov2_s", pretrained=False, image_size=56)
     monkeypatch.setitem(features.DETECTION_BLOCKS, "dinov2_s", -2)

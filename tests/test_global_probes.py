@@ -1,4 +1,4 @@
-"""F6 global probes (vitreg.global_probes): one token classifies the image when it carries the class.
+"""F6 global probes (vitreg.measure.global_probes): one token classifies the image when it carries the class.
 
 Paper: Table 1 / Table 6.
 """
@@ -10,8 +10,8 @@ import math
 import pytest
 import torch
 
-from vitreg import features, global_probes
-from vitreg.results import clean_numbers
+from vitreg.measure import features, global_probes
+from vitreg.utils.results import clean_numbers
 
 
 

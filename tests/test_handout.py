@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from vitreg.handout import exercises_index, is_solution, make_handout, source_text, student_copy
-from vitreg.paths import repo_root
+from vitreg.cli.handout import exercises_index, is_solution, make_handout, source_text, student_copy
+from vitreg.utils.paths import repo_root
 
 ROOT = repo_root()
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))

@@ -1,4 +1,4 @@
-"""Dense heads (vitreg.heads): depth from planted tokens, mIoU and depth metrics as DINOv2 scores them.
+"""Dense heads (vitreg.measure.heads): depth from planted tokens, mIoU and depth metrics as DINOv2 scores them.
 
 Paper: Table 2.
 """
@@ -8,7 +8,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vitreg import dense_data, heads, planting
+from vitreg import planting
+from vitreg.data import dense as dense_data
+from vitreg.measure import heads
 
 FAST = heads.TrainConfig(epochs=15, batch_size=8, lr=1e-2, device="cpu")
 

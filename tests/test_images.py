@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vitreg.images import ImageError, image_folder, load_image, preprocess, sample_photos, to_display
+from vitreg.core.images import ImageError, image_folder, load_image, preprocess, sample_photos, to_display
 
 
 def _left_red_right_blue(w: int = 8, h: int = 4) -> Image.Image:
@@ -82,7 +82,7 @@ def test_preprocess_keeps_orientation():
 
 
 def test_pick_images_from_a_folder_or_the_bundled_photos(tmp_path, recwarn):
-    from vitreg.images import SAMPLE_SOURCE, pick_images
+    from vitreg.core.images import SAMPLE_SOURCE, pick_images
 
     for i in range(3):
         _left_red_right_blue().save(tmp_path / f"{i}.png")

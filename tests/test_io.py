@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vitreg.io import atomic_write_json
+from vitreg.utils.io import atomic_write_json
 
 
 @pytest.mark.robustness("clear error")
@@ -29,7 +29,7 @@ def test_atomic_files_get_the_mode_open_would_give(tmp_path, umask):
     import os
     import stat
 
-    from vitreg.io import atomic_torch_save, atomic_write_text
+    from vitreg.utils.io import atomic_torch_save, atomic_write_text
 
     old = os.umask(umask)
     try:
@@ -51,7 +51,7 @@ def test_atomic_rewrite_keeps_the_existing_files_mode(tmp_path):
     import os
     import stat
 
-    from vitreg.io import atomic_write_text
+    from vitreg.utils.io import atomic_write_text
 
     path = tmp_path / "shared.txt"
     path.write_text("old")

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import timm
 
-from vitreg.models import ZOO, get_spec
-from vitreg.params import PROFILES, RULES, check_profile, given_parameters, load_order, load_profile, notebook_defaults, validate
-from vitreg.paths import repo_root
-from vitreg.runner import merged_parameters, models_in, output_dir_for, planned_parameters
+from vitreg.core.models import ZOO, get_spec
+from vitreg.experiments.params import PROFILES, RULES, check_profile, given_parameters, load_order, load_profile, notebook_defaults, validate
+from vitreg.utils.paths import repo_root
+from vitreg.cli.runner import merged_parameters, models_in, output_dir_for, planned_parameters
 
 ROOT = repo_root()
 NAMES = [e["notebook"] for e in load_order()]
@@ -122,7 +122,7 @@ def test_the_lecture_profile_offline_without_weights_stops_before_any_notebook(t
     import huggingface_hub.constants as c
 
     monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    from vitreg.cli import main
+    from vitreg.cli.main import main
 
     with pytest.raises(SystemExit, match=r"(?s)Stopping before any notebook runs.*dinov2_l = .*: 00_tour"):
         main(["run", "--profile", "lecture", "--only", "00", "--out", str(tmp_path / "out")])

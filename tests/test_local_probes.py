@@ -1,4 +1,4 @@
-"""F5 local probes (vitreg.local_probes): positions and pixels are recovered when planted, not from noise.
+"""F5 local probes (vitreg.measure.local_probes): positions and pixels are recovered when planted, not from noise.
 
 Paper: Fig. 5b.
 """
@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from vitreg import features, local_probes
+from vitreg.measure import features, local_probes
 
 
 
@@ -95,8 +95,8 @@ def test_outlier_minus_normal_is_the_difference_or_a_skip() -> None:
 
 def test_probe_model_finds_planted_outliers_with_less_local_information() -> None:
     from vitreg import planting
-    from vitreg.images import sample_photos
-    from vitreg.weights import load_model
+    from vitreg.core.images import sample_photos
+    from vitreg.core.weights import load_model
 
     loaded = load_model("dinov2_s", pretrained=False, image_size=56, device="cpu")
     images = [im for _, im in sample_photos()][:6]

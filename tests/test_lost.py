@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from vitreg.boxes import corloc
-from vitreg.lost import (Discovery, Setting, corloc_numbers, discover, lost, mask_to_box, offset_features,
+from vitreg.data.boxes import corloc
+from vitreg.measure.lost import (Discovery, Setting, corloc_numbers, discover, lost, mask_to_box, offset_features,
                          patch_features, planted_corloc, seed_component, ttr_settings)
 from vitreg.planting import planted_feature_maps
-from vitreg.tokens import TokenLayout
+from vitreg.core.tokens import TokenLayout
 
 GRID = (12, 14)
 BOXES = [[2, 3, 7, 8], [8, 0, 13, 4], [0, 6, 4, 12], [5, 4, 10, 9]]  # (x0, y0, x1, y1) in patches
@@ -112,8 +112,8 @@ def test_planted_corloc_separates_clean_objects_from_artifacts():
 
 
 def test_discover_runs_a_model_over_a_box_dataset_and_maps_boxes_to_original_pixels():
-    from vitreg.boxes import SyntheticBoxes
-    from vitreg.weights import load_model
+    from vitreg.data.boxes import SyntheticBoxes
+    from vitreg.core.weights import load_model
 
     loaded = load_model("dinov2_s_reg", pretrained=False, image_size=56)
     ds = SyntheticBoxes(n=5, image_size=(60, 90), seed=2)
@@ -135,8 +135,8 @@ def test_the_padded_protocol_runs_each_size_at_its_own_grid_and_restores_the_mod
     """Issue #11: LOST pads each image to a multiple of the patch size at its own resolution. Two sizes in one
     dataset: 60x90 pads to 70x98 (5x7 patches), 40x40 to 42x42 (3x3): boxes are whole patches (14 px) clipped
     to each image, in the dataset's order; the model is back at its loaded size and position embeddings after."""
-    from vitreg.boxes import SyntheticBoxes
-    from vitreg.weights import load_model
+    from vitreg.data.boxes import SyntheticBoxes
+    from vitreg.core.weights import load_model
 
     class TwoSizes:
         name = "two_sizes"
@@ -179,7 +179,7 @@ def test_padded_box_matches_the_planted_box_in_original_pixels_and_the_stretched
     edges and the box, mapped back, is off by up to a patch."""
     from PIL import Image
 
-    from vitreg.boxes import lost_input, padded_hw, pixel_scale
+    from vitreg.data.boxes import lost_input, padded_hw, pixel_scale
 
     planted = [98.0, 70.0, 322.0, 252.0]
     img = np.full((375, 500, 3), (60, 110, 60), dtype=np.uint8)
@@ -251,7 +251,7 @@ def test_degree_leaves_the_patch_itself_out():
 def test_corloc_rows_roles_and_the_register_gain_of_the_zoos_twin_pair():
     from types import SimpleNamespace
 
-    from vitreg.lost import planted_corloc_checks, register_gain
+    from vitreg.measure.lost import planted_corloc_checks, register_gain
 
     d = lambda c: SimpleNamespace(corloc={"k-1:dot+0.00": c}, names=["a", "b"])  # noqa: E731
     results = {("dinov2_l", "VOC07"): d(30.0), ("dinov2_l_reg", "VOC07"): d(55.0), ("dino_s16", "VOC07"): d(60.0)}

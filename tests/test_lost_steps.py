@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from vitreg.lost import lost, lost_steps
+from vitreg.measure.lost import lost, lost_steps
 from vitreg.planting import planted_feature_maps
 
 GRID = (6, 8)
@@ -59,7 +59,7 @@ def test_diagram_draws_the_three_steps_where_lost_put_them():
     matplotlib.use("Agg")
     from matplotlib.patches import Rectangle
 
-    from vitreg.plots.lost_steps import plot_lost_steps
+    from vitreg.present.plots.lost_steps import plot_lost_steps
 
     steps = lost_steps(planted_feature_maps([BOX], GRID, seed=3), GRID, k_patches=20)
     image = np.zeros((60, 80, 3))  # 10 pixels per patch

@@ -8,9 +8,10 @@ import numpy as np
 import torch
 
 from conftest import small_vit
-from vitreg import massive, planting
-from vitreg.models import get_spec
-from vitreg.weights import LoadedModel
+from vitreg import planting
+from vitreg.measure import massive
+from vitreg.core.models import get_spec
+from vitreg.core.weights import LoadedModel
 
 
 def _loaded(name: str = "dinov2_s_reg", depth: int = 3) -> LoadedModel:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vitreg.models import REGISTER_TWINS, ZOO, UnknownModel, get_spec, register_pairs, register_twin
-from vitreg.weights import load_model
+from vitreg.core.models import REGISTER_TWINS, ZOO, UnknownModel, get_spec, register_pairs, register_twin
+from vitreg.core.weights import load_model
 
 
 def test_zoo_covers_the_papers_families():
@@ -89,7 +89,7 @@ def test_spec_of_a_timm_vit_builds_no_weights(monkeypatch):
                                   "deit_small_distilled_patch16_224", "vit_small_r26_s32_224"])
 def test_a_timm_model_that_is_not_a_plain_vit_is_refused_up_front(name):
     """A CNN used to raise a TypeError; Swin loaded with a wrong token layout and failed mid-extraction."""
-    from vitreg.models import NotAPlainViT
+    from vitreg.core.models import NotAPlainViT
 
     for call in (lambda: get_spec(name), lambda: load_model(name, pretrained=False)):
         with pytest.raises(NotAPlainViT) as err:
@@ -104,8 +104,8 @@ def test_a_timm_model_that_is_not_a_plain_vit_is_refused_up_front(name):
 def test_dinov3_zoo_entries_agree_with_the_model_and_name_the_official_file(key, tmp_path, monkeypatch, capsys):
     """Registers and native resolution as the architecture (built on the meta device) and timm's config say;
     `vitreg weights where` finds the official checkpoint under its official name."""
-    from vitreg.cli import main
-    from vitreg.models import _spec_from_timm
+    from vitreg.cli.main import main
+    from vitreg.core.models import _spec_from_timm
 
     spec, derived = ZOO[key], _spec_from_timm(ZOO[key].full_name)
     assert (spec.registers, spec.native_resolution, spec.patch_size, spec.pos_interp) == (

@@ -1,11 +1,12 @@
-"""Planted ground truth for vitreg.norms (Paper: Fig. 3, Fig. 4a, App. A Fig. 10)."""
+"""Planted ground truth for vitreg.measure.norms (Paper: Fig. 3, Fig. 4a, App. A Fig. 10)."""
 
 import math
 
 import pytest
 import torch
 
-from vitreg import norms, planting
+from vitreg import planting
+from vitreg.measure import norms
 
 
 def _tokens(b=6, n=64, d=32, seed=0):
@@ -117,9 +118,9 @@ def test_frequency_map_rejects_wrong_grid():
 
 def test_planted_high_norm_tokens_found_exactly_in_random_timm_model():
     """End to end: plant outliers inside a real (random-init) DINOv2 at block 6, find them at the output."""
-    from vitreg.capture import capture
+    from vitreg.core.capture import capture
     from vitreg.planting import planted_outliers_per_image
-    from vitreg.weights import load_model
+    from vitreg.core.weights import load_model
 
     loaded = load_model("dinov2_s", pretrained=False, image_size=112)
     layout = loaded.layout

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from vitreg import notebook
-from vitreg.params import ParameterError, notebook_defaults
-from vitreg.paths import repo_root
+from vitreg.present import notebook
+from vitreg.experiments.params import ParameterError, notebook_defaults
+from vitreg.utils.paths import repo_root
 
 NAME = "02_high_norm_tokens"
 
@@ -100,9 +100,9 @@ def test_images_fall_back_to_the_bundled_photos_and_record_it(tmp_path):
 
 def test_the_verdicts_a_notebook_records_are_the_reports_rows(tmp_path):
     """Agreement by construction: the stored verdicts are what the report computes from the same file."""
-    from vitreg.paper import paper_numbers
-    from vitreg.report import evaluate
-    from vitreg.results import load_results
+    from vitreg.claims.paper import paper_numbers
+    from vitreg.present.report import evaluate
+    from vitreg.utils.results import load_results
 
     run = notebook.start(NAME, _namespace(output_dir=str(tmp_path), image_size=518))
     numbers = {"outliers": {"model": "dinov2_g", "outlier_pct": 2.4, "norm_ratio": 30.0, "norm_ratio_after_ln": 1.1},
@@ -130,7 +130,7 @@ def test_figure_labels_come_from_what_ran_not_from_the_profile(tmp_path, overrid
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from vitreg import plots
+    from vitreg.present import plots
 
     run = notebook.start(NAME, _namespace(output_dir=str(tmp_path), **overrides))
     assert (run.random_weights, run.planted) == (random, planted)

@@ -7,9 +7,9 @@ import json
 import pytest
 import yaml
 
-from vitreg.params import COMMON_PARAMETERS, load_order, load_profile, notebook_defaults, validate
-from vitreg.paths import repo_root
-from vitreg.runner import run
+from vitreg.experiments.params import COMMON_PARAMETERS, load_order, load_profile, notebook_defaults, validate
+from vitreg.utils.paths import repo_root
+from vitreg.cli.runner import run
 
 ROOT = repo_root()
 ORDER = [e["notebook"] for e in load_order()]

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vitreg import paper
-from vitreg import report as rp
-from vitreg.models import get_spec
+from vitreg.claims import paper
+from vitreg.present import report as rp
+from vitreg.core.models import get_spec
 
 
 def _put(numbers: dict, key: str, value, model: str | None) -> None:

@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from vitreg.params import (RULES, ParameterError, given_parameters, load_order, load_profile, notebook_defaults,
+from vitreg.experiments.params import (RULES, ParameterError, given_parameters, load_order, load_profile, notebook_defaults,
                            parse_set, read_overrides, validate)
-from vitreg.paths import repo_root
+from vitreg.utils.paths import repo_root
 
 ROOT = repo_root()
 NB = {e["notebook"][:2]: ROOT / "notebooks" / f"{e['notebook']}.ipynb" for e in load_order()}

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import torch
 
-from vitreg import cache, features, planting
-from vitreg.data import SyntheticGlobalDataset
-from vitreg.weights import load_model
+from vitreg import planting
+from vitreg.utils import cache
+from vitreg.measure import features
+from vitreg.data.datasets import SyntheticGlobalDataset
+from vitreg.core.weights import load_model
 
 
 def test_planted_masks_depend_on_the_image_index_not_on_batching() -> None:

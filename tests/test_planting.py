@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from conftest import small_vit
-from vitreg.capture import capture
+from vitreg.core.capture import capture
 from vitreg.planting import planted, planted_outliers, planted_outliers_per_image, planted_registers
-from vitreg.tokens import TokenLayout
+from vitreg.core.tokens import TokenLayout
 
 
 def _hooks(model: torch.nn.Module) -> int:
@@ -62,7 +62,7 @@ def test_hooks_install_on_with_only_and_leave_on_exit_and_exceptions():
 
 def test_planted_registers_installs_on_enter_and_plants_the_register_levels():
     """Fig. 7 planted: with registers, register i gets norm levels[i]; without, patches get outliers."""
-    from vitreg.weights import load_model
+    from vitreg.core.weights import load_model
 
     for key in ("dinov2_s_reg", "dinov2_s"):
         loaded = load_model(key, pretrained=False, image_size=56)

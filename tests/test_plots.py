@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from vitreg import plots  # noqa: E402
+from vitreg.present import plots  # noqa: E402
 
 
 def _maps(n: int = 3, grid: int = 8, spike: float = 0.0) -> torch.Tensor:
@@ -94,7 +94,7 @@ def test_stamp_replaces_the_label_line_once():
 
 
 def test_register_gain_draws_each_difference_with_its_spread_and_marks_a_missing_metric() -> None:
-    from vitreg.plots import plot_register_gain
+    from vitreg.present.plots import plot_register_gain
 
     values = {"ours": {"imagenet_top1": 0.5, "ade20k_miou": -0.2}, "paper": {"imagenet_top1": 0.3}}
     errors = {"ours": {"imagenet_top1": 0.1, "ade20k_miou": 0.05}, "paper": {"imagenet_top1": 0.0}}

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from conftest import small_vit
-from vitreg import planting, positional
-from vitreg.models import get_spec
-from vitreg.weights import LoadedModel
+from vitreg import planting
+from vitreg.measure import positional
+from vitreg.core.models import get_spec
+from vitreg.core.weights import LoadedModel
 
 
 def test_position_only_signal_is_recovered_and_content_only_is_not():
@@ -52,7 +53,7 @@ def test_planted_grid_on_a_model_is_measured_and_shows_on_the_zero_image():
 def test_with_a_test_time_register_the_extra_token_is_dropped_and_the_planted_grid_still_found():
     """Notebook 11 measures the positional artifact also with a test-time register ([TTR]): the features are
     the patches only (the extra token dropped through the layout), and a planted position-only grid is found."""
-    from vitreg import ttr
+    from vitreg.measure import ttr
 
     loaded = LoadedModel(model=small_vit("dinov2_s", depth=3, image_size=56), spec=get_spec("dinov2_s"),
                          image_size=(56, 56), pretrained=False, source="random init")

@@ -7,8 +7,8 @@ import re
 import pytest
 import yaml
 
-from vitreg.params import load_order
-from vitreg.paths import repo_root
+from vitreg.experiments.params import load_order
+from vitreg.utils.paths import repo_root
 
 ROOT = repo_root()
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+

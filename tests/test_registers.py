@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from vitreg.registers import (border_mask, flops_overhead_pct, kmeans_1d, norms_by_kind, prefix_attention_summary,
+from vitreg.measure.registers import (border_mask, flops_overhead_pct, kmeans_1d, norms_by_kind, prefix_attention_summary,
                               quantisation, spatial_shares, top_mask)
-from vitreg.tokens import TokenLayout
+from vitreg.core.tokens import TokenLayout
 
 
 def test_norms_by_kind_slices_cls_registers_and_patches():
@@ -75,7 +75,7 @@ def test_prefix_attention_summary_recovers_planted_register_roles():
 
 
 def test_four_registers_add_a_few_percent_flops():
-    from vitreg.weights import load_model
+    from vitreg.core.weights import load_model
 
     a = load_model("dinov2_s", pretrained=False, image_size=224)
     b = load_model("dinov2_s_reg", pretrained=False, image_size=224)
@@ -85,7 +85,7 @@ def test_four_registers_add_a_few_percent_flops():
 
 
 def test_model_summary_counts_planted_outliers_and_register_levels():
-    from vitreg.registers import model_summary
+    from vitreg.measure.registers import model_summary
 
     layout = TokenLayout(1, 4, (4, 5))
     gen = torch.Generator().manual_seed(1)
@@ -104,8 +104,8 @@ def test_model_summary_counts_planted_outliers_and_register_levels():
 
 def test_forward_flops_count_the_attention_products():
     """Planted ground truth: a ViT's FLOPs in closed form, attention (2 x 2 T^2 D per block) included."""
-    from vitreg.registers import forward_flops
-    from vitreg.weights import load_model
+    from vitreg.measure.registers import forward_flops
+    from vitreg.core.weights import load_model
 
     for key in ("dinov2_s", "dinov2_s_reg"):
         loaded = load_model(key, pretrained=False, image_size=112)
@@ -116,7 +116,7 @@ def test_forward_flops_count_the_attention_products():
 
 
 def test_dinov2_pairs_follow_the_zoos_twins_and_reject_others():
-    from vitreg.registers import dinov2_pairs, overhead_pct
+    from vitreg.measure.registers import dinov2_pairs, overhead_pct
 
     pairs = dinov2_pairs([["dinov2_s", "dinov2_s_reg"], ["dinov2_g", "dinov2_g_reg"]])
     assert [(p.size, p.label, p.no_reg, p.reg) for p in pairs] == [("s", "ViT-S", "dinov2_s", "dinov2_s_reg"),
@@ -130,8 +130,8 @@ def test_dinov2_pairs_follow_the_zoos_twins_and_reject_others():
 def test_measure_model_reads_planted_register_norms_from_a_recording():
     from types import SimpleNamespace
 
-    from vitreg.registers import measure_model
-    from vitreg.weights import load_model
+    from vitreg.measure.registers import measure_model
+    from vitreg.core.weights import load_model
 
     loaded = load_model("dinov2_s_reg", pretrained=False, image_size=56)
     layout = loaded.layout
@@ -147,7 +147,7 @@ def test_measure_model_reads_planted_register_norms_from_a_recording():
 def test_model_summary_finds_small_model_outliers_the_150_cut_off_misses():
     """Issue #11 point 5 (Fig. 7 for S/B): patches of median 6 with 2% at norm 60 have a high-norm mode; the
     registers' twin (no such patches) has none. The absolute 150 says "no outliers" for both."""
-    from vitreg.registers import model_summary
+    from vitreg.measure.registers import model_summary
 
     layout = TokenLayout(1, 0, (16, 16))
     gen = torch.Generator().manual_seed(3)

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vitreg import paper
-from vitreg import report as rp
-from vitreg.results import save_results
+from vitreg.claims import paper
+from vitreg.present import report as rp
+from vitreg.utils.results import save_results
 
 NUMBERS = {
     "findings": {"F2": {"title": "High-norm tokens", "paper": "Fig. 3", "notebooks": ["02_norms"]},
@@ -409,7 +409,7 @@ def test_random_weights_render_as_not_applicable_whatever_the_profile(tmp_path: 
 
 def test_a_lecture_run_on_pretrained_weights_is_judged_and_says_it_is_not_the_papers_experiment(tmp_path) -> None:
     """A lecture run loads published weights: its rows are judged (not smoke), and the report says what it is."""
-    from vitreg.report import _first_line, is_smoke
+    from vitreg.present.report import _first_line, is_smoke
 
     lecture = {"profile": "lecture", "models": [{"key": "dinov2_s", "pretrained": True}]}
     random_lecture = {"profile": "lecture", "models": [{"key": "dinov2_s", "pretrained": False}]}

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from vitreg.results import (REQUIRED_KEYS, RESULTS_SCHEMA, ResultsSchemaError, clean_numbers, envelope_problems,
+from vitreg.utils.results import (REQUIRED_KEYS, RESULTS_SCHEMA, ResultsSchemaError, clean_numbers, envelope_problems,
                             finite_or_skipped, load_results, save_results)
-from vitreg.weights import load_model
+from vitreg.core.weights import load_model
 
 
 def test_results_record_models_params_and_versions(tmp_path):

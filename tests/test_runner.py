@@ -15,10 +15,10 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from vitreg.cli import main
-from vitreg.params import ParameterError, validate
-from vitreg.paths import repo_root
-from vitreg.runner import models_in, preflight_weights, run, strip_outputs
+from vitreg.cli.main import main
+from vitreg.experiments.params import ParameterError, validate
+from vitreg.utils.paths import repo_root
+from vitreg.cli.runner import models_in, preflight_weights, run, strip_outputs
 
 
 def _notebook(path, body: str) -> None:
@@ -135,7 +135,7 @@ def test_kernel_imports_vitreg_from_the_checkout_being_run(project):
 def reports(monkeypatch):
     """Stand-in for report.build_report (a tmp project's results do not follow the real schema): the
     calls it got, each with the results files present when it was called."""
-    import vitreg.report as report_module
+    import vitreg.present.report as report_module
 
     calls = []
 
@@ -234,12 +234,12 @@ def test_a_failed_rerun_leaves_the_previous_outputs_whole(project, reports):
 _INTERRUPTIBLE = """import sys
 from pathlib import Path
 
-import vitreg.report
-import vitreg.runner
-from vitreg.cli import main
+import vitreg.present.report
+import vitreg.cli.runner
+from vitreg.cli.main import main
 
 project = Path(sys.argv[1])
-vitreg.runner.repo_root = lambda: project
+vitreg.cli.runner.repo_root = lambda: project
 
 
 def fake_report(results_dir, out_dir, figures_dir=None):
@@ -247,7 +247,7 @@ def fake_report(results_dir, out_dir, figures_dir=None):
     return [Path(out_dir) / "report.md"]
 
 
-vitreg.report.build_report = fake_report
+vitreg.present.report.build_report = fake_report
 sys.exit(main(["run", "--profile", "smoke", "--out", str(project / "out")]))
 """
 
@@ -270,7 +270,7 @@ def test_interrupt_ends_with_summary_report_and_exit_130(project, signum):
     printed, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, printed
     assert "(INTERRUPTED)" in printed, printed
-    assert "vitreg/runner.py" not in printed and "vitreg/cli.py" not in printed, printed  # no traceback of ours
+    assert "vitreg/cli/runner.py" not in printed and "vitreg/cli/main.py" not in printed, printed  # no traceback of ours
     assert re.search(r"01_ok\s+ok", printed) and re.search(r"02_fails\s+interrupted", printed), printed
     assert re.search(r"03_after\s+not run", printed), printed
     out = project / "out"
@@ -348,7 +348,7 @@ def _offline_and_empty(tmp_path, monkeypatch):
 
 
 def test_real_profile_offline_without_natural_images_stops_before_anything_runs(tmp_path, monkeypatch):
-    from vitreg.runner import merged_parameters, planned_parameters, preflight_images
+    from vitreg.cli.runner import merged_parameters, planned_parameters, preflight_images
 
     _offline_and_empty(tmp_path, monkeypatch)
     names = ["01_attention_artifacts", "02_high_norm_tokens", "05_local_information"]
@@ -362,7 +362,7 @@ def test_real_profile_offline_without_natural_images_stops_before_anything_runs(
 
 
 def test_the_images_preflight_follows_the_overrides(tmp_path, monkeypatch):
-    from vitreg.runner import merged_parameters, planned_parameters, preflight_images
+    from vitreg.cli.runner import merged_parameters, planned_parameters, preflight_images
 
     _offline_and_empty(tmp_path, monkeypatch)
     names = ["02_high_norm_tokens", "07_registers"]
@@ -385,7 +385,7 @@ def test_the_images_preflight_follows_the_overrides(tmp_path, monkeypatch):
 
 
 def test_the_weights_preflight_follows_the_overrides(tmp_path, monkeypatch):
-    from vitreg.runner import merged_parameters, planned_parameters
+    from vitreg.cli.runner import merged_parameters, planned_parameters
 
     _offline_and_empty(tmp_path, monkeypatch)
     plans = planned_parameters(["02_high_norm_tokens"], "real", tmp_path,
@@ -399,7 +399,7 @@ def test_the_weights_preflight_follows_the_overrides(tmp_path, monkeypatch):
 
 def test_the_summary_lists_the_claims_that_differed_and_the_run_goes_on(tmp_path):
     """A scientific disagreement is a result: no notebook fails for it, and the summary names it."""
-    from vitreg.runner import Outcome, summary
+    from vitreg.cli.runner import Outcome, summary
 
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "02_high_norm_tokens.json").write_text(json.dumps({"numbers": {
@@ -415,7 +415,7 @@ def test_the_summary_lists_the_claims_that_differed_and_the_run_goes_on(tmp_path
 def test_forward_keeps_the_estimate_and_each_tenth_of_a_bar_and_drops_the_rest():
     import io
 
-    from vitreg.terminal import Forward
+    from vitreg.cli.terminal import Forward
 
     out = io.StringIO()
     f = Forward(out, step=50)
@@ -436,7 +436,7 @@ def test_forward_keeps_the_estimate_and_each_tenth_of_a_bar_and_drops_the_rest()
 def test_quiet_jupyter_drops_the_machinery_warnings_only():
     import warnings
 
-    from vitreg.terminal import quiet_jupyter
+    from vitreg.cli.terminal import quiet_jupyter
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -461,12 +461,12 @@ def test_a_running_notebook_streams_its_estimate_and_progress_without_jupyter_no
 
 
 def test_the_real_profile_prints_the_time_table_before_it_starts(project, capsys, monkeypatch):
-    from vitreg import timing
+    from vitreg.experiments import timing
 
     monkeypatch.setitem(timing.REAL, "01_ok", timing.Estimate((timing.Work("dinov2_s", 224, 1000),), 1, 5.0, "planted"))
     (project / "notebooks" / "order.yaml").write_text("- notebook: 01_ok\n")
-    monkeypatch.setattr("vitreg.runner.ensure_kernel", lambda: None)
-    monkeypatch.setattr("vitreg.runner._run_all", lambda *a: print("NOTEBOOKS RUN HERE"))
+    monkeypatch.setattr("vitreg.cli.runner.ensure_kernel", lambda: None)
+    monkeypatch.setattr("vitreg.cli.runner._run_all", lambda *a: print("NOTEBOOKS RUN HERE"))
     run("real", root=project, out_dir=project / "out", report=False)
     out = capsys.readouterr().out
     table = out[:out.index("NOTEBOOKS RUN HERE")]
@@ -477,10 +477,11 @@ def test_the_real_profile_prints_the_time_table_before_it_starts(project, capsys
 
 
 def test_the_time_table_sums_its_rows_and_is_the_readme_table():
-    from vitreg import timing
+    from vitreg.experiments import timing
+    from vitreg.experiments.params import load_order
 
     rows = timing.rows()
-    assert [r["notebook"] for r in rows] == [e["notebook"] for e in __import__("vitreg.params").params.load_order()]
+    assert [r["notebook"] for r in rows] == [e["notebook"] for e in load_order()]
     for r, e in zip(rows, timing.REAL.values()):
         gpu = sum(timing.GFLOP[(w.model, w.px)] * 1e9 * w.images for w in e.work) / (timing.PEAK_FLOPS * timing.SHARE)
         host = sum(w.images for w in e.work) * timing.DECODE_S / timing.WORKERS
@@ -488,4 +489,4 @@ def test_the_time_table_sums_its_rows_and_is_the_readme_table():
     total = timing.totals(rows)
     assert total == pytest.approx(sum(r["total_s"] for r in rows)) and total > timing.GOAL_S
     readme = (repo_root() / "README.md").read_text()
-    assert timing.render(markdown=True) in readme, "README's 'Run time (estimate)' table is not vitreg.timing's"
+    assert timing.render(markdown=True) in readme, "README's 'Run time (estimate)' table is not vitreg.experiments.timing's"

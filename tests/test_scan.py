@@ -12,11 +12,11 @@ from PIL import Image
 
 from conftest import small_vit
 from vitreg import planting
-from vitreg.cli import main
-from vitreg.models import get_spec
-from vitreg.scan import scan
-from vitreg.scan_render import write_card
-from vitreg.weights import LoadedModel
+from vitreg.cli.main import main
+from vitreg.core.models import get_spec
+from vitreg.measure.scan import scan
+from vitreg.present.scan_render import write_card
+from vitreg.core.weights import LoadedModel
 
 
 def _loaded(name: str, *, depth: int, size: int, **kw) -> LoadedModel:
@@ -140,7 +140,7 @@ def test_an_empty_image_folder_or_missing_weights_offline_exit_2(capsys, tmp_pat
     empty.mkdir()
     assert main(["scan", "dino_s16", "--random", "--images", str(empty)]) == 2
     assert "no images" in capsys.readouterr().err
-    monkeypatch.setattr("vitreg.weights.find_weights", lambda spec, weights=None: (None, ["(nowhere)"]))
+    monkeypatch.setattr("vitreg.core.weights.find_weights", lambda spec, weights=None: (None, ["(nowhere)"]))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert main(["scan", "dino_s16", "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
@@ -166,7 +166,7 @@ def test_scan_command_writes_the_card_and_prints_json(capsys, tmp_path):
 def test_the_zoo_table_has_one_row_per_model_with_planted_outliers_found_in_their_row_only(dino):
     """scan_table on two scans of the same model, one with outliers planted at block 3: only that row has
     them, with their share and emergence block; the layout comes from the model."""
-    from vitreg.scan import TABLE_COLUMNS, scan_table, table_text
+    from vitreg.measure.scan import TABLE_COLUMNS, scan_table, table_text
 
     images = _images(12, 128)
     mask = planting.random_outlier_mask(len(images), dino.layout.grid, fraction=0.05, seed=3)
@@ -186,7 +186,7 @@ def test_the_zoo_table_has_one_row_per_model_with_planted_outliers_found_in_thei
 
 
 def test_scan_models_loads_each_model_at_its_own_patch_multiple():
-    from vitreg.scan import scan_models, scan_table
+    from vitreg.measure.scan import scan_models, scan_table
 
     reports = scan_models(["dinov2_s_reg", "dinov3_s"], _images(2, 64), pretrained=False, image_size=64,
                           progress=False)

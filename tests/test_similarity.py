@@ -1,10 +1,10 @@
-"""Planted ground truth for vitreg.similarity (Paper: Fig. 5a)."""
+"""Planted ground truth for vitreg.measure.similarity (Paper: Fig. 5a)."""
 
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from vitreg import similarity
+from vitreg.measure import similarity
 
 
 def test_constant_region_similarity_is_one_and_noise_near_zero():
@@ -84,7 +84,7 @@ def test_patch_embedding_similarity_on_random_timm_model():
     import numpy as np
     from PIL import Image
 
-    from vitreg.weights import load_model
+    from vitreg.core.weights import load_model
 
     loaded = load_model("dinov2_s", pretrained=False, image_size=56)
     rng = np.random.default_rng(0)

@@ -1,4 +1,4 @@
-"""The batching stream (vitreg.stream) and extract on it: same recordings as one big batch, in order,
+"""The batching stream (vitreg.core.stream) and extract on it: same recordings as one big batch, in order,
 planting hooks followed across batches, one run-time estimate from the first real batch."""
 
 from __future__ import annotations
@@ -8,16 +8,16 @@ import pytest
 import torch
 from PIL import Image
 
-from vitreg.capture import capture
-from vitreg.extract import extract
-from vitreg.images import preprocess
+from vitreg.core.capture import capture
+from vitreg.core.extract import extract
+from vitreg.core.images import preprocess
 from vitreg.planting import planted
-from vitreg.stream import stream
+from vitreg.core.stream import stream
 
 
 @pytest.fixture(scope="module")
 def loaded():
-    from vitreg.weights import load_model
+    from vitreg.core.weights import load_model
 
     return load_model("dinov2_s_reg", pretrained=False, image_size=56)
 
@@ -92,7 +92,7 @@ def test_the_estimate_can_be_printed_without_a_bar(loaded, capsys):
 def test_forward_tokens_runs_on_the_stream_with_planting_per_image(loaded, capsys):
     """Features in chunks of any batch size are the same, planted masks included (issue 10: one batching stream)."""
     from vitreg import planting
-    from vitreg.features import forward_tokens
+    from vitreg.measure.features import forward_tokens
 
     images = _images(5)
     with planting.planted_outlier_share(loaded, fraction=0.2, norm=1000.0, seed=0):
@@ -109,7 +109,7 @@ def test_forward_tokens_runs_on_the_stream_with_planting_per_image(loaded, capsy
 
 # --- GPU throughput switches (issue 13): pure functions on fake numbers, the loader branch on the CPU ----------
 def test_autocast_is_bf16_on_cuda_by_default_and_never_on_the_cpu(monkeypatch):
-    from vitreg.device import AUTOCAST_ENV, autocast_dtype
+    from vitreg.core.device import AUTOCAST_ENV, autocast_dtype
 
     monkeypatch.delenv(AUTOCAST_ENV, raising=False)
     assert autocast_dtype("cpu") is None and autocast_dtype(torch.device("cpu"), "bf16") is None
@@ -122,7 +122,7 @@ def test_autocast_is_bf16_on_cuda_by_default_and_never_on_the_cpu(monkeypatch):
 
 
 def test_batch_size_from_free_memory_on_fake_numbers():
-    from vitreg.device import activation_bytes, batch_size_for
+    from vitreg.core.device import activation_bytes, batch_size_for
 
     gib = 2**30
     assert batch_size_for(80 * gib, 1 * gib) == 32        # half of 80 GiB holds 40 images: the power of two below
@@ -138,7 +138,7 @@ def test_batch_size_from_free_memory_on_fake_numbers():
 
 
 def test_loader_workers_only_on_cuda():
-    from vitreg.device import loader_workers
+    from vitreg.core.device import loader_workers
 
     assert loader_workers("cpu", 16, 100) == 0            # smoke runs: one process, as before
     assert loader_workers("cuda", 16, 100) == 8
@@ -148,7 +148,7 @@ def test_loader_workers_only_on_cuda():
 
 def test_the_loader_branch_gives_the_same_batches_and_recordings(loaded, monkeypatch):
     """Planted truth: the images are the same, so workers + a DataLoader must change nothing."""
-    import vitreg.stream as stream_mod
+    import vitreg.core.stream as stream_mod
 
     images = [(im, k) for k, im in enumerate(_images(5))]  # (image, label) pairs: the label is dropped
     plain = list(stream(loaded, images, batch_size=2, progress=False, norms="all"))
@@ -168,18 +168,18 @@ def _nothing():
 
 
 def test_default_batch_size_off_cuda_is_eight(loaded):
-    from vitreg.stream import default_batch_size
+    from vitreg.core.stream import default_batch_size
 
     assert default_batch_size(loaded) == 8
 
 
 def test_results_and_the_cache_key_record_the_autocast_dtype(loaded, monkeypatch):
     """On the CPU nothing is added (smoke results unchanged); where autocast runs, both say bfloat16."""
-    import vitreg.device
-    from vitreg.cache import model_fields
+    import vitreg.core.device
+    from vitreg.utils.cache import model_fields
 
     assert "autocast" not in loaded.describe() and "autocast" not in model_fields(loaded)
-    monkeypatch.setattr(vitreg.device, "autocast_dtype", lambda device, setting=None: torch.bfloat16)
+    monkeypatch.setattr(vitreg.core.device, "autocast_dtype", lambda device, setting=None: torch.bfloat16)
     assert loaded.describe()["autocast"] == "bfloat16" and model_fields(loaded)["autocast"] == "bfloat16"
 
 
@@ -189,8 +189,8 @@ def test_kernels_the_runner_starts_get_text_progress_bars(monkeypatch, tmp_path)
 
     import tqdm.std
 
-    from vitreg.progress import TEXT_ENV, progress_bar
-    from vitreg.runner import _kernel_imports_from
+    from vitreg.utils.progress import TEXT_ENV, progress_bar
+    from vitreg.cli.runner import _kernel_imports_from
 
     monkeypatch.delenv(TEXT_ENV, raising=False)
     with _kernel_imports_from(tmp_path):

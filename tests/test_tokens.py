@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from conftest import small_vit
-from vitreg.models import ZOO
-from vitreg.tokens import TokenLayout
+from vitreg.core.models import ZOO
+from vitreg.core.tokens import TokenLayout
 
 
 @pytest.mark.parametrize("key", sorted(ZOO))

@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from conftest import small_vit
-from vitreg import planting, ttr
-from vitreg.capture import capture
-from vitreg.models import get_spec
-from vitreg.weights import LoadedModel
+from vitreg import planting
+from vitreg.measure import ttr
+from vitreg.core.capture import capture
+from vitreg.core.models import get_spec
+from vitreg.core.weights import LoadedModel
 
 SIZE = 56
 BLOCK, UNITS, PATCHES = 1, [3, 17, 40], [2, 9]
@@ -143,7 +144,7 @@ def test_neuron_lists_are_data(tmp_path, loaded):
 def test_the_intervention_follows_a_model_resized_inside_the_context():
     """LOST's padded protocol resizes the model per batch inside the context: the extra token stays the last
     token at every grid, so the high norm still lands there and not on a patch."""
-    from vitreg.resize import resizable
+    from vitreg.core.resize import resizable
 
     loaded = loaded_model("dinov2_s_reg")
     x = images(loaded, 3)
@@ -164,8 +165,8 @@ def test_lost_runs_inside_a_test_time_register_at_every_padded_size():
     and the model and its layout are restored after."""
     import numpy as np
 
-    from vitreg import lost
-    from vitreg.boxes import SyntheticBoxes
+    from vitreg.measure import lost
+    from vitreg.data.boxes import SyntheticBoxes
 
     class TwoSizes:
         name = "two_sizes"
@@ -194,7 +195,7 @@ def test_lost_runs_inside_a_test_time_register_at_every_padded_size():
 
 
 def test_lost_rows_take_the_best_setting_per_role_and_the_gain_and_say_why_a_dataset_is_missing():
-    from vitreg import lost
+    from vitreg.measure import lost
 
     sweep = lost.ttr_settings([0.0, -0.5], blocks=(-1,), features=("k",))
 
@@ -213,7 +214,7 @@ def test_lost_rows_take_the_best_setting_per_role_and_the_gain_and_say_why_a_dat
 def test_the_probed_register_token_is_the_extra_token_of_the_output():
     import numpy as np
 
-    from vitreg.images import preprocess
+    from vitreg.core.images import preprocess
 
     loaded = loaded_model("dinov2_s_reg")
     rng = np.random.default_rng(0)

@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vitreg.models import get_spec
-from vitreg.resize import resize_pos_embed
-from vitreg.weights import WeightsNotFound, load_model
+from vitreg.core.models import get_spec
+from vitreg.core.resize import resize_pos_embed
+from vitreg.core.weights import WeightsNotFound, load_model
 
 
 def _source(key: str, seed: int = 1):
@@ -203,7 +203,7 @@ def _same_outputs_at(resized, src, size) -> None:
 
 def test_the_missing_weights_message_is_one_text(monkeypatch, tmp_path):
     """load_model's error and the runner's preflight are built by one function."""
-    from vitreg.weights import missing_weights_message
+    from vitreg.core.weights import missing_weights_message
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("VITREG_WEIGHTS", str(tmp_path))
@@ -253,8 +253,8 @@ def _broken_files(tmp_path) -> dict[str, object]:
                                   "truncated_header.safetensors", "truncated.pth", "text.pth"])
 def test_an_unreadable_weights_file_is_named_with_the_model_and_the_fix(tmp_path, monkeypatch, case):
     """A bare SafetensorError, or "do not match the model" for a truncated .pth, used to be all one got."""
-    from vitreg.weight_files import check_weights_file
-    from vitreg.weights import BrokenWeights
+    from vitreg.core.weight_files import check_weights_file
+    from vitreg.core.weights import BrokenWeights
 
     path = _broken_files(tmp_path)[case]
     assert check_weights_file(path)  # the cheap header check sees it
@@ -269,7 +269,7 @@ def test_an_unreadable_weights_file_is_named_with_the_model_and_the_fix(tmp_path
 
 @pytest.mark.robustness("handled")
 def test_the_header_check_passes_good_files_without_reading_tensors(tmp_path):
-    from vitreg.weight_files import check_weights_file
+    from vitreg.core.weight_files import check_weights_file
 
     _tiny_safetensors(tmp_path / "a.safetensors")
     torch.save({"a": torch.ones(3)}, tmp_path / "a.pth")
@@ -280,7 +280,7 @@ def test_the_header_check_passes_good_files_without_reading_tensors(tmp_path):
 
 @pytest.mark.robustness("clear error")
 def test_preflight_reports_a_truncated_file_as_broken_not_found(tmp_path, monkeypatch):
-    from vitreg.weights import broken_weights, broken_weights_message
+    from vitreg.core.weights import broken_weights, broken_weights_message
 
     path = _broken_files(tmp_path)["truncated.safetensors"]
     monkeypatch.setenv("VITREG_WEIGHTS", str(path.parent))
@@ -295,7 +295,7 @@ def test_preflight_reports_a_truncated_file_as_broken_not_found(tmp_path, monkey
 def test_weights_with_nan_are_refused_naming_the_file_and_tensor(tmp_path, monkeypatch):
     from safetensors.torch import save_file
 
-    from vitreg.weights import BrokenWeights
+    from vitreg.core.weights import BrokenWeights
 
     sd = _source("dinov2_s").state_dict()
     sd["blocks.2.mlp.fc1.weight"][0, :3] = float("nan")

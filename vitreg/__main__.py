@@ -1,8 +1,8 @@
-"""``python -m vitreg``: the ``vitreg`` command (see :mod:`vitreg.cli`)."""
+"""``python -m vitreg``: the ``vitreg`` command (see :mod:`vitreg.cli.main`)."""
 
 import sys
 
-from vitreg.cli import main
+from vitreg.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -13,7 +13,7 @@ from torch import nn
 
 
 if TYPE_CHECKING:
-    from vitreg.weights import LoadedModel
+    from vitreg.core.weights import LoadedModel
 
 
 @contextlib.contextmanager

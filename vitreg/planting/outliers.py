@@ -13,11 +13,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from vitreg.capture import resolve_blocks
-from vitreg.tokens import TokenLayout, prefix_row
+from vitreg.core.capture import resolve_blocks
+from vitreg.core.tokens import TokenLayout, prefix_row
 
 if TYPE_CHECKING:
-    from vitreg.weights import LoadedModel
+    from vitreg.core.weights import LoadedModel
 
 
 # --- planted high-norm tokens, attention and objects (capture, norms, attention, registers, LOST) ---
@@ -155,7 +155,7 @@ def planted(loaded: "LoadedModel", mask: torch.Tensor | None, *, block: int | No
     (default: the middle block) and the residual stream carries it on.
 
     Args:
-        loaded: a :class:`vitreg.weights.LoadedModel`.
+        loaded: a :class:`vitreg.core.weights.LoadedModel`.
         mask: ``(B, N)`` bool patch mask over ALL images that will be forwarded, in order; or None.
         block: block at whose output the vector is added.
         norm: norm of the added vector.
@@ -255,7 +255,7 @@ def planted_feature_maps(
 def planted_objects(n_images: int, grid: tuple[int, int], *, seed: int = 0) -> tuple[list[list[int]], list[int]]:
     """Random object boxes (3-7 patches a side) and one background "artifact" patch per image.
 
-    The draws behind :func:`vitreg.lost.planted_corloc` (Table 3's mechanism with a known answer).
+    The draws behind :func:`vitreg.measure.lost.planted_corloc` (Table 3's mechanism with a known answer).
 
     Returns:
         ``(boxes, artifacts)``: ``(x0, y0, x1, y1)`` patch boxes, end exclusive, and patch indices

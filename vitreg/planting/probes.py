@@ -66,11 +66,11 @@ def planted_outlier_share(loaded: Any, *, fraction: float, norm: float = 1000.0,
     weights are random). Image ``i`` of an extraction gets :func:`plant_mask`'s row ``i`` (seeded by
     ``seed`` and ``i`` only, so chunk and batch sizes do not change it); the feature functions say which
     image comes next through :func:`at_image`. While active, ``loaded.planted`` holds the settings,
-    which :func:`vitreg.cache.model_fields` puts in the cache key: planted and clean features never share
+    which :func:`vitreg.utils.cache.model_fields` puts in the cache key: planted and clean features never share
     an entry. ``fraction <= 0`` plants nothing (the real experiment) and yields None.
 
     Args:
-        loaded: a :class:`vitreg.weights.LoadedModel`.
+        loaded: a :class:`vitreg.core.weights.LoadedModel`.
         fraction: share of patches planted per image.
         norm: norm of the added vector.
         seed: seed of the masks and of the vector's direction.

@@ -1,0 +1,1 @@
+"""Data: image datasets, dense (segmentation, depth) datasets and box annotations."""

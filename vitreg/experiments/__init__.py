@@ -1,0 +1,1 @@
+"""Experiments: what each notebook does, with what and at what size, defined once."""

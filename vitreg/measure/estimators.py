@@ -1,0 +1,354 @@
+"""Linear estimators for the probes: logistic regression (L-BFGS or minibatch Adam) and ridge regression.
+
+Paper: Fig. 5b (position and pixel probes), Table 1 / App. G Table 6 (single-token classification),
+Table 2 (ImageNet linear classification). Used by :mod:`vitreg.measure.local_probes`, :mod:`vitreg.measure.global_probes`
+and :mod:`vitreg.measure.downstream`.
+
+The paper gives no probe details. The choices here, recorded in each notebook's results: multinomial
+logistic regression on standardised features (train mean/std), objective
+``mean cross-entropy + l2/2 * ||W||^2`` (bias not penalised), i.e. scikit-learn's
+``LogisticRegression(C=1/(l2 * n))``; ``l2`` is chosen on a validation split carved from the training
+set, then the probe is refitted on the whole training set. Full-batch L-BFGS by default, Adam on
+minibatches for sets that do not fit in memory (``batch_size=...``). Ridge regression is solved in
+closed form (float64) for several strengths from one eigendecomposition.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from vitreg.core.device import pick_device
+
+#: Default grid of L2 strengths (on standardised features, mean loss), strongest first.
+L2_GRID: tuple[float, ...] = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
+#: Default ridge strengths for the pixel probe (relative to the unit-variance features).
+RIDGE_GRID: tuple[float, ...] = (1e1, 1e0, 1e-1, 1e-2, 1e-3, 1e-4)
+
+
+def split_indices(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random train/validation split of ``n`` items (deterministic for a seed).
+
+    Args:
+        n: number of items.
+        val_fraction: share of items held out for validation (at least one item each side).
+        seed: random seed.
+
+    Returns:
+        ``(train_idx, val_idx)`` long tensors.
+    """
+    if n < 2:
+        raise ValueError(f"need at least 2 samples to carve a validation split, got {n}")
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_val = min(max(1, round(n * val_fraction)), n - 1)
+    return perm[n_val:], perm[:n_val]
+
+
+@dataclass
+class Standardizer:
+    """Per-feature affine normalisation fitted on training features: ``(x - mean) / scale``."""
+
+    mean: torch.Tensor
+    scale: torch.Tensor
+
+    @classmethod
+    def fit(cls, x: torch.Tensor, enabled: bool = True) -> Standardizer:
+        """Fit on ``(n, D)`` features; ``enabled=False`` gives the identity."""
+        if not enabled:
+            return cls(torch.zeros(x.shape[1], device=x.device), torch.ones(x.shape[1], device=x.device))
+        mean = x.mean(0)
+        scale = x.std(0, unbiased=False)
+        scale = torch.where(scale > 1e-8 * scale.max().clamp_min(1e-30), scale, torch.ones_like(scale))
+        return cls(mean, scale)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean.to(x.device)) / self.scale.to(x.device)
+
+
+@contextmanager
+def _few_threads(device: torch.device, work: int) -> Iterator[None]:
+    """Run small CPU problems on one thread (restored on exit).
+
+    L-BFGS makes thousands of tiny calls; with two threads on a busy CPU their synchronisation costs
+    up to 40x more than the arithmetic. ``work``: multiply-adds of one objective evaluation.
+    """
+    if device.type != "cpu" or work > 50_000_000:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def as_features(x: torch.Tensor, name: str) -> torch.Tensor:
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be (n, D) features, got shape {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} holds NaN/inf values; check the feature extraction")
+    return x.float()
+
+
+
+def group_masks(groups: Mapping[str, torch.Tensor] | None, n: int) -> dict[str, torch.Tensor]:
+    """Named ``(n,)`` bool masks over test samples (``{"all": ...}`` when None), checked for length."""
+    if groups is None:
+        return {"all": torch.ones(n, dtype=torch.bool)}
+    out = {}
+    for name, mask in groups.items():
+        mask = mask.reshape(-1).bool().cpu()
+        if len(mask) != n:
+            raise ValueError(f"group {name!r} mask has {len(mask)} entries for {n} test samples")
+        out[name] = mask
+    return out
+
+
+
+# ---------------------------------------------------------------------------------------------------
+# Logistic regression (position probe, single-token classification)
+# ---------------------------------------------------------------------------------------------------
+@dataclass
+class LinearClassifier:
+    """A fitted multinomial logistic regression.
+
+    Attributes:
+        weight: ``(D, C)`` on standardised features.
+        bias: ``(C,)``.
+        classes: ``(C,)`` the original label of each output.
+        standardizer: the feature normalisation fitted on the training set.
+        l2: the L2 strength it was fitted with.
+    """
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    classes: torch.Tensor
+    standardizer: Standardizer
+    l2: float
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """``(n, C)`` class scores for ``(n, D)`` features."""
+        x = self.standardizer(x.float().to(self.weight.device))
+        return x @ self.weight + self.bias
+
+    def predict(self, x: torch.Tensor, batch_size: int = 65536) -> torch.Tensor:
+        """Predicted labels (original label values), computed in batches."""
+        out = [self.logits(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)]
+        return self.classes[torch.cat(out)].cpu()
+
+
+def fit_logistic(x: torch.Tensor, y: torch.Tensor, *, l2: float, classes: torch.Tensor | None = None,
+                 standardize: bool = True, max_iter: int = 200, batch_size: int | None = None,
+                 epochs: int = 50, lr: float = 1e-3, device: str | torch.device = "auto", seed: int = 0,
+                 init: LinearClassifier | None = None) -> LinearClassifier:
+    """Fit multinomial logistic regression with an L2 penalty.
+
+    Paper: Fig. 5b (position probe), Table 1 / Table 6 (single-token classification).
+    Objective ``mean_i CE(x_i W + b, y_i) + l2/2 ||W||^2`` on standardised features: the same minimiser
+    as scikit-learn's ``LogisticRegression(C=1/(l2 * n))`` on the same (standardised) features.
+
+    Args:
+        x: ``(n, D)`` training features.
+        y: ``(n,)`` integer labels (any values; they are mapped to ``classes``).
+        l2: L2 strength (> 0).
+        classes: all label values the classifier must know (default: those in ``y``).
+        standardize: normalise each feature by the training mean/std first.
+        max_iter: L-BFGS iterations (full-batch mode).
+        batch_size: None for full-batch L-BFGS (deterministic); an int for Adam on shuffled minibatches.
+        epochs: minibatch epochs.
+        lr: Adam learning rate (minibatch mode).
+        device: ``"auto"`` uses a GPU when present.
+        seed: seed for the minibatch order.
+        init: warm start from another fitted classifier with the same classes and standardizer.
+
+    Returns:
+        the fitted :class:`LinearClassifier`.
+    """
+    dev = pick_device(device)
+    x = as_features(x, "x").to(dev)
+    y = y.long().to(dev)
+    if len(x) != len(y):
+        raise ValueError(f"x has {len(x)} rows but y has {len(y)} labels")
+    if l2 <= 0:
+        raise ValueError(f"l2 must be > 0, got {l2}")
+    classes = torch.unique(y) if classes is None else torch.unique(classes.long().to(dev))
+    target = torch.searchsorted(classes, y)
+    if (target >= len(classes)).any() or (classes[target.clamp_max(len(classes) - 1)] != y).any():
+        raise ValueError("y holds labels that are not in `classes`")
+    std = init.standardizer if init is not None else Standardizer.fit(x, standardize)
+    xs = std(x)
+    d, c = xs.shape[1], len(classes)
+    if init is not None and init.weight.shape == (d, c):
+        w = init.weight.detach().clone().to(dev).requires_grad_(True)
+        b = init.bias.detach().clone().to(dev).requires_grad_(True)
+    else:
+        w = torch.zeros(d, c, device=dev, requires_grad=True)
+        b = torch.zeros(c, device=dev, requires_grad=True)
+
+    def objective(xb: torch.Tensor, tb: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(xb @ w + b, tb) + 0.5 * l2 * (w * w).sum()
+
+    with _few_threads(dev, xs.shape[0] * d * c):
+        _minimise(objective, xs, target, w, b, max_iter=max_iter, batch_size=batch_size, epochs=epochs, lr=lr,
+                  seed=seed)
+    return LinearClassifier(w.detach(), b.detach(), classes, std, float(l2))
+
+
+def _minimise(objective, xs: torch.Tensor, target: torch.Tensor, w: torch.Tensor, b: torch.Tensor, *,
+              max_iter: int, batch_size: int | None, epochs: int, lr: float, seed: int) -> None:
+    """Full-batch L-BFGS (``batch_size=None``) or minibatch Adam with a cosine schedule, in place."""
+    dev = xs.device
+    if batch_size is None:
+        opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, max_eval=int(max_iter * 1.25),
+                                history_size=20, tolerance_grad=1e-6, tolerance_change=1e-10,
+                                line_search_fn="strong_wolfe")
+
+        def closure() -> torch.Tensor:
+            opt.zero_grad()
+            loss = objective(xs, target)
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+    else:
+        gen = torch.Generator().manual_seed(seed)
+        opt = torch.optim.Adam([w, b], lr=lr)
+        steps = epochs * math.ceil(len(xs) / batch_size)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
+        for _ in range(epochs):
+            perm = torch.randperm(len(xs), generator=gen).to(dev)
+            for i in range(0, len(xs), batch_size):
+                idx = perm[i:i + batch_size]
+                opt.zero_grad()
+                objective(xs[idx], target[idx]).backward()
+                opt.step()
+                sched.step()
+
+
+def accuracy(clf: LinearClassifier, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Top-1 accuracy in percent (NaN for an empty set)."""
+    if len(x) == 0:
+        return math.nan
+    return float((clf.predict(x) == y.long().cpu()).float().mean() * 100)
+
+
+def mean_per_class_accuracy(clf: LinearClassifier, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Mean over the test classes of each class's top-1 accuracy, in percent (NaN for an empty set).
+
+    Paper: Table 1 / App. G Table 6: DINOv2's logistic-regression suite scores Aircraft, Pets, Caltech101
+    and Flowers this way (scikit-learn's ``balanced_accuracy_score`` times 100). Classes absent from
+    ``y`` do not count.
+    """
+    if len(x) == 0:
+        return math.nan
+    y = y.long().cpu()
+    hit = (clf.predict(x) == y).float()
+    classes, inverse = torch.unique(y, return_inverse=True)
+    per_class = torch.zeros(len(classes)).index_add_(0, inverse, hit) / torch.bincount(inverse).float()
+    return float(per_class.mean() * 100)
+
+
+#: Metrics a probe can be scored with (Table 1: DINOv2's suite uses both).
+METRICS = {"top1": accuracy, "mean_per_class": mean_per_class_accuracy}
+
+
+@dataclass
+class SelectedClassifier:
+    """A classifier refitted on the whole training set with the L2 strength that won on validation.
+
+    Attributes:
+        classifier: the refitted classifier.
+        l2: chosen strength.
+        val_accuracy: validation accuracy (%) of every strength tried.
+    """
+
+    classifier: LinearClassifier
+    l2: float
+    val_accuracy: dict[float, float] = field(default_factory=dict)
+
+
+def fit_logistic_cv(x: torch.Tensor, y: torch.Tensor, *, l2_grid: Sequence[float] = L2_GRID,
+                    val_fraction: float = 0.2, seed: int = 0, **fit_kwargs) -> SelectedClassifier:
+    """Choose the L2 strength on a validation split, then refit on all of ``(x, y)``.
+
+    Paper: App. G Table 6 ("logistic regression", regularisation not given: we select it on validation).
+
+    Args:
+        x: ``(n, D)`` training features.
+        y: ``(n,)`` labels.
+        l2_grid: strengths to try, strongest first (each fit warm-starts from the previous one).
+        val_fraction: share of the training set held out to choose ``l2``.
+        seed: split seed.
+        **fit_kwargs: passed to :func:`fit_logistic`.
+
+    Returns:
+        a :class:`SelectedClassifier`.
+    """
+    x = as_features(x, "x")
+    y = y.long()
+    classes = torch.unique(y)
+    scores: dict[float, float] = {}
+    if len(l2_grid) == 1:
+        best = float(l2_grid[0])
+    else:
+        tr, va = split_indices(len(x), val_fraction, seed)
+        prev = None
+        for l2 in l2_grid:
+            prev = fit_logistic(x[tr], y[tr], l2=l2, classes=classes, init=prev, seed=seed, **fit_kwargs)
+            scores[float(l2)] = accuracy(prev, x[va], y[va])
+        best = max(scores, key=lambda k: (scores[k], k))  # ties: the stronger penalty
+    clf = fit_logistic(x, y, l2=best, classes=classes, seed=seed, **fit_kwargs)
+    return SelectedClassifier(clf, best, scores)
+
+
+
+# ---------------------------------------------------------------------------------------------------
+# Ridge regression (pixel probe)
+# ---------------------------------------------------------------------------------------------------
+@dataclass
+class LinearRegressor:
+    """A fitted ridge regression ``y = standardize(x) @ weight + bias``."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    standardizer: Standardizer
+    ridge: float
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """``(n, P)`` predictions for ``(n, D)`` features."""
+        return (self.standardizer(x.float().to(self.weight.device)) @ self.weight + self.bias).cpu()
+
+
+def ridge_solutions(x: torch.Tensor, y: torch.Tensor, ridges: Sequence[float], standardize: bool,
+                    device: torch.device) -> list[LinearRegressor]:
+    """Closed-form ridge fits for several strengths from one eigendecomposition (float64)."""
+    with _few_threads(device, x.shape[0] * x.shape[1] * x.shape[1]):
+        return _ridge_fits(x.to(device), y.float().to(device), ridges, standardize)
+
+
+def _ridge_fits(x: torch.Tensor, y: torch.Tensor, ridges: Sequence[float], standardize: bool) -> list[LinearRegressor]:
+    std = Standardizer.fit(x, standardize)
+    xs = std(x).double()
+    ym = y.mean(0)
+    yc = (y - ym).double()
+    xm = xs.mean(0)
+    xc = xs - xm
+    n = len(xc)
+    evals, evecs = torch.linalg.eigh(xc.T @ xc / n)
+    proj = evecs.T @ (xc.T @ yc / n)
+    out = []
+    for r in ridges:
+        w = evecs @ (proj / (evals.clamp_min(0) + r).unsqueeze(1))
+        b = ym.double() - xm @ w
+        out.append(LinearRegressor(w.float(), b.float(), std, float(r)))
+    return out
+
+

@@ -1,0 +1,1 @@
+"""Utilities: paths, atomic writes, the feature cache, results files, torchrun and progress bars."""
