@@ -285,6 +285,7 @@ def test_ade20k_and_coco20k_reach_the_loaders_of_09_and_08(server, online, tmp_p
 
 
 # --- transfers that fail ---------------------------------------------------------------------------
+@pytest.mark.robustness("nothing lost")
 def test_an_interrupted_transfer_resumes_with_a_range_request(server, online):
     data = bytes(range(256)) * 4000
     server.files["/big.bin"] = data
@@ -299,6 +300,7 @@ def test_an_interrupted_transfer_resumes_with_a_range_request(server, online):
     assert server.requests[-1] == ("/big.bin", "bytes=300000-")
 
 
+@pytest.mark.robustness("clear error")
 def test_a_checksum_mismatch_names_the_file_and_both_hashes(server, online, tmp_path):
     archive = voc_tar("2007", VOC_TRAINVAL, "trainval.txt")
     entry = auto_entry([file_entry(server, "VOCtrainval_06-Nov-2007.tar", archive)], "voc", "VOCdevkit/VOC2007")
@@ -312,6 +314,7 @@ def test_a_checksum_mismatch_names_the_file_and_both_hashes(server, online, tmp_
     assert not list((online / ".downloads").rglob("*.tar*"))  # the bad file is not kept to be trusted later
 
 
+@pytest.mark.robustness("nothing lost")
 def test_a_corrupt_archive_is_refused_and_nothing_is_moved_into_place(server, online, tmp_path):
     ade = zip_of({"ADEChallengeData2016/images/training/a.jpg": jpeg((1, 1, 1)) * 20,
                   "ADEChallengeData2016/annotations/training/a.png": png(np.zeros((4, 4), np.uint8))})
@@ -325,6 +328,7 @@ def test_a_corrupt_archive_is_refused_and_nothing_is_moved_into_place(server, on
     assert not (online / "ade20k").exists() and not (online / ".staging").exists()
 
 
+@pytest.mark.robustness("nothing lost")
 def test_wrong_counts_are_refused_before_anything_is_moved(server, online, tmp_path):
     m = write_manifest(tmp_path / "m.yaml", {"voc07": auto_entry(
         [file_entry(server, "VOCtrainval_06-Nov-2007.tar", voc_tar("2007", VOC_TRAINVAL, "trainval.txt"))],
@@ -334,6 +338,7 @@ def test_wrong_counts_are_refused_before_anything_is_moved(server, online, tmp_p
     assert not (online / "VOCdevkit").exists()
 
 
+@pytest.mark.robustness("nothing lost")
 def test_a_full_disk_while_unpacking_leaves_the_previous_state_and_the_download(server, online, tmp_path, monkeypatch):
     m = write_manifest(tmp_path / "m.yaml", {"voc07": auto_entry(
         [file_entry(server, "VOCtrainval_06-Nov-2007.tar", voc_tar("2007", VOC_TRAINVAL, "trainval.txt"))],
@@ -362,6 +367,7 @@ def test_a_full_disk_while_unpacking_leaves_the_previous_state_and_the_download(
     assert (previous / "ImageSets" / "Main" / "trainval.txt").exists()
 
 
+@pytest.mark.robustness("clear error")
 def test_too_little_disk_stops_before_any_byte_is_fetched(server, online, tmp_path, monkeypatch):
     m = write_manifest(tmp_path / "m.yaml", {"voc07": auto_entry(
         [file_entry(server, "VOCtrainval_06-Nov-2007.tar", voc_tar("2007", VOC_TRAINVAL, "trainval.txt"))],
@@ -373,6 +379,7 @@ def test_too_little_disk_stops_before_any_byte_is_fetched(server, online, tmp_pa
 
 
 # --- offline, the run, the manual sets ----------------------------------------------------------------
+@pytest.mark.robustness("handled")
 def test_offline_nothing_is_fetched_and_the_command_is_named(server, online, tmp_path, monkeypatch, capsys):
     m = write_manifest(tmp_path / "m.yaml", {
         "voc07": auto_entry([file_entry(server, "v.tar", b"x")], "voc", "VOCdevkit/VOC2007"),
@@ -453,6 +460,7 @@ def test_the_manifest_covers_every_dataset_the_notebooks_read():
             assert e.where == name
 
 
+@pytest.mark.robustness("clear error")
 def test_a_checksum_without_its_publisher_is_refused(tmp_path):
     bad = auto_entry([{"name": "a.tar", "urls": ["http://x/a.tar"], "md5": "0" * 32}], "voc", "v")
     with pytest.raises(catalog.ManifestError, match="checksum_from"):
@@ -495,3 +503,4 @@ def test_a_real_run_fetches_its_notebooks_sets_before_the_first_notebook_and_smo
     runner.run("real", root=project, out_dir=project / "out", report=False)
     assert seen == [False, True]
     assert "fetching 1 datasets the notebooks read" in capsys.readouterr().out
+
