@@ -504,3 +504,28 @@ def test_a_real_run_fetches_its_notebooks_sets_before_the_first_notebook_and_smo
     assert seen == [False, True]
     assert "fetching 1 datasets the notebooks read" in capsys.readouterr().out
 
+
+def test_nyud_labelled_frames_reach_the_loader_of_09_with_their_depths_in_millimetres(server, online, tmp_path):
+    h5py = pytest.importorskip("h5py")  # a declared dependency (pyproject.toml); MATLAB v7.3 files are HDF5
+    from scipy.io import savemat
+
+    from vitreg.data.dense import nyud_pairs, read_nyud_depth
+
+    rng = np.random.default_rng(0)
+    n, w, h = 3, 8, 6
+    images = rng.integers(0, 255, size=(n, 3, w, h), dtype=np.uint8)  # MATLAB's column-major order, as h5py reads it
+    depths = np.round(rng.uniform(0.5, 9.5, size=(n, w, h)), 3).astype(np.float32)
+    with h5py.File(tmp_path / "labelled.mat", "w") as f:
+        f["images"], f["depths"] = images, depths
+    savemat(tmp_path / "splits.mat", {"trainNdxs": np.array([[1], [3]]), "testNdxs": np.array([[2]])})
+    m = write_manifest(tmp_path / "m.yaml", {"nyud": auto_entry(
+        [file_entry(server, "nyu_depth_v2_labeled.mat", (tmp_path / "labelled.mat").read_bytes(), checksum=False),
+         file_entry(server, "splits.mat", (tmp_path / "splits.mat").read_bytes(), checksum=False)],
+        "nyud", "nyud", counts={"train": 4, "test": 2})})
+    fetch.download("nyud", manifest=m)
+    test = nyud_pairs("test", data_dir=online)
+    assert [(p.name, d.name) for p, d in test] == [("rgb_00002.jpg", "sync_depth_00002.png")]
+    assert np.abs(read_nyud_depth(test[0][1]) - depths[1].T).max() < 1e-3 + 1e-6  # millimetres, frame upright
+    with Image.open(test[0][0]) as im:
+        assert im.size == (w, h)
+    assert [p.name for p, _ in nyud_pairs("train", data_dir=online)] == ["rgb_00001.jpg", "rgb_00003.jpg"]
