@@ -529,3 +529,16 @@ def test_nyud_labelled_frames_reach_the_loader_of_09_with_their_depths_in_millim
     with Image.open(test[0][0]) as im:
         assert im.size == (w, h)
     assert [p.name for p, _ in nyud_pairs("train", data_dir=online)] == ["rgb_00001.jpg", "rgb_00003.jpg"]
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_reproduce_data_none_reaches_the_run_and_plain_reproduce_fetches():
+    import subprocess
+
+    def run_line(*extra: str) -> str:
+        out = subprocess.run(["make", "-n", "-C", str(repo_root()), "STAMP=README.md", "reproduce", *extra],
+                             capture_output=True, text=True, check=True).stdout.splitlines()
+        return next(line for line in out if "vitreg run --profile real" in line)
+
+    assert run_line("DATA=none").startswith(f"{fetch.FETCH_ENV}=none ")
+    assert fetch.FETCH_ENV not in run_line()
