@@ -542,3 +542,44 @@ def test_make_reproduce_data_none_reaches_the_run_and_plain_reproduce_fetches():
 
     assert run_line("DATA=none").startswith(f"{fetch.FETCH_ENV}=none ")
     assert fetch.FETCH_ENV not in run_line()
+
+
+@pytest.mark.robustness("nothing lost")
+def test_a_full_disk_during_the_transfer_keeps_what_arrived_and_the_next_try_resumes(server, online, tmp_path,
+                                                                                      monkeypatch):
+    archive = voc_tar("2007", VOC_TRAINVAL, "trainval.txt")
+    m = write_manifest(tmp_path / "m.yaml", {"voc07": auto_entry(
+        [file_entry(server, "VOCtrainval_06-Nov-2007.tar", archive)], "voc", "VOCdevkit/VOC2007")})
+    real_open = open
+
+    class FullAfter:
+        """A file that takes 1,000 bytes, then reports a full disk."""
+
+        def __init__(self, f):
+            self.f, self.n = f, 0
+
+        def write(self, block):
+            if self.n + len(block) > 1000:
+                self.f.write(block[:1000 - self.n])
+                self.n = 1000
+                raise OSError(errno.ENOSPC, "No space left on device")
+            self.n += len(block)
+            return self.f.write(block)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    monkeypatch.setattr(download, "CHUNK", 512)
+    monkeypatch.setattr("builtins.open", lambda p, mode="r", *a, **k: FullAfter(real_open(p, mode, *a, **k))
+                        if str(p).endswith(".part") else real_open(p, mode, *a, **k))
+    with pytest.raises(fetch.DataError, match="No space left.*next try resumes"):
+        fetch.download("voc07", manifest=m)
+    part = online / ".downloads" / "voc07" / "VOCtrainval_06-Nov-2007.tar.part"
+    assert part.stat().st_size == 1000 and not (online / "VOCdevkit").exists()
+    monkeypatch.setattr("builtins.open", real_open)
+    fetch.download("voc07", manifest=m)
+    assert server.requests[-1][1] == "bytes=1000-"
+    assert (online / "VOCdevkit" / "VOC2007" / "ImageSets" / "Main" / "trainval.txt").exists()

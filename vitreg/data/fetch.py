@@ -107,6 +107,9 @@ def _fetch_files(entry: Entry, base: Path, say: Callable[[str], Any]) -> dict[st
             out[f.name] = fetch(f.urls, folder / f.name, algorithm=f.algorithm, digest=f.digest)
         except DownloadError as err:
             raise DataError(f"{entry.name}: {err}") from err
+        except OSError as err:  # a full disk or quota: the bytes received stay, the next try resumes
+            raise DataError(f"{entry.name}: {err} while saving {f.name}; what arrived stays in {folder}, so the "
+                            "next try resumes: free some space (or set $VITREG_DATA) and run the command again") from err
     return out
 
 
