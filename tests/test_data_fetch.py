@@ -188,6 +188,9 @@ def test_voc07_and_voc_classification_reach_the_loaders_of_08_and_06(server, onl
     assert sorted(test.classes) == ["cat", "dog"] and len(test) == 2
     assert fetch.verify("voc07", manifest=m) == [] and fetch.verify("voc", manifest=m) == []
     assert catalog.state(m["voc"]) == "present"
+    record = fetch.read_provenance("voc07", manifest=m)
+    assert record["files"][0]["checked"].startswith(f"md5 {m['voc07'].files[0].digest}")
+    assert fetch.read_provenance("voc", manifest=m)["files"][0]["name"] == "VOCtest_06-Nov-2007.tar"
     assert not (online / ".staging").exists() and not (online / ".downloads").exists()
     fetch.download("voc07", manifest=m, force=True)
     assert "test terms" not in capsys.readouterr().out  # only on the first download

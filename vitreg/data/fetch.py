@@ -10,7 +10,8 @@ dataset where a loader would read it and never loses what was already fetched:
 3. the licence or terms printed, the first time each dataset is downloaded here;
 4. every file fetched into ``$VITREG_DATA/.downloads/<name>/`` (resumable, checked against its checksum);
 5. unpacked into ``$VITREG_DATA/.staging/<name>/``, its counts checked there;
-6. moved into place in one rename; then the staging folder and the archives are removed.
+6. moved into place in one rename, with a record of its sources (:data:`PROVENANCE`); then the staging
+   folder and the archives are removed.
 
 A failure in 5 (a corrupt archive, a full disk, wrong counts) removes the staging folder and leaves the
 archives and whatever was in place before untouched.
@@ -18,6 +19,7 @@ archives and whatever was in place before untouched.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Callable, Iterable
@@ -31,6 +33,8 @@ from vitreg.utils.io import atomic_write_text
 from vitreg.utils.paths import data_root, is_offline
 
 DOWNLOADS, STAGING, TERMS_SHOWN = ".downloads", ".staging", ".terms-shown"
+#: Written into every arranged dataset folder: where its files came from and how they were checked.
+PROVENANCE = ".vitreg-source.json"
 #: The environment variable ``make reproduce DATA=none`` sets: ``none`` turns the real run's fetch off.
 FETCH_ENV = "VITREG_FETCH"
 
@@ -126,6 +130,7 @@ def _install(entry: Entry, files: dict[str, Path], base: Path, say: Callable[[st
             raise DataError(f"{entry.name}: the unpacked files of {', '.join(files)} do not match the manifest "
                             f"({'; '.join(problems)}); nothing was moved into place. Delete "
                             f"{base / DOWNLOADS / entry.name} and download again")
+        atomic_write_text(out / PROVENANCE, json.dumps(provenance(entry, files), indent=2) + "\n")
         _replace(out, target)
     except ArrangeError as err:
         raise DataError(f"{entry.name}: {err}; nothing was moved into place") from err
@@ -139,6 +144,31 @@ def _install(entry: Entry, files: dict[str, Path], base: Path, say: Callable[[st
     _remove_empty(base / DOWNLOADS)
     say(f"{entry.name}: ready in {target}")
     return target
+
+
+def provenance(entry: Entry, files: dict[str, Path]) -> dict[str, Any]:
+    """What :data:`PROVENANCE` records of an arranged dataset: its files (URL, checksum checked or the counts
+    that stand in), the split recipe and the manifest's note (e.g. that the set is a proxy of the paper's).
+
+    Returns:
+        a JSON-ready dict; results can quote it.
+    """
+    return {"dataset": entry.name, "title": entry.title, "layout": entry.layout,
+            "files": [{"name": f.name, "url": f.urls[0], "checked": f"{f.algorithm} {f.digest} ({f.checksum_from})"
+                       if f.algorithm else f"file counts {entry.counts} ({f.checksum_note})"}
+                      for f in entry.files if f.name in files],
+            "split": entry.split, "note": entry.note}
+
+
+def read_provenance(name: str, *, root: str | os.PathLike | None = None,
+                    manifest: dict[str, Entry] | None = None) -> dict[str, Any] | None:
+    """The :data:`PROVENANCE` record of a dataset arranged by ``vitreg data download``, or None (arranged by hand)."""
+    entry = get_entry(name, manifest if manifest is not None else load_manifest())
+    path = entry.folder(root) / PROVENANCE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _replace(new: Path, target: Path) -> None:
