@@ -52,7 +52,7 @@ smoke: $(STAMP) ## Run every notebook with the smoke profile; outputs go to buil
 lecture: $(STAMP) ## Run every notebook with the lecture profile: pretrained small models, bundled photos, CPU; outputs in build/lecture/
 	$(VENV)/bin/vitreg run --profile lecture $(RUN_ARGS)
 
-reproduce: $(STAMP) ## Run every notebook with the real parameters (weights, data, GPU); GPUS=8 extracts on 8 GPUs first; PARAMS=, SET= override
+reproduce: $(STAMP) ## Run every notebook with the real parameters (weights, data, GPU); GPUS=8 extracts on 8 GPUs first; PARAMS=, SET= override; DATA=none fetches no datasets
 	$(if $(GPUS),$(VENV)/bin/torchrun --standalone --nproc_per_node $(GPUS) -m vitreg extract all --profile real $(RUN_ARGS))
 	$(if $(DATA),VITREG_FETCH=$(DATA) )$(VENV)/bin/vitreg run --profile real $(RUN_ARGS)
 

@@ -41,6 +41,8 @@ _EXAMPLES = """examples:
   vitreg strip                               before committing notebooks
   torchrun --standalone --nproc_per_node 8 -m vitreg extract all   fill 05/06's feature caches on 8 GPUs
   vitreg scan dinov2_s_reg --images ~/photos   does this ViT have high-norm tokens? (report card)
+  vitreg data list                           every dataset the notebooks read, and its state here
+  vitreg data download voc07 ade20k cub      fetch, check and arrange datasets under $VITREG_DATA
 """
 
 
