@@ -17,6 +17,8 @@ SET         ?=
 # `make reproduce GPUS=8`: fill the feature caches with `torchrun --standalone --nproc_per_node 8 -m vitreg extract all` first
 GPUS        ?=
 # `make reproduce PARAMS=my.yaml SET="02.n_images=512 common.device=cuda"`: overrides for run/smoke/notebook
+# `make reproduce DATA=none`: do not fetch the downloadable datasets the notebooks read (`vitreg data list`)
+DATA        ?=
 RUN_ARGS    := $(if $(PARAMS),--params $(PARAMS)) $(foreach s,$(SET),--set $(s))
 
 .DEFAULT_GOAL := help
@@ -50,9 +52,9 @@ smoke: $(STAMP) ## Run every notebook with the smoke profile; outputs go to buil
 lecture: $(STAMP) ## Run every notebook with the lecture profile: pretrained small models, bundled photos, CPU; outputs in build/lecture/
 	$(VENV)/bin/vitreg run --profile lecture $(RUN_ARGS)
 
-reproduce: $(STAMP) ## Run every notebook with the real parameters (weights, data, GPU); GPUS=8 extracts on 8 GPUs first; PARAMS=, SET= override
+reproduce: $(STAMP) ## Run every notebook with the real parameters (weights, data, GPU); GPUS=8 extracts on 8 GPUs first; PARAMS=, SET= override; DATA=none fetches no datasets
 	$(if $(GPUS),$(VENV)/bin/torchrun --standalone --nproc_per_node $(GPUS) -m vitreg extract all --profile real $(RUN_ARGS))
-	$(VENV)/bin/vitreg run --profile real $(RUN_ARGS)
+	$(if $(DATA),VITREG_FETCH=$(DATA) )$(VENV)/bin/vitreg run --profile real $(RUN_ARGS)
 
 notebook: $(STAMP) ## Run one notebook, e.g. `make notebook N=02` (add PROFILE=smoke for the smoke profile)
 	@test -n "$(N)" || (echo "usage: make notebook N=02 [PROFILE=smoke] [PARAMS=my.yaml] [SET=\"02.n_images=64\"]"; exit 2)

@@ -12,6 +12,7 @@ Paper: all findings F1-F9 (the notebooks reproduce them; this is how they are ru
     vitreg handout [--out DIR]
     vitreg extract NOTEBOOK ... [--profile real|smoke] [--params FILE] [--set NOTEBOOK.KEY=VALUE ...]
     vitreg scan MODEL [--weights FILE] [--images DIR] [--size PX] [--out DIR] [--json] [--random]
+    vitreg data list | download NAME... [--force] | verify NAME... | where NAME...
 
 ``python -m vitreg ...`` is the same command. The Makefile's targets call it. Each subcommand is one
 ``_cmd_<name>(args) -> int`` function with its parser in ``_add_<name>``; a new subcommand (``vitreg
@@ -40,6 +41,8 @@ _EXAMPLES = """examples:
   vitreg strip                               before committing notebooks
   torchrun --standalone --nproc_per_node 8 -m vitreg extract all   fill 05/06's feature caches on 8 GPUs
   vitreg scan dinov2_s_reg --images ~/photos   does this ViT have high-norm tokens? (report card)
+  vitreg data list                           every dataset the notebooks read, and its state here
+  vitreg data download voc07 ade20k cub      fetch, check and arrange datasets under $VITREG_DATA
 """
 
 
@@ -355,6 +358,51 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- vitreg data ----------------------------------------------------------------------------------
+def _add_data(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "data", help="list, download, verify or locate the datasets the notebooks read",
+        description="Every dataset the notebooks read, from the manifest data/datasets.yaml: its notebooks and "
+                    "tables, size, source, licence and state here (present / downloadable / needs you). "
+                    "Downloads resume, are checked against published checksums (or file counts where none is "
+                    "published) and are moved into $VITREG_DATA (default data/datasets) only when complete.",
+        epilog="Exit status: 0 done, 1 a download failed, a set needs you or a check found problems, 2 unknown name.")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser("list", help="every dataset with its notebooks, size, source, licence and state here")
+    d = actions.add_parser("download", help="fetch, check and arrange datasets into the layout the loaders read")
+    d.add_argument("names", nargs="+", metavar="NAME", help="manifest names (voc07 ade20k cub ...)")
+    d.add_argument("--force", action="store_true", help="arrange again even when the folder is already here")
+    v = actions.add_parser("verify", help="check datasets here against the manifest's counts and checksums")
+    v.add_argument("names", nargs="+", metavar="NAME")
+    w = actions.add_parser("where", help="the folder each dataset's loader reads, and its state")
+    w.add_argument("names", nargs="+", metavar="NAME")
+    return p
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from vitreg.data.catalog import UnknownDataset, list_lines
+    from vitreg.data import fetch
+
+    try:
+        if args.action == "list":
+            print("\n".join(list_lines()))
+            return 0
+        if args.action == "download":
+            return fetch.download_many(args.names, force=args.force)
+        if args.action == "where":
+            print("\n".join(f"{n}: {fetch.where(n)}" for n in args.names))
+            return 0
+        status = 0
+        for name in args.names:
+            problems = fetch.verify(name)
+            print(f"{name}: ok" if not problems else f"{name}: " + "\n  ".join(["PROBLEMS", *problems]))
+            status |= bool(problems)
+        return status
+    except UnknownDataset as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
 #: name -> (add the subcommand's parser, run it). Order is the order of ``vitreg --help``.
 SUBCOMMANDS: dict[str, tuple[Callable[[argparse._SubParsersAction], argparse.ArgumentParser],
                              Callable[[argparse.Namespace], int]]] = {
@@ -366,6 +414,7 @@ SUBCOMMANDS: dict[str, tuple[Callable[[argparse._SubParsersAction], argparse.Arg
     "book": (_add_book, _cmd_book),
     "handout": (_add_handout, _cmd_handout),
     "extract": (_add_extract, _cmd_extract),
+    "data": (_add_data, _cmd_data),
 }
 
 

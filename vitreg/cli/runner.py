@@ -330,6 +330,9 @@ def run(profile: str, only: list[str] | None = None, *, keep_going: bool = False
     if any(stops):
         raise SystemExit("\n\n".join(filter(None, stops)))
     ensure_kernel()
+    if profile == "real":  # the freely downloadable datasets its notebooks read (`make reproduce DATA=none`: not)
+        from vitreg.data.fetch import fetch_for_run
+        fetch_for_run(merged)
     if profile == "real":  # how long, before it starts (issue 13)
         print(f"expected run time on one H100-class GPU (estimate, vitreg.experiments.timing):\n{timing.render(names)}\n", flush=True)
     outcomes: list[Outcome] = []
