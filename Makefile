@@ -16,6 +16,8 @@ PARAMS      ?=
 SET         ?=
 # `make reproduce GPUS=8`: fill the feature caches with `torchrun --standalone --nproc_per_node 8 -m vitreg extract all` first
 GPUS        ?=
+# `make benchmark FULL=1`: every benchmark row (the default is the quick set, a few minutes on 2 cores)
+FULL        ?=
 # `make reproduce PARAMS=my.yaml SET="02.n_images=512 common.device=cuda"`: overrides for run/smoke/notebook
 # `make reproduce DATA=none`: do not fetch the downloadable datasets the notebooks read (`vitreg data list`)
 DATA        ?=
@@ -63,8 +65,14 @@ notebook: $(STAMP) ## Run one notebook, e.g. `make notebook N=02` (add PROFILE=s
 weights: $(STAMP) ## Download every model the notebooks use into the weights folder (needs internet)
 	$(VENV)/bin/vitreg weights download --notebooks
 
-benchmark: $(STAMP) ## Capture overhead, memory, feature cache 2nd/1st run, images/s vs the FLOP limit (prints ratios)
-	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_capture.py && HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_scale.py
+benchmark: $(STAMP) ## Image preparation, cache reads, capture overhead, cache 2nd/1st run, FLOP limit (prints ratios; FULL=1: every row)
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_images.py $(if $(FULL),--full)
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_capture.py $(if $(FULL),--full)
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_scale.py $(if $(FULL),--full)
+
+.PHONY: benchmark-gpu
+benchmark-gpu: $(STAMP) ## On a GPU machine: every figure the run-time table assumes, in under 10 minutes on one H100
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_gpu.py
 
 strip: $(STAMP) ## Strip outputs from notebooks/ (done before every commit)
 	$(VENV)/bin/vitreg strip

@@ -21,7 +21,10 @@ it after bench_capture.py (capture overhead).
   the real model; on a GPU from the measured or assumed images/s) over reading and verifying the stored
   bytes (the read rate measured above). Printed for notebooks 05 and 06, with what does not scale.
 
-    python benchmarks/bench_scale.py [--cache-images 64] [--cache-model dinov2_s] [--cache-size 224]
+The quick default (``make benchmark``) caches 32 images and leaves the capture rows to bench_capture.py;
+``--full`` caches 64 and repeats the capture rows here.
+
+    python benchmarks/bench_scale.py [--full] [--cache-images N] [--cache-model dinov2_s] [--cache-size 224]
 """
 
 from __future__ import annotations
@@ -182,13 +185,15 @@ def real_size_rows(measured: dict[str, dict], cache_model: str, cache_size: int,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--cache-images", type=int, default=64)
+    parser.add_argument("--full", action="store_true", help="64 cached images and the capture rows")
+    parser.add_argument("--cache-images", type=int, default=None, help="default: 32, or 64 with --full")
     parser.add_argument("--cache-model", default="dinov2_s")
     parser.add_argument("--cache-size", type=int, default=224)
     parser.add_argument("--batch", type=int, default=32, help="images per forward in the FLOP-limit rows")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--compile-row", default="dinov2_l:518", help="model:px of the torch.compile row")
     args = parser.parse_args()
+    args.cache_images = args.cache_images or (64 if args.full else 32)
     cuda = torch.cuda.is_available()
     print(f"device: {torch.cuda.get_device_name() if cuda else 'cpu'}; torch {torch.__version__}; "
           f"threads {torch.get_num_threads()}")
@@ -224,16 +229,16 @@ def main() -> None:
               f"({compiled / eager:.2f}x; not a default until this says so on the GPUs we use)")
     else:
         print(f"\ntorch.compile, {model} at {size} px: not measured: no GPU")
-    print("\ncapture overhead (all block norms + last block's attention, all rows) vs a plain forward; target <= 1.10x:")
-    from bench_capture import CONFIGS, time_ratio
+    if args.full or cuda:
+        print("\ncapture overhead (all block norms + last block's attention, all rows) vs a plain forward; "
+              "target <= 1.10x:")
+        from bench_capture import CONFIGS, time_ratio
 
-    device = torch.device("cuda" if cuda else "cpu")
-    for model, size in (CONFIGS if cuda else CONFIGS[:1]):
-        r = time_ratio(model, size, 8, args.repeats, device, "all")
-        print(f"{model:<10} {size:>4} batch 8: {r['ratio']:.3f}x" + ("" if r["ratio"] <= 1.10 else "  > 1.10 target"),
-              flush=True)
-    if not cuda:
-        print("(CPU: one row here; `python benchmarks/bench_capture.py` measures S and B at 224 and 518 px)")
+        device = torch.device("cuda" if cuda else "cpu")
+        for model, size in (CONFIGS if cuda else CONFIGS[:1]):
+            r = time_ratio(model, size, 8, args.repeats, device, "all")
+            print(f"{model:<10} {size:>4} batch 8: {r['ratio']:.3f}x" + ("" if r["ratio"] <= 1.10 else "  > 1.10 target"),
+                  flush=True)
     real_size_rows(measured, args.cache_model, args.cache_size, gpu_ips)
 
 

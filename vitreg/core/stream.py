@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from vitreg.core.capture import Recording, capture
+from vitreg.core.decode import decodes_on_device, prepare_files
 from vitreg.core.device import activation_bytes, autocast_dtype, batch_size_for, loader_workers
 from vitreg.core.images import preprocess
 from vitreg.core.weights import LoadedModel
@@ -99,9 +100,13 @@ class _BatchSet(torch.utils.data.Dataset):
 
 
 def prepared_batches(loaded: LoadedModel, images: Iterable[Any], batch_size: int) -> Iterator[tuple[list[Any], torch.Tensor]]:
-    """``(items, x)`` per batch: preprocessed in this process (CPU, or an unsized iterable), or on CUDA by a
-    ``DataLoader``'s workers (:func:`vitreg.core.device.loader_workers`; under torchrun each rank gets its share of
+    """``(items, x)`` per batch: image files on CUDA decoded and resized on the GPU (:mod:`vitreg.core.decode`);
+    otherwise preprocessed in this process (CPU, or an unsized iterable), or on CUDA by a ``DataLoader``'s workers (:func:`vitreg.core.device.loader_workers`; under torchrun each rank gets its share of
     the node's cores) into pinned memory."""
+    if _all_files(loaded, images):
+        for chunk in batches(images, batch_size):
+            yield chunk, prepare_files(chunk, loaded.image_size, loaded.mean, loaded.std, device=loaded.device)
+        return
     sized = hasattr(images, "__len__") and hasattr(images, "__getitem__")
     n_batches = math.ceil(len(images) / batch_size) if sized else 0  # type: ignore[arg-type]
     cpus = (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))  # torchrun: share the node
@@ -114,6 +119,11 @@ def prepared_batches(loaded: LoadedModel, images: Iterable[Any], batch_size: int
     loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=True)
     for i, x in enumerate(loader):
         yield ds.items(i), x
+
+
+def _all_files(loaded: LoadedModel, images: Iterable[Any]) -> bool:
+    """A sized sequence of image files on a CUDA model: decoded on the GPU (:mod:`vitreg.core.decode`)."""
+    return isinstance(images, (list, tuple)) and decodes_on_device(loaded.device, images)
 
 
 def describe_estimate(loaded: LoadedModel, seconds: float, n_first: int, total: int) -> str:
