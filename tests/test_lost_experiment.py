@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-import pytest
-
 from vitreg.experiments import lost as experiment
 from vitreg.experiments.base import as_numbers, record_paths
 from vitreg.measure.lost import Discovery, Setting

@@ -6,7 +6,7 @@ and lecture overrides), the models it loads, the forwards it does and the number
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
