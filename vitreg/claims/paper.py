@@ -473,6 +473,16 @@ def table3() -> dict[str, dict[str, float]]:
     return rows
 
 
+def values_under(notebook: str, prefix: str) -> dict[str, float]:
+    """The paper's numbers that ``notebook`` is judged on under ``<prefix>.<name>``, by name: its results keys
+    looked up, never the entries' ids. Paper: whichever figure or table the entries cite.
+
+    ``values_under("08_lost", "plain.dino")`` -> ``{"voc07": 61.9, "voc12": 64.0, "coco20k": 50.7}`` (Table 3).
+    """
+    return {n.key[len(prefix) + 1:]: float(n.value) for n in paper_numbers()
+            if n.notebook == notebook and n.key and n.value is not None and n.key.rpartition(".")[0] == prefix}
+
+
 def unreleased_register_models() -> list[dict[str, Any]]:
     """The paper's numbers for the register models that were never released (DeiT-III, OpenCLIP).
 
