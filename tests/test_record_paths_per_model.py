@@ -1,4 +1,4 @@
-"""The dotted paths of a results record (what ``data/paper_numbers.yaml``'s keys must resolve to)."""
+"""The dotted paths of a results record with per-model parts (what ``data/paper_numbers.yaml``'s keys resolve to)."""
 
 from __future__ import annotations
 
