@@ -173,3 +173,34 @@ def test_09_record_keeps_the_budget_and_a_skipped_task():
     assert saved["synthetic"] == {"skipped": "synthetic = False"}
     assert _paths({k: v for k, v in saved.items() if k not in ("protocol", "datasets")}) <= record_paths(
         downstream.Record)
+
+
+def test_extract_09_fills_the_cache_that_the_table2_run_then_reads(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from vitreg.cli.prefill import extract_notebooks
+    from vitreg.measure import features
+
+    root = tmp_path / "imagenet1k"
+    for split in ("train", "val"):
+        for c in range(2):
+            for i in range(3):
+                path = root / split / f"n{c:08d}" / f"{split}_{c}_{i}.JPEG"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.new("RGB", (64, 64), (200 * c, 40 * i, 90)).save(path, format="JPEG")
+    change = {"use_cache": True, "cache_dir": str(tmp_path / "cache"), "tasks": ["imagenet"], "imagenet_root": str(root),
+              "imagenet_image_size": 56, "seeds": 1, "imagenet_l2_grid": [0.01], "synthetic": False}
+    sets = [f"09.{k}={v}".replace("'", "") for k, v in change.items()]
+    lines = extract_notebooks(["09"], "smoke", sets=sets)["09_downstream"]
+    assert lines == [f"{m} / imagenet: features of train 6, val 6 images" for m in ("dinov2_s", "dinov2_s_reg")], lines
+
+    def no_forward(*args, **kwargs):
+        raise AssertionError("a forward pass ran: the cache missed")
+
+    monkeypatch.setattr(features, "dense_features", no_forward)
+    p = downstream.EXPERIMENT.build({**downstream.PROFILES["smoke"], "pretrained": False, "device": "cpu", **change})
+    torch.rand(100)  # the notebook's run draws other numbers first: the same random weights all the same
+    table2 = downstream.start(p)
+    table2.run("imagenet")
+    assert all(isinstance(table2.ours[role]["imagenet_top1"], float) for role in ("no_reg", "reg"))
+    assert table2.budget["imagenet"]["proxy"] is True

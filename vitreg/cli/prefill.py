@@ -1,7 +1,7 @@
 """``vitreg extract NOTEBOOK``: fill a notebook's feature cache from its parameters, on every GPU of a torchrun job.
 
-Paper: Table 1 / Table 6 (notebook 06) and Fig. 5b / Table 5 (notebook 05): the probes read frozen features of
-whole datasets, and extracting them dominates the real run. A notebook runs in one Jupyter kernel, which
+Paper: Table 1 / Table 6 (notebook 06), Fig. 5b / Table 5 (notebook 05) and Table 2 (notebook 09): the probes
+read frozen features of whole datasets, and extracting them dominates the real run. A notebook runs in one Jupyter kernel, which
 ``torchrun`` cannot launch as ranks; so this command calls the experiment's own extraction steps (its
 ``prefill``: the same loading and extraction functions the notebook calls, hence the same cache key) with the
 notebook's parameters, and under ``torchrun`` :mod:`vitreg.utils.distributed` splits the missing chunks across
@@ -10,8 +10,8 @@ the ranks. The notebook then finds every chunk and only reads them.
     torchrun --standalone --nproc_per_node 8 -m vitreg extract 06     # one machine, 8 GPUs
     vitreg extract 05 --set 05.n_images=512                             # one process
 
-Supported: the experiments whose extraction is a cached feature extraction (:data:`PREFILL`: 05 and 06). The
-others say they have nothing to pre-extract. A notebook whose ``use_cache`` is false has nothing to fill either.
+Supported: the experiments whose extraction is a cached feature extraction (:data:`PREFILL`: 05, 06 and 09's
+Table 2 tasks). The others say they have nothing to pre-extract. A notebook whose ``use_cache`` is false has nothing to fill either.
 Random weights (smoke runs) are seeded per model (:func:`vitreg.experiments.steps.load`), so every rank and the
 notebook load the same weights whatever they did before.
 """
@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from vitreg.experiments import global_information, local_information
+from vitreg.experiments import downstream, global_information, local_information
 from vitreg.experiments.params import ParameterError, load_order
 from vitreg.experiments.steps import parameters
 from vitreg.utils.paths import repo_root
@@ -44,11 +44,11 @@ def _steps(module: Any) -> Callable[[Mapping[str, Any]], Iterator[str]]:
 PREFILL: dict[str, Callable[[Mapping[str, Any]], Iterator[str]]] = {
     "05_local_information": _steps(local_information),
     "06_global_information": _steps(global_information),
+    "09_downstream": _steps(downstream),
 }
 
 #: why the others have nothing to pre-extract.
-NOTHING = {"09_downstream": "its extraction lives inside vitreg.experiments.table2 and is not wired to `vitreg extract` yet; "
-                            "the notebook fills its cache itself (single process)"}
+NOTHING: dict[str, str] = {}
 
 
 def resolve(notebooks: Sequence[str], root: Path | None = None) -> list[str]:

@@ -107,6 +107,23 @@ def start(p: Params) -> Any:
     return Table2(p.models, Table2Settings.from_params(dataclasses.asdict(p)))
 
 
+def prefill(p: Params) -> Iterator[str]:
+    """Fill the feature cache a run reads, by the run's own steps (:func:`start`, then each task's data and
+    features, :meth:`~vitreg.experiments.table2.Table2.extract`): both models' features of every task in
+    ``tasks`` (a task whose data is not here is skipped, as in the notebook). The synthetic smoke check is
+    not pre-extracted (it is small).
+
+    Paper: Table 2 (``vitreg extract 09``).
+
+    Yields:
+        one line per (model, task), or why a task was skipped.
+    """
+    table2 = start(p)
+    for task in TASKS:
+        if task in p.tasks:
+            yield from table2.extract(task)
+
+
 # --- the results record ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Role:
