@@ -199,13 +199,25 @@ def _small_06(cache: Path) -> list[str]:
             "06.ttr_datasets=[]", "06.synthetic_n=8", "06.image_size=56", "06.batch_size=8", "06.n_draws=1"]
 
 
+def _smoke_06(cache: Path, **change):
+    """Notebook 06's parameters as :func:`_small_06` sets them (what the notebook's own steps receive)."""
+    from vitreg.experiments import global_information as experiment
+
+    return experiment.EXPERIMENT.build({**experiment.PROFILES["smoke"], "pretrained": False, "device": "cpu",
+                                        "use_cache": True, "cache_dir": str(cache), "datasets": ["synthetic"],
+                                        "ttr_models": [], "ttr_datasets": [], "synthetic_n": 8, "image_size": 56,
+                                        "batch_size": 8, "n_draws": 1, **change})
+
+
 def test_extract_fills_the_cache_that_the_notebooks_own_call_then_hits(tmp_path, monkeypatch, capsys):
+    import dataclasses
+
     import torch
 
-    from vitreg import planting
-    from vitreg.measure import features, global_probes
     from vitreg.cli.prefill import extract_notebooks
-    from vitreg.core.weights import load_model
+    from vitreg.experiments import global_information as experiment
+    from vitreg.experiments.steps import load
+    from vitreg.measure import features
 
     sets = _small_06(tmp_path)
     assert main(["extract", "06", "--profile", "smoke", *[a for s in sets for a in ("--set", s)]]) == 0
@@ -218,23 +230,17 @@ def test_extract_fills_the_cache_that_the_notebooks_own_call_then_hits(tmp_path,
     monkeypatch.setattr(features, "forward_tokens", no_forward)
     again = extract_notebooks(["06"], "smoke", sets=sets)  # a second extraction: every chunk read back
     assert again["06_global_information"] == ["dinov2_s_reg / synthetic: single tokens of train 8, test 4 images"]
-    # the notebook's own call (global_information, as cell 3 makes it) finds every chunk too
-    torch.manual_seed(0)
-    loaded = load_model("dinov2_s_reg", pretrained=False, image_size=56, device="cpu")
-    settings = dict(n_draws=1, batch_size=8, seed=0, cache=True, cache_root=str(tmp_path), synthetic_n=8,
-                    l2_grid=[0.01], device="cpu", progress=False)
-    with planting.planted_outlier_share(loaded, fraction=0.08, norm=1000.0, seed=0):
-        res = global_probes.global_information(loaded, "synthetic", **settings)
-        cached = global_probes.single_token_features(loaded, global_probes.try_load_dataset(
-            "synthetic", "train", n=8, image_size=56, seed=0)[0], name="synthetic", split="train", n_draws=1,
-            batch_size=8, cache_root=str(tmp_path), progress=False)
+    # the notebook's own calls (its experiment's steps, as its cells make them) find every chunk too,
+    # after other random numbers were drawn (random weights are seeded per model)
+    p = _smoke_06(tmp_path)
+    torch.rand(1000)
+    loaded = experiment.load_models(p)["dinov2_s_reg"]
+    res = experiment.measure(p, loaded, "synthetic")
+    cached = experiment.extract(p, loaded, "synthetic")["train"]
     assert res["n_train"] == 8 and res["n_test"] == 4
     monkeypatch.undo()
     # planted truth: the cached features equal a direct extraction without the cache
-    with planting.planted_outlier_share(loaded, fraction=0.08, norm=1000.0, seed=0):
-        direct = features.single_token_features(loaded, global_probes.try_load_dataset(
-            "synthetic", "train", n=8, image_size=56, seed=0)[0], name="synthetic", split="train", n_draws=1,
-            batch_size=8, cache=False, progress=False)
+    direct = experiment.extract(dataclasses.replace(p, use_cache=False), load(p, "dinov2_s_reg"), "synthetic")["train"]
     assert set(direct) == set(cached)
     for name in direct:
         assert torch.equal(direct[name], cached[name]), name

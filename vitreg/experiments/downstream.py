@@ -6,9 +6,13 @@ and lecture overrides), the models it loads, the forwards it does and the number
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from vitreg.experiments.base import Common, Experiment, Work, param
+from vitreg.experiments.steps import Skipped
 
 
 @dataclass(frozen=True)
@@ -81,4 +85,208 @@ def work(p: Params) -> list[Work]:
     raise NotImplementedError("declare the work of 09_downstream")
 
 
-EXPERIMENT = Experiment("09_downstream", Params, models, work, PROFILES)
+#: what a non-finite number of the record means.
+NOT_MEASURED = "not measured (no valid pixels or images)"
+#: Table 2's tasks.
+TASKS = ("imagenet", "ade20k", "nyud")
+#: Table 2's three columns.
+METRICS = ("imagenet_top1", "ade20k_miou", "nyud_rmse")
+
+Number = float | Skipped | None
+Seeds = list[float] | None
+
+
+# --- steps (the notebook calls these; the probes themselves are vitreg.experiments.table2's) ---------
+def start(p: Params) -> Any:
+    """The Table 2 run of a model pair with a run's parameters (its tasks run one call each:
+    :meth:`vitreg.experiments.table2.Table2.run`).
+
+    Paper: Table 2."""
+    from vitreg.experiments.table2 import Table2, Table2Settings
+
+    return Table2(p.models, Table2Settings.from_params(dataclasses.asdict(p)))
+
+
+def prefill(p: Params) -> Iterator[str]:
+    """Fill the feature cache a run reads, by the run's own steps (:func:`start`, then each task's data and
+    features, :meth:`~vitreg.experiments.table2.Table2.extract`): both models' features of every task in
+    ``tasks`` (a task whose data is not here is skipped, as in the notebook). The synthetic smoke check is
+    not pre-extracted (it is small).
+
+    Paper: Table 2 (``vitreg extract 09``).
+
+    Yields:
+        one line per (model, task), or why a task was skipped.
+    """
+    table2 = start(p)
+    for task in TASKS:
+        if task in p.tasks:
+            yield from table2.extract(task)
+
+
+# --- the results record ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Role:
+    """One model's Table 2 numbers: each the mean over seeds, with ``_std`` and ``_per_seed`` beside it
+    (a task not run holds ``{"skipped": why}`` in its headline column; the others are then absent).
+
+    Paper: Table 2 (ImageNet top-1 of [CLS]+mean patch, ADE20k mIoU, NYUd RMSE), and what explains them:
+    the [CLS]-only and patch-only ImageNet probes, pixel accuracy, AbsRel, delta1 and each task's chance level.
+    """
+
+    model: str
+    imagenet_top1: Number = None
+    imagenet_top1_std: Number = None
+    imagenet_top1_per_seed: Seeds = None
+    imagenet_top1_cls: Number = None
+    imagenet_top1_cls_std: Number = None
+    imagenet_top1_cls_per_seed: Seeds = None
+    imagenet_top1_patch_mean: Number = None
+    imagenet_top1_patch_mean_std: Number = None
+    imagenet_top1_patch_mean_per_seed: Seeds = None
+    imagenet_chance: Number = None
+    ade20k_miou: Number = None
+    ade20k_miou_std: Number = None
+    ade20k_miou_per_seed: Seeds = None
+    ade20k_pixel_accuracy: Number = None
+    ade20k_pixel_accuracy_std: Number = None
+    ade20k_pixel_accuracy_per_seed: Seeds = None
+    ade20k_chance_miou: Number = None
+    ade20k_n_val: int | None = None
+    nyud_rmse: Number = None
+    nyud_rmse_std: Number = None
+    nyud_rmse_per_seed: Seeds = None
+    nyud_abs_rel: Number = None
+    nyud_abs_rel_std: Number = None
+    nyud_abs_rel_per_seed: Seeds = None
+    nyud_delta1: Number = None
+    nyud_delta1_std: Number = None
+    nyud_delta1_per_seed: Seeds = None
+    nyud_constant_rmse: Number = None
+
+
+@dataclass(frozen=True)
+class Gain:
+    """With minus without registers per column, paired by seed: mean, std, the differences and how many seeds
+    (a column not measured holds why in its mean and std).
+
+    Paper: Table 2 (DINOv2-L: +0.5 top-1, +1.3 mIoU, -0.012 m RMSE; [TTR]'s public pair: +0.3, +0.8, -0.006)."""
+
+    model: str
+    imagenet_top1: Number = None
+    imagenet_top1_std: Number = None
+    imagenet_top1_per_seed: Seeds = None
+    imagenet_top1_n_seeds: int | None = None
+    ade20k_miou: Number = None
+    ade20k_miou_std: Number = None
+    ade20k_miou_per_seed: Seeds = None
+    ade20k_miou_n_seeds: int | None = None
+    nyud_rmse: Number = None
+    nyud_rmse_std: Number = None
+    nyud_rmse_per_seed: Seeds = None
+    nyud_rmse_n_seeds: int | None = None
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What a task trained on: its images against the protocol's; fewer make its rows a proxy (the verdicts read
+    ``proxy``: only the register difference of a proxy says something).
+
+    Paper: Table 2 ([TTR]'s numbers are on the full training sets)."""
+
+    n_train: int
+    protocol_n_train: int
+    proxy: bool
+    why: str
+
+
+@dataclass(frozen=True)
+class SyntheticRole:
+    """One model on the planted synthetic data (smoke runs): each head against chance and shuffled targets."""
+
+    model: str
+    seg_miou: float
+    seg_miou_shuffled: float
+    seg_chance_miou: float
+    depth_rmse: float
+    depth_rmse_shuffled: float
+    depth_constant_rmse: float
+    cls_top1: float
+    cls_chance: float
+    seg_miou_per_seed: list[float]
+    depth_rmse_per_seed: list[float]
+
+
+@dataclass(frozen=True)
+class Record:
+    """What 09 measured (``results/09_downstream.json``'s ``numbers``).
+
+    Paper: Table 2 (``no_reg``, ``reg``, ``register_gain``), with the run's budget per task (``budget``:
+    proxy or full protocol), its estimated hours, the datasets' sizes and protocol; ``synthetic`` and
+    ``synthetic_gain``: the planted check of smoke runs (``{"skipped": why}`` otherwise).
+    """
+
+    no_reg: Role
+    reg: Role
+    register_gain: Gain
+    seeds: int
+    budget: dict[str, Budget] = field(metadata={"keys": TASKS})
+    estimated_hours: dict[str, float] = field(metadata={"keys": TASKS})
+    synthetic: dict[str, SyntheticRole] | Skipped = field(metadata={"keys": ("no_reg", "reg")})
+    synthetic_gain: dict[str, Any] | Skipped
+    datasets: dict[str, dict[str, int]]
+    protocol: dict[str, Any]
+    skipped: list[str]
+
+
+def _values(entry: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: Skipped(v["skipped"]) if isinstance(v, dict) and set(v) == {"skipped"} else v for k, v in entry.items()}
+
+
+def _skipped_or(value: Any, build: Any) -> Any:
+    return Skipped(value["skipped"]) if isinstance(value, dict) and set(value) == {"skipped"} else build(value)
+
+
+def build_record(p: Params, table2: Any, synthetic: Mapping[str, Any], synthetic_gain: Mapping[str, Any]) -> Record:
+    """The results record of a run from its Table 2 run.
+
+    Paper: Table 2.
+
+    Args:
+        p: the run's parameters.
+        table2: :func:`start`'s run, its tasks done.
+        synthetic: :meth:`~vitreg.experiments.table2.Table2.synthetic`'s output, or ``{"skipped": why}``.
+        synthetic_gain: :meth:`~vitreg.experiments.table2.Table2.synthetic_gain`'s, or ``{"skipped": why}``.
+    """
+    from vitreg.experiments.table2 import estimate_hours
+
+    return Record(
+        no_reg=Role(**_values(table2.ours["no_reg"])), reg=Role(**_values(table2.ours["reg"])),
+        register_gain=Gain(**_values(table2.register_gain())), seeds=p.seeds,
+        budget={task: Budget(**b) for task, b in table2.budget.items()},
+        estimated_hours=estimate_hours(table2.settings, table2.datasets),
+        synthetic=_skipped_or(synthetic, lambda s: {role: SyntheticRole(**r) for role, r in s.items()}),
+        synthetic_gain=_skipped_or(synthetic_gain, lambda g: _values(g)),
+        datasets=dict(table2.datasets), protocol=table2.settings.protocol(), skipped=list(table2.skipped))
+
+
+def checks(numbers: dict) -> Iterator[tuple[str, Any, str | None]]:
+    """``(key, value, model)`` of every number of ``data/paper_numbers.yaml`` that 09 writes, from the saved
+    ``numbers``.
+
+    Paper: Table 2 (each model's three columns and the register difference)."""
+    for role in ("no_reg", "reg", "register_gain"):
+        for m in METRICS:
+            yield f"{role}.{m}", numbers[role][m], numbers[role]["model"]
+
+
+def planted_truth(synthetic: Mapping[str, Any]) -> list[tuple[str, bool]]:
+    """What the heads must learn on the planted synthetic data, for each model (smoke runs).
+
+    Not a paper claim: a check of the probes' code on a known ground truth."""
+    from vitreg.experiments.table2 import synthetic_checks
+
+    return [(what, ok) for r in synthetic.values() for what, ok in synthetic_checks(r).items()]
+
+
+EXPERIMENT = Experiment("09_downstream", Params, models, work, PROFILES, record=Record)

@@ -6,9 +6,13 @@ and lecture overrides), the models it loads, the forwards it does and the number
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
+from vitreg.data.datasets import PAPER_DATASETS
 from vitreg.experiments.base import Common, Experiment, Work, param
+from vitreg.experiments.steps import Skipped, load
 
 
 @dataclass(frozen=True)
@@ -72,4 +76,257 @@ def work(p: Params) -> list[Work]:
     raise NotImplementedError("declare the work of 06_global_information")
 
 
-EXPERIMENT = Experiment("06_global_information", Params, models, work, PROFILES)
+#: Table 1's columns: one random normal patch, one random outlier patch, [CLS].
+KINDS = ("normal", "outlier", "cls")
+#: the datasets of [TTR] Table 1's comparison.
+TTR_DATASETS = ("imagenet1k", "cifar10", "cifar100")
+#: what a non-finite number of the record means.
+NOT_MEASURED = "not measured (no tokens of this kind)"
+#: why a paper dataset has no row in a run.
+NOT_RUN = "not run: not in this run's `datasets`/`ttr_datasets` parameter"
+#: how outliers are found, recorded with the numbers.
+OUTLIERS = ("pre-LN norm at the model's detection block (the last; DINOv2-L: the second-to-last, as [TTR]) above "
+            "the model's cut-off")
+CLASSIFIER = "multinomial logistic regression, standardised features, L2 chosen on validation"
+
+
+# --- steps (the notebook and `vitreg extract` call these) -------------------------------------------
+def load_models(p: Params) -> dict[str, Any]:
+    """``model`` and the ``ttr_models``, each loaded once (:func:`vitreg.experiments.steps.load`).
+
+    Paper: Table 1 (DINOv2 ViT-g), [TTR] Table 1 (the public DINOv2-L pair)."""
+    return {name: load(p, name) for name in dict.fromkeys([p.model, *p.ttr_models])}
+
+
+def extract(p: Params, loaded: Any, dataset: str) -> dict | str:
+    """One model's single tokens of both splits of ``dataset``, through the feature cache (``use_cache``);
+    smoke runs plant outliers (``plant_fraction``) while the tokens are computed.
+
+    Paper: Table 1 / App. G Table 6.
+
+    Returns:
+        :func:`vitreg.measure.global_probes.dataset_tokens`'s output: the features by split, or why the
+        dataset was skipped.
+    """
+    from vitreg import planting
+    from vitreg.measure.global_probes import dataset_tokens
+
+    with planting.planted_outlier_share(loaded, fraction=p.plant_fraction, norm=p.plant_norm, seed=p.seed):
+        return dataset_tokens(loaded, dataset, root=p.data_root, download=p.download, max_train=p.max_train,
+                              max_test=p.max_test, n_draws=p.n_draws, layer=p.layer, threshold=p.threshold,
+                              batch_size=p.batch_size, seed=p.seed, cache=p.use_cache, cache_root=p.cache_dir,
+                              synthetic_n=p.synthetic_n)
+
+
+def measure(p: Params, loaded: Any, dataset: str) -> dict:
+    """Single-token classification of ``dataset`` with one model: :func:`extract`, then the probes.
+
+    Paper: Table 1 / App. G Table 6 (one row), [TTR] Table 1.
+
+    Returns:
+        :func:`vitreg.measure.global_probes.global_information`'s output (``{"dataset", "skipped"}`` when the
+        data is not here).
+    """
+    from vitreg.measure.features import detection_block
+    from vitreg.measure.global_probes import classify_tokens
+
+    feats = extract(p, loaded, dataset)
+    if isinstance(feats, str):
+        return {"dataset": dataset, "skipped": feats}
+    return classify_tokens(feats, dataset, detect_block=detection_block(loaded), n_draws=p.n_draws,
+                           l2_grid=p.l2_grid, val_fraction=p.val_fraction, seed=p.seed, device=p.device)
+
+
+def ttr_jobs(p: Params) -> list[tuple[str, str]]:
+    """The (model, dataset) pairs of the [TTR] comparison, in order."""
+    return [(m, d) for m in p.ttr_models for d in p.ttr_datasets]
+
+
+def measure_ttr(p: Params, models: Mapping[str, Any], table1: Mapping[str, dict]) -> dict[tuple[str, str], dict]:
+    """:func:`measure` of every [TTR] pair; a pair Table 1 already measured (same model, same settings) is reused.
+
+    Paper: [TTR] Table 1 (the public DINOv2-L pair: [CLS], central patch, outlier, register)."""
+    return {(m, d): table1[d] if m == p.model and d in table1 else measure(p, models[m], d)
+            for m, d in ttr_jobs(p)}
+
+
+def prefill(p: Params) -> Iterator[str]:
+    """Fill the feature cache a run reads, by the run's own steps (:func:`load_models`, :func:`extract`):
+    the single tokens of every dataset of ``datasets`` for ``model`` and of ``ttr_datasets`` for the
+    ``ttr_models``, both splits (a dataset that is not here is skipped, as in the notebook).
+
+    Paper: Table 1 / App. G Table 6, [TTR] Table 1 (``vitreg extract 06``).
+
+    Yields:
+        one line per (model, dataset).
+    """
+    models = load_models(p)
+    for name, dataset in dict.fromkeys([*((p.model, d) for d in p.datasets), *ttr_jobs(p)]):
+        feats = extract(p, models[name], dataset)
+        if isinstance(feats, str):
+            yield f"{name} / {dataset}: skipped ({feats})"
+        else:
+            yield (f"{name} / {dataset}: single tokens of train {len(feats['train']['labels'])}, "
+                   f"test {len(feats['test']['labels'])} images")
+
+
+# --- the results record ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Table1Row:
+    """One dataset's row of Table 1 (mean over the draws; ``skipped`` alone when it was not measured).
+
+    Attributes:
+        normal, outlier, cls: top-1 (or mean-per-class, ``metric``) of a classifier on one token of the kind.
+        normal_std, outlier_std, cls_std: std over the draws (App. G Table 6).
+        outlier_coverage: share of test images that have an outlier (the outlier column is measured on them).
+        n_train_by_kind: each column's training images.
+        central: the grid-centre patch ([TTR]); registers: each register token (models with registers).
+        protocol_differs: why this cell does not follow the paper's protocol (VOC).
+    """
+
+    model: str | None = None
+    normal: float | Skipped | None = None
+    outlier: float | Skipped | None = None
+    cls: float | Skipped | None = None
+    normal_std: float | None = None
+    outlier_std: float | None = None
+    cls_std: float | None = None
+    outlier_coverage: float | None = None
+    n_train: int | None = None
+    n_test: int | None = None
+    num_classes: int | None = None
+    metric: str | None = None
+    detect_block: int | None = None
+    n_train_by_kind: dict[str, int] | None = None
+    protocol_differs: str | None = None
+    central: float | None = None
+    registers: dict[str, float] | None = None
+    skipped: str | None = None
+
+
+@dataclass(frozen=True)
+class TTRRow:
+    """One dataset's row of [TTR] Table 1: [CLS], central patch and outlier of the model without registers,
+    the mean register of the model with them (``skipped`` alone when it was not measured)."""
+
+    models: list[str] | None = None
+    cls: float | Skipped | None = None
+    central: float | Skipped | None = None
+    outlier: float | Skipped | None = None
+    register: float | Skipped | None = None
+    registers_each: dict[str, float] | None = None
+    skipped: str | None = None
+
+
+@dataclass(frozen=True)
+class Claims:
+    """The differences the claim of Table 1 is judged on: ``outlier_minus_normal`` holds ``model`` and, per
+    dataset, outlier minus normal single-token accuracy (or ``{"skipped": why}``)."""
+
+    outlier_minus_normal: dict[str, float | Skipped | str] = field(metadata={"keys": ("model", *PAPER_DATASETS)})
+
+
+@dataclass(frozen=True)
+class Details:
+    """Every probe's full output (per kind: each draw, chosen L2, counts), by dataset and by ``model/dataset``."""
+
+    table1: dict[str, dict]
+    ttr: dict[str, dict]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """What the numbers were measured under."""
+
+    features: str | int
+    outliers: str
+    detect_block: dict[str, int]
+    metric: dict[str, str]
+    protocol_differs: dict[str, str]
+    classifier: str
+    n_draws: int
+    max_train: int
+    max_test: int
+    image_size: Any
+
+
+@dataclass(frozen=True)
+class Record:
+    """What 06 measured (``results/06_global_information.json``'s ``numbers``).
+
+    Paper: Table 1 / App. G Table 6 (``table1``: every paper dataset, run or not, and any other run),
+    [TTR] Table 1 (``ttr_l``), the claim per dataset (``claims``)."""
+
+    table1: dict[str, Table1Row] = field(metadata={"keys": PAPER_DATASETS})
+    ttr_l: dict[str, TTRRow] = field(metadata={"keys": TTR_DATASETS})
+    claims: Claims
+    details: Details
+    protocol: Protocol
+
+
+def _value(v: Any) -> Any:
+    return Skipped(v["skipped"]) if isinstance(v, dict) and set(v) == {"skipped"} else v
+
+
+def _row(entry: dict) -> Table1Row:
+    regs = {k: v for k, v in entry.items() if k.startswith("reg")}
+    rest = {k: _value(v) for k, v in entry.items() if k not in regs}
+    return Table1Row(**rest, registers=regs or None)
+
+
+def build_record(p: Params, models: Mapping[str, Any], table1: Mapping[str, dict],
+                 ttr: Mapping[tuple[str, str], dict]) -> Record:
+    """The results record of a run from its measurements.
+
+    Paper: Table 1 / App. G Table 6, [TTR] Table 1.
+
+    Args:
+        p: the run's parameters.
+        models: :func:`load_models`'s output.
+        table1: :func:`measure` of ``model`` by dataset.
+        ttr: :func:`measure_ttr`'s output.
+    """
+    from vitreg.measure import features, global_probes
+
+    not_run = TTRRow(skipped=NOT_RUN)
+    ttr_rows = {d: global_probes.ttr_entry([ttr[(m, d)] for m in p.ttr_models], p.ttr_models) for d in p.ttr_datasets}
+    return Record(
+        table1={**{d: Table1Row(skipped=NOT_RUN) for d in PAPER_DATASETS},
+                **{d: _row(global_probes.table1_entry(r, p.model, KINDS)) for d, r in table1.items()}},
+        ttr_l={**{d: not_run for d in TTR_DATASETS},
+               **{d: TTRRow(**{k: _value(v) for k, v in e.items()}) for d, e in ttr_rows.items()}},
+        claims=Claims({k: _value(v) for k, v in global_probes.outlier_minus_normal(table1, p.model).items()}),
+        details=Details(dict(table1), {f"{m}/{d}": r for (m, d), r in ttr.items()}),
+        protocol=Protocol(
+            features=p.layer, outliers=OUTLIERS,
+            detect_block={m: features.detection_block(loaded) for m, loaded in models.items()},
+            metric={d: global_probes.dataset_metric(d) for d in p.datasets},
+            protocol_differs={d: why for d, why in global_probes.PROTOCOL_DIFFERS.items() if d in p.datasets},
+            classifier=CLASSIFIER, n_draws=p.n_draws, max_train=p.max_train, max_test=p.max_test,
+            image_size=p.image_size))
+
+
+def checks(numbers: dict) -> Iterator[tuple[str, Any, str | None]]:
+    """``(key, value, model)`` of every number of ``data/paper_numbers.yaml`` that 06 writes, from the saved
+    ``numbers`` (a skipped number is passed as its ``{"skipped": ...}`` entry).
+
+    Paper: Table 1 (each measured dataset's three columns and its outlier-minus-normal gap)."""
+    gaps = numbers["claims"]["outlier_minus_normal"]
+    model = gaps["model"]
+    for name in gaps:
+        if name != "model":
+            yield f"claims.outlier_minus_normal.{name}", gaps[name], model
+    for name in numbers["details"]["table1"]:
+        for kind in KINDS:
+            yield f"table1.{name}.{kind}", numbers["table1"][name].get(kind, numbers["table1"][name]), model
+
+
+def planted_truth(table1: Mapping[str, dict]) -> list[tuple[str, bool]]:
+    """What smoke runs must find: the planted outliers in the test images of every measured dataset.
+
+    Paper: Table 1's outlier column, on a known ground truth."""
+    return [(f"{name}: planted outliers found in {res['outlier_share_test']:.0%} of the test images",
+             res["outlier_share_test"] > 0) for name, res in table1.items() if "skipped" not in res]
+
+
+EXPERIMENT = Experiment("06_global_information", Params, models, work, PROFILES, record=Record)

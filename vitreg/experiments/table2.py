@@ -8,7 +8,7 @@ and runs the probes for every seed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -24,7 +24,7 @@ from vitreg.measure.heads import TrainConfig, score_whole_images, train_segmenta
 from vitreg.measure.features import cached_task_features, dense_features
 from vitreg.measure.downstream import (PROTOCOL_N_TRAIN, TABLE2_METRICS, TASK_KEYS, VIT_L_TFLOP, budget, classification_probe,
                                depth_probe, register_gains, seed_summary)
-from vitreg.core.weights import load_model
+from vitreg.experiments.steps import load
 
 
 def estimate_hours(settings: "Table2Settings", sizes: Mapping[str, Mapping[str, int]] | None = None, *,
@@ -198,9 +198,40 @@ class Table2:
             self.skip(task, "not in `tasks`")
             return
         try:
-            {"imagenet": self._imagenet, "ade20k": self._ade20k, "nyud": self._nyud}[task]()
+            data = self.data(task)
         except DatasetUnavailable as err:
             self.skip(task, err.reason)
+            return
+        {"imagenet": self._imagenet, "ade20k": self._ade20k, "nyud": self._nyud}[task](data)
+
+    def data(self, task: str) -> dict:
+        """A task's images (its subsets drawn), their counts recorded in ``datasets`` and ``budget``.
+
+        Raises:
+            vitreg.data.datasets.DatasetUnavailable: the task's data is not on this machine.
+        """
+        return {"imagenet": self._imagenet_data, "ade20k": self._ade20k_data, "nyud": self._nyud_data}[task]()
+
+    def features(self, task: str, name: str, data: dict) -> dict:
+        """One model's training and test features of a task (:meth:`data`), through the feature cache."""
+        return {"imagenet": self._imagenet_features, "ade20k": self._ade20k_features,
+                "nyud": self._nyud_features}[task](name, data)
+
+    def extract(self, task: str) -> Iterator[str]:
+        """Fill the feature cache of one task for both models, without training a probe (``vitreg extract 09``:
+        the same :meth:`data` and :meth:`features` as :meth:`run`).
+
+        Yields:
+            one line per model filled, or why the task was skipped.
+        """
+        try:
+            data = self.data(task)
+        except DatasetUnavailable as err:
+            yield f"{task}: skipped ({err.reason})"
+            return
+        for name in dict.fromkeys(self.roles.values()):
+            self.features(task, name, data)
+            yield f"{name} / {task}: features of {', '.join(f'{k} {v}' for k, v in self.datasets[task].items())} images"
 
     def record(self, role: str, seeded: Sequence[Mapping[str, float]]) -> None:
         """Store one role's per-seed numbers: the mean under each name, ``_std`` and ``_per_seed`` beside it."""
@@ -240,12 +271,11 @@ class Table2:
         return out
 
     def _load(self, name: str, image_size: Any) -> Any:
-        loaded = load_model(name, pretrained=self.settings.pretrained, image_size=image_size,
-                            device=self.settings.device)
+        loaded = load(self.settings, name, image_size)  # random weights: seeded by the name, at any resolution
         self.described.append(loaded.describe())  # the run-time estimate: the feature cache's progress bar
         return loaded
 
-    def _imagenet(self) -> None:
+    def _imagenet_data(self) -> dict:
         s = self.settings
         data = {}
         for split, ours, n in (("train", "train", s.imagenet_n_train), ("val", "test", s.imagenet_n_val)):
@@ -256,11 +286,19 @@ class Table2:
         self.datasets["imagenet"] = {split: len(i) for split, (_, i) in data.items()}
         self.budget["imagenet"] = budget("imagenet", len(data["train"][1]))
         print(f"ImageNet-1k: {len(data['train'][1])} training, {len(data['val'][1])} validation images")
+        return data
+
+    def _imagenet_features(self, name: str, data: dict) -> dict:
+        s = self.settings
+        loaded = self._load(name, s.imagenet_image_size)
+        return {split: cached_task_features(loaded, ds, idx.tolist(), dataset_name="imagenet", split=split,
+                                            target="label", subset_seed=s.seed, **s.extraction())
+                for split, (ds, idx) in data.items()}
+
+    def _imagenet(self, data: dict) -> None:
+        s = self.settings
         for role, name in self.roles.items():
-            loaded = self._load(name, s.imagenet_image_size)
-            feats = {split: cached_task_features(loaded, ds, idx.tolist(), dataset_name="imagenet", split=split,
-                                                 target="label", subset_seed=s.seed, **s.extraction())
-                     for split, (ds, idx) in data.items()}
+            feats = self._imagenet_features(name, data)
             seeded = []
             for seed in s.seed_list():
                 r = classification_probe(feats["train"], feats["val"], l2_grid=s.imagenet_l2_grid, seed=seed,
@@ -281,18 +319,29 @@ class Table2:
                                     label_size=size, files=hash_indices([a for a, _ in pairs]),
                                     transform="cover_crop-v2", **self.settings.extraction())
 
-    def _ade20k(self) -> None:
+    def _ade20k_data(self) -> dict:
         s = self.settings
         pairs = {split: pick(ade20k_pairs(split, root=s.ade20k_root, data_dir=s.data_root), n, seed=s.seed)
                  for split, n in (("train", s.ade20k_n_train), ("val", s.ade20k_n_val))}
         self.datasets["ade20k"] = {split: len(p) for split, p in pairs.items()}
         self.budget["ade20k"] = budget("ade20k", len(pairs["train"]))
+        return pairs
+
+    def _ade20k_features(self, name: str, pairs: dict) -> dict:
+        s = self.settings
         size, val = (s.ade20k_image_size, s.ade20k_image_size), pairs["val"]
+        train = self._dense_train(self._load(name, s.ade20k_image_size), "ade20k", pairs["train"],
+                                  read_ade20k_label, "seg", size)
+        val_ds = DenseDataset(val, read_ade20k_label, "ade20k")
+        test = self.whole_images(self._load(name, s.ade20k_eval_size), "ade20k", val, lambda i: val_ds[i][0])
+        return {"train": train, "test": test}
+
+    def _ade20k(self, pairs: dict) -> None:
+        s = self.settings
+        val = pairs["val"]
         for role, name in self.roles.items():
-            train = self._dense_train(self._load(name, s.ade20k_image_size), "ade20k", pairs["train"],
-                                      read_ade20k_label, "seg", size)
-            val_ds = DenseDataset(val, read_ade20k_label, "ade20k")
-            test = self.whole_images(self._load(name, s.ade20k_eval_size), "ade20k", val, lambda i: val_ds[i][0])
+            feats = self._ade20k_features(name, pairs)
+            train, test = feats["train"], feats["test"]
             seeded = [self.segment(train, test, lambda i: read_ade20k_label(val[i][1]), ADE20K_CLASSES, seed,
                                    s.ade20k_eval_size) for seed in s.seed_list()]
             self.record(role, [{f"ade20k_{k}": r[k] for k in ("miou", "pixel_accuracy")} for r in seeded])
@@ -317,21 +366,31 @@ class Table2:
         return score_whole_images(head, test["patch"], label_of, canvas, n_classes, majority=int(counts.argmax()),
                                   device=s.device)
 
-    def _nyud(self) -> None:
+    def _nyud_data(self) -> dict:
         s = self.settings
         pairs = {split: pick(nyud_pairs(split, root=s.nyud_root, data_dir=s.data_root), n, seed=s.seed)
                  for split, n in (("train", s.nyud_n_train), ("test", s.nyud_n_test))}
         self.datasets["nyud"] = {split: len(p) for split, p in pairs.items()}
         self.budget["nyud"] = budget("nyud", len(pairs["train"]))
+        return pairs
+
+    def _nyud_features(self, name: str, pairs: dict) -> dict:
+        s = self.settings
         size = tuple(s.nyud_image_size)
         label_size = tuple(read_nyud_depth(pairs["test"][0][1]).shape)  # the original frame (480x640)
+        loaded = self._load(name, size)
+        train = self._dense_train(loaded, "nyud", pairs["train"], read_nyud_depth, "depth", size)
+        ds = DenseDataset(pairs["test"], read_nyud_depth, "nyud", transform=resize_image_only(size))
+        test = cached_task_features(loaded, ds, range(len(ds)), dataset_name="nyud", split="test", target="depth",
+                                    label_size=label_size, files=hash_indices([a for a, _ in pairs["test"]]),
+                                    transform="whole-image", **s.extraction())
+        return {"train": train, "test": test}
+
+    def _nyud(self, pairs: dict) -> None:
+        s = self.settings
         for role, name in self.roles.items():
-            loaded = self._load(name, size)
-            train = self._dense_train(loaded, "nyud", pairs["train"], read_nyud_depth, "depth", size)
-            ds = DenseDataset(pairs["test"], read_nyud_depth, "nyud", transform=resize_image_only(size))
-            test = cached_task_features(loaded, ds, range(len(ds)), dataset_name="nyud", split="test", target="depth",
-                                        label_size=label_size, files=hash_indices([a for a, _ in pairs["test"]]),
-                                        transform="whole-image", **s.extraction())
+            feats = self._nyud_features(name, pairs)
+            train, test = feats["train"], feats["test"]
             seeded = [depth_probe(train, test, crop=EIGEN_CROP, cfg=s.train_config(seed), progress=True)
                       for seed in s.seed_list()]
             self.record(role, [{f"nyud_{k}": r[k] for k in ("rmse", "abs_rel", "delta1")} for r in seeded])
@@ -363,8 +422,7 @@ class Table2:
         val_seg = lambda i: dense["val"].sample(i)[1]  # noqa: E731  (the label map at its original size)
         out = {}
         for role, name in self.roles.items():
-            loaded = load_model(name, pretrained=s.pretrained, image_size=size, device=s.device)
-            self.described.append(loaded.describe())
+            loaded = self._load(name, size)
             f = cached_task_features(loaded, train_ds, range(len(train_ds)), dataset_name=f"synthetic_dense-{s.seed}",
                                      split="train", target="seg+depth", label_size=(size, size), progress=False,
                                      transform="cover_crop-v2", **s.extraction())

@@ -164,6 +164,29 @@ def global_information(loaded, dataset: str, *, root: str | None = None, downloa
         "metric", "detect_block", "kinds": {kind: result}}`` (plus ``"protocol_differs": why`` for the cells
         of :data:`PROTOCOL_DIFFERS`), or ``{"dataset", "skipped": reason}`` when the data is missing.
     """
+    feats = dataset_tokens(loaded, dataset, root=root, download=download, max_train=max_train, max_test=max_test,
+                           n_draws=n_draws, layer=layer, threshold=threshold, detect_block=detect_block,
+                           batch_size=batch_size, seed=seed, cache=cache, cache_root=cache_root,
+                           synthetic_n=synthetic_n, progress=progress)
+    if isinstance(feats, str):
+        return {"dataset": dataset, "skipped": feats}
+    return classify_tokens(feats, dataset, detect_block=detection_block(loaded, detect_block), n_draws=n_draws,
+                           l2_grid=l2_grid, val_fraction=val_fraction, seed=seed, device=device, progress=progress)
+
+
+def dataset_tokens(loaded, dataset: str, *, root: str | None = None, download: bool = False,
+                   max_train: int | None = None, max_test: int | None = None, n_draws: int = 3,
+                   layer: str | int = "final_norm", threshold: float | None = None, detect_block: int | None = None,
+                   batch_size: int = 64, seed: int = 0, cache: bool = True, cache_root: str | None = None,
+                   synthetic_n: int = 256, progress: bool = True) -> dict[str, dict[str, torch.Tensor]] | str:
+    """The single tokens of both splits of one dataset (the extraction half of :func:`global_information`).
+
+    Paper: Table 1 / App. G Table 6. Arguments as for :func:`global_information`.
+
+    Returns:
+        ``{"train": features, "test": features}`` (:func:`vitreg.measure.features.single_token_features` of a
+        class-balanced subset of each split), or why the dataset was skipped (it is not here).
+    """
     block = detection_block(loaded, detect_block)
     extra = dict(root=root, download=download, n=synthetic_n, image_size=loaded.image_size[0], seed=seed)
     feats = {}
@@ -172,19 +195,29 @@ def global_information(loaded, dataset: str, *, root: str | None = None, downloa
             extra["n"] = max(2, synthetic_n // 2)
         ds, reason = try_load_dataset(dataset, split, **extra)
         if ds is None:
-            return {"dataset": dataset, "skipped": reason}
+            return str(reason)
         idx = subset_indices(ds.labels, cap, seed=seed)
         feats[split] = single_token_features(
             loaded, ds, name=dataset, split=split, indices=idx, n_draws=n_draws, layer=layer, threshold=threshold,
             detect_block=block, batch_size=batch_size, seed=seed, cache=cache,
             cache_root=cache_root, progress=progress)
+    return feats
+
+
+def classify_tokens(feats: Mapping[str, Mapping[str, torch.Tensor]], dataset: str, *, detect_block: int,
+                    n_draws: int = 3, l2_grid: Sequence[float] = L2_GRID, val_fraction: float = 0.2, seed: int = 0,
+                    device: str | torch.device = "auto", progress: bool = True) -> dict:
+    """Single-token classification from :func:`dataset_tokens`'s features (the probe half of
+    :func:`global_information`, whose Returns this is).
+
+    Paper: Table 1 / App. G Table 6. ``detect_block``: the block the outliers were detected at (recorded)."""
     metric = dataset_metric(dataset)
     kinds = single_token_classification(feats["train"], feats["test"], n_draws=n_draws, l2_grid=l2_grid,
                                         val_fraction=val_fraction, seed=seed, metric=metric, device=device,
                                         progress=progress)
     extra_protocol = {"protocol_differs": PROTOCOL_DIFFERS[dataset]} if dataset in PROTOCOL_DIFFERS else {}
     return {
-        "metric": metric, "detect_block": block, **extra_protocol,
+        "metric": metric, "detect_block": detect_block, **extra_protocol,
         "dataset": dataset,
         "n_train": len(feats["train"]["labels"]),
         "n_test": len(feats["test"]["labels"]),
