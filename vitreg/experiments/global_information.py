@@ -63,13 +63,32 @@ PROFILES = {'smoke': {'model': 'dinov2_s_reg',
 
 
 def models(p: Params) -> list[str]:
-    """Every model a run with ``p`` loads, in load order."""
-    raise NotImplementedError("declare the models of 06_global_information")
+    """Every model a run with ``p`` loads, in load order: the Table 1 model, then [TTR]'s pair."""
+    return list(dict.fromkeys([p.model, *p.ttr_models]))
+
+
+def _split(p: Params, name: str, split: str) -> int:
+    """Images of one split of dataset ``name`` the probes read (the synthetic set is sized by ``synthetic_n``)."""
+    from vitreg.experiments import sizes
+
+    cap = p.max_train if split == "train" else p.max_test
+    if name == "synthetic":
+        return sizes.capped(p.synthetic_n if split == "train" else max(2, p.synthetic_n // 2), cap)
+    return sizes.split_images(name, split, cap)
 
 
 def work(p: Params) -> list[Work]:
-    """The forwards a run with ``p`` does."""
-    raise NotImplementedError("declare the work of 06_global_information")
+    """The forwards a run with ``p`` does: train and test split of every dataset, for the Table 1 model and for
+    each [TTR] model (a pair already measured above is not measured again); absent datasets are skipped."""
+    from vitreg.experiments.base import px
+
+    rows = []
+    pairs = [(p.model, d) for d in p.datasets]
+    pairs += [(m, d) for m in p.ttr_models for d in p.ttr_datasets if not (m == p.model and d in p.datasets)]
+    for m, d in pairs:
+        needs = "" if d == "synthetic" else d
+        rows += [Work(m, px(p.image_size, m), _split(p, d, s), f"{d} {s}", needs) for s in ("train", "test")]
+    return rows
 
 
-EXPERIMENT = Experiment("06_global_information", Params, models, work, PROFILES)
+EXPERIMENT = Experiment("06_global_information", Params, models, work, PROFILES, other_s=None, note='probe fitting not estimated')

@@ -60,13 +60,23 @@ PROFILES = {'smoke': {'model': 'dinov2_s',
 
 
 def models(p: Params) -> list[str]:
-    """Every model a run with ``p`` loads, in load order."""
-    raise NotImplementedError("declare the models of 05_local_information")
+    """Every model a run with ``p`` loads, in load order: the probed model, then the register comparison's."""
+    return list(dict.fromkeys([p.model, *p.register_models]))
+
+
+def _n_images(p: Params) -> int:
+    """Images probed: ``n_images`` of ``dataset`` or ``image_dir``; of the bundled photos at most 14."""
+    from vitreg.experiments.base import BUNDLED_PHOTOS
+
+    return min(p.n_images, BUNDLED_PHOTOS) if p.image_dir is None and p.dataset == "photos" else p.n_images
 
 
 def work(p: Params) -> list[Work]:
-    """The forwards a run with ``p`` does."""
-    raise NotImplementedError("declare the work of 05_local_information")
+    """The forwards a run with ``p`` does: each model once over the images (the features are cached on disk:
+    a rerun with ``use_cache`` does none)."""
+    from vitreg.experiments.base import px
+
+    return [Work(m, px(p.image_size, m), _n_images(p), "patch features") for m in models(p)]
 
 
-EXPERIMENT = Experiment("05_local_information", Params, models, work, PROFILES)
+EXPERIMENT = Experiment("05_local_information", Params, models, work, PROFILES, other_s=180.0, note='position and pixel probes')
