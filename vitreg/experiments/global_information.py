@@ -91,4 +91,4 @@ def work(p: Params) -> list[Work]:
     return rows
 
 
-EXPERIMENT = Experiment("06_global_information", Params, models, work, PROFILES, other_s=None, note='probe fitting not estimated')
+EXPERIMENT = Experiment("06_global_information", Params, models, work, PROFILES, other_s=None, note='probe fitting not estimated (L-BFGS per dataset and token kind: its iterations vary)')

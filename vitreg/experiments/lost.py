@@ -81,4 +81,4 @@ def work(p: Params) -> list[Work]:
     return rows
 
 
-EXPERIMENT = Experiment("08_lost", Params, models, work, PROFILES, other_s=None, note='[TTR] sweep scoring not estimated')
+EXPERIMENT = Experiment("08_lost", Params, models, work, PROFILES, other_s=None, note='[TTR] sweep scoring not estimated (132 LOST settings per image, on the CPU)')

@@ -128,4 +128,4 @@ def work(p: Params) -> list[Work]:
     return rows
 
 
-EXPERIMENT = Experiment("10_test_time_registers", Params, models, work, PROFILES, other_s=None, note='[TTR] sweep scoring and probe fitting not estimated')
+EXPERIMENT = Experiment("10_test_time_registers", Params, models, work, PROFILES, other_s=None, note='[TTR] sweep scoring and probe fitting not estimated (as 08 and 06)')
