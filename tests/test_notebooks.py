@@ -4,6 +4,7 @@ and forwards exactly what its experiment declares (a trace of the run, vitreg.co
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter
 
@@ -86,6 +87,7 @@ def test_smoke_parameters_are_known_to_the_notebook(name):
     validate(ROOT / "notebooks" / f"{name}.ipynb", load_profile("smoke", name))
 
 
+@functools.lru_cache(maxsize=None)
 def _absent(dataset: str) -> bool:
     """True when ``dataset`` (a :class:`vitreg.experiments.base.Work` row's ``needs``) is not on this machine, so
     the run skips the row: box sets, Table 2's dense sets, classification sets (never downloaded here)."""
