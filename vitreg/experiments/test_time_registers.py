@@ -96,7 +96,8 @@ def models(p: Params) -> list[str]:
 def work(p: Params) -> list[Work]:
     """The forwards a run with ``p`` does: detection, the evaluation images as is, with a test-time register and
     through the twin, the shifted register, LOST over each box dataset three times (as is, with a test-time
-    register, the twin; at the model's native size), the probes, and the exercise's four neuron counts."""
+    register, the twin; at the model's native size), the probes, and the exercises (four neuron counts, the
+    corner patch)."""
     from vitreg.core.models import register_twin
     from vitreg.experiments import sizes
     from vitreg.experiments.base import image_count, px
@@ -125,6 +126,7 @@ def work(p: Params) -> list[Work]:
                  Work(k, px(p.image_size, k), p.probe_n_val, "probe val", needs)]
     rows += [Work(first, px(p.image_size, first), min(p.n_show, n_eval), f"exercise: top {k} neurons")
              for k in (10, 20, 50, 100)]
+    rows.append(Work(first, px(p.image_size, first), min(p.n_show, n_eval), "exercise: register in the corner"))
     return rows
 
 
