@@ -57,6 +57,12 @@ PROFILES = {'smoke': {'images': 'photos',
              'probe_n_val': 30}}
 
 
+#: Seconds of work besides forwards on one H100 for the run-time table (None: not estimated), and what it
+#: leaves out.
+OTHER_S: float | None = 60.0
+NOTE = 'logistic probes'
+
+
 def models(p: Params) -> list[str]:
     """Every model a run with ``p`` loads, in load order: the pair (without registers first)."""
     return list(dict.fromkeys(p.model_pair))
@@ -86,4 +92,4 @@ def work(p: Params) -> list[Work]:
     return rows
 
 
-EXPERIMENT = Experiment("11_beyond_the_paper", Params, models, work, PROFILES, other_s=60.0, note='logistic probes')
+EXPERIMENT = Experiment("11_beyond_the_paper", Params, models, work, PROFILES, other_s=OTHER_S, note=NOTE)

@@ -62,6 +62,12 @@ PROFILES = {'smoke': {'model': 'dinov2_s_reg',
              'batch_size': 8}}
 
 
+#: Seconds of work besides forwards on one H100 for the run-time table (None: not estimated), and what it
+#: leaves out.
+OTHER_S: float | None = None
+NOTE = 'probe fitting not estimated (L-BFGS per dataset and token kind: its iterations vary)'
+
+
 def models(p: Params) -> list[str]:
     """Every model a run with ``p`` loads, in load order: the Table 1 model, then [TTR]'s pair."""
     return list(dict.fromkeys([p.model, *p.ttr_models]))
@@ -91,4 +97,4 @@ def work(p: Params) -> list[Work]:
     return rows
 
 
-EXPERIMENT = Experiment("06_global_information", Params, models, work, PROFILES, other_s=None, note='probe fitting not estimated (L-BFGS per dataset and token kind: its iterations vary)')
+EXPERIMENT = Experiment("06_global_information", Params, models, work, PROFILES, other_s=OTHER_S, note=NOTE)

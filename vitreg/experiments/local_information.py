@@ -59,6 +59,12 @@ PROFILES = {'smoke': {'model': 'dinov2_s',
              'batch_size': 4}}
 
 
+#: Seconds of work besides forwards on one H100 for the run-time table (None: not estimated), and what it
+#: leaves out.
+OTHER_S: float | None = 180.0
+NOTE = 'position and pixel probes'
+
+
 def models(p: Params) -> list[str]:
     """Every model a run with ``p`` loads, in load order: the probed model, then the register comparison's."""
     return list(dict.fromkeys([p.model, *p.register_models]))
@@ -79,4 +85,4 @@ def work(p: Params) -> list[Work]:
     return [Work(m, px(p.image_size, m), _n_images(p), "patch features") for m in models(p)]
 
 
-EXPERIMENT = Experiment("05_local_information", Params, models, work, PROFILES, other_s=180.0, note='position and pixel probes')
+EXPERIMENT = Experiment("05_local_information", Params, models, work, PROFILES, other_s=OTHER_S, note=NOTE)

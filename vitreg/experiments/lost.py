@@ -56,6 +56,12 @@ PROFILES = {'smoke': {'models': ['dinov2_s', 'dinov2_s_reg'],
              'n_show': 4}}
 
 
+#: Seconds of work besides forwards on one H100 for the run-time table (None: not estimated), and what it
+#: leaves out.
+OTHER_S: float | None = None
+NOTE = '[TTR] sweep scoring not estimated (132 LOST settings per image, on the CPU)'
+
+
 def _demo(p: Params) -> list[str]:
     """The models of the three-step figure: the DINOv2 ones, else the first."""
     from vitreg.core.models import get_spec
@@ -81,4 +87,4 @@ def work(p: Params) -> list[Work]:
     return rows
 
 
-EXPERIMENT = Experiment("08_lost", Params, models, work, PROFILES, other_s=None, note='[TTR] sweep scoring not estimated (132 LOST settings per image, on the CPU)')
+EXPERIMENT = Experiment("08_lost", Params, models, work, PROFILES, other_s=OTHER_S, note=NOTE)

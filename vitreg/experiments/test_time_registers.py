@@ -84,6 +84,12 @@ PROFILES = {'smoke': {'images': 'photos',
              'batch_size': 4}}
 
 
+#: Seconds of work besides forwards on one H100 for the run-time table (None: not estimated), and what it
+#: leaves out.
+OTHER_S: float | None = None
+NOTE = '[TTR] sweep scoring and probe fitting not estimated (as 08 and 06)'
+
+
 def models(p: Params) -> list[str]:
     """Every model a run with ``p`` loads, in load order: ``models``, their register twins, LOST's pair."""
     from vitreg.core.models import register_twin
@@ -107,7 +113,8 @@ def work(p: Params) -> list[Work]:
     n_eval = n - p.n_detect if n > p.n_detect else n
     rows = [Work(k, px(p.image_size, k), n_detect, "register-neuron detection") for k in p.models]
     for k in p.models:
-        rows += [Work(k, px(p.image_size, k), n_eval, "as is"), Work(k, px(p.image_size, k), n_eval, "+ test-time register")]
+        rows += [Work(k, px(p.image_size, k), n_eval, "as is"),
+                 Work(k, px(p.image_size, k), n_eval, "+ test-time register")]
         if (twin := register_twin(k)) is not None:
             rows.append(Work(twin, px(p.image_size, twin), n_eval, "trained registers"))
     first = p.models[0]
@@ -130,4 +137,4 @@ def work(p: Params) -> list[Work]:
     return rows
 
 
-EXPERIMENT = Experiment("10_test_time_registers", Params, models, work, PROFILES, other_s=None, note='[TTR] sweep scoring and probe fitting not estimated (as 08 and 06)')
+EXPERIMENT = Experiment("10_test_time_registers", Params, models, work, PROFILES, other_s=OTHER_S, note=NOTE)
