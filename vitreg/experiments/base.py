@@ -132,7 +132,8 @@ class Experiment:
     Attributes:
         name: the notebook (``04_redundant_patches``).
         params: the parameters dataclass (a subclass of :class:`Common`).
-        models: the models a run with given parameters loads, twins included, in load order.
+        models: the models a run with given parameters loads, twins included, each once, in the order of their
+            first load (the pre-run weights check; a smoke run's trace must load exactly these).
         work: the forwards a run with given parameters does.
         profiles: overrides of the defaults per profile (``smoke``, ``lecture``).
         record: the results record dataclass (None while the notebook still saves a plain mapping).
