@@ -61,8 +61,9 @@ PROFILES = {'smoke': {'model': 'dinov2_s',
 
 #: Seconds of work besides forwards on one H100 for the run-time table (None: not estimated), and what it
 #: leaves out.
-OTHER_S: float | None = 180.0
-NOTE = 'position and pixel probes'
+OTHER_S: float | None = None
+NOTE = ('probes not estimated: they run on the GPU (on one CPU core here: 127 s for 30 of the 300 images, '
+        'linear in images, for each of 3 models)')
 
 
 def models(p: Params) -> list[str]:
