@@ -355,6 +355,21 @@ def test_set_and_params_file_reach_the_notebook(project):
     assert "n_images = 7" in source and "seed = 9" in source and 'profile = "smoke"' in source
 
 
+def test_a_project_outside_the_catalog_passes_its_experiments_in(tmp_path):
+    """No catalog entry and no monkeypatching: the experiments made from the cells are given to run()."""
+    (tmp_path / "notebooks").mkdir()
+    _notebook(tmp_path / "notebooks" / "01_mine.ipynb", "print('ran')")
+    (tmp_path / "notebooks" / "order.yaml").write_text("- notebook: 01_mine\n")
+    mine = cell_experiment(tmp_path / "notebooks" / "01_mine.ipynb", {"smoke": {"n_images": 3}})
+    with pytest.raises(ParameterError, match="no experiment module"):
+        run("smoke", root=tmp_path, out_dir=tmp_path / "out", report=False)
+    outcomes = run("smoke", root=tmp_path, out_dir=tmp_path / "out", report=False, experiments={"01_mine": mine})
+    assert [o.status for o in outcomes] == ["ok"]
+    injected = [c for c in json.loads((tmp_path / "out" / "notebooks" / "01_mine.ipynb").read_text())["cells"]
+                if "injected-parameters" in c["metadata"].get("tags", [])]
+    assert "n_images = 3" in "".join(injected[0]["source"])  # the smoke profile of the experiment passed in
+
+
 @pytest.mark.parametrize("sets, match", [
     (["03.n_imagse=2"], "03_after.ipynb: unknown parameter 'n_imagse'"),
     (["01_ok.n_images=-2"], "'n_images' = -2 is out of range"),
