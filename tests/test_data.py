@@ -154,11 +154,11 @@ def _imagenette_val(root, classes: int = 3, per_class: int = 4) -> None:
             _jpeg(root / "imagenette" / "imagenette2" / "train" / wnid / f"img_{c}_{i}.JPEG", (c * 60, i * 40, 50))
 
 
-def test_image_sources_are_the_ones_the_parameter_rule_allows() -> None:
-    from vitreg.experiments.params import RULES
+def test_image_sources_are_the_ones_the_parameter_kind_allows() -> None:
+    from vitreg.experiments.base import KINDS
 
-    assert all(RULES["images"].allows(s, none_ok=False) for s in data.IMAGE_SOURCES)
-    assert not RULES["images"].allows("imagenet1k", none_ok=False)
+    assert all(KINDS["image_source"][1](s) for s in data.IMAGE_SOURCES)
+    assert not KINDS["image_source"][1]("imagenet1k")
 
 
 def test_auto_is_imagenet_val_when_it_is_there_else_imagenette(tmp_path) -> None:

@@ -13,9 +13,10 @@ import pytest
 import timm
 
 from vitreg.core.models import ZOO, get_spec
-from vitreg.experiments.params import PROFILES, RULES, check_profile, given_parameters, load_order, load_profile, notebook_defaults, validate
+from vitreg.experiments.catalog import experiment
+from vitreg.experiments.params import PROFILES, given_parameters, load_order, load_profile, validate
 from vitreg.utils.paths import repo_root
-from vitreg.cli.runner import merged_parameters, models_in, output_dir_for, planned_parameters
+from vitreg.cli.runner import merged_parameters, output_dir_for, planned_parameters
 
 ROOT = repo_root()
 NAMES = [e["notebook"] for e in load_order()]
@@ -38,6 +39,12 @@ def _largest(model: str) -> bool:
     return not any(w in name for w in ("small", "base"))
 
 
+def _models(name: str, p: dict[str, Any]) -> list[str]:
+    """The models notebook ``name`` loads with parameters ``p`` (its experiment says)."""
+    exp = experiment(name)
+    return exp.models(exp.build(p))
+
+
 def lecture_problems(merged: dict[str, dict[str, Any]]) -> list[str]:
     """What keeps these parameters from being a lecture setting: models without published weights, random
     weights, ViT-L above 224 px (or at the images' own sizes), ViT-g, anything planted or synthetic data."""
@@ -46,14 +53,14 @@ def lecture_problems(merged: dict[str, dict[str, Any]]) -> list[str]:
     for name, p in merged.items():
         if p.get("pretrained") is not True:
             problems.append(f"{name}: pretrained={p.get('pretrained')!r}")
-        for model in models_in(p):
+        for model in _models(name, p):
             spec = ZOO.get(model)
             if spec is None or spec.full_name not in published:
                 problems.append(f"{name}: {model} has no published weights in timm")
                 continue
             if "giant" in spec.timm_name:
                 problems.append(f"{name}: {model} is a ViT-g")
-        if any(_largest(m) for m in models_in(p) if m in ZOO):
+        if any(_largest(m) for m in _models(name, p) if m in ZOO):
             for key in SIZE_KEYS:
                 if key in p and (p[key] is None or max(p[key] if isinstance(p[key], list) else [p[key]]) > 224):
                     problems.append(f"{name}: a ViT-L at {key}={p[key]!r} (more than 224 px)")
@@ -77,16 +84,11 @@ def test_lecture_is_a_profile_with_its_own_output_folder():
 
 
 def test_the_lecture_profile_covers_every_notebook_with_its_own_parameters_in_range():
-    sections = check_profile(ROOT / "params" / "lecture.yaml", NAMES)["notebooks"]
-    assert sorted(sections) == sorted(NAMES)  # every notebook has a lecture size
     given = given_parameters("lecture", NAMES, ROOT)
     for name in NAMES:
-        defaults = notebook_defaults(ROOT / "notebooks" / f"{name}.ipynb")
-        assert set(given[name]) <= set(defaults), name  # every key is a parameter of that notebook
-        merged = validate(ROOT / "notebooks" / f"{name}.ipynb", given[name])  # types and RULES ranges
-        for key, value in merged.items():
-            if key in RULES:
-                assert RULES[key].allows(value, none_ok=defaults[key] is None), (name, key, value)
+        assert experiment(name).profiles.get("lecture"), name  # every notebook has a lecture size
+        assert set(given[name]) <= set(experiment(name).defaults()), name  # every key is a parameter of it
+        validate(name, given[name])  # each value of its kind
 
 
 def test_the_lecture_problems_check_catches_planted_violations():

@@ -1,4 +1,4 @@
-"""Parameters: ranges checked before anything runs, profiles checked as a whole (issue 12, "Inputs")."""
+"""Parameters: each experiment's kinds checked before anything runs, override files checked as a whole."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import re
 
 import pytest
 
-from vitreg.experiments.params import (RULES, ParameterError, given_parameters, load_order, load_profile, notebook_defaults,
-                           parse_set, read_overrides, validate)
+from vitreg.experiments.catalog import experiment
+from vitreg.experiments.params import (ParameterError, cell_experiment, given_parameters, load_order, load_profile,
+                                       parse_set, read_overrides, validate)
 from vitreg.utils.paths import repo_root
 
 ROOT = repo_root()
@@ -58,11 +59,10 @@ def test_none_is_allowed_exactly_where_the_default_is_none():
 
 
 @pytest.mark.parametrize("path", sorted(NB.values()), ids=lambda p: p.stem)
-def test_every_notebooks_defaults_and_smoke_profile_are_in_range(path):
-    defaults = notebook_defaults(path)
-    assert validate(path, {}) == defaults
-    validate(path, load_profile("smoke", path.stem))
-    assert [n for n in defaults if n in RULES], "the table covers the notebook's parameters"
+def test_every_notebooks_defaults_and_profiles_are_in_range(path):
+    assert validate(path, {}) == experiment(path.stem).defaults()
+    for profile in ("smoke", "lecture"):
+        validate(path, load_profile(profile, path.stem))
 
 
 @pytest.mark.robustness("clear error")
@@ -72,59 +72,73 @@ def test_every_problem_is_listed_at_once():
     assert "'n_images' = -1" in str(err.value) and "'batch_size' = 0" in str(err.value)
 
 
-@pytest.fixture
-def project(tmp_path):
-    (tmp_path / "notebooks").mkdir()
-    (tmp_path / "params").mkdir()
-    (tmp_path / "notebooks" / "order.yaml").write_text("- notebook: 00_tour\n- notebook: 02_high_norm_tokens\n")
-    return tmp_path
+@pytest.mark.robustness("clear error")
+def test_misspelled_section_of_an_overrides_file_is_rejected_with_close_names(tmp_path):
+    path = tmp_path / "my.yaml"
+    path.write_text("common:\n  seed: 1\nnotebooks:\n  00_tuor:\n    n_images: 2\n")
+    with pytest.raises(ParameterError, match=r"my\.yaml.*'00_tuor'.*did you mean 00_tour"):
+        read_overrides(path)
 
 
 @pytest.mark.robustness("clear error")
-def test_misspelled_profile_section_is_rejected_with_close_names(project):
-    path = project / "params" / "smoke.yaml"
-    path.write_text("common:\n  profile: smoke\nnotebooks:\n  00_tuor:\n    n_images: 2\n")
-    with pytest.raises(ParameterError, match=r"smoke\.yaml.*'00_tuor'.*did you mean 00_tour"):
-        load_profile("smoke", "02_high_norm_tokens", path)
-
-
-@pytest.mark.robustness("clear error")
-def test_malformed_profile_yaml_names_file_and_line(project):
-    path = project / "params" / "smoke.yaml"
-    path.write_text("common:\n  profile: smoke\nnotebooks:\n  00_tour:\n    n_images: [2\n  02_high_norm_tokens:\n")
+def test_malformed_overrides_yaml_names_file_and_line(tmp_path):
+    path = tmp_path / "my.yaml"
+    path.write_text("common:\n  seed: 1\nnotebooks:\n  00_tour:\n    n_images: [2\n  02_high_norm_tokens:\n")
     with pytest.raises(ParameterError) as err:
-        load_profile("smoke", "00_tour", path)
+        read_overrides(path)
     assert re.search(rf"{re.escape(str(path))}:\d+: not valid YAML", str(err.value)), str(err.value)
 
 
 @pytest.mark.robustness("clear error")
-def test_notebooks_given_as_a_list_is_a_clear_error(project):
-    path = project / "params" / "smoke.yaml"
-    path.write_text("common:\n  profile: smoke\nnotebooks:\n  - 00_tour:\n      n_images: 2\n")
+def test_notebooks_given_as_a_list_is_a_clear_error(tmp_path):
+    path = tmp_path / "my.yaml"
+    path.write_text("notebooks:\n  - 00_tour:\n      n_images: 2\n")
     with pytest.raises(ParameterError, match=r"'notebooks' must be a mapping.*got a list"):
-        load_profile("smoke", "00_tour", path)
+        read_overrides(path)
 
 
 @pytest.mark.robustness("clear error")
-def test_a_section_that_is_not_a_mapping_is_an_error(project):
-    path = project / "params" / "smoke.yaml"
+def test_a_section_that_is_not_a_mapping_is_an_error(tmp_path):
+    path = tmp_path / "my.yaml"
     path.write_text("notebooks:\n  00_tour: 3\n")
     with pytest.raises(ParameterError, match=r"section '00_tour' must be a mapping"):
-        load_profile("smoke", "00_tour", path)
+        read_overrides(path)
 
 
-def test_the_shipped_smoke_profile_is_well_formed():
-    for name in NB.values():
-        load_profile("smoke", name.stem)  # every section is a notebook of the run order
+def test_the_profiles_come_from_the_experiments_not_from_files():
+    assert not (ROOT / "params").exists(), "the profiles live in vitreg/experiments/<name>.py"
+    assert load_profile("smoke", "10_test_time_registers")["plant"] is True
+    assert load_profile("lecture", "00_tour") == {"profile": "lecture", "pretrained": True, "device": "auto",
+                                                  **experiment("00_tour").profiles["lecture"]}
+    assert load_profile("real", "00_tour") == {"profile": "real"}
+    with pytest.raises(ParameterError, match="unknown profile"):
+        load_profile("fast", "00_tour")
+
+
+def test_a_notebook_outside_the_catalog_runs_on_an_experiment_made_from_its_cell(tmp_path):
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    path = tmp_path / "01_own.ipynb"
+    nbformat.write(new_notebook(cells=[new_code_cell("seed = 0\nn_images = 4\nrate = 0.5\nname = None",
+                                                     metadata={"tags": ["parameters"]})]), path)
+    own = cell_experiment(path, {"smoke": {"n_images": 2}})
+    assert own.defaults() == {"seed": 0, "n_images": 4, "rate": 0.5, "name": None}
+    assert own.kinds() == {"seed": "int", "n_images": "int", "rate": "number", "name": "str"}
+    assert validate(path, {"n_images": 3, "name": "x"}, own)["n_images"] == 3
+    with pytest.raises(ParameterError, match=r"'n_images' = 'many'.*an integer"):
+        validate(path, {"n_images": "many"}, own)
+    with pytest.raises(ParameterError, match="no experiment module"):
+        validate(path, {})  # not in the catalog, and none passed in
 
 
 def test_smoke_stays_on_the_bundled_photos_and_the_real_run_on_natural_images():
     """Issue 11 point 2: the real defaults of 00-04, 07, 10 and 11 are natural images (>= 256 where images are
     scored, not drawn), the smoke profile the bundled photos."""
-    having = [p for p in NB.values() if "images" in notebook_defaults(p)]
+    having = [p for p in NB.values() if "images" in experiment(p.stem).defaults()]
     assert {"00", "01", "02", "03", "04", "07", "10", "11"} <= {p.stem[:2] for p in having}
     for path in having:
-        defaults = notebook_defaults(path)
+        defaults = experiment(path.stem).defaults()
         assert defaults["images"] == "auto" and defaults["image_dir"] is None
         assert defaults["n_images"] >= 256 or path.stem == "00_tour", path.stem  # the tour draws each image
         assert load_profile("smoke", path.stem)["images"] == "photos", path.stem

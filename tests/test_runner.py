@@ -16,9 +16,10 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from vitreg.cli.main import main
-from vitreg.experiments.params import ParameterError, validate
+from vitreg.experiments import catalog
+from vitreg.experiments.params import ParameterError, cell_experiment, validate
 from vitreg.utils.paths import repo_root
-from vitreg.cli.runner import models_in, preflight_weights, run, strip_outputs
+from vitreg.cli.runner import notebook_models, preflight_weights, run, strip_outputs
 
 
 def _notebook(path, body: str) -> None:
@@ -31,11 +32,33 @@ def _notebook(path, body: str) -> None:
     nbformat.write(nb, path)
 
 
+def _smoke(project, name: str, **values) -> None:
+    """Set the smoke profile of the project's notebook ``name`` (read by the project's experiments)."""
+    path = project / "smoke.json"
+    profiles = json.loads(path.read_text()) if path.exists() else {}
+    profiles[name] = values
+    path.write_text(json.dumps(profiles))
+
+
+def _own_experiments(project) -> None:
+    """The project's notebooks run on experiments made from their parameters cells, with the smoke profile of
+    ``smoke.json``; every other name is the catalog's."""
+    catalog_experiment = catalog.experiment
+
+    def experiment(name):
+        path = project / "notebooks" / f"{name}.ipynb"
+        if not path.exists():
+            return catalog_experiment(name)
+        profiles = json.loads((project / "smoke.json").read_text()) if (project / "smoke.json").exists() else {}
+        return cell_experiment(path, {"smoke": profiles.get(name, {})}, kinds={"n_images": "count"})
+    return experiment
+
+
 @pytest.fixture
-def project(tmp_path):
-    """A small project root with two notebooks, the second one failing."""
+def project(tmp_path, monkeypatch):
+    """A small project root with two notebooks, the second one failing (their experiments made from their cells)."""
     (tmp_path / "notebooks").mkdir()
-    (tmp_path / "params").mkdir()
+    monkeypatch.setattr(catalog, "experiment", _own_experiments(tmp_path))
     _notebook(tmp_path / "notebooks" / "01_ok.ipynb",
               "from pathlib import Path\nPath(output_dir, 'results').mkdir(parents=True, exist_ok=True)\n"
               "Path(output_dir, 'results', '01_ok.json').write_text('{}')")
@@ -43,7 +66,7 @@ def project(tmp_path):
     _notebook(tmp_path / "notebooks" / "03_after.ipynb", "print('after')")
     (tmp_path / "notebooks" / "order.yaml").write_text(
         "- notebook: 01_ok\n- notebook: 02_fails\n- notebook: 03_after\n")
-    (tmp_path / "params" / "smoke.yaml").write_text("common:\n  profile: smoke\nnotebooks:\n  01_ok:\n    n_images: 2\n")
+    _smoke(tmp_path, "01_ok", n_images=2)
     return tmp_path
 
 
@@ -52,14 +75,14 @@ def test_unknown_or_ill_typed_parameter_is_an_error(project):
     nb = project / "notebooks" / "01_ok.ipynb"
     with pytest.raises(ParameterError, match="unknown parameter 'n_image'.*n_images"):
         validate(nb, {"n_image": 3})
-    with pytest.raises(ParameterError, match="should be int"):
+    with pytest.raises(ParameterError, match="'n_images' = 'many' is out of range: allowed an integer"):
         validate(nb, {"n_images": "many"})
     assert validate(nb, {"n_images": 3, "device": "cpu"})["n_images"] == 3
 
 
 @pytest.mark.robustness("clear error")
 def test_typo_in_the_profile_stops_before_any_notebook_runs(project):
-    (project / "params" / "smoke.yaml").write_text("common:\n  profile: smoke\nnotebooks:\n  03_after:\n    n_imagse: 2\n")
+    _smoke(project, "03_after", n_imagse=2)
     with pytest.raises(ParameterError, match="n_imagse"):
         run("smoke", root=project, out_dir=project / "out", report=False)
     assert not (project / "out" / "results").exists()  # nothing ran
@@ -93,10 +116,19 @@ def test_real_profile_offline_stops_early_naming_the_model(tmp_path, monkeypatch
         main(["run", "--profile", "real", "--only", "00"])
 
 
-def test_models_in_reads_model_parameters():
-    assert models_in({"model": "dinov2_g", "models": ["dino_b16", "mae_b16"], "n_images": 3, "model_dir": None,
-                      "model_pairs": [["dinov2_s", "dinov2_s_reg"], ["dinov2_g", "dinov2_g_reg"]]}) == [
-        "dinov2_g", "dino_b16", "mae_b16", "dinov2_s", "dinov2_s_reg", "dinov2_g_reg"]
+def test_the_weights_check_asks_each_experiment_for_its_models(tmp_path, monkeypatch):
+    """10 loads dinov2_l_reg through register_twin (no parameter names it): the check must stop on it too."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("VITREG_WEIGHTS", str(tmp_path / "weights"))
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    stop = preflight_weights(["10_test_time_registers"])
+    for key in ("dinov2_l", "clip_b16_laion", "dinov2_l_reg"):
+        assert f"{key} = " in stop, (key, stop)
+    assert list(notebook_models(["10_test_time_registers"])) == ["dinov2_l", "clip_b16_laion", "dinov2_l_reg"]
+    over = {"10_test_time_registers": {"models": ["clip_b16_laion"], "lost_model": "clip_b16_laion"}}
+    assert list(notebook_models(["10_test_time_registers"], params=over)) == ["clip_b16_laion"]  # the run's parameters
 
 
 def test_strip_outputs(tmp_path):
@@ -204,7 +236,7 @@ if seed == 1:
 
 
 def _with_seed(project, seed: int) -> None:
-    (project / "params" / "smoke.yaml").write_text(f"common:\n  profile: smoke\nnotebooks:\n  01_ok:\n    seed: {seed}\n")
+    _smoke(project, "01_ok", seed=seed)
 
 
 @pytest.mark.robustness("nothing lost")
@@ -236,10 +268,13 @@ from pathlib import Path
 
 import vitreg.present.report
 import vitreg.cli.runner
+import vitreg.experiments.catalog
 from vitreg.cli.main import main
+from vitreg.experiments.params import cell_experiment
 
 project = Path(sys.argv[1])
 vitreg.cli.runner.repo_root = lambda: project
+vitreg.experiments.catalog.experiment = lambda name: cell_experiment(project / "notebooks" / f"{name}.ipynb")
 
 
 def fake_report(results_dir, out_dir, figures_dir=None):
@@ -320,10 +355,25 @@ def test_set_and_params_file_reach_the_notebook(project):
     assert "n_images = 7" in source and "seed = 9" in source and 'profile = "smoke"' in source
 
 
+def test_a_project_outside_the_catalog_passes_its_experiments_in(tmp_path):
+    """No catalog entry and no monkeypatching: the experiments made from the cells are given to run()."""
+    (tmp_path / "notebooks").mkdir()
+    _notebook(tmp_path / "notebooks" / "01_mine.ipynb", "print('ran')")
+    (tmp_path / "notebooks" / "order.yaml").write_text("- notebook: 01_mine\n")
+    mine = cell_experiment(tmp_path / "notebooks" / "01_mine.ipynb", {"smoke": {"n_images": 3}})
+    with pytest.raises(ParameterError, match="no experiment module"):
+        run("smoke", root=tmp_path, out_dir=tmp_path / "out", report=False)
+    outcomes = run("smoke", root=tmp_path, out_dir=tmp_path / "out", report=False, experiments={"01_mine": mine})
+    assert [o.status for o in outcomes] == ["ok"]
+    injected = [c for c in json.loads((tmp_path / "out" / "notebooks" / "01_mine.ipynb").read_text())["cells"]
+                if "injected-parameters" in c["metadata"].get("tags", [])]
+    assert "n_images = 3" in "".join(injected[0]["source"])  # the smoke profile of the experiment passed in
+
+
 @pytest.mark.parametrize("sets, match", [
     (["03.n_imagse=2"], "03_after.ipynb: unknown parameter 'n_imagse'"),
     (["01_ok.n_images=-2"], "'n_images' = -2 is out of range"),
-    (["01_ok.n_images=many"], "'n_images' should be int"),
+    (["01_ok.n_images=many"], "'n_images' = 'many' is out of range"),
     (["04.n_images=2"], "'04' is not 'common' nor a notebook"),
 ])
 def test_a_bad_override_stops_before_any_notebook_runs(project, sets, match):
@@ -462,11 +512,16 @@ def test_a_running_notebook_streams_its_estimate_and_progress_without_jupyter_no
 
 def test_the_real_profile_prints_the_time_table_before_it_starts(project, capsys, monkeypatch):
     from vitreg.experiments import timing
+    from vitreg.experiments.base import Experiment, Work
 
-    monkeypatch.setitem(timing.REAL, "01_ok", timing.Estimate((timing.Work("dinov2_s", 224, 1000),), 1, 5.0, "planted"))
+    own = cell_experiment(project / "notebooks" / "01_ok.ipynb")
+    planted = Experiment("01_ok", own.params, lambda p: ["dinov2_s"], lambda p: [Work("dinov2_s", 224, 1000)],
+                         other_s=5.0, note="planted")
+    monkeypatch.setattr(catalog, "experiment", lambda name: planted)
     (project / "notebooks" / "order.yaml").write_text("- notebook: 01_ok\n")
     monkeypatch.setattr("vitreg.cli.runner.ensure_kernel", lambda: None)
     monkeypatch.setattr("vitreg.cli.runner._run_all", lambda *a: print("NOTEBOOKS RUN HERE"))
+    monkeypatch.setattr("vitreg.cli.runner.preflight_weights", lambda *a: None)  # no weights here: not the point
     run("real", root=project, out_dir=project / "out", report=False)
     out = capsys.readouterr().out
     table = out[:out.index("NOTEBOOKS RUN HERE")]
@@ -476,17 +531,34 @@ def test_the_real_profile_prints_the_time_table_before_it_starts(project, capsys
     assert f"total {expected:.0f} s:" in table
 
 
-def test_the_time_table_sums_its_rows_and_is_the_readme_table():
+def test_the_time_table_is_each_experiments_work_and_is_the_readme_table():
     from vitreg.experiments import timing
+    from vitreg.experiments.catalog import experiment
     from vitreg.experiments.params import load_order
 
     rows = timing.rows()
     assert [r["notebook"] for r in rows] == [e["notebook"] for e in load_order()]
-    for r, e in zip(rows, timing.REAL.values()):
-        gpu = sum(timing.GFLOP[(w.model, w.px)] * 1e9 * w.images for w in e.work) / (timing.PEAK_FLOPS * timing.SHARE)
-        host = sum(w.images for w in e.work) * timing.DECODE_S / timing.WORKERS
-        assert r["total_s"] == pytest.approx(max(gpu, host) + timing.KERNEL_S + timing.LOAD_S * e.models + (e.other_s or 0))
+    for r in rows:
+        e = experiment(r["notebook"])
+        p = e.build()
+        work = e.work(p)
+        assert all((w.model, w.px) in timing.GFLOP for w in work), "every pair of the real work is in the table"
+        gpu = sum(timing.GFLOP[(w.model, w.px)] * 1e9 * w.images for w in work) / (timing.PEAK_FLOPS * timing.SHARE)
+        host = sum(w.images for w in work) * timing.DECODE_S / timing.WORKERS
+        assert r["total_s"] == pytest.approx(max(gpu, host) + timing.KERNEL_S + timing.LOAD_S * len(e.models(p))
+                                             + (e.other_s or 0))
+        assert r["note"] == e.note and (e.other_s is not None or "not estimated" in e.note), r["notebook"]
+    ten = experiment("10_test_time_registers")
+    rows10 = {w.what: w for w in ten.work(ten.build())}
+    assert rows10["LOST on VOC07"].images == 5011 and rows10["LOST on VOC07, trained registers"].model == "dinov2_l_reg"
     total = timing.totals(rows)
     assert total == pytest.approx(sum(r["total_s"] for r in rows)) and total > timing.GOAL_S
     readme = (repo_root() / "README.md").read_text()
     assert timing.render(markdown=True) in readme, "README's 'Run time (estimate)' table is not vitreg.experiments.timing's"
+
+
+def test_a_pair_missing_from_the_flop_table_is_counted_on_the_meta_device():
+    from vitreg.experiments import timing
+
+    assert timing.count_gflop("dinov2_s", 224) == pytest.approx(timing.GFLOP[("dinov2_s", 224)], rel=0.01)
+    assert timing.gflop("dinov2_s", 112) == timing.count_gflop("dinov2_s", 112) < timing.GFLOP[("dinov2_s", 224)] / 3

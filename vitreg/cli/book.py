@@ -32,7 +32,7 @@ LABELS = {
              "notebooks' own parameters, plus any overrides that run was given. Its numbers are the "
              "reproduction's results; the report chapter compares them with the paper."),
     "smoke": ("Smoke run: random weights, not the paper's results",
-              "Everything on this page comes from the smoke run (`make smoke`, params/smoke.yaml): random "
+              "Everything on this page comes from the smoke run (`make smoke`, the smoke profile of vitreg.experiments): random "
               "weights, tiny inputs, artifacts planted where a notebook says so. It shows that the code runs; "
               "no number or figure here is evidence about the paper. Run `make reproduce`, then `make book`, "
               "for the real results."),

@@ -57,8 +57,8 @@ def _add_run(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                "smoke -> build/smoke/ (or --out DIR). Exit status: 0 all ran, 1 a notebook failed, "
                "2 bad parameters, 130 interrupted (Ctrl-C or SIGTERM; the summary and report say what finished).")
     p.add_argument("--profile", choices=PROFILES, default="real",
-                   help="real: the notebooks' own defaults (pretrained weights, GPU, hours); smoke: params/smoke.yaml "
-                        "(random weights, CPU, offline, minutes); lecture: params/lecture.yaml (pretrained small models, CPU, "
+                   help="real: the experiments' own defaults (pretrained weights, GPU, hours); smoke: each experiment's smoke "
+                        "profile (random weights, CPU, offline, minutes); lecture: its lecture profile (pretrained small models, CPU, "
                         "minutes per notebook; weights downloaded once). Default: real")
     p.add_argument("--only", nargs="+", metavar="NOTEBOOK",
                    help="notebook numbers (02) or names (02_high_norm_tokens); default: all, in run order")

@@ -31,19 +31,20 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from vitreg.experiments.params import (ParameterError, given_parameters, load_order, notebook_defaults, read_overrides,
-                           validate)
+from vitreg.experiments.base import Experiment
+from vitreg.experiments.params import (ParameterError, experiment_of, given_parameters, load_order, read_overrides,
+                                       validate)
 from vitreg.experiments import timing
 from vitreg.utils.paths import repo_root
 from vitreg.cli.terminal import Forward, quiet_jupyter
 
-__all__ = ["Outcome", "load_order", "merged_parameters", "models_in", "notebook_models", "planned_parameters",
+__all__ = ["Outcome", "load_order", "merged_parameters", "notebook_models", "planned_parameters",
            "preflight_images", "preflight_weights", "run", "strip_outputs", "write_outcomes"]
 
 KERNEL_NAME = "vitreg"
@@ -83,14 +84,16 @@ def select(order: list[dict[str, str]], only: list[str] | None) -> list[str]:
 
 
 def planned_parameters(names: list[str], profile: str, out_dir: Path, root: Path | None = None, *,
-                       params_file: str | Path | None = None, sets: Sequence[str] = ()) -> dict[str, dict]:
+                       params_file: str | Path | None = None, sets: Sequence[str] = (),
+                       experiments: Mapping[str, Experiment] | None = None) -> dict[str, dict]:
     """Validated parameters of every notebook to run (all checked before the first one runs): the
-    profile, then the user's overrides (``params_file`` in the profile format, then ``--set`` items; see
-    :func:`vitreg.experiments.params.given_parameters`). Every problem of every notebook is raised at once."""
+    profile, then the user's overrides (``params_file`` with ``common`` and ``notebooks``, then ``--set`` items;
+    see :func:`vitreg.experiments.params.given_parameters`). Every problem of every notebook is raised at once.
+    ``experiments``: notebooks outside the catalog (a test's project), by name."""
     root = root or repo_root()
     known = [e["notebook"] for e in load_order(root)]
     overrides = read_overrides(params_file, tuple(sets), known)
-    given = given_parameters(profile, names, root, overrides)
+    given = given_parameters(profile, names, root, overrides, experiments)
     plans, problems = {}, []
     for name in names:
         path = root / "notebooks" / f"{name}.ipynb"
@@ -99,7 +102,7 @@ def planned_parameters(names: list[str], profile: str, out_dir: Path, root: Path
             continue
         plans[name] = {**given[name], "output_dir": str(out_dir)}
         try:
-            validate(path, plans[name])
+            validate(name, plans[name], experiment_of(name, experiments))
         except ParameterError as err:
             problems.append(str(err))
     if problems:
@@ -107,53 +110,39 @@ def planned_parameters(names: list[str], profile: str, out_dir: Path, root: Path
     return plans
 
 
-def merged_parameters(plans: dict[str, dict], root: Path | None = None) -> dict[str, dict]:
-    """Every parameter each planned notebook will run with (its defaults updated by its plan)."""
-    root = root or repo_root()
-    return {name: {**notebook_defaults(root / "notebooks" / f"{name}.ipynb"), **given} for name, given in plans.items()}
-
-
-def models_in(params: dict[str, Any]) -> list[str]:
-    """Model names a notebook will load: values of parameters whose name mentions ``model`` (lists and
-    lists of pairs included)."""
-    def flat(value: Any) -> list[str]:
-        if isinstance(value, (list, tuple)):
-            return [name for v in value for name in flat(v)]
-        return [value] if isinstance(value, str) and value else []
-
-    out: list[str] = []
-    for key, value in params.items():
-        if "model" in key:
-            out += [m for m in flat(value) if m not in out]
-    return out
+def merged_parameters(plans: dict[str, dict], root: Path | None = None,
+                      experiments: Mapping[str, Experiment] | None = None) -> dict[str, dict]:
+    """Every parameter each planned notebook will run with (its experiment's defaults updated by its plan)."""
+    return {name: {**experiment_of(name, experiments).defaults(), **given} for name, given in plans.items()}
 
 
 def notebook_models(names: list[str] | None = None, root: Path | None = None,
-                    params: dict[str, dict] | None = None) -> dict[str, list[str]]:
-    """Every model the notebooks' defaults (the real profile) load, in run order, with the notebooks
-    that use it. ``names``: notebooks to look at (default: the whole run order); ``params``: each
-    notebook's parameters when overridden (:func:`merged_parameters`), else its defaults."""
-    root = root or repo_root()
+                    params: dict[str, dict] | None = None,
+                    experiments: Mapping[str, Experiment] | None = None) -> dict[str, list[str]]:
+    """Every model the notebooks load (each experiment's ``models(p)``, twins included), in run order, with the
+    notebooks that use it. ``names``: notebooks to look at (default: the whole run order); ``params``: each
+    notebook's parameters when overridden (:func:`merged_parameters`), else its defaults (the real profile)."""
     names = names if names is not None else [e["notebook"] for e in load_order(root)]
     users: dict[str, list[str]] = {}
     for name in names:
-        values = (params or {}).get(name) or notebook_defaults(root / "notebooks" / f"{name}.ipynb")
-        for model in models_in(values):
+        exp = experiment_of(name, experiments)
+        for model in exp.models(exp.build((params or {}).get(name))):
             if name not in users.setdefault(model, []):
                 users[model].append(name)
     return users
 
 
-def preflight_weights(names: list[str], root: Path | None = None, params: dict[str, dict] | None = None) -> str | None:
-    """Check the models of ``names`` that load pretrained weights (with ``params``: the models those parameters name);
-    return the stop message if a weights file is broken (its header: truncated, empty, not a checkpoint)
-    or some are missing offline (both listed at once)."""
+def preflight_weights(names: list[str], root: Path | None = None, params: dict[str, dict] | None = None,
+                      experiments: Mapping[str, Experiment] | None = None) -> str | None:
+    """Check the models of ``names`` that load pretrained weights (with ``params``: the models a run with those
+    parameters loads, :func:`notebook_models`); return the stop message if a weights file is broken (its header:
+    truncated, empty, not a checkpoint) or some are missing offline (both listed at once)."""
     from vitreg.core.models import get_spec
     from vitreg.core.weights import (broken_weights, broken_weights_message, find_weights, hub_reachable,
                                 missing_weights_message)
 
     names = [n for n in names if (params or {}).get(n, {}).get("pretrained", True)]  # random weights need no files
-    wanted = notebook_models(names, root, params)
+    wanted = notebook_models(names, root, params, experiments)
     broken = broken_weights(list(wanted))
     stop = broken_weights_message(broken, needed_by=wanted) if broken else None
     missing = [get_spec(m) for m in wanted if m not in broken and find_weights(get_spec(m))[0] is None]
@@ -310,11 +299,12 @@ def _kernel_imports_from(root: Path) -> Iterator[None]:
 
 def run(profile: str, only: list[str] | None = None, *, keep_going: bool = False, root: Path | None = None,
         out_dir: Path | None = None, report: bool = True, params_file: str | Path | None = None,
-        sets: Sequence[str] = ()) -> list[Outcome]:
+        sets: Sequence[str] = (), experiments: Mapping[str, Experiment] | None = None) -> list[Outcome]:
     """Run the selected notebooks of the run order under ``profile``; print a one-screen summary.
 
     ``params_file`` (profile format) and ``sets`` (``NOTEBOOK.KEY=VALUE``) override any parameter; all
     are validated, and the images and (``pretrained``) weights they need looked up, before anything runs.
+    ``experiments``: notebooks outside the catalog (a test's project), by name.
 
     Ctrl-C or SIGTERM stop the run: the notebook running is ``interrupted``, the rest ``not run``; the
     summary (marked interrupted) and the report of what finished are still written. The outcomes are
@@ -324,9 +314,10 @@ def run(profile: str, only: list[str] | None = None, *, keep_going: bool = False
     names = select(load_order(root), only)
     out_dir = Path(out_dir).resolve() if out_dir else output_dir_for(profile, root)  # notebooks run in notebooks/
     executed = executed_dir_for(profile, root) if out_dir == output_dir_for(profile, root) else out_dir / "notebooks"
-    plans = planned_parameters(names, profile, out_dir, root, params_file=params_file, sets=sets)
-    merged = merged_parameters(plans, root)
-    stops = [preflight_weights(names, root, merged), preflight_images(merged)]  # skips notebooks on random weights
+    plans = planned_parameters(names, profile, out_dir, root, params_file=params_file, sets=sets,
+                               experiments=experiments)
+    merged = merged_parameters(plans, root, experiments)
+    stops = [preflight_weights(names, root, merged, experiments), preflight_images(merged)]  # skips notebooks on random weights
     if any(stops):
         raise SystemExit("\n\n".join(filter(None, stops)))
     ensure_kernel()

@@ -41,6 +41,7 @@ from torch import nn
 from vitreg.utils.io import atomic_path
 from vitreg.core.models import ModelSpec, get_spec
 from vitreg.utils.paths import WEIGHTS_ENV, is_offline, weights_dir
+from vitreg.core import trace
 from vitreg.core.resize import resize_in_place
 from vitreg.core.tokens import TokenLayout
 from vitreg.core.weight_files import (OfficialLayoutError, check_weights_file, first_non_finite, is_official_dinov3,
@@ -117,6 +118,7 @@ class LoadedModel:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """All tokens after the final norm, ``(B, T, D)``. Use :mod:`vitreg.core.capture` for the rest."""
         self.check_input(x)
+        trace.forwarded(self.spec.key, x.shape[-2:], x.shape[0])  # VITREG_TRACE set: one line per forward
         param = next(self.model.parameters())
         return self.model.forward_features(x.to(device=param.device, dtype=param.dtype))
 
@@ -319,6 +321,7 @@ def load_model(
     model.to(device=pick_device(device), dtype=dtype)
     if periods is not None:  # after the cast, which makes timm recompute its own periods
         keep_rope_periods(model, periods)
+    trace.loaded(spec.key, size, pretrained)  # VITREG_TRACE set: one line per load
     return LoadedModel(model=model, spec=spec, image_size=size, pretrained=pretrained, source=source)
 
 

@@ -73,13 +73,15 @@ PROFILES = {'smoke': {'images': 'photos',
 
 
 def models(p: Params) -> list[str]:
-    """Every model a run with ``p`` loads, in load order."""
-    raise NotImplementedError("declare the models of 01_attention_artifacts")
+    """Every model a run with ``p`` loads, in load order (``head_model`` is one of them)."""
+    return list(dict.fromkeys(p.models))
 
 
 def work(p: Params) -> list[Work]:
-    """The forwards a run with ``p`` does."""
-    raise NotImplementedError("declare the work of 01_attention_artifacts")
+    """The forwards a run with ``p`` does: every model over the images (last-block attention and norms)."""
+    from vitreg.experiments.base import image_count, px
+
+    return [Work(m, px(p.image_size, m), image_count(p), "last-block attention and norms") for m in p.models]
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -86,12 +86,44 @@ class Common:
 
 @dataclass(frozen=True)
 class Work:
-    """``images`` forwards of ``model`` at ``px`` pixels (the run-time table's FLOP key), with what they are for."""
+    """``images`` forwards of ``model`` at ``px`` pixels (the run-time table's FLOP key), with what they are for.
+
+    ``needs`` names the dataset the row reads when a run skips it where that dataset is absent (``VOC07``,
+    ``imagenet1k``); empty for rows that always run (natural images, bundled photos, synthetic data)."""
 
     model: str
     px: int
     images: int
     what: str = ""
+    needs: str = ""
+
+
+#: How many photos ship inside the installed packages (:func:`vitreg.core.images.sample_photos`; a test keeps it
+#: equal): ``images: photos`` gives at most this many.
+BUNDLED_PHOTOS = 14
+
+
+def image_count(p: Any) -> int:
+    """How many images ``NotebookRun.images()`` gives a run with parameters ``p``: ``n_images``, at most
+    :data:`BUNDLED_PHOTOS` of the bundled photos (a folder, ``image_dir``, is counted as full)."""
+    if getattr(p, "image_dir", None) is None and getattr(p, "images", "photos") == "photos":
+        return min(p.n_images, BUNDLED_PHOTOS)
+    return p.n_images
+
+
+def px(size: Any, model: str) -> int:
+    """The side in pixels a model runs at: ``size`` (an int, or ``[H, W]``: the side of the square with as many
+    pixels), or the model's native resolution for None.
+
+    Paper: every table (the resolution is the run-time table's FLOP key)."""
+    if size is None:
+        from vitreg.core.models import get_spec
+
+        return get_spec(model).native_resolution
+    if isinstance(size, (list, tuple)):
+        h, w = int(size[0]), int(size[1])
+        return h if h == w else round((h * w) ** 0.5)
+    return int(size)
 
 
 @dataclass(frozen=True)
@@ -101,7 +133,8 @@ class Experiment:
     Attributes:
         name: the notebook (``04_redundant_patches``).
         params: the parameters dataclass (a subclass of :class:`Common`).
-        models: the models a run with given parameters loads, twins included, in load order.
+        models: the models a run with given parameters loads, twins included, each once, in the order of their
+            first load (the pre-run weights check; a smoke run's trace must load exactly these).
         work: the forwards a run with given parameters does.
         profiles: overrides of the defaults per profile (``smoke``, ``lecture``).
         record: the results record dataclass (None while the notebook still saves a plain mapping).

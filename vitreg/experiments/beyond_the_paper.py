@@ -57,14 +57,40 @@ PROFILES = {'smoke': {'images': 'photos',
              'probe_n_val': 30}}
 
 
+#: Seconds of work besides forwards on one H100 for the run-time table (None: not estimated), and what it
+#: leaves out.
+OTHER_S: float | None = 3300.0
+NOTE = ('ImageNet-1k [CLS] probe fit on the CPU: 33 s for 1,000 images x 100 classes here, x100 for 10k images x '
+        '1,000 classes')
+
+
 def models(p: Params) -> list[str]:
-    """Every model a run with ``p`` loads, in load order."""
-    raise NotImplementedError("declare the models of 11_beyond_the_paper")
+    """Every model a run with ``p`` loads, in load order: the pair (without registers first)."""
+    return list(dict.fromkeys(p.model_pair))
 
 
 def work(p: Params) -> list[Work]:
-    """The forwards a run with ``p`` does."""
-    raise NotImplementedError("declare the work of 11_beyond_the_paper")
+    """The forwards a run with ``p`` does: massive activations of both models, the register-mean probe (the
+    model with registers), the test-time register's detection (unless notebook 10's saved list is used: real
+    runs after 10), and the positional measure (images and a zero image) per variant, with its control."""
+    from vitreg.experiments.base import image_count, px
+
+    n = image_count(p)
+    no_reg, reg = p.model_pair
+    size = {k: px(p.image_size, k) for k in p.model_pair}
+    needs = "" if p.probe_dataset == "synthetic" else p.probe_dataset
+    rows = [Work(k, size[k], n, "massive activations") for k in p.model_pair]
+    rows += [Work(reg, size[reg], min(p.mean_n_images, p.probe_n_train), "register means", needs),
+             Work(reg, size[reg], p.probe_n_train, "[CLS] probe train", needs),
+             Work(reg, size[reg], 2 * p.probe_n_val, "[CLS] probe val, as is and with fixed registers", needs)]
+    variants = list(p.model_pair) + ([no_reg] if p.test_time_register else [])
+    if p.test_time_register:
+        rows.append(Work(no_reg, size[no_reg], min(p.n_detect, n), "register-neuron detection"))
+    for k in variants:
+        rows += [Work(k, size[k], n, "positional features"), Work(k, size[k], 1, "zero image")]
+    if p.plant:
+        rows.append(Work(no_reg, size[no_reg], n, "content-only control"))
+    return rows
 
 
-EXPERIMENT = Experiment("11_beyond_the_paper", Params, models, work, PROFILES)
+EXPERIMENT = Experiment("11_beyond_the_paper", Params, models, work, PROFILES, other_s=OTHER_S, note=NOTE)

@@ -49,9 +49,14 @@ def experiment(name: str) -> Experiment:
     return importlib.import_module(f"vitreg.experiments.{MODULES[name]}").EXPERIMENT
 
 
-def profile_parameters(profile: str, name: str) -> dict[str, Any]:
-    """What ``profile`` passes to notebook ``name``: the common part, then the notebook's own overrides
+def profile_of(exp: Experiment, profile: str) -> dict[str, Any]:
+    """What ``profile`` passes to experiment ``exp``: the common part, then the experiment's own overrides
     (``{"profile": "real"}`` for the real profile: the defaults are the experiment)."""
     if profile == "real":
         return {"profile": "real"}
-    return {**COMMON_PROFILES[profile], **experiment(name).profiles.get(profile, {})}
+    return {**COMMON_PROFILES[profile], **exp.profiles.get(profile, {})}
+
+
+def profile_parameters(profile: str, name: str) -> dict[str, Any]:
+    """What ``profile`` passes to notebook ``name`` (:func:`profile_of` its experiment)."""
+    return profile_of(experiment(name), profile)

@@ -75,14 +75,45 @@ PROFILES = {'smoke': {'models': ['dinov2_s', 'dinov2_s_reg'],
              'batch_size': 8}}
 
 
+#: Seconds of work besides forwards on one H100 for the run-time table (None: not estimated), and what it
+#: leaves out.
+OTHER_S: float | None = None
+NOTE = 'heads (3 seeds x 20 epochs) and ImageNet L-BFGS not estimated'
+
+
 def models(p: Params) -> list[str]:
-    """Every model a run with ``p`` loads, in load order."""
-    raise NotImplementedError("declare the models of 09_downstream")
+    """Every model a run with ``p`` loads, in load order: the pair (without registers first)."""
+    return list(dict.fromkeys(p.models))
 
 
 def work(p: Params) -> list[Work]:
-    """The forwards a run with ``p`` does."""
-    raise NotImplementedError("declare the work of 09_downstream")
+    """The forwards a run with ``p`` does, per model of the pair: each task of ``tasks`` (train and test
+    features; skipped where its dataset is absent; cached on disk) and the synthetic check."""
+    from vitreg.experiments import sizes
+    from vitreg.experiments.base import px
+
+    rows = []
+    for m in p.models:
+        if "imagenet" in p.tasks:
+            train, val = sizes.CLASSIFICATION["imagenet1k"]
+            rows += [Work(m, px(p.imagenet_image_size, m), sizes.capped(train, p.imagenet_n_train),
+                          "ImageNet-1k train", "imagenet1k"),
+                     Work(m, px(p.imagenet_image_size, m), sizes.capped(val, p.imagenet_n_val),
+                          "ImageNet-1k val", "imagenet1k")]
+        if "ade20k" in p.tasks:
+            rows += [Work(m, px(p.ade20k_image_size, m), sizes.capped(sizes.ADE20K[0], p.ade20k_n_train),
+                          "ADE20k train crops", "ade20k"),
+                     Work(m, px(p.ade20k_eval_size, m), sizes.capped(sizes.ADE20K[1], p.ade20k_n_val),
+                          "ADE20k val, whole images", "ade20k")]
+        if "nyud" in p.tasks:
+            rows += [Work(m, px(p.nyud_image_size, m), sizes.capped(sizes.NYUD[0], p.nyud_n_train),
+                          "NYUd train crops", "nyud"),
+                     Work(m, px(p.nyud_image_size, m), sizes.capped(sizes.NYUD[1], p.nyud_n_test),
+                          "NYUd test", "nyud")]
+        if p.synthetic:  # dense train + val + whole val, then the global set (twice as many)
+            rows.append(Work(m, px(p.synthetic_image_size, m), 3 * p.synthetic_n_train + 4 * p.synthetic_n_val,
+                             "synthetic planted data"))
+    return rows
 
 
 #: what a non-finite number of the record means.
@@ -289,4 +320,4 @@ def planted_truth(synthetic: Mapping[str, Any]) -> list[tuple[str, bool]]:
     return [(what, ok) for r in synthetic.values() for what, ok in synthetic_checks(r).items()]
 
 
-EXPERIMENT = Experiment("09_downstream", Params, models, work, PROFILES, record=Record)
+EXPERIMENT = Experiment("09_downstream", Params, models, work, PROFILES, record=Record, other_s=OTHER_S, note=NOTE)

@@ -68,13 +68,15 @@ PROFILES = {'smoke': {'images': 'photos',
 
 
 def models(p: Params) -> list[str]:
-    """Every model a run with ``p`` loads, in load order."""
-    raise NotImplementedError("declare the models of 03_emergence")
+    """Every model a run with ``p`` loads, in load order: each model of both lists once."""
+    return list(dict.fromkeys([*p.size_models, *p.depth_models]))
 
 
 def work(p: Params) -> list[Work]:
-    """The forwards a run with ``p`` does."""
-    raise NotImplementedError("declare the work of 03_emergence")
+    """The forwards a run with ``p`` does: every model once over the images, every block's norms."""
+    from vitreg.experiments.base import image_count, px
+
+    return [Work(m, px(p.image_size, m), image_count(p), "norms, every block") for m in models(p)]
 
 
 # ---------------------------------------------------------------------------------------------------

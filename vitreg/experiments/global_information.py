@@ -66,14 +66,39 @@ PROFILES = {'smoke': {'model': 'dinov2_s_reg',
              'batch_size': 8}}
 
 
+#: Seconds of work besides forwards on one H100 for the run-time table (None: not estimated), and what it
+#: leaves out.
+OTHER_S: float | None = None
+NOTE = 'probe fitting not estimated (L-BFGS per dataset and token kind: its iterations vary)'
+
+
 def models(p: Params) -> list[str]:
-    """Every model a run with ``p`` loads, in load order."""
-    raise NotImplementedError("declare the models of 06_global_information")
+    """Every model a run with ``p`` loads, in load order: the Table 1 model, then [TTR]'s pair."""
+    return list(dict.fromkeys([p.model, *p.ttr_models]))
+
+
+def _split(p: Params, name: str, split: str) -> int:
+    """Images of one split of dataset ``name`` the probes read (the synthetic set is sized by ``synthetic_n``)."""
+    from vitreg.experiments import sizes
+
+    cap = p.max_train if split == "train" else p.max_test
+    if name == "synthetic":
+        return sizes.capped(p.synthetic_n if split == "train" else max(2, p.synthetic_n // 2), cap)
+    return sizes.split_images(name, split, cap)
 
 
 def work(p: Params) -> list[Work]:
-    """The forwards a run with ``p`` does."""
-    raise NotImplementedError("declare the work of 06_global_information")
+    """The forwards a run with ``p`` does: train and test split of every dataset, for the Table 1 model and for
+    each [TTR] model (a pair already measured above is not measured again); absent datasets are skipped."""
+    from vitreg.experiments.base import px
+
+    rows = []
+    pairs = [(p.model, d) for d in p.datasets]
+    pairs += [(m, d) for m in p.ttr_models for d in p.ttr_datasets if not (m == p.model and d in p.datasets)]
+    for m, d in pairs:
+        needs = "" if d == "synthetic" else d
+        rows += [Work(m, px(p.image_size, m), _split(p, d, s), f"{d} {s}", needs) for s in ("train", "test")]
+    return rows
 
 
 #: Table 1's columns: one random normal patch, one random outlier patch, [CLS].
@@ -329,4 +354,5 @@ def planted_truth(table1: Mapping[str, dict]) -> list[tuple[str, bool]]:
              res["outlier_share_test"] > 0) for name, res in table1.items() if "skipped" not in res]
 
 
-EXPERIMENT = Experiment("06_global_information", Params, models, work, PROFILES, record=Record)
+EXPERIMENT = Experiment("06_global_information", Params, models, work, PROFILES,
+                        record=Record, other_s=OTHER_S, note=NOTE)

@@ -77,14 +77,31 @@ PROFILES = {'smoke': {'images': 'photos',
              'scan_image_size': 224}}
 
 
+#: Seconds of work besides forwards on one H100 for the run-time table (None: not estimated), and what it
+#: leaves out.
+OTHER_S: float | None = 2.0
+NOTE = 'bootstraps: 0.15 s per 1,000-resample interval (256 x 1,369 patches, one CPU core)'
+
+
 def models(p: Params) -> list[str]:
-    """Every model a run with ``p`` loads, in load order."""
-    raise NotImplementedError("declare the models of 02_high_norm_tokens")
+    """Every model a run with ``p`` loads, in load order: the model, its reference, then the zoo table's."""
+    return list(dict.fromkeys([p.model, p.reference_model, *p.scan_models]))
 
 
 def work(p: Params) -> list[Work]:
-    """The forwards a run with ``p`` does."""
-    raise NotImplementedError("declare the work of 02_high_norm_tokens")
+    """The forwards a run with ``p`` does: norms of both models, the detail images again, the zoo scan."""
+    from vitreg.core.models import get_spec
+    from vitreg.experiments.base import image_count, px
+
+    n = image_count(p)
+    rows = [Work(p.model, px(p.image_size, p.model), n, "norms (Fig. 3)"),
+            Work(p.reference_model, px(p.reference_image_size, p.reference_model), n, "norms, reference (Fig. 3)"),
+            Work(p.model, px(p.image_size, p.model), min(p.n_detail, n), "after the final LayerNorm (Fig. 21)")]
+    for m in p.scan_models:
+        patch = get_spec(m).patch_size
+        size = px(None, m) if p.scan_image_size is None else max(patch, round(p.scan_image_size / patch) * patch)
+        rows.append(Work(m, size, min(p.scan_n_images, n), "zoo table"))
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -389,4 +406,5 @@ def planted_truths(r: Record) -> dict[str, bool]:
     }
 
 
-EXPERIMENT = Experiment("02_high_norm_tokens", Params, models, work, PROFILES, record=Record)
+EXPERIMENT = Experiment("02_high_norm_tokens", Params, models, work, PROFILES,
+                        record=Record, other_s=OTHER_S, note=NOTE)

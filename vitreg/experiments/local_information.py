@@ -62,14 +62,31 @@ PROFILES = {'smoke': {'model': 'dinov2_s',
              'batch_size': 4}}
 
 
+#: Seconds of work besides forwards on one H100 for the run-time table (None: not estimated), and what it
+#: leaves out.
+OTHER_S: float | None = None
+NOTE = ('probes not estimated: they run on the GPU (on one CPU core here: 127 s for 30 of the 300 images, '
+        'linear in images, for each of 3 models)')
+
+
 def models(p: Params) -> list[str]:
-    """Every model a run with ``p`` loads, in load order."""
-    raise NotImplementedError("declare the models of 05_local_information")
+    """Every model a run with ``p`` loads, in load order: the probed model, then the register comparison's."""
+    return list(dict.fromkeys([p.model, *p.register_models]))
+
+
+def _n_images(p: Params) -> int:
+    """Images probed: ``n_images`` of ``dataset`` or ``image_dir``; of the bundled photos at most 14."""
+    from vitreg.experiments.base import BUNDLED_PHOTOS
+
+    return min(p.n_images, BUNDLED_PHOTOS) if p.image_dir is None and p.dataset == "photos" else p.n_images
 
 
 def work(p: Params) -> list[Work]:
-    """The forwards a run with ``p`` does."""
-    raise NotImplementedError("declare the work of 05_local_information")
+    """The forwards a run with ``p`` does: each model once over the images (the features are cached on disk:
+    a rerun with ``use_cache`` does none)."""
+    from vitreg.experiments.base import px
+
+    return [Work(m, px(p.image_size, m), _n_images(p), "patch features") for m in models(p)]
 
 
 #: what a non-finite number of the record means.
@@ -335,4 +352,5 @@ def planted_truth(main: Probed) -> list[tuple[str, bool]]:
              o["reconstruction_l2"] > n["reconstruction_l2"])]
 
 
-EXPERIMENT = Experiment("05_local_information", Params, models, work, PROFILES, record=Record)
+EXPERIMENT = Experiment("05_local_information", Params, models, work, PROFILES,
+                        record=Record, other_s=OTHER_S, note=NOTE)

@@ -63,14 +63,35 @@ PROFILES = {'smoke': {'models': ['dinov2_s', 'dinov2_s_reg'],
              'n_show': 4}}
 
 
+#: Seconds of work besides forwards on one H100 for the run-time table (None: not estimated), and what it
+#: leaves out.
+OTHER_S: float | None = None
+NOTE = '[TTR] sweep scoring not estimated (132 LOST settings per image, on the CPU)'
+
+
+def _demo(p: Params) -> list[str]:
+    """The models of the three-step figure: the DINOv2 ones, else the first."""
+    from vitreg.core.models import get_spec
+
+    return [k for k in p.models if get_spec(k).family == "dinov2"] or list(p.models[:1])
+
+
 def models(p: Params) -> list[str]:
-    """Every model a run with ``p`` loads, in load order."""
-    raise NotImplementedError("declare the models of 08_lost")
+    """Every model a run with ``p`` loads, in load order: the figure's models, then every model of ``models``."""
+    return list(dict.fromkeys([*_demo(p), *p.models]))
 
 
 def work(p: Params) -> list[Work]:
-    """The forwards a run with ``p`` does."""
-    raise NotImplementedError("declare the work of 08_lost")
+    """The forwards a run with ``p`` does: one photo per figure model, then every box dataset once per model (the
+    [TTR] sweep is scored on the same pass); absent datasets are skipped. Padded images count at ``image_size``."""
+    from vitreg.experiments import sizes
+    from vitreg.experiments.base import px
+
+    rows = [Work(k, px(p.image_size, k), 1, "LOST's steps on one photo") for k in _demo(p)]
+    for k in p.models:
+        rows += [Work(k, px(p.image_size, k), sizes.box_images(d, p.limit), f"LOST on {d}",
+                      "" if d == "synthetic" else d) for d in p.datasets]
+    return rows
 
 
 # --- the results record ------------------------------------------------------------------------------
@@ -336,4 +357,4 @@ def claims(record: Record) -> list[tuple[str, Any, str | None]]:
     return out
 
 
-EXPERIMENT = Experiment("08_lost", Params, models, work, PROFILES, record=Record)
+EXPERIMENT = Experiment("08_lost", Params, models, work, PROFILES, record=Record, other_s=OTHER_S, note=NOTE)

@@ -2,40 +2,48 @@
 
 papermill only *warns* about a parameter the notebook does not have, so a typo silently runs the
 defaults (the real, hours-long experiment). Here every parameter passed to a notebook is checked
-against the names and types of its ``parameters`` cell before anything heavy runs.
+against its experiment's parameters dataclass (:mod:`vitreg.experiments.base`: names, and each field's
+kind of value) before anything heavy runs.
 
 The run order (``notebooks/order.yaml``) is read here too, by :func:`load_order`.
 
-Profiles: ``real`` is the notebooks' own defaults (the real experiment); ``smoke`` is
-``params/smoke.yaml`` (``common`` plus the notebook's own section): random weights, planted truth, offline;
-``lecture`` is ``params/lecture.yaml``: pretrained small models at 224 px on the bundled photos and small
-subsets, nothing planted, each notebook in a lecture slot on a CPU. A profile is checked as a whole:
-malformed YAML names the file and line, and a section that is not a notebook of the run order
-(``00_tuor:``) is an error, never silently ignored.
+Profiles: ``real`` is the experiments' own defaults (the real experiment); ``smoke`` (random weights,
+planted truth, offline) and ``lecture`` (pretrained small models at 224 px on the bundled photos and
+small subsets, nothing planted, each notebook in a lecture slot on a CPU) are each experiment's
+``profiles`` on top of :data:`vitreg.experiments.catalog.COMMON_PROFILES`
+(:func:`vitreg.experiments.catalog.profile_parameters`).
 
-Overrides: a user changes any parameter of any profile with a YAML file in the profile format
-(``vitreg run --params my.yaml``, ``make reproduce PARAMS=my.yaml``) and ``--set NOTEBOOK.KEY=VALUE``
-(``--set 02_high_norm_tokens.n_images=512 --set common.device=cuda``; values are YAML scalars or lists).
-:func:`read_overrides` reads both, :func:`given_parameters` layers profile < file < ``--set``; the result
-is validated like a profile. A ``common`` key (profile or override) applies to every notebook that has
-that parameter; a key no notebook of the run order has is an error.
+Overrides: a user changes any parameter of any profile with a YAML file (``common`` and ``notebooks``
+mappings: ``vitreg run --params my.yaml``, ``make reproduce PARAMS=my.yaml``) and ``--set
+NOTEBOOK.KEY=VALUE`` (``--set 02_high_norm_tokens.n_images=512 --set common.device=cuda``; values are YAML
+scalars or lists). :func:`read_overrides` reads both, :func:`given_parameters` layers profile < file <
+``--set``. A file is checked as a whole: malformed YAML names the file and line, and a section that is not
+a notebook of the run order (``00_tuor:``) is an error, never silently ignored. A ``common`` key applies to
+every notebook that has that parameter; a key no notebook of the run order has is an error.
 
-Ranges: :data:`RULES` declares, by parameter name, what values make sense (counts >= 1, fractions in
-(0, 1), positive image sizes, ``str | None`` folders, ...); one table serves every notebook, so
-``n_images: -1`` or ``train_fraction: 1.5`` stop the run before anything heavy starts.
+Ranges: each parameter's kind (:data:`vitreg.experiments.base.KINDS`: counts >= 1, fractions in (0, 1),
+positive image sizes, ``str | None`` folders, ...) is what :func:`validate` checks, so ``n_images: -1`` or
+``train_fraction: 1.5`` stop the run before anything heavy starts.
+
+Notebooks without an experiment (a test's own small project) are given one made from their ``parameters``
+cell (:func:`cell_experiment`, each value's kind from its default's type) and passed in explicitly
+(``experiments=``); every notebook of the run order has its module in :mod:`vitreg.experiments.catalog`.
 """
 
 from __future__ import annotations
 
 import ast
+import dataclasses
 import difflib
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from vitreg.experiments import catalog
+from vitreg.experiments.base import KINDS, Experiment, param
 from vitreg.utils.paths import repo_root
 
 #: Every notebook's parameters cell defines these (a test checks it).
@@ -102,32 +110,60 @@ def notebook_defaults(notebook: str | Path) -> dict[str, Any]:
     return out
 
 
-def load_profile(profile: str, notebook_name: str, path: Path | None = None,
-                 known: list[str] | None = None) -> dict[str, Any]:
-    """Parameters a profile passes to one notebook (``{}`` for ``real``: the defaults are the experiment).
+def notebook_kind(default: Any) -> str:
+    """The :data:`~vitreg.experiments.base.KINDS` name of a value like ``default`` (a notebook without an
+    experiment: only the type of its defaults is known)."""
+    if isinstance(default, bool):
+        return "bool"
+    if isinstance(default, int):
+        return "int"
+    if isinstance(default, float):
+        return "number"
+    if isinstance(default, (list, tuple)):
+        return "list"
+    if isinstance(default, dict):
+        return "mapping"
+    return "str"
 
-    Args:
-        known: the notebooks of the run order (default: read from ``<path>/../../notebooks/order.yaml``
-            when that file exists); a section naming anything else is an error.
+
+def cell_experiment(notebook: str | Path, profiles: Mapping[str, Mapping[str, Any]] | None = None,
+                    kinds: Mapping[str, str] | None = None) -> Experiment:
+    """An experiment made from a notebook's ``parameters`` cell, for a notebook that has no module in
+    :mod:`vitreg.experiments.catalog` (a test's own small project): its defaults, each value's kind from ``kinds``
+    or else from its default's type, no models and no work. Pass it to the runner with ``experiments={name: ...}``."""
+    path, kinds = Path(notebook), dict(kinds or {})
+    fields = [(name, type(value), param(value, kinds.get(name) or notebook_kind(value)))
+              for name, value in notebook_defaults(path).items()]
+    params = dataclasses.make_dataclass(f"Params_{path.stem}", fields, frozen=True)
+    return Experiment(path.stem, params, lambda p: [], lambda p: [], dict(profiles or {}))
+
+
+def experiment_of(name: str, experiments: Mapping[str, Experiment] | None = None) -> Experiment:
+    """The experiment of notebook ``name``: from ``experiments`` when given there, else the catalog's.
 
     Raises:
-        ParameterError: malformed YAML (file and line), ``notebooks:`` not a mapping, or a section that is
-            not a notebook of the run order (with close names).
+        ParameterError: ``name`` has no experiment.
     """
+    if experiments and name in experiments:
+        return experiments[name]
+    try:
+        return catalog.experiment(name)
+    except catalog.UnknownExperiment as err:
+        raise ParameterError(f"{name}: no experiment module for this notebook (vitreg.experiments.catalog.MODULES); "
+                             "add one, or pass experiments= for a notebook outside the project") from err
+
+
+def load_profile(profile: str, name: str, experiments: Mapping[str, Experiment] | None = None) -> dict[str, Any]:
+    """Parameters a profile passes to notebook ``name`` (``{"profile": "real"}`` for ``real``: the defaults are
+    the experiment); see :func:`vitreg.experiments.catalog.profile_parameters`."""
     if profile not in PROFILES:
         raise ParameterError(f"unknown profile {profile!r}; use one of {PROFILES}")
-    if profile == "real":
-        return {"profile": "real"}
-    path = Path(path) if path else repo_root() / "params" / f"{profile}.yaml"
-    data = check_profile(path, known)
-    params = dict(data.get("common") or {})
-    params.update(data["notebooks"].get(notebook_name) or {})
-    return params
+    return catalog.profile_of(experiment_of(name, experiments), profile)
 
 
 def check_profile(path: Path, known: list[str] | None = None) -> dict[str, Any]:
-    """Read a profile file and check its shape: ``common`` and ``notebooks`` mappings, sections named
-    after notebooks of the run order. Returns ``{"common": {...}, "notebooks": {...}}``."""
+    """Read an overrides file and check its shape: ``common`` and ``notebooks`` mappings, sections named
+    after notebooks of ``known`` (default: the run order). Returns ``{"common": {...}, "notebooks": {...}}``."""
     data = _read_yaml(path)
     if data is None:
         data = {}
@@ -144,8 +180,7 @@ def check_profile(path: Path, known: list[str] | None = None) -> dict[str, Any]:
                              f"(like '02_high_norm_tokens:' with its parameters indented below), "
                              f"got a {type(sections).__name__}")
     if known is None:
-        order = path.resolve().parent.parent / "notebooks" / "order.yaml"
-        known = [e["notebook"] for e in _read_yaml(order)] if order.exists() else None
+        known = [e["notebook"] for e in load_order()]
     problems = []
     for name, section in sections.items():
         if known is not None and name not in known:
@@ -222,41 +257,39 @@ def read_overrides(params_file: str | Path | None = None, sets: list[str] | tupl
 
 
 def given_parameters(profile: str, names: list[str], root: Path | None = None,
-                     overrides: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
-    """What each notebook of ``names`` is given: its profile (``common`` then its section), then the
-    overrides (``common`` then its section). Each ``common`` key goes to the notebooks that have it.
+                     overrides: dict[str, Any] | None = None,
+                     experiments: Mapping[str, Experiment] | None = None) -> dict[str, dict[str, Any]]:
+    """What each notebook of ``names`` is given: its profile (:func:`load_profile`), then the overrides
+    (``common`` then its section). Each ``common`` key goes to the notebooks that have it.
 
     Raises:
         ParameterError: a ``common`` key that no notebook of the run order has, or an override of a
             ``common`` key that none of ``names`` has and whose value is wrong for the notebooks that do.
     """
-    root = root or repo_root()
-    paths = {e["notebook"]: root / "notebooks" / f"{e['notebook']}.ipynb" for e in load_order(root)}
-    defaults = {n: notebook_defaults(p) for n, p in paths.items() if p.exists()}
-    if profile == "real":
-        layers = [("the real profile", {"common": {"profile": "real"}, "notebooks": {}})]
-    else:
-        layers = [(f"params/{profile}.yaml", check_profile(root / "params" / f"{profile}.yaml", list(paths)))]
-    layers.append(("the overrides", overrides or {"common": {}, "notebooks": {}}))
+    order = [e["notebook"] for e in load_order(root)]
+    specs = {n: experiment_of(n, experiments) for n in dict.fromkeys([*order, *names])}
+    defaults = {n: e.defaults() for n, e in specs.items()}
+    layers = [(f"the {profile} profile", {"common": {}, "notebooks": {n: load_profile(profile, n, experiments)
+                                                                       for n in names}}),
+              ("the overrides", overrides or {"common": {}, "notebooks": {}})]
     problems = []
-    for where, layer in layers:
-        for key, value in layer["common"].items():
-            having = [n for n, d in defaults.items() if key in d]
-            if not having:
-                every = sorted({k for d in defaults.values() for k in d})
-                close = difflib.get_close_matches(key, every, n=3)
-                problems.append(f"{where}: common parameter {key!r} is not a parameter of any notebook"
-                                + (f" (did you mean {', '.join(close)}?)" if close else ""))
-            elif not any(n in names for n in having):
-                try:
-                    validate(paths[having[0]], {key: value})
-                except ParameterError as err:
-                    problems.append(f"{where}: common.{key}: {err}")
+    for key, value in layers[1][1]["common"].items():
+        having = [n for n, d in defaults.items() if key in d]
+        if not having:
+            every = sorted({k for d in defaults.values() for k in d})
+            close = difflib.get_close_matches(key, every, n=3)
+            problems.append(f"the overrides: common parameter {key!r} is not a parameter of any notebook"
+                            + (f" (did you mean {', '.join(close)}?)" if close else ""))
+        elif not any(n in names for n in having):
+            try:
+                validate(having[0], {key: value}, specs[having[0]])
+            except ParameterError as err:
+                problems.append(f"the overrides: common.{key}: {err}")
     if problems:
         raise ParameterError("\n".join(problems))
     given: dict[str, dict[str, Any]] = {}
     for name in names:
-        mine = defaults.get(name, {})
+        mine = defaults[name]
         given[name] = {}
         for _, layer in layers:
             given[name].update({k: v for k, v in layer["common"].items() if k in mine})
@@ -264,132 +297,39 @@ def given_parameters(profile: str, names: list[str], root: Path | None = None,
     return given
 
 
-def validate(notebook: str | Path, given: dict[str, Any]) -> dict[str, Any]:
-    """Check ``given`` against the notebook's parameters; return the merged parameters.
+def validate(notebook: str | Path, given: Mapping[str, Any], experiment: Experiment | None = None) -> dict[str, Any]:
+    """Check ``given`` against the notebook's experiment (its parameters dataclass); return the merged parameters.
 
-    Every merged value (defaults included) is also checked against :data:`RULES`.
+    Every merged value (defaults included) is checked against its field's kind
+    (:data:`vitreg.experiments.base.KINDS`); None is allowed exactly where the default is None.
+
+    Args:
+        notebook: the notebook's name or path (its stem is the name).
+        given: the parameters passed to it.
+        experiment: its experiment (default: the catalog's, :func:`experiment_of`).
 
     Raises:
-        ParameterError: unknown names (with close names), values whose type differs from the default's,
-            or values out of their range (naming the notebook, parameter, value and allowed range).
+        ParameterError: unknown names (with close names), or values not of their kind (naming the notebook,
+            parameter, value and what is allowed); every problem at once.
     """
-    defaults = notebook_defaults(notebook)
-    problems, named = [], set()
-    for name, value in given.items():
-        if name not in defaults:
-            close = difflib.get_close_matches(name, list(defaults), n=3)
+    name = Path(notebook).stem
+    exp = experiment or experiment_of(name)
+    defaults, kinds = exp.defaults(), exp.kinds()
+    problems = []
+    for key in given:
+        if key not in defaults:
+            close = difflib.get_close_matches(key, list(defaults), n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            problems.append(f"unknown parameter {name!r}{hint}")
-        elif not _same_type(defaults[name], value):
-            allowed = f" (allowed: {RULES[name].text})" if name in RULES else ""
-            problems.append(f"parameter {name!r} should be {type(defaults[name]).__name__} like its default "
-                            f"{defaults[name]!r}, got {type(value).__name__} {value!r}{allowed}")
-            named.add(name)
-    merged = {**defaults, **given}
-    for name, value in merged.items():
-        rule = RULES.get(name)
-        if rule is None or name in named or name not in defaults:
+            problems.append(f"unknown parameter {key!r}{hint}")
+    merged = {**defaults, **{k: v for k, v in given.items() if k in defaults}}
+    for key, value in merged.items():
+        text, allows = KINDS[kinds[key]]
+        if value is None and defaults[key] is None:
             continue
-        if not rule.allows(value, none_ok=defaults[name] is None):
-            allowed = rule.text + (" or null" if defaults[name] is None else "")
-            problems.append(f"parameter {name!r} = {value!r} is out of range: allowed {allowed}")
+        if value is None or not allows(value):
+            allowed = text + (" or null" if defaults[key] is None else "")
+            like = f" (like its default {defaults[key]!r})" if defaults[key] is not None else ""
+            problems.append(f"parameter {key!r} = {value!r} is out of range: allowed {allowed}{like}")
     if problems:
-        raise ParameterError(f"{Path(notebook).name}: " + "; ".join(problems) +
-                             f". Known parameters: {', '.join(defaults)}")
+        raise ParameterError(f"{name}.ipynb: " + "; ".join(problems) + f". Known parameters: {', '.join(defaults)}")
     return merged
-
-
-def _same_type(default: Any, value: Any) -> bool:
-    if default is None or value is None:
-        return True
-    if isinstance(default, bool) or isinstance(value, bool):
-        return isinstance(default, bool) and isinstance(value, bool)
-    if isinstance(default, float):
-        return isinstance(value, (int, float))
-    if isinstance(default, (list, tuple)):
-        return isinstance(value, (list, tuple))
-    return isinstance(value, type(default))
-
-
-def _int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v  # NaN is not a number here
-
-
-_KINDS: dict[str, tuple[str, Any]] = {
-    "count": ("an integer >= 1", lambda v: _int(v) and v >= 1),
-    "count0": ("an integer >= 0", lambda v: _int(v) and v >= 0),
-    "int": ("an integer", _int),
-    "fraction": ("a number strictly between 0 and 1", lambda v: _num(v) and 0 < v < 1),
-    "fraction0": ("a number in [0, 1)", lambda v: _num(v) and 0 <= v < 1),
-    "positive": ("a number > 0", lambda v: _num(v) and 0 < v < float("inf")),
-    "number": ("a finite number", lambda v: _num(v) and abs(v) < float("inf")),
-    "positives": ("a non-empty list of numbers > 0",
-                  lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(_num(x) and x > 0 for x in v)),
-    "numbers": ("a non-empty list of numbers", lambda v: isinstance(v, (list, tuple)) and len(v) > 0
-                and all(_num(x) for x in v)),
-    "size": ("a positive integer (pixels) or [height, width] of positive integers",
-             lambda v: (_int(v) and v >= 1) or (isinstance(v, (list, tuple)) and len(v) == 2
-                                                and all(_int(x) and x >= 1 for x in v))),
-    "str": ("a string", lambda v: isinstance(v, str)),
-    "text": ("a non-empty string", lambda v: isinstance(v, str) and v != ""),
-    "names": ("a non-empty list of non-empty strings (model names)", lambda v: isinstance(v, (list, tuple))
-              and len(v) > 0 and all(isinstance(x, str) and x != "" for x in v)),
-    # the same names as vitreg.data.datasets.IMAGE_SOURCES (a test keeps them equal; params may not import data)
-    "image_source": ("one of 'auto', 'imagenet', 'imagenette', 'pets', 'photos'",
-                     lambda v: v in ("auto", "imagenet", "imagenette", "pets", "photos")),
-}
-
-
-@dataclass(frozen=True)
-class Rule:
-    """What a parameter's value may be: a kind of :data:`_KINDS`. ``None`` is allowed exactly where the
-    notebook's own default is ``None`` (``image_size = None``: the model's size) — it then also stands
-    for the declared type of that parameter (``image_dir: str | None``)."""
-
-    kind: str
-
-    @property
-    def text(self) -> str:
-        return _KINDS[self.kind][0]
-
-    def allows(self, value: Any, *, none_ok: bool) -> bool:
-        return (value is None and none_ok) or (value is not None and bool(_KINDS[self.kind][1](value)))
-
-
-def _rules(kind: str, *names: str) -> dict[str, Rule]:
-    return {name: Rule(kind) for name in names}
-
-
-#: The declared range of every notebook parameter with one, keyed by name (one table for all notebooks).
-#: Names not listed are type-checked against their default only.
-RULES: dict[str, Rule] = {
-    **_rules("count", "n_images", "batch_size", "n_bootstrap", "limit", "n_draws", "n_show", "n_detail",
-             "head_epochs", "head_batch_size", "synthetic_n", "synthetic_n_train", "synthetic_n_val",
-             "imagenet_n_train", "imagenet_n_val", "imagenet_probe_batch_size", "ade20k_n_train", "ade20k_n_val",
-             "nyud_n_train", "nyud_n_test", "max_train", "max_test", "max_train_tokens", "k_patches", "levels",
-             "span", "n_detect", "plant_units"),
-    **_rules("count0", "num_workers", "border_width", "seed"),
-    **_rules("int", "block"),
-    **_rules("count0", "plant_block"),  # 10: the block of the planted register neurons
-    **_rules("count", "lost_limit", "lost_batch_size"), **_rules("text", "lost_model"),  # 10: LOST with a test-time register
-    **_rules("fraction", "train_fraction", "val_fraction", "top_frac", "min_fraction"),
-    **_rules("fraction0", "plant_fraction"),
-    **_rules("positive", "threshold", "k_std", "plant_norm", "head_lr"),
-    **_rules("number", "bias"),
-    **_rules("positives", "l2_grid", "ridge_grid", "imagenet_l2_grid"),
-    **_rules("numbers", "bias_sweep"),
-    **_rules("size", "image_size", "reference_image_size", "display_size", "synthetic_image_size",
-             "imagenet_image_size", "ade20k_image_size", "ade20k_label_size", "nyud_image_size", "nyud_label_size"),
-    **_rules("count", "seeds"), **_rules("size", "ade20k_eval_size"),  # 09 (Table 2): head seeds, whole-image canvas
-    **_rules("str", "image_dir", "data_root", "cache_dir", "imagenet_root", "ade20k_root", "nyud_root", "which",
-             "output_dir"),
-    **_rules("image_source", "images"),
-    **_rules("count", "top_k", "mean_n_images", "probe_n_train", "probe_n_val"), **_rules("text", "probe_dataset"),  # 11
-    **_rules("names", "scan_models"), **_rules("count", "scan_n_images"), **_rules("size", "scan_image_size"),  # 02 zoo
-    **_rules("text", "model", "reference_model", "head_model", "dataset", "split", "layer", "upsample_mode",
-             "profile", "device"),
-}

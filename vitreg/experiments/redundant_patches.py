@@ -57,12 +57,17 @@ PROFILES = {'smoke': {'images': 'photos',
 
 def models(p: Params) -> list[str]:
     """Every model a run with ``p`` loads, in load order."""
-    raise NotImplementedError("declare the models of 04_redundant_patches")
+    return [p.model]
 
 
 def work(p: Params) -> list[Work]:
-    """The forwards a run with ``p`` does."""
-    raise NotImplementedError("declare the work of 04_redundant_patches")
+    """The forwards a run with ``p`` does: one pass over the images (twice when ``plant``: planted, then again)."""
+    from vitreg.experiments.base import image_count, px
+
+    rows = [Work(p.model, px(p.image_size, p.model), image_count(p), "patch embeddings and norms (Fig. 5a)")]
+    if p.plant:
+        rows.append(Work(p.model, px(p.image_size, p.model), image_count(p), "again with planted outliers"))
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------------

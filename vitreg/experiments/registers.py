@@ -49,13 +49,19 @@ PROFILES = {'smoke': {'images': 'photos',
 
 
 def models(p: Params) -> list[str]:
-    """Every model a run with ``p`` loads, in load order."""
-    raise NotImplementedError("declare the models of 07_registers")
+    """Every model a run with ``p`` loads, in load order: each pair, without registers first."""
+    return list(dict.fromkeys(key for pair in p.model_pairs for key in pair))
 
 
 def work(p: Params) -> list[Work]:
-    """The forwards a run with ``p`` does."""
-    raise NotImplementedError("declare the work of 07_registers")
+    """The forwards a run with ``p`` does: each model over the images, and one image to count its FLOPs."""
+    from vitreg.experiments.base import image_count, px
+
+    rows = []
+    for key in [key for pair in p.model_pairs for key in pair]:
+        rows += [Work(key, px(p.image_size, key), image_count(p), "norms and attention"),
+                 Work(key, px(p.image_size, key), 1, "FLOP count (Sec. 2.2)")]
+    return rows
 
 
 # --- the results record ------------------------------------------------------------------------------

@@ -84,14 +84,57 @@ PROFILES = {'smoke': {'images': 'photos',
              'batch_size': 4}}
 
 
+#: Seconds of work besides forwards on one H100 for the run-time table (None: not estimated), and what it
+#: leaves out.
+OTHER_S: float | None = None
+NOTE = '[TTR] sweep scoring and probe fitting not estimated (as 08 and 06)'
+
+
 def models(p: Params) -> list[str]:
-    """Every model a run with ``p`` loads, in load order."""
-    raise NotImplementedError("declare the models of 10_test_time_registers")
+    """Every model a run with ``p`` loads, in load order: ``models``, their register twins, LOST's pair."""
+    from vitreg.core.models import register_twin
+
+    twins = [t for t in map(register_twin, p.models) if t is not None]
+    lost = [p.lost_model, register_twin(p.lost_model)] if p.lost_model in p.models and p.lost_datasets else []
+    return list(dict.fromkeys([*p.models, *twins, *[m for m in lost if m is not None]]))
 
 
 def work(p: Params) -> list[Work]:
-    """The forwards a run with ``p`` does."""
-    raise NotImplementedError("declare the work of 10_test_time_registers")
+    """The forwards a run with ``p`` does: detection, the evaluation images as is, with a test-time register and
+    through the twin, the shifted register, LOST over each box dataset three times (as is, with a test-time
+    register, the twin; at the model's native size), the probes, and the exercises (four neuron counts, the
+    corner patch)."""
+    from vitreg.core.models import register_twin
+    from vitreg.experiments import sizes
+    from vitreg.experiments.base import image_count, px
+
+    n = image_count(p)
+    n_detect = min(p.n_detect, n)
+    n_eval = n - p.n_detect if n > p.n_detect else n
+    rows = [Work(k, px(p.image_size, k), n_detect, "register-neuron detection") for k in p.models]
+    for k in p.models:
+        rows += [Work(k, px(p.image_size, k), n_eval, "as is"),
+                 Work(k, px(p.image_size, k), n_eval, "+ test-time register")]
+        if (twin := register_twin(k)) is not None:
+            rows.append(Work(twin, px(p.image_size, twin), n_eval, "trained registers"))
+    first = p.models[0]
+    rows.append(Work(first, px(p.image_size, first), min(p.n_show, n_eval), "register shifted to the centre"))
+    if p.lost_model in p.models:
+        twin = register_twin(p.lost_model)
+        for d in p.lost_datasets:
+            count, needs = sizes.box_images(d, p.lost_limit), "" if d == "synthetic" else d
+            rows += [Work(p.lost_model, px(None, p.lost_model), count, f"LOST on {d}", needs),
+                     Work(p.lost_model, px(None, p.lost_model), count, f"LOST on {d} + test-time register", needs)]
+            if twin is not None:
+                rows.append(Work(twin, px(None, twin), count, f"LOST on {d}, trained registers", needs))
+    needs = "" if p.probe_dataset == "synthetic" else p.probe_dataset
+    for k in [k for k in p.probe_models if k in p.models]:
+        rows += [Work(k, px(p.image_size, k), p.probe_n_train, "probe train", needs),
+                 Work(k, px(p.image_size, k), p.probe_n_val, "probe val", needs)]
+    rows += [Work(first, px(p.image_size, first), min(p.n_show, n_eval), f"exercise: top {k} neurons")
+             for k in (10, 20, 50, 100)]
+    rows.append(Work(first, px(p.image_size, first), min(p.n_show, n_eval), "exercise: register in the corner"))
+    return rows
 
 
-EXPERIMENT = Experiment("10_test_time_registers", Params, models, work, PROFILES)
+EXPERIMENT = Experiment("10_test_time_registers", Params, models, work, PROFILES, other_s=OTHER_S, note=NOTE)

@@ -1,27 +1,32 @@
 """How long the real run takes on one H100-class GPU, per notebook: the one source of the README's table
 "Run time (estimate)" and of the table ``vitreg run --profile real`` prints before it starts.
 
-Paper: all findings (issue 13: the whole run timed; goal: under one hour on one H100-class GPU).
+Paper: all findings (goal: the whole run under one hour on one H100-class GPU).
 
-An ESTIMATE from per-image costs, not a measurement (no GPU was lent where this was written): each notebook's
-real-profile work is a list of :class:`Work` rows (model, resolution, images forwarded), and
+An ESTIMATE from per-image costs, not a measurement: each notebook's work is its experiment's
+``work(p)`` at the real defaults (:mod:`vitreg.experiments`: :class:`~vitreg.experiments.base.Work` rows of
+model, resolution and images forwarded), and
 
 * GPU time = forward FLOPs (:data:`GFLOP`, counted per image with ``torch.utils.flop_counter`` on the meta
-  device: ``benchmarks/bench_scale.py``'s ``flops_per_image``) / (:data:`PEAK_FLOPS` x :data:`SHARE`), the
-  dense bf16 peak of an H100 SXM times the share a ViT forward reaches under bf16 autocast (assumed; the
-  benchmark measures it on a GPU, target >= 50% for ViT-L/g at 518 px);
-* host time = images decoded and resized x :data:`DECODE_S` (per image on one core, measured here on a
-  500x375 JPEG) / :data:`WORKERS` (the data loader's processes); the two overlap, so a row costs the larger;
-* fixed time = kernel start + model loading (:data:`KERNEL_S`, :data:`LOAD_S` per model) + what the notebook
-  does besides forwards, where known (:attr:`Estimate.other_s`; "not estimated" otherwise).
+  device by :func:`count_gflop`, for any pair missing from the table too) / (:data:`PEAK_FLOPS` x :data:`SHARE`),
+  the dense bf16 peak of an H100 SXM times the share a ViT forward reaches under bf16 autocast (assumed; the
+  benchmark ``benchmarks/bench_scale.py`` measures it on a GPU, target >= 50% for ViT-L/g at 518 px);
+* host time = images decoded and resized x :data:`DECODE_S` (per image on one core, measured on a 500x375
+  JPEG) / :data:`WORKERS` (the data loader's processes); the two overlap, so a notebook costs the larger;
+* fixed time = kernel start + model loading (:data:`KERNEL_S`, :data:`LOAD_S` per model of ``models(p)``) + what
+  the notebook does besides forwards, where known (the experiment's ``other_s``; "not estimated" otherwise,
+  with its ``note``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import functools
+from collections.abc import Iterable, Mapping
 
-#: The goal of the whole real run (issue 13), seconds.
+from vitreg.experiments.base import Experiment, Work
+from vitreg.experiments import catalog
+
+#: The goal of the whole real run, seconds.
 GOAL_S = 3600.0
 #: Dense bf16 tensor-core peak of an H100 SXM, FLOP/s (vendor data sheet).
 PEAK_FLOPS = 989e12
@@ -36,104 +41,87 @@ WORKERS = 8
 #: Jupyter kernel start and imports, seconds per notebook; reading one model's weights and moving them to the GPU.
 KERNEL_S, LOAD_S = 10.0, 20.0
 
-#: Forward GFLOP per image, counted with torch's FlopCounter (2 per multiply-add) on the meta device.
+#: Forward GFLOP per image, counted with torch's FlopCounter (2 per multiply-add) on the meta device (:func:`count_gflop`;
+#: a test keeps every pair of the real work here).
 GFLOP: dict[tuple[str, int], float] = {
     ("dinov2_s", 224): 12.2, ("dinov2_s", 518): 93.4, ("dinov2_b", 518): 303.1, ("dinov2_l", 224): 162.0,
     ("dinov2_l", 448): 723.6, ("dinov2_l", 518): 1013.6, ("dinov2_l", 556): 1150.0, ("dinov2_l", 686): 2020.8,
     ("dinov2_g", 224): 598.8, ("dinov2_g", 518): 3566.7, ("dino_b16", 224): 35.1, ("dino_s16", 448): 45.2,
     ("deit3_b16", 224): 35.1, ("deit3_b16", 448): 157.0, ("clip_b16_laion", 224): 35.1,
-    ("clip_b16_laion", 448): 157.0, ("mae_l16", 224): 123.1,
+    ("clip_b16_laion", 448): 157.0, ("mae_l16", 224): 123.1, ("dinov2_s_reg", 518): 93.8,
+    ("dinov2_b_reg", 518): 304.2, ("dinov2_l_reg", 224): 164.6, ("dinov2_l_reg", 448): 726.8,
+    ("dinov2_l_reg", 518): 1017.1, ("dinov2_l_reg", 686): 2025.1, ("dinov2_l", 548): 1148.8,
+    ("dinov2_l_reg", 548): 1152.4, ("dinov2_g_reg", 518): 3578.4, ("dinov3_l", 256): 164.7, ("mae_b16", 224): 35.1,
+    ("vit_base_patch16_siglip_224.webli", 224): 34.9,
 }
 
 
-@dataclass(frozen=True)
-class Work:
-    """``images`` forwards of ``model`` at ``px`` (the FLOP key; NYUd's 476x630 frames count as 556 px)."""
-
-    model: str
-    px: int
-    images: int
-    what: str = ""
-
-    @property
-    def flops(self) -> float:
-        return GFLOP[(self.model, self.px)] * 1e9 * self.images
+#: Rows whose data needs a registration (ImageNet-1k): the table also gives the total without them.
+RESTRICTED = ("imagenet1k",)
 
 
-@dataclass(frozen=True)
-class Estimate:
-    """One notebook's real-profile work and what it does besides forwards (``other_s``; None: not estimated)."""
+@functools.lru_cache(maxsize=None)
+def count_gflop(model: str, px: int) -> float:
+    """Forward GFLOP of one ``px`` x ``px`` image through ``model`` (2 per multiply-add), counted with
+    ``torch.utils.flop_counter`` on the meta device (nothing is allocated; ``px`` is rounded to a multiple of the
+    patch size, as the model would be loaded)."""
+    import timm
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
 
-    work: tuple[Work, ...]
-    models: int
-    other_s: float | None = 0.0
-    note: str = ""
-    restricted: tuple[Work, ...] = field(default=())  # rows whose data needs a registration (ImageNet-1k)
+    from vitreg.core.models import get_spec
 
-    def gpu_s(self, rows: tuple[Work, ...] | None = None) -> float:
-        return sum(w.flops for w in (self.work if rows is None else rows)) / (PEAK_FLOPS * SHARE)
-
-    def host_s(self, rows: tuple[Work, ...] | None = None) -> float:
-        return sum(w.images for w in (self.work if rows is None else rows)) * DECODE_S / WORKERS
-
-    def total_s(self, *, free_only: bool = False) -> float:
-        rows = tuple(w for w in self.work if not (free_only and w in self.restricted))
-        return max(self.gpu_s(rows), self.host_s(rows)) + KERNEL_S + LOAD_S * self.models + (self.other_s or 0.0)
-
-
-def _w(model: str, px: int, images: int, what: str = "") -> Work:
-    return Work(model, px, images, what)
+    spec = get_spec(model)
+    size = max(spec.patch_size, round(px / spec.patch_size) * spec.patch_size)
+    with torch.device("meta"):
+        net = timm.create_model(spec.full_name, pretrained=False, img_size=size, num_classes=0).eval()
+        x = torch.empty(1, 3, size, size)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net.forward_features(x)
+    return round(counter.get_total_flops() / 1e9, 1)
 
 
-_G06 = 437_800 - 60_000  # 14 Table 1 datasets, each capped at 50k train + 10k test (summed), less ImageNet-1k
-_IN06 = (_w("dinov2_g", 224, 60_000, "ImageNet-1k"), _w("dinov2_l", 224, 60_000, "ImageNet-1k"),
-         _w("dinov2_l", 224, 60_000, "ImageNet-1k +reg"))
-_IN09 = _w("dinov2_l", 224, 1_331_167, "ImageNet-1k"), _w("dinov2_l", 224, 1_331_167, "ImageNet-1k +reg")
+def gflop(model: str, px: int) -> float:
+    """Forward GFLOP per image: :data:`GFLOP`'s entry, else counted (:func:`count_gflop`)."""
+    return GFLOP.get((model, px)) or count_gflop(model, px)
 
-#: The real profile's work per notebook (the notebooks' default parameters).
-REAL: dict[str, Estimate] = {
-    "00_tour": Estimate((_w("dinov2_l", 518, 8),), 1),
-    "01_attention_artifacts": Estimate(tuple(_w(m, px, 256) for m, px in (
-        ("dino_b16", 224), ("dinov2_l", 518), ("dinov2_g", 518), ("deit3_b16", 224), ("clip_b16_laion", 224),
-        ("mae_l16", 224))), 6),
-    "02_high_norm_tokens": Estimate((_w("dinov2_g", 518, 272), _w("dino_b16", 224, 256)), 2, 30.0,
-                                    "bootstrap 1,000x"),
-    "03_emergence": Estimate(tuple(_w(m, 518, 256) for m in ("dinov2_s", "dinov2_b", "dinov2_l", "dinov2_g")), 4),
-    "04_redundant_patches": Estimate((_w("dinov2_g", 518, 256),), 1),
-    "05_local_information": Estimate((_w("dinov2_g", 224, 300), _w("dinov2_l", 224, 600)), 3, 180.0,
-                                     "position and pixel probes"),
-    "06_global_information": Estimate((_w("dinov2_g", 224, _G06), _w("dinov2_l", 224, 60_000 * 4), *_IN06), 3, None,
-                                      "probe fitting not estimated", restricted=_IN06),
-    "07_registers": Estimate(tuple(_w(m, 518, 256) for m in ("dinov2_s", "dinov2_s", "dinov2_b", "dinov2_b",
-                                                                  "dinov2_l", "dinov2_l", "dinov2_g", "dinov2_g")), 8),
-    "08_lost": Estimate(tuple(_w(m, 448, 36_368) for m in ("dinov2_l", "dinov2_l", "deit3_b16", "clip_b16_laion",
-                                                            "dino_s16")), 5, None, "[TTR] sweep not estimated"),
-    "09_downstream": Estimate((*_IN09, *(_w("dinov2_l", 518, 20_210) for _ in range(2)),
-                               *(_w("dinov2_l", 686, 2_000) for _ in range(2)),
-                               *(_w("dinov2_l", 556, 8_654) for _ in range(2))), 2, None,
-                              "heads (3 seeds x 20 epochs) and ImageNet L-BFGS not estimated", restricted=_IN09),
-    "10_test_time_registers": Estimate((_w("dinov2_l", 224, 712), _w("clip_b16_laion", 224, 356)), 2),
-    "11_beyond_the_paper": Estimate((_w("dinov2_l", 224, 1_024), _w("dinov2_l", 224, 40_000)), 2, 60.0),
-}
+
+def flops(rows: Iterable[Work]) -> float:
+    """Forward FLOPs of ``rows``."""
+    return sum(gflop(w.model, w.px) * 1e9 * w.images for w in rows)
+
+
+def _total(rows: list[Work], n_models: int, other_s: float | None) -> float:
+    gpu = flops(rows) / (PEAK_FLOPS * SHARE)
+    host = sum(w.images for w in rows) * DECODE_S / WORKERS
+    return max(gpu, host) + KERNEL_S + LOAD_S * n_models + (other_s or 0.0)
+
+
+def row(name: str, exp: Experiment | None = None) -> dict:
+    """One notebook's line of the table at its real defaults: images, forward PFLOP, GPU compute, decoding,
+    expected total (and without the :data:`RESTRICTED` rows), what is not included.
+
+    Args:
+        name: the notebook.
+        exp: its experiment (default: the catalog's).
+    """
+    exp = exp or catalog.experiment(name)
+    p = exp.build()
+    work, n_models = exp.work(p), len(exp.models(p))
+    free = [w for w in work if w.needs not in RESTRICTED]
+    return {"notebook": name, "pflop": flops(work) / 1e15, "gpu_s": flops(work) / (PEAK_FLOPS * SHARE),
+            "host_s": sum(w.images for w in work) * DECODE_S / WORKERS, "total_s": _total(work, n_models, exp.other_s),
+            "free_total_s": _total(free, n_models, exp.other_s), "images": sum(w.images for w in work),
+            "note": exp.note}
+
+
+def rows(names: list[str] | None = None) -> list[dict]:
+    """One dict per notebook of ``names`` (default: every notebook of the catalog), as :func:`row`."""
+    return [row(name) for name in (names if names is not None else list(catalog.MODULES))]
 
 
 def _t(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
-
-
-def rows(names: list[str] | None = None) -> list[dict]:
-    """One dict per notebook of ``names`` (default: all of :data:`REAL`): compute, decode, total, note."""
-    out = []
-    for name in names if names is not None else list(REAL):
-        e = REAL.get(name)
-        if e is None:
-            out.append({"notebook": name, "pflop": 0.0, "gpu_s": 0.0, "host_s": 0.0, "total_s": 0.0,
-                        "images": 0, "note": "no estimate"})
-            continue
-        out.append({"notebook": name, "pflop": sum(w.flops for w in e.work) / 1e15, "gpu_s": e.gpu_s(),
-                    "host_s": e.host_s(), "total_s": e.total_s(), "free_total_s": e.total_s(free_only=True),
-                    "images": sum(w.images for w in e.work), "note": e.note})
-    return out
 
 
 def dominant(table: list[dict]) -> str:

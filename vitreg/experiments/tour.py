@@ -43,13 +43,17 @@ PROFILES = {'smoke': {'images': 'photos', 'model': 'dinov2_s_reg', 'image_size':
 
 
 def models(p: Params) -> list[str]:
-    """Every model a run with ``p`` loads, in load order."""
-    raise NotImplementedError("declare the models of 00_tour")
+    """Every model a run with ``p`` loads, in load order: the one model of the tour."""
+    return [p.model]
 
 
 def work(p: Params) -> list[Work]:
-    """The forwards a run with ``p`` does."""
-    raise NotImplementedError("declare the work of 00_tour")
+    """The forwards a run with ``p`` does: the images once under the capture, once more for the attention check."""
+    from vitreg.experiments.base import image_count, px
+
+    n, size = image_count(p), px(p.image_size, p.model)
+    return [Work(p.model, size, n, "norms and attention, every block"),
+            Work(p.model, size, n, "explicit-attention check")]
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -127,7 +127,7 @@ def neuron_scores(model: LoadedModel | nn.Module, x: torch.Tensor, *, detect_blo
         for start in range(0, x.shape[0], batch_size):
             xb = x[start:start + batch_size].to(device=param.device, dtype=param.dtype)
             with capture(net, norms=[detect_block], mlp="all") as rec:
-                net.forward_features(xb)
+                (model.forward if isinstance(model, LoadedModel) else net.forward_features)(xb)  # traced when loaded
             acts = torch.stack([rec.mlp[b] for b in range(depth)], dim=0)  # (L, B, T, H)
             outlier = rec.norms[detect_block] > threshold  # (B, T)
             small = (acts < 0.5).sum(dim=(1, 2)) + (0 if small is None else small)

@@ -265,25 +265,24 @@ def _planting_params(params: Mapping[str, Any]) -> list[str]:
 def start(name: str, namespace: Mapping[str, Any]) -> NotebookRun:
     """Begin a run of notebook ``name`` with the parameters found in ``namespace`` (the notebook's globals).
 
-    The parameter names are those of the notebook's own ``parameters`` cell; values come from
-    ``namespace`` (papermill's injected cell overrides the defaults there). They are checked with
-    :func:`vitreg.experiments.params.validate`, the check the runner does before anything runs, so a value edited by
-    hand in an interactive session is checked too. torch is seeded with the ``seed`` parameter.
+    The parameter names are those of the notebook's experiment (:mod:`vitreg.experiments`; the notebook's
+    ``parameters`` cell holds the same names and defaults); values come from ``namespace`` (papermill's injected
+    cell overrides the defaults there). They are checked with :func:`vitreg.experiments.params.validate`, the
+    check the runner does before anything runs, so a value edited by hand in an interactive session is checked
+    too. torch is seeded with the ``seed`` parameter.
 
     Raises:
-        vitreg.experiments.params.ParameterError: a parameter of the wrong type.
+        vitreg.experiments.params.ParameterError: a parameter not of its kind, or a notebook without an experiment.
     """
     import torch
 
-    from vitreg.experiments.params import notebook_defaults, validate
-    from vitreg.utils.paths import repo_root
+    from vitreg.experiments.params import experiment_of, validate
 
-    path = repo_root() / "notebooks" / f"{name}.ipynb"
-    names = list(notebook_defaults(path))
+    names = list(experiment_of(name).defaults())
     missing = [n for n in names if n not in namespace]
     if missing:
         raise NameError(f"{name}: run the parameters cell first (missing {', '.join(missing)})")
-    params = validate(path, {n: namespace[n] for n in names})
+    params = validate(name, {n: namespace[n] for n in names})
     torch.manual_seed(int(params.get("seed", 0)))
     run = NotebookRun(name=name, params=params)
     weights = "pretrained weights" if params.get("pretrained", True) else "RANDOM weights (no result about the paper)"
