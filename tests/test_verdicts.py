@@ -15,6 +15,7 @@ BY_ID = {n.id: n for n in paper.paper_numbers()}
 GAIN = BY_ID["F8.delta.register_gain.imagenet_top1.dinov2_l"]  # [TTR]: +0.3, tolerance 0.3
 SIGN = BY_ID["F4.claim.outlier_minus_normal_cos.dinov2_g"]  # at least 0, a sign claim
 BOUND = BY_ID["F7.claim.register_above_patch_p99_pct.dinov2_l_reg"]  # at least 50
+LEVEL = BY_ID["F3.emergence_block_high_mode.dinov2_g"]  # 15 ± 3, no "no effect" value
 
 
 @pytest.mark.parametrize("number, ours, status", [
@@ -32,6 +33,9 @@ BOUND = BY_ID["F7.claim.register_above_patch_p99_pct.dinov2_l_reg"]  # at least 
     (BOUND, Measured(80.0, (70.0, 90.0), n=64), "reproduced"),
     (BOUND, Measured(55.0, (40.0, 70.0), n=64), "inconclusive"),  # both sides of the bound
     (BOUND, Measured(20.0, (10.0, 30.0), n=64), "differs"),
+    (LEVEL, Measured(15.0, (13.0, 17.0), n=256), "reproduced"),
+    (LEVEL, Measured(20.0, (10.0, 30.0), n=256), "inconclusive"),  # both inside and far outside 12-18
+    (LEVEL, Measured(30.0, (26.0, 34.0), n=256), "differs"),
 ])
 def test_the_interval_decides_among_three_verdicts(number, ours, status) -> None:
     v = paper.judge(number, ours, model=number.model)

@@ -347,7 +347,7 @@ def decide(number: PaperNumber, ours: Measured) -> tuple[Status, str, int | None
     r, lo, hi, z = region(number), ours.lo, ours.hi, number.no_effect
     rule = rule_text(number)
     if not r.meets_interval(lo, hi):
-        where = "interval" if ours.ci is not None else "value"
+        where = "its interval" if ours.ci is not None else "its value"
         return "differs", f"{rule}; ours ({where}) outside it", None
     if z is not None and lo <= z <= hi:
         distance = abs(number.value - z) if number.value != z else abs(ours.value - z)
@@ -356,10 +356,12 @@ def decide(number: PaperNumber, ours: Measured) -> tuple[Status, str, int | None
         return "inconclusive", (f"{rule}; the interval holds both no effect ({fmt(z, number)}) and the paper's "
                                 f"effect (n = {ours.n}{about})" if ours.n else
                                 f"{rule}; the interval holds both no effect and the paper's effect"), needed
-    if not r.contains_interval(lo, hi) and number.compare != "approx":
-        needed = needed_n(ours, ours.value - number.value)
+    if not r.contains_interval(lo, hi) and (z is None or number.compare != "approx"):
+        edge = r.lo if lo < r.lo <= hi or (lo == r.lo and r.lo_open) else r.hi
+        needed = needed_n(ours, ours.value - edge)
         about = f" (n = {ours.n}; about {needed:,} would decide it)" if ours.n and needed else ""
-        return "inconclusive", f"{rule}; the interval holds values on both sides of the bound{about}", needed
+        what = "the bound" if number.compare != "approx" else "the tolerance's edge"
+        return "inconclusive", f"{rule}; the interval holds values on both sides of {what}{about}", needed
     return "reproduced", rule, None
 
 
