@@ -63,3 +63,4 @@ def test_needed_n_scales_with_the_square_of_the_width() -> None:
     m = Measured(0.1, (-0.2, 0.4), n=100)  # half-width 0.3: a distance of 0.1 needs 9x the images
     assert needed_n(m, 0.1) == 900
     assert needed_n(Measured(0.1), 0.1) is None and needed_n(m, 0.0) is None
+    assert needed_n(m, 0.5) is None  # already narrower than that: more images would not decide it

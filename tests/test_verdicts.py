@@ -57,6 +57,8 @@ def test_an_inconclusive_verdict_says_how_many_images_would_decide_it() -> None:
     """Half-width 0.5 on 2,000 samples around 0.3: resolving the paper's +0.3 needs (0.5 / 0.3)^2 x 2,000."""
     v = paper.judge(GAIN, Measured(0.3, (-0.2, 0.8), n=2000), model=GAIN.model)
     assert v.needed == 5556 and "about 5,556 would decide it" in v.why and "n = 2000" in v.why
+    null = paper.judge(GAIN, Measured(0.0, (-0.1, 0.1), n=50000), model=GAIN.model)
+    assert null.status == "inconclusive" and null.needed is None and "narrower than the paper's effect" in null.why
 
 
 def test_a_measured_value_in_a_results_file_reaches_the_report_and_the_notebook_alike(tmp_path) -> None:

@@ -154,8 +154,10 @@ def needed_n(m: Measured, distance: float) -> int | None:
     """Roughly how many images or samples would shrink the interval's half-width to ``distance``.
 
     The half-width of a mean's interval falls as 1/√n, so ``n · (half-width / distance)²``. None when the
-    interval, its n or the distance is unknown or zero.
+    interval, its n or the distance is unknown or zero, or when the interval is already that narrow (more
+    images would not move it).
     """
     if m.ci is None or m.n is None or m.half_width <= 0 or not distance or not math.isfinite(distance):
         return None
-    return max(m.n + 1, math.ceil(m.n * (m.half_width / abs(distance)) ** 2 - 1e-6))
+    needed = math.ceil(m.n * (m.half_width / abs(distance)) ** 2 - 1e-6)
+    return needed if needed > m.n else None

@@ -352,7 +352,8 @@ def decide(number: PaperNumber, ours: Measured) -> tuple[Status, str, int | None
     if z is not None and lo <= z <= hi:
         distance = abs(number.value - z) if number.value != z else abs(ours.value - z)
         needed = needed_n(ours, distance)
-        about = f"; about {needed:,} would decide it" if needed else ""
+        about = f"; about {needed:,} would decide it" if needed else \
+            "; the interval is already narrower than the paper's effect: ours is smaller" if ours.ci else ""
         return "inconclusive", (f"{rule}; the interval holds both no effect ({fmt(z, number)}) and the paper's "
                                 f"effect (n = {ours.n}{about})" if ours.n else
                                 f"{rule}; the interval holds both no effect and the paper's effect"), needed

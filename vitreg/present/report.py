@@ -345,9 +345,18 @@ def _run_order() -> list[str]:
         return []
 
 
+SYNTHETIC_LINE = ("SYNTHETIC REHEARSAL: every number below was drawn by vitreg.claims.rehearsal ({what}), "
+                  "none was measured; the report shows what a real run's verdicts would be in that world.")
+
+
 def _first_line(records: Mapping[str, Mapping[str, Any]], results_dir: Path, stale: bool = False) -> str:
-    """What the report is made of (smoke, partly smoke, pretrained, nothing): ``records`` are the used ones;
-    ``stale``: there are results files, but only from an earlier run of notebooks the last run did not finish."""
+    """What the report is made of (synthetic, smoke, partly smoke, pretrained, nothing): ``records`` are the
+    used ones; ``stale``: there are results files, but only from an earlier run of notebooks the last run did
+    not finish."""
+    synthetic = sorted({str(r["params"]["synthetic"]) for r in records.values()
+                        if isinstance(r.get("params"), Mapping) and r["params"].get("synthetic")})
+    if synthetic:
+        return SYNTHETIC_LINE.format(what="; ".join(synthetic))
     smoke = sorted(nb for nb, r in records.items() if is_smoke(r))
     if not records and stale:
         return (f"No results of the last run: the results files in `{results_dir}` are from an earlier run of "
