@@ -192,7 +192,8 @@ class _Plan:
             self.narrow(b, m)
 
 
-def plan(scenario: Scenario, numbers: Sequence[PaperNumber] | None = None) -> dict[tuple[str, str], tuple[float | None, float]]:
+def plan(scenario: Scenario, numbers: Sequence[PaperNumber] | None = None
+         ) -> dict[tuple[str, str], tuple[float | None, float]]:
     """``{(notebook, key): (centre or None for a skip, half-width)}`` for every key the data file names.
 
     Primary claims are planned first, so a key shared with a context row takes the primary claim's value.
@@ -271,7 +272,8 @@ def write_rehearsal(scenario: Scenario, out_dir: str | os.PathLike, seed: int = 
     for nb, numbers in rehearsal_numbers(scenario, seed).items():
         d = _defaults(nb)
         models = [m for m in (d.get("models") or d.get("depth_models") or []) if isinstance(m, str)]
-        params = {"profile": "rehearsal", "synthetic": f"synthetic rehearsal, scenario {scenario}: no number was measured",
+        params = {"profile": "rehearsal",
+                  "synthetic": f"synthetic rehearsal, scenario {scenario}: no number was measured",
                   **{k: v for k, v in d.items() if k in ("image_size", "n_images", "max_train", "max_test")}}
         save_results(nb, numbers, models=[{"name": m, "pretrained": True} for m in models], params=params,
                      output_dir=out_dir)
