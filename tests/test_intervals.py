@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from vitreg.claims.measured import Measured, MeasuredError, derive_measured, needed_n, parse_measured
-from vitreg.measure.intervals import bootstrap_ci
+from vitreg.measure.intervals import bootstrap_ci, seed_ci
 
 
 def test_the_interval_of_a_mean_holds_the_planted_mean_at_the_normal_width() -> None:
@@ -64,3 +64,13 @@ def test_needed_n_scales_with_the_square_of_the_width() -> None:
     assert needed_n(m, 0.1) == 900
     assert needed_n(Measured(0.1), 0.1) is None and needed_n(m, 0.0) is None
     assert needed_n(m, 0.5) is None  # already narrower than that: more images would not decide it
+
+
+def test_a_seed_interval_is_the_student_t_interval_of_the_seeds() -> None:
+    """Three seeds at 1, 2, 3: mean 2, standard error 1/sqrt(3), t(0.975, 2 df) = 4.303."""
+    m = seed_ci([1.0, 2.0, 3.0])
+    assert m["value"] == 2.0 and m["n"] == 3
+    assert m["ci"] == pytest.approx([2 - 4.3027 / math.sqrt(3), 2 + 4.3027 / math.sqrt(3)], abs=1e-3)
+    assert seed_ci([0.3, 0.3, 0.3])["ci"] == [0.3, 0.3]  # identical seeds: no spread to report
+    with pytest.raises(ValueError, match="at least 2"):
+        seed_ci([0.3])
