@@ -37,7 +37,8 @@ LEGEND = [
     "row says roughly how many images or samples would decide it;",
     "**primary** (★): a finding's pre-registered claims; its verdict comes from them alone (differs if one "
     "differs, else inconclusive if one is, else reproduced). Every other row is context with its own status, "
-    "and a row marked *proxy* (a reduced budget, or a public stand-in) never decides a finding;",
+    "and a row marked *proxy* (a reduced budget, or a public stand-in) never decides a finding (*proxy only*: "
+    "every primary claim was a proxy); a finding that names none reads *no primary claim*;",
     "**not comparable**: ours was measured under another protocol (resolution, too few images) than the number;",
     "**not applicable**: ours comes from random weights; the paper's numbers are about trained models, so ours "
     "is shown for context and never compared;",
@@ -134,7 +135,8 @@ def finding_verdict(rows: Sequence[Verdict], primary: Sequence[str] = ()) -> str
     compared and are not proxies: differs if one differs, else inconclusive if one is, else reproduced. A level
     row, a context row or a proxy never decides: with no decisive primary row the finding reads "proxy only"
     (primaries compared on proxies only), else not comparable, not applicable (random weights), not
-    reproducible (public assets allow none of it) or not run.
+    reproducible (public assets allow none of it), "no primary claim" (rows were compared, but the finding
+    names no claim that decides it) or not run.
     """
     chosen = [v for v in rows if v.id in set(primary)]
     decisive = [v for v in chosen if v.status in COMPARED and v.proxy is None]
@@ -148,6 +150,8 @@ def finding_verdict(rows: Sequence[Verdict], primary: Sequence[str] = ()) -> str
             return status
     if rows and all(v.status == "not reproducible" for v in rows):
         return "not reproducible"
+    if not primary and any(v.status in COMPARED for v in rows):
+        return "no primary claim"
     return "not run"
 
 
@@ -260,7 +264,7 @@ _CSS = """body{font-family:system-ui,sans-serif;max-width:80rem;margin:2rem auto
 table{border-collapse:collapse;margin:1rem 0;font-size:.9rem}th,td{border:1px solid #ccc;padding:.25rem .5rem;vertical-align:top}
 th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .reproduced{background:#e5f5e0}.differs{background:#fde0dd}.not-comparable{background:#e0ecfd}
-.not-applicable{background:#ececf6}.inconclusive{background:#fff0d0}.proxy-only{background:#f5ecd5}.not-run-here,.not-run{background:#f0f0f0}.not-reproducible{background:#fff7d6}
+.not-applicable{background:#ececf6}.inconclusive{background:#fff0d0}.proxy-only,.no-primary-claim{background:#f5ecd5}.not-run-here,.not-run{background:#f0f0f0}.not-reproducible{background:#fff7d6}
 .thumbs img{height:9rem;margin:.25rem;border:1px solid #ccc}ul.folded li{margin:.2rem 0}details{display:inline}
 p.smoke{background:#fde0dd;border:2px solid #c00;padding:.5rem;font-weight:bold}"""
 
