@@ -113,7 +113,7 @@ def test_image_folder_from_env_var(tmp_path, monkeypatch) -> None:
 def test_subset_is_class_balanced_and_unknown_names_are_refused() -> None:
     labels = torch.tensor([0] * 50 + [1] * 5 + [2] * 50)
     idx = data.subset_indices(labels, 12, seed=0)
-    assert len(idx) == 12 and torch.equal(idx, torch.sort(idx).values)
+    assert len(idx) == 12 and len(set(idx.tolist())) == 12
     assert torch.bincount(labels[idx]).tolist() == [4, 4, 4]
     assert torch.equal(data.subset_indices(labels, None), torch.arange(len(labels)))
     assert data.chance_accuracy(labels) == pytest.approx(50 / 105 * 100)
@@ -230,3 +230,20 @@ def test_a_notebook_run_records_the_natural_image_set_it_used(tmp_path, monkeypa
     images = json.loads(run.save({}).read_text())["numbers"]["images"]
     assert images["dataset"] == "imagenet1k" and images["split"] == "val" and images["seed"] == 1
     assert images["n"] == 8 and images["n_available"] == 12
+
+
+def test_subset_order_is_seeded_and_every_prefix_is_class_balanced() -> None:
+    """An ImageFolder lists its items in class order (10 classes of 30 here): the first k of a subset must
+    still spread over min(k, 10) classes, in an order the seed sets."""
+    labels = torch.arange(10).repeat_interleave(30)
+    idx = data.subset_indices(labels, 100, seed=3)
+    for k in (1, 5, 10, 25, 100):
+        counts = torch.bincount(labels[idx[:k]], minlength=10)
+        assert int((counts > 0).sum()) == min(k, 10) and int(counts.max() - counts[counts > 0].min()) <= 1
+    assert not torch.equal(idx, torch.sort(idx).values)  # not the folder's class order
+    assert torch.equal(idx, data.subset_indices(labels, 100, seed=3))
+    assert not torch.equal(idx[:10], data.subset_indices(labels, 100, seed=4)[:10])
+    everything = data.subset_indices(labels, 1000, seed=3)
+    assert sorted(everything.tolist()) == list(range(300)) and len(set(labels[everything[:10]].tolist())) == 10
+    unlabelled = data.subset_indices(300, 20, seed=3)
+    assert len(set(unlabelled.tolist())) == 20 and not torch.equal(unlabelled, torch.sort(unlabelled).values)

@@ -16,6 +16,7 @@ from vitreg.utils.results import save_results
 NUMBERS = {
     "findings": {"F2": {"title": "High-norm tokens", "paper": "Fig. 3", "notebooks": ["02_norms"]},
                  "F8": {"title": "Downstream", "paper": "Table 2", "notebooks": ["09_downstream"]}},
+    "primary": {"F8": ["F8.top1", "F8.miou"]},
     "numbers": [
         {"id": "F8.top1", "finding": "F8", "source": "T2", "origin": "TTR", "what": "top-1", "value": 86.4,
          "unit": "%", "model": "dinov2_l", "notebook": "09_downstream", "key": "no_reg.imagenet_top1",
@@ -57,8 +58,8 @@ def _rows(md: str) -> dict[str, list[str]]:
     rows = {}
     for line in md.splitlines():
         cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
-        if cells and re.match(r"F\d\.\w", cells[0]):  # an id, not a finding of the verdict table
-            rows[cells[0]] = cells
+        if cells and re.match(r"(★ )?F\d\.\w", cells[0]):  # an id (★: a primary claim), not a finding
+            rows[cells[0].removeprefix("★ ")] = cells
     return rows
 
 
@@ -85,6 +86,7 @@ def test_report_builds_from_a_fixture_of_results(tmp_path: Path, numbers_file: P
     assert rows["F8.top1"][col["status"]] == "reproduced"  # |86.9 - 86.4| <= 1
     assert rows["F8.top1"][col["ours"]] == "86.9" and rows["F8.top1"][col["diff"]] == "+0.5"
     assert rows["F8.miou"][col["status"]] == "differs"  # 4.3 points off, tolerance 2
+    assert rows["F8.top1"][0] == "★ F8.top1"  # a primary claim is marked
     folded = _folded(md)  # rows without a value of ours: one line per reason
     assert "not run here** (skipped by the notebook)" in folded["F8.rmse"] and "NYUd not found" in folded["F8.rmse"]
     assert "not reproducible**" in folded["F8.paper_own"] and "never released" in folded["F8.paper_own"]
@@ -96,7 +98,7 @@ def test_report_builds_from_a_fixture_of_results(tmp_path: Path, numbers_file: P
     assert "<table>" in page and 'class="reproduced"' in page and 'class="differs"' in page
     assert '<img src="../figures/09_downstream_table.png"' in page  # a thumbnail, linked relatively
     verdicts = md.split("## Verdicts", 1)[1].split("## Notebooks", 1)[0]  # the verdict per finding, at the top
-    assert re.search(r"\| F8\. Downstream \| differs \| 1 \| 1 \| 0 \| 0 \| 1 \| 1 \|", verdicts)
+    assert re.search(r"\| F8\. Downstream \| differs \| 1 \| 1 \| 0 \| 0 \| 0 \| 1 \| 1 \|", verdicts)
     assert "Not run here, by cause: no results file: 2; skipped by the notebook: 1." in verdicts
 
 
@@ -179,7 +181,7 @@ def test_the_report_renders_markdown_and_html_from_one_context(tmp_path: Path, n
     assert "<code>data/paper_numbers.yaml</code>" in page and "<strong>reproduced</strong>" in page
     for fid in ("F2", "F8"):
         assert f"## {fid}. " in md and f"<h2>{fid}. " in page
-    assert len(re.findall(r'<tr class="[^"]+"><td>F\d\.\w', page)) == len(_rows(md))
+    assert len(re.findall(r'<tr class="[^"]+"><td>(?:★ )?F\d\.\w', page)) == len(_rows(md))
 
 
 def test_an_entry_awaiting_its_key_is_a_row_not_a_schema_error(tmp_path: Path) -> None:
@@ -308,10 +310,25 @@ def test_too_few_images_is_not_comparable(tmp_path: Path) -> None:
     """App. A's stripes: 14 images make stripes from noise (issue #11), so fewer than 256 are not compared."""
     numbers = _real_numbers("02_high_norm_tokens", {"stripes.max_position_pct": 25.0})
     numbers["stripes"]["n_images"] = 14
-    _real(tmp_path, "02_high_norm_tokens", numbers)
+    _real(tmp_path, "02_high_norm_tokens", numbers, image_size=518)
     status, md = _statuses(tmp_path)
     assert status["F2.stripes_max_position_pct.dinov2"] == "not comparable"
     assert "ours on 14 images, the protocol needs at least 256" in _rows(md)["F2.stripes_max_position_pct.dinov2"][-1]
+
+
+def test_the_stripes_and_the_course_similarities_at_another_resolution_are_not_comparable(tmp_path: Path) -> None:
+    """The stripes sit on the 37x37 grid of 518 px and the course measured its similarities at 224 px: a run at
+    another resolution gets "not comparable" for them (with both resolutions), never "differs"."""
+    _real(tmp_path, "02_high_norm_tokens", _real_numbers("02_high_norm_tokens", {"stripes.max_position_pct": 5.0}),
+          image_size=224)
+    _real(tmp_path, "04_redundant_patches", _real_numbers("04_redundant_patches", {"similarity.outlier_mean": 0.5,
+                                                                                   "similarity.normal_mean": 0.9}),
+          image_size=518)
+    status, md = _statuses(tmp_path)
+    rows = _rows(md)
+    for i in ("F2.stripes_max_position_pct.dinov2", "F4.neighbour_cos.outlier.dinov2_g.repro",
+              "F4.neighbour_cos.normal.dinov2_g.repro"):
+        assert status[i] == "not comparable" and "224 px" in rows[i][-1] and "518 px" in rows[i][-1]
 
 
 # --- the runner's outcomes (results/_outcomes.json): what the LAST run did with each notebook ---------------

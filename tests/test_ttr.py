@@ -230,3 +230,74 @@ def test_the_probed_register_token_is_the_extra_token_of_the_output():
     torch.testing.assert_close(feats["cls"], out[:, 0].float(), rtol=1e-3, atol=1e-3)
     h, w = loaded.layout.grid
     torch.testing.assert_close(feats["central"], out[:, 5 + (h // 2) * w + w // 2].float(), rtol=1e-3, atol=1e-3)
+
+
+def test_highest_layer_minus_one_means_no_filter_and_other_negatives_are_refused():
+    loaded = loaded_model("dinov2_s")
+    x = images(loaded, 3)
+    with plant(loaded):
+        found = detect(loaded, x, highest_layer=-1)
+        assert set(found.neurons) == {(BLOCK, u) for u in UNITS}  # [TTR]'s -1: every block may hold a neuron
+        with pytest.raises(ValueError, match="-1 for no filter"):
+            detect(loaded, x, highest_layer=-2)
+
+
+def test_no_detection_image_with_an_outlier_stops_with_a_reason():
+    loaded = loaded_model("dinov2_s")
+    with pytest.raises(ttr.NoOutliersError, match="none of the 3 detection images"):
+        detect(loaded, images(loaded, 3))
+
+
+MARK = 50.0  # a pixel value that marks an image as one with outliers
+
+
+@pytest.fixture
+def two_of_eight_with_outliers():
+    """A dinov2_s whose first two of eight images get the planted outliers and a decoy unit active on all of
+    their tokens; the six others get neither. Pooled over the eight images, the decoy is below 0.5 on 3/4 of
+    the tokens (sparse); in each image that has outliers it is active everywhere (not sparse)."""
+    loaded = loaded_model("dinov2_s")
+    net, decoy = loaded.model, 50
+    marked: list[torch.Tensor] = []
+    x = images(loaded, 8)
+    x[:2, 0, 0, 0] = MARK
+    tokens = torch.tensor([loaded.layout.num_prefix + p for p in PATCHES])
+    gen = torch.Generator().manual_seed(0)
+    direction = torch.randn(net.blocks[BLOCK].mlp.fc2.out_features, generator=gen)
+    direction = 500.0 * direction / direction.norm()
+
+    def mark(_m, args):
+        marked.append(args[0][:, 0, 0, 0] == MARK)
+
+    def fire(_m, _a, out):
+        out, m = out.clone(), marked[-1]
+        out[:, :, decoy] = torch.where(m[:, None], torch.tensor(3.0), torch.tensor(0.0))
+        rows = out[m]
+        rows[:, tokens[:, None], torch.tensor(UNITS)] = 10.0
+        out[m] = rows
+        return out
+
+    def write(_m, _a, out):
+        out, m = out.clone(), marked[-1]
+        rows = out[m]
+        rows[:, tokens] += direction
+        out[m] = rows
+        return out
+
+    handles = [net.patch_embed.register_forward_pre_hook(mark), net.blocks[BLOCK].mlp.act.register_forward_hook(fire),
+               net.blocks[BLOCK].register_forward_hook(write)]
+    yield loaded, x, decoy
+    for h in handles:
+        h.remove()
+
+
+def test_sparsity_is_decided_per_image_over_the_images_with_outliers(two_of_eight_with_outliers):
+    loaded, x, decoy = two_of_eight_with_outliers
+    with_filter, scores = ttr.find_register_neurons(loaded, x, detect_block=-1, threshold=CUT, highest_layer=2,
+                                                    top_k=len(UNITS) + 1, batch_size=3)
+    without = detect(loaded, x, top_k=len(UNITS) + 1, sparsity=False)
+    assert scores.n_used == 2 and scores.outlier_tokens[2:] == [0] * 6
+    assert (BLOCK, decoy) in without.neurons  # active on the outlier tokens, so it ranks without the filter
+    assert (BLOCK, decoy) not in with_filter.neurons  # not sparse in either image that has outliers: scores 0
+    assert {(BLOCK, u) for u in UNITS} <= set(with_filter.neurons)
+    assert scores.sparse_scores[BLOCK, decoy] == 0.0 and scores.sparse[BLOCK, decoy] == 0.0

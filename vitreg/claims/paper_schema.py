@@ -13,7 +13,7 @@ ENTRY_FIELDS = ("id", "finding", "source", "origin", "what", "value", "unit", "m
                 "reproducible")
 #: Fields that say under which protocol a number was measured, and why its rule is what it is. An entry
 #: may carry them itself, or the data file's ``annotations`` section adds them to an entry by id.
-ANNOTATION_FIELDS = ("resolution", "images", "min_images", "why")
+ANNOTATION_FIELDS = ("resolution", "images", "min_images", "why", "no_effect")
 
 
 def entry_problems(e: dict, findings: set[str]) -> list[str]:
@@ -65,6 +65,37 @@ def annotation_problems(a: dict) -> list[str]:
             problems.append(f"{k} must be a positive integer, got {v!r}")
     if a.get("why") is not None and not isinstance(a["why"], str):
         problems.append("why must be text")
+    v = a.get("no_effect")
+    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+        problems.append(f"no_effect must be a number, got {v!r}")
+    return problems
+
+
+def primary_problems(primary: Any, entries: list, finding_ids: tuple[str, ...]) -> list[str]:
+    """What is wrong with the ``primary`` section (finding -> its pre-registered claim ids): each id names an
+    entry of that finding that a notebook compares (not a reference public assets do not allow), once."""
+    if not isinstance(primary, dict):
+        return ["primary: expected a mapping of finding to a list of entry ids"]
+    by_id = {e.get("id"): e for e in entries if isinstance(e, dict)}
+    problems = []
+    for fid, ids in primary.items():
+        where = f"primary[{fid!r}]"
+        if fid not in finding_ids:
+            problems.append(f"{where}: not a finding ({', '.join(finding_ids)})")
+            continue
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            problems.append(f"{where}: expected a list of entry ids")
+            continue
+        if len(set(ids)) < len(ids):
+            problems.append(f"{where}: names an entry twice")
+        for i in ids:
+            e = by_id.get(i)
+            if e is None:
+                problems.append(f"{where}: {i!r} is not an entry")
+            elif e.get("finding") != fid:
+                problems.append(f"{where}: {i!r} belongs to {e.get('finding')}")
+            elif e.get("notebook") is None or e.get("reproducible") is False or e.get("value") is None:
+                problems.append(f"{where}: {i!r} is not compared by any notebook")
     return problems
 
 

@@ -264,35 +264,42 @@ def _load_torchvision(info: DatasetInfo, split: str, folder: Path, download: boo
 
 
 def subset_indices(labels: torch.Tensor | int, n: int | None, *, seed: int = 0) -> torch.Tensor:
-    """Indices of ``n`` items drawn class-balanced (round-robin over classes in random order), sorted.
+    """Indices of ``n`` items drawn class-balanced, in a seeded random order that stays balanced when sliced.
 
-    The one seeded subset of vitreg: image sets of notebooks 05, 06 and 09 and the dense pairs of Table 2.
-    Without labels (an item count) it is a plain random draw of ``n`` items, in their original order.
+    The one seeded subset of vitreg: image sets of notebooks 05, 06, 09 and 10 and the dense pairs of Table 2.
+    The order is round-robin over the classes: round r holds the r-th item (in seeded random order) of each
+    class that still has one, its classes in seeded random order; so the first ``k`` indices of the result
+    cover ``min(k, classes)`` classes, never the first few classes of a folder in class order. Without labels
+    (an item count) it is a plain seeded random draw of ``n`` items, in random order.
 
     Args:
         labels: ``(N,)`` labels of the full split, or ``N`` for unlabelled items.
-        n: how many to keep; None or ``>= N`` keeps all.
+        n: how many to keep; ``>= N`` keeps all, in the same balanced random order; None keeps all in the
+            split's own order (no subset asked for).
         seed: random seed.
 
     Returns:
-        sorted long tensor of indices.
+        long tensor of ``min(n, N)`` distinct indices, in the order to use them.
     """
     if isinstance(labels, int):
         labels = torch.zeros(labels, dtype=torch.long)
     total = len(labels)
-    if n is None or n >= total:
+    if n is None:
         return torch.arange(total)
     gen = torch.Generator().manual_seed(seed)
     perm = torch.randperm(total, generator=gen)
-    lab = labels[perm]
-    # rank of each item within its class (in random order): take the lowest ranks first
+    lab = torch.as_tensor(labels)[perm]
+    _, lab = torch.unique(lab, return_inverse=True)
+    shuffled_classes = torch.randperm(int(lab.max()) + 1 if total else 0, generator=gen)
+    lab = shuffled_classes[lab]
+    # rank of each item within its class (in random order): round r takes the items of rank r
     order = torch.argsort(lab, stable=True)
     rank = torch.empty(total, dtype=torch.long)
     sorted_lab = lab[order]
     starts = torch.searchsorted(sorted_lab, sorted_lab)
     rank[order] = torch.arange(total) - starts
-    keep = torch.argsort(rank * total + torch.arange(total), stable=True)[:n]
-    return torch.sort(perm[keep]).values
+    keep = torch.argsort(rank * total + lab, stable=True)[:min(n, total)]
+    return perm[keep]
 
 
 class SyntheticGlobalDataset(torch.utils.data.Dataset):

@@ -7,9 +7,11 @@ from the procedure of their public code, not copied:
 - :func:`neuron_scores` / :func:`find_register_neurons`: outlier tokens are the tokens whose pre-final-norm
   output norm at the detection block exceeds a fixed cut-off ([CLS] included); the score of a (block, unit) is
   the mean over images (with outliers) of the mean ``|activation|`` over that image's outlier tokens, read from
-  the MLP hidden activations after the nonlinearity (the input of ``fc2``); an optional sparsity filter keeps
-  a unit only if at least half of all tokens have activation < 0.5; blocks above ``highest_layer`` are
-  dropped; the top ``top_k`` are kept.
+  the MLP hidden activations after the nonlinearity (the input of ``fc2``); the optional sparsity filter is
+  decided per image, as in their code: in an image with outliers, a unit whose activation is < 0.5 on fewer
+  than half of that image's tokens scores 0 for that image (a 0/1 factor on the image's score, which stays in
+  the mean); blocks above ``highest_layer`` are dropped (-1: no filter); the top ``top_k`` are kept. No
+  detection image with an outlier stops the search with :class:`NoOutliersError`, as theirs stops.
 - :func:`test_time_register`: one all-zero token appended at the END of the sequence after the position
   embedding; at each selected block one value, the entry of largest magnitude over all tokens and all
   selected units (sign kept), is written into the extra token at those units, and the units are zeroed on
@@ -41,18 +43,25 @@ TTR_SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
+class NoOutliersError(ValueError):
+    """No detection image has a token above the cut-off: there is nothing to rank neurons by."""
+
+
 @dataclass
 class NeuronScores:
     """Per-(block, unit) scores of one detection run.
 
     Attributes:
-        scores: ``(L, H)`` mean over images of the mean |activation| on that image's outlier tokens.
-        sparse: ``(L, H)`` True where at least half of all tokens have activation < 0.5.
+        scores: ``(L, H)`` mean over images (with outliers) of the mean |activation| on that image's outlier tokens.
+        sparse_scores: ``(L, H)`` the same mean with each image's score multiplied by 1 where the unit is sparse
+            in that image (at least half of its tokens have activation < 0.5) and by 0 where it is not ([TTR]).
+        sparse: ``(L, H)`` share of the images with outliers in which the unit is sparse.
         n_images: images seen; ``n_used``: those with at least one outlier token (the others are skipped).
         outlier_tokens: outlier tokens found per image (prefix tokens included).
     """
 
     scores: torch.Tensor
+    sparse_scores: torch.Tensor
     sparse: torch.Tensor
     n_images: int
     n_used: int
@@ -121,8 +130,8 @@ def neuron_scores(model: LoadedModel | nn.Module, x: torch.Tensor, *, detect_blo
     net = _model(model)
     param = next(net.parameters())
     depth = len(net.blocks)
-    total = small = None
-    n_used, counts, n_tokens = 0, [], 0
+    total = filtered = sparse_count = None
+    n_used, counts = 0, []
     with torch.inference_mode():
         for start in range(0, x.shape[0], batch_size):
             xb = x[start:start + batch_size].to(device=param.device, dtype=param.dtype)
@@ -130,29 +139,51 @@ def neuron_scores(model: LoadedModel | nn.Module, x: torch.Tensor, *, detect_blo
                 (model.forward if isinstance(model, LoadedModel) else net.forward_features)(xb)  # traced when loaded
             acts = torch.stack([rec.mlp[b] for b in range(depth)], dim=0)  # (L, B, T, H)
             outlier = rec.norms[detect_block] > threshold  # (B, T)
-            small = (acts < 0.5).sum(dim=(1, 2)) + (0 if small is None else small)
-            n_tokens += acts.shape[1] * acts.shape[2]
             for i in range(acts.shape[1]):
                 m = outlier[i]
                 counts.append(int(m.sum()))
                 if not m.any():
                     continue  # images without outliers are skipped, as in [TTR]
-                s = acts[:, i, m].abs().mean(dim=1)  # (L, H)
+                s = acts[:, i, m].abs().mean(dim=1).float()  # (L, H)
+                sparse = ((acts[:, i] < 0.5).float().mean(dim=1) >= 0.5).float()  # (L, H): this image only
                 total = s if total is None else total + s
+                filtered = s * sparse if filtered is None else filtered + s * sparse
+                sparse_count = sparse if sparse_count is None else sparse_count + sparse
                 n_used += 1
-    hidden = net.blocks[0].mlp.fc2.in_features
-    scores = total / n_used if total is not None else torch.zeros(depth, hidden)
-    return NeuronScores(scores=scores.float().cpu(), sparse=(small.float() / n_tokens >= 0.5).cpu(),
-                        n_images=x.shape[0], n_used=n_used, outlier_tokens=counts)
+    if total is None:
+        hidden = net.blocks[0].mlp.fc2.in_features
+        total = filtered = sparse_count = torch.zeros(depth, hidden)
+    used = max(n_used, 1)
+    return NeuronScores(scores=(total / used).cpu(), sparse_scores=(filtered / used).cpu(),
+                        sparse=(sparse_count / used).cpu(), n_images=x.shape[0], n_used=n_used, outlier_tokens=counts)
 
 
 def rank_neurons(scores: NeuronScores, *, highest_layer: int, top_k: int, sparsity: bool = True
                  ) -> list[tuple[int, int, float]]:
-    """The top ``top_k`` ``(block, unit, score)`` among blocks <= ``highest_layer`` (and sparse units if asked)."""
-    s = scores.scores.clone()
-    if sparsity:
-        s[~scores.sparse] = float("-inf")
-    s[highest_layer + 1:] = float("-inf")
+    """The top ``top_k`` ``(block, unit, score)`` among blocks <= ``highest_layer``, as [TTR]'s code ranks them.
+
+    Args:
+        scores: the detection run's scores (:func:`neuron_scores`).
+        highest_layer: the last block a neuron may sit in; -1 means no filter (their convention).
+        top_k: how many neurons to keep.
+        sparsity: rank by the per-image sparsity-filtered scores (``sparse_scores``), else by ``scores``.
+
+    Returns:
+        ``[(block, unit, score), ...]`` best first.
+
+    Raises:
+        ValueError: ``highest_layer`` below -1 (no convention gives it a meaning).
+        NoOutliersError: no detection image had an outlier token.
+    """
+    if highest_layer < -1:
+        raise ValueError(f"highest_layer={highest_layer}: give a block index, or -1 for no filter "
+                         "(other negative values have no meaning in [TTR]'s code)")
+    if scores.n_used == 0:
+        raise NoOutliersError(f"none of the {scores.n_images} detection images has a token above the cut-off: "
+                              "no register neurons to rank; lower the threshold or use other detection images")
+    s = (scores.sparse_scores if sparsity else scores.scores).clone()
+    if highest_layer >= 0:
+        s[highest_layer + 1:] = float("-inf")
     flat = s.flatten()
     k = min(top_k, int(torch.isfinite(flat).sum()))
     vals, idx = flat.topk(k)
@@ -166,6 +197,10 @@ def find_register_neurons(loaded: LoadedModel, x: torch.Tensor, *, detect_block:
     """Detect the register neurons of ``loaded`` on the images ``x`` ([TTR]'s procedure).
 
     Returns the ranked list (data, with the model, settings and images) and the full scores (for plots).
+
+    Raises:
+        NoOutliersError: no detection image has a token above ``threshold`` (the reason is in the message).
+        ValueError: ``highest_layer`` below -1.
     """
     scores = neuron_scores(loaded, x, detect_block=detect_block, threshold=threshold, batch_size=batch_size)
     ranked = rank_neurons(scores, highest_layer=highest_layer, top_k=top_k, sparsity=sparsity)

@@ -58,6 +58,7 @@ from typing import Any, Literal, NamedTuple
 
 from vitreg.present import report_render as rr
 from vitreg.utils.io import atomic_write_text
+from vitreg.claims.measured import is_measured, measured_problems, parse_measured
 from vitreg.claims.paper import (FINDINGS, STATUSES, PaperNumber, PaperNumbersError, Verdict, combine, judge,
                           load_paper_numbers, meets, pair_model)
 from vitreg.utils.paths import repo_root
@@ -95,8 +96,10 @@ def lookup(numbers: Mapping[str, Any], key: str) -> tuple[Literal["value", "skip
         key: dotted path, e.g. ``"no_reg.ade20k_miou"``.
 
     Returns:
-        ``("value", number, holder)``, ``("skipped", reason, holder)`` or ``("missing", what, None)``;
-        ``holder`` is the dict that holds the last step (it may name the ``model``).
+        ``("value", ours, holder)``, ``("skipped", reason, holder)`` or ``("missing", what, None)``;
+        ours is a float, or a :class:`vitreg.claims.measured.Measured` where the file holds a measured value
+        (``{"value": v, "ci": [lo, hi], "n": n, ...}``); ``holder`` is the dict that holds the last step (it
+        may name the ``model``).
     """
     node: Any = numbers
     holder: dict | None = None
@@ -108,6 +111,11 @@ def lookup(numbers: Mapping[str, Any], key: str) -> tuple[Literal["value", "skip
         holder, node = node, node[part]
     if isinstance(node, dict) and isinstance(node.get("skipped"), str):
         return "skipped", node["skipped"], holder
+    if is_measured(node):
+        problems = measured_problems(node)
+        if problems:
+            return "missing", f"{key!r} is a measured value off its form: {'; '.join(problems)}", None
+        return "value", parse_measured(node), holder
     if isinstance(node, bool) or not isinstance(node, (int, float)) or not math.isfinite(node):
         return "missing", f"{key!r} holds {node!r}, expected a finite number or {{'skipped': '<why>'}}", None
     return "value", float(node), holder
@@ -264,7 +272,24 @@ def row_for(n: PaperNumber, record: Mapping[str, Any] | None, outcome: Outcome |
     counts = [c for _, c in protocols if c is not None]
     return judge(n, ours, absent="the ratio's denominator is 0", model=model, random_weights=has_random_weights(record),
                  profile=str(record.get("profile")), resolution=protocols[0][0],
-                 n_images=min(counts) if counts else None)
+                 n_images=min(counts) if counts else None, proxy=budget_proxy(record, n.keys))
+
+
+def budget_proxy(record: Mapping[str, Any], keys: Sequence[str]) -> str | None:
+    """Why the run measured ``keys`` on a reduced budget, from its ``numbers["budget"]`` (None: full budget).
+
+    A budget entry ``budget.<task> = {"proxy": true, "why": ...}`` covers every key with a part that is
+    ``<task>`` or starts with it (``imagenet`` covers ``reg.imagenet_top1`` and ``table1.imagenet1k.normal``).
+    """
+    budget = record["numbers"].get("budget")
+    if not isinstance(budget, Mapping):
+        return None
+    for task, spent in budget.items():
+        if not (isinstance(spent, Mapping) and spent.get("proxy") is True):
+            continue
+        if any(part.startswith(str(task)) for key in keys for part in key.split(".")):
+            return str(spent.get("why") or f"budget.{task} is a proxy")
+    return None
 
 
 def _unfinished_text(notebook: str, outcome: Outcome, record: Mapping[str, Any] | None) -> str:
@@ -320,9 +345,18 @@ def _run_order() -> list[str]:
         return []
 
 
+SYNTHETIC_LINE = ("SYNTHETIC REHEARSAL: every number below was drawn by vitreg.claims.rehearsal ({what}), "
+                  "none was measured; the report shows what a real run's verdicts would be in that world.")
+
+
 def _first_line(records: Mapping[str, Mapping[str, Any]], results_dir: Path, stale: bool = False) -> str:
-    """What the report is made of (smoke, partly smoke, pretrained, nothing): ``records`` are the used ones;
-    ``stale``: there are results files, but only from an earlier run of notebooks the last run did not finish."""
+    """What the report is made of (synthetic, smoke, partly smoke, pretrained, nothing): ``records`` are the
+    used ones; ``stale``: there are results files, but only from an earlier run of notebooks the last run did
+    not finish."""
+    synthetic = sorted({str(r["params"]["synthetic"]) for r in records.values()
+                        if isinstance(r.get("params"), Mapping) and r["params"].get("synthetic")})
+    if synthetic:
+        return SYNTHETIC_LINE.format(what="; ".join(synthetic))
     smoke = sorted(nb for nb, r in records.items() if is_smoke(r))
     if not records and stale:
         return (f"No results of the last run: the results files in `{results_dir}` are from an earlier run of "

@@ -3,7 +3,8 @@
 Paper: every finding (F1-F9); the verdicts come from :func:`vitreg.claims.paper.judge` through
 :mod:`vitreg.present.report`, which also reads the results files. This module only arranges them:
 
-* at the top, a verdict per finding with the count of each status, and "not run here" split by cause;
+* at the top, a verdict per finding from its primary claims alone (:func:`finding_verdict`), with the count
+  of each status, and "not run here" split by cause;
 * per finding, one table of the numbers that have a value of ours (compared, not comparable, not
   applicable: random weights, another model), then the rows without one folded into one line per reason (not run here,
   by cause and reason; not reproducible, by reason), each listing its ids so none is dropped;
@@ -22,14 +23,22 @@ from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
-from vitreg.claims.paper import CAUSES, FINDINGS, STATUSES, Finding, Verdict, fmt
+from vitreg.claims.paper import CAUSES, COMPARED, FINDINGS, STATUSES, Finding, Verdict, fmt
 
 ROW_HEADER = ["id", "what", "source", "model", "paper", "ours", "diff", "status", "why"]
 SUMMARY_HEADER = ["finding", "verdict", *STATUSES]
 LEGEND = [
-    "**reproduced**: within the stated tolerance (our choice, justified in the data file) or on the stated side "
-    "of a bound; a *delta* row checks the sign and the size of a difference (a − b), a *ratio* row a / b;",
-    "**differs**: outside it;",
+    "**reproduced**: ours (its 95% interval where the results give one, shown in brackets with its n) lies on "
+    "the paper's side of no effect and within the stated tolerance (our choice, justified in the data file) or "
+    "on the stated side of a bound; a *delta* row checks the sign and the size of a difference (a − b), a "
+    "*ratio* row a / b; no effect is never reproduced;",
+    "**differs**: the interval excludes every value the rule accepts (another size, or the wrong side);",
+    "**inconclusive**: the interval holds both no effect (or both sides of a bound) and the paper's effect; the "
+    "row says roughly how many images or samples would decide it;",
+    "**primary** (★): a finding's pre-registered claims; its verdict comes from them alone (differs if one "
+    "differs, else inconclusive if one is, else reproduced). Every other row is context with its own status, "
+    "and a row marked *proxy* (a reduced budget, or a public stand-in) never decides a finding (*proxy only*: "
+    "every primary claim was a proxy); a finding that names none reads *no primary claim*;",
     "**not comparable**: ours was measured under another protocol (resolution, too few images) than the number;",
     "**not applicable**: ours comes from random weights; the paper's numbers are about trained models, so ours "
     "is shown for context and never compared;",
@@ -69,8 +78,20 @@ def shorten(text: str, aliases: Mapping[str, str]) -> str:
 # ---------------------------------------------------------------------------------------------------
 # Rows, folded lines and sections
 # ---------------------------------------------------------------------------------------------------
-def cells(v: Verdict, aliases: Mapping[str, str]) -> list[str]:
-    """One table row: id, what, source, model, paper, ours, diff (compared rows only), status, why."""
+def ours_text(v: Verdict) -> str:
+    """Ours as the row shows it: the value, its 95% interval and n where the results give them."""
+    n = v.number
+    text = fmt(v.ours, n)
+    if v.ci is not None:
+        text += f" [{fmt(v.ci[0], n)}, {fmt(v.ci[1], n)}]"
+    if v.n is not None and v.ours is not None:
+        text += f" (n = {v.n:,})"
+    return text
+
+
+def cells(v: Verdict, aliases: Mapping[str, str], primary: frozenset[str] = frozenset()) -> list[str]:
+    """One table row: id (★ for a primary claim), what, source, model, paper, ours (with its interval), diff
+    (compared rows only), status, why."""
     n = v.number
     model = n.model + (f" (ours: {v.ours_model})" if v.ours_model and v.ours_model != n.model else "")
     bound = {"at_least": "≥ ", "at_most": "≤ "}.get(n.compare, "") if n.notebook is not None else ""
@@ -82,7 +103,8 @@ def cells(v: Verdict, aliases: Mapping[str, str]) -> list[str]:
     if any(protocol) and not all(p and p in source for p in protocol if p):
         source += " · protocol: " + ", ".join(p for p in protocol if p)
     why = "not applicable: random weights" if v.status == "not applicable" else shorten(v.why, aliases)
-    return [n.id, what, source, model, shown, fmt(v.ours, n), fmt(v.diff, n, signed=True), v.status, why]
+    return [("★ " if n.id in primary else "") + n.id, what, source, model, shown, ours_text(v),
+            fmt(v.diff, n, signed=True), v.status, why]
 
 
 def _folded(rows: Sequence[Verdict], aliases: Mapping[str, str]) -> list[dict[str, Any]]:
@@ -106,15 +128,30 @@ def _rules(rows: Sequence[Verdict]) -> list[dict[str, Any]]:
     return [{"why": w, "ids": ids} for w, ids in found.items()]
 
 
-def finding_verdict(rows: Sequence[Verdict]) -> str:
-    """One word per finding: differs if any number differs, else reproduced if any is, else not
-    comparable, else not applicable (random weights), else not run (or not reproducible when public assets
-    allow none of it)."""
-    for status in ("differs", "reproduced", "not comparable", "not applicable"):
-        if any(v.status == status for v in rows):
+def finding_verdict(rows: Sequence[Verdict], primary: Sequence[str] = ()) -> str:
+    """One word per finding, from its primary claims alone.
+
+    Paper: each finding's pre-registered claims (``primary`` in the data file). Of the primary rows that were
+    compared and are not proxies: differs if one differs, else inconclusive if one is, else reproduced. A level
+    row, a context row or a proxy never decides: with no decisive primary row the finding reads "proxy only"
+    (primaries compared on proxies only), else not comparable, not applicable (random weights), not
+    reproducible (public assets allow none of it), "no primary claim" (rows were compared, but the finding
+    names no claim that decides it) or not run.
+    """
+    chosen = [v for v in rows if v.id in set(primary)]
+    decisive = [v for v in chosen if v.status in COMPARED and v.proxy is None]
+    for status in ("differs", "inconclusive", "reproduced"):
+        if any(v.status == status for v in decisive):
+            return status
+    if any(v.status in COMPARED for v in chosen):
+        return "proxy only"
+    for status in ("not comparable", "not applicable"):
+        if any(v.status == status for v in chosen or rows):
             return status
     if rows and all(v.status == "not reproducible" for v in rows):
         return "not reproducible"
+    if not primary and any(v.status in COMPARED for v in rows):
+        return "no primary claim"
     return "not run"
 
 
@@ -128,16 +165,20 @@ def section(fid: str, f: Finding | None, rows: Sequence[Verdict], figures: Mappi
             paragraphs.append(f.note)
     if not rows:
         paragraphs.append("No numbers: the paper reports this finding with figures only.")
+    primary = frozenset(f.primary if f else ())
+    if primary:
+        paragraphs.append("Primary claims (★; the finding's verdict comes from them alone): "
+                          + ", ".join(sorted(primary)) + ".")
     shown = [v for v in rows if v.ours is not None and v.status != "not reproducible"]
     folded = [v for v in rows if v.ours is None or v.status == "not reproducible"]
-    table = [cells(v, aliases) for v in shown]
+    table = [cells(v, aliases, primary) for v in shown]
     header = ROW_HEADER
     if all(v.diff is None for v in shown):  # nothing compared (random weights, other models): no diff column
         header = [h for h in ROW_HEADER if h != "diff"]
         table = [r[:6] + r[7:] for r in table]
     return {"heading": f"{fid}. {f.title if f else ''}".strip(), "paragraphs": paragraphs, "header": header,
             "rows": table, "folded": _folded(folded, aliases),
-            "rules": _rules(rows), "verdict": finding_verdict(rows),
+            "rules": _rules(rows), "verdict": finding_verdict(rows, tuple(primary)),
             "figures": [item for nb in (f.notebooks if f else ()) for item in figures.get(nb[:2], [])]}
 
 
@@ -148,7 +189,8 @@ def summary(findings: Mapping[str, Finding], rows: Sequence[Verdict]) -> tuple[l
     for fid in FINDINGS:
         f_rows = [v for v in rows if v.number.finding == fid]
         title = findings[fid].title if fid in findings else ""
-        table.append([f"{fid}. {title}", finding_verdict(f_rows),
+        primary = findings[fid].primary if fid in findings else ()
+        table.append([f"{fid}. {title}", finding_verdict(f_rows, primary),
                       *[str(sum(v.status == s for v in f_rows)) for s in STATUSES]])
     table.append(["all", "", *[str(sum(v.status == s for v in rows)) for s in STATUSES]])
     seen = [c for c in dict.fromkeys(v.cause for v in rows if v.status == "not run here") if c and c not in CAUSES]
@@ -222,7 +264,7 @@ _CSS = """body{font-family:system-ui,sans-serif;max-width:80rem;margin:2rem auto
 table{border-collapse:collapse;margin:1rem 0;font-size:.9rem}th,td{border:1px solid #ccc;padding:.25rem .5rem;vertical-align:top}
 th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .reproduced{background:#e5f5e0}.differs{background:#fde0dd}.not-comparable{background:#e0ecfd}
-.not-applicable{background:#ececf6}.not-run-here,.not-run{background:#f0f0f0}.not-reproducible{background:#fff7d6}
+.not-applicable{background:#ececf6}.inconclusive{background:#fff0d0}.proxy-only,.no-primary-claim{background:#f5ecd5}.not-run-here,.not-run{background:#f0f0f0}.not-reproducible{background:#fff7d6}
 .thumbs img{height:9rem;margin:.25rem;border:1px solid #ccc}ul.folded li{margin:.2rem 0}details{display:inline}
 p.smoke{background:#fde0dd;border:2px solid #c00;padding:.5rem;font-weight:bold}"""
 
