@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -148,7 +149,8 @@ def record_paths(record: type, prefix: str = "") -> set[str]:
         path = f"{prefix}{f.name}"
         out.add(path)
         tp = hints[f.name]
-        inner = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
+        union = typing.get_origin(tp) in (typing.Union, types.UnionType)  # X | None: follow X; dict[str, X]: itself
+        inner = [a for a in typing.get_args(tp) if a is not type(None)] if union else [tp]
         for t in inner:
             origin = typing.get_origin(t)
             if dataclasses.is_dataclass(t):
