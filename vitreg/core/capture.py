@@ -191,7 +191,8 @@ def capture(
         for b in mlp_blocks:
             stack.enter_context(hooks.read(model, f"blocks.{b}.mlp.hidden", lambda x, b=b: rec._add("mlp", b, keep(x))))
         if embed:
-            stack.enter_context(hooks.read(model, "patch_embed", lambda x: rec._add("embed", None, keep(x.flatten(1, -2)))))
+            stack.enter_context(hooks.read(model, "patch_embed",
+                                           lambda x: rec._add("embed", None, keep(x.flatten(1, -2)))))
             stack.enter_context(hooks.read(model, "embed", lambda x: rec._add("embed_pos", None, keep(x))))
         if final_norm:
             stack.enter_context(hooks.read(model, "norm", lambda x: rec._add("final_norm", None, keep(x))))

@@ -193,7 +193,8 @@ class PlantedNeurons:
     def choose(self, key: str, loaded: LoadedModel) -> None:
         """Draw the units of model ``key`` (seeded) and its patches (the first and the middle one)."""
         hidden = hooks.mlp_hidden_size(loaded.model, self.block)
-        self.units[key] = torch.randperm(hidden, generator=torch.Generator().manual_seed(self.seed))[:self.n_units].tolist()
+        order = torch.randperm(hidden, generator=torch.Generator().manual_seed(self.seed))
+        self.units[key] = order[:self.n_units].tolist()
         self.patches[key] = [0, loaded.layout.num_patches // 2]
 
     def on(self, key: str, loaded: LoadedModel) -> Any:
@@ -245,7 +246,8 @@ def detect(p: Params, key: str, loaded: LoadedModel, images: Sequence[Any], plan
 def _last_block(p: Params, loaded: LoadedModel, images: Sequence[Any], threshold: float,
                 layout: Any = None) -> ttr.Measurement:
     rec = extract(loaded, images, batch_size=p.batch_size, norms=[-1], attn=[-1], attn_rows="prefix")
-    return ttr.measure(loaded.layout if layout is None else layout, rec.norms[-1], rec.attn[-1], threshold=threshold, n_show=p.n_show)
+    return ttr.measure(loaded.layout if layout is None else layout, rec.norms[-1], rec.attn[-1], threshold=threshold,
+                       n_show=p.n_show)
 
 
 def measure(p: Params, key: str, loaded_models: dict[str, LoadedModel], neurons: ttr.RegisterNeurons,
@@ -310,11 +312,14 @@ def lost_with_ttr(p: Params, found: dict[str, Any], loaded_models: dict[str, Loa
     def missing(name: str) -> str:
         if p.lost_model not in found:
             return f"lost_model {p.lost_model!r} is not in models"
-        return f"{name} not in lost_datasets" if name not in p.lost_datasets else f"{name} not found under {find_root(p.data_root)}"
+        if name not in p.lost_datasets:
+            return f"{name} not in lost_datasets"
+        return f"{name} not found under {find_root(p.data_root)}"
 
     rows = ttr.lost_rows(runs, sweep, lost_names(p), missing=missing)
-    return Lost(protocol="padded", sweep={"biases": p.bias_sweep, "blocks": p.sweep_blocks, "features": p.sweep_features,
-                                          "chosen": "best on the evaluation set ([TTR])"}, **rows)
+    sweep_record = {"biases": p.bias_sweep, "blocks": p.sweep_blocks, "features": p.sweep_features,
+                    "chosen": "best on the evaluation set ([TTR])"}
+    return Lost(protocol="padded", sweep=sweep_record, **rows)
 
 
 def lost_table(p: Params, result: Lost) -> dict[str, dict[str, float]]:
@@ -348,8 +353,9 @@ def probes(p: Params, found: dict[str, Any], loaded_models: dict[str, LoadedMode
     Returns:
         per model its row (top-1 % per token kind, with the dataset and sizes), and chance level (%).
     """
-    train_ds, why_train = try_load_dataset(p.probe_dataset, "train", n=p.probe_n_train, image_size=p.image_size, seed=p.seed)
-    val_ds, why_val = try_load_dataset(p.probe_dataset, "test", n=p.probe_n_val, image_size=p.image_size, seed=p.seed)
+    size = {"image_size": p.image_size, "seed": p.seed}
+    train_ds, why_train = try_load_dataset(p.probe_dataset, "train", n=p.probe_n_train, **size)
+    val_ds, why_val = try_load_dataset(p.probe_dataset, "test", n=p.probe_n_val, **size)
     kinds, out = ("cls", "central", "test_time_register"), {}
     for key in p.probe_models:
         if key not in found or train_ds is None or val_ds is None:
@@ -382,7 +388,8 @@ def record(p: Params, found: dict[str, Any], measured: dict[str, ttr.Measurement
             trained_registers={"model": twin, **measured[twin].summary} if twin is not None else None)
     for key in [k for k in TTR_MODELS if k not in models]:
         why = skip(f"models.{key}", f"{key} not in models")
-        models[key] = ModelResult(ttr={"patch_outlier_pct": why, "extra_above_patch_p99_pct": why}, cls_artifact_drop=why)
+        models[key] = ModelResult(ttr={"patch_outlier_pct": why, "extra_above_patch_p99_pct": why},
+                                  cls_artifact_drop=why)
     return Record(models=models, n_detect=n_detect, n_eval=n_eval, image_size=p.image_size, planted=bool(p.plant),
                   shifted=shift, lost=lost_result, probe=probe)
 

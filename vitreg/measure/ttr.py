@@ -233,7 +233,8 @@ def test_time_register(loaded: LoadedModel, neurons: RegisterNeurons | dict[int,
                 net, "embed", lambda out: torch.cat([out, out.new_zeros(out.shape[0], 1, out.shape[2])], dim=1)))
         for b in resolve_blocks(list(by_block), hooks.depth(net)):
             units = torch.tensor(sorted(by_block[b]), dtype=torch.long)
-            stack.enter_context(hooks.write(net, f"blocks.{b}.mlp.hidden", _move_hook(units, base.num_prefix, shift_to)))
+            stack.enter_context(hooks.write(net, f"blocks.{b}.mlp.hidden",
+                                            _move_hook(units, base.num_prefix, shift_to)))
         try:
             loaded.layout = layout
             yield layout
