@@ -39,7 +39,7 @@ from __future__ import annotations
 import re
 import weakref
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -223,7 +223,7 @@ def _register(model: nn.Module, name: str, fn: Callable, *, writer: bool, site: 
             del points[side]
 
 
-def read(model: nn.Module, name: str, fn: Callable, *, site: bool = False) -> Any:
+def read(model: nn.Module, name: str, fn: Callable, *, site: bool = False) -> AbstractContextManager[None]:
     """Call ``fn(value)`` (``fn(value, site)`` with ``site=True``) with the value at point ``name`` on every
     forward inside the ``with`` block, after every writer of that point. Its return value is ignored.
 
@@ -236,7 +236,7 @@ def read(model: nn.Module, name: str, fn: Callable, *, site: bool = False) -> An
     return _register(model, name, fn, writer=False, site=site)
 
 
-def write(model: nn.Module, name: str, fn: Callable, *, site: bool = False) -> Any:
+def write(model: nn.Module, name: str, fn: Callable, *, site: bool = False) -> AbstractContextManager[None]:
     """Replace the value at point ``name`` by ``fn(value)`` (``fn(value, site)``) on every forward inside the
     ``with`` block; ``fn`` returns the new value (a new tensor: do not change the one given in place) or None to
     keep it. Writers of one point run in the order they were entered.
