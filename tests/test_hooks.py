@@ -126,6 +126,27 @@ def test_capture_equals_plain_hooks_bit_for_bit() -> None:
     assert _no_hooks_left(model)
 
 
+@pytest.mark.parametrize("name", ["vit_small_patch16_dinov3", "eva02_tiny_patch14_224"])
+def test_capture_of_eva_attention_equals_a_plain_pre_hook_bit_for_bit(name: str) -> None:
+    import timm
+
+    from vitreg.core.capture import eva_qkv
+
+    model = timm.create_model(name, pretrained=False, num_classes=0, depth=2, img_size=64 if "16" in name else 56).eval()
+    x = torch.randn(2, 3, *model.patch_embed.img_size, generator=torch.Generator().manual_seed(1))
+    seen = []
+    h = model.blocks[1].attn.register_forward_pre_hook(
+        lambda _m, a, kw: seen.append((a[0], kw.get("rope", a[1] if len(a) > 1 else None))), with_kwargs=True)
+    model.forward_features(x)
+    h.remove()
+    with capture(model, qkv=[-1], rope_qk=True) as rec:
+        model.forward_features(x)
+    _, (q, k, v) = eva_qkv(model.blocks[1].attn, *seen[0])
+    assert torch.equal(rec.q[-1], q.transpose(1, 2).reshape(2, q.shape[2], -1))
+    assert torch.equal(rec.k[-1], k.transpose(1, 2).reshape(2, k.shape[2], -1))
+    assert _no_hooks_left(model)
+
+
 def _old_planted_outliers(model, block, tokens, vec):
     def hook(_m, _a, out):
         out = out.clone()
