@@ -16,9 +16,11 @@ below it (the import-linter contracts in ``pyproject.toml`` enforce this in ``ma
     measure      F1 attention · F2/F3 norms · F4 similarity · F5 local_probes · F6 global_probes (on
                  estimators and features) · F7 registers · F8 lost, downstream (on heads) · beyond the
                  paper: ttr, massive, positional · any ViT: scan
-    planting     planted ground truth for tests and smoke runs
-    data         datasets, dense (ADE20k, NYUd), boxes (VOC, COCO)
-    core         models (the zoo), weights (+ weight_files), resize, tokens (TokenLayout), capture (hooks),
+    planting     planted ground truth for tests and smoke runs, supplied from outside (beside measure: neither
+                 imports the other)
+    data         datasets, dense (ADE20k, NYUd), boxes (VOC, COCO), planted_objects (LOST's synthetic features)
+    core         models (the zoo), weights (+ weight_files), resize, tokens (TokenLayout), hooks (the named
+                 points every reader and writer goes through), capture, context (planted truth in force),
                  images, stream (the one batching loop), extract, device
     utils        paths, io (atomic writes), cache (features on disk), results, distributed, progress
 """

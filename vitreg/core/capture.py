@@ -28,13 +28,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from vitreg.core import hooks
 
 Blocks = Literal["all"] | Sequence[int] | int | None
 AttnRows = Literal["all", "prefix"]
@@ -133,7 +135,7 @@ def capture(
     """Record only what is asked, for every forward pass inside the ``with`` block.
 
     Paper: every figure (norms Fig. 3-4, attention Fig. 1-2, q/k/v for LOST Table 3). Longer than 60
-    lines on purpose: it installs every hook and removes all of them in one ``finally``, so the hooks'
+    lines on purpose: it registers every reader (:mod:`vitreg.core.hooks`) in one ``ExitStack``, so the hooks'
     lifecycle is read in one place.
 
     Args:
@@ -156,9 +158,8 @@ def capture(
         to: move recordings to this device (``"cpu"`` for datasets that do not fit on the GPU).
         dtype: store recordings in this dtype (None keeps the model's).
     """
-    depth = len(model.blocks)
+    depth = hooks.depth(model)
     rec = Recording()
-    handles: list[torch.utils.hooks.RemovableHandle] = []
     num_prefix = int(getattr(model, "num_prefix_tokens", 1))
 
     def keep(t: torch.Tensor) -> torch.Tensor:
@@ -171,37 +172,36 @@ def capture(
 
     norm_set, out_set = set(resolve_blocks(norms, depth)), set(resolve_blocks(outputs, depth))
     attn_set, qkv_set = set(resolve_blocks(attn, depth)), set(resolve_blocks(qkv, depth))
-    mlp_mods = {b: _mlp_hidden_module(model, b) for b in resolve_blocks(mlp, depth)}  # refused before any hook
+    mlp_blocks = resolve_blocks(mlp, depth)
+    for b in mlp_blocks:
+        hooks.mlp_hidden_size(model, b)  # a MLP it does not know is refused before any hook
     attn_mods = {b: _attention_module(model, b) for b in sorted(attn_set | qkv_set)}
-    try:
+    with ExitStack() as stack:
         for b in sorted(norm_set | out_set):
-            handles.append(model.blocks[b].register_forward_hook(_block_hook(rec, b, b in norm_set, b in out_set, keep)))
+            stack.enter_context(hooks.read(model, f"blocks.{b}.out",
+                                           _block_hook(rec, b, b in norm_set, b in out_set, keep)))
         for b, module in attn_mods.items():
             rows = num_prefix if attn_rows == "prefix" else None
             if _is_eva_attention(module):
-                handles.append(module.register_forward_pre_hook(
-                    _eva_attention_hook(rec, module, b, b in attn_set, b in qkv_set, rows, rope_qk, keep),
-                    with_kwargs=True))
+                stack.enter_context(hooks.read(model, f"blocks.{b}.attn.in", _eva_attention_hook(
+                    rec, module, b, b in attn_set, b in qkv_set, rows, rope_qk, keep), site=True))
             else:
-                handles.append(module.qkv.register_forward_hook(
-                    _qkv_hook(rec, module, b, b in attn_set, b in qkv_set, rows, keep)))
-        for b, hidden in mlp_mods.items():
-            handles.append(hidden.register_forward_pre_hook(lambda _m, args, b=b: rec._add("mlp", b, keep(args[0]))))
+                stack.enter_context(hooks.read(model, f"blocks.{b}.attn.qkv",
+                                               _qkv_hook(rec, module, b, b in attn_set, b in qkv_set, rows, keep)))
+        for b in mlp_blocks:
+            stack.enter_context(hooks.read(model, f"blocks.{b}.mlp.hidden", lambda x, b=b: rec._add("mlp", b, keep(x))))
         if embed:
-            handles.append(model.patch_embed.register_forward_hook(
-                lambda _m, _a, out: rec._add("embed", None, keep(out.flatten(1, -2)))))
-            handles.append(model.pos_drop.register_forward_hook(lambda _m, _a, out: rec._add("embed_pos", None, keep(out))))
+            stack.enter_context(hooks.read(model, "patch_embed",
+                                           lambda x: rec._add("embed", None, keep(x.flatten(1, -2)))))
+            stack.enter_context(hooks.read(model, "embed", lambda x: rec._add("embed_pos", None, keep(x))))
         if final_norm:
-            handles.append(model.norm.register_forward_hook(lambda _m, _a, out: rec._add("final_norm", None, keep(out))))
+            stack.enter_context(hooks.read(model, "norm", lambda x: rec._add("final_norm", None, keep(x))))
         yield rec
-    finally:
-        for h in handles:
-            h.remove()
     rec._finalise()
 
 
 def _block_hook(rec: Recording, b: int, want_norm: bool, want_out: bool, keep: Callable) -> Callable:
-    def hook(_m: nn.Module, _args: tuple, out: torch.Tensor) -> None:
+    def hook(out: torch.Tensor) -> None:
         if want_norm:
             rec._add("norms", b, keep(out.float().norm(dim=-1)))
         if want_out:
@@ -213,7 +213,7 @@ def _block_hook(rec: Recording, b: int, want_norm: bool, want_out: bool, keep: C
 def _qkv_hook(rec: Recording, attn_mod: nn.Module, b: int, want_attn: bool, want_qkv: bool, rows: int | None,
               keep: Callable) -> Callable:
     """timm ``Attention``: q, k, v from the ``qkv`` output, then the block's q/k norms (no RoPE)."""
-    def hook(_m: nn.Module, _args: tuple, out: torch.Tensor) -> None:
+    def hook(out: torch.Tensor) -> None:
         bsz, n, _ = out.shape
         heads = attn_mod.num_heads
         q, k, v = out.reshape(bsz, n, 3, heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
@@ -236,10 +236,10 @@ def _keep_qkv(rec: Recording, b: int, q: torch.Tensor, k: torch.Tensor, v: torch
 
 def _eva_attention_hook(rec: Recording, attn_mod: nn.Module, b: int, want_attn: bool, want_qkv: bool,
                         rows: int | None, rope_qk: bool, keep: Callable) -> Callable:
-    """timm ``EvaAttention``/``AttentionRope``: a pre-hook on the attention module, which sees the block's
+    """timm ``EvaAttention``/``AttentionRope``: a reader of ``blocks.{b}.attn.in``, which sees the block's
     input and its ``rope`` argument, and recomputes q, k, v with :func:`eva_qkv`."""
-    def hook(_m: nn.Module, args: tuple, kwargs: dict) -> None:
-        x = args[0]
+    def hook(x: torch.Tensor, site: hooks.Site) -> None:
+        args, kwargs = site.args, site.kwargs
         rope = kwargs.get("rope", args[1] if len(args) > 1 else None)
         mask = kwargs.get("attn_mask", args[2] if len(args) > 2 else None)
         causal = bool(kwargs.get("is_causal", args[3] if len(args) > 3 else False))
@@ -334,7 +334,7 @@ def _attention_module(model: nn.Module, b: int) -> nn.Module:
     """
     from timm.layers.attention import Attention
 
-    mod = getattr(model.blocks[b], "attn", None)
+    mod = getattr(hooks.block(model, b), "attn", None)
     if _is_eva_attention(mod):
         return mod
     if type(mod) is not Attention:
@@ -348,19 +348,6 @@ def _attention_module(model: nn.Module, b: int) -> nn.Module:
     return mod
 
 
-def _mlp_hidden_module(model: nn.Module, b: int) -> nn.Module:
-    """The module whose input is block ``b``'s MLP hidden activation: the MLP's inner ``norm`` (an Identity
-    unless ``scale_mlp``), which timm's ``Mlp``, ``GluMlp`` (packed SwiGLU) and ``SwiGLU`` all call right
-    after the activation (the gated product for the gated ones) and dropout."""
-    from timm.layers import GluMlp, Mlp, SwiGLU
-
-    mlp = getattr(model.blocks[b], "mlp", None)
-    if type(mlp) not in (Mlp, GluMlp, SwiGLU) or not isinstance(mlp.fc2, nn.Linear):
-        raise NotImplementedError(f"block {b} uses the MLP {type(mlp).__name__}: vitreg records the hidden "
-                                  "activations of timm's Mlp, GluMlp and SwiGLU only")
-    return mlp.norm
-
-
 @contextmanager
 def explicit_attention(model: nn.Module, blocks: Blocks = "all") -> Iterator[dict[int, list[torch.Tensor]]]:
     """Switch ``blocks`` to timm's explicit softmax path and record its attention weights.
@@ -369,18 +356,16 @@ def explicit_attention(model: nn.Module, blocks: Blocks = "all") -> Iterator[dic
     class :func:`capture` knows: timm's ``Attention``, ``EvaAttention``, ``AttentionRope``). Restores the fused
     setting on exit.
     """
-    depth = len(model.blocks)
     got: dict[int, list[torch.Tensor]] = defaultdict(list)
-    saved, handles = {}, []
-    try:
-        for b in resolve_blocks(blocks, depth):
-            mod = _attention_module(model, b)
-            saved[b] = mod.fused_attn
-            mod.fused_attn = False
-            handles.append(mod.attn_drop.register_forward_hook(lambda _m, args, _o, b=b: got[b].append(args[0].detach())))
-        yield got
-    finally:
-        for h in handles:
-            h.remove()
-        for b, fused in saved.items():
-            model.blocks[b].attn.fused_attn = fused
+    saved: dict[int, bool] = {}
+    with ExitStack() as stack:
+        try:
+            for b in resolve_blocks(blocks, hooks.depth(model)):
+                mod = _attention_module(model, b)
+                saved[b] = mod.fused_attn
+                mod.fused_attn = False
+                stack.enter_context(hooks.read(model, f"blocks.{b}.attn.probs", lambda p, b=b: got[b].append(p.detach())))
+            yield got
+        finally:
+            for b, fused in saved.items():
+                hooks.module(model, f"blocks.{b}.attn").fused_attn = fused

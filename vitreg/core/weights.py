@@ -68,8 +68,6 @@ class LoadedModel:
         image_size: ``(H, W)`` the model is built for (position embeddings resized to it).
         pretrained: False for random initialisation (smoke runs): figures and reports must say so.
         source: where the weights came from (file path, hub cache, "random init").
-        planted: set only inside a ``vitreg.planting.planted_outlier_share`` context (smoke runs): what
-            is planted, so the feature cache never serves planted features as clean ones (or back).
     """
 
     model: nn.Module
@@ -78,7 +76,6 @@ class LoadedModel:
     pretrained: bool
     source: str
     layout: TokenLayout = field(init=False)
-    planted: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.layout = TokenLayout.from_model(self.model, self.image_size)

@@ -182,7 +182,7 @@ def record_paths(record: type, prefix: str = "") -> set[str]:
         path = f"{prefix}{f.name}"
         out.add(path)
         tp = hints[f.name]
-        union = typing.get_origin(tp) in (typing.Union, types.UnionType)  # a dict's own args are not a union's
+        union = typing.get_origin(tp) in (typing.Union, types.UnionType)  # X | None: follow X; dict[str, X]: itself
         inner = [a for a in typing.get_args(tp) if a is not type(None)] if union else [tp]
         for t in inner:
             origin = typing.get_origin(t)

@@ -2,13 +2,37 @@
 
 The one definition of this notebook's experiment: its parameters (the real defaults, what each allows, the smoke
 and lecture overrides), the models it loads, the forwards it does and the numbers it saves.
+
+The notebook calls the steps below and draws: :func:`detect` (register neurons), :func:`measure` (the last block
+without / with the test-time register, and the trained-register twin), :func:`shifted`, :func:`lost_with_ttr`,
+:func:`probes`, then :func:`record` builds the :class:`Record` it saves. Smoke runs plant the answer
+(:func:`planted_truth`, from the profile's ``plant``); each step enters the planting itself, for its own forwards.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+import torch
+from torch.utils.data import Subset
+
+from vitreg import planting
+from vitreg.core import hooks
+from vitreg.core.extract import extract
+from vitreg.core.images import preprocess
+from vitreg.core.models import get_spec, register_twin
+from vitreg.core.weights import LoadedModel, load_model
+from vitreg.data.boxes import data_root as find_root
+from vitreg.data.boxes import open_box_datasets
+from vitreg.data.datasets import labels_of, subset_indices, try_load_dataset
 from vitreg.experiments.base import Common, Experiment, Work, param
+from vitreg.experiments.records import to_numbers
+from vitreg.measure import lost, ttr
+
 
 
 @dataclass(frozen=True)
@@ -89,6 +113,336 @@ PROFILES = {'smoke': {'images': 'photos',
 OTHER_S: float | None = None
 NOTE = '[TTR] sweep scoring and probe fitting not estimated (as 08 and 06)'
 
+#: [TTR]'s two models: the paper's numbers are about them (a run without one records it as skipped).
+TTR_MODELS = ("dinov2_l", "clip_b16_laion")
+#: What :func:`vitreg.measure.ttr.measure` summarises of one run of the last block.
+SUMMARY_KEYS = ("patch_outlier_pct", "patch_max_norm", "patch_median_norm", "cls_artifact_score",
+                "extra_norm_median", "extra_above_threshold_pct", "extra_above_patch_p99_pct")
+#: The box datasets LOST may run on (lower-cased, as the rows name them).
+LOST_KEYS = ("voc07", "voc12", "coco20k", "synthetic")
+#: The LOST roles, as the figure names them.
+LOST_LABELS = {"no_reg": "as is", "test_time_register": "+ test-time register", "reg": "trained registers"}
+
+
+# --- the results record ---------------------------------------------------------------------------
+@dataclass
+class ModelResult:
+    """One model: its register neurons and its last block without / with a test-time register ([TTR] Fig. 1, §4).
+
+    A model of :data:`TTR_MODELS` the run did not load holds only the skipped ``ttr`` and ``cls_artifact_drop``.
+    """
+
+    ttr: dict[str, Any] = field(metadata={"keys": SUMMARY_KEYS})
+    cls_artifact_drop: Any
+    model: str | None = None
+    settings: dict[str, Any] | None = None
+    n_neurons: int | None = None
+    neurons_per_block: dict[str, int] | None = None
+    no_ttr: dict[str, Any] | None = field(default=None, metadata={"keys": SUMMARY_KEYS})
+    trained_registers: dict[str, Any] | None = None
+
+
+@dataclass
+class Shifted:
+    """[TTR]'s "shifted" demonstration: the neurons' value written into one chosen patch."""
+
+    model: str
+    patch: int
+    chosen_patch_is_max_pct: float
+
+
+@dataclass
+class Lost:
+    """LOST CorLoc (%) as is, with a test-time register and with trained registers ([TTR]'s VOC07 row, Table 3):
+    per role ``{"model", <dataset>, <dataset>_setting, <dataset>_n_images}`` (a dataset not run: ``{"skipped"}``)."""
+
+    protocol: str
+    sweep: dict[str, Any]
+    no_reg: dict[str, Any] = field(metadata={"keys": LOST_KEYS})
+    test_time_register: dict[str, Any] = field(metadata={"keys": LOST_KEYS})
+    ttr_gain: dict[str, Any] = field(metadata={"keys": LOST_KEYS})
+    reg: dict[str, Any] | None = field(default=None, metadata={"keys": LOST_KEYS})
+
+
+@dataclass
+class Record:
+    """What notebook 10 saves (``results/10_test_time_registers.json``'s ``numbers``)."""
+
+    models: dict[str, ModelResult] = field(metadata={"keys": TTR_MODELS})
+    n_detect: int
+    n_eval: int
+    image_size: Any
+    planted: bool
+    shifted: Shifted
+    lost: Lost
+    probe: dict[str, Any]
+
+
+# --- planted truth (smoke runs), supplied by the profile ------------------------------------------
+@dataclass
+class PlantedNeurons:
+    """Smoke: ``n_units`` random MLP units of ``block`` made to write a high-norm vector on two patches of every
+    image (:func:`vitreg.planting.planted_register_neurons`): what detection must return exactly.
+
+    Attributes:
+        units: per model key, the planted units (chosen by :meth:`choose`).
+        patches: per model key, the two patches (indices in the grid at the notebook's resolution).
+    """
+
+    block: int
+    n_units: int
+    seed: int
+    units: dict[str, list[int]] = field(default_factory=dict)
+    patches: dict[str, list[int]] = field(default_factory=dict)
+
+    def choose(self, key: str, loaded: LoadedModel) -> None:
+        """Draw the units of model ``key`` (seeded) and its patches (the first and the middle one)."""
+        hidden = hooks.mlp_hidden_size(loaded.model, self.block)
+        order = torch.randperm(hidden, generator=torch.Generator().manual_seed(self.seed))
+        self.units[key] = order[:self.n_units].tolist()
+        self.patches[key] = [0, loaded.layout.num_patches // 2]
+
+    def on(self, key: str, loaded: LoadedModel) -> Any:
+        """The planting context of model ``key`` on ``loaded`` (a copy at another size keeps units and patches)."""
+        tokens = [loaded.layout.num_prefix + q for q in self.patches[key]]
+        return planting.planted_register_neurons(loaded.model, self.block, self.units[key], tokens)
+
+
+def planted_truth(p: Params) -> PlantedNeurons | None:
+    """The planted register neurons the smoke profile asks for (``plant``), or None (the real experiment)."""
+    return PlantedNeurons(int(p.plant_block), int(p.plant_units), int(p.seed)) if p.plant else None
+
+
+@contextlib.contextmanager
+def _planted(plant: PlantedNeurons | None, key: str, loaded: LoadedModel) -> Iterator[None]:
+    if plant is None or key not in plant.units:
+        yield
+        return
+    with plant.on(key, loaded):
+        yield
+
+
+# --- steps ---------------------------------------------------------------------------------------
+def load(p: Params, key: str, *, native: bool = False) -> LoadedModel:
+    """Model ``key`` at the notebook's resolution (``native``: at its own, as notebook 08's LOST)."""
+    return load_model(key, pretrained=p.pretrained, image_size=None if native else p.image_size, device=p.device)
+
+
+def detect(p: Params, key: str, loaded: LoadedModel, images: Sequence[Any], plant: PlantedNeurons | None,
+           output_dir: Path) -> tuple[ttr.RegisterNeurons, ttr.NeuronScores, Path]:
+    """Find model ``key``'s register neurons on ``images`` with its [TTR] settings, and save the list.
+
+    Paper: [TTR] §3 (register neurons). Smoke: the planted neurons are drawn and planted first.
+
+    Returns:
+        the list as saved (read back), the full scores (for the figure) and the file.
+    """
+    if plant is not None:
+        plant.choose(key, loaded)
+    names = [getattr(im, "filename", "") or f"image {i}" for i, im in enumerate(images)]
+    with _planted(plant, key, loaded):
+        neurons, scores = ttr.find_register_neurons(loaded, preprocess(images, loaded), sparsity=p.sparsity,
+                                                    batch_size=p.batch_size, image_names=names,
+                                                    **p.detect_settings[key])
+    path = neurons.save(Path(output_dir) / "results" / "neurons" / f"10_{key}.json")
+    return ttr.RegisterNeurons.load(path), scores, path
+
+
+def _last_block(p: Params, loaded: LoadedModel, images: Sequence[Any], threshold: float,
+                layout: Any = None) -> ttr.Measurement:
+    rec = extract(loaded, images, batch_size=p.batch_size, norms=[-1], attn=[-1], attn_rows="prefix")
+    return ttr.measure(loaded.layout if layout is None else layout, rec.norms[-1], rec.attn[-1], threshold=threshold,
+                       n_show=p.n_show)
+
+
+def measure(p: Params, key: str, loaded_models: dict[str, LoadedModel], neurons: ttr.RegisterNeurons,
+            images: Sequence[Any], plant: PlantedNeurons | None) -> dict[str, ttr.Measurement]:
+    """The last block of model ``key`` without and with the test-time register, and of its trained-register
+    twin (loaded here into ``loaded_models``; DINOv2 only): ``{key, key+ttr, twin}``.
+
+    Paper: [TTR] Fig. 1 (norms), Fig. 4 ([CLS] attention).
+    """
+    loaded, thr = loaded_models[key], p.detect_settings[key]["threshold"]
+    with _planted(plant, key, loaded):
+        out = {key: _last_block(p, loaded, images, thr)}
+        with ttr.test_time_register(loaded, neurons) as layout:
+            out[f"{key}+ttr"] = _last_block(p, loaded, images, thr, layout)
+    twin = register_twin(key)
+    if twin is not None:
+        loaded_models[twin] = load(p, twin)
+        out[twin] = _last_block(p, loaded_models[twin], images, thr)
+    return out
+
+
+def shifted(p: Params, key: str, loaded: LoadedModel, neurons: ttr.RegisterNeurons, images: Sequence[Any],
+            plant: PlantedNeurons | None) -> tuple[Shifted, torch.Tensor]:
+    """Write the neurons' value into the centre patch instead of an extra token ([TTR] "shifted").
+
+    Returns:
+        the record part and the ``(B, h, w)`` last-block norms (for the figure).
+    """
+    centre = loaded.layout.num_patches // 2 + loaded.layout.grid[1] // 2
+    with _planted(plant, key, loaded), ttr.test_time_register(loaded, neurons, shift_to=centre) as layout:
+        rec = extract(loaded, images, batch_size=p.batch_size, norms=[-1])
+    norms = layout.patch_grid(rec.norms[-1])
+    share = float((norms.flatten(1).argmax(1) == centre).float().mean() * 100)
+    return Shifted(model=key, patch=centre, chosen_patch_is_max_pct=share), norms
+
+
+def lost_names(p: Params) -> list[str]:
+    """The LOST datasets of the record: those asked, and [TTR]'s VOC07 (skipped with a reason if not run)."""
+    return list(dict.fromkeys([*p.lost_datasets, "VOC07"]))
+
+
+def lost_with_ttr(p: Params, found: dict[str, Any], loaded_models: dict[str, LoadedModel],
+                  plant: PlantedNeurons | None) -> Lost:
+    """LOST ([TTR]'s sweep, padded images) on ``lost_model`` as is, with a test-time register, and on its twin.
+
+    Paper: Table 3, [TTR] (VOC07: 32.2 -> 53.8 with a test-time register, 56.2 with trained registers). The
+    models are loaded at their native size (as notebook 08) and let go at the end.
+    """
+    sweep = lost.ttr_settings(p.bias_sweep, blocks=p.sweep_blocks, features=p.sweep_features)
+    box_sets = open_box_datasets(p.lost_datasets, p.data_root, limit=p.lost_limit, seed=p.seed, synthetic_hw=(
+        p.synthetic_image_size, p.synthetic_image_size * 4 // 3)) if p.lost_model in found else {}
+    runs: dict[str, Any] = {"no_reg": (p.lost_model, {}), "test_time_register": (p.lost_model, {})}
+    if box_sets:
+        model = load(p, p.lost_model, native=True)
+        twin = register_twin(p.lost_model)
+        twin_loaded = load(p, twin, native=True) if twin else None
+        with _planted(plant, p.lost_model, model):
+            runs = ttr.lost_with_ttr(model, found[p.lost_model][0], box_sets, sweep, twin=twin_loaded,
+                                     batch_size=p.lost_batch_size, num_workers=p.num_workers)
+        del model, twin_loaded
+
+    def missing(name: str) -> str:
+        if p.lost_model not in found:
+            return f"lost_model {p.lost_model!r} is not in models"
+        if name not in p.lost_datasets:
+            return f"{name} not in lost_datasets"
+        return f"{name} not found under {find_root(p.data_root)}"
+
+    rows = ttr.lost_rows(runs, sweep, lost_names(p), missing=missing)
+    sweep_record = {"biases": p.bias_sweep, "blocks": p.sweep_blocks, "features": p.sweep_features,
+                    "chosen": "best on the evaluation set ([TTR])"}
+    return Lost(protocol="padded", sweep=sweep_record, **rows)
+
+
+def lost_table(p: Params, result: Lost) -> dict[str, dict[str, float]]:
+    """The CorLoc of every role on the datasets run, by figure label (``"as is: dinov2_l"``)."""
+    rows = {role: getattr(result, role) for role in LOST_LABELS if getattr(result, role) is not None}
+    return {f"{LOST_LABELS[role]}: {row['model']}": {ds.lower(): row[ds.lower()] for ds in p.lost_datasets
+                                                     if not isinstance(row[ds.lower()], dict)}
+            for role, row in rows.items()}
+
+
+def lost_reference(p: Params, table3_rows: dict[str, dict[str, float]], numbers: Sequence[Any]) -> dict[str, dict]:
+    """[TTR]'s rows for the figure, by the same labels: Table 3's [TTR] rows and the paper number behind this
+    notebook's ``lost.test_time_register.voc07`` (``numbers``: :func:`vitreg.claims.paper.paper_numbers`).
+    Empty unless ``lost_model`` is DINOv2-L ([TTR]'s numbers are about the public pair)."""
+    if p.lost_model != "dinov2_l":
+        return {}
+    name, reg = get_spec("dinov2_l").paper_name, get_spec("dinov2_l_reg").paper_name
+    ttr_row = {n.key.rsplit(".", 1)[1]: n.value for n in numbers if n.notebook == "10_test_time_registers"
+               and n.model == "dinov2_l" and n.key == "lost.test_time_register.voc07"}
+    return {f"{LOST_LABELS['no_reg']}: {name}": table3_rows.get(f"[TTR]: {name}", {}),
+            f"{LOST_LABELS['reg']}: {reg}": table3_rows.get(f"[TTR]: {reg}", {}),
+            f"{LOST_LABELS['test_time_register']}: {name}": ttr_row}
+
+
+def probes(p: Params, found: dict[str, Any], loaded_models: dict[str, LoadedModel], plant: PlantedNeurons | None,
+           skip: Callable[[str, str], Any]) -> tuple[dict[str, Any], float | None]:
+    """Linear probes on [CLS], the central patch and the test-time register token of each of ``probe_models``.
+
+    Paper: [TTR] Table 1. ``skip(what, why)`` records a probe not run (no dataset, model not in ``models``).
+
+    Returns:
+        per model its row (top-1 % per token kind, with the dataset and sizes), and chance level (%).
+    """
+    size = {"image_size": p.image_size, "seed": p.seed}
+    train_ds, why_train = try_load_dataset(p.probe_dataset, "train", n=p.probe_n_train, **size)
+    val_ds, why_val = try_load_dataset(p.probe_dataset, "test", n=p.probe_n_val, **size)
+    kinds, out = ("cls", "central", "test_time_register"), {}
+    for key in p.probe_models:
+        if key not in found or train_ds is None or val_ds is None:
+            why = f"{key} not in models" if key not in found else (why_train or why_val)
+            out[key] = {"model": key, **{k: skip(f"probe.{key}.{k}", why) for k in kinds}}
+            continue
+        tr = subset_indices(labels_of(train_ds), p.probe_n_train, seed=p.seed)
+        va = subset_indices(labels_of(val_ds), p.probe_n_val, seed=p.seed)
+        with _planted(plant, key, loaded_models[key]):
+            top1 = ttr.probe_ttr_tokens(loaded_models[key], found[key][0], Subset(train_ds, tr.tolist()),
+                                        labels_of(train_ds)[tr], Subset(val_ds, va.tolist()), labels_of(val_ds)[va],
+                                        batch_size=p.batch_size)
+        out[key] = {"model": key, "dataset": p.probe_dataset, "n_train": len(tr), "n_val": len(va), **top1}
+    chance = None if val_ds is None else 100 / len(torch.unique(labels_of(val_ds)))
+    return out, chance
+
+
+def record(p: Params, found: dict[str, Any], measured: dict[str, ttr.Measurement], shift: Shifted, lost_result: Lost,
+           probe: dict[str, Any], *, n_detect: int, n_eval: int, skip: Callable[[str, str], Any]) -> Record:
+    """The results record of the run (a [TTR] model not run is recorded as skipped through ``skip``)."""
+    models: dict[str, ModelResult] = {}
+    for key in p.models:
+        neurons, _ = found[key]
+        before, after = measured[key].summary, measured[f"{key}+ttr"].summary
+        twin = register_twin(key)
+        models[key] = ModelResult(
+            model=key, settings=neurons.settings, n_neurons=len(neurons.neurons),
+            neurons_per_block={str(b): n for b, n in ttr.blocks_of(neurons).items()}, no_ttr=before, ttr=after,
+            cls_artifact_drop=before["cls_artifact_score"] - after["cls_artifact_score"],
+            trained_registers={"model": twin, **measured[twin].summary} if twin is not None else None)
+    for key in [k for k in TTR_MODELS if k not in models]:
+        why = skip(f"models.{key}", f"{key} not in models")
+        models[key] = ModelResult(ttr={"patch_outlier_pct": why, "extra_above_patch_p99_pct": why},
+                                  cls_artifact_drop=why)
+    return Record(models=models, n_detect=n_detect, n_eval=n_eval, image_size=p.image_size, planted=bool(p.plant),
+                  shifted=shift, lost=lost_result, probe=probe)
+
+
+def checks(p: Params, rec: Record) -> list[tuple[str, Any, str]]:
+    """``(record path, value, model)`` of every number the paper states for this notebook ([TTR]'s two models, the
+    LOST row and its gain), for :meth:`vitreg.present.notebook.NotebookRun.check`."""
+    out = []
+    for key in TTR_MODELS:
+        m = rec.models[key]
+        out += [(f"models.{key}.ttr.patch_outlier_pct", m.ttr["patch_outlier_pct"], key),
+                (f"models.{key}.ttr.extra_above_patch_p99_pct", m.ttr["extra_above_patch_p99_pct"], key),
+                (f"models.{key}.cls_artifact_drop", m.cls_artifact_drop, key)]
+    for ds in lost_names(p):
+        for role in ("test_time_register", "ttr_gain"):
+            row = getattr(rec.lost, role)
+            out.append((f"lost.{role}.{ds.lower()}", row[ds.lower()], row["model"]))
+    return out
+
+
+def planted_checks(rec: Record, found: dict[str, Any], plant: PlantedNeurons | None) -> dict[str, bool]:
+    """What the run must recover of the planted truth (empty without one): the planted neurons exactly, the
+    outliers they write gone into the extra token, the shifted patch, the synthetic set's global signal."""
+    if plant is None:
+        return {}
+    out = {}
+    for key in plant.units:
+        got, want = set(found[key][0].neurons), {(plant.block, u) for u in plant.units[key]}
+        out[f"{key}: detection returns exactly the planted neurons {sorted(want)}"] = got == want
+        before, after = rec.models[key].no_ttr, rec.models[key].ttr
+        out[f"{key}: planted outliers without the register ({before['patch_outlier_pct']:.2f}% > 0)"] = \
+            before["patch_outlier_pct"] > 0
+        out[f"{key}: none with it, and the extra token above the cut-off ({after['patch_outlier_pct']:.2f}%, "
+            f"{after['extra_above_threshold_pct']:.0f}%)"] = \
+            after["patch_outlier_pct"] == 0 and after["extra_above_threshold_pct"] == 100
+    share = rec.shifted.chosen_patch_is_max_pct
+    out[f"shifted: the chosen patch holds the outlier ({share:.0f}% of images)"] = share == 100
+    for key, row in rec.probe.items():  # the synthetic set's planted global signal (share of red tiles, 4 classes)
+        if not isinstance(row["test_time_register"], dict):
+            out[f"{key}: the planted global signal is read from the test-time register token "
+                f"({row['test_time_register']:.0f}% > twice chance, 50%)"] = row["test_time_register"] > 50
+    return out
+
+
+def numbers(rec: Record) -> dict[str, Any]:
+    """The record as saved: :func:`vitreg.experiments.records.to_numbers` (parts a run did not have left out)."""
+    return to_numbers(rec)
+
 
 def models(p: Params) -> list[str]:
     """Every model a run with ``p`` loads, in load order: ``models``, their register twins, LOST's pair."""
@@ -137,4 +491,5 @@ def work(p: Params) -> list[Work]:
     return rows
 
 
-EXPERIMENT = Experiment("10_test_time_registers", Params, models, work, PROFILES, other_s=OTHER_S, note=NOTE)
+EXPERIMENT = Experiment("10_test_time_registers", Params, models, work, PROFILES, record=Record,
+                        other_s=OTHER_S, note=NOTE)

@@ -3,8 +3,9 @@
 Paper: Fig. 5b (F5 patch tokens, pixels and pre-LN norms), Table 1 / App. G Table 6 (F6 single tokens),
 Table 2 (dense and image-level features). Used in notebooks 05, 06 and 09.
 
-Planted outliers (smoke runs) are not a parameter here: wrap a call in
-``with vitreg.planting.planted_outlier_share(loaded, ...)``; the plant is part of the model's cache key.
+Planted outliers (smoke runs) are not a parameter here: a caller wraps a call in a planting context
+(``vitreg.planting.planted_outlier_share``), supplied from outside; the functions here read the model's
+experiment context (:mod:`vitreg.core.context`) and pass its fingerprint to the cache key explicitly.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vitreg import planting
+from vitreg.core import context
 from vitreg.utils.cache import feature_key, hash_indices, model_fields
 from vitreg.core.capture import Recording
 from vitreg.data.dense import resize_crop_target
@@ -137,7 +138,7 @@ def forward_tokens(loaded, images: Sequence, *, layer: str | int = "final_norm",
         batch_size: images per forward pass.
         with_pixels: also return each patch's input pixels (normalised as the model sees them).
         first_index: index of ``images[0]`` in the whole extraction (a
-            :func:`vitreg.planting.planted_outlier_share` context seeds its masks per image index).
+            :mod:`vitreg.core.context` (a planting context seeds its masks per image index).
         total: images in the whole extraction, for the estimate (default: ``len(images)``).
         detect_block: the block whose pre-LN output norms are returned (:func:`detection_block`).
 
@@ -148,7 +149,7 @@ def forward_tokens(loaded, images: Sequence, *, layer: str | int = "final_norm",
     want = dict(norms=[detect_block], final_norm=layer == "final_norm", outputs=None if layer == "final_norm" else [int(layer)])
     recs, pixels = [], []
     for b in stream(loaded, images, batch_size=batch_size, progress=False, estimate=first_index == 0,
-                    total=total or len(images), before_batch=lambda i: planting.at_image(loaded, first_index + i),
+                    total=total or len(images), before_batch=lambda i: _at_image(loaded, first_index + i),
                     **want):
         recs.append(b.rec)
         if with_pixels:
@@ -161,8 +162,28 @@ def forward_tokens(loaded, images: Sequence, *, layer: str | int = "final_norm",
     return out
 
 
+def _at_image(loaded, index: int) -> None:
+    """Tell the model's experiment context (if any) that image ``index`` of the extraction comes next."""
+    ctx = context.current(loaded.model)
+    if ctx is not None:
+        ctx.at_image(index)
+
+
+def _planted_mask(loaded, start: int, n_images: int) -> torch.Tensor:
+    """``(n_images, N)`` bool: the patches the model's experiment context planted (all False without one)."""
+    ctx = context.current(loaded.model)
+    if ctx is None:
+        return torch.zeros(n_images, loaded.layout.num_patches, dtype=torch.bool)
+    return ctx.mask(start, n_images, loaded.layout.grid)
+
+
+def _fields(loaded) -> dict:
+    """The model's cache-key fields, with its experiment context's fingerprint passed explicitly."""
+    return model_fields(loaded, context.fingerprint(context.current(loaded.model)))
+
+
 def _model_key(loaded, layer: str | int) -> dict:
-    return dict(**model_fields(loaded), layer=layer)
+    return dict(**_fields(loaded), layer=layer)
 
 
 def patch_token_features(loaded, images: Sequence, *, dataset: str, layer: str | int = "final_norm",
@@ -171,7 +192,7 @@ def patch_token_features(loaded, images: Sequence, *, dataset: str, layer: str |
     """Patch tokens, their pre-LN norms and their input pixels for the local probes (notebook 05).
 
     Paper: Fig. 5b. Cached on disk keyed by model, weights, resolution, ``dataset`` (a name for the image
-    list: include anything that identifies it), layer and any planting (:mod:`vitreg.planting`).
+    list: include anything that identifies it), layer and the experiment context (:mod:`vitreg.core.context`).
 
     Args:
         loaded: the model.
@@ -195,7 +216,7 @@ def patch_token_features(loaded, images: Sequence, *, dataset: str, layer: str |
     def compute(start: int, stop: int) -> dict[str, torch.Tensor]:
         got = forward_tokens(loaded, images[start:stop], layer=layer, batch_size=batch_size, with_pixels=True,
                              first_index=start, total=len(images))
-        planted_ = planting.planted_mask(loaded, start, stop - start)
+        planted_ = _planted_mask(loaded, start, stop - start)
         return {"patches": layout.patches(got["tokens"]).half(), "norms": layout.patches(got["norms"]),
                 "pixels": got["pixels"].half(), "planted": planted_}
 
@@ -357,7 +378,7 @@ def cached_task_features(loaded: Any, dataset: Any, indices: Sequence[int], *, d
             out["labels"] = torch.tensor([int(t) for _, t in items], dtype=torch.long)
         return out
 
-    key = feature_key(**model_fields(loaded), dataset=dataset_name, split=split, layer="final_norm", target=target,
+    key = feature_key(**_fields(loaded), dataset=dataset_name, split=split, layer="final_norm", target=target,
                       label_size=None if label_size is None else list(label_size), n_items=len(indices),
                       indices_hash=hash_indices(indices), **key_extra)
     return cached_features(key, len(indices), compute, chunk_size=chunk_size, root=cache_root, enabled=cache,

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal, Sequence
 import numpy as np
 import torch
 
-from vitreg.planting import planted_feature_maps, planted_objects
+from vitreg.data.planted_objects import planted_feature_maps, planted_objects
 from vitreg.core.resize import resizable
 from vitreg.core.tokens import TokenLayout
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from vitreg.core import hooks
 from vitreg.core.stream import stream
 
 #: Sun et al.'s criterion: a massive activation is larger than this in magnitude ...
@@ -179,22 +180,18 @@ def fixed_register_means(loaded: Any, means: Mapping[int, torch.Tensor]) -> Iter
     <= 0.2 points (S 81.9 -> 81.7, B 84.8 -> 85.0, L 86.3 -> 86.2, G 87.0 -> 87.0). Hooks are removed on exit.
     """
     sl = loaded.layout.reg_slice
-    handles = []
 
     def hook_for(mean: torch.Tensor):
-        def hook(_m: torch.nn.Module, _a: tuple, out: torch.Tensor) -> torch.Tensor:
+        def hook(out: torch.Tensor) -> torch.Tensor:
             out = out.clone()
             out[:, sl] = mean.to(out.device, out.dtype)
             return out
         return hook
 
-    try:
+    with ExitStack() as stack:
         for b, mean in means.items():
-            handles.append(loaded.model.blocks[b].register_forward_hook(hook_for(mean)))
+            stack.enter_context(hooks.write(loaded.model, f"blocks.{b}.out", hook_for(mean)))
         yield
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def linear_accuracy_change(loaded: Any, train: Sequence[Any], train_labels: torch.Tensor, test: Sequence[Any],

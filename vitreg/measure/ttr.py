@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vitreg.core import hooks
 from vitreg.core.capture import capture, resolve_blocks
 from vitreg.core.tokens import TokenLayout
 from vitreg.core.weights import LoadedModel
@@ -129,7 +130,7 @@ def neuron_scores(model: LoadedModel | nn.Module, x: torch.Tensor, *, detect_blo
     """
     net = _model(model)
     param = next(net.parameters())
-    depth = len(net.blocks)
+    depth = hooks.depth(net)
     total = filtered = sparse_count = None
     n_used, counts = 0, []
     with torch.inference_mode():
@@ -151,7 +152,7 @@ def neuron_scores(model: LoadedModel | nn.Module, x: torch.Tensor, *, detect_blo
                 sparse_count = sparse if sparse_count is None else sparse_count + sparse
                 n_used += 1
     if total is None:
-        hidden = net.blocks[0].mlp.fc2.in_features
+        hidden = hooks.mlp_hidden_size(net, 0)
         total = filtered = sparse_count = torch.zeros(depth, hidden)
     used = max(n_used, 1)
     return NeuronScores(scores=(total / used).cpu(), sparse_scores=(filtered / used).cpu(),
@@ -213,14 +214,14 @@ def find_register_neurons(loaded: LoadedModel, x: torch.Tensor, *, detect_block:
 
 
 def _move_hook(units: torch.Tensor, num_prefix: int, target: int | None) -> Any:
-    """fc2 pre-hook of one block: the largest-magnitude entry over tokens x units goes to the target token.
+    """Writer of one block's ``mlp.hidden``: the largest-magnitude entry over tokens x units goes to the target token.
 
     The token ranges come from the sequence itself (prefix first, the extra token last), not from a grid
     fixed at entry: a model resized inside the context (LOST's padded protocol, one size per batch) keeps
     the extra token at the end and every patch in between.
     """
-    def hook(_m: nn.Module, args: tuple) -> tuple:
-        h = args[0].clone()
+    def hook(hidden: torch.Tensor) -> torch.Tensor:
+        h = hidden.clone()
         u = units.to(h.device)
         sel = h[:, :, u]  # (B, T, U)
         flat = sel.flatten(1)
@@ -231,7 +232,7 @@ def _move_hook(units: torch.Tensor, num_prefix: int, target: int | None) -> Any:
         h[:, num_prefix:end] = patch
         row = end if target is None else num_prefix + target
         h[:, row, u] = peak[:, None].to(h.dtype)
-        return (h, *args[1:])
+        return h
 
     return hook
 
@@ -261,20 +262,19 @@ def test_time_register(loaded: LoadedModel, neurons: RegisterNeurons | dict[int,
     layout = base if shift_to is not None else base.with_extra(1)
     if shift_to is not None and not 0 <= shift_to < base.num_patches:
         raise ValueError(f"shift_to={shift_to} is not a patch of the {base.grid[0]}x{base.grid[1]} grid")
-    handles = []
-    try:
+    with ExitStack() as stack:
         if shift_to is None:
-            handles.append(net.pos_drop.register_forward_hook(
-                lambda _m, _a, out: torch.cat([out, out.new_zeros(out.shape[0], 1, out.shape[2])], dim=1)))
-        for b in resolve_blocks(list(by_block), len(net.blocks)):
+            stack.enter_context(hooks.write(
+                net, "embed", lambda out: torch.cat([out, out.new_zeros(out.shape[0], 1, out.shape[2])], dim=1)))
+        for b in resolve_blocks(list(by_block), hooks.depth(net)):
             units = torch.tensor(sorted(by_block[b]), dtype=torch.long)
-            handles.append(net.blocks[b].mlp.fc2.register_forward_pre_hook(_move_hook(units, base.num_prefix, shift_to)))
-        loaded.layout = layout
-        yield layout
-    finally:
-        loaded.layout = base
-        for h in handles:
-            h.remove()
+            stack.enter_context(hooks.write(net, f"blocks.{b}.mlp.hidden",
+                                            _move_hook(units, base.num_prefix, shift_to)))
+        try:
+            loaded.layout = layout
+            yield layout
+        finally:
+            loaded.layout = base
 
 
 def outlier_summary(norms: torch.Tensor, layout: TokenLayout, threshold: float) -> dict[str, Any]:

@@ -8,7 +8,12 @@ activations, positional signals), importable from here, under two kinds of names
 - tensor ops, plain verbs on tensors that return new tensors (``scale_tokens``, ``random_outlier_mask``,
   ``attention_peak``, ``planted_feature_maps``);
 - hooks, context managers named ``planted*`` that install on ``with`` and are removed on exit, also on
-  exceptions, and work for any batch size (``planted_outliers``, ``planted``, ``planted_registers``).
+  exceptions, and work for any batch size (``planted_outliers``, ``planted``, ``planted_registers``); they write
+  through the hook namespace (:mod:`vitreg.core.hooks`), and the ones the feature cache must know of enter
+  themselves as the model's experiment context (:mod:`vitreg.core.context`).
+
+No measurement imports this package: planted truth is supplied from outside (the notebooks and the experiments'
+steps wrap ordinary calls), and the synthetic LOST features live with the data (:mod:`vitreg.data.planted_objects`).
 
 No science function takes a ``plant_*`` parameter: a notebook wraps an ordinary call, e.g.
 ``with planting.planted(loaded, mask): rec = extract(loaded, images, norms=[-1])``.
@@ -17,8 +22,8 @@ No science function takes a ``plant_*`` parameter: a notebook wraps an ordinary 
 from vitreg.planting.outliers import (
     scale_tokens, random_outlier_mask, mask_to_tokens, attention_peak, planted_outliers,
     planted_outliers_per_image, planted, planted_emergence_block, planted_registers,
-    planted_feature_maps, planted_objects,
 )
+from vitreg.data.planted_objects import planted_feature_maps, planted_objects
 from vitreg.planting.probes import (
     plant_mask, PlantedOutliers, planted_outlier_share, at_image, planted_mask,
     planted_segmentation, planted_depth,

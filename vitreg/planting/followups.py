@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from vitreg.core import hooks
+
 
 if TYPE_CHECKING:
     from vitreg.core.weights import LoadedModel
@@ -21,38 +23,36 @@ def planted_register_neurons(model: nn.Module, block: int, units: Sequence[int],
                              activation: float = 10.0, norm: float = 500.0, seed: int = 0) -> Iterator[torch.Tensor]:
     """Make MLP ``units`` of ``block`` fire on ``tokens`` and write a high-norm vector there ([TTR], planted).
 
-    Paper: [TTR] register neurons (Jiang et al. 2025), as a known answer: the units' activation (after the
-    nonlinearity) is set to ``activation`` on ``tokens`` (full-sequence indices, every image), and the block
-    adds ``sum over units of their fc2 input x direction`` scaled so that the planted tokens gain ``norm``.
-    The write is read from what ``fc2`` receives, so a test-time register that moves the activation moves
-    the high norm with it. Hooks installed on ``with``, removed on exit; yields the unit direction.
+    Paper: [TTR] register neurons (Jiang et al. 2025), as a known answer: the units' activation (the hook
+    point ``blocks.{block}.mlp.hidden``) is set to ``activation`` on ``tokens`` (full-sequence indices, every
+    image), and the block adds ``sum over units of their hidden activation x direction`` scaled so that the
+    planted tokens gain ``norm``. The write reads the hidden activation every writer has left (what ``fc2``
+    receives), so a test-time register entered inside this context moves the high norm with it. Hooks
+    installed on ``with``, removed on exit; yields the unit direction.
     """
-    blk, idx = model.blocks[block], torch.tensor(list(units), dtype=torch.long)
+    idx = torch.tensor(list(units), dtype=torch.long)
     gen = torch.Generator().manual_seed(seed)
-    vec = torch.randn(blk.mlp.fc2.out_features, generator=gen)
+    vec = torch.randn(hooks.residual_width(model, block), generator=gen)
     vec = vec / vec.norm()
     gain = norm / (len(idx) * activation)
     stash: list[torch.Tensor] = []
 
-    def fire(_m: nn.Module, _a: tuple, out: torch.Tensor) -> torch.Tensor:
+    def fire(out: torch.Tensor) -> torch.Tensor:
         out = out.clone()
         rows = torch.tensor(list(tokens), dtype=torch.long, device=out.device)
         out[:, rows[:, None], idx.to(out.device)] = activation
         return out
 
-    def read(_m: nn.Module, args: tuple, _out: torch.Tensor) -> None:
-        stash.append(args[0][:, :, idx.to(args[0].device)].sum(-1))
+    def read(hidden: torch.Tensor) -> None:
+        stash.append(hidden[:, :, idx.to(hidden.device)].sum(-1))
 
-    def write(_m: nn.Module, _a: tuple, out: torch.Tensor) -> torch.Tensor:
+    def write(out: torch.Tensor) -> torch.Tensor:
         return out + stash.pop()[..., None] * gain * vec.to(out.device, out.dtype)
 
-    handles = [blk.mlp.act.register_forward_hook(fire), blk.mlp.fc2.register_forward_hook(read),
-               blk.register_forward_hook(write)]
-    try:
+    hidden = f"blocks.{block}.mlp.hidden"
+    with hooks.write(model, hidden, fire), hooks.read(model, hidden, read), \
+            hooks.write(model, f"blocks.{block}.out", write):
         yield vec
-    finally:
-        for h in handles:
-            h.remove()
 
 
 # --- planted massive activations and position-only / content-only signals (notebook 11) -----------
@@ -65,16 +65,13 @@ def planted_massive(loaded: "LoadedModel", block: int, cells: Sequence[tuple[int
     as Sun et al.'s massive activations are); the residual stream carries it to the later blocks."""
     tokens, channels = [t for t, _ in cells], [c for _, c in cells]
 
-    def hook(_m: nn.Module, _args: tuple, out: torch.Tensor) -> torch.Tensor:
+    def hook(out: torch.Tensor) -> torch.Tensor:
         out = out.clone()
         out[:, tokens, channels] = value
         return out
 
-    handle = loaded.model.blocks[block].register_forward_hook(hook)
-    try:
+    with hooks.write(loaded.model, f"blocks.{block}.out", hook):
         yield
-    finally:
-        handle.remove()
 
 
 @contextlib.contextmanager
@@ -87,7 +84,7 @@ def planted_grid_signal(loaded: "LoadedModel", *, kind: str = "position", streng
     layout, dim = loaded.layout, int(loaded.model.embed_dim)
     fixed = strength * torch.randn(layout.num_patches, dim, generator=gen)
 
-    def hook(_m: nn.Module, _args: tuple, out: torch.Tensor) -> torch.Tensor:
+    def hook(out: torch.Tensor) -> torch.Tensor:
         add = fixed if kind == "position" else strength * torch.randn(len(out), layout.num_patches, dim, generator=gen)
         out = out.clone()
         out[:, layout.patch_slice] += add.to(out.device, out.dtype)
@@ -95,8 +92,5 @@ def planted_grid_signal(loaded: "LoadedModel", *, kind: str = "position", streng
 
     if kind not in ("position", "content"):
         raise ValueError(f"kind must be 'position' or 'content', got {kind!r}")
-    handle = loaded.model.norm.register_forward_hook(hook)
-    try:
+    with hooks.write(loaded.model, "norm", hook):
         yield
-    finally:
-        handle.remove()

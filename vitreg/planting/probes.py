@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from vitreg.core import context, hooks
 from vitreg.planting.outliers import random_outlier_mask
 
 
@@ -48,9 +49,15 @@ class PlantedOutliers:
     block: int
     next_image: int = field(default=0, compare=False)
 
-    def key(self) -> dict:
-        """The settings that change the features (for cache keys)."""
+    def fingerprint(self) -> dict:
+        """The settings that change the features (for cache keys: :func:`vitreg.utils.cache.model_fields`)."""
         return {k: v for k, v in asdict(self).items() if k != "next_image"}
+
+    key = fingerprint
+
+    def at_image(self, index: int) -> None:
+        """The next image the model sees is image ``index`` of the current extraction."""
+        self.next_image = int(index)
 
     def mask(self, start: int, n_images: int, grid: tuple[int, int]) -> torch.Tensor:
         """``(n_images, h*w)`` planted positions of images ``start .. start + n_images - 1``."""
@@ -64,10 +71,10 @@ def planted_outlier_share(loaded: Any, *, fraction: float, norm: float = 1000.0,
 
     Paper: Fig. 5b, Table 1 (notebooks 05 and 06 check their claims on planted outliers when the
     weights are random). Image ``i`` of an extraction gets :func:`plant_mask`'s row ``i`` (seeded by
-    ``seed`` and ``i`` only, so chunk and batch sizes do not change it); the feature functions say which
-    image comes next through :func:`at_image`. While active, ``loaded.planted`` holds the settings,
-    which :func:`vitreg.utils.cache.model_fields` puts in the cache key: planted and clean features never share
-    an entry. ``fraction <= 0`` plants nothing (the real experiment) and yields None.
+    ``seed`` and ``i`` only, so chunk and batch sizes do not change it). While active, the settings are the
+    model's experiment context (:func:`vitreg.core.context.current`): the feature functions tell it which image
+    comes next and pass its fingerprint to the cache key, so planted and clean features never share an entry.
+    ``fraction <= 0`` plants nothing (the real experiment) and yields None.
 
     Args:
         loaded: a :class:`vitreg.core.weights.LoadedModel`.
@@ -81,13 +88,12 @@ def planted_outlier_share(loaded: Any, *, fraction: float, norm: float = 1000.0,
         return
     spec = PlantedOutliers(float(fraction), float(norm), int(seed),
                            loaded.num_blocks // 2 if block is None else int(block))
-    target = loaded.model.blocks[spec.block]
     gen = torch.Generator().manual_seed(spec.seed)
-    vec = torch.randn(target.norm1.normalized_shape[0], generator=gen)
+    vec = torch.randn(hooks.residual_width(loaded.model, spec.block), generator=gen)
     vec = vec / vec.norm() * spec.norm
     prefix = loaded.layout.num_prefix
 
-    def hook(_m: torch.nn.Module, _args: tuple, out: torch.Tensor) -> torch.Tensor:
+    def hook(out: torch.Tensor) -> torch.Tensor:
         out = out.clone()
         masks = spec.mask(spec.next_image, out.shape[0], loaded.layout.grid)
         for i, row in enumerate(masks):
@@ -97,27 +103,21 @@ def planted_outlier_share(loaded: Any, *, fraction: float, norm: float = 1000.0,
         spec.next_image += out.shape[0]
         return out
 
-    previous = getattr(loaded, "planted", None)
-    handle = target.register_forward_hook(hook)
-    loaded.planted = spec
-    try:
+    with hooks.write(loaded.model, f"blocks.{spec.block}.out", hook), context.entered(loaded.model, spec):
         yield spec
-    finally:
-        handle.remove()
-        loaded.planted = previous
 
 
 def at_image(loaded: Any, index: int) -> None:
     """Tell an active :func:`planted_outlier_share` context that the next image forwarded is image ``index``
     of the extraction (a no-op on a clean model)."""
-    spec = getattr(loaded, "planted", None)
+    spec = context.current(loaded.model)
     if spec is not None:
-        spec.next_image = int(index)
+        spec.at_image(index)
 
 
 def planted_mask(loaded: Any, start: int, n_images: int) -> torch.Tensor:
     """``(n_images, N)`` bool: the patches planted in images ``start ..`` (all False on a clean model)."""
-    spec = getattr(loaded, "planted", None)
+    spec = context.current(loaded.model)
     if spec is None:
         return torch.zeros(n_images, loaded.layout.num_patches, dtype=torch.bool)
     return spec.mask(start, n_images, loaded.layout.grid)

@@ -107,7 +107,7 @@ def feature_key(*, model: str, tag: str, resolution: Any, dataset: str, split: s
     return _canonical(key)
 
 
-def model_fields(loaded: Any) -> dict:
+def model_fields(loaded: Any, context: Mapping[str, Any] | None = None) -> dict:
     """The fields of a cache key that identify a loaded model's features.
 
     Name, tag, resolution, where the weights came from and the SHA-256 of a weights file
@@ -118,6 +118,9 @@ def model_fields(loaded: Any) -> dict:
 
     Args:
         loaded: a :class:`vitreg.core.weights.LoadedModel`.
+        context: the fingerprint of the experiment context the features are computed under (planted truth in
+            smoke runs: :func:`vitreg.core.context.fingerprint`), or None for the clean model: planted and clean
+            features never share an entry.
 
     Returns:
         a dict to pass to :func:`feature_key` with the dataset, split and layer.
@@ -130,9 +133,8 @@ def model_fields(loaded: Any) -> dict:
     source = Path(d["weights_source"])
     if d["pretrained"] and source.is_file():  # a file replaced in place (even `cp -p`) must not serve stale features
         fields["weights_sha256"] = file_sha256(source)
-    planted = getattr(loaded, "planted", None)  # vitreg.planting: planted and clean features never share an entry
-    if planted is not None:
-        fields["planted"] = planted.key()
+    if context is not None:
+        fields["planted"] = dict(context)
     if not d["pretrained"]:
         digest = hashlib.sha256()
         for p in params:  # a few values of every tensor: cheap, and any re-initialisation changes them
