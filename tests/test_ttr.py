@@ -301,3 +301,25 @@ def test_sparsity_is_decided_per_image_over_the_images_with_outliers(two_of_eigh
     assert (BLOCK, decoy) not in with_filter.neurons  # not sparse in either image that has outliers: scores 0
     assert {(BLOCK, u) for u in UNITS} <= set(with_filter.neurons)
     assert scores.sparse_scores[BLOCK, decoy] == 0.0 and scores.sparse[BLOCK, decoy] == 0.0
+
+
+def test_measure_reads_outliers_at_the_detection_block_and_the_scale_free_high_mode():
+    """Planted: outliers of norm 400 at the detection block only (the last block has lost them), and a separate
+    high mode at the last block (10% of patches at 30x the rest) for a model whose cut-off (30) is a choice."""
+    from vitreg.core.tokens import TokenLayout
+
+    lay = TokenLayout(num_cls=1, num_reg=0, grid=(8, 8))
+    g = torch.Generator().manual_seed(0)
+    last = 5 + torch.rand(4, 65, generator=g)                       # unimodal, below the cut-off 30
+    detect = last.clone()
+    detect[:, 1:7] = 400.0                                           # 6 of 64 patches per image: 9.375%
+    attn = torch.softmax(torch.randn(4, 2, 1, 65, generator=g), dim=-1)
+    m = ttr.measure(lay, last, attn, threshold=150.0, detect_norms=detect)
+    assert m.summary["patch_outlier_pct"] == 0.0
+    assert m.summary["detect_block_outlier_pct"] == pytest.approx(600 / 64)
+    assert m.summary["patch_high_mode_pct"] == 0.0                  # unimodal: no high mode
+    bimodal = last.clone()
+    bimodal[:, 1:8] = 150.0 + torch.rand(4, 7, generator=g)          # 7 of 64 patches 30x the rest
+    m = ttr.measure(lay, bimodal, attn, threshold=30.0)
+    assert m.summary["patch_high_mode_pct"] == pytest.approx(700 / 64, abs=1.0)
+    assert "detect_block_outlier_pct" not in m.summary

@@ -116,7 +116,8 @@ NOTE = '[TTR] sweep scoring and probe fitting not estimated (as 08 and 06)'
 #: [TTR]'s two models: the paper's numbers are about them (a run without one records it as skipped).
 TTR_MODELS = ("dinov2_l", "clip_b16_laion")
 #: What :func:`vitreg.measure.ttr.measure` summarises of one run of the last block.
-SUMMARY_KEYS = ("patch_outlier_pct", "patch_max_norm", "patch_median_norm", "cls_artifact_score",
+SUMMARY_KEYS = ("patch_outlier_pct", "detect_block_outlier_pct", "patch_high_mode_pct", "patch_max_norm",
+                "patch_median_norm", "cls_artifact_score",
                 "extra_norm_median", "extra_above_threshold_pct", "extra_above_patch_p99_pct")
 #: The box datasets LOST may run on (lower-cased, as the rows name them).
 LOST_KEYS = ("voc07", "voc12", "coco20k", "synthetic")
@@ -249,10 +250,12 @@ def detect(p: Params, key: str, loaded: LoadedModel, images: Sequence[Any], plan
 
 
 def _last_block(p: Params, loaded: LoadedModel, images: Sequence[Any], threshold: float,
-                layout: Any = None) -> ttr.Measurement:
-    rec = extract(loaded, images, batch_size=p.batch_size, norms=[-1], attn=[-1], attn_rows="prefix")
+                layout: Any = None, detect_block: int = -1) -> ttr.Measurement:
+    """The last block's norms and [CLS] attention, and the detection block's norms (where [TTR] detect outliers)."""
+    blocks = sorted({-1, detect_block})
+    rec = extract(loaded, images, batch_size=p.batch_size, norms=blocks, attn=[-1], attn_rows="prefix")
     return ttr.measure(loaded.layout if layout is None else layout, rec.norms[-1], rec.attn[-1], threshold=threshold,
-                       n_show=p.n_show)
+                       n_show=p.n_show, detect_norms=rec.norms[detect_block])
 
 
 def measure(p: Params, key: str, loaded_models: dict[str, LoadedModel], neurons: ttr.RegisterNeurons,
@@ -263,14 +266,15 @@ def measure(p: Params, key: str, loaded_models: dict[str, LoadedModel], neurons:
     Paper: [TTR] Fig. 1 (norms), Fig. 4 ([CLS] attention).
     """
     loaded, thr = loaded_models[key], p.detect_settings[key]["threshold"]
+    block = p.detect_settings[key].get("detect_block", -1)
     with _planted(plant, key, loaded):
-        out = {key: _last_block(p, loaded, images, thr)}
+        out = {key: _last_block(p, loaded, images, thr, detect_block=block)}
         with ttr.test_time_register(loaded, neurons) as layout:
-            out[f"{key}+ttr"] = _last_block(p, loaded, images, thr, layout)
+            out[f"{key}+ttr"] = _last_block(p, loaded, images, thr, layout, detect_block=block)
     twin = register_twin(key)
     if twin is not None:
         loaded_models[twin] = load(p, twin)
-        out[twin] = _last_block(p, loaded_models[twin], images, thr)
+        out[twin] = _last_block(p, loaded_models[twin], images, thr, detect_block=block)
     return out
 
 
@@ -393,8 +397,9 @@ def record(p: Params, found: dict[str, Any], measured: dict[str, ttr.Measurement
             trained_registers={"model": twin, **measured[twin].summary} if twin is not None else None)
     for key in [k for k in TTR_MODELS if k not in models]:
         why = skip(f"models.{key}", f"{key} not in models")
-        models[key] = ModelResult(ttr={"patch_outlier_pct": why, "extra_above_patch_p99_pct": why},
-                                  cls_artifact_drop=why)
+        models[key] = ModelResult(ttr={k: why for k in ("patch_outlier_pct", "extra_above_patch_p99_pct",
+                                                         "detect_block_outlier_pct", "patch_high_mode_pct")},
+                                  no_ttr={"detect_block_outlier_pct": why}, cls_artifact_drop=why)
     return Record(models=models, n_detect=n_detect, n_eval=n_eval, image_size=p.image_size, planted=bool(p.plant),
                   shifted=shift, lost=lost_result, probe=probe)
 

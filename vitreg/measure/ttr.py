@@ -307,21 +307,33 @@ class Measurement:
 
 
 def measure(layout: TokenLayout, norms: torch.Tensor, attn: torch.Tensor, *, threshold: float, n_show: int = 4,
-            top_frac: float = 0.02) -> Measurement:
+            top_frac: float = 0.02, detect_norms: torch.Tensor | None = None) -> Measurement:
     """Patch outliers, the extra token and the [CLS] artifact score of one run ([TTR] Fig. 1; paper Fig. 1-3).
 
     Args:
         layout: the layout the run had (with the extra token inside :func:`test_time_register`).
         norms: ``(B, T)`` last-block output norms, pre-LN; ``attn``: ``(B, heads, rows, T)`` prefix rows.
         threshold: the outlier cut-off; ``top_frac``: share of patches of the artifact score.
+        detect_norms: ``(B, T)`` output norms of the detection block ([TTR]'s -2 for DINOv2-L, where the
+            outliers are found: the last block has already lost them); adds ``detect_block_outlier_pct``.
+
+    The summary also holds ``patch_high_mode_pct``: the share of patches in a separate high-norm mode of the last
+    block (:func:`vitreg.measure.norms.high_norm_modes`, scale-free; 0 when the norms are unimodal), the rule for
+    models whose cut-off is a choice (OpenCLIP: 30 in [TTR]'s code, 75 in its text).
     """
     from vitreg.measure.attention import artifact_score, attention_maps
+    from vitreg.measure.norms import high_norm_modes
 
     norms, attn = norms.float().cpu(), attn.float().cpu()
     maps = attention_maps(attn, layout, token="cls")
     summary = {**outlier_summary(norms, layout, threshold),
                "cls_artifact_score": float(artifact_score(maps, top_frac=top_frac).mean())}
     parts = layout.split(norms)
+    modes = high_norm_modes(parts.patch)
+    summary["patch_high_mode_pct"] = modes.high_share * 100 if modes.bimodal else 0.0
+    if detect_norms is not None:
+        at_detect = layout.split(detect_norms.float().cpu()).patch
+        summary["detect_block_outlier_pct"] = float((at_detect > threshold).float().mean() * 100)
     return Measurement(summary=summary, maps=maps[:n_show], patch_norms=parts.patch.flatten(),
                        extra_norms=None if parts.extra is None else parts.extra[:, 0])
 
