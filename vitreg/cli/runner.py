@@ -16,9 +16,11 @@ out-of-memory kill looks like) or any other error of papermill/nbclient is a fai
 crashed run. Ctrl-C or SIGTERM stop the run: the summary is marked "interrupted" and ``vitreg run``
 exits 130. Whatever happens, the run ends with the summary and the report of what finished.
 
-One run per notebook's outputs: a notebook writes into its own staging folder
-(``<out>/.staging/<notebook>``, its ``output_dir``); only on success are its old results and figures
-removed and the new ones moved into ``results/`` and ``figures/``. A failed rerun thus never leaves the
+One writer per output folder: a run holds the folder's lock (:mod:`vitreg.utils.lock`) from its first
+write to its summary; a second run on the same folder stops at once naming the first one's PID and start
+time. A notebook writes into a staging folder of its own (``<out>/.staging/<notebook>.<unique>``, its
+``output_dir``), and its executed copy is written beside the old one and replaces it whole; only on
+success are its old results and figures removed and the new ones moved into ``results/`` and ``figures/``. A failed rerun thus never leaves the
 previous run's results beside new figures. Each notebook's outcome (ok, failed, not run, interrupted)
 is written to ``results/_outcomes.json`` for the report.
 """
@@ -40,6 +42,7 @@ from typing import Any
 from vitreg.experiments.params import (ParameterError, given_parameters, load_order, notebook_defaults, read_overrides,
                            validate)
 from vitreg.experiments import timing
+from vitreg.utils.lock import exclusive_folder
 from vitreg.utils.paths import repo_root
 from vitreg.cli.terminal import Forward, quiet_jupyter
 
@@ -215,9 +218,11 @@ OUTCOMES_FILE = "_outcomes.json"
 def run_notebook(name: str, params: dict[str, Any], executed_dir: Path, root: Path | None = None) -> Outcome:
     """Execute one notebook with papermill; the executed copy (errors included) goes to ``executed_dir``.
 
-    The notebook writes into ``<output_dir>/.staging/<name>``; on success its outputs replace the
-    notebook's previous ones (:func:`_publish`). Any error of the execution machinery is a failed
-    outcome; only Ctrl-C/SIGTERM (``KeyboardInterrupt``) goes through, leaving the old outputs alone.
+    The notebook writes into a staging folder of its own (:func:`_staging_for`); on success its outputs
+    replace the notebook's previous ones (:func:`_publish`). papermill writes the executed copy to a
+    temporary file beside it, which replaces ``executed_dir/<name>.ipynb`` only once it is a whole notebook
+    (a full disk keeps the previous copy). Any error of the execution machinery is a failed outcome; only
+    Ctrl-C/SIGTERM (``KeyboardInterrupt``) goes through, leaving the old outputs alone.
     """
     import papermill as pm
     from nbclient.exceptions import DeadKernelError
@@ -225,15 +230,15 @@ def run_notebook(name: str, params: dict[str, Any], executed_dir: Path, root: Pa
     root = root or repo_root()
     executed_dir.mkdir(parents=True, exist_ok=True)
     out_dir = Path(params["output_dir"])
-    staging = out_dir / STAGING / name
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    staging = _staging_for(name, out_dir)
+    executed = executed_dir / f"{name}.ipynb"
+    partial = _partial_path(executed)
     start = time.perf_counter()
     try:
         try:
             with _kernel_imports_from(root), quiet_jupyter():  # the notebook's estimate and progress, no Jupyter noise
                 pm.execute_notebook(
-                    str(root / "notebooks" / f"{name}.ipynb"), str(executed_dir / f"{name}.ipynb"),
+                    str(root / "notebooks" / f"{name}.ipynb"), str(partial),
                     parameters={**params, "output_dir": str(staging)}, kernel_name=KERNEL_NAME,
                     cwd=str(root / "notebooks"), progress_bar=False, stdout_file=Forward(), stderr_file=Forward(),
                     extra_arguments=KERNEL_QUIET,
@@ -248,8 +253,53 @@ def run_notebook(name: str, params: dict[str, Any], executed_dir: Path, root: Pa
             _publish(name, staging, out_dir)
         return Outcome(name, "ok", time.perf_counter() - start)
     finally:
+        with _signals_ignored():
+            _publish_executed(partial, executed)
         shutil.rmtree(staging, ignore_errors=True)
         _remove_if_empty(out_dir / STAGING)
+
+
+def _staging_for(name: str, out_dir: Path) -> Path:
+    """A new staging folder for one run of ``name``: ``<out_dir>/.staging/<name>.<unique>`` (never shared)."""
+    import tempfile
+
+    (out_dir / STAGING).mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{name}.", dir=out_dir / STAGING))
+
+
+def _partial_path(executed: Path) -> Path:
+    """A new temporary file beside ``executed`` for papermill to write into (named ``.ipynb``, as papermill wants)."""
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{executed.stem}.", suffix=".partial.ipynb", dir=executed.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def _publish_executed(partial: Path, executed: Path) -> None:
+    """Move the executed copy papermill wrote in ``partial`` over ``executed`` if it is a whole notebook (JSON
+    with cells); otherwise keep the previous ``executed`` and drop ``partial``."""
+    from vitreg.utils.io import replace_with
+
+    try:
+        whole = isinstance(json.loads(partial.read_text(encoding="utf-8")).get("cells"), list)
+    except (OSError, ValueError, AttributeError):
+        whole = False
+    try:
+        if whole:
+            replace_with(partial, executed)
+    except OSError as err:
+        print(f"    the executed copy of {executed.stem} could not be saved ({err}); the previous one is kept")
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _clear_stale(out_dir: Path, executed_dir: Path) -> None:
+    """Remove what a run killed outright (SIGKILL, power loss) left behind: staging folders and partial
+    executed copies. Called with the output folder's lock held, so no live run owns them."""
+    shutil.rmtree(out_dir / STAGING, ignore_errors=True)
+    for partial in executed_dir.glob(".*.partial.ipynb"):
+        partial.unlink(missing_ok=True)
 
 
 def _publish(name: str, staging: Path, out_dir: Path) -> None:
@@ -334,7 +384,8 @@ def run(profile: str, only: list[str] | None = None, *, keep_going: bool = False
         print(f"expected run time on one H100-class GPU (estimate, vitreg.experiments.timing):\n{timing.render(names)}\n", flush=True)
     outcomes: list[Outcome] = []
     start = time.perf_counter()
-    with _sigterm_interrupts():
+    with exclusive_folder(out_dir), _sigterm_interrupts():  # one run per output folder (FolderBusy otherwise)
+        _clear_stale(out_dir, executed)
         try:
             _run_all(names, plans, profile, executed, root, keep_going, outcomes)
         except KeyboardInterrupt:

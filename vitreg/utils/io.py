@@ -34,6 +34,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def replace_with(tmp: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Move a finished temporary file ``tmp`` (written in ``path``'s folder by another library, e.g. papermill's
+    executed notebook) over ``path`` atomically, with the permissions ``open(path, "w")`` would give."""
+    os.chmod(tmp, _open_mode(Path(path)))
+    os.replace(tmp, path)
+    return Path(path)
+
+
 def _open_mode(path: Path) -> int:
     """The permission bits ``open(path, "w")`` would leave: the existing file's, else 0o666 less the umask."""
     try:
