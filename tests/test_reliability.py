@@ -62,12 +62,12 @@ sys.exit(main(["run", "--profile", "smoke", "--out", sys.argv[2]]))
 """
 
 
-def _start(project: Path, out: Path) -> subprocess.Popen:
+def _start(project: Path, out: Path, **popen) -> subprocess.Popen:
     """``vitreg run --profile smoke --out OUT`` on ``project`` in a process of its own."""
     (project / "driver.py").write_text(_DRIVER)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo_root()), os.environ.get("PYTHONPATH", "")])}
     return subprocess.Popen([sys.executable, str(project / "driver.py"), str(project), str(out)], cwd=repo_root(),
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 
 def _wait_for(path: Path, proc: subprocess.Popen, seconds: float = 180) -> None:
@@ -200,3 +200,16 @@ def test_an_executed_copy_that_is_not_a_whole_notebook_never_replaces_the_old_on
     partial.write_text('{"cells": [1]}')
     _publish_executed(partial, executed)
     assert executed.read_text() == '{"cells": [1]}' and not partial.exists()
+
+
+@pytest.mark.robustness("handled")
+def test_ctrl_c_to_the_process_group_ends_with_the_summary_and_no_kernel_noise(project):
+    started = project / "started"
+    _notebook(project / "notebooks" / "01_ok.ipynb", f"import time\nopen({str(started)!r}, 'w').close()\ntime.sleep(120)")
+    run = _start(project, project / "out", start_new_session=True)  # its own group, like a terminal's job
+    _wait_for(started, run)
+    os.killpg(run.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
+    printed, err = run.communicate(timeout=120)
+    assert run.returncode == 130, printed + err
+    assert "(INTERRUPTED)" in printed and "01_ok" in printed, printed
+    assert err.strip() == "", err  # no ZMQError, "Kernel died" or never-retrieved task

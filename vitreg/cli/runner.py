@@ -32,6 +32,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -44,6 +45,7 @@ from vitreg.experiments.params import (ParameterError, given_parameters, load_or
 from vitreg.experiments import timing
 from vitreg.utils.lock import exclusive_folder
 from vitreg.utils.paths import repo_root
+from vitreg.cli.kernel import kernel_manager_logging_to, log_tail, mark_interrupted, quiet_after_interrupt
 from vitreg.cli.terminal import Forward, quiet_jupyter
 
 __all__ = ["Outcome", "load_order", "merged_parameters", "models_in", "notebook_models", "planned_parameters",
@@ -234,6 +236,7 @@ def run_notebook(name: str, params: dict[str, Any], executed_dir: Path, root: Pa
     executed = executed_dir / f"{name}.ipynb"
     partial = _partial_path(executed)
     start = time.perf_counter()
+    kernel_log = tempfile.TemporaryFile(prefix=f"vitreg-kernel-{name}-", suffix=".log")
     try:
         try:
             with _kernel_imports_from(root), quiet_jupyter():  # the notebook's estimate and progress, no Jupyter noise
@@ -241,36 +244,42 @@ def run_notebook(name: str, params: dict[str, Any], executed_dir: Path, root: Pa
                     str(root / "notebooks" / f"{name}.ipynb"), str(partial),
                     parameters={**params, "output_dir": str(staging)}, kernel_name=KERNEL_NAME,
                     cwd=str(root / "notebooks"), progress_bar=False, stdout_file=Forward(), stderr_file=Forward(),
-                    extra_arguments=KERNEL_QUIET,
+                    extra_arguments=KERNEL_QUIET, kernel_manager_class=kernel_manager_logging_to(kernel_log),
                 )
         except pm.PapermillExecutionError as err:
             return Outcome(name, "failed", time.perf_counter() - start, f"{err.ename}: {err.evalue}"[:400])
         except DeadKernelError as err:
+            _show_kernel_log(name, kernel_log)
             return Outcome(name, "failed", time.perf_counter() - start, f"{KERNEL_DIED} ({err})"[:400])
         except Exception as err:  # noqa: BLE001 - one notebook's failure, whatever it is, must not end the run
+            _show_kernel_log(name, kernel_log)
             return Outcome(name, "failed", time.perf_counter() - start, f"{type(err).__name__}: {err}"[:400])
         with _signals_ignored():  # never half-moved
             _publish(name, staging, out_dir)
         return Outcome(name, "ok", time.perf_counter() - start)
     finally:
+        kernel_log.close()
         with _signals_ignored():
             _publish_executed(partial, executed)
         shutil.rmtree(staging, ignore_errors=True)
         _remove_if_empty(out_dir / STAGING)
 
 
+def _show_kernel_log(name: str, kernel_log: Any) -> None:
+    """Print what the kernel of a failed notebook wrote to its own stderr (a crash's last words), if anything."""
+    if tail := log_tail(kernel_log):
+        print(f"    the kernel of {name} said:\n" + "\n".join(f"      {line}" for line in tail.splitlines()),
+              file=sys.stderr)
+
+
 def _staging_for(name: str, out_dir: Path) -> Path:
     """A new staging folder for one run of ``name``: ``<out_dir>/.staging/<name>.<unique>`` (never shared)."""
-    import tempfile
-
     (out_dir / STAGING).mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f"{name}.", dir=out_dir / STAGING))
 
 
 def _partial_path(executed: Path) -> Path:
     """A new temporary file beside ``executed`` for papermill to write into (named ``.ipynb``, as papermill wants)."""
-    import tempfile
-
     fd, tmp = tempfile.mkstemp(prefix=f".{executed.stem}.", suffix=".partial.ipynb", dir=executed.parent)
     os.close(fd)
     return Path(tmp)
@@ -384,7 +393,7 @@ def run(profile: str, only: list[str] | None = None, *, keep_going: bool = False
         print(f"expected run time on one H100-class GPU (estimate, vitreg.experiments.timing):\n{timing.render(names)}\n", flush=True)
     outcomes: list[Outcome] = []
     start = time.perf_counter()
-    with exclusive_folder(out_dir), _sigterm_interrupts():  # one run per output folder (FolderBusy otherwise)
+    with exclusive_folder(out_dir), _sigterm_interrupts(), quiet_after_interrupt():  # one run per output folder
         _clear_stale(out_dir, executed)
         try:
             _run_all(names, plans, profile, executed, root, keep_going, outcomes)
@@ -416,19 +425,22 @@ def _run_all(names: list[str], plans: dict[str, dict], profile: str, executed: P
 
 @contextmanager
 def _sigterm_interrupts() -> Iterator[None]:
-    """While the run lasts, SIGTERM stops it like Ctrl-C (a ``KeyboardInterrupt``)."""
+    """While the run lasts, SIGTERM stops it like Ctrl-C (a ``KeyboardInterrupt``), and either signal first says
+    an interrupt is under way (:func:`vitreg.cli.kernel.mark_interrupted`: the kernel's shutdown stays quiet)."""
     def interrupt(signum: int, frame: Any) -> None:
+        mark_interrupted()
         raise KeyboardInterrupt(f"signal {signum}")
 
     try:
-        old = signal.signal(signal.SIGTERM, interrupt)
+        old = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main thread: leave signals alone
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for s, handler in old.items():
+            signal.signal(s, handler)
 
 
 @contextmanager
