@@ -24,8 +24,8 @@ from pathlib import Path
 
 import yaml
 
-from vitreg.cli.handout import read_notebook
 from vitreg.experiments.params import load_order
+from vitreg.utils.io import read_notebook
 from vitreg.utils.paths import repo_root
 
 LABELS = {

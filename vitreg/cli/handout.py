@@ -14,15 +14,11 @@ import json
 import re
 from pathlib import Path
 
-from vitreg.utils.io import atomic_write_text
+from vitreg.utils.io import atomic_write_text, read_notebook
 from vitreg.utils.paths import repo_root
 
 SOLUTION_TAG = "solution"
 EXERCISES_HEADING = re.compile(r"^#{1,6}\s+Exercises?\b", re.IGNORECASE | re.MULTILINE)
-
-
-class UnreadableNotebook(ValueError):
-    """A notebook file that is not a notebook (truncated, empty, not JSON, no list of cells)."""
 
 
 def tags(cell: dict) -> list[str]:
@@ -36,22 +32,6 @@ def tags(cell: dict) -> list[str]:
 def is_solution(cell: dict) -> bool:
     """Whether the cell is a solution: tagged ``solution`` in any case, with or without spaces around it."""
     return any(t.lower() == SOLUTION_TAG for t in tags(cell))
-
-
-def read_notebook(path: Path) -> dict:
-    """The notebook at ``path`` as a JSON dict.
-
-    Raises:
-        UnreadableNotebook: not UTF-8 JSON with a list of cells; the message names the file and the fix.
-    """
-    try:
-        nb = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError) as err:
-        raise UnreadableNotebook(f"{path} is not a readable notebook ({err}): restore it (git checkout -- {path}) "
-                                 "or run it again") from None
-    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
-        raise UnreadableNotebook(f"{path} is not a notebook (no list of cells): restore it (git checkout -- {path})")
-    return nb
 
 
 def source_text(cell: dict) -> str:
@@ -90,7 +70,7 @@ def make_handout(src: Path | None = None, out: Path | None = None) -> list[Path]
         The written notebooks, sorted.
 
     Raises:
-        UnreadableNotebook: a source notebook cannot be read (named; nothing is written then).
+        vitreg.utils.io.UnreadableNotebook: a source notebook cannot be read (named; nothing is written then).
         NotADirectoryError: ``out`` is a file.
     """
     root = repo_root()

@@ -95,6 +95,26 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     return atomic_write_with(path, lambda f: torch.save(obj, f))
 
 
+class UnreadableNotebook(ValueError):
+    """A notebook file that is not a notebook (truncated, empty, not JSON, no list of cells)."""
+
+
+def read_notebook(path: str | os.PathLike) -> dict:
+    """The notebook (``.ipynb``) at ``path`` as a JSON dict, for the book and the handout.
+
+    Raises:
+        UnreadableNotebook: not UTF-8 JSON with a list of cells; the message names the file and the fix.
+    """
+    try:
+        nb = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise UnreadableNotebook(f"{path} is not a readable notebook ({err}): restore it (git checkout -- {path}) "
+                                 "or run it again") from None
+    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
+        raise UnreadableNotebook(f"{path} is not a notebook (no list of cells): restore it (git checkout -- {path})")
+    return nb
+
+
 def jsonable(x: Any) -> Any:
     """JSON fallback for numpy/torch scalars and arrays, and paths (values only: dictionary keys must
     already be str, int, float, bool or None; a tuple key raises ``TypeError``)."""
