@@ -112,8 +112,9 @@ def _add_weights(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     which.add_argument("--all", action="store_true", help="every model in the zoo")
     w = actions.add_parser(
         "where", help="where each model's weights are found, or every place looked",
-        description="Say where the weights of each model are found on this machine (no network). "
-                    "Exit status 1 if some are missing.")
+        description="Say where the weights of each model are found on this machine (no network); a file whose "
+                    "header says it is truncated or not a checkpoint is called broken. Exit status 1 if some are "
+                    "missing or broken.")
     w.add_argument("keys", nargs="+", metavar="KEY", help="zoo keys (dinov2_l_reg) or timm names")
     return p
 
@@ -147,13 +148,18 @@ def _download(args: argparse.Namespace, zoo: list[str]) -> int:
 
 def _where(keys: Sequence[str]) -> int:
     from vitreg.core.models import get_spec
+    from vitreg.core.weight_files import check_weights_file
     from vitreg.core.weights import find_weights
 
     status = 0
     for key in keys:
         file, looked = find_weights(get_spec(key))
-        print(f"{key}: {file}" if file else f"{key}: not found; looked in:\n" + "\n".join(f"  - {p}" for p in looked))
-        status |= file is None
+        problem = check_weights_file(file) if file else None  # the header, before calling the file found
+        if problem:
+            print(f"{key}: {file} is broken: {problem}; delete it and run `vitreg weights download {key}`")
+        else:
+            print(f"{key}: {file}" if file else f"{key}: not found; looked in:\n" + "\n".join(f"  - {p}" for p in looked))
+        status |= file is None or problem is not None
     return status
 
 
@@ -443,7 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = parser().parse_args(argv)
     try:
-        problem = _params_file_problem(getattr(args, "params", None))
+        problem = _params_file_problem(getattr(args, "params", None)) or _profile_problem(getattr(args, "profile", None))
         if problem:
             print(f"error: {problem}", file=sys.stderr)
             return 2
@@ -479,6 +485,24 @@ def user_error(err: BaseException) -> str | None:
     if any(cls.__module__.startswith("vitreg.") for cls in type(err).__mro__):
         text = err.args[0] if isinstance(err, KeyError) and err.args and isinstance(err.args[0], str) else str(err)
         return text.strip() or type(err).__name__
+    return None
+
+
+def _profile_problem(profile: str | None) -> str | None:
+    """What is wrong with the profile file of ``profile`` (``params/<profile>.yaml``) when it is empty (an empty
+    profile would silently run the notebooks' real defaults), or None."""
+    from vitreg.utils.paths import repo_root
+
+    if profile in (None, "real"):
+        return None
+    path = repo_root() / "params" / f"{profile}.yaml"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None  # named by the parameter checks
+    if not any(line.strip() and not line.lstrip().startswith("#") for line in text.splitlines()):
+        return (f"the {profile} profile {path} is empty: restore it (git checkout -- params/{profile}.yaml); "
+                "without it the notebooks would run their real defaults")
     return None
 
 
