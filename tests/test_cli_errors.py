@@ -138,3 +138,33 @@ def test_ctrl_c_in_extract_is_one_line_and_exit_130(tmp_path):
     assert proc.returncode == 130, out + err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert len(err.strip().splitlines()) == 1 and "interrupted" in err, err
+
+
+@pytest.mark.robustness("clear error")
+def test_a_read_only_output_folder_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
+    import vitreg.cli.runner as runner
+
+    monkeypatch.setattr(runner, "ensure_kernel", lambda: None)
+    out = tmp_path / "ro"
+    out.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(out)], capture_output=True, text=True)
+    if done.returncode:  # root ignores permission bits: only a read-only filesystem is read-only for it
+        pytest.skip(f"cannot mount a read-only filesystem here ({done.stderr.strip() or done.returncode}): needs root")
+    try:
+        assert main(["run", "--profile", "smoke", "--only", "09", "--out", str(out)]) == 2
+    finally:
+        subprocess.run(["umount", "-l", str(out)], check=False)
+    err = capsys.readouterr().err
+    assert str(out) in err and "Read-only" in err and "Traceback" not in err, err
+
+
+@pytest.mark.robustness("clear error")
+def test_a_cache_root_that_is_a_file_is_one_line_and_exit_2(tmp_path, capsys):
+    taken = tmp_path / "cache"
+    taken.write_text("not a folder")
+    sets = ["06.use_cache=true", f"06.cache_dir={taken}", "06.datasets=[synthetic]", "06.ttr_models=[]",
+            "06.ttr_datasets=[]", "06.synthetic_n=8", "06.image_size=56", "06.batch_size=8", "06.n_draws=1"]
+    assert main(["extract", "06", "--profile", "smoke", *[a for s in sets for a in ("--set", s)]]) == 2
+    err = capsys.readouterr().err
+    assert str(taken) in err and "Traceback" not in err, err
+    assert taken.read_text() == "not a folder"
