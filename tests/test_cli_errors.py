@@ -168,3 +168,16 @@ def test_a_cache_root_that_is_a_file_is_one_line_and_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert str(taken) in err and "Traceback" not in err, err
     assert taken.read_text() == "not a folder"
+
+
+@pytest.mark.robustness("clear error")
+@pytest.mark.parametrize("profile", ["real", "lecture"])
+@pytest.mark.parametrize("model", ["dinov2_xl", "resnet18"])
+def test_a_bad_model_in_the_weights_preflight_is_one_line_and_exit_2(profile, model, capsys, monkeypatch):
+    import vitreg.cli.runner as runner
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(runner, "ensure_kernel", lambda: pytest.fail("the run started"))
+    assert main(["run", "--profile", profile, "--only", "02", "--set", f"02.model={model}"]) == 2
+    err = capsys.readouterr().err
+    assert model in err and "Traceback" not in err, err
