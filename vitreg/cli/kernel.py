@@ -7,7 +7,8 @@ When a run is interrupted, the runner shuts the kernel down while it is still an
 "Kernel died" and "Task exception was never retrieved" in the runner's process. None of it says anything to
 the person who pressed Ctrl-C. :class:`QuietKernelManager` sends the kernel's own stderr (never the notebook's
 output, which goes through Jupyter messages) to a log file, which the runner shows when the notebook fails
-and drops otherwise; :func:`quiet_after_interrupt` drops the runner's machinery log records once an interrupt is under way.
+and drops otherwise; :func:`quiet_after_interrupt` drops the runner's machinery log records once an
+interrupt is under way.
 """
 
 from __future__ import annotations

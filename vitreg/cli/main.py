@@ -157,8 +157,10 @@ def _where(keys: Sequence[str]) -> int:
         problem = check_weights_file(file) if file else None  # the header, before calling the file found
         if problem:
             print(f"{key}: {file} is broken: {problem}; delete it and run `vitreg weights download {key}`")
+        elif file:
+            print(f"{key}: {file}")
         else:
-            print(f"{key}: {file}" if file else f"{key}: not found; looked in:\n" + "\n".join(f"  - {p}" for p in looked))
+            print(f"{key}: not found; looked in:\n" + "\n".join(f"  - {p}" for p in looked))
         status |= file is None or problem is not None
     return status
 
@@ -300,14 +302,16 @@ def _scan_options_problem(model: str, size: int | None, batch_size: int, device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         return f"--device {device}: torch sees no CUDA GPU here; use --device cpu (or auto)"
     if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
-        return f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}"
+        count = torch.cuda.device_count()
+        return f"--device {device}: this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}"
     if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         return "--device mps: torch sees no Apple GPU here; use --device cpu (or auto)"
     if size is None:
         return None
     spec = get_spec(model)
     if size <= 0:
-        return f"--size {size}: give a positive side in pixels, a multiple of {spec.patch_size} (native {spec.native_resolution})"
+        return (f"--size {size}: give a positive side in pixels, a multiple of {spec.patch_size} "
+                f"(native {spec.native_resolution})")
     tokens = (size // spec.patch_size) ** 2
     need = 4.0 * batch_size * tokens * tokens  # one float32 attention map per image: a lower bound
     have = _device_memory(device)
@@ -325,7 +329,8 @@ def _device_memory(device: str) -> float:
     import torch
 
     if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
-        return float(torch.cuda.get_device_properties(torch.device(device if device != "auto" else "cuda")).total_memory)
+        gpu = torch.device(device if device != "auto" else "cuda")
+        return float(torch.cuda.get_device_properties(gpu).total_memory)
     return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
@@ -449,7 +454,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = parser().parse_args(argv)
     try:
-        problem = _params_file_problem(getattr(args, "params", None)) or _profile_problem(getattr(args, "profile", None))
+        problem = (_params_file_problem(getattr(args, "params", None))
+                   or _profile_problem(getattr(args, "profile", None)))
         if problem:
             print(f"error: {problem}", file=sys.stderr)
             return 2

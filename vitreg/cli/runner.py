@@ -20,9 +20,9 @@ One writer per output folder: a run holds the folder's lock (:mod:`vitreg.utils.
 write to its summary; a second run on the same folder stops at once naming the first one's PID and start
 time. A notebook writes into a staging folder of its own (``<out>/.staging/<notebook>.<unique>``, its
 ``output_dir``), and its executed copy is written beside the old one and replaces it whole; only on
-success are its old results and figures removed and the new ones moved into ``results/`` and ``figures/``. A failed rerun thus never leaves the
-previous run's results beside new figures. Each notebook's outcome (ok, failed, not run, interrupted)
-is written to ``results/_outcomes.json`` for the report.
+success are its old results and figures removed and the new ones moved into ``results/`` and
+``figures/``. A failed rerun thus never leaves the previous run's results beside new figures. Each
+notebook's outcome (ok, failed, not run, interrupted) is written to ``results/_outcomes.json`` for the report.
 """
 
 from __future__ import annotations
