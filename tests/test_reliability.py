@@ -213,3 +213,20 @@ def test_ctrl_c_to_the_process_group_ends_with_the_summary_and_no_kernel_noise(p
     assert run.returncode == 130, printed + err
     assert "(INTERRUPTED)" in printed and "01_ok" in printed, printed
     assert err.strip() == "", err  # no ZMQError, "Kernel died" or never-retrieved task
+
+
+@pytest.mark.robustness("handled")
+def test_a_dead_kernel_shows_its_last_words_and_the_run_goes_on(project, capsys):
+    import vitreg.cli.runner as runner
+
+    _notebook(project / "notebooks" / "01_ok.ipynb",
+              "import os\nos.write(2, b'planted last words of the kernel\\n')\nos._exit(1)")
+    old_root = runner.repo_root
+    runner.repo_root = lambda: project
+    try:
+        outcome = runner.run("smoke", out_dir=project / "out", report=False)[0]
+    finally:
+        runner.repo_root = old_root
+    assert outcome.status == "failed" and runner.KERNEL_DIED in outcome.detail, outcome
+    err = capsys.readouterr().err
+    assert "the kernel of 01_ok said" in err and "planted last words of the kernel" in err, err
