@@ -67,6 +67,34 @@ def test_a_huge_image_in_an_imagefolder_set_meets_vitregs_pixel_limit(tmp_path, 
         load_dataset(str(tmp_path / "set"), "train")[0]
 
 
+class _PetsLike:
+    """A torchvision-style set (Pets keeps ``_images``) that opens files with PIL itself, as torchvision does."""
+
+    def __init__(self, files):
+        self._images = [str(f) for f in files]
+
+    def __len__(self):
+        return len(self._images)
+
+    def __getitem__(self, j):
+        return Image.open(self._images[j]).convert("RGB"), 0
+
+
+@pytest.mark.robustness("clear error")
+def test_bad_files_of_a_torchvision_set_are_named_too(tmp_path):
+    from vitreg.data.datasets import LabelledImages
+
+    files = [tmp_path / "ok.png", tmp_path / "cut.jpg", tmp_path / "zero.jpg"]
+    _png(files[0])
+    files[1].write_bytes(_jpeg_bytes()[:400])
+    files[2].write_bytes(b"")
+    ds = LabelledImages("pets", "test", [_PetsLike(files)], torch.zeros(3))
+    assert ds[0][0].size == (16, 16)
+    with pytest.raises(ImageError, match="2 of the 3 images of pets/test cannot be used") as err:
+        ds[2]
+    assert "cut.jpg" in str(err.value) and "zero.jpg" in str(err.value)
+
+
 # --- image_size ------------------------------------------------------------------------------------
 @pytest.mark.robustness("handled")
 @pytest.mark.parametrize("given, size", [(64, (64, 64)), ("64", (64, 64)), (" 224 ", (224, 224)), ((64, 128), (64, 128)),

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from PIL import Image
 
 from vitreg.utils.paths import DATA_ENV, data_root, is_offline  # noqa: F401  (re-exported)
 Split = Literal["train", "test"]
@@ -161,6 +162,9 @@ class LabelledImages(torch.utils.data.Dataset):
             img, _ = self.parts[part][i - int(self._offsets[part])]
         except ImageError as err:  # one bad file: name every bad file of the set at once
             raise ImageError(self.problems_message() or str(err)) from err
+        except (OSError, Image.DecompressionBombError) as err:  # torchvision's own loaders (Imagenette, Pets)
+            raise ImageError(self.problems_message() or f"cannot read image {i} of {self.name}/{self.split}: "
+                             f"{err}") from err
         return img.convert("RGB"), int(self.labels[i])
 
     def problems_message(self, shown: int = 20) -> str:
@@ -169,13 +173,22 @@ class LabelledImages(torch.utils.data.Dataset):
         the set keeps no files. Reads each file's header and end (a full decode only for doubtful ones)."""
         from vitreg.core.images import check_image_files
 
-        files = [Path(s[0]) for p in self.parts for s in (getattr(p, "samples", None) or [])]
+        files = [file for p in self.parts for file in _files_of(p)]
         problems = check_image_files(files)
         if not problems:
             return ""
         more = f"\n  ... and {len(problems) - shown} more" if len(problems) > shown else ""
         return (f"{len(problems)} of the {len(files)} images of {self.name}/{self.split} cannot be used (remove or "
                 "replace them):\n" + "\n".join(f"  - {p}" for p in problems[:shown]) + more)
+
+
+def _files_of(part: Any) -> list[Path]:
+    """The image files of one dataset part, in item order (ImageFolder's ``samples``, Imagenette's ``_samples``,
+    Pets' ``_images``); empty for sets that keep no files."""
+    for attr in ("samples", "_samples"):
+        if isinstance(getattr(part, attr, None), list):
+            return [Path(s[0]) for s in getattr(part, attr)]
+    return [Path(f) for f in getattr(part, "_images", None) or []]
 
 
 def labels_of(ds: Any) -> torch.Tensor:
