@@ -1,4 +1,4 @@
-"""pytest plugin: the summary of the bad-input and fault corpus (issue 12), for ``make robustness``.
+"""pytest plugin: the summary of the bad-input and fault corpus, for ``make robustness``.
 
 Every corpus case is a test marked ``@pytest.mark.robustness("<expectation>")``; the expectation is what
 the test itself demands of the code:
@@ -79,7 +79,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
 def summary_lines(results: dict[str, tuple[str, str, str]]) -> list[str]:
     """The corpus summary: one count per outcome, then every case that is not as expected."""
     counts = Counter(kind for _, kind, _ in results.values())
-    lines = [f"bad-input and fault corpus (issue 12): {len(results)} cases",
+    lines = [f"bad-input and fault corpus: {len(results)} cases",
              f"  clear errors   {counts['clear error']:4d}   bad input refused, naming the file or parameter and the fix",
              f"  handled        {counts['handled']:4d}   accepted, or the damage detected and repaired, with the right result",
              f"  nothing lost   {counts['nothing lost']:4d}   interrupted or failed runs leave earlier outputs whole",

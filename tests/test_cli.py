@@ -98,7 +98,11 @@ def test_weights_where_reports_missing_and_unknown(tmp_path, monkeypatch, capsys
     monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hub"))
     assert main(["weights", "where", "dinov2_s"]) == 1
     assert str(tmp_path / "vit_small_patch14_dinov2.lvd142m.safetensors") in capsys.readouterr().out
-    (tmp_path / "dinov2_vits14_pretrain.pth").write_bytes(b"x")
+    (tmp_path / "dinov2_vits14_pretrain.pth").write_bytes(b"x")  # found, but its header says broken
+    assert main(["weights", "where", "dinov2_s"]) == 1 and "is broken" in capsys.readouterr().out
+    import torch
+
+    torch.save({"cls_token": torch.zeros(1, 1, 384)}, tmp_path / "dinov2_vits14_pretrain.pth")
     assert main(["weights", "where", "dinov2_s"]) == 0
     assert main(["weights", "where", "dinov2_xl"]) == 2
     assert "dinov2_l" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""The corpus summary of ``make robustness`` (issue 12): each case classified by its own declared expectation."""
+"""The corpus summary of ``make robustness``: each case classified by its own declared expectation."""
 
 from __future__ import annotations
 

@@ -3,7 +3,8 @@
 Paper: all findings F1-F9 (the book shows the notebooks that reproduce them, as they ran).
 
 The book is built from one run's executed notebooks: the real run's (``build/notebooks/``) when it exists,
-else the smoke run's (``build/smoke/notebooks/``). Every page says which run it shows. Nothing is loaded
+else the smoke run's (``build/smoke/notebooks/``). Every page says which run it shows, and the page of a
+notebook that failed or was interrupted says so under its title. Nothing is loaded
 from the internet when the book is read: MathJax is copied from the ``django-static-mathjax`` package into
 the book's ``_static/`` folder, widgets' JavaScript (require.js) is switched off, and the theme serves its
 own files. ``make book`` calls :func:`build_book`; ``make test-book`` opens every page in a headless
@@ -24,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from vitreg.experiments.params import load_order
+from vitreg.utils.io import read_notebook
 from vitreg.utils.paths import repo_root
 
 LABELS = {
@@ -151,6 +153,40 @@ def label_notebook(nb: dict, kind: str) -> dict:
     return out
 
 
+STATUS_TEXT = {
+    "failed": ("This notebook failed",
+               "The run stopped this notebook at an error (shown below, in the cell that raised it): the cells "
+               "after it did not run, and the numbers and figures of this page are incomplete."),
+    "interrupted": ("This notebook was interrupted",
+                    "The run was stopped (Ctrl-C, SIGTERM or a killed runner) while this notebook ran: only "
+                    "{done} of its {total} code cells ran, and this page shows the notebook as it was then."),
+}
+
+
+def run_status(nb: dict) -> str | None:
+    """How an executed notebook ended when it did not finish: ``"failed"`` (an error output, or papermill's
+    exception flag), ``"interrupted"`` (a ``KeyboardInterrupt``, or cells papermill left pending or
+    running), or None for a notebook that ran to its end."""
+    code = [c for c in nb.get("cells", []) if isinstance(c, dict) and c.get("cell_type") == "code"]
+    errors = [o for c in code for o in c.get("outputs") or [] if isinstance(o, dict) and o.get("output_type") == "error"]
+    if any(e.get("ename") == "KeyboardInterrupt" for e in errors):
+        return "interrupted"
+    papermill = (nb.get("metadata") or {}).get("papermill") or {}
+    if errors or papermill.get("exception"):
+        return "failed"
+    states = [((c.get("metadata") or {}).get("papermill") or {}).get("status") for c in code]
+    return "interrupted" if any(s in ("pending", "running") for s in states) else None
+
+
+def status_cell(nb: dict, status: str) -> dict:
+    """A markdown cell that says on the page that its notebook failed or was interrupted (a MyST admonition)."""
+    code = [c for c in nb["cells"] if c.get("cell_type") == "code"]
+    done = sum(c.get("execution_count") is not None for c in code)
+    title, text = STATUS_TEXT[status]
+    return {"cell_type": "markdown", "id": f"vitreg-{status}", "metadata": {},
+            "source": f":::{{admonition}} {title}\n:class: error\n{text.format(done=done, total=len(code))}\n:::\n"}
+
+
 def has_inline_images(nb: dict) -> bool:
     """Whether any output of the executed notebook is an image (a kernel with a non-inline matplotlib backend,
     such as the tests' MPLBACKEND=Agg, saves figures to files but shows none)."""
@@ -228,8 +264,12 @@ def stage(source: Source, staging: Path, root: Path | None = None) -> list[str]:
     figures = source.results.parent / "figures"  # the report links them; pages without inline figures show them
     if figures.is_dir():
         shutil.copytree(figures, staging / "figures")
+    executed = {name: read_notebook(source.notebooks / f"{name}.ipynb") for name in names}  # each one named if unreadable
     for name in names:
-        nb = label_notebook(json.loads((source.notebooks / f"{name}.ipynb").read_text()), source.kind)
+        nb = label_notebook(executed[name], source.kind)
+        if status := run_status(nb):
+            first = next((i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "markdown"), -1)
+            nb["cells"].insert(first + 1, status_cell(nb, status))
         saved = sorted(p.name for p in (staging / "figures").glob(f"{name[:2]}_*.png"))
         if saved and not has_inline_images(nb):
             nb["cells"].append(figures_cell(saved))

@@ -2,7 +2,8 @@
 
 Paper: all findings F1-F9 (the notebooks that reproduce them, as exercises without their answers).
 
-A solution is a code or markdown cell tagged ``solution`` placed after the exercises it answers; the smoke
+A solution is a code or markdown cell tagged ``solution`` (a tag matched in any case and trimmed; a bare
+string ``"tags": "solution"`` counts too) placed after the exercises it answers; the smoke
 run executes it like any other cell, so solutions stay correct. The handout keeps every other cell as it
 is (exercise prompts included) and carries no outputs.
 """
@@ -13,6 +14,7 @@ import json
 import re
 from pathlib import Path
 
+from vitreg.utils.io import atomic_write_text, read_notebook
 from vitreg.utils.paths import repo_root
 
 SOLUTION_TAG = "solution"
@@ -20,13 +22,16 @@ EXERCISES_HEADING = re.compile(r"^#{1,6}\s+Exercises?\b", re.IGNORECASE | re.MUL
 
 
 def tags(cell: dict) -> list[str]:
-    """The cell's tags (``metadata.tags``), empty when it has none."""
-    return list(cell.get("metadata", {}).get("tags", []))
+    """The cell's tags (``metadata.tags``) as written, trimmed: a list, or one bare string; none when the
+    metadata or the tags are missing or ``null``."""
+    raw = (cell.get("metadata") or {}).get("tags") or []
+    raw = [raw] if isinstance(raw, str) else raw
+    return [t.strip() for t in raw if isinstance(t, str)] if isinstance(raw, list) else []
 
 
 def is_solution(cell: dict) -> bool:
-    """Whether the cell is a solution (tagged ``solution``)."""
-    return SOLUTION_TAG in tags(cell)
+    """Whether the cell is a solution: tagged ``solution`` in any case, with or without spaces around it."""
+    return any(t.lower() == SOLUTION_TAG for t in tags(cell))
 
 
 def source_text(cell: dict) -> str:
@@ -63,15 +68,17 @@ def make_handout(src: Path | None = None, out: Path | None = None) -> list[Path]
 
     Returns:
         The written notebooks, sorted.
+
+    Raises:
+        vitreg.utils.io.UnreadableNotebook: a source notebook cannot be read (named; nothing is written then).
+        NotADirectoryError: ``out`` is a file.
     """
     root = repo_root()
     src = src or root / "notebooks"
     out = out or root / "build" / "handout"
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(20, "the handout folder is a file; move it away or pass --out DIR", str(out))
+    notebooks = {path: read_notebook(path) for path in sorted(src.glob("*.ipynb"))}  # all read before any is written
     out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path in sorted(src.glob("*.ipynb")):
-        nb = json.loads(path.read_text())
-        target = out / path.name
-        target.write_text(json.dumps(student_copy(nb), indent=1, ensure_ascii=False) + "\n")
-        written.append(target)
-    return written
+    return [atomic_write_text(out / path.name, json.dumps(student_copy(nb), indent=1, ensure_ascii=False) + "\n")
+            for path, nb in notebooks.items()]

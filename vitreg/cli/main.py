@@ -115,8 +115,9 @@ def _add_weights(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     which.add_argument("--all", action="store_true", help="every model in the zoo")
     w = actions.add_parser(
         "where", help="where each model's weights are found, or every place looked",
-        description="Say where the weights of each model are found on this machine (no network). "
-                    "Exit status 1 if some are missing.")
+        description="Say where the weights of each model are found on this machine (no network); a file whose "
+                    "header says it is truncated or not a checkpoint is called broken. Exit status 1 if some are "
+                    "missing or broken.")
     w.add_argument("keys", nargs="+", metavar="KEY", help="zoo keys (dinov2_l_reg) or timm names")
     return p
 
@@ -150,13 +151,20 @@ def _download(args: argparse.Namespace, zoo: list[str]) -> int:
 
 def _where(keys: Sequence[str]) -> int:
     from vitreg.core.models import get_spec
+    from vitreg.core.weight_files import check_weights_file
     from vitreg.core.weights import find_weights
 
     status = 0
     for key in keys:
         file, looked = find_weights(get_spec(key))
-        print(f"{key}: {file}" if file else f"{key}: not found; looked in:\n" + "\n".join(f"  - {p}" for p in looked))
-        status |= file is None
+        problem = check_weights_file(file) if file else None  # the header, before calling the file found
+        if problem:
+            print(f"{key}: {file} is broken: {problem}; delete it and run `vitreg weights download {key}`")
+        elif file:
+            print(f"{key}: {file}")
+        else:
+            print(f"{key}: not found; looked in:\n" + "\n".join(f"  - {p}" for p in looked))
+        status |= file is None or problem is not None
     return status
 
 
@@ -247,6 +255,9 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     if args.weights is not None and args.random:
         print("error: pass --weights FILE or --random, not both", file=sys.stderr)
         return 2
+    if problem := _scan_options_problem(args.model, args.size, args.batch_size, args.device):
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         if args.images is not None:
             images, source = image_folder(args.images), str(args.images)
@@ -272,6 +283,58 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     for path in written.values():
         print(path, file=sys.stderr if args.json else sys.stdout)
     return 0
+
+
+DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
+
+
+def _scan_options_problem(model: str, size: int | None, batch_size: int, device: str) -> str | None:
+    """What is wrong with ``vitreg scan``'s ``--size``, ``--batch-size`` and ``--device`` before anything is
+    loaded (None when nothing is): a batch below 1, a device torch does not know or that is not here, a size
+    that is not positive or whose attention maps alone would not fit in the device's memory."""
+    import re
+
+    import torch
+
+    from vitreg.core.models import get_spec
+
+    if batch_size < 1:
+        return f"--batch-size {batch_size}: give at least 1 image per forward pass (default 8)"
+    if not re.fullmatch(DEVICE_PATTERN, device):
+        return f"--device {device!r}: use cpu, cuda, cuda:N, mps or auto"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        return f"--device {device}: torch sees no CUDA GPU here; use --device cpu (or auto)"
+    if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        return f"--device {device}: this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}"
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        return "--device mps: torch sees no Apple GPU here; use --device cpu (or auto)"
+    if size is None:
+        return None
+    spec = get_spec(model)
+    if size <= 0:
+        return (f"--size {size}: give a positive side in pixels, a multiple of {spec.patch_size} "
+                f"(native {spec.native_resolution})")
+    tokens = (size // spec.patch_size) ** 2
+    need = 4.0 * batch_size * tokens * tokens  # one float32 attention map per image: a lower bound
+    have = _device_memory(device)
+    if need > have:
+        return (f"--size {size}: {tokens:,} tokens per image; one attention map per image of a batch of {batch_size} "
+                f"alone needs {need / 2**30:,.0f} GiB, more than the {have / 2**30:,.0f} GiB of {device}: pass a "
+                f"smaller --size (native {spec.native_resolution}) or --batch-size")
+    return None
+
+
+def _device_memory(device: str) -> float:
+    """Bytes of memory of ``device``: the GPU's total for cuda, else the machine's physical memory."""
+    import os
+
+    import torch
+
+    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+        gpu = torch.device(device if device != "auto" else "cuda")
+        return float(torch.cuda.get_device_properties(gpu).total_memory)
+    return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
 # --- vitreg book, vitreg handout ------------------------------------------------------------------
@@ -432,6 +495,82 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``vitreg`` console script and of ``python -m vitreg``; returns the exit status."""
+    """Entry point of the ``vitreg`` console script and of ``python -m vitreg``; returns the exit status.
+
+    The one error boundary of every subcommand: bad input (the project's own errors, an unreadable or
+    unwritable file) is one line naming the culprit and what to do, exit 2; Ctrl-C is one line, exit 130;
+    anything else is a bug, shown with its traceback and a line saying so, exit 1.
+    """
     args = parser().parse_args(argv)
-    return int(args.handler(args))
+    try:
+        problem = (_params_file_problem(getattr(args, "params", None))
+                   or _profile_problem(getattr(args, "profile", None)))
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
+        return int(args.handler(args))
+    except KeyboardInterrupt:
+        print(f"vitreg {args.command}: interrupted (Ctrl-C); what was finished is kept", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - the boundary: a message for bad input, a traceback for a bug
+        message = user_error(err)
+        if message is None:
+            import traceback
+
+            traceback.print_exc()
+            print(f"vitreg {args.command}: this is a bug in vitreg, not a problem with your input; please report it "
+                  "with the traceback above", file=sys.stderr)
+            return 1
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+
+def user_error(err: BaseException) -> str | None:
+    """The one-line message for an error caused by the user's input or machine, or None for a bug.
+
+    Bad input: an exception defined by vitreg itself (unknown model, not a plain ViT, weights that are
+    broken or do not match, a bad parameter, an image or report schema error, a busy output folder) and an
+    ``OSError`` (a file that is missing, unreadable, read-only or on a full disk), named with its path.
+    """
+    if isinstance(err, OSError) and not type(err).__module__.startswith("vitreg."):
+        what = err.strerror or str(err)
+        where = " -> ".join(str(f) for f in (err.filename, err.filename2) if f is not None)
+        return (f"{where}: {what}" if where else what) + (
+            ": check the path and its permissions (and the free space), or pass another folder")
+    if any(cls.__module__.startswith("vitreg.") for cls in type(err).__mro__):
+        text = err.args[0] if isinstance(err, KeyError) and err.args and isinstance(err.args[0], str) else str(err)
+        return text.strip() or type(err).__name__
+    return None
+
+
+def _profile_problem(profile: str | None) -> str | None:
+    """What is wrong with the profile file of ``profile`` (``params/<profile>.yaml``) when it is empty (an empty
+    profile would silently run the notebooks' real defaults), or None."""
+    from vitreg.utils.paths import repo_root
+
+    if profile in (None, "real"):
+        return None
+    path = repo_root() / "params" / f"{profile}.yaml"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None  # named by the parameter checks
+    if not any(line.strip() and not line.lstrip().startswith("#") for line in text.splitlines()):
+        return (f"the {profile} profile {path} is empty: restore it (git checkout -- params/{profile}.yaml); "
+                "without it the notebooks would run their real defaults")
+    return None
+
+
+def _params_file_problem(path: Path | None) -> str | None:
+    """What is wrong with a ``--params`` file that cannot be read as UTF-8 text (its other problems are the
+    parameter checks'), or None."""
+    if path is None:
+        return None
+    try:
+        path.read_bytes().decode("utf-8")
+    except OSError:
+        return None  # a missing file is named by the parameter checks
+    except UnicodeDecodeError as err:
+        return (f"--params {path} is not UTF-8 text (byte {err.object[err.start]:#04x} at position {err.start}): "
+                "save it as UTF-8 (a YAML file in the profile format)")
+    return None

@@ -16,11 +16,13 @@ out-of-memory kill looks like) or any other error of papermill/nbclient is a fai
 crashed run. Ctrl-C or SIGTERM stop the run: the summary is marked "interrupted" and ``vitreg run``
 exits 130. Whatever happens, the run ends with the summary and the report of what finished.
 
-One run per notebook's outputs: a notebook writes into its own staging folder
-(``<out>/.staging/<notebook>``, its ``output_dir``); only on success are its old results and figures
-removed and the new ones moved into ``results/`` and ``figures/``. A failed rerun thus never leaves the
-previous run's results beside new figures. Each notebook's outcome (ok, failed, not run, interrupted)
-is written to ``results/_outcomes.json`` for the report.
+One writer per output folder: a run holds the folder's lock (:mod:`vitreg.utils.lock`) from its first
+write to its summary; a second run on the same folder stops at once naming the first one's PID and start
+time. A notebook writes into a staging folder of its own (``<out>/.staging/<notebook>.<unique>``, its
+``output_dir``), and its executed copy is written beside the old one and replaces it whole; only on
+success are its old results and figures removed and the new ones moved into ``results/`` and
+``figures/``. A failed rerun thus never leaves the previous run's results beside new figures. Each
+notebook's outcome (ok, failed, not run, interrupted) is written to ``results/_outcomes.json`` for the report.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -41,7 +44,9 @@ from vitreg.experiments.base import Experiment
 from vitreg.experiments.params import (ParameterError, experiment_of, given_parameters, load_order, read_overrides,
                                        validate)
 from vitreg.experiments import timing
+from vitreg.utils.lock import exclusive_folder
 from vitreg.utils.paths import repo_root
+from vitreg.cli.kernel import kernel_manager_logging_to, log_tail, mark_interrupted, quiet_after_interrupt
 from vitreg.cli.terminal import Forward, quiet_jupyter
 
 __all__ = ["Outcome", "load_order", "merged_parameters", "notebook_models", "planned_parameters",
@@ -204,9 +209,11 @@ OUTCOMES_FILE = "_outcomes.json"
 def run_notebook(name: str, params: dict[str, Any], executed_dir: Path, root: Path | None = None) -> Outcome:
     """Execute one notebook with papermill; the executed copy (errors included) goes to ``executed_dir``.
 
-    The notebook writes into ``<output_dir>/.staging/<name>``; on success its outputs replace the
-    notebook's previous ones (:func:`_publish`). Any error of the execution machinery is a failed
-    outcome; only Ctrl-C/SIGTERM (``KeyboardInterrupt``) goes through, leaving the old outputs alone.
+    The notebook writes into a staging folder of its own (:func:`_staging_for`); on success its outputs
+    replace the notebook's previous ones (:func:`_publish`). papermill writes the executed copy to a
+    temporary file beside it, which replaces ``executed_dir/<name>.ipynb`` only once it is a whole notebook
+    (a full disk keeps the previous copy). Any error of the execution machinery is a failed outcome; only
+    Ctrl-C/SIGTERM (``KeyboardInterrupt``) goes through, leaving the old outputs alone.
     """
     import papermill as pm
     from nbclient.exceptions import DeadKernelError
@@ -214,31 +221,83 @@ def run_notebook(name: str, params: dict[str, Any], executed_dir: Path, root: Pa
     root = root or repo_root()
     executed_dir.mkdir(parents=True, exist_ok=True)
     out_dir = Path(params["output_dir"])
-    staging = out_dir / STAGING / name
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    staging = _staging_for(name, out_dir)
+    executed = executed_dir / f"{name}.ipynb"
+    partial = _partial_path(executed)
     start = time.perf_counter()
+    kernel_log = tempfile.TemporaryFile(prefix=f"vitreg-kernel-{name}-", suffix=".log")
     try:
         try:
             with _kernel_imports_from(root), quiet_jupyter():  # the notebook's estimate and progress, no Jupyter noise
                 pm.execute_notebook(
-                    str(root / "notebooks" / f"{name}.ipynb"), str(executed_dir / f"{name}.ipynb"),
+                    str(root / "notebooks" / f"{name}.ipynb"), str(partial),
                     parameters={**params, "output_dir": str(staging)}, kernel_name=KERNEL_NAME,
                     cwd=str(root / "notebooks"), progress_bar=False, stdout_file=Forward(), stderr_file=Forward(),
-                    extra_arguments=KERNEL_QUIET,
+                    extra_arguments=KERNEL_QUIET, kernel_manager_class=kernel_manager_logging_to(kernel_log),
                 )
         except pm.PapermillExecutionError as err:
             return Outcome(name, "failed", time.perf_counter() - start, f"{err.ename}: {err.evalue}"[:400])
         except DeadKernelError as err:
+            _show_kernel_log(name, kernel_log)
             return Outcome(name, "failed", time.perf_counter() - start, f"{KERNEL_DIED} ({err})"[:400])
         except Exception as err:  # noqa: BLE001 - one notebook's failure, whatever it is, must not end the run
+            _show_kernel_log(name, kernel_log)
             return Outcome(name, "failed", time.perf_counter() - start, f"{type(err).__name__}: {err}"[:400])
         with _signals_ignored():  # never half-moved
             _publish(name, staging, out_dir)
         return Outcome(name, "ok", time.perf_counter() - start)
     finally:
+        kernel_log.close()
+        with _signals_ignored():
+            _publish_executed(partial, executed)
         shutil.rmtree(staging, ignore_errors=True)
         _remove_if_empty(out_dir / STAGING)
+
+
+def _show_kernel_log(name: str, kernel_log: Any) -> None:
+    """Print what the kernel of a failed notebook wrote to its own stderr (a crash's last words), if anything."""
+    if tail := log_tail(kernel_log):
+        print(f"    the kernel of {name} said:\n" + "\n".join(f"      {line}" for line in tail.splitlines()),
+              file=sys.stderr)
+
+
+def _staging_for(name: str, out_dir: Path) -> Path:
+    """A new staging folder for one run of ``name``: ``<out_dir>/.staging/<name>.<unique>`` (never shared)."""
+    (out_dir / STAGING).mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{name}.", dir=out_dir / STAGING))
+
+
+def _partial_path(executed: Path) -> Path:
+    """A new temporary file beside ``executed`` for papermill to write into (named ``.ipynb``, as papermill wants)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{executed.stem}.", suffix=".partial.ipynb", dir=executed.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def _publish_executed(partial: Path, executed: Path) -> None:
+    """Move the executed copy papermill wrote in ``partial`` over ``executed`` if it is a whole notebook (JSON
+    with cells); otherwise keep the previous ``executed`` and drop ``partial``."""
+    from vitreg.utils.io import replace_with
+
+    try:
+        whole = isinstance(json.loads(partial.read_text(encoding="utf-8")).get("cells"), list)
+    except (OSError, ValueError, AttributeError):
+        whole = False
+    try:
+        if whole:
+            replace_with(partial, executed)
+    except OSError as err:
+        print(f"    the executed copy of {executed.stem} could not be saved ({err}); the previous one is kept")
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _clear_stale(out_dir: Path, executed_dir: Path) -> None:
+    """Remove what a run killed outright (SIGKILL, power loss) left behind: staging folders and partial
+    executed copies. Called with the output folder's lock held, so no live run owns them."""
+    shutil.rmtree(out_dir / STAGING, ignore_errors=True)
+    for partial in executed_dir.glob(".*.partial.ipynb"):
+        partial.unlink(missing_ok=True)
 
 
 def _publish(name: str, staging: Path, out_dir: Path) -> None:
@@ -328,7 +387,8 @@ def run(profile: str, only: list[str] | None = None, *, keep_going: bool = False
         print(f"expected run time on one H100-class GPU (estimate, vitreg.experiments.timing):\n{timing.render(names)}\n", flush=True)
     outcomes: list[Outcome] = []
     start = time.perf_counter()
-    with _sigterm_interrupts():
+    with exclusive_folder(out_dir), _sigterm_interrupts(), quiet_after_interrupt():  # one run per output folder
+        _clear_stale(out_dir, executed)
         try:
             _run_all(names, plans, profile, executed, root, keep_going, outcomes)
         except KeyboardInterrupt:
@@ -359,19 +419,22 @@ def _run_all(names: list[str], plans: dict[str, dict], profile: str, executed: P
 
 @contextmanager
 def _sigterm_interrupts() -> Iterator[None]:
-    """While the run lasts, SIGTERM stops it like Ctrl-C (a ``KeyboardInterrupt``)."""
+    """While the run lasts, SIGTERM stops it like Ctrl-C (a ``KeyboardInterrupt``), and either signal first says
+    an interrupt is under way (:func:`vitreg.cli.kernel.mark_interrupted`: the kernel's shutdown stays quiet)."""
     def interrupt(signum: int, frame: Any) -> None:
+        mark_interrupted()
         raise KeyboardInterrupt(f"signal {signum}")
 
     try:
-        old = signal.signal(signal.SIGTERM, interrupt)
+        old = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main thread: leave signals alone
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for s, handler in old.items():
+            signal.signal(s, handler)
 
 
 @contextmanager

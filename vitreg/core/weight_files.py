@@ -12,8 +12,10 @@ and a refusal for what timm's filter would otherwise drop or change silently.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import sys
 import struct
 import zipfile
 from pathlib import Path
@@ -25,10 +27,13 @@ from torch import nn
 def first_non_finite(model: nn.Module) -> tuple[str, int, int] | None:
     """The first floating-point tensor of ``model``'s state dict with NaN or Inf: (name, how many, numel).
 
+    Non-persistent buffers count too: some come from the file (the RoPE periods of an official DINOv3 file).
+
     Loaded weights with NaN would make every norm and attention map NaN (or a black image) with no error.
     One pass over the weights (about a second for ViT-g on a CPU).
     """
-    for name, tensor in model.state_dict().items():
+    tensors = itertools.chain(model.state_dict().items(), model.named_buffers())  # non-persistent buffers too
+    for name, tensor in tensors:
         if tensor.is_floating_point() and tensor.device.type != "meta":
             finite = torch.isfinite(tensor)
             if not bool(finite.all()):
@@ -122,15 +127,41 @@ def is_official_dinov3(state_dict: dict[str, torch.Tensor]) -> bool:
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The tensors of a ``torch.save`` checkpoint, memory-mapped (nothing is read until used), unwrapped from a
-    ``{"model": ...}``/``{"state_dict": ...}``/``{"teacher": ...}`` container."""
+    ``{"model": ...}``/``{"state_dict": ...}`` container, or from the ``teacher`` of a DINOv2/v3 training
+    checkpoint (``teacher``/``student``/``optimizer``/``iteration``; its ``backbone.`` keys, the heads left
+    out), which is said on stderr.
+
+    Raises:
+        OfficialLayoutError: a checkpoint with no tensors at its top level and no such entry, naming its keys.
+    """
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except RuntimeError:  # a legacy (pre-zip) torch.save file cannot be memory-mapped
         sd = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("model", "state_dict", "teacher"):
+    for key in ("model", "state_dict"):
         if isinstance(sd, dict) and isinstance(sd.get(key), dict) and len(sd) <= 3:
             sd = sd[key]
+    if isinstance(sd, dict) and isinstance(sd.get("teacher"), dict):
+        sd = _backbone(sd["teacher"])
+        print(f"note: {path} is a training checkpoint ({TRAINING_KEYS}): loading the backbone of its 'teacher' "
+              "entry", file=sys.stderr)
+    if not isinstance(sd, dict) or not any(isinstance(v, torch.Tensor) for v in sd.values()):
+        keys = ", ".join(repr(k) for k in list(sd)[:8]) if isinstance(sd, dict) else type(sd).__name__
+        raise OfficialLayoutError(f"{path} holds {keys} and no model weights: give the backbone's state dict, or a "
+                                  "training checkpoint with a 'teacher' entry")
     return sd
+
+
+TRAINING_KEYS = "teacher/student/optimizer/iteration"
+
+
+def _backbone(teacher: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The backbone's tensors of a training checkpoint's ``teacher`` (keys ``backbone.*``, prefix removed; the
+    DINO/iBOT heads left out), or the teacher itself when it has no such prefix."""
+    prefix = "backbone."
+    if not any(str(k).startswith(prefix) for k in teacher):
+        return teacher
+    return {k[len(prefix):]: v for k, v in teacher.items() if str(k).startswith(prefix)}
 
 
 def load_official_dinov3(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "the file"
@@ -157,6 +188,10 @@ def load_official_dinov3(model: nn.Module, state_dict: dict[str, torch.Tensor], 
     if PERIODS_KEY not in sd:
         raise OfficialLayoutError(f"{source}: official DINOv3 layout without {PERIODS_KEY!r} (missing key)")
     periods = sd.pop(PERIODS_KEY).float()
+    if not bool((torch.isfinite(periods) & (periods > 0)).all()):
+        bad = int((~(torch.isfinite(periods) & (periods > 0))).sum())
+        raise OfficialLayoutError(f"{source}: {PERIODS_KEY} holds {bad} NaN, Inf or non-positive values of "
+                                  f"{periods.numel()} (a damaged file): download it again")
     rope = getattr(model, "rope", None)
     if rope is None or tuple(getattr(rope, "periods", torch.empty(0)).shape) != tuple(periods.shape):
         want = None if rope is None else tuple(rope.periods.shape)

@@ -26,6 +26,7 @@ with the fix, not reported as "do not match the model"), and after it every tens
 
 from __future__ import annotations
 
+import numbers
 import os
 import shutil
 import zipfile
@@ -56,6 +57,10 @@ class WeightsNotFound(FileNotFoundError):
 
 class BrokenWeights(RuntimeError):
     """A weights file that cannot be used: empty, truncated, not a checkpoint, or holding NaN/Inf."""
+
+
+class WeightsMismatch(RuntimeError):
+    """A whole checkpoint of another architecture (strict loading: missing/unexpected keys, wrong shapes)."""
 
 
 @dataclass
@@ -281,7 +286,7 @@ def load_model(
     *,
     pretrained: bool = True,
     weights: str | os.PathLike | None = None,
-    image_size: int | tuple[int, int] | None = None,
+    image_size: int | str | tuple[int, int] | None = None,
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
 ) -> LoadedModel:
@@ -300,7 +305,9 @@ def load_model(
     Raises:
         KeyError: unknown model name (with close names).
         WeightsNotFound: pretrained weights missing offline, or the download failed.
-        RuntimeError: a checkpoint that does not match the architecture (strict loading).
+        WeightsMismatch: a checkpoint that does not match the architecture (strict loading).
+        ValueError: an ``image_size`` that is not an int, ``(h, w)`` or a numeric string, or not a multiple of
+            the patch size.
     """
     import timm
 
@@ -370,7 +377,7 @@ def _load_error(spec: ModelSpec, file: Path | None, looked: Sequence[str], err: 
     if file is not None and (unreadable or isinstance(err, (OSError, ValueError))):
         return BrokenWeights(broken_weights_message({spec.key: (file, text)}))
     if isinstance(err, RuntimeError):  # strict load_state_dict: missing/unexpected keys, wrong shapes
-        return RuntimeError(f"weights {file or 'from the hub'} do not match {spec.key} ({spec.full_name}): {err}")
+        return WeightsMismatch(f"weights {file or 'from the hub'} do not match {spec.key} ({spec.full_name}): {err}")
     if file is None and isinstance(err, (OSError, ValueError)):
         return WeightsNotFound(missing_weights_message([spec], looked=looked) + f"\n(download failed: {err})")
     return err
@@ -411,10 +418,23 @@ def broken_weights_message(broken: Mapping[str, tuple[Path, str]], *,
     return "\n".join(lines)
 
 
-def _resolve_size(spec: ModelSpec, image_size: int | tuple[int, int] | list[int] | None) -> tuple[int, int]:
+def _resolve_size(spec: ModelSpec, image_size: Any) -> tuple[int, int]:
+    """``image_size`` as ``(H, W)``: an int, a pair of ints or a numeric string ("224"); None is native.
+
+    Raises:
+        ValueError: anything else (a float, a list of one, "224px"), or a side that is not a positive
+            multiple of the patch size; the message names ``image_size`` and the value.
+    """
     if image_size is None:
         return (spec.native_resolution, spec.native_resolution)
-    h, w = (image_size, image_size) if isinstance(image_size, int) else (int(image_size[0]), int(image_size[1]))
+    side = _side(image_size)
+    if side is not None:
+        h = w = side
+    elif isinstance(image_size, (tuple, list)) and len(image_size) == 2 and None not in map(_side, image_size):
+        h, w = (_side(v) for v in image_size)
+    else:
+        raise ValueError(f"image_size={image_size!r} ({type(image_size).__name__}): give one side in pixels (224, "
+                         "or the string '224') or a pair (height, width) of ints")
     p = spec.patch_size
     if h % p or w % p or h <= 0 or w <= 0:
         raise ValueError(
@@ -422,6 +442,15 @@ def _resolve_size(spec: ModelSpec, image_size: int | tuple[int, int] | list[int]
             f"use e.g. {max(p, round(h / p) * p)}"
         )
     return (h, w)
+
+
+def _side(value: Any) -> int | None:
+    """One image side as an int: an integer (numpy's too, not a bool) or a string of digits; else None."""
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    return None
 
 
 def _pretrained_cfg(spec: ModelSpec) -> dict | None:

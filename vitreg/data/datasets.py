@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from PIL import Image
 
 from vitreg.utils.paths import DATA_ENV, data_root, is_offline  # noqa: F401  (re-exported)
 Split = Literal["train", "test"]
@@ -152,11 +153,42 @@ class LabelledImages(torch.utils.data.Dataset):
         return int(self._offsets[-1])
 
     def __getitem__(self, i: int):
+        from vitreg.core.images import ImageError
+
         if i < 0:
             i += len(self)
         part = int(torch.searchsorted(self._offsets, torch.tensor(i), right=True)) - 1
-        img, _ = self.parts[part][i - int(self._offsets[part])]
+        try:
+            img, _ = self.parts[part][i - int(self._offsets[part])]
+        except ImageError as err:  # one bad file: name every bad file of the set at once
+            raise ImageError(self.problems_message() or str(err)) from err
+        except (OSError, Image.DecompressionBombError) as err:  # torchvision's own loaders (Imagenette, Pets)
+            raise ImageError(self.problems_message() or f"cannot read image {i} of {self.name}/{self.split}: "
+                             f"{err}") from err
         return img.convert("RGB"), int(self.labels[i])
+
+    def problems_message(self, shown: int = 20) -> str:
+        """Every unusable image file of the set (:func:`vitreg.core.images.check_image_files`: unreadable,
+        truncated, over the pixel limit), as one message listing up to ``shown``; empty when all are fine or
+        the set keeps no files. Reads each file's header and end (a full decode only for doubtful ones)."""
+        from vitreg.core.images import check_image_files
+
+        files = [file for p in self.parts for file in _files_of(p)]
+        problems = check_image_files(files)
+        if not problems:
+            return ""
+        more = f"\n  ... and {len(problems) - shown} more" if len(problems) > shown else ""
+        return (f"{len(problems)} of the {len(files)} images of {self.name}/{self.split} cannot be used (remove or "
+                "replace them):\n" + "\n".join(f"  - {p}" for p in problems[:shown]) + more)
+
+
+def _files_of(part: Any) -> list[Path]:
+    """The image files of one dataset part, in item order (ImageFolder's ``samples``, Imagenette's ``_samples``,
+    Pets' ``_images``); empty for sets that keep no files."""
+    for attr in ("samples", "_samples"):
+        if isinstance(getattr(part, attr, None), list):
+            return [Path(s[0]) for s in getattr(part, attr)]
+    return [Path(f) for f in getattr(part, "_images", None) or []]
 
 
 def labels_of(ds: Any) -> torch.Tensor:
@@ -224,7 +256,7 @@ def _load_folder(name: str, folder: Path, split: str, note: str = "") -> Labelle
         raise DatasetUnavailable(name, f"no folder {sub}; prepare it as an ImageFolder "
                                        f"({note or '<split>/<class>/<image>'}) or set ${DATA_ENV}")
     try:
-        ds = ImageFolder(str(sub))
+        ds = ImageFolder(str(sub), loader=_load_named)
     except (FileNotFoundError, RuntimeError) as err:  # class folders without images
         raise DatasetUnavailable(name, f"{sub} is not a usable ImageFolder: {err}") from err
     return LabelledImages(name, split, [ds], torch.tensor(ds.targets), ds.classes)
@@ -447,6 +479,14 @@ def natural_images_status(images: str, root: str | os.PathLike | None = None) ->
                    f"  Ways out: connect this machine once (it downloads into {data_root(root) / name}), or put "
                    f"ImageNet's val split at {data_root(root) / 'imagenet1k' / 'val'}/<wnid>/*.JPEG, or pass "
                    "image_dir= a folder of natural images (e.g. --set common.image_dir=/data/photos).")
+
+
+def _load_named(path: str) -> Any:
+    """ImageFolder's loader: vitreg's :func:`vitreg.core.images.load_image`, so a bad file raises an ``ImageError``
+    naming it and the pixel limit holds (torchvision's own loader names no file and knows no limit)."""
+    from vitreg.core.images import load_image
+
+    return load_image(Path(path))
 
 
 def natural_images(images: str = "auto", n: int = 256, *, seed: int = 0, root: str | os.PathLike | None = None,

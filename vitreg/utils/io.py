@@ -34,6 +34,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def replace_with(tmp: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Move a finished temporary file ``tmp`` (written in ``path``'s folder by another library, e.g. papermill's
+    executed notebook) over ``path`` atomically, with the permissions ``open(path, "w")`` would give."""
+    os.chmod(tmp, _open_mode(Path(path)))
+    os.replace(tmp, path)
+    return Path(path)
+
+
 def _open_mode(path: Path) -> int:
     """The permission bits ``open(path, "w")`` would leave: the existing file's, else 0o666 less the umask."""
     try:
@@ -85,6 +93,26 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     import torch
 
     return atomic_write_with(path, lambda f: torch.save(obj, f))
+
+
+class UnreadableNotebook(ValueError):
+    """A notebook file that is not a notebook (truncated, empty, not JSON, no list of cells)."""
+
+
+def read_notebook(path: str | os.PathLike) -> dict:
+    """The notebook (``.ipynb``) at ``path`` as a JSON dict, for the book and the handout.
+
+    Raises:
+        UnreadableNotebook: not UTF-8 JSON with a list of cells; the message names the file and the fix.
+    """
+    try:
+        nb = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise UnreadableNotebook(f"{path} is not a readable notebook ({err}): restore it (git checkout -- {path}) "
+                                 "or run it again") from None
+    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
+        raise UnreadableNotebook(f"{path} is not a notebook (no list of cells): restore it (git checkout -- {path})")
+    return nb
 
 
 def jsonable(x: Any) -> Any:
