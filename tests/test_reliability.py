@@ -37,13 +37,16 @@ _WRITES = ("from pathlib import Path\nPath(output_dir, 'results').mkdir(parents=
 
 
 @pytest.fixture
-def project(tmp_path):
-    """A small project root with one notebook that writes a result and a figure."""
+def project(tmp_path, monkeypatch):
+    """A small project root with one notebook that writes a result and a figure; its experiment is made from its
+    parameters cell (here, and in the driver's process)."""
+    from vitreg.experiments import catalog
+    from vitreg.experiments.params import cell_experiment
+
     (tmp_path / "notebooks").mkdir()
-    (tmp_path / "params").mkdir()
     _notebook(tmp_path / "notebooks" / "01_ok.ipynb", _WRITES % ("first", "first"))
     (tmp_path / "notebooks" / "order.yaml").write_text("- notebook: 01_ok\n")
-    (tmp_path / "params" / "smoke.yaml").write_text("common:\n  profile: smoke\n")
+    monkeypatch.setattr(catalog, "experiment", lambda name: cell_experiment(tmp_path / "notebooks" / f"{name}.ipynb"))
     return tmp_path
 
 
@@ -52,11 +55,14 @@ import sys
 from pathlib import Path
 
 import vitreg.cli.runner
+import vitreg.experiments.catalog
 import vitreg.present.report
 from vitreg.cli.main import main
+from vitreg.experiments.params import cell_experiment
 
 project = Path(sys.argv[1])
 vitreg.cli.runner.repo_root = lambda: project
+vitreg.experiments.catalog.experiment = lambda name: cell_experiment(project / "notebooks" / f"{name}.ipynb")
 vitreg.present.report.build_report = lambda results_dir, out_dir, figures_dir=None: []
 sys.exit(main(["run", "--profile", "smoke", "--out", sys.argv[2]]))
 """
