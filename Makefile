@@ -44,7 +44,7 @@ test: $(STAMP) ## Unit tests + every notebook under the smoke profile (offline, 
 unit: $(STAMP) ## Unit tests only (no notebooks)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider -m "not notebook" tests
 
-robustness: $(STAMP) ## The bad-input and fault corpus (issue 12): its tests, then one summary (cases, clear errors, crashes, silent wrong, lost)
+robustness: $(STAMP) ## The bad-input and fault corpus: its tests, then one summary (cases, clear errors, crashes, silent wrong, lost)
 	HF_HUB_OFFLINE=1 PYTHONPATH=tests $(PY) -m pytest -q -p no:cacheprovider -p robustness_plugin -m robustness tests
 
 smoke: $(STAMP) ## Run every notebook with the smoke profile; outputs go to build/smoke/ (PARAMS=, SET= override)

@@ -172,7 +172,7 @@ def test_artifact_claims_on_planted_spikes():
     assert no_dino["head_model"]["heads_above_dino_pct"] == {"skipped": "no DINO model in models"}
 
 
-# --- grid-normalised artifact score (issue #11, point 5) -------------------------------------------
+# --- grid-normalised artifact score -------------------------------------------
 def _uniform_attn(layout, b=4, heads=3):
     attn = torch.full((b, heads, layout.num_prefix, layout.num_tokens), 1.0 / layout.num_tokens)
     return attn

@@ -139,7 +139,7 @@ def test_a_truncated_voc_image_is_named(tmp_path):
 
 
 def test_lost_batches_group_images_of_one_padded_size_and_pad_at_the_bottom_right():
-    """Issue #11 (LOST's protocol): 375x500 pads to 378x504 with zeros (the normalised mean) at the bottom and
+    """LOST's protocol: 375x500 pads to 378x504 with zeros (the normalised mean) at the bottom and
     right only; images of one padded size share a batch, in order of first appearance."""
     import torch
     from PIL import Image

@@ -141,7 +141,7 @@ def test_model_dtype_and_random_init_are_part_of_the_key(tmp_path) -> None:
                        features.patch_token_features(base, images, **kw)["patches"])  # the same weights: reused
 
 
-# --- a fault corpus (issue 12): the cache verifies what it reads --------------------------------------
+# --- a fault corpus: the cache verifies what it reads --------------------------------------
 def _entry(tmp_path, n=12, chunk_size=4):
     """A complete entry of ``n`` items (``Counter`` features) and its folder."""
     key = cache.feature_key(**BASE)

@@ -132,7 +132,7 @@ def test_probe_images_fall_back_to_the_photos_and_say_why(tmp_path) -> None:
     assert (len(images), source) == (2, "bundled photos") and why
 
 
-# --- the natural images of notebooks 00-04 and 07 (F1-F4, F7; issue 11 point 2) ---------------------------
+# --- the natural images of notebooks 00-04 and 07 (F1-F4, F7) ---------------------------
 def _jpeg(path, colour) -> None:
     from PIL import Image
 

@@ -67,7 +67,7 @@ def test_synthetic_dense_images_carry_their_targets() -> None:
 
 
 def test_a_planted_square_keeps_its_label_through_the_joint_transform() -> None:
-    """transforms.v2 + tv_tensors.Mask: image and label move together (issue #10), also off-centre and non-square."""
+    """transforms.v2 + tv_tensors.Mask: image and label move together, also off-centre and non-square."""
     from PIL import Image
 
     for h, w, size in ((300, 500, (112, 112)), (480, 640, (98, 126)), (500, 375, (70, 70))):

@@ -1,6 +1,6 @@
 """Official DINOv3 ``.pth`` files (facebookresearch/dinov3 layout), written by the tests from random tiny models:
 loaded exactly (the file's bf16 RoPE periods, masked q/v biases), at any resolution, and refused when they
-cannot be (a k bias surviving its mask, a missing or extra key) (issue 14)."""
+cannot be (a k bias surviving its mask, a missing or extra key)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Every supported family, random weights: token counts from the model, exact attention (RoPE included), MLP
-hidden activations, loading at any size, refusals, and planted outliers found by capture (issue 14)."""
+hidden activations, loading at any size, refusals, and planted outliers found by capture."""
 
 from __future__ import annotations
 

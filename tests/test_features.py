@@ -107,7 +107,7 @@ def test_draws_do_not_depend_on_the_chunk_size(tmp_path) -> None:
 
 
 def test_outliers_are_found_at_the_models_detection_block_where_the_last_block_loses_them(tmp_path, monkeypatch) -> None:
-    """Issue #11 point 6 ([TTR]: DINOv2-L's norms drop at the last block, so outliers are detected at block -2).
+    """([TTR]: DINOv2-L's norms drop at the last block, so outliers are detected at block -2).
     Planted: outliers at block -2, and a last block that squashes every token to norm 5. Detection at the
     model's block (-2, recorded) finds exactly the planted tokens; the last block (the old rule) finds none."""
     from vitreg.data.datasets import SyntheticGlobalDataset

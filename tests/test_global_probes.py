@@ -92,7 +92,7 @@ def test_outlier_minus_normal_is_the_gap_or_says_why_not() -> None:
 
 
 def test_table1_protocol_metric_counts_and_voc_flag(monkeypatch) -> None:
-    """Issue #11 point 6: Aircraft/Pets/Caltech101/Flowers are scored by mean-per-class accuracy, VOC is flagged
+    """Aircraft/Pets/Caltech101/Flowers are scored by mean-per-class accuracy, VOC is flagged
     as differing by protocol, each column reports its own training count, the detection block is recorded."""
     assert [global_probes.dataset_metric(d) for d in ("aircraft", "pets", "caltech101", "flowers", "cifar10")] == \
         ["mean_per_class"] * 4 + ["top1"]

@@ -104,7 +104,7 @@ def test_default_normalisation_is_timms_imagenet():
     torch.testing.assert_close(x, y)
 
 
-# --- bad input is named, all at once (issue 12) ---------------------------------------------------------------
+# --- bad input is named, all at once ---------------------------------------------------------------
 def _png_header_only(path, width: int, height: int) -> None:
     """A PNG that claims ``width`` x ``height`` pixels in a few bytes (as a decompression bomb does)."""
     import struct

@@ -1,5 +1,5 @@
 """The layer contract of pyproject.toml ([tool.importlinter]) holds: arrows point down only, only
-vitreg.present.plots imports matplotlib, and no two modules import each other (issue #10)."""
+vitreg.present.plots imports matplotlib, and no two modules import each other."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The lecture profile (issue 16): valid for every notebook, pretrained small models with published weights, nothing
+"""The lecture profile: valid for every notebook, pretrained small models with published weights, nothing
 planted, and stopped up front offline when weights are missing.
 
 Every check is first shown to catch a violation planted in a copy of the profile's parameters (so it can fail).

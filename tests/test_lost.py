@@ -132,7 +132,7 @@ def test_discover_runs_a_model_over_a_box_dataset_and_maps_boxes_to_original_pix
 
 
 def test_the_padded_protocol_runs_each_size_at_its_own_grid_and_restores_the_model():
-    """Issue #11: LOST pads each image to a multiple of the patch size at its own resolution. Two sizes in one
+    """LOST pads each image to a multiple of the patch size at its own resolution. Two sizes in one
     dataset: 60x90 pads to 70x98 (5x7 patches), 40x40 to 42x42 (3x3): boxes are whole patches (14 px) clipped
     to each image, in the dataset's order; the model is back at its loaded size and position embeddings after."""
     from vitreg.data.boxes import SyntheticBoxes
@@ -174,7 +174,7 @@ def _patch_colour_features(x: torch.Tensor, patch: int) -> torch.Tensor:
 
 
 def test_padded_box_matches_the_planted_box_in_original_pixels_and_the_stretched_one_is_off():
-    """Issue #11: a 500x375 image with a planted object on the 14 px grid. Padded (LOST's protocol): the box is
+    """a 500x375 image with a planted object on the 14 px grid. Padded (LOST's protocol): the box is
     the planted box exactly. Stretched to a 448 px square (the former protocol): patches straddle the object's
     edges and the box, mapped back, is off by up to a patch."""
     from PIL import Image
@@ -200,7 +200,7 @@ def test_padded_box_matches_the_planted_box_in_original_pixels_and_the_stretched
 
 
 def test_plain_lost_returns_the_whole_image_on_offset_features_and_only_the_sweep_finds_the_object():
-    """Issue #11: features sharing a positive offset (as real ones do): every dot product is positive, so plain
+    """features sharing a positive offset (as real ones do): every dot product is positive, so plain
     LOST (dot, bias 0; the official code) returns the whole image; [TTR]'s sweep (cosine, a negative bias)
     finds every object. The two protocols are separate rows; the [TTR] targets read the sweep's."""
     feats = offset_features(planted_feature_maps(BOXES, GRID, seed=11), 3.0)
@@ -214,7 +214,7 @@ def test_plain_lost_returns_the_whole_image_on_offset_features_and_only_the_swee
 
 
 def test_rows_of_the_two_protocols_are_separate_and_the_sweep_takes_its_best_setting():
-    """Issue #11: the [TTR] targets (56.2 with registers) are best-of-sweep numbers; plain LOST's row must not
+    """the [TTR] targets (56.2 with registers) are best-of-sweep numbers; plain LOST's row must not
     be the one they are compared with. Plain k-1 30 / 35; sweep best 50 / 57 (a different setting per model)."""
     from types import SimpleNamespace
 

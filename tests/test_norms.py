@@ -177,7 +177,7 @@ def test_depth_profile_recovers_planted_emergence_and_quiet_early_blocks():
         norms.depth_profile(stack, qs=(0.25, 0.75))
 
 
-# --- scale-free high-norm measure (issue #11, point 5) ---------------------------------------------
+# --- scale-free high-norm measure ---------------------------------------------
 def _lognormal_norms(median=6.0, sd=0.3, shape=(16, 256), seed=0):
     gen = torch.Generator().manual_seed(seed)
     return median * torch.exp(sd * torch.randn(*shape, generator=gen))

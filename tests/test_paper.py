@@ -126,7 +126,7 @@ def test_a_delta_row_checks_sign_and_size(entry_id: str, a: float, b: float, sta
 
 
 def test_a_delta_row_is_tighter_than_the_cells_it_comes_from() -> None:
-    """Issue #11: ±5 on each Table 1 cell let swapped columns pass where the gap is small; the delta row's
+    """±5 on each Table 1 cell let swapped columns pass where the gap is small; the delta row's
     tolerance is half the gap (no spread in the notes), and no cell's tolerance reaches the gap."""
     by_id = {n.id: n for n in paper.paper_numbers()}
     deltas = [n for n in by_id.values() if n.id.startswith("F6.delta.outlier_minus_normal.")]

@@ -133,7 +133,7 @@ def test_a_notebook_outside_the_catalog_runs_on_an_experiment_made_from_its_cell
 
 
 def test_smoke_stays_on_the_bundled_photos_and_the_real_run_on_natural_images():
-    """Issue 11 point 2: the real defaults of 00-04, 07, 10 and 11 are natural images (>= 256 where images are
+    """the real defaults of 00-04, 07, 10 and 11 are natural images (>= 256 where images are
     scored, not drawn), the smoke profile the bundled photos."""
     having = [p for p in NB.values() if "images" in experiment(p.stem).defaults()]
     assert {"00", "01", "02", "03", "04", "07", "10", "11"} <= {p.stem[:2] for p in having}

@@ -145,7 +145,7 @@ def test_measure_model_reads_planted_register_norms_from_a_recording():
 
 
 def test_model_summary_finds_small_model_outliers_the_150_cut_off_misses():
-    """Issue #11 point 5 (Fig. 7 for S/B): patches of median 6 with 2% at norm 60 have a high-norm mode; the
+    """(Fig. 7 for S/B): patches of median 6 with 2% at norm 60 have a high-norm mode; the
     registers' twin (no such patches) has none. The absolute 150 says "no outliers" for both."""
     from vitreg.measure.registers import model_summary
 

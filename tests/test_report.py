@@ -195,7 +195,7 @@ def test_an_entry_awaiting_its_key_is_a_row_not_a_schema_error(tmp_path: Path) -
 
 
 # ---------------------------------------------------------------------------------------------------
-# Issue #11: fixtures of real-profile results against the real data file. A reversed claim, or a number
+# fixtures of real-profile results against the real data file. A reversed claim, or a number
 # measured under another protocol, must each show; the paper's own numbers must show "reproduced".
 # ---------------------------------------------------------------------------------------------------
 def _real_numbers(nb: str, values: dict[str, float], models: dict[str, str] | None = None) -> dict:
@@ -233,7 +233,7 @@ _PAPER_T1 = {n.key: n.value for n in _T1}
 _SWAPPED_T1 = {n.key: _PAPER_T1[n.key.replace(".normal", ".X").replace(".outlier", ".normal").replace(".X", ".outlier")]
                for n in _T1}
 _DATASETS = sorted({n.key.split(".")[1] for n in _T1})
-# the sign-only claim rows (issue #10) read the difference a notebook writes itself: swapped too
+# the sign-only claim rows read the difference a notebook writes itself: swapped too
 _SWAPPED_T1.update({f"claims.outlier_minus_normal.{ds}": _SWAPPED_T1[f"table1.{ds}.outlier"]
                     - _SWAPPED_T1[f"table1.{ds}.normal"] for ds in _DATASETS})
 _TTR = {n.key: n.value for n in paper.paper_numbers() if n.id.startswith(("F8.ttr.", "F8.ttr.lost."))
@@ -261,7 +261,7 @@ def test_the_paper_own_numbers_are_reproduced(tmp_path: Path) -> None:
 
 
 def test_swapped_table1_columns_differ(tmp_path: Path) -> None:
-    """Issue #11: with ±5 per cell, swapped normal and outlier columns passed on CIFAR-10, Places205 and
+    """with ±5 per cell, swapped normal and outlier columns passed on CIFAR-10, Places205 and
     ImageNet; now every delta row and every cell differs, and so does the finding."""
     _real(tmp_path, "06_global_information", _real_numbers("06_global_information", _SWAPPED_T1))
     status, md = _statuses(tmp_path)
@@ -307,7 +307,7 @@ def test_a_518_px_measurement_is_not_compared_with_a_224_px_reference(tmp_path: 
 
 
 def test_too_few_images_is_not_comparable(tmp_path: Path) -> None:
-    """App. A's stripes: 14 images make stripes from noise (issue #11), so fewer than 256 are not compared."""
+    """App. A's stripes: 14 images make stripes from noise, so fewer than 256 are not compared."""
     numbers = _real_numbers("02_high_norm_tokens", {"stripes.max_position_pct": 25.0})
     numbers["stripes"]["n_images"] = 14
     _real(tmp_path, "02_high_norm_tokens", numbers, image_size=518)
@@ -352,7 +352,7 @@ GOOD_09 = {"no_reg": {"model": "dinov2_l", "imagenet_top1": 86.9, "ade20k_miou":
 
 
 def test_a_failed_notebooks_earlier_results_are_shown_as_stale_never_as_ran(tmp_path: Path, numbers_file: Path) -> None:
-    """Issue 12: a failed rerun left the earlier run's results beside it, and the report listed it as ran."""
+    """a failed rerun left the earlier run's results beside it, and the report listed it as ran."""
     _save(tmp_path, "09_downstream", GOOD_09)  # an earlier, successful run
     _save(tmp_path, "02_norms", {"outlier_pct": 2.4, "stripes_pct": 25.0})
     _outcomes(tmp_path / "results", ("02_norms", "ok", ""), ("09_downstream", "failed", "ValueError: planted failure"))

@@ -161,7 +161,7 @@ def test_kernel_imports_vitreg_from_the_checkout_being_run(project):
     assert ran.startswith(str(project.resolve() / "vitreg")) and ran.endswith("this checkout")
 
 
-# --- issue 12: a dead kernel, an interrupt or a failed rerun never crash the run or leave stale outputs ---
+# --- a dead kernel, an interrupt or a failed rerun never crash the run or leave stale outputs ---
 
 @pytest.fixture
 def reports(monkeypatch):
@@ -341,7 +341,7 @@ def test_preflight_names_a_truncated_weights_file_as_broken(tmp_path, monkeypatc
     assert stop is not None and str(broken) in stop and "dinov2_l" in stop
 
 
-# --- overrides (PARAMS= / --set) and the images preflight (issue 11 point 2) -------------------------------
+# --- overrides (PARAMS= / --set) and the images preflight -------------------------------
 def test_set_and_params_file_reach_the_notebook(project):
     mine = project / "my.yaml"
     mine.write_text("notebooks:\n  01_ok:\n    n_images: 5\n    seed: 9\n")

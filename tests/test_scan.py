@@ -1,4 +1,4 @@
-"""`vitreg scan` (issue 14): planted truth is found by the scan, a clean model is "no artifacts found",
+"""`vitreg scan`: planted truth is found by the scan, a clean model is "no artifacts found",
 the card is written, and bad input exits non-zero with a clear message."""
 
 from __future__ import annotations

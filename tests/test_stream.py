@@ -90,7 +90,7 @@ def test_the_estimate_can_be_printed_without_a_bar(loaded, capsys):
 
 
 def test_forward_tokens_runs_on_the_stream_with_planting_per_image(loaded, capsys):
-    """Features in chunks of any batch size are the same, planted masks included (issue 10: one batching stream)."""
+    """Features in chunks of any batch size are the same, planted masks included (one batching stream)."""
     from vitreg import planting
     from vitreg.measure.features import forward_tokens
 
@@ -107,7 +107,7 @@ def test_forward_tokens_runs_on_the_stream_with_planting_per_image(loaded, capsy
     assert (printed.out + printed.err).count("so 5 images will take") == 2  # once per extraction starting at image 0
 
 
-# --- GPU throughput switches (issue 13): pure functions on fake numbers, the loader branch on the CPU ----------
+# --- GPU throughput switches: pure functions on fake numbers, the loader branch on the CPU ----------
 def test_autocast_is_bf16_on_cuda_by_default_and_never_on_the_cpu(monkeypatch):
     from vitreg.core.device import AUTOCAST_ENV, autocast_dtype
 

@@ -217,7 +217,7 @@ def test_the_missing_weights_message_is_one_text(monkeypatch, tmp_path):
         assert "HF_HUB_OFFLINE=1" in msg and "Two ways out" in msg and str(tmp_path) in msg and "make weights" in msg
 
 
-# --- unusable weights files: named with the model and the fix (issue 12) ---------------------------------
+# --- unusable weights files: named with the model and the fix ---------------------------------
 def _tiny_safetensors(path) -> None:
     from safetensors.torch import save_file
 

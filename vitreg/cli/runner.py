@@ -383,7 +383,7 @@ def run(profile: str, only: list[str] | None = None, *, keep_going: bool = False
     if profile == "real":  # the freely downloadable datasets its notebooks read (`make reproduce DATA=none`: not)
         from vitreg.data.fetch import fetch_for_run
         fetch_for_run(merged)
-    if profile == "real":  # how long, before it starts (issue 13)
+    if profile == "real":  # how long, before it starts
         print(f"expected run time on one H100-class GPU (estimate, vitreg.experiments.timing):\n{timing.render(names)}\n", flush=True)
     outcomes: list[Outcome] = []
     start = time.perf_counter()

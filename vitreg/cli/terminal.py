@@ -1,7 +1,7 @@
 """What the terminal shows while ``vitreg run`` executes a notebook: its run-time estimates and its progress,
 not minutes of silence, and no Jupyter noise.
 
-Paper: none (issue 16: "a quiet, informative terminal"; issue 13: the run-time estimate before the heavy part).
+Paper: none (a quiet, informative terminal; the run-time estimate before the heavy part).
 
 papermill hands every stream output of the kernel to :class:`Forward` (its ``stdout_file`` and ``stderr_file``)
 as it arrives. :class:`Forward` keeps what a person waiting for the run wants: the estimate line of

@@ -35,7 +35,7 @@ AUTOCAST_ENV = "VITREG_AUTOCAST"
 def autocast_dtype(device: str | torch.device, setting: str | None = None) -> torch.dtype | None:
     """The autocast dtype of forwards on ``device``: bf16 on CUDA by default, None (float32) elsewhere.
 
-    Paper: every measurement (issue 13: bf16 on GPU, the dtype recorded with the results). The CPU and MPS
+    Paper: every measurement (bf16 on GPU, the dtype recorded with the results). The CPU and MPS
     always run in float32, so smoke runs and their results do not depend on this switch.
 
     Args:

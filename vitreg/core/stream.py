@@ -9,7 +9,7 @@ feature caches and the tour iterate over them directly.
 
 Hooks installed around the loop (e.g. :func:`vitreg.planting.planted`) see every batch in order.
 
-On a CUDA device (issue 13; the CPU path, and so every smoke result, is unchanged): forwards run under bf16
+On a CUDA device (the CPU path, and so every smoke result, is unchanged): forwards run under bf16
 autocast (:func:`vitreg.core.device.autocast_dtype`, ``VITREG_AUTOCAST=off`` turns it off; recordings are stored
 as float32 unless ``dtype=`` says otherwise), timm's fused SDPA attention stays on (the capture recomputes
 only the blocks whose attention it records), images are decoded and resized by a ``DataLoader``'s worker
@@ -149,7 +149,7 @@ def stream(
 ) -> Iterator[StreamBatch]:
     """Forward ``images`` through ``loaded`` batch by batch; yield each batch with its recording.
 
-    Longer than 60 lines because it is the ONE batching loop (issue 10): progress, the first-batch
+    Longer than 60 lines because it is the ONE batching loop: progress, the first-batch
     estimate, the planting callback and the capture all live here so no caller writes its own.
 
     Args:

@@ -168,7 +168,7 @@ def load_official_dinov3(model: nn.Module, state_dict: dict[str, torch.Tensor], 
                          ) -> torch.Tensor:
     """Load an official DINOv3 state dict into a timm ``Eva`` DINOv3 model exactly, RoPE periods included; return them.
 
-    Paper: the zoo's DINOv3 (issue 14). Official semantics (``dinov3/layers``): ``LinearKMaskedBias`` uses
+    Paper: the zoo's DINOv3. Official semantics (``dinov3/layers``): ``LinearKMaskedBias`` uses
     ``bias * bias_mask``, so the masked bias is what is loaded; a k bias that survives its mask cannot be
     represented (timm's DINOv3 attention has a fixed zero k bias) and is refused, as are q/v biases for a model
     built without them (load it as the ``*_qkvb`` variant). The rest goes through timm's own Eva checkpoint

@@ -120,7 +120,7 @@ def uniform_top_share(grid_patches: int, top_frac: float = 0.02) -> float:
 def artifact_score(maps: torch.Tensor, *, top_frac: float = 0.02) -> torch.Tensor:
     """ARTIFACT SCORE on any grid: the top-patch share above the uniform baseline of the map's own grid.
 
-    Paper: Fig. 2 made a number that can compare a 37x37 DINOv2 map with a 14x14 DINO map (issue #11, point 5):
+    Paper: Fig. 2 made a number that can compare a 37x37 DINOv2 map with a 14x14 DINO map:
     ``(top_share - u) / (1 - u)`` with ``u`` = :func:`uniform_top_share` of the grid. A uniform map scores 0
     on every grid, a map with all its mass on the top patches 1, and a spike holding a mass ``m`` on one
     patch over a uniform rest scores ``(N m - 1) / (N - 1)`` (about ``m``) whatever the grid and ``top_frac``.

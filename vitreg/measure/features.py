@@ -38,7 +38,7 @@ def outlier_cut(loaded, threshold: float | None = None) -> float | None:
 
 #: Block whose output norms (pre-LN) mark the outliers, per zoo key; -1 (the last block) for the others.
 #: [TTR] detects DINOv2-L's outliers at the second-to-last block (22 of 24): its maximum norm drops at the
-#: last block's output, so the last block would miss outliers there (issue #11, point 6).
+#: last block's output, so the last block would miss outliers there.
 DETECTION_BLOCKS: dict[str, int] = {"dinov2_l": -2}
 
 

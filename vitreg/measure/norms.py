@@ -296,7 +296,7 @@ def _check_stack(norm_stack: torch.Tensor) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Scale-free high-norm measure (issue #11, point 5): no absolute cut-off
+# Scale-free high-norm measure: no absolute cut-off
 # ---------------------------------------------------------------------------------------------------
 #: Ashman's D above which two Gaussian components count as separated (Ashman, Bird & Zepf 1994, AJ 108:
 #: D > 2 is needed for a clean separation of a two-Gaussian mixture). A single Gaussian fitted with two

@@ -1,6 +1,6 @@
 """Progress bars that read well wherever a notebook runs.
 
-Paper: none (the run's terminal and executed notebooks, issue 16). Interactively (JupyterLab) a bar is
+Paper: none (the run's terminal and executed notebooks). Interactively (JupyterLab) a bar is
 tqdm's widget; in a notebook the runner executes (``VITREG_TEXT_PROGRESS=1`` in the kernel's environment)
 it is a text bar on stderr, which the runner forwards to the terminal and which an executed copy keeps in
 its final state (a widget there is saved frozen at "0%").
