@@ -484,15 +484,18 @@ def test_a_real_run_fetches_its_notebooks_sets_before_the_first_notebook_and_smo
     from nbformat.v4 import new_code_cell, new_notebook
 
     from vitreg.cli import runner
+    from vitreg.experiments import catalog as catalog_experiments
+    from vitreg.experiments.params import cell_experiment
 
     project = tmp_path / "project"
     (project / "notebooks").mkdir(parents=True)
-    (project / "params").mkdir()
-    nb = new_notebook(cells=[new_code_cell('profile = "real"\npretrained = False\ndatasets = ["VOC07"]\n'
+    nb = new_notebook(cells=[new_code_cell('profile = "real"\npretrained = False\ndevice = "auto"\nseed = 0\ndatasets = ["VOC07"]\n'
                                            'output_dir = ".."', metadata={"tags": ["parameters"]})])
     nbformat.write(nb, project / "notebooks" / "08_lost.ipynb")
     (project / "notebooks" / "order.yaml").write_text("- notebook: 08_lost\n")
-    (project / "params" / "smoke.yaml").write_text("common:\n  profile: smoke\n")
+    # the project's 08 is this small notebook (random weights), not the catalog's
+    monkeypatch.setattr(catalog_experiments, "experiment",
+                        lambda name: cell_experiment(project / "notebooks" / f"{name}.ipynb"))
     m = write_manifest(tmp_path / "m.yaml", {"voc07": auto_entry(
         [file_entry(server, "VOCtrainval_06-Nov-2007.tar", voc_tar("2007", VOC_TRAINVAL, "trainval.txt"))],
         "voc", "VOCdevkit/VOC2007", counts={"JPEGImages": 3})})

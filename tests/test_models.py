@@ -113,6 +113,8 @@ def test_dinov3_zoo_entries_agree_with_the_model_and_name_the_official_file(key,
     assert spec.official_files[0].startswith(f"dinov3_vit{key[-1]}16_pretrain_lvd1689m-")
     monkeypatch.setenv("VITREG_WEIGHTS", str(tmp_path))
     assert main(["weights", "where", key]) == 1
-    (tmp_path / spec.official_files[0]).write_bytes(b"x")
+    (tmp_path / spec.official_files[0]).write_bytes(b"x")  # not a checkpoint: found, and called broken
+    assert main(["weights", "where", key]) == 1
+    torch.save({"cls_token": torch.zeros(1, 1, 4)}, tmp_path / spec.official_files[0])
     assert main(["weights", "where", key]) == 0
     assert spec.official_files[0] in capsys.readouterr().out
