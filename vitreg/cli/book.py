@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from vitreg.cli.book_pages import for_reader
 from vitreg.experiments.params import load_order
 from vitreg.utils.paths import repo_root
 
@@ -216,9 +217,10 @@ def _config(source: Source) -> dict:
     }
 
 
-def stage(source: Source, staging: Path, root: Path | None = None) -> list[str]:
+def stage(source: Source, staging: Path, root: Path | None = None, instructor: bool = False) -> list[str]:
     """Write the book's sources into ``staging``: config, table of contents, intro, the labelled notebooks
-    (in the run order), the report chapter and a local MathJax. Returns the notebooks' names."""
+    (in the run order; as a reader sees them: :func:`vitreg.cli.book_pages.for_reader`, solutions open with
+    ``instructor``), the report chapter and a local MathJax. Returns the notebooks' names."""
     root = root or repo_root()
     if staging.exists():
         shutil.rmtree(staging)
@@ -231,8 +233,7 @@ def stage(source: Source, staging: Path, root: Path | None = None) -> list[str]:
     for name in names:
         nb = label_notebook(json.loads((source.notebooks / f"{name}.ipynb").read_text()), source.kind)
         saved = sorted(p.name for p in (staging / "figures").glob(f"{name[:2]}_*.png"))
-        if saved and not has_inline_images(nb):
-            nb["cells"].append(figures_cell(saved))
+        nb = for_reader(nb, [] if has_inline_images(nb) else saved, instructor)
         (staging / "notebooks" / f"{name}.ipynb").write_text(json.dumps(nb, indent=1))
     (staging / "report.md").write_text(under_title(_report_markdown(source), source.kind))
     (staging / "intro.md").write_text(_intro(source, names))
@@ -255,7 +256,8 @@ def _report_markdown(source: Source) -> str:
     return report.read_text()
 
 
-def build_book(root: Path | None = None, out: Path | None = None, run: str = "auto") -> Path:
+def build_book(root: Path | None = None, out: Path | None = None, run: str = "auto",
+               instructor: bool = False) -> Path:
     """Build the book into ``out`` (default ``build/book``) and return its ``index.html``.
 
     The sources are staged in ``out/src``; Jupyter Book writes the HTML to ``out/html`` (no notebook is
@@ -269,7 +271,7 @@ def build_book(root: Path | None = None, out: Path | None = None, run: str = "au
     out = out or root / "build" / "book"
     source = find_source(root, run)
     staging = out / "src"
-    stage(source, staging, root)
+    stage(source, staging, root, instructor)
     build = out / "_jb"
     if build.exists():
         shutil.rmtree(build)

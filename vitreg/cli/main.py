@@ -8,7 +8,7 @@ Paper: all findings F1-F9 (the notebooks reproduce them; this is how they are ru
     vitreg weights where KEY ...
     vitreg report RESULTS_DIR OUT_DIR [--figures DIR]
     vitreg strip
-    vitreg book [--run auto|real|smoke] [--out DIR] [--collect BASETEMP]
+    vitreg book [--run auto|real|smoke] [--out DIR] [--collect BASETEMP] [--instructor]
     vitreg handout [--out DIR]
     vitreg extract NOTEBOOK ... [--profile real|smoke] [--params FILE] [--set NOTEBOOK.KEY=VALUE ...]
     vitreg scan MODEL [--weights FILE] [--images DIR] [--size PX] [--out DIR] [--json] [--random]
@@ -285,6 +285,8 @@ def _add_book(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--collect", type=Path, metavar="BASETEMP",
                    help="first gather into build/smoke the smoke runs the notebook tests left under pytest's "
                         "--basetemp BASETEMP, when build/smoke has no executed notebooks")
+    p.add_argument("--instructor", action="store_true",
+                   help="the instructor's book: solutions shown open (default: folded under a Solution button)")
     return p
 
 
@@ -297,7 +299,7 @@ def _cmd_book(args: argparse.Namespace) -> int:
     if args.collect and not any((repo_root() / "build" / "smoke" / "notebooks").glob("*.ipynb")):
         print(f"gathered {collect_smoke(args.collect)} executed notebooks from {args.collect}")
     try:
-        index = build_book(out=args.out, run=args.run)
+        index = build_book(out=args.out, run=args.run, instructor=args.instructor)
     except (NoExecutedNotebooks, FileNotFoundError, subprocess.CalledProcessError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
