@@ -317,6 +317,16 @@ return {firstImage: images.length ? top(images[0]) : null,
 """
 
 
+def _settled(browser) -> bool:
+    """Wait for the page's images and MathJax; False when they do not settle within the script timeout."""
+    from selenium.common.exceptions import TimeoutException
+
+    try:
+        return browser.execute_async_script(_SETTLE) is True
+    except TimeoutException:
+        return False
+
+
 def _raw_tex(text: str) -> list[str]:
     """Snippets of ``text`` around TeX that MathJax did not render (a stray ``$``, ``\\frac``, ...)."""
     return [text[max(0, m.start() - 30):m.end() + 30].replace("\n", " ") for m in book_pages.RAW_TEX.finditer(text)]
@@ -334,8 +344,9 @@ def test_no_page_shows_raw_tex(server, browser):
     problems = []
     for page in _pages():
         browser.get(f"{server}/{page}")
-        browser.execute_async_script(_SETTLE)
-        problems += [f"{page}: ...{s}..." for s in _raw_tex(browser.execute_script(_PROSE))]
+        if not _settled(browser):
+            problems.append(f"{page}: images or MathJax did not settle")
+        problems += [f"{page}: ...{s}..." for s in _raw_tex(browser.execute_script(_PROSE))[:5]]
     browser.get_log("browser")
     assert not problems, "\n".join(problems)
 
@@ -347,7 +358,7 @@ def test_each_notebook_shows_its_first_figure_before_its_last_heading(server, br
     problems, checked = [], 0
     for page in (p for p in _pages() if p.startswith("notebooks/")):
         browser.get(f"{server}/{page}")
-        browser.execute_async_script(_SETTLE)
+        _settled(browser)
         layout = browser.execute_script(_LAYOUT)
         browser.save_screenshot(str(SHOTS / (page.replace("/", "_").removesuffix(".html") + ".png")))
         if layout["firstImage"] is None or layout["lastHeading"] is None:

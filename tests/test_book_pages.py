@@ -85,6 +85,8 @@ def test_a_printed_markdown_table_becomes_a_table():
     table = "| model | norm |\n|:------|-----:|\n| ViT-S | 1.0 |\n"
     out = pages.clean_output({"output_type": "stream", "name": "stdout", "text": table})
     assert out == {"output_type": "display_data", "metadata": {}, "data": {"text/markdown": table}}
+    noted = pages.clean_output({"output_type": "stream", "name": "stdout", "text": "RANDOM WEIGHTS: a note.\n" + table})
+    assert noted["data"]["text/markdown"] == "RANDOM WEIGHTS: a note.\n\n" + table
     plain = {"output_type": "stream", "name": "stdout", "text": "a | b\n"}
     assert pages.clean_output(plain) == plain
 

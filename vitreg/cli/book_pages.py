@@ -105,9 +105,15 @@ def _last_frames(stream: str) -> str:
     return "\n".join(line.rsplit("\r", 1)[-1] for line in stream.split("\n"))
 
 
-def _markdown_table(stream: str) -> bool:
-    """Whether a printed text is a Markdown table (a header row, a ``|---|---|`` rule, rows)."""
-    return bool(TABLE_RULE.search(stream)) and stream.strip().startswith("|")
+def _markdown_table(stream: str) -> str | None:
+    """A printed text that holds a Markdown table (a header row, a ``|---|---|`` rule, rows) as Markdown, with
+    the lines before the table as their own paragraph; None when it holds no table."""
+    if not TABLE_RULE.search(stream):
+        return None
+    lines = stream.strip().split("\n")
+    first = next(i for i, line in enumerate(lines) if line.lstrip().startswith("|"))
+    before = "  \n".join(line for line in lines[:first] if line.strip())
+    return (before + "\n\n" if before else "") + "\n".join(lines[first:]) + "\n"
 
 
 def clean_output(output: dict, run_dir: str | None = None) -> dict | None:
@@ -126,8 +132,9 @@ def clean_output(output: dict, run_dir: str | None = None) -> dict | None:
         body = _short_paths(body, run_dir)
         if not body.strip():
             return None
-        if _markdown_table(body):
-            return {"output_type": "display_data", "metadata": {}, "data": {"text/markdown": body.strip() + "\n"}}
+        table = _markdown_table(body)
+        if table:
+            return {"output_type": "display_data", "metadata": {}, "data": {"text/markdown": table}}
         out["text"] = body
         return out
     data = out.get("data")
