@@ -211,6 +211,7 @@ def _config(source: Source) -> dict:
             "mathjax_path": MATHJAX_SCRIPT,  # a local copy (relative to _static/): no CDN
             "html_static_path": ["_vendor"],  # not _static/: Jupyter Book would load every .js found there
             "nb_ipywidgets_js": {},  # no require.js / widget manager from a CDN
+            "nb_render_markdown_format": "gfm",  # Markdown outputs (printed tables) with their tables
             "html_show_sourcelink": False,
             "suppress_warnings": ["mystnb.unknown_mime_type", "myst.header"],
         }},
