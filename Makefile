@@ -83,8 +83,8 @@ test-book: $(BOOK_STAMP) ## Book from the smoke run (reused, else run once), eve
 handout: $(STAMP) ## Student copies without the cells tagged `solution`: build/handout/*.ipynb
 	$(VENV)/bin/vitreg handout
 
-lab: $(STAMP) ## Open the notebooks in JupyterLab (pick the "Python (vitreg)" kernel)
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+lab: $(STAMP) ## Open the notebooks in JupyterLab (pick the "Python (vitreg)" kernel); VITREG_PROFILE=lecture: they take the lecture parameters
+	VITREG_LAB_PROFILE=$(VITREG_PROFILE) $(VENV)/bin/jupyter lab --notebook-dir=notebooks
 
 clean: ## Remove build outputs (keeps the environment, weights and feature caches)
 	rm -rf build figures results .pytest_cache

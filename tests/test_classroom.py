@@ -1,0 +1,65 @@
+"""The classroom mode and honest labels: a notebook opened by hand takes the lecture parameters
+(``VITREG_PROFILE=lecture make lab``), and a schematic is not stamped as a planted or random-weights result."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+
+from vitreg.experiments.params import load_profile, notebook_defaults  # noqa: E402
+from vitreg.present import notebook  # noqa: E402
+from vitreg.present.plots import diagrams  # noqa: E402
+from vitreg.utils.paths import repo_root  # noqa: E402
+from vitreg.utils.progress import TEXT_ENV  # noqa: E402
+
+TOUR = repo_root() / "notebooks" / "00_tour.ipynb"
+
+
+@pytest.fixture
+def by_hand(monkeypatch):
+    """A kernel opened by `VITREG_PROFILE=lecture make lab`: the lab variable set, not a runner's kernel."""
+    monkeypatch.setenv(notebook.LAB_PROFILE_ENV, "lecture")
+    monkeypatch.delenv(TEXT_ENV, raising=False)
+
+
+def test_a_notebook_opened_by_hand_takes_the_lecture_parameters(by_hand, capsys):
+    defaults = notebook_defaults(TOUR)
+    lecture = load_profile("lecture", "00_tour")
+    assert defaults["image_size"] != lecture["image_size"], "the planted difference: 518 px real, 224 px lecture"
+    namespace = dict(defaults)
+    run = notebook.start("00_tour", namespace)
+    assert run.profile == "lecture" and run.params["image_size"] == lecture["image_size"]
+    assert namespace["image_size"] == lecture["image_size"], "the cells after start read the lecture value"
+    assert "VITREG_LAB_PROFILE: " in capsys.readouterr().out
+
+
+def test_a_value_edited_by_hand_wins_over_the_lecture_profile(by_hand):
+    namespace = dict(notebook_defaults(TOUR), image_size=336)
+    run = notebook.start("00_tour", namespace)
+    assert run.params["image_size"] == 336 and namespace["image_size"] == 336 and run.profile == "lecture"
+
+
+def test_a_runner_kernel_and_a_plain_kernel_keep_their_parameters(by_hand, monkeypatch):
+    defaults = notebook_defaults(TOUR)
+    monkeypatch.setenv(TEXT_ENV, "1")  # the runner's kernel: its profile came with its parameters
+    assert notebook.lab_parameters("00_tour", dict(defaults)) == {}
+    monkeypatch.delenv(TEXT_ENV)
+    monkeypatch.delenv(notebook.LAB_PROFILE_ENV)
+    namespace = dict(defaults)
+    assert notebook.start("00_tour", namespace).params["image_size"] == defaults["image_size"]
+
+
+def test_a_schematic_keeps_its_own_label_and_a_measured_figure_gets_the_runs(tmp_path):
+    run = notebook.NotebookRun("00_tour", {"pretrained": False, "plant": True, "output_dir": str(tmp_path)})
+    schematic = diagrams.outlier_norms()
+    run.save_figure(schematic, "00_schematic")
+    assert "schematic" in schematic.get_suptitle() and "planted" not in schematic.get_suptitle()
+    measured, ax = plt.subplots()
+    ax.set_title("norms")
+    run.save_figure(measured, "00_norms")
+    assert "planted" in ax.get_title() and (tmp_path / "figures" / "00_norms.png").is_file()
+    plt.close("all")
