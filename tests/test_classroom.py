@@ -63,3 +63,28 @@ def test_a_schematic_keeps_its_own_label_and_a_measured_figure_gets_the_runs(tmp
     run.save_figure(measured, "00_norms")
     assert "planted" in ax.get_title() and (tmp_path / "figures" / "00_norms.png").is_file()
     plt.close("all")
+
+
+# --- the handout: CPU-safe student copies with answer scaffolds -----------------------------------------------
+def test_the_classroom_handout_runs_the_lecture_parameters_and_leaves_answer_cells(tmp_path):
+    import json
+
+    from vitreg.cli.handout import ADDED_TAG, is_solution, make_handout, source_text
+
+    source = json.loads(TOUR.read_text())
+    written = {p.stem: p for p in make_handout(out=tmp_path, profile="lecture")}
+    copy = json.loads(written["00_tour"].read_text())
+    assert not [c for c in copy["cells"] if is_solution(c)]
+    added = [c for c in copy["cells"] if ADDED_TAG in c["metadata"].get("tags", [])]
+    solutions = [c for c in source["cells"] if is_solution(c)]
+    assert len(added) == len(solutions) + 1, "one answer cell per solution, plus the classroom parameters"
+    params_at = next(i for i, c in enumerate(copy["cells"]) if "parameters" in c["metadata"].get("tags", []))
+    classroom = copy["cells"][params_at + 1]
+    namespace: dict = {}
+    exec(source_text(copy["cells"][params_at]) + source_text(classroom), namespace)  # the two cells, as run
+    lecture = load_profile("lecture", "00_tour")
+    assert {k: namespace[k] for k in lecture} == lecture and namespace["image_size"] == 224
+    kinds = [c["cell_type"] for c in solutions]
+    assert [c["cell_type"] for c in added[1:]] == kinds
+    real = json.loads(make_handout(out=tmp_path / "real", profile="real")[0].read_text())
+    assert not any(c["id"].endswith("-parameters") for c in real["cells"]), "real: the defaults stay"

@@ -312,13 +312,16 @@ def _add_handout(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "handout", help="write student copies of the notebooks without their solution cells",
         description="Copy notebooks/*.ipynb without the cells tagged `solution` (and without outputs).")
     p.add_argument("--out", type=Path, metavar="DIR", help="output folder (default build/handout)")
+    p.add_argument("--profile", default="lecture", choices=("lecture", "smoke", "real"),
+                   help="the parameters the copies run with (default lecture: CPU-safe, small pretrained models; "
+                        "real: the notebooks' own defaults); each solution leaves an empty answer cell")
     return p
 
 
 def _cmd_handout(args: argparse.Namespace) -> int:
     from vitreg.cli.handout import make_handout
 
-    for path in make_handout(out=args.out):
+    for path in make_handout(out=args.out, profile=args.profile):
         print(path)
     return 0
 
