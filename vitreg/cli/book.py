@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from vitreg.cli import syllabus
 from vitreg.cli.book_pages import for_reader
 from vitreg.experiments.params import load_order
 from vitreg.utils.paths import repo_root
@@ -166,9 +167,11 @@ def figures_cell(files: list[str]) -> dict:
     return {"cell_type": "markdown", "id": "vitreg-saved-figures", "metadata": {}, "source": text}
 
 
-def _intro(source: Source, names: list[str]) -> str:
+def _intro(source: Source, names: list[str], titles: dict[str, str] | None = None, syllabus: bool = False) -> str:
     title, text = LABELS[source.kind]
-    rows = "\n".join(f"- [{name}](notebooks/{name}.ipynb)" for name in names)
+    rows = "\n".join(f"- [{(titles or {}).get(name, name)}](notebooks/{name}.ipynb)" for name in names)
+    rows = ("- [Syllabus: objectives, prerequisites, times, the dependency map, a 90-minute path](syllabus.md)\n"
+            if syllabus else "") + rows
     return f"""# Vision Transformers Need Registers: the notebooks
 
 The executed notebooks of `vitreg`, the companion to Darcet, Oquab, Mairal and Bojanowski, *Vision
@@ -237,10 +240,16 @@ def stage(source: Source, staging: Path, root: Path | None = None, instructor: b
         nb = for_reader(nb, [] if has_inline_images(nb) else saved, instructor)
         (staging / "notebooks" / f"{name}.ipynb").write_text(json.dumps(nb, indent=1))
     (staging / "report.md").write_text(under_title(_report_markdown(source), source.kind))
-    (staging / "intro.md").write_text(_intro(source, names))
+    titles = syllabus.titles(source.notebooks, names)
+    course = (root / "notebooks" / "syllabus.yaml").is_file()
+    if course:
+        (staging / "syllabus.md").write_text(syllabus.syllabus_markdown(syllabus.load_syllabus(root), titles))
+    (staging / "intro.md").write_text(_intro(source, names, titles, course))
     toc = {"format": "jb-book", "root": "intro",
            "parts": [{"caption": "Notebooks", "chapters": [{"file": f"notebooks/{n}"} for n in names]},
                      {"caption": "Report", "chapters": [{"file": "report"}]}]}
+    if course:
+        toc["parts"].append({"caption": "Course", "chapters": [{"file": "syllabus"}]})
     (staging / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False))
     (staging / "_config.yml").write_text(yaml.safe_dump(_config(source), sort_keys=False))
     shutil.copytree(mathjax_es5(), staging / "_vendor" / "mathjax")
