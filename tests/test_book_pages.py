@@ -126,3 +126,12 @@ def test_solutions_are_folded_for_students_and_open_for_the_instructor():
     teacher = pages.fold_solutions(nb, instructor=True)["cells"]
     assert teacher[0]["source"].startswith("::::{dropdown} Solution\n:open:\n")
     assert teacher[1]["metadata"]["tags"] == ["solution"]
+
+
+# --- the report page -----------------------------------------------------------------------------------------
+def test_the_reports_figure_links_become_thumbnails():
+    line = "Figures: [02_a.png](figures/02_a.png), [02_b.png](figures/02_b.png); see [the data](data.yaml)"
+    page = pages.report_for_book(f"# Report\n\n{line}\n\nmore\n")
+    assert page.startswith(f"# Report\n\n{line}\n\n:::{{image}} figures/02_a.png\n:alt: 02_a.png\n")
+    assert page.count(":::{image}") == 2 and "data.yaml\n:" not in page and page.endswith("\nmore\n")
+    assert pages.report_for_book("![shown](figures/02_a.png)\n") == "![shown](figures/02_a.png)\n"

@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from vitreg.cli import syllabus
-from vitreg.cli.book_pages import for_reader
+from vitreg.cli.book_pages import BOOK_CSS, for_reader, report_for_book
 from vitreg.experiments.params import load_order
 from vitreg.utils.paths import repo_root
 
@@ -213,6 +213,7 @@ def _config(source: Source) -> dict:
         "sphinx": {"config": {
             "mathjax_path": MATHJAX_SCRIPT,  # a local copy (relative to _static/): no CDN
             "html_static_path": ["_vendor"],  # not _static/: Jupyter Book would load every .js found there
+            "html_css_files": ["vitreg.css"],  # wrapped output lines, scrolling tables (book_pages.BOOK_CSS)
             "nb_ipywidgets_js": {},  # no require.js / widget manager from a CDN
             "nb_render_markdown_format": "gfm",  # Markdown outputs (printed tables) with their tables
             "html_show_sourcelink": False,
@@ -239,7 +240,7 @@ def stage(source: Source, staging: Path, root: Path | None = None, instructor: b
         saved = sorted(p.name for p in (staging / "figures").glob(f"{name[:2]}_*.png"))
         nb = for_reader(nb, [] if has_inline_images(nb) else saved, instructor)
         (staging / "notebooks" / f"{name}.ipynb").write_text(json.dumps(nb, indent=1))
-    (staging / "report.md").write_text(under_title(_report_markdown(source), source.kind))
+    (staging / "report.md").write_text(under_title(report_for_book(_report_markdown(source)), source.kind))
     titles = syllabus.titles(source.notebooks, names)
     course = (root / "notebooks" / "syllabus.yaml").is_file()
     if course:
@@ -253,6 +254,7 @@ def stage(source: Source, staging: Path, root: Path | None = None, instructor: b
     (staging / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False))
     (staging / "_config.yml").write_text(yaml.safe_dump(_config(source), sort_keys=False))
     shutil.copytree(mathjax_es5(), staging / "_vendor" / "mathjax")
+    (staging / "_vendor" / "vitreg.css").write_text(BOOK_CSS)
     return names
 
 

@@ -256,3 +256,31 @@ def for_reader(nb: dict, saved: list[str], instructor: bool = False) -> dict:
     """One executed notebook as the book shows it: equations isolated, outputs cleaned, saved figures placed
     after their cells, solutions folded (open in the ``instructor`` book)."""
     return fold_solutions(place_figures(clean_outputs(isolate_notebook_math(nb)), saved), instructor)
+
+
+# --- the report page and the book's style --------------------------------------------------------------
+FIGURE_LINK = re.compile(r"(?<!!)\[([^\]]+)\]\(((?:\.\./)?figures/[^)\s]+\.png)\)")
+THUMBNAIL_WIDTH = "260px"
+
+#: The book's own style sheet (``_vendor/vitreg.css``): long output lines wrap instead of being cut off, wide
+#: tables scroll sideways with readable columns, thumbnails sit side by side.
+BOOK_CSS = """/* vitreg: the book's own style (vitreg.cli.book_pages.BOOK_CSS) */
+.cell_output pre, .output pre { white-space: pre-wrap; overflow-wrap: anywhere; }
+.bd-article table { display: block; overflow-x: auto; max-width: 100%; font-size: 0.85em; }
+.bd-article table td, .bd-article table th { min-width: 5.5em; }
+.bd-article table td:first-child, .bd-article table th:first-child { min-width: 11em; }
+.bd-article img.vitreg-thumb { display: inline-block; margin: 0.25em; border: 1px solid #ccc; }
+"""
+
+
+def report_for_book(markdown: str) -> str:
+    """The report (``report.md``) as a book page: each linked figure (``[02_x.png](figures/02_x.png)``) shown as
+    a thumbnail under its line, instead of a download link. The text is otherwise kept."""
+    out = []
+    for line in markdown.split("\n"):
+        links = FIGURE_LINK.findall(line)
+        out.append(line)
+        if links:
+            out += [""] + [f":::{{image}} {target}\n:alt: {name}\n:width: {THUMBNAIL_WIDTH}\n:class: vitreg-thumb\n:::\n"
+                           for name, target in links]
+    return "\n".join(out)
