@@ -25,6 +25,7 @@ import yaml
 
 from vitreg.cli import syllabus
 from vitreg.cli.book_pages import BOOK_CSS, for_reader, report_for_book
+from vitreg.cli.guide import guide_markdown
 from vitreg.experiments.params import load_order
 from vitreg.utils.paths import repo_root
 
@@ -167,11 +168,14 @@ def figures_cell(files: list[str]) -> dict:
     return {"cell_type": "markdown", "id": "vitreg-saved-figures", "metadata": {}, "source": text}
 
 
-def _intro(source: Source, names: list[str], titles: dict[str, str] | None = None, syllabus: bool = False) -> str:
+COURSE_PAGES = {"syllabus": "Syllabus: objectives, prerequisites, times, the dependency map, a 90-minute path",
+                "guide": "User guide: commands, weights, data, parameters, run time, GPUs"}
+
+
+def _intro(source: Source, names: list[str], titles: dict[str, str] | None = None, course: list[str] = ()) -> str:
     title, text = LABELS[source.kind]
-    rows = "\n".join(f"- [{(titles or {}).get(name, name)}](notebooks/{name}.ipynb)" for name in names)
-    rows = ("- [Syllabus: objectives, prerequisites, times, the dependency map, a 90-minute path](syllabus.md)\n"
-            if syllabus else "") + rows
+    rows = "\n".join([*(f"- [{COURSE_PAGES[page]}]({page}.md)" for page in course),
+                      *(f"- [{(titles or {}).get(name, name)}](notebooks/{name}.ipynb)" for name in names)])
     return f"""# Vision Transformers Need Registers: the notebooks
 
 The executed notebooks of `vitreg`, the companion to Darcet, Oquab, Mairal and Bojanowski, *Vision
@@ -242,15 +246,19 @@ def stage(source: Source, staging: Path, root: Path | None = None, instructor: b
         (staging / "notebooks" / f"{name}.ipynb").write_text(json.dumps(nb, indent=1))
     (staging / "report.md").write_text(under_title(report_for_book(_report_markdown(source)), source.kind))
     titles = syllabus.titles(source.notebooks, names)
-    course = (root / "notebooks" / "syllabus.yaml").is_file()
-    if course:
+    course = []
+    if (root / "notebooks" / "syllabus.yaml").is_file():
         (staging / "syllabus.md").write_text(syllabus.syllabus_markdown(syllabus.load_syllabus(root), titles))
+        course.append("syllabus")
+    if (root / "README.md").is_file():
+        (staging / "guide.md").write_text(guide_markdown((root / "README.md").read_text()))
+        course.append("guide")
     (staging / "intro.md").write_text(_intro(source, names, titles, course))
     toc = {"format": "jb-book", "root": "intro",
            "parts": [{"caption": "Notebooks", "chapters": [{"file": f"notebooks/{n}"} for n in names]},
                      {"caption": "Report", "chapters": [{"file": "report"}]}]}
     if course:
-        toc["parts"].append({"caption": "Course", "chapters": [{"file": "syllabus"}]})
+        toc["parts"].append({"caption": "Course", "chapters": [{"file": page} for page in course]})
     (staging / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False))
     (staging / "_config.yml").write_text(yaml.safe_dump(_config(source), sort_keys=False))
     shutil.copytree(mathjax_es5(), staging / "_vendor" / "mathjax")
