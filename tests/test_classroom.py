@@ -88,3 +88,31 @@ def test_the_classroom_handout_runs_the_lecture_parameters_and_leaves_answer_cel
     assert [c["cell_type"] for c in added[1:]] == kinds
     real = json.loads(make_handout(out=tmp_path / "real", profile="real")[0].read_text())
     assert not any(c["id"].endswith("-parameters") for c in real["cells"]), "real: the defaults stay"
+
+
+# --- the book of a lecture run ------------------------------------------------------------------------------
+def test_the_book_of_a_lecture_run_says_so(tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    from vitreg.cli import book
+
+    (tmp_path / "notebooks").mkdir()
+    shutil.copy(repo_root() / "notebooks" / "order.yaml", tmp_path / "notebooks")
+    with pytest.raises(book.NoExecutedNotebooks, match="make lecture"):
+        book.find_source(tmp_path, "lecture")
+    lecture = tmp_path / "build" / "lecture"
+    (lecture / "notebooks").mkdir(parents=True)
+    nb = {"cells": [{"cell_type": "markdown", "id": "t", "metadata": {}, "source": "# 00 — A tour"}],
+          "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    (lecture / "notebooks" / "00_tour.ipynb").write_text(json.dumps(nb))
+    (lecture / "report.md").write_text("# Report\n")
+    source = book.find_source(tmp_path, "lecture")
+    assert source.kind == "lecture" and source.notebooks == lecture / "notebooks"
+    with pytest.raises(book.NoExecutedNotebooks):
+        book.find_source(tmp_path, "auto")  # auto: the real run, else the smoke run
+    (tmp_path / "es5").mkdir()
+    monkeypatch.setattr(book, "mathjax_es5", lambda: tmp_path / "es5")
+    book.stage(source, tmp_path / "src", tmp_path)
+    title = book.LABELS["lecture"][0]
+    assert title in (tmp_path / "src" / "intro.md").read_text() and title in (tmp_path / "src" / "report.md").read_text()

@@ -39,6 +39,11 @@ LABELS = {
               "weights, tiny inputs, artifacts planted where a notebook says so. It shows that the code runs; "
               "no number or figure here is evidence about the paper. Run `make reproduce`, then `make book`, "
               "for the real results."),
+    "lecture": ("Lecture run: small pretrained models, not the paper's experiment",
+                "Everything on this page comes from the lecture run (`make lecture`, params/lecture.yaml): "
+                "pretrained weights of small models at 224 px, the bundled photos and small subsets, nothing "
+                "planted. Its numbers are measurements of these models, not the paper's experiment (other "
+                "models, resolutions and data sets); the report chapter says which comparisons apply."),
 }
 MATHJAX_SCRIPT = "mathjax/tex-chtml.js"  # relative to the book's _static/
 
@@ -58,8 +63,8 @@ class Source:
 
 
 def find_source(root: Path | None = None, run: str = "auto") -> Source:
-    """The run the book shows: ``run`` (real or smoke), or for ``auto`` the real run's executed notebooks
-    when there are any, else the smoke run's.
+    """The run the book shows: ``run`` (real, lecture or smoke), or for ``auto`` the real run's executed
+    notebooks when there are any, else the smoke run's.
 
     Raises:
         NoExecutedNotebooks: the run asked for (for auto: neither run) has no executed notebooks.
@@ -67,13 +72,16 @@ def find_source(root: Path | None = None, run: str = "auto") -> Source:
     root = root or repo_root()
     sources = {"real": Source("real", root / "build" / "notebooks", root / "results", root / "build"),
                "smoke": Source("smoke", root / "build" / "smoke" / "notebooks", root / "build" / "smoke" / "results",
-                               root / "build" / "smoke")}
-    for source in sources.values() if run == "auto" else [sources[run]]:
+                               root / "build" / "smoke"),
+               "lecture": Source("lecture", root / "build" / "lecture" / "notebooks",
+                                 root / "build" / "lecture" / "results", root / "build" / "lecture")}
+    for source in [sources["real"], sources["smoke"]] if run == "auto" else [sources[run]]:
         if any(source.notebooks.glob("*.ipynb")):
             return source
-    where = " or ".join(str(s.notebooks) for s in sources.values() if run in ("auto", s.kind))
-    raise NoExecutedNotebooks(f"no executed notebooks in {where}: run `make smoke` (minutes, CPU) or "
-                              "`make reproduce` first")
+    asked = [sources[run]] if run != "auto" else [sources["real"], sources["smoke"]]
+    where = " or ".join(str(s.notebooks) for s in asked)
+    first = "`make lecture`" if run == "lecture" else "`make smoke` (minutes, CPU) or `make reproduce`"
+    raise NoExecutedNotebooks(f"no executed notebooks in {where}: run {first} first")
 
 
 def collect_smoke(basetemp: Path, root: Path | None = None) -> int:

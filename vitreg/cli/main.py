@@ -8,7 +8,7 @@ Paper: all findings F1-F9 (the notebooks reproduce them; this is how they are ru
     vitreg weights where KEY ...
     vitreg report RESULTS_DIR OUT_DIR [--figures DIR]
     vitreg strip
-    vitreg book [--run auto|real|smoke] [--out DIR] [--collect BASETEMP] [--instructor]
+    vitreg book [--run auto|real|lecture|smoke] [--out DIR] [--collect BASETEMP] [--instructor]
     vitreg handout [--out DIR]
     vitreg extract NOTEBOOK ... [--profile real|smoke] [--params FILE] [--set NOTEBOOK.KEY=VALUE ...]
     vitreg scan MODEL [--weights FILE] [--images DIR] [--size PX] [--out DIR] [--json] [--random]
@@ -280,8 +280,8 @@ def _add_book(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     "run it shows, and the report as its last chapter. MathJax and every script are served from "
                     "the book's own folder: it reads offline. Needs the book extra (pip install -e '.[book]').")
     p.add_argument("--out", type=Path, metavar="DIR", help="output folder (default build/book; pages in DIR/html)")
-    p.add_argument("--run", choices=("auto", "real", "smoke"), default="auto",
-                   help="which run's notebooks (default auto: real when it exists, else smoke)")
+    p.add_argument("--run", choices=("auto", "real", "lecture", "smoke"), default="auto",
+                   help="which run's notebooks (default auto: real when it exists, else smoke; lecture: make lecture's)")
     p.add_argument("--collect", type=Path, metavar="BASETEMP",
                    help="first gather into build/smoke the smoke runs the notebook tests left under pytest's "
                         "--basetemp BASETEMP, when build/smoke has no executed notebooks")
