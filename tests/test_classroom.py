@@ -116,3 +116,15 @@ def test_the_book_of_a_lecture_run_says_so(tmp_path, monkeypatch):
     book.stage(source, tmp_path / "src", tmp_path)
     title = book.LABELS["lecture"][0]
     assert title in (tmp_path / "src" / "intro.md").read_text() and title in (tmp_path / "src" / "report.md").read_text()
+
+
+def test_the_artifact_score_axis_names_the_score_not_a_share():
+    """01 and 10 draw (s_top - u)/(1 - u), which is 0 for a uniform map: the axis must not call it a share."""
+    import torch
+
+    from vitreg.present.plots import plot_artifact_scores
+
+    fig = plot_artifact_scores({"model": torch.tensor([0.1, 0.2])}, uniform=0.0)
+    label = fig.axes[0].get_ylabel()
+    assert label.startswith("artifact score") and "0: uniform map" in label and "share on top" not in label
+    plt.close(fig)

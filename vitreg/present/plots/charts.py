@@ -12,7 +12,7 @@ from vitreg.present.plots.style import to_numpy, token_label, use_style
 
 
 def plot_artifact_scores(scores: dict[str, Any], *, uniform: float | None = None, title: str = "",
-                         ylabel: str = "attention share on top patches") -> Any:
+                         ylabel: str = "artifact score\n(0: uniform map, 1: all mass on the top patches)") -> Any:
     """Artifact score of every image (dots) and its mean (bar) per model.
 
     Paper: Fig. 2 made a number ("all but DINO show artifacts").
