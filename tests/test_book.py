@@ -369,3 +369,28 @@ def test_each_notebook_shows_its_first_figure_before_its_last_heading(server, br
     browser.get_log("browser")
     assert checked, "no notebook page has both a figure and a heading: the check checked nothing"
     assert not problems, "\n".join(problems)
+
+
+_SOLUTIONS = """
+const visible = e => !!(e && e.checkVisibility());  // false inside a closed <details>
+const drops = Array.from(document.querySelectorAll('details.sd-dropdown'))
+    .filter(d => (d.querySelector('summary') || d).textContent.includes('Solution'));
+const code = Array.from(document.querySelectorAll('.cell.tag_solution'));
+return {folded: drops.length, open: drops.filter(d => d.open).length,
+        code: code.length, codeShown: code.filter(c => visible(c.querySelector('.cell_input pre'))).length};
+"""
+
+
+def test_solutions_are_folded(server, browser):
+    """A reader sees each solution only after pressing its button (``vitreg book --instructor`` opens them)."""
+    problems, folded = [], 0
+    for page in (p for p in _pages() if p.startswith("notebooks/")):
+        browser.get(f"{server}/{page}")
+        _settled(browser)
+        state = browser.execute_script(_SOLUTIONS)
+        folded += state["folded"] + state["code"]
+        if state["open"] or state["codeShown"]:
+            problems.append(f"{page}: {state['open']} written and {state['codeShown']} code solutions shown open")
+    browser.get_log("browser")
+    assert folded, "no solution on any page: the check checked nothing"
+    assert not problems, "\n".join(problems)
