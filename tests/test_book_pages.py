@@ -81,6 +81,13 @@ def test_progress_bars_empty_outputs_and_temporary_paths_are_cleaned():
     assert nb["cells"][1]["outputs"][0]["text"] == bar, "the input notebook is not changed"
 
 
+def test_a_relative_output_folder_is_left_as_it_is():
+    nb = _nb(_code('output_dir = ".."\n', **{"tags": ["injected-parameters"]}),
+             _code("run()", [{"output_type": "stream", "name": "stdout", "text": "wait... saved ../figures/x.png\n"}]))
+    assert pages.run_dir_of(nb) is None
+    assert pages.clean_outputs(nb)["cells"][1]["outputs"][0]["text"] == "wait... saved ../figures/x.png\n"
+
+
 def test_a_printed_markdown_table_becomes_a_table():
     table = "| model | norm |\n|:------|-----:|\n| ViT-S | 1.0 |\n"
     out = pages.clean_output({"output_type": "stream", "name": "stdout", "text": table})

@@ -156,10 +156,11 @@ def _short_paths(body: str, run_dir: str | None) -> str:
 
 
 def run_dir_of(nb: dict) -> str | None:
-    """The ``output_dir`` the runner gave the notebook (papermill's ``injected-parameters`` cell), if any."""
+    """The absolute ``output_dir`` the runner gave the notebook (papermill's ``injected-parameters`` cell), if
+    any (a relative one, such as the default ``..``, names no machine's folder and is left as it is)."""
     for cell in nb["cells"]:
         if "injected-parameters" in tags(cell):
-            found = re.search(r"^output_dir\s*=\s*['\"]([^'\"]+)['\"]", text(cell), re.MULTILINE)
+            found = re.search(r"^output_dir\s*=\s*['\"](/[^'\"]+)['\"]", text(cell), re.MULTILINE)
             return found.group(1) if found else None
     return None
 
