@@ -99,7 +99,8 @@ def profile_cell(name: str, profile: str, defaults: dict) -> dict | None:
     if not given:
         return None
     lines = [f"# Classroom parameters (params/{profile}.yaml): they replace the real experiment's defaults above, so",
-             "# \"Run all\" fits a laptop CPU. Delete this cell for the real experiment.",
+             "# \"Run all\" fits a laptop CPU (the small models' weights download once, or come from the weights",
+             "# folder your teacher filled). Delete this cell for the real experiment.",
              *(f"{k} = {v!r}" for k, v in given.items())]
     return {"cell_type": "code", "id": f"{ADDED_TAG}-{profile}-parameters", "execution_count": None,
             "metadata": {"tags": [ADDED_TAG]}, "outputs": [], "source": "\n".join(lines) + "\n"}
