@@ -168,14 +168,6 @@ def has_inline_images(nb: dict) -> bool:
     return any(k.startswith("image/") for c in nb["cells"] for o in c.get("outputs", []) for k in o.get("data", {}))
 
 
-def figures_cell(files: list[str]) -> dict:
-    """A markdown cell showing the figures a notebook saved (for pages whose executed copy has no inline ones)."""
-    images = "\n\n".join(f"![{f}](../figures/{f})" for f in files)
-    text = ("## Figures this run saved\n\nThis run's kernel did not show its figures inline; these are the files "
-            f"it saved under `figures/`.\n\n{images}\n")
-    return {"cell_type": "markdown", "id": "vitreg-saved-figures", "metadata": {}, "source": text}
-
-
 COURSE_PAGES = {"syllabus": "Syllabus: objectives, prerequisites, times, the dependency map, a 90-minute path",
                 "guide": "User guide: commands, weights, data, parameters, run time, GPUs"}
 
