@@ -394,3 +394,17 @@ def test_solutions_are_folded(server, browser):
     browser.get_log("browser")
     assert folded, "no solution on any page: the check checked nothing"
     assert not problems, "\n".join(problems)
+
+
+def test_no_page_shows_a_temporary_folder_or_a_progress_bar(server, browser):
+    """Outputs as a reader needs them: no run's temporary folder, no tqdm bar debris (``40%|####``)."""
+    problems = []
+    for page in _pages():
+        browser.get(f"{server}/{page}")
+        text = browser.execute_script("return (document.querySelector('main') || document.body).textContent;")
+        if "/tmp/" in text:
+            problems.append(f"{page}: temporary folder shown")
+        bars = [m.group(0).strip()[:60] for m in book_pages.PROGRESS.finditer(text)]
+        problems += [f"{page}: progress bar shown: {bar}" for bar in bars[:3]]
+    browser.get_log("browser")
+    assert not problems, "\n".join(problems)
