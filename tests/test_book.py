@@ -335,7 +335,8 @@ def _raw_tex(text: str) -> list[str]:
 def test_the_raw_tex_check_sees_a_garbled_equation():
     """What the page test below looks for: the text a glued display equation leaves in the page."""
     assert _raw_tex("the input is $X^{0} = \\big[\\,x_{\\mathrm{CLS}}") and _raw_tex("LN(x) = \\gamma")
-    assert not _raw_tex("LN(x) = γ ⊙ (x − μ)/σ + β; it costs 5 %.")
+    assert not _raw_tex("LN(x) = γ ⊙ (x − μ)/σ + β; it costs 5 %; set $VITREG_DATA first.")
+    assert _raw_tex("sequence $N = hwL$ Transformer")
 
 
 def test_no_page_shows_raw_tex(server, browser):

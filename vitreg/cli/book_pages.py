@@ -15,8 +15,9 @@ from collections.abc import Iterable
 
 SOLUTION_TAG = "solution"
 DISPLAY = "$$"
-#: TeX left in a page's text after MathJax ran: a display equation the parser did not recognise.
-RAW_TEX = re.compile(r"\$|\\(?:mathrm|frac|gamma|beta|sum|sqrt|big|lVert|mathbb|odot|qquad|text)\b")
+#: TeX left in a page's text after MathJax ran: a display equation the parser did not recognise (a ``$`` that
+#: starts an environment variable's name, such as ``$VITREG_DATA``, is prose).
+RAW_TEX = re.compile(r"\$(?![A-Z][A-Z0-9_]{2,})|\\(?:mathrm|frac|gamma|beta|sum|sqrt|big|lVert|mathbb|odot|qquad|text)\b")
 PROGRESS = re.compile(r"^\s*[^|\n]*\d{1,3}%\|.*\|", re.MULTILINE)  # tqdm's text bar: "name:  40%|####  | 2/5"
 TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)+\|?\s*$", re.MULTILINE)
 TEMP_PATH = re.compile(r"(?:/private)?/(?:tmp|var/folders)/[^\s'\"]*?/(?=(?:figures|results|notebooks|cache)/)")
