@@ -341,7 +341,7 @@ def test_the_raw_tex_check_sees_a_garbled_equation():
 
 def test_no_page_shows_raw_tex(server, browser):
     """Every equation renders: the prose of a page (math, code and outputs left out) holds no ``$`` and no TeX
-    command, as a display equation without blank lines around it leaves (issue: 00-04's key equations)."""
+    command, as a display equation without blank lines around it leaves."""
     problems = []
     for page in _pages():
         browser.get(f"{server}/{page}")
