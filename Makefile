@@ -81,8 +81,8 @@ $(BOOK_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e ".[notebooks,dev,book]"
 	@touch $(BOOK_STAMP)
 
-book: $(BOOK_STAMP) ## Jupyter Book of the executed notebooks (real run if any, else smoke) and the report, offline: build/book/html/index.html
-	HF_HUB_OFFLINE=1 $(VENV)/bin/vitreg book
+book: $(BOOK_STAMP) ## Jupyter Book of the executed notebooks (real run if any, else smoke) and the report, offline: build/book/html/index.html; INSTRUCTOR=1: solutions open
+	HF_HUB_OFFLINE=1 $(VENV)/bin/vitreg book $(if $(INSTRUCTOR),--instructor)
 
 test-book: $(BOOK_STAMP) ## Book from the smoke run (reused, else run once), every page checked in headless Chromium with no network
 	@ls build/smoke/notebooks/*.ipynb >/dev/null 2>&1 || ls $(PYTEST_TMP)/*/notebooks/*.ipynb >/dev/null 2>&1 \
@@ -90,11 +90,11 @@ test-book: $(BOOK_STAMP) ## Book from the smoke run (reused, else run once), eve
 	HF_HUB_OFFLINE=1 $(VENV)/bin/vitreg book --run smoke $(if $(PYTEST_TMP),--collect $(PYTEST_TMP)) --out build/book-smoke
 	VITREG_BOOK_REQUIRED=1 VITREG_BOOK_DIR=build/book-smoke HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_book.py
 
-handout: $(STAMP) ## Student copies without the cells tagged `solution`: build/handout/*.ipynb
+handout: $(STAMP) ## Student copies, CPU-safe (lecture parameters), an empty answer cell for each `solution` cell: build/handout/*.ipynb
 	$(VENV)/bin/vitreg handout
 
-lab: $(STAMP) ## Open the notebooks in JupyterLab (pick the "Python (vitreg)" kernel)
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+lab: $(STAMP) ## Open the notebooks in JupyterLab (pick the "Python (vitreg)" kernel); VITREG_PROFILE=lecture: they take the lecture parameters
+	VITREG_LAB_PROFILE=$(VITREG_PROFILE) $(VENV)/bin/jupyter lab --notebook-dir=notebooks
 
 clean: ## Remove build outputs (keeps the environment, weights and feature caches)
 	rm -rf build figures results .pytest_cache

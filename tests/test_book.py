@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from vitreg.cli import book
+from vitreg.cli import book, book_pages
 from vitreg.utils.paths import repo_root
 
 ROOT = repo_root()
@@ -297,3 +297,115 @@ def test_three_screenshots(server, browser):
         out = SHOTS / (page.replace("/", "_").removesuffix(".html") + ".png")
         assert browser.save_screenshot(str(out)) and out.stat().st_size > 10_000
     browser.get_log("browser")
+
+
+_PROSE = """
+const main = document.querySelector('main') || document.body;
+const copy = main.cloneNode(true);
+copy.querySelectorAll('mjx-container, script, style, pre, code, .cell_output, .output, .headerlink')
+    .forEach(e => e.remove());
+return copy.textContent;
+"""
+_LAYOUT = """
+const main = document.querySelector('main') || document.body;
+const top = e => e.getBoundingClientRect().top + window.scrollY;
+const images = Array.from(main.querySelectorAll('img'));
+const headings = Array.from(main.querySelectorAll('h2'));
+return {firstImage: images.length ? top(images[0]) : null,
+        lastHeading: headings.length ? top(headings[headings.length - 1]) : null,
+        lastHeadingText: headings.length ? headings[headings.length - 1].textContent : ''};
+"""
+
+
+def _settled(browser) -> bool:
+    """Wait for the page's images and MathJax; False when they do not settle within the script timeout."""
+    from selenium.common.exceptions import TimeoutException
+
+    try:
+        return browser.execute_async_script(_SETTLE) is True
+    except TimeoutException:
+        return False
+
+
+def _raw_tex(text: str) -> list[str]:
+    """Snippets of ``text`` around TeX that MathJax did not render (a stray ``$``, ``\\frac``, ...)."""
+    return [text[max(0, m.start() - 30):m.end() + 30].replace("\n", " ") for m in book_pages.RAW_TEX.finditer(text)]
+
+
+def test_the_raw_tex_check_sees_a_garbled_equation():
+    """What the page test below looks for: the text a glued display equation leaves in the page."""
+    assert _raw_tex("the input is $X^{0} = \\big[\\,x_{\\mathrm{CLS}}") and _raw_tex("LN(x) = \\gamma")
+    assert not _raw_tex("LN(x) = γ ⊙ (x − μ)/σ + β; it costs 5 %; set $VITREG_DATA first.")
+    assert _raw_tex("sequence $N = hwL$ Transformer")
+
+
+def test_no_page_shows_raw_tex(server, browser):
+    """Every equation renders: the prose of a page (math, code and outputs left out) holds no ``$`` and no TeX
+    command, as a display equation without blank lines around it leaves."""
+    problems = []
+    for page in _pages():
+        browser.get(f"{server}/{page}")
+        if not _settled(browser):
+            problems.append(f"{page}: images or MathJax did not settle")
+        problems += [f"{page}: ...{s}..." for s in _raw_tex(browser.execute_script(_PROSE))[:5]]
+    browser.get_log("browser")
+    assert not problems, "\n".join(problems)
+
+
+def test_each_notebook_shows_its_first_figure_before_its_last_heading(server, browser):
+    """Figures stand where the cell that made them stands, not in a list at the end (a screenshot of each
+    notebook page goes to build/book/screenshots for a person to look at)."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    problems, checked = [], 0
+    for page in (p for p in _pages() if p.startswith("notebooks/")):
+        browser.get(f"{server}/{page}")
+        _settled(browser)
+        layout = browser.execute_script(_LAYOUT)
+        browser.save_screenshot(str(SHOTS / (page.replace("/", "_").removesuffix(".html") + ".png")))
+        if layout["firstImage"] is None or layout["lastHeading"] is None:
+            continue
+        checked += 1
+        if layout["firstImage"] > layout["lastHeading"]:
+            problems.append(f"{page}: first figure below the last heading ({layout['lastHeadingText']!r})")
+    browser.get_log("browser")
+    assert checked, "no notebook page has both a figure and a heading: the check checked nothing"
+    assert not problems, "\n".join(problems)
+
+
+_SOLUTIONS = """
+const visible = e => !!(e && e.checkVisibility());  // false inside a closed <details>
+const drops = Array.from(document.querySelectorAll('details.sd-dropdown'))
+    .filter(d => (d.querySelector('summary') || d).textContent.includes('Solution'));
+const code = Array.from(document.querySelectorAll('.cell.tag_solution'));
+return {folded: drops.length, open: drops.filter(d => d.open).length,
+        code: code.length, codeShown: code.filter(c => visible(c.querySelector('.cell_input pre'))).length};
+"""
+
+
+def test_solutions_are_folded(server, browser):
+    """A reader sees each solution only after pressing its button (``vitreg book --instructor`` opens them)."""
+    problems, folded = [], 0
+    for page in (p for p in _pages() if p.startswith("notebooks/")):
+        browser.get(f"{server}/{page}")
+        _settled(browser)
+        state = browser.execute_script(_SOLUTIONS)
+        folded += state["folded"] + state["code"]
+        if state["open"] or state["codeShown"]:
+            problems.append(f"{page}: {state['open']} written and {state['codeShown']} code solutions shown open")
+    browser.get_log("browser")
+    assert folded, "no solution on any page: the check checked nothing"
+    assert not problems, "\n".join(problems)
+
+
+def test_no_page_shows_a_temporary_folder_or_a_progress_bar(server, browser):
+    """Outputs as a reader needs them: no run's temporary folder, no tqdm bar debris (``40%|####``)."""
+    problems = []
+    for page in _pages():
+        browser.get(f"{server}/{page}")
+        text = browser.execute_script("return (document.querySelector('main') || document.body).textContent;")
+        if "/tmp/" in text:
+            problems.append(f"{page}: temporary folder shown")
+        bars = [m.group(0).strip()[:60] for m in book_pages.PROGRESS.finditer(text)]
+        problems += [f"{page}: progress bar shown: {bar}" for bar in bars[:3]]
+    browser.get_log("browser")
+    assert not problems, "\n".join(problems)

@@ -24,6 +24,9 @@ from pathlib import Path
 
 import yaml
 
+from vitreg.cli import syllabus
+from vitreg.cli.book_pages import BOOK_CSS, for_reader, report_for_book
+from vitreg.cli.guide import guide_markdown
 from vitreg.experiments.params import load_order
 from vitreg.utils.io import read_notebook
 from vitreg.utils.paths import repo_root
@@ -38,6 +41,11 @@ LABELS = {
               "weights, tiny inputs, artifacts planted where a notebook says so. It shows that the code runs; "
               "no number or figure here is evidence about the paper. Run `make reproduce`, then `make book`, "
               "for the real results."),
+    "lecture": ("Lecture run: small pretrained models, not the paper's experiment",
+                "Everything on this page comes from the lecture run (`make lecture`: the lecture profile of each experiment in vitreg/experiments/): "
+                "pretrained weights of small models at 224 px, the bundled photos and small subsets, nothing "
+                "planted. Its numbers are measurements of these models, not the paper's experiment (other "
+                "models, resolutions and data sets); the report chapter says which comparisons apply."),
 }
 MATHJAX_SCRIPT = "mathjax/tex-chtml.js"  # relative to the book's _static/
 
@@ -57,8 +65,8 @@ class Source:
 
 
 def find_source(root: Path | None = None, run: str = "auto") -> Source:
-    """The run the book shows: ``run`` (real or smoke), or for ``auto`` the real run's executed notebooks
-    when there are any, else the smoke run's.
+    """The run the book shows: ``run`` (real, lecture or smoke), or for ``auto`` the real run's executed
+    notebooks when there are any, else the smoke run's.
 
     Raises:
         NoExecutedNotebooks: the run asked for (for auto: neither run) has no executed notebooks.
@@ -66,13 +74,16 @@ def find_source(root: Path | None = None, run: str = "auto") -> Source:
     root = root or repo_root()
     sources = {"real": Source("real", root / "build" / "notebooks", root / "results", root / "build"),
                "smoke": Source("smoke", root / "build" / "smoke" / "notebooks", root / "build" / "smoke" / "results",
-                               root / "build" / "smoke")}
-    for source in sources.values() if run == "auto" else [sources[run]]:
+                               root / "build" / "smoke"),
+               "lecture": Source("lecture", root / "build" / "lecture" / "notebooks",
+                                 root / "build" / "lecture" / "results", root / "build" / "lecture")}
+    for source in [sources["real"], sources["smoke"]] if run == "auto" else [sources[run]]:
         if any(source.notebooks.glob("*.ipynb")):
             return source
-    where = " or ".join(str(s.notebooks) for s in sources.values() if run in ("auto", s.kind))
-    raise NoExecutedNotebooks(f"no executed notebooks in {where}: run `make smoke` (minutes, CPU) or "
-                              "`make reproduce` first")
+    asked = [sources[run]] if run != "auto" else [sources["real"], sources["smoke"]]
+    where = " or ".join(str(s.notebooks) for s in asked)
+    first = "`make lecture`" if run == "lecture" else "`make smoke` (minutes, CPU) or `make reproduce`"
+    raise NoExecutedNotebooks(f"no executed notebooks in {where}: run {first} first")
 
 
 def collect_smoke(basetemp: Path, root: Path | None = None) -> int:
@@ -193,17 +204,14 @@ def has_inline_images(nb: dict) -> bool:
     return any(k.startswith("image/") for c in nb["cells"] for o in c.get("outputs", []) for k in o.get("data", {}))
 
 
-def figures_cell(files: list[str]) -> dict:
-    """A markdown cell showing the figures a notebook saved (for pages whose executed copy has no inline ones)."""
-    images = "\n\n".join(f"![{f}](../figures/{f})" for f in files)
-    text = ("## Figures this run saved\n\nThis run's kernel did not show its figures inline; these are the files "
-            f"it saved under `figures/`.\n\n{images}\n")
-    return {"cell_type": "markdown", "id": "vitreg-saved-figures", "metadata": {}, "source": text}
+COURSE_PAGES = {"syllabus": "Syllabus: objectives, prerequisites, times, the dependency map, a 90-minute path",
+                "guide": "User guide: commands, weights, data, parameters, run time, GPUs"}
 
 
-def _intro(source: Source, names: list[str]) -> str:
+def _intro(source: Source, names: list[str], titles: dict[str, str] | None = None, course: list[str] = ()) -> str:
     title, text = LABELS[source.kind]
-    rows = "\n".join(f"- [{name}](notebooks/{name}.ipynb)" for name in names)
+    rows = "\n".join([*(f"- [{COURSE_PAGES[page]}]({page}.md)" for page in course),
+                      *(f"- [{(titles or {}).get(name, name)}](notebooks/{name}.ipynb)" for name in names)])
     return f"""# Vision Transformers Need Registers: the notebooks
 
 The executed notebooks of `vitreg`, the companion to Darcet, Oquab, Mairal and Bojanowski, *Vision
@@ -245,16 +253,19 @@ def _config(source: Source) -> dict:
         "sphinx": {"config": {
             "mathjax_path": MATHJAX_SCRIPT,  # a local copy (relative to _static/): no CDN
             "html_static_path": ["_vendor"],  # not _static/: Jupyter Book would load every .js found there
+            "html_css_files": ["vitreg.css"],  # wrapped output lines, scrolling tables (book_pages.BOOK_CSS)
             "nb_ipywidgets_js": {},  # no require.js / widget manager from a CDN
+            "nb_render_markdown_format": "gfm",  # Markdown outputs (printed tables) with their tables
             "html_show_sourcelink": False,
             "suppress_warnings": ["mystnb.unknown_mime_type", "myst.header"],
         }},
     }
 
 
-def stage(source: Source, staging: Path, root: Path | None = None) -> list[str]:
+def stage(source: Source, staging: Path, root: Path | None = None, instructor: bool = False) -> list[str]:
     """Write the book's sources into ``staging``: config, table of contents, intro, the labelled notebooks
-    (in the run order), the report chapter and a local MathJax. Returns the notebooks' names."""
+    (in the run order; as a reader sees them: :func:`vitreg.cli.book_pages.for_reader`, solutions open with
+    ``instructor``), the report chapter and a local MathJax. Returns the notebooks' names."""
     root = root or repo_root()
     if staging.exists():
         shutil.rmtree(staging)
@@ -271,17 +282,27 @@ def stage(source: Source, staging: Path, root: Path | None = None) -> list[str]:
             first = next((i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "markdown"), -1)
             nb["cells"].insert(first + 1, status_cell(nb, status))
         saved = sorted(p.name for p in (staging / "figures").glob(f"{name[:2]}_*.png"))
-        if saved and not has_inline_images(nb):
-            nb["cells"].append(figures_cell(saved))
+        nb = for_reader(nb, [] if has_inline_images(nb) else saved, instructor)
         (staging / "notebooks" / f"{name}.ipynb").write_text(json.dumps(nb, indent=1))
-    (staging / "report.md").write_text(under_title(_report_markdown(source), source.kind))
-    (staging / "intro.md").write_text(_intro(source, names))
+    (staging / "report.md").write_text(under_title(report_for_book(_report_markdown(source)), source.kind))
+    titles = syllabus.titles(source.notebooks, names)
+    course = []
+    if (root / "notebooks" / "syllabus.yaml").is_file():
+        (staging / "syllabus.md").write_text(syllabus.syllabus_markdown(syllabus.load_syllabus(root), titles))
+        course.append("syllabus")
+    if (root / "README.md").is_file():
+        (staging / "guide.md").write_text(guide_markdown((root / "README.md").read_text()))
+        course.append("guide")
+    (staging / "intro.md").write_text(_intro(source, names, titles, course))
     toc = {"format": "jb-book", "root": "intro",
            "parts": [{"caption": "Notebooks", "chapters": [{"file": f"notebooks/{n}"} for n in names]},
                      {"caption": "Report", "chapters": [{"file": "report"}]}]}
+    if course:
+        toc["parts"].append({"caption": "Course", "chapters": [{"file": page} for page in course]})
     (staging / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False))
     (staging / "_config.yml").write_text(yaml.safe_dump(_config(source), sort_keys=False))
     shutil.copytree(mathjax_es5(), staging / "_vendor" / "mathjax")
+    (staging / "_vendor" / "vitreg.css").write_text(BOOK_CSS)
     return names
 
 
@@ -295,7 +316,8 @@ def _report_markdown(source: Source) -> str:
     return report.read_text()
 
 
-def build_book(root: Path | None = None, out: Path | None = None, run: str = "auto") -> Path:
+def build_book(root: Path | None = None, out: Path | None = None, run: str = "auto",
+               instructor: bool = False) -> Path:
     """Build the book into ``out`` (default ``build/book``) and return its ``index.html``.
 
     The sources are staged in ``out/src``; Jupyter Book writes the HTML to ``out/html`` (no notebook is
@@ -309,7 +331,7 @@ def build_book(root: Path | None = None, out: Path | None = None, run: str = "au
     out = out or root / "build" / "book"
     source = find_source(root, run)
     staging = out / "src"
-    stage(source, staging, root)
+    stage(source, staging, root, instructor)
     build = out / "_jb"
     if build.exists():
         shutil.rmtree(build)

@@ -8,7 +8,7 @@ Paper: all findings F1-F9 (the notebooks reproduce them; this is how they are ru
     vitreg weights where KEY ...
     vitreg report RESULTS_DIR OUT_DIR [--figures DIR]
     vitreg strip
-    vitreg book [--run auto|real|smoke] [--out DIR] [--collect BASETEMP]
+    vitreg book [--run auto|real|lecture|smoke] [--out DIR] [--collect BASETEMP] [--instructor]
     vitreg handout [--out DIR]
     vitreg extract NOTEBOOK ... [--profile real|smoke] [--params FILE] [--set NOTEBOOK.KEY=VALUE ...]
     vitreg scan MODEL [--weights FILE] [--images DIR] [--size PX] [--out DIR] [--json] [--random]
@@ -346,11 +346,13 @@ def _add_book(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     "run it shows, and the report as its last chapter. MathJax and every script are served from "
                     "the book's own folder: it reads offline. Needs the book extra (pip install -e '.[book]').")
     p.add_argument("--out", type=Path, metavar="DIR", help="output folder (default build/book; pages in DIR/html)")
-    p.add_argument("--run", choices=("auto", "real", "smoke"), default="auto",
-                   help="which run's notebooks (default auto: real when it exists, else smoke)")
+    p.add_argument("--run", choices=("auto", "real", "lecture", "smoke"), default="auto",
+                   help="which run's notebooks (default auto: real when it exists, else smoke; lecture: make lecture's)")
     p.add_argument("--collect", type=Path, metavar="BASETEMP",
                    help="first gather into build/smoke the smoke runs the notebook tests left under pytest's "
                         "--basetemp BASETEMP, when build/smoke has no executed notebooks")
+    p.add_argument("--instructor", action="store_true",
+                   help="the instructor's book: solutions shown open (default: folded under a Solution button)")
     return p
 
 
@@ -363,7 +365,7 @@ def _cmd_book(args: argparse.Namespace) -> int:
     if args.collect and not any((repo_root() / "build" / "smoke" / "notebooks").glob("*.ipynb")):
         print(f"gathered {collect_smoke(args.collect)} executed notebooks from {args.collect}")
     try:
-        index = build_book(out=args.out, run=args.run)
+        index = build_book(out=args.out, run=args.run, instructor=args.instructor)
     except (NoExecutedNotebooks, FileNotFoundError, subprocess.CalledProcessError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -376,13 +378,16 @@ def _add_handout(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "handout", help="write student copies of the notebooks without their solution cells",
         description="Copy notebooks/*.ipynb without the cells tagged `solution` (and without outputs).")
     p.add_argument("--out", type=Path, metavar="DIR", help="output folder (default build/handout)")
+    p.add_argument("--profile", default="lecture", choices=("lecture", "smoke", "real"),
+                   help="the parameters the copies run with (default lecture: CPU-safe, small pretrained models; "
+                        "real: the notebooks' own defaults); each solution leaves an empty answer cell")
     return p
 
 
 def _cmd_handout(args: argparse.Namespace) -> int:
     from vitreg.cli.handout import make_handout
 
-    for path in make_handout(out=args.out):
+    for path in make_handout(out=args.out, profile=args.profile):
         print(path)
     return 0
 

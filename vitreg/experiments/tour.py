@@ -38,7 +38,7 @@ class Params(Common):
 
 #: Overrides of the defaults per profile (the smoke profile: random weights, planted truth, offline, CPU; the
 #: lecture profile: small pretrained models at 224 px on the bundled photos).
-PROFILES = {'smoke': {'images': 'photos', 'model': 'dinov2_s_reg', 'image_size': 224, 'plant': True},
+PROFILES = {'smoke': {'images': 'photos', 'model': 'dinov2_s', 'image_size': 224, 'plant': True},
  'lecture': {'images': 'photos', 'model': 'dinov2_l', 'image_size': 224, 'n_images': 4, 'batch_size': 4}}
 
 

@@ -119,12 +119,14 @@ class NotebookRun:
 
     def save_figure(self, fig: Any, name: str) -> list[Path]:
         """Save ``fig`` as ``figures/<name>.png`` and ``.pdf`` under the run's output folder, its title
-        stamped with what ran (:attr:`labels`: random weights, planted ground truth)."""
+        stamped with what ran (:attr:`labels`: random weights, planted ground truth); a schematic
+        (:func:`is_schematic`) shows no run and keeps its own "schematic" label only."""
         from vitreg.present.plots import save_figure, stamp
 
         if not name.startswith(self.name[:2]):
             raise ValueError(f"figure name {name!r} must start with the notebook number {self.name[:2]}")
-        stamp(fig, random_weights=self.random_weights, planted=self.planted)
+        if not is_schematic(fig):
+            stamp(fig, random_weights=self.random_weights, planted=self.planted)
         return save_figure(fig, name, self.output_dir)
 
     def skip(self, what: str, why: str) -> dict[str, str]:
@@ -221,6 +223,20 @@ class NotebookRun:
         return path
 
 
+def is_schematic(fig: Any) -> bool:
+    """Whether ``fig`` is a diagram (a title says "schematic", as :mod:`vitreg.present.plots.diagrams`'s do): it
+    shows no measurement, so it carries no run label (random weights, planted ground truth).
+
+    Args:
+        fig: a matplotlib figure.
+
+    Returns:
+        True when its suptitle or an axes title contains "schematic".
+    """
+    titles = [fig.get_suptitle() or "", *(ax.get_title() for ax in fig.axes)]
+    return any("schematic" in title.lower() for title in titles)
+
+
 def readable(table: Any, decimals: int = 1) -> Any:
     """``table`` (a DataFrame, a Series or one number) with numbers formatted for people: ``decimals``
     decimals (integers as they are), a missing value (None, NaN) as "—"; for display, not for computing."""
@@ -262,6 +278,40 @@ def _planting_params(params: Mapping[str, Any]) -> list[str]:
     return found
 
 
+#: ``VITREG_LAB_PROFILE=lecture``: a notebook opened by hand (``VITREG_PROFILE=lecture make lab``) takes that profile.
+LAB_PROFILE_ENV = "VITREG_LAB_PROFILE"
+
+
+def lab_parameters(name: str, namespace: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters a notebook opened by hand takes from the profile named in ``$VITREG_LAB_PROFILE``.
+
+    Paper: none; the classroom mode (every notebook; a lecture runs on a laptop CPU). ``VITREG_PROFILE=lecture
+    make lab`` sets it, so "Run all" in class runs the lecture parameters (small pretrained models, 224 px,
+    bundled photos) instead of the real defaults (ViT-g at 518 px). A value the reader changed in the
+    parameters cell (no longer the cell's default) is kept. A run by the runner (text progress bars in its
+    kernel) never takes it: its parameters come from its own profile.
+
+    Args:
+        name: the notebook's name (``02_high_norm_tokens``).
+        namespace: the notebook's globals, holding the parameters cell's values.
+
+    Returns:
+        ``{parameter: profile value}`` to apply; empty without the variable, for the real profile, or in a run.
+
+    Raises:
+        vitreg.experiments.params.ParameterError: an unknown profile name.
+    """
+    from vitreg.experiments.params import experiment_of, load_profile
+    from vitreg.utils.progress import TEXT_ENV
+
+    profile = os.environ.get(LAB_PROFILE_ENV, "").strip()
+    if not profile or profile == "real" or os.environ.get(TEXT_ENV) == "1":
+        return {}
+    defaults = experiment_of(name).defaults()
+    given = load_profile(profile, name)
+    return {k: v for k, v in given.items() if k in defaults and namespace.get(k, defaults[k]) == defaults[k]}
+
+
 def start(name: str, namespace: Mapping[str, Any]) -> NotebookRun:
     """Begin a run of notebook ``name`` with the parameters found in ``namespace`` (the notebook's globals).
 
@@ -269,7 +319,9 @@ def start(name: str, namespace: Mapping[str, Any]) -> NotebookRun:
     ``parameters`` cell holds the same names and defaults); values come from ``namespace`` (papermill's injected
     cell overrides the defaults there). They are checked with :func:`vitreg.experiments.params.validate`, the
     check the runner does before anything runs, so a value edited by hand in an interactive session is checked
-    too. torch is seeded with the ``seed`` parameter.
+    too. torch is seeded with the ``seed`` parameter. Opened by hand with ``$VITREG_LAB_PROFILE`` set
+    (``VITREG_PROFILE=lecture make lab``), the notebook takes that profile's parameters (:func:`lab_parameters`),
+    written back into ``namespace`` for the cells that follow.
 
     Raises:
         vitreg.experiments.params.ParameterError: a parameter not of its kind, or a notebook without an experiment.
@@ -282,11 +334,16 @@ def start(name: str, namespace: Mapping[str, Any]) -> NotebookRun:
     missing = [n for n in names if n not in namespace]
     if missing:
         raise NameError(f"{name}: run the parameters cell first (missing {', '.join(missing)})")
-    params = validate(name, {n: namespace[n] for n in names})
+    lab = lab_parameters(name, namespace)
+    params = validate(name, {n: namespace[n] for n in names} | lab)
+    if lab and isinstance(namespace, dict):  # the notebook's globals: later cells read the parameters there
+        namespace.update({k: params[k] for k in lab})
     torch.manual_seed(int(params.get("seed", 0)))
     run = NotebookRun(name=name, params=params)
     weights = "pretrained weights" if params.get("pretrained", True) else "RANDOM weights (no result about the paper)"
     planted = ", PLANTED ground truth (figures say so)" if run.planted else ""
+    if lab:
+        print(f"{LAB_PROFILE_ENV}: {', '.join(f'{k}={v!r}' for k, v in lab.items())} (params/{run.profile}.yaml)")
     print(f"{name}: profile {run.profile}, {weights}{planted}, device {params.get('device', 'auto')}, "
           f"seed {params.get('seed', 0)}")
     return run

@@ -12,7 +12,7 @@ from vitreg.present.plots.style import to_numpy, token_label, use_style
 
 
 def plot_artifact_scores(scores: dict[str, Any], *, uniform: float | None = None, title: str = "",
-                         ylabel: str = "attention share on top patches") -> Any:
+                         ylabel: str = "artifact score\n(0: uniform map, 1: all mass on the top patches)") -> Any:
     """Artifact score of every image (dots) and its mean (bar) per model.
 
     Paper: Fig. 2 made a number ("all but DINO show artifacts").
@@ -397,7 +397,7 @@ def plot_corloc(table: dict[str, dict[str, float]], reference: dict[str, dict[st
     use_style()
     datasets = [d for d in TABLE3_DATASETS + ("synthetic",) if any(d in r for r in table.values())]
     nd = max(1, len(datasets))
-    fig, ax = plt.subplots(figsize=(2.0 + 0.5 * len(table) * nd, 3.4))
+    fig, ax = plt.subplots(figsize=(2.0 + max(1.3, 0.5 * nd) * len(table), 3.6))
     width = 0.8 / nd
     labelled = False
     for j, d in enumerate(datasets):
@@ -409,7 +409,7 @@ def plot_corloc(table: dict[str, dict[str, float]], reference: dict[str, dict[st
                 ax.plot([x - width / 2, x + width / 2], [ref, ref], color="k", lw=2,
                         label=None if labelled else "reference (paper / [TTR])")
                 labelled = True
-    ax.set_xticks(range(len(table)), list(table), rotation=20, ha="right")
+    ax.set_xticks(range(len(table)), [textwrap.fill(k, 16) for k in table], fontsize=7)  # side by side, no overlap
     ax.set_ylabel("CorLoc (%)")
     ax.set_ylim(0, 100)
     ax.legend(fontsize=7, ncol=nd + 1)
