@@ -396,7 +396,7 @@ def _cmd_handout(args: argparse.Namespace) -> int:
 def _add_extract(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "extract", help="fill a notebook's feature cache from its parameters (all GPUs under torchrun)",
-        description="Make a notebook's cached feature extractions (05, 06) from its parameters, so the notebook "
+        description="Make a notebook's cached feature extractions (05, 06, 09) from its parameters, so the notebook "
                     "then only reads the cache. Under `torchrun --nproc_per_node N -m vitreg extract ...` the ranks "
                     "share the missing chunks (vitreg.utils.distributed). Other notebooks say they have nothing to "
                     "pre-extract.",

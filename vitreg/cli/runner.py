@@ -418,6 +418,21 @@ def _run_all(names: list[str], plans: dict[str, dict], profile: str, executed: P
 
 
 @contextmanager
+def _handling(handler: Any) -> Iterator[None]:
+    """SIGINT and SIGTERM go to ``handler`` while the block lasts (outside the main thread signals are left alone)."""
+    try:
+        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        for s, previous in old.items():
+            signal.signal(s, previous)
+
+
+@contextmanager
 def _sigterm_interrupts() -> Iterator[None]:
     """While the run lasts, SIGTERM stops it like Ctrl-C (a ``KeyboardInterrupt``), and either signal first says
     an interrupt is under way (:func:`vitreg.cli.kernel.mark_interrupted`: the kernel's shutdown stays quiet)."""
@@ -425,31 +440,13 @@ def _sigterm_interrupts() -> Iterator[None]:
         mark_interrupted()
         raise KeyboardInterrupt(f"signal {signum}")
 
-    try:
-        old = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
-    except ValueError:  # not the main thread: leave signals alone
+    with _handling(interrupt):
         yield
-        return
-    try:
-        yield
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
 
 
-@contextmanager
-def _signals_ignored() -> Iterator[None]:
+def _signals_ignored() -> Any:
     """Ignore SIGINT/SIGTERM while the summary and report of a run are written (a few seconds)."""
-    try:
-        old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
-    except ValueError:
-        yield
-        return
-    try:
-        yield
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
+    return _handling(signal.SIG_IGN)
 
 
 def write_outcomes(outcomes: list[Outcome], out_dir: Path, profile: str) -> Path:
