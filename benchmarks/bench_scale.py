@@ -6,7 +6,7 @@ it after bench_capture.py (capture overhead).
 
 * Cache: notebook 06's single-token features (``features.single_token_features``) and notebook 05's
   patch-token features (``features.patch_token_features``) of synthetic images, first run (extract and
-  write) vs second run (read and verify every chunk's SHA-256). Target >= 10x.
+  write) vs second run (read and verify every chunk's XXH3-128 digest). Target >= 10x.
 * FLOP limit: FLOPs per image counted with ``torch.utils.flop_counter`` (a forward of the real
   architecture on the meta device: no weights, no compute), then images/s of a bf16-autocast forward on a
   CUDA device; achieved FLOP/s over the device's dense bf16 peak (:data:`DENSE_BF16_PEAK`). Target >= 50%
@@ -176,7 +176,7 @@ def real_size_rows(measured: dict[str, dict], cache_model: str, cache_size: int,
         print(f"{nb:<3} {kind + ' tokens':<14} {model:<9} {n:>7} {stored_bytes(kind, model, size) / 1024:8.1f} "
               f"{per_read * n:7.1f} {here * n:11.0f} {here / per_read:9.0f}x {gpu * n:10.1f} {gpu / per_read:8.1f}x")
     print(f"read s: the stored bytes at the best read rate measured above ({rate / 2**20:.0f} MiB/s: torch.load plus "
-          "the SHA-256 of every chunk). What does not scale: the second run reads and hashes every stored byte, so "
+          "the XXH3-128 digest of every chunk). What does not scale: the second run reads and hashes every stored byte, so "
           "on a GPU, where extraction is ~1000x faster than here, the ratio falls to the read rate over the GPU's "
           "images/s (patch tokens, ~1 MiB per image, can cost more to read and hash than to recompute); the kernel start "
           "and the probe fitting (06: logistic regression on up to 50,000 x 1,536 features per token kind) are the "

@@ -526,7 +526,7 @@ def test_the_real_profile_prints_the_time_table_before_it_starts(project, capsys
     out = capsys.readouterr().out
     table = out[:out.index("NOTEBOOKS RUN HERE")]
     assert "expected run time on one H100-class GPU" in table and "01_ok" in table and "planted" in table
-    expected = max(12.2e9 * 1000 / (timing.PEAK_FLOPS * timing.SHARE), 1000 * timing.DECODE_S / timing.WORKERS) \
+    expected = max(12.2e9 * 1000 / (timing.PEAK_FLOPS * timing.SHARE), 1000 * timing.decode_s(224) / timing.WORKERS) \
         + timing.KERNEL_S + timing.LOAD_S + 5.0
     assert f"total {expected:.0f} s:" in table
 
@@ -544,7 +544,7 @@ def test_the_time_table_is_each_experiments_work_and_is_the_readme_table():
         work = e.work(p)
         assert all((w.model, w.px) in timing.GFLOP for w in work), "every pair of the real work is in the table"
         gpu = sum(timing.GFLOP[(w.model, w.px)] * 1e9 * w.images for w in work) / (timing.PEAK_FLOPS * timing.SHARE)
-        host = sum(w.images for w in work) * timing.DECODE_S / timing.WORKERS
+        host = sum(w.images * timing.decode_s(w.px) for w in work) / timing.WORKERS
         assert r["total_s"] == pytest.approx(max(gpu, host) + timing.KERNEL_S + timing.LOAD_S * len(e.models(p))
                                              + (e.other_s or 0))
         assert r["note"] == e.note and (e.other_s is not None or "not estimated" in e.note), r["notebook"]

@@ -11,8 +11,9 @@ model, resolution and images forwarded), and
   device by :func:`count_gflop`, for any pair missing from the table too) / (:data:`PEAK_FLOPS` x :data:`SHARE`),
   the dense bf16 peak of an H100 SXM times the share a ViT forward reaches under bf16 autocast (assumed; the
   benchmark ``benchmarks/bench_scale.py`` measures it on a GPU, target >= 50% for ViT-L/g at 518 px);
-* host time = images decoded and resized x :data:`DECODE_S` (per image on one core, measured on a 500x375
-  JPEG) / :data:`WORKERS` (the data loader's processes); the two overlap, so a notebook costs the larger;
+* host time = images decoded and resized x :func:`decode_s` (per image on one core, measured on 500x375 JPEGs
+  to 224 and 518 px: a fixed decoding cost plus a cost per output pixel) / :data:`WORKERS` (the data loader's
+  processes); the two overlap, so a notebook costs the larger;
 * fixed time = kernel start + model loading (:data:`KERNEL_S`, :data:`LOAD_S` per model of ``models(p)``) + what
   the notebook does besides forwards, where known (the experiment's ``other_s``; "not estimated" otherwise,
   with its ``note``).
@@ -32,10 +33,11 @@ GOAL_S = 3600.0
 PEAK_FLOPS = 989e12
 #: Share of that peak a ViT forward reaches under bf16 autocast: ASSUMED (benchmarks/bench_scale.py measures it).
 SHARE = 0.4
-#: Decode + resize + normalise of one 500x375 JPEG on one CPU core, seconds: `vitreg.core.images.preprocess` (PIL
-#: decode, PIL bicubic resize, float conversion) to 224 px took 11.9 ms per image, best of 3 x 32 images, on the
-#: 2-core machine this was written on at load average 1.6 (26.5 ms to 518 px); 24 ms under a load of 10+.
-DECODE_S = 0.012
+#: Decode + resize + normalise of one 500x375 JPEG on one CPU core, seconds, as ``a + b * px**2``: measured with
+#: ``benchmarks/bench_images.py --full`` (:func:`vitreg.core.images.preprocess`: PIL decode, torch's 8-bit resize,
+#: float conversion; 64 JPEGs, best of 7, one thread of a 2-core AMD EPYC at load average 1.2): 3.15 ms to 224 px
+#: and 7.71 ms to 518 px; the two points give the fixed decoding cost ``a`` and the cost per output pixel ``b``.
+DECODE_A_S, DECODE_B_S = 2.10e-3, 2.09e-8
 #: Data-loader worker processes decoding in parallel (vitreg.core.device.loader_workers on a 16-core GPU node).
 WORKERS = 8
 #: Jupyter kernel start and imports, seconds per notebook; reading one model's weights and moving them to the GPU.
@@ -91,10 +93,19 @@ def flops(rows: Iterable[Work]) -> float:
     return sum(gflop(w.model, w.px) * 1e9 * w.images for w in rows)
 
 
+def decode_s(px: int) -> float:
+    """Seconds to decode, resize and normalise one image to ``px`` pixels on one CPU core (:data:`DECODE_A_S`)."""
+    return DECODE_A_S + DECODE_B_S * px * px
+
+
+def host_s(rows: Iterable[Work]) -> float:
+    """Seconds of image preparation of ``rows`` on the data loader's :data:`WORKERS` processes."""
+    return sum(w.images * decode_s(w.px) for w in rows) / WORKERS
+
+
 def _total(rows: list[Work], n_models: int, other_s: float | None) -> float:
     gpu = flops(rows) / (PEAK_FLOPS * SHARE)
-    host = sum(w.images for w in rows) * DECODE_S / WORKERS
-    return max(gpu, host) + KERNEL_S + LOAD_S * n_models + (other_s or 0.0)
+    return max(gpu, host_s(rows)) + KERNEL_S + LOAD_S * n_models + (other_s or 0.0)
 
 
 def row(name: str, exp: Experiment | None = None) -> dict:
@@ -110,8 +121,9 @@ def row(name: str, exp: Experiment | None = None) -> dict:
     work, n_models = exp.work(p), len(exp.models(p))
     free = [w for w in work if w.needs not in RESTRICTED]
     return {"notebook": name, "pflop": flops(work) / 1e15, "gpu_s": flops(work) / (PEAK_FLOPS * SHARE),
-            "host_s": sum(w.images for w in work) * DECODE_S / WORKERS, "total_s": _total(work, n_models, exp.other_s),
+            "host_s": host_s(work), "total_s": _total(work, n_models, exp.other_s),
             "free_total_s": _total(free, n_models, exp.other_s), "images": sum(w.images for w in work),
+            "other_s": exp.other_s or 0.0,
             "note": exp.note}
 
 
@@ -128,7 +140,10 @@ def dominant(table: list[dict]) -> str:
     """What dominates the total: the largest notebook, and whether its decoding or its GPU compute bounds it."""
     top = max(table, key=lambda r: r["total_s"])
     share = top["total_s"] / max(1e-9, sum(r["total_s"] for r in table))
-    bound = "decoding images on the CPU" if top["host_s"] > top["gpu_s"] else "GPU compute"
+    if top.get("other_s", 0.0) > max(top["host_s"], top["gpu_s"]):
+        bound = "its work besides forwards"
+    else:
+        bound = "decoding images on the CPU" if top["host_s"] > top["gpu_s"] else "GPU compute"
     return f"{top['notebook']} ({share:.0%} of the total, bound by {bound})"
 
 
@@ -142,8 +157,8 @@ def render(names: list[str] | None = None, *, markdown: bool = False) -> str:
     verdict = "within" if total <= GOAL_S else "over"
     foot = (f"total {_t(total)}: {verdict} the one-hour goal on one H100-class GPU ({total / GOAL_S:.1f}x); without the "
             f"ImageNet-1k parts (registration needed) {_t(free)}; dominated by {dominant(table)}. Estimate: "
-            f"{SHARE:.0%} of {PEAK_FLOPS / 1e12:.0f} TFLOP/s bf16 assumed, {DECODE_S * 1e3:.0f} ms per image decoded "
-            f"on one core, {WORKERS} loader workers.")
+            f"{SHARE:.0%} of {PEAK_FLOPS / 1e12:.0f} TFLOP/s bf16 assumed, {decode_s(224) * 1e3:.1f} ms per image decoded to "
+            f"224 px on one core ({decode_s(518) * 1e3:.1f} ms to 518), {WORKERS} loader workers.")
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(f"`{c}`" if i == 0 else c for i, c in enumerate(r)) + " |" for r in body]
