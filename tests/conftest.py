@@ -29,3 +29,16 @@ def small_vit(name: str, *, depth: int = 2, image_size: int | tuple[int, int] | 
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+def wait_for(path, proc, seconds: float = 180) -> None:
+    """Wait until ``path`` exists (a child process marks a point it reached), failing with the child's output when
+    it ends first or ``seconds`` pass."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            out, err = proc.communicate(timeout=30)
+            raise AssertionError(f"{path} never appeared:\n{out}\n{err}")
+        time.sleep(0.1)

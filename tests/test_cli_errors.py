@@ -7,22 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 
 from vitreg.cli.main import main, user_error
+from conftest import wait_for
 from vitreg.utils.paths import repo_root
 
-
-def _wait_for(path: Path, proc: subprocess.Popen, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while not path.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            out, err = proc.communicate(timeout=30)
-            raise AssertionError(f"{path} never appeared:\n{out}\n{err}")
-        time.sleep(0.1)
 
 
 # --- one error boundary ---------------------------------------------------------------------------
@@ -132,7 +123,7 @@ def test_ctrl_c_in_extract_is_one_line_and_exit_130(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo_root()), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, str(tmp_path / "driver.py"), str(started)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for(started, proc, 120)
+    wait_for(started, proc, 120)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, out + err

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from vitreg.utils.lock import FolderBusy, exclusive_folder
+from conftest import wait_for
 from vitreg.utils.paths import repo_root
 
 
@@ -76,14 +76,6 @@ def _start(project: Path, out: Path, **popen) -> subprocess.Popen:
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 
-def _wait_for(path: Path, proc: subprocess.Popen, seconds: float = 180) -> None:
-    deadline = time.monotonic() + seconds
-    while not path.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            out, err = proc.communicate(timeout=30)
-            raise AssertionError(f"{path} never appeared:\n{out}\n{err}")
-        time.sleep(0.1)
-
 
 # --- one writer per output folder -----------------------------------------------------------------
 @pytest.mark.robustness("nothing lost")
@@ -95,7 +87,7 @@ def test_a_second_run_on_the_same_folder_stops_naming_the_first_and_nothing_is_l
     out = project / "out"
     first = _start(project, out)
     try:
-        _wait_for(started, first)
+        wait_for(started, first)
         second = _start(project, out)  # two real processes on one --out
         printed, err = second.communicate(timeout=180)
         assert second.returncode == 2, printed + err
@@ -213,7 +205,7 @@ def test_ctrl_c_to_the_process_group_ends_with_the_summary_and_no_kernel_noise(p
     started = project / "started"
     _notebook(project / "notebooks" / "01_ok.ipynb", f"import time\nopen({str(started)!r}, 'w').close()\ntime.sleep(120)")
     run = _start(project, project / "out", start_new_session=True)  # its own group, like a terminal's job
-    _wait_for(started, run)
+    wait_for(started, run)
     os.killpg(run.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
     printed, err = run.communicate(timeout=120)
     assert run.returncode == 130, printed + err
