@@ -434,3 +434,15 @@ def test_a_lecture_run_on_pretrained_weights_is_judged_and_says_it_is_not_the_pa
     first = _first_line({"02_high_norm_tokens": lecture}, tmp_path)
     assert "pretrained weights (profile lecture)" in first and "not the paper's experiment" in first
     assert _first_line({"02": {"profile": "real", "models": []}}, tmp_path).endswith("every notebook that ran.")
+
+
+def test_a_smoke_run_whose_notebooks_have_a_synthetic_parameter_is_a_smoke_report_not_a_rehearsal(tmp_path):
+    """06 and 09 have a `synthetic` parameter (True in smoke runs): only the rehearsal's own files (profile
+    `rehearsal`) make the first line say SYNTHETIC REHEARSAL."""
+    from vitreg.present.report import _first_line
+
+    smoke = {"profile": "smoke", "params": {"pretrained": False, "synthetic": True}, "models": []}
+    first = _first_line({"06_global_information": smoke}, tmp_path)
+    assert first.startswith("SMOKE REPORT") and "REHEARSAL" not in first, first
+    rehearsal = {"profile": "rehearsal", "params": {"synthetic": "synthetic rehearsal, scenario paper"}, "models": []}
+    assert _first_line({"06_global_information": rehearsal}, tmp_path).startswith("SYNTHETIC REHEARSAL")

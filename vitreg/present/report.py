@@ -353,8 +353,8 @@ def _first_line(records: Mapping[str, Mapping[str, Any]], results_dir: Path, sta
     """What the report is made of (synthetic, smoke, partly smoke, pretrained, nothing): ``records`` are the
     used ones; ``stale``: there are results files, but only from an earlier run of notebooks the last run did
     not finish."""
-    synthetic = sorted({str(r["params"]["synthetic"]) for r in records.values()
-                        if isinstance(r.get("params"), Mapping) and r["params"].get("synthetic")})
+    synthetic = sorted({str((r.get("params") or {}).get("synthetic", "synthetic")) for r in records.values()
+                        if r.get("profile") == "rehearsal"})  # a notebook's own `synthetic` parameter is not one
     if synthetic:
         return SYNTHETIC_LINE.format(what="; ".join(synthetic))
     smoke = sorted(nb for nb, r in records.items() if is_smoke(r))
