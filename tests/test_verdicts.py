@@ -133,3 +133,15 @@ def test_every_finding_with_compared_claims_names_its_primary_claims() -> None:
         for i in f.primary:  # primary claims are deltas, signs, ratios or shares, never absolute accuracies
             assert BY_ID[i].unit not in ("%",) or BY_ID[i].derive or BY_ID[i].no_effect is not None \
                 or "share" in BY_ID[i].what, i
+
+
+def test_a_printed_verdict_shows_a_bound_as_a_bound_and_the_papers_number_as_the_papers():
+    """A check line printed "paper 75 %" for a bound the paper never gave; a bound now reads "needs ≥ 75"."""
+    from vitreg.claims.paper import judge, paper_numbers
+
+    numbers = paper_numbers()
+    bound = next(n for n in numbers if n.compare == "at_least" and n.value is not None and n.notebook)
+    line = str(judge(bound, bound.value + 1.0))
+    assert f"needs ≥ " in line and ", paper " not in line, line
+    approx = next(n for n in numbers if n.compare == "approx" and n.value is not None and n.notebook)
+    assert ", paper " in str(judge(approx, approx.value)), str(judge(approx, approx.value))

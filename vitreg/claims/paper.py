@@ -187,8 +187,10 @@ class Verdict:
         ours = "—" if self.ours is None else fmt(self.ours, n)
         if self.ci is not None:
             ours += f" [{fmt(self.ci[0], n)}, {fmt(self.ci[1], n)}]"
-        paper = "plot only" if n.value is None else fmt(n.value, n)
-        return f"{self.status.upper():<16} {n.id}: {n.what}: ours {ours}, paper {paper} {n.unit}".rstrip() + \
+        bound = {"at_least": "≥ ", "at_most": "≤ "}.get(n.compare, "")  # a bound is not the paper's number
+        paper = "plot only" if n.value is None else bound + fmt(n.value, n)
+        label = "needs" if bound and n.value is not None else "paper"
+        return f"{self.status.upper():<16} {n.id}: {n.what}: ours {ours}, {label} {paper} {n.unit}".rstrip() + \
             f" ({self.why})"
 
 
