@@ -20,7 +20,7 @@ WEIGHTS_ENV, DATA_ENV, CACHE_ENV = "VITREG_WEIGHTS", "VITREG_DATA", "VITREG_CACH
 
 def repo_root() -> Path:
     """The folder that holds the ``vitreg`` package: in a checkout, the repository root (``notebooks/``,
-    ``params/``, ``data/``, ``pyproject.toml``). The one place that works this out."""
+    ``data/``, ``pyproject.toml``). The one place that works this out."""
     return Path(__file__).resolve().parents[2]
 
 
