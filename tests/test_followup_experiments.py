@@ -100,3 +100,20 @@ def test_massive_step_finds_the_planted_cells_and_leaves_no_hook() -> None:
         assert found[key].positions() == set(plant.cells[key])
         assert _no_hooks_left(loaded.model)
     assert beyond_the_paper.find_massive(p, models, _images(3), None)["dinov2_s"].positions() == set()
+
+
+def test_without_outliers_the_ttr_steps_record_an_empty_list_and_11_says_why(tmp_path) -> None:
+    """[TTR]'s search stops when no detection image has an outlier (random weights, a model without artifacts):
+    notebook 10 then keeps an empty list whose register moves nothing, and 11 records the reason instead of the
+    test-time register's shares; neither run stops."""
+    p, loaded = _ttr_params(plant=False), _loaded("dinov2_s")
+    images = _images(3)
+    neurons, scores, path = test_time_registers.detect(p, "dinov2_s", loaded, images, None, tmp_path)
+    assert neurons.neurons == [] and scores.n_used == 0 and path.exists()
+    assert neurons.settings["n_images_with_outliers"] == 0
+    smoke = dict(beyond_the_paper.PROFILES["smoke"])
+    smoke.update(model_pair=["dinov2_s", "dinov2_s_reg"], image_size=SIZE, batch_size=2, pretrained=False,
+                 device="cpu", plant=False, n_detect=3)
+    p11 = beyond_the_paper.EXPERIMENT.build(smoke)
+    found, why = beyond_the_paper.ttr_neurons(p11, loaded, images, None, tmp_path / "no_list_from_10")
+    assert found is None and "no test-time register" in why and "cut-off" in why

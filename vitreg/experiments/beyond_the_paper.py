@@ -219,7 +219,8 @@ def register_fix(p: Params, reg_model: LoadedModel, skip: Callable[[str, str], A
 def ttr_neurons(p: Params, no_reg: LoadedModel, images: Sequence[Any], plant: PlantedFollowups | None,
                 output_dir: Path) -> tuple[ttr.RegisterNeurons | None, str | None]:
     """The register neurons of the model without registers ([TTR]): notebook 10's saved list, or found here with
-    ``ttr_detect`` (always in smoke runs, on the planted neurons). None when ``test_time_register`` is off.
+    ``ttr_detect`` (always in smoke runs, on the planted neurons). None when ``test_time_register`` is off, or when
+    no detection image has an outlier (the second value then says why).
 
     Returns:
         the list and where it came from, in words.
@@ -229,9 +230,12 @@ def ttr_neurons(p: Params, no_reg: LoadedModel, images: Sequence[Any], plant: Pl
     saved = Path(output_dir) / "results" / "neurons" / f"10_{no_reg.spec.key}.json"
     if saved.exists() and plant is None and ttr.RegisterNeurons.load(saved).model == no_reg.spec.key:
         return ttr.RegisterNeurons.load(saved), f"notebook 10's list ({saved.name})"
-    with _maybe(plant, lambda pl: pl.neurons(no_reg)):
-        neurons, _ = ttr.find_register_neurons(no_reg, preprocess(images[:p.n_detect], no_reg),
-                                               batch_size=p.batch_size, **p.ttr_detect)
+    try:
+        with _maybe(plant, lambda pl: pl.neurons(no_reg)):
+            neurons, _ = ttr.find_register_neurons(no_reg, preprocess(images[:p.n_detect], no_reg),
+                                                   batch_size=p.batch_size, **p.ttr_detect)
+    except ttr.NoOutliersError as err:  # nothing to move (random weights, or a model without outliers)
+        return None, f"no test-time register: {err}"
     return neurons, f"found here on {min(p.n_detect, len(images))} images"
 
 
@@ -285,8 +289,10 @@ def record(p: Params, found: dict[str, massive.MassiveActivations], fix: dict[st
         return {"model": key, **pct, "template_corr": pos[name]["corr"]}
 
     ttr_part = None
-    if p.test_time_register:  # no paper number for it
+    if p.test_time_register and neurons is not None:  # no paper number for it
         ttr_part = {**shares(ttr_name(p), no_reg), "neurons": source, "n_neurons": len(neurons.neurons)}
+    elif p.test_time_register:  # no detection image had an outlier: the reason, where the shares would be
+        ttr_part = {"skipped": source or "no register neurons"}
     return Record(massive=Massive(no_reg={"model": no_reg, **found[no_reg].summary()},
                                   reg={"model": reg, **found[reg].summary()}),
                   register_fix=fix,

@@ -233,7 +233,9 @@ def detect(p: Params, key: str, loaded: LoadedModel, images: Sequence[Any], plan
            output_dir: Path) -> tuple[ttr.RegisterNeurons, ttr.NeuronScores, Path]:
     """Find model ``key``'s register neurons on ``images`` with its [TTR] settings, and save the list.
 
-    Paper: [TTR] §3 (register neurons). Smoke: the planted neurons are drawn and planted first.
+    Paper: [TTR] §3 (register neurons). Smoke: the planted neurons are drawn and planted first. When no detection
+    image has an outlier (random weights, a model without artifacts) the list is empty and says so by its length:
+    the test-time register then moves nothing.
 
     Returns:
         the list as saved (read back), the full scores (for the figure) and the file.
@@ -241,10 +243,19 @@ def detect(p: Params, key: str, loaded: LoadedModel, images: Sequence[Any], plan
     if plant is not None:
         plant.choose(key, loaded)
     names = [getattr(im, "filename", "") or f"image {i}" for i, im in enumerate(images)]
+    x = preprocess(images, loaded)
     with _planted(plant, key, loaded):
-        neurons, scores = ttr.find_register_neurons(loaded, preprocess(images, loaded), sparsity=p.sparsity,
-                                                    batch_size=p.batch_size, image_names=names,
-                                                    **p.detect_settings[key])
+        try:
+            neurons, scores = ttr.find_register_neurons(loaded, x, sparsity=p.sparsity, batch_size=p.batch_size,
+                                                        image_names=names, **p.detect_settings[key])
+        except ttr.NoOutliersError:  # nothing to rank ([TTR]'s code stops): an empty list, whose register moves nothing
+            settings = p.detect_settings[key]
+            scores = ttr.neuron_scores(loaded, x, detect_block=settings["detect_block"],
+                                       threshold=settings["threshold"], batch_size=p.batch_size)
+            neurons = ttr.RegisterNeurons(model=key, neurons=[], scores=[], images=names,
+                                          settings={**settings, "sparsity": p.sparsity,
+                                                    "image_size": list(loaded.image_size), "n_images": scores.n_images,
+                                                    "n_images_with_outliers": 0})
     path = neurons.save(Path(output_dir) / "results" / "neurons" / f"10_{key}.json")
     return ttr.RegisterNeurons.load(path), scores, path
 
