@@ -83,3 +83,12 @@ def test_models_load_once_size_panel_first():
     p = exp.EXPERIMENT.build({})
     assert exp.model_order(p) == ["dinov2_s", "dinov2_b", "dinov2_l", "dinov2_g"]
     assert exp.model_order(_params(depth_models=["dinov2_l_reg", "dinov2_s"])) == ["dinov2_s", "dinov2_l_reg"]
+
+
+def test_no_outliers_at_any_depth_records_why_there_is_no_emergence_block():
+    """Random weights without planting (a lecture run): no block has outliers, so the results file holds
+    ``{"skipped": why}`` where the block would be, never null (which the report refuses)."""
+    p = _params(plant=False)
+    r = _record(p, 10 + torch.rand(N_BLOCKS, N_IMAGES, N_PATCHES, generator=torch.Generator().manual_seed(1)))
+    assert isinstance(r.depth.emergence_block, dict) and "no block" in r.depth.emergence_block["skipped"]
+    assert as_numbers(r)["depth"]["emergence_block"] == r.depth.emergence_block

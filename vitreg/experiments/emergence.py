@@ -84,10 +84,11 @@ def work(p: Params) -> list[Work]:
 # ---------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Depth:
-    """Fig. 4a's main model: the block (from 1) where outliers settle in, and the outlier share per block (%)."""
+    """Fig. 4a's main model: the block (from 1) where outliers settle in (``{"skipped": why}`` when no block has
+    them), and the outlier share per block (%)."""
 
     model: str
-    emergence_block: int | None
+    emergence_block: int | dict[str, str]
     n_blocks: int
     fractions_pct: list[float]
 
@@ -233,7 +234,8 @@ def build_record(p: Params, profiles: Mapping[str, norms.DepthProfile],
             why = {"skipped": f"{n} not in size_models"}
             size_proxy[n] = SizeClaim(why, why)
     return Record(
-        depth=Depth(p.depth_models[0], main.emergence, main.n_blocks, main.to_dict()["fractions_pct"]),
+        depth=Depth(p.depth_models[0], _emergence_or_why(main.emergence, p), main.n_blocks,
+                    main.to_dict()["fractions_pct"]),
         depth_models=depth_models, size_proxy=size_proxy,
         size_rule="high_mode_pct: share of patches in the high component of a two-Gaussian fit in log-norm when "
                   f"it is separated (Ashman's D > {norms.SEPARATION_MIN}); outlier_pct: above the absolute cut-off "
@@ -241,6 +243,14 @@ def build_record(p: Params, profiles: Mapping[str, norms.DepthProfile],
         training_time={"skipped": "needs intermediate training checkpoints, which are not public"},
         threshold=p.threshold, min_fraction=p.min_fraction, span=p.span, image_size=p.image_size, planted=p.plant,
     )
+
+
+def _emergence_or_why(block: int | None, p: Params) -> int | dict[str, str]:
+    """The emergence block, or why there is none (a results file holds a number or ``{"skipped": why}``)."""
+    if block is not None:
+        return block
+    return {"skipped": f"no block has {p.min_fraction:.1%} of its patches above {p.threshold:g} for {p.span} "
+                       "consecutive blocks (no outliers at this depth profile)"}
 
 
 def checks(r: Record, p: Params) -> list[tuple[str, Any, str | None]]:
