@@ -513,10 +513,11 @@ def test_a_running_notebook_streams_its_estimate_and_progress_without_jupyter_no
 def test_the_real_profile_prints_the_time_table_before_it_starts(project, capsys, monkeypatch):
     from vitreg.experiments import timing
     from vitreg.experiments.base import Experiment, Work
+    from vitreg.experiments.costs import Cost
 
     own = cell_experiment(project / "notebooks" / "01_ok.ipynb")
     planted = Experiment("01_ok", own.params, lambda p: ["dinov2_s"], lambda p: [Work("dinov2_s", 224, 1000)],
-                         other_s=5.0, note="planted")
+                         costs=lambda p: [Cost("planted probe", 5.0, "planted scaling")])
     monkeypatch.setattr(catalog, "experiment", lambda name: planted)
     (project / "notebooks" / "order.yaml").write_text("- notebook: 01_ok\n")
     monkeypatch.setattr("vitreg.cli.runner.ensure_kernel", lambda: None)
@@ -525,7 +526,8 @@ def test_the_real_profile_prints_the_time_table_before_it_starts(project, capsys
     run("real", root=project, out_dir=project / "out", report=False)
     out = capsys.readouterr().out
     table = out[:out.index("NOTEBOOKS RUN HERE")]
-    assert "expected run time on one H100-class GPU" in table and "01_ok" in table and "planted" in table
+    assert "expected run time on one H100-class GPU" in table and "01_ok" in table and "planted probe: 5 s" in table
+    assert "planted scaling" in table
     expected = max(12.2e9 * 1000 / (timing.PEAK_FLOPS * timing.SHARE), 1000 * timing.decode_s(224) / timing.WORKERS) \
         + timing.KERNEL_S + timing.LOAD_S + 5.0
     assert f"total {expected:.0f} s:" in table
@@ -545,9 +547,10 @@ def test_the_time_table_is_each_experiments_work_and_is_the_readme_table():
         assert all((w.model, w.px) in timing.GFLOP for w in work), "every pair of the real work is in the table"
         gpu = sum(timing.GFLOP[(w.model, w.px)] * 1e9 * w.images for w in work) / (timing.PEAK_FLOPS * timing.SHARE)
         host = sum(w.images * timing.decode_s(w.px) for w in work) / timing.WORKERS
+        besides = list(e.costs(p))
         assert r["total_s"] == pytest.approx(max(gpu, host) + timing.KERNEL_S + timing.LOAD_S * len(e.models(p))
-                                             + (e.other_s or 0))
-        assert r["note"] == e.note and (e.other_s is not None or "not estimated" in e.note), r["notebook"]
+                                             + sum(c.seconds or 0 for c in besides))
+        assert all(c.what in r["note"] for c in besides), r["notebook"]
     ten = experiment("10_test_time_registers")
     rows10 = {w.what: w for w in ten.work(ten.build())}
     assert rows10["LOST on VOC07"].images == 5011 and rows10["LOST on VOC07, trained registers"].model == "dinov2_l_reg"

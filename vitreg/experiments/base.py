@@ -10,6 +10,8 @@ Paper: every finding. Each notebook ``NN_name`` has one module ``vitreg.experime
 * ``models(p)``: every model a run with parameters ``p`` loads, twins included: the pre-run weights check reads it.
 * ``work(p)``: the forwards a run does (:class:`Work` rows: model, resolution, images): the run-time table and the
   drift tests read it.
+* ``costs(p)``: what a run does besides forwards (probe fits, heads, sweeps), each estimated by a cost model of
+  :mod:`vitreg.experiments.costs`: the rest of the run-time table.
 * ``record``: the dataclass of the numbers the notebook saves; the dotted paths of its fields are what
   ``data/paper_numbers.yaml`` refers to (:func:`record_paths`).
 
@@ -22,9 +24,11 @@ import copy
 import dataclasses
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from vitreg.experiments.costs import Cost
 
 
 def _int(v: Any) -> bool:
@@ -138,8 +142,8 @@ class Experiment:
         work: the forwards a run with given parameters does.
         profiles: overrides of the defaults per profile (``smoke``, ``lecture``).
         record: the results record dataclass (None while the notebook still saves a plain mapping).
-        other_s: seconds of work besides forwards on one H100 (None: not estimated), for the run-time table.
-        note: what the run-time table leaves out, in words.
+        costs: the work a run with given parameters does besides forwards (:class:`~vitreg.experiments.costs.Cost`
+            rows: probe fits, heads, sweeps), for the run-time table.
     """
 
     name: str
@@ -148,8 +152,7 @@ class Experiment:
     work: Callable[[Any], list[Work]]
     profiles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     record: type | None = None
-    other_s: float | None = 0.0
-    note: str = ""
+    costs: Callable[[Any], Sequence[Cost]] = lambda p: ()
 
     def defaults(self) -> dict[str, Any]:
         """The real experiment's parameters, by name."""

@@ -26,6 +26,7 @@ from vitreg.core.images import preprocess
 from vitreg.core.weights import LoadedModel, load_model
 from vitreg.data.datasets import labels_of, subset_indices, try_load_dataset
 from vitreg.experiments.base import Common, Experiment, Work, param
+from vitreg.experiments.costs import Cost
 from vitreg.experiments.records import to_numbers
 from vitreg.measure import massive, positional, ttr
 
@@ -76,11 +77,9 @@ PROFILES = {'smoke': {'images': 'photos',
              'probe_n_val': 30}}
 
 
-#: Seconds of work besides forwards on one H100 for the run-time table (None: not estimated), and what it
-#: leaves out.
-OTHER_S: float | None = 3300.0
-NOTE = ('ImageNet-1k [CLS] probe fit on the CPU: 33 s for 1,000 images x 100 classes here, x100 for 10k images x '
-        '1,000 classes')
+def costs(p: Params) -> list[Cost]:
+    """What a run with ``p`` does besides forwards, for the run-time table (:mod:`vitreg.experiments.costs`)."""
+    return [Cost("ImageNet-1k [CLS] probe fit", 3300.0, "33 s for 1,000 images x 100 classes on one CPU core, x100 for 10k images x 1,000 classes")]
 
 #: What :meth:`vitreg.measure.massive.MassiveActivations.summary` holds.
 MASSIVE_KEYS = ("model", "n_massive", "max_abs", "max_ratio", "blocks_with_massive", "pct_on_cls", "pct_on_reg",
@@ -372,4 +371,4 @@ def work(p: Params) -> list[Work]:
 
 
 EXPERIMENT = Experiment("11_beyond_the_paper", Params, models, work, PROFILES, record=Record,
-                        other_s=OTHER_S, note=NOTE)
+                        costs=costs)

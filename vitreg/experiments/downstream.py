@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vitreg.experiments.base import Common, Experiment, Work, param
+from vitreg.experiments.costs import Cost
 from vitreg.experiments.steps import Skipped
 
 
@@ -75,10 +76,9 @@ PROFILES = {'smoke': {'models': ['dinov2_s', 'dinov2_s_reg'],
              'batch_size': 8}}
 
 
-#: Seconds of work besides forwards on one H100 for the run-time table (None: not estimated), and what it
-#: leaves out.
-OTHER_S: float | None = None
-NOTE = 'heads (3 seeds x 20 epochs) and ImageNet L-BFGS not estimated'
+def costs(p: Params) -> list[Cost]:
+    """What a run with ``p`` does besides forwards, for the run-time table (:mod:`vitreg.experiments.costs`)."""
+    return [Cost("dense heads (3 seeds x 20 epochs) and the ImageNet-1k L-BFGS probe", None)]
 
 
 def models(p: Params) -> list[str]:
@@ -320,4 +320,4 @@ def planted_truth(synthetic: Mapping[str, Any]) -> list[tuple[str, bool]]:
     return [(what, ok) for r in synthetic.values() for what, ok in synthetic_checks(r).items()]
 
 
-EXPERIMENT = Experiment("09_downstream", Params, models, work, PROFILES, record=Record, other_s=OTHER_S, note=NOTE)
+EXPERIMENT = Experiment("09_downstream", Params, models, work, PROFILES, record=Record, costs=costs)

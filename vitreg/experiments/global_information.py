@@ -12,6 +12,7 @@ from typing import Any
 
 from vitreg.data.datasets import PAPER_DATASETS
 from vitreg.experiments.base import Common, Experiment, Work, param
+from vitreg.experiments.costs import Cost
 from vitreg.experiments.steps import Skipped, load
 
 
@@ -66,10 +67,9 @@ PROFILES = {'smoke': {'model': 'dinov2_s_reg',
              'batch_size': 8}}
 
 
-#: Seconds of work besides forwards on one H100 for the run-time table (None: not estimated), and what it
-#: leaves out.
-OTHER_S: float | None = None
-NOTE = 'probe fitting not estimated (L-BFGS per dataset and token kind: its iterations vary)'
+def costs(p: Params) -> list[Cost]:
+    """What a run with ``p`` does besides forwards, for the run-time table (:mod:`vitreg.experiments.costs`)."""
+    return [Cost("probe fitting (L-BFGS per dataset and token kind)", None)]
 
 
 def models(p: Params) -> list[str]:
@@ -355,4 +355,4 @@ def planted_truth(table1: Mapping[str, dict]) -> list[tuple[str, bool]]:
 
 
 EXPERIMENT = Experiment("06_global_information", Params, models, work, PROFILES,
-                        record=Record, other_s=OTHER_S, note=NOTE)
+                        record=Record, costs=costs)

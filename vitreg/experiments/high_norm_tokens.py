@@ -17,6 +17,7 @@ from vitreg.core.capture import Recording
 from vitreg.core.extract import extract
 from vitreg.core.weights import LoadedModel, load_model
 from vitreg.experiments.base import Common, Experiment, Work, param
+from vitreg.experiments.costs import Cost
 from vitreg.measure import attention, norms
 from vitreg.utils.results import finite_or_skipped
 
@@ -77,10 +78,9 @@ PROFILES = {'smoke': {'images': 'photos',
              'scan_image_size': 224}}
 
 
-#: Seconds of work besides forwards on one H100 for the run-time table (None: not estimated), and what it
-#: leaves out.
-OTHER_S: float | None = 2.0
-NOTE = 'bootstraps: 0.15 s per 1,000-resample interval (256 x 1,369 patches, one CPU core)'
+def costs(p: Params) -> list[Cost]:
+    """What a run with ``p`` does besides forwards, for the run-time table (:mod:`vitreg.experiments.costs`)."""
+    return [Cost("bootstrap intervals", 2.0, "0.15 s per 1,000-resample interval (256 x 1,369 patches, one CPU core)")]
 
 
 def models(p: Params) -> list[str]:
@@ -407,4 +407,4 @@ def planted_truths(r: Record) -> dict[str, bool]:
 
 
 EXPERIMENT = Experiment("02_high_norm_tokens", Params, models, work, PROFILES,
-                        record=Record, other_s=OTHER_S, note=NOTE)
+                        record=Record, costs=costs)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vitreg.experiments.base import Common, Experiment, Work, param
+from vitreg.experiments.costs import Cost
 from vitreg.experiments.steps import Skipped, load
 
 
@@ -62,11 +63,9 @@ PROFILES = {'smoke': {'model': 'dinov2_s',
              'batch_size': 4}}
 
 
-#: Seconds of work besides forwards on one H100 for the run-time table (None: not estimated), and what it
-#: leaves out.
-OTHER_S: float | None = None
-NOTE = ('probes not estimated: they run on the GPU (on one CPU core here: 127 s for 30 of the 300 images, '
-        'linear in images, for each of 3 models)')
+def costs(p: Params) -> list[Cost]:
+    """What a run with ``p`` does besides forwards, for the run-time table (:mod:`vitreg.experiments.costs`)."""
+    return [Cost("position and pixel probes", None, "on one CPU core: 127 s for 30 of the 300 images, linear in images, for each of 3 models")]
 
 
 def models(p: Params) -> list[str]:
@@ -353,4 +352,4 @@ def planted_truth(main: Probed) -> list[tuple[str, bool]]:
 
 
 EXPERIMENT = Experiment("05_local_information", Params, models, work, PROFILES,
-                        record=Record, other_s=OTHER_S, note=NOTE)
+                        record=Record, costs=costs)

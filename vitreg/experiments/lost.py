@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from vitreg.experiments.base import Common, Experiment, Work, param
+from vitreg.experiments.costs import Cost
 from vitreg.measure.lost import (PROTOCOLS, TABLE3_DATASETS, Discovery, Setting, bias_curves, corloc_numbers, discover,
                                  lost_steps, patch_features, planted_corloc, planted_corloc_checks, ttr_settings)
 
@@ -63,10 +64,9 @@ PROFILES = {'smoke': {'models': ['dinov2_s', 'dinov2_s_reg'],
              'n_show': 4}}
 
 
-#: Seconds of work besides forwards on one H100 for the run-time table (None: not estimated), and what it
-#: leaves out.
-OTHER_S: float | None = None
-NOTE = '[TTR] sweep scoring not estimated (132 LOST settings per image, on the CPU)'
+def costs(p: Params) -> list[Cost]:
+    """What a run with ``p`` does besides forwards, for the run-time table (:mod:`vitreg.experiments.costs`)."""
+    return [Cost("[TTR] sweep scoring (132 LOST settings per image, on the CPU)", None)]
 
 
 def _demo(p: Params) -> list[str]:
@@ -357,4 +357,4 @@ def claims(record: Record) -> list[tuple[str, Any, str | None]]:
     return out
 
 
-EXPERIMENT = Experiment("08_lost", Params, models, work, PROFILES, record=Record, other_s=OTHER_S, note=NOTE)
+EXPERIMENT = Experiment("08_lost", Params, models, work, PROFILES, record=Record, costs=costs)

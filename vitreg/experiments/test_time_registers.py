@@ -30,6 +30,7 @@ from vitreg.data.boxes import data_root as find_root
 from vitreg.data.boxes import open_box_datasets
 from vitreg.data.datasets import labels_of, subset_indices, try_load_dataset
 from vitreg.experiments.base import Common, Experiment, Work, param
+from vitreg.experiments.costs import Cost
 from vitreg.experiments.records import to_numbers
 from vitreg.measure import lost, ttr
 
@@ -108,10 +109,9 @@ PROFILES = {'smoke': {'images': 'photos',
              'batch_size': 4}}
 
 
-#: Seconds of work besides forwards on one H100 for the run-time table (None: not estimated), and what it
-#: leaves out.
-OTHER_S: float | None = None
-NOTE = '[TTR] sweep scoring and probe fitting not estimated (as 08 and 06)'
+def costs(p: Params) -> list[Cost]:
+    """What a run with ``p`` does besides forwards, for the run-time table (:mod:`vitreg.experiments.costs`)."""
+    return [Cost("[TTR] sweep scoring and probe fitting (as 08 and 06)", None)]
 
 #: [TTR]'s two models: the paper's numbers are about them (a run without one records it as skipped).
 TTR_MODELS = ("dinov2_l", "clip_b16_laion")
@@ -508,4 +508,4 @@ def work(p: Params) -> list[Work]:
 
 
 EXPERIMENT = Experiment("10_test_time_registers", Params, models, work, PROFILES, record=Record,
-                        other_s=OTHER_S, note=NOTE)
+                        costs=costs)

@@ -15,8 +15,9 @@ model, resolution and images forwarded), and
   to 224 and 518 px: a fixed decoding cost plus a cost per output pixel) / :data:`WORKERS` (the data loader's
   processes); the two overlap, so a notebook costs the larger;
 * fixed time = kernel start + model loading (:data:`KERNEL_S`, :data:`LOAD_S` per model of ``models(p)``) + what
-  the notebook does besides forwards, where known (the experiment's ``other_s``; "not estimated" otherwise,
-  with its ``note``).
+  the notebook does besides forwards: the experiment's ``costs(p)`` (:class:`~vitreg.experiments.costs.Cost` rows,
+  each estimated by a cost model of :mod:`vitreg.experiments.costs` whose scaling it states; a row that is not
+  estimated is named in the table).
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Mapping
 
+from vitreg.experiments import catalog, costs
 from vitreg.experiments.base import Experiment, Work
-from vitreg.experiments import catalog
 
 #: The goal of the whole real run, seconds.
 GOAL_S = 3600.0
@@ -108,9 +109,14 @@ def _total(rows: list[Work], n_models: int, other_s: float | None) -> float:
     return max(gpu, host_s(rows)) + KERNEL_S + LOAD_S * n_models + (other_s or 0.0)
 
 
+def _besides(rows: list[costs.Cost]) -> str:
+    """The table's "besides forwards" cell: each cost with its seconds, or "not estimated"."""
+    return "; ".join(f"{c.what}: {'not estimated' if c.seconds is None else _t(c.seconds)}" for c in rows)
+
+
 def row(name: str, exp: Experiment | None = None) -> dict:
     """One notebook's line of the table at its real defaults: images, forward PFLOP, GPU compute, decoding,
-    expected total (and without the :data:`RESTRICTED` rows), what is not included.
+    expected total (and without the :data:`RESTRICTED` rows), the work besides forwards (``costs``: its rows).
 
     Args:
         name: the notebook.
@@ -118,13 +124,13 @@ def row(name: str, exp: Experiment | None = None) -> dict:
     """
     exp = exp or catalog.experiment(name)
     p = exp.build()
-    work, n_models = exp.work(p), len(exp.models(p))
+    work, n_models, besides = exp.work(p), len(exp.models(p)), list(exp.costs(p))
+    other = costs.total_s(besides)
     free = [w for w in work if w.needs not in RESTRICTED]
     return {"notebook": name, "pflop": flops(work) / 1e15, "gpu_s": flops(work) / (PEAK_FLOPS * SHARE),
-            "host_s": host_s(work), "total_s": _total(work, n_models, exp.other_s),
-            "free_total_s": _total(free, n_models, exp.other_s), "images": sum(w.images for w in work),
-            "other_s": exp.other_s or 0.0,
-            "note": exp.note}
+            "host_s": host_s(work), "total_s": _total(work, n_models, other),
+            "free_total_s": _total(free, n_models, other), "images": sum(w.images for w in work),
+            "other_s": other or 0.0, "costs": besides, "note": _besides(besides)}
 
 
 def rows(names: list[str] | None = None) -> list[dict]:
@@ -151,7 +157,7 @@ def render(names: list[str] | None = None, *, markdown: bool = False) -> str:
     """The per-notebook table with the total against :data:`GOAL_S` and what dominates it."""
     table = rows(names)
     total, free = sum(r["total_s"] for r in table), sum(r.get("free_total_s", r["total_s"]) for r in table)
-    head = ("notebook", "images", "forward PFLOP", "GPU compute", "decoding", "expected total", "not included")
+    head = ("notebook", "images", "forward PFLOP", "GPU compute", "decoding", "expected total", "besides forwards")
     body = [(r["notebook"], f"{r['images']:,}", f"{r['pflop']:.2f}", _t(r["gpu_s"]), _t(r["host_s"]),
              _t(r["total_s"]), r["note"]) for r in table]
     verdict = "within" if total <= GOAL_S else "over"
@@ -159,14 +165,18 @@ def render(names: list[str] | None = None, *, markdown: bool = False) -> str:
             f"ImageNet-1k parts (registration needed) {_t(free)}; dominated by {dominant(table)}. Estimate: "
             f"{SHARE:.0%} of {PEAK_FLOPS / 1e12:.0f} TFLOP/s bf16 assumed, {decode_s(224) * 1e3:.1f} ms per image decoded to "
             f"224 px on one core ({decode_s(518) * 1e3:.1f} ms to 518), {WORKERS} loader workers.")
+    left = [f"{r['notebook'][:2]} {c.what}" for r in table for c in costs.unestimated(r.get("costs", ()))]
+    if left:
+        foot += f" Not estimated, so left out of the total: {'; '.join(left)}."
+    how = [f"- `{r['notebook']}`, {c.what}: {c.scaling}" for r in table for c in r.get("costs", ()) if c.scaling]
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(f"`{c}`" if i == 0 else c for i, c in enumerate(r)) + " |" for r in body]
-        return "\n".join(lines + ["", foot])
+        return "\n".join(lines + ["", foot] + (["", "How the work besides forwards is estimated:", "", *how] if how else []))
     widths = [max(len(str(x[i])) for x in [head, *body]) for i in range(len(head))]
     fmt = lambda r: "  ".join(str(c).ljust(w) if i in (0, 6) else str(c).rjust(w)  # noqa: E731
                               for i, (c, w) in enumerate(zip(r, widths))).rstrip()
-    return "\n".join([fmt(head), *map(fmt, body), foot])
+    return "\n".join([fmt(head), *map(fmt, body), foot] + (["how the work besides forwards is estimated:", *how] if how else []))
 
 
 def totals(table: list[Mapping]) -> float:
