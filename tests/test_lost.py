@@ -269,3 +269,28 @@ def test_corloc_rows_roles_and_the_register_gain_of_the_zoos_twin_pair():
     assert all(planted_corloc_checks(ok).values())
     assert not any(planted_corloc_checks({"clean": 90.0, "artifact": 60.0, "offset_plain": 90.0,
                                           "offset_sweep": 80.0}).values())
+
+
+def test_the_sweep_scores_every_setting_as_lost_does_one_by_one():
+    """The batch's sweep (each bias on one similarity, every setting's component in one flood fill) gives the
+    boxes of :func:`lost` run setting by setting, bit for bit, on features where the settings disagree."""
+    from types import SimpleNamespace
+
+    from vitreg.measure.lost import _score_batch
+
+    layout = TokenLayout(num_cls=1, num_reg=4, grid=GRID)
+    gen = torch.Generator().manual_seed(12)
+    clean = offset_features(planted_feature_maps(BOXES, GRID, num_prefix=layout.num_prefix, noise=0.6, seed=12), 1.5)
+    feats = {w: [clean + 0.3 * torch.randn(clean.shape, generator=gen) for _ in range(2)] for w in "qkv"}
+    rec = SimpleNamespace(**feats)
+    settings = [Setting("k"), *ttr_settings([-0.9, -0.5, -0.3, -0.1, 0.0], blocks=[-2, -1], features=["q", "k", "v"])]
+    hw = torch.tensor([[170, 190], [160, 200], [180, 210], [168, 196]])
+    scale = torch.tensor([[14.0, 14.0], [13.0, 14.5], [14.0, 14.0], [15.0, 14.0]], dtype=torch.float64)
+    got = _score_batch(rec, layout, settings, k_patches=30, scale=scale, hw=hw)
+    boxes = set()
+    for s in settings:
+        one = lost(patch_features(feats[s.which][s.block], layout), GRID, k_patches=30, bias=s.bias,
+                   normalize=s.normalize, scale=scale, image_hw=hw).boxes
+        assert got[s.name].dtype == one.dtype and torch.equal(got[s.name], one), s.name
+        boxes.add(tuple(one.flatten().tolist()))
+    assert len(boxes) > 3  # the settings find different boxes: the check compares more than one answer

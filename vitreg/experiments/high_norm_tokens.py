@@ -79,8 +79,18 @@ PROFILES = {'smoke': {'images': 'photos',
 
 
 def costs(p: Params) -> list[Cost]:
-    """What a run with ``p`` does besides forwards, for the run-time table (:mod:`vitreg.experiments.costs`)."""
-    return [Cost("bootstrap intervals", 2.0, "0.15 s per 1,000-resample interval (256 x 1,369 patches, one CPU core)")]
+    """What a run with ``p`` does besides forwards, for the run-time table (:mod:`vitreg.experiments.costs`): the
+    bootstrap intervals of the outlier share (:func:`outliers`: one for the model, one for the reference; Fig. 3)."""
+    from vitreg.core.models import get_spec
+    from vitreg.experiments.base import image_count, px
+    from vitreg.experiments.costs import bootstrap_s
+
+    n = image_count(p)
+    intervals = [(p.n_bootstrap, n, (px(size, m) // get_spec(m).patch_size) ** 2)
+                 for m, size in ((p.model, p.image_size), (p.reference_model, p.reference_image_size))]
+    return [Cost(f"bootstrap intervals: {len(intervals)} x {p.n_bootstrap:,} resamples of {n} images (CPU)",
+                 bootstrap_s(intervals), "resamples x images and images x patches at the rates measured on one core "
+                 "here (benchmarks/bench_costs.py), as is: the interval runs on the CPU")]
 
 
 def models(p: Params) -> list[str]:

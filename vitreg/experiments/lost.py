@@ -65,8 +65,24 @@ PROFILES = {'smoke': {'models': ['dinov2_s', 'dinov2_s_reg'],
 
 
 def costs(p: Params) -> list[Cost]:
-    """What a run with ``p`` does besides forwards, for the run-time table (:mod:`vitreg.experiments.costs`)."""
-    return [Cost("[TTR] sweep scoring (132 LOST settings per image, on the CPU)", None)]
+    """What a run with ``p`` does besides forwards, for the run-time table (:mod:`vitreg.experiments.costs`): LOST's
+    scoring of plain LOST and every sweep setting on each image of every model and dataset (on the model's device,
+    :func:`vitreg.measure.lost.discover`), and their CorLoc (CPU). Paper: Table 3."""
+    from vitreg.core.models import get_spec
+    from vitreg.experiments import costs as cost_models
+    from vitreg.experiments import sizes
+
+    sweep, plain = sweep_settings(p), plain_settings(p)
+    runs = []
+    for key in p.models:
+        settings = [plain[key], *sweep]
+        groups = len({(s.which, s.block, s.normalize) for s in settings})
+        runs += [cost_models.lost_run(d, sizes.box_images(d, p.limit), model=key, patch=get_spec(key).patch_size,
+                                      batch_size=p.batch_size, groups=groups, settings=len(settings),
+                                      stretched_px=p.image_size if p.protocol == "stretched" else None,
+                                      synthetic_hw=(p.synthetic_image_size, p.synthetic_image_size * 4 // 3))
+                 for d in p.datasets]
+    return cost_models.lost_sweep_rows(runs, what="plain LOST + [TTR] sweep")
 
 
 def _demo(p: Params) -> list[str]:

@@ -110,8 +110,27 @@ PROFILES = {'smoke': {'images': 'photos',
 
 
 def costs(p: Params) -> list[Cost]:
-    """What a run with ``p`` does besides forwards, for the run-time table (:mod:`vitreg.experiments.costs`)."""
-    return [Cost("[TTR] sweep scoring and probe fitting (as 08 and 06)", None)]
+    """What a run with ``p`` does besides forwards, for the run-time table (:mod:`vitreg.experiments.costs`): LOST's
+    sweep scoring and CorLoc of the three LOST runs per box dataset (:func:`lost_sweep_costs`), and the probes."""
+    return [*lost_sweep_costs(p), Cost("ImageNet probe fitting", None)]
+
+
+def lost_sweep_costs(p: Params) -> list[Cost]:
+    """[TTR]'s sweep scored on every box image of ``lost_datasets``, three times (as is, with a test-time register,
+    the twin; padded, native size), on the model's device, and its CorLoc (CPU). Paper: Table 3; [TTR]'s VOC07 row."""
+    from vitreg.experiments import costs as cost_models
+    from vitreg.experiments import sizes
+
+    if p.lost_model not in p.models:
+        return []
+    sweep = lost.ttr_settings(p.bias_sweep, blocks=p.sweep_blocks, features=p.sweep_features)
+    groups = len({(s.which, s.block, s.normalize) for s in sweep})
+    twin = register_twin(p.lost_model)
+    runs = [cost_models.lost_run(d, sizes.box_images(d, p.lost_limit), model=m, patch=get_spec(m).patch_size,
+                                 batch_size=p.lost_batch_size, groups=groups, settings=len(sweep),
+                                 synthetic_hw=(p.synthetic_image_size, p.synthetic_image_size * 4 // 3))
+            for d in p.lost_datasets for m in [p.lost_model, p.lost_model, *([twin] if twin else [])]]
+    return cost_models.lost_sweep_rows(runs, what="[TTR] sweep")
 
 #: [TTR]'s two models: the paper's numbers are about them (a run without one records it as skipped).
 TTR_MODELS = ("dinov2_l", "clip_b16_laion")

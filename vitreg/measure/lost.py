@@ -159,9 +159,23 @@ def lost_on_similarity(a: torch.Tensor, grid: tuple[int, int], *, k_patches: int
                        image_hw: torch.Tensor | Sequence[Sequence[int]] | None = None) -> LostResult:
     """LOST from a ready ``(B, N, N)`` similarity (bias included): steps 3-5 of the module docstring.
 
-    Paper: Table 3. The bias sweep computes each similarity once and calls this once per bias.
+    Paper: Table 3. The bias sweep computes each similarity once and scores each bias with
+    :func:`seed_scores`, then finds every setting's component in one flood fill (:func:`_score_batch`).
     """
-    h, w = grid
+    degree, seed, similar, m = seed_scores(a, k_patches=k_patches)
+    comp = seed_component((m > 0).reshape(a.shape[0], *grid), seed)
+    boxes_patch = mask_to_box(comp)
+    return LostResult(boxes=pixel_boxes(boxes_patch, scale, image_hw), boxes_patch=boxes_patch, seed=seed,
+                      component=comp, degree=degree, n_similar=similar.sum(1))
+
+
+def seed_scores(a: torch.Tensor, *, k_patches: int = 100) -> tuple[torch.Tensor, ...]:
+    """Steps 3-4 of LOST on a ``(B, N, N)`` similarity (bias included): each image's seed and expansion score.
+
+    Paper: Table 3 (LOST's seed: the patch of lowest degree; k = 100 potentials). Returns ``degree`` ``(B, N)``,
+    ``seed`` ``(B,)``, ``similar`` ``(B, k)`` (the potentials kept) and the score ``m`` ``(B, N)`` whose positive
+    part holds the object.
+    """
     b, n, _ = a.shape
     # degree = positive correlations with OTHER patches (LOST zeroes the diagonal); with a negative bias a
     # patch can be dissimilar to itself, and counting itself would reorder the seeds
@@ -174,14 +188,18 @@ def lost_on_similarity(a: torch.Tensor, grid: tuple[int, int], *, k_patches: int
     similar = torch.gather(a_seed, 1, potentials) > 0  # (B, k)
     a_pot = torch.gather(a, 1, potentials[:, :, None].expand(-1, -1, n))  # (B, k, N)
     m = (a_pot * similar[:, :, None]).sum(1)  # (B, N)
-    comp = seed_component((m > 0).reshape(b, h, w), seed)
-    boxes_patch = mask_to_box(comp)
+    return degree, seed, similar, m
+
+
+def pixel_boxes(boxes_patch: torch.Tensor, scale: float | Sequence[float] | torch.Tensor = 1.0,
+                image_hw: torch.Tensor | Sequence[Sequence[int]] | None = None) -> torch.Tensor:
+    """``(B, 4)`` patch boxes (end exclusive) in pixels on the CPU, clipped to ``image_hw`` when given (step 5)."""
+    b = boxes_patch.shape[0]
     boxes = boxes_patch.cpu().double() * _scale_tensor(scale, b).repeat(1, 2)  # pixel boxes live on the CPU
     if image_hw is not None:
         hw = torch.as_tensor(np.asarray(image_hw, dtype=np.float64)).reshape(b, 2)
         boxes = torch.minimum(boxes, hw.flip(1).repeat(1, 2))
-    return LostResult(boxes=boxes, boxes_patch=boxes_patch, seed=seed, component=comp, degree=degree,
-                      n_similar=similar.sum(1))
+    return boxes
 
 
 def _scale_tensor(scale: float | Sequence[float] | torch.Tensor, b: int) -> torch.Tensor:
@@ -262,18 +280,29 @@ class Discovery:
 
 def _score_batch(rec: Any, layout: TokenLayout, settings: Sequence[Setting], *, k_patches: int, scale: torch.Tensor,
                  hw: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Boxes of every setting on one batch: one similarity per (features, block, normalize), then each bias."""
-    out: dict[str, torch.Tensor] = {}
+    """Boxes of every setting on one batch: one similarity per (features, block, normalize), each bias's seed
+    and score on it, then ONE flood fill and box extraction for all settings (their masks stacked along the
+    batch; each image's component is its own, so the boxes are those of :func:`lost_on_similarity` per setting,
+    in a handful of kernel launches and one copy to the CPU instead of one set per setting)."""
     groups: dict[tuple[str, int, bool], list[Setting]] = {}
     for s in settings:
         groups.setdefault((s.which, s.block, s.normalize), []).append(s)
+    names, masks, seeds = [], [], []
     for (which, block, normalize), group in groups.items():
         a = similarity(patch_features(getattr(rec, which)[block], layout), normalize=normalize)
         for s in group:
-            out[s.name] = lost_on_similarity(a + s.bias, layout.grid, k_patches=k_patches, scale=scale,
-                                             image_hw=hw).boxes
+            _, seed, _, m = seed_scores(a + s.bias, k_patches=k_patches)
+            names.append(s.name)
+            masks.append((m > 0).reshape(-1, *layout.grid))
+            seeds.append(seed)
         del a
-    return out
+    if not names:
+        return {}
+    boxes_patch = mask_to_box(seed_component(torch.cat(masks), torch.cat(seeds)))
+    n = len(masks[0])
+    boxes = pixel_boxes(boxes_patch, torch.as_tensor(scale).reshape(n, 2).repeat(len(names), 1),
+                        torch.as_tensor(np.asarray(hw, dtype=np.float64)).reshape(n, 2).repeat(len(names), 1))
+    return dict(zip(names, boxes.split(n)))
 
 
 def discover(

@@ -1,0 +1,79 @@
+"""Cost models of LOST's sweep (08, 10) and the bootstrap intervals (02): they scale as their rows state, follow the
+notebooks' parameters, and every row of these notebooks is estimated (vitreg.experiments.costs)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from vitreg.experiments import catalog, costs
+
+RUN = costs.LostRun(images=1000, batches=40, grid=(27, 36), width=1024, groups=13, settings=133)
+
+
+def _real(name: str, **changes: object):
+    exp = catalog.experiment(name)
+    p = dataclasses.replace(exp.build(), **changes)
+    return exp.costs(p)
+
+
+def _seconds(rows: list[costs.Cost], starts: str) -> float:
+    [row] = [c for c in rows if c.what.startswith(starts) or starts in c.what]
+    assert row.seconds is not None
+    return row.seconds
+
+
+def test_the_similarity_and_pass_terms_are_proportional_to_images_and_quadratic_in_patches():
+    double = dataclasses.replace(RUN, images=2 * RUN.images)
+    assert costs.lost_flop(double) == 2 * costs.lost_flop(RUN)
+    assert costs.lost_bytes(double) == 2 * costs.lost_bytes(RUN)
+    wide = dataclasses.replace(RUN, grid=(54, 36))  # twice the patches: four times the entries
+    assert costs.lost_flop(wide) == 4 * costs.lost_flop(RUN) and costs.lost_bytes(wide) == 4 * costs.lost_bytes(RUN)
+    assert costs.lost_flop(dataclasses.replace(RUN, groups=26)) == 2 * costs.lost_flop(RUN)
+    assert costs.lost_bytes(dataclasses.replace(RUN, settings=266)) == 2 * costs.lost_bytes(RUN)
+
+
+def test_the_ops_use_the_h_plus_w_bound_of_the_flood_fill_once_per_batch_when_stacked():
+    h, w = RUN.grid
+    fill = costs.LOST_OPS_PER_FILL + (h + w) * costs.LOST_OPS_PER_FILL_STEP
+    assert costs.lost_ops(RUN) == RUN.batches * (RUN.settings * costs.LOST_OPS_PER_SETTING + fill)
+    before = costs.lost_ops(RUN, stacked=False)
+    assert before - costs.lost_ops(RUN) == RUN.batches * fill * (RUN.settings - 1)
+    assert costs.lost_sweep_s([RUN], stacked=False) > costs.lost_sweep_s([RUN])
+
+
+def test_padded_batches_add_one_partial_batch_per_size_and_the_stretched_protocol_none():
+    run = costs.lost_run("VOC07", 5011, model="dinov2_l", patch=14, batch_size=32, groups=13, settings=133)
+    assert run.batches == math.ceil(5011 / 32) + costs.PADDED_SIZES["VOC07"] - 1
+    assert run.grid == (27, 36) and run.width == 1024
+    square = costs.lost_run("VOC07", 5011, model="dinov2_l", patch=14, batch_size=32, groups=13, settings=133,
+                            stretched_px=448)
+    assert square.batches == math.ceil(5011 / 32) and square.grid == (32, 32)
+    assert costs.lost_run("synthetic", 3, model="dinov2_s", patch=14, batch_size=8, groups=1, settings=1).batches == 1
+
+
+def test_the_bootstrap_scales_with_resamples_times_images():
+    one, two = costs.bootstrap_s([(1000, 256, 1369)]), costs.bootstrap_s([(2000, 256, 1369)])
+    assert math.isclose(two - one, costs.BOOT_S_PER_DRAW * 1000 * 256)
+    assert math.isclose(costs.bootstrap_s([(1000, 256, 1369)] * 2), 2 * one)
+
+
+def test_the_notebooks_rows_follow_their_parameters():
+    lost = "LOST scoring"
+    assert _seconds(_real("08_lost", limit=100), lost) < _seconds(_real("08_lost"), lost)
+    assert _seconds(_real("08_lost", bias_sweep=[0.0, -0.5]), lost) < _seconds(_real("08_lost"), lost)
+    assert _seconds(_real("08_lost", protocol="stretched", image_size=224), lost) < _seconds(_real("08_lost"), lost)
+    assert _seconds(_real("08_lost", limit=100), "CorLoc") < _seconds(_real("08_lost"), "CorLoc")
+    ttr = "10_test_time_registers"
+    assert _seconds(_real(ttr, lost_limit=100), lost) < _seconds(_real(ttr), lost)
+    assert _seconds(_real(ttr, lost_datasets=["VOC07", "COCO20k"]), lost) > _seconds(_real(ttr), lost)
+    assert not [c for c in _real(ttr, models=["clip_b16_laion"], probe_models=[]) if "LOST" in c.what]
+    boot = "bootstrap intervals"
+    assert _seconds(_real("02_high_norm_tokens", n_bootstrap=4000), boot) > _seconds(_real("02_high_norm_tokens"), boot)
+
+
+def test_every_real_row_of_02_08_and_10_is_estimated_but_10s_probe_placeholder():
+    for name in ("02_high_norm_tokens", "08_lost", "10_test_time_registers"):
+        rows = _real(name)
+        assert rows and all(c.scaling for c in rows if c.seconds is not None), name
+        assert [c.what for c in costs.unestimated(rows)] == (["ImageNet probe fitting"] if name.startswith("10") else [])
