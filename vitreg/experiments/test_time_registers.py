@@ -110,8 +110,28 @@ PROFILES = {'smoke': {'images': 'photos',
 
 
 def costs(p: Params) -> list[Cost]:
-    """What a run with ``p`` does besides forwards, for the run-time table (:mod:`vitreg.experiments.costs`)."""
-    return [Cost("[TTR] sweep scoring and probe fitting (as 08 and 06)", None)]
+    """What a run with ``p`` does besides forwards, for the run-time table (:mod:`vitreg.experiments.costs`): the
+    [TTR] sweep's scoring, and the linear probes of :func:`probes` ([TTR] Table 1)."""
+    return [Cost("[TTR] sweep scoring", None), _probe_cost(p)]
+
+
+def _probe_cost(p: Params) -> Cost:
+    """The probes of :func:`probes`: per model of ``probe_models`` that is in ``models``, one logistic probe per
+    token kind ([CLS], central patch, test-time register), L2 chosen on validation (the default grid), each
+    scored on the ``probe_n_val`` validation images ([TTR] Table 1)."""
+    from vitreg.data.datasets import DATASETS
+    from vitreg.experiments import costs as cm
+    from vitreg.measure.estimators import L2_GRID
+
+    kinds = 3
+    probed = [k for k in p.probe_models if k in p.models]
+    c = min(DATASETS[p.probe_dataset].num_classes, p.probe_n_train)
+    seconds = sum(kinds * (cm.logistic_cv_probe_s(n=p.probe_n_train, d=cm.token_widths(k)[0], c=c, grid=len(L2_GRID))
+                           + cm.predict_s(p.probe_n_val, cm.token_widths(k)[0], c)) for k in probed)
+    return Cost(f"{p.probe_dataset} probes: {kinds * len(probed)} x {len(L2_GRID) + 1} L-BFGS fits", seconds,
+                "upper bound: every fit runs to max_eval = 1.25 x 200 evaluations of 4 n d c FLOPs (n = probe_n_train, "
+                "d width, c classes) at the GPU's fp32 rate, plus logit passes at its memory rate and the host time "
+                "per evaluation measured on the CPU at tiny size (benchmarks/bench_costs.py)")
 
 #: [TTR]'s two models: the paper's numbers are about them (a run without one records it as skipped).
 TTR_MODELS = ("dinov2_l", "clip_b16_laion")
