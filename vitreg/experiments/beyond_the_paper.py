@@ -91,9 +91,7 @@ def costs(p: Params) -> list[Cost]:
     seconds = (cm.logistic_cv_probe_s(n=p.probe_n_train, d=d, c=c, grid=len(L2_GRID))
                + 2 * cm.predict_s(p.probe_n_val, d, c))
     return [Cost(f"{p.probe_dataset} [CLS] probe: {len(L2_GRID) + 1} L-BFGS fits", seconds,
-                 "upper bound: every fit runs to max_eval = 1.25 x 200 evaluations of 4 n d c FLOPs (n = "
-                 "probe_n_train, d width, c classes) at the GPU's fp32 rate, plus logit passes at its memory rate "
-                 "and the host time per evaluation measured on the CPU at tiny size (benchmarks/bench_costs.py)")]
+                 cm.LOGISTIC_SCALING)]
 
 #: What :meth:`vitreg.measure.massive.MassiveActivations.summary` holds.
 MASSIVE_KEYS = ("model", "n_massive", "max_abs", "max_ratio", "blocks_with_massive", "pct_on_cls", "pct_on_reg",

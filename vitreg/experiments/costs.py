@@ -75,14 +75,16 @@ def gpu_bytes_s(nbytes: float) -> float:
 #: Host time per objective evaluation of a full-batch L-BFGS fit at tiny size (closure, autograd, strong-Wolfe line
 #: search, two-loop recursion over a full history of 20), seconds. Measured: n=64, d=8, c=4, correlated features and
 #: noise labels so that every fit runs to max_iter (max_iter=10 vs 200, the difference over the difference in
-#: evaluations), one thread, best of 3, on a 2-core AMD EPYC at load average 0.5 (``benchmarks/bench_costs.py``).
+#: evaluations), one thread, best of 5, on a 2-core AMD EPYC at load average 0.5 (``benchmarks/bench_costs.py``;
+#: at load average 3 it reads 0.9-1.2 ms).
 LBFGS_EVAL_FIXED_S = 5.2e-4
 #: Host time per minibatch Adam step at tiny size (shuffle gather, autograd, Adam update, cosine schedule), seconds.
 #: Measured: n=64, d=8, c=4, batch 16, 1 vs 41 epochs, one thread, best of 5, same CPU and load.
 ADAM_STEP_FIXED_S = 4.9e-4
-#: Host time per fit besides its steps (label mapping, standardiser, optimiser set-up), seconds. Measured: the
-#: max_iter=10 fit above less its evaluations, same CPU and load.
-FIT_FIXED_S = 2e-4
+#: Host time per fit besides its steps (label mapping, standardiser, optimiser set-up), seconds. Measured as a
+#: whole max_iter=1 fit at the same tiny size (its 2 evaluations included: an upper bound), same CPU and load
+#: (0.8-1.2 ms).
+FIT_FIXED_S = 1e-3
 #: Ratio of a step's host time on a GPU (one CUDA launch per small op, the line search's host syncs) to the
 #: CPU's at tiny size: ASSUMED (a launch costs a few microseconds more than a tiny CPU op).
 GPU_LAUNCH_FACTOR = 2.0
@@ -99,6 +101,17 @@ ADAM_PARAM_PASSES = 12
 #: Bytes moved per float32 feature value to standardise it: the fit reads it for the mean (4) and the std (8),
 #: the subtraction and the division each read and write it (8 + 8).
 STANDARDIZE_BYTES = 28
+
+
+#: The scaling text of every L-BFGS probe row (05, 06, 10, 11).
+LOGISTIC_SCALING = ("upper bound: every L-BFGS fit runs to max_eval + 1 = 251 evaluations (max_iter 200), each 4 n d c "
+                    "FLOPs (n training rows, d width, c classes) at the GPU's fp32 rate, logit and weight passes at "
+                    "its memory rate, and the host time per evaluation measured on the CPU at tiny size x "
+                    "GPU_LAUNCH_FACTOR; plus the features' copy to the GPU (checked: benchmarks/bench_costs.py)")
+#: The scaling text of the ridge probe row (05).
+RIDGE_SCALING = ("float64: Gram matrix 2 n d^2 and the targets' products at the GPU's fp64 rate (FP64_FLOPS x "
+                 "FP64_SHARE), one 9 d^3 eigendecomposition per fit at FP64_FLOPS x EIGH_SHARE (assumed 2%); "
+                 "checked on the CPU at small size (benchmarks/bench_costs.py)")
 
 
 def lbfgs_evals_bound(max_iter: int) -> int:
@@ -197,8 +210,9 @@ EIGH_SHARE = 0.02
 #: transformation and divide and conquer; the usual count, Golub & Van Loan).
 EIGH_FLOP_PER_D3 = 9.0
 #: Host bandwidth of a pass that writes a new tensor, bytes read + written per second. Measured: ``x + 1`` on
-#: 64 MiB of float32, one thread, best of 5, on the 2-core AMD EPYC at load average 0.5 (``benchmarks/bench_costs.py``).
-HOST_BYTES_S = 4e9
+#: 64 MiB of float32, one thread, best of 5, on the 2-core AMD EPYC at load average 2-3 (``benchmarks/bench_costs.py``:
+#: 2.3-3.4 GB/s).
+HOST_BYTES_S = 3e9
 #: Host bytes read + written per float32 feature value per fit: the finite check (4 + 1), the row gather of the
 #: split (4 + 4), the staging of the copy to the GPU from pageable memory (4 + 4).
 HOST_BYTES = 21

@@ -85,9 +85,7 @@ def costs(p: Params) -> list[Cost]:
         probes += kinds
     fits = 1 if len(p.l2_grid) <= 1 else len(p.l2_grid) + 1
     return [Cost(f"single-token probes: {probes} x {fits} L-BFGS fits", seconds,
-                 "upper bound: every fit runs to max_eval = 1.25 x 200 evaluations of 4 n d c FLOPs (n training "
-                 "images, d width, c classes of the dataset) at the GPU's fp32 rate, plus logit passes at its memory "
-                 "rate and the host time per evaluation measured on the CPU at tiny size (benchmarks/bench_costs.py)")]
+                 cm.LOGISTIC_SCALING)]
 
 
 def _probed_pairs(p: Params) -> list[tuple[str, str]]:

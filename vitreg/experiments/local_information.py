@@ -80,12 +80,9 @@ def costs(p: Params) -> list[Cost]:
     n = len(models(p))
     fits = 1 if len(p.l2_grid) <= 1 else len(p.l2_grid) + 1
     return [Cost(f"position probe: {fits} L-BFGS fits x {n} models", position,
-                 "upper bound: every fit runs to max_eval = 1.25 x 200 evaluations of 4 n d c FLOPs (n training "
-                 "tokens, d width, c grid cells) at the GPU's fp32 rate, plus logit passes at its memory rate and "
-                 "the host time per evaluation measured on the CPU at tiny size (benchmarks/bench_costs.py)"),
+                 cm.LOGISTIC_SCALING),
             Cost(f"pixel probe: ridge, {len(p.ridge_grid)} strengths x {n} models", pixel,
-                 "float64: Gram matrix 2 n d^2 and targets at the GPU's fp64 rate, one d^3 eigendecomposition per "
-                 "fit at an assumed 2% of it; checked on the CPU at small size (benchmarks/bench_costs.py)")]
+                 cm.RIDGE_SCALING)]
 
 
 def _grid_cells(p: Params, model: str) -> tuple[int, int]:

@@ -129,9 +129,7 @@ def _probe_cost(p: Params) -> Cost:
     seconds = sum(kinds * (cm.logistic_cv_probe_s(n=p.probe_n_train, d=cm.token_widths(k)[0], c=c, grid=len(L2_GRID))
                            + cm.predict_s(p.probe_n_val, cm.token_widths(k)[0], c)) for k in probed)
     return Cost(f"{p.probe_dataset} probes: {kinds * len(probed)} x {len(L2_GRID) + 1} L-BFGS fits", seconds,
-                "upper bound: every fit runs to max_eval = 1.25 x 200 evaluations of 4 n d c FLOPs (n = probe_n_train, "
-                "d width, c classes) at the GPU's fp32 rate, plus logit passes at its memory rate and the host time "
-                "per evaluation measured on the CPU at tiny size (benchmarks/bench_costs.py)")
+                cm.LOGISTIC_SCALING)
 
 #: [TTR]'s two models: the paper's numbers are about them (a run without one records it as skipped).
 TTR_MODELS = ("dinov2_l", "clip_b16_laion")
