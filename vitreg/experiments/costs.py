@@ -94,7 +94,8 @@ PCIE_BYTES_S = 10e9
 #: backward and the bias gradient (counted from the kernels autograd runs).
 LOGIT_PASSES = 10
 #: Float32 passes over the (d, c) weights per L-BFGS iteration: two dot products and one axpy per stored pair in each
-#: of the two loops of the recursion (history 20), plus the direction, step and history updates.
+#: of the two loops of the recursion (history 20), plus the direction, step and history updates (counted per
+#: evaluation: there are at least as many evaluations as iterations).
 LBFGS_PARAM_PASSES = 10 * 20 + 10
 #: Float32 passes over the (d, c) weights per Adam step: zero_grad, gradient, two moments, parameter update.
 ADAM_PARAM_PASSES = 12
@@ -296,7 +297,8 @@ def gpu_eigh_s(flop: float) -> float:
 
 
 def ridge_probe_s(*, n: int, d: int, p: int, grid: int, val_fraction: float = 0.2) -> float:
-    """Seconds on one H100-class GPU of the pixel probe's ridge fits (:func:`vitreg.measure.local_probes.reconstruction_probe`).
+    """Seconds on one H100-class GPU of the pixel probe's ridge fits
+    (:func:`vitreg.measure.local_probes.reconstruction_probe`).
 
     Paper: Fig. 5b (pixel reconstruction). With more than one strength: one eigendecomposition on the training
     share for every strength, scored on the held-out rows, then one on all ``n`` rows for the chosen strength.
