@@ -65,10 +65,11 @@ notebook: $(STAMP) ## Run one notebook, e.g. `make notebook N=02` (add PROFILE=s
 weights: $(STAMP) ## Download every model the notebooks use into the weights folder (needs internet)
 	$(VENV)/bin/vitreg weights download --notebooks
 
-benchmark: $(STAMP) ## Image preparation, cache reads, capture overhead, cache 2nd/1st run, FLOP limit (prints ratios; FULL=1: every row)
+benchmark: $(STAMP) ## Image preparation, cache reads, capture overhead, cache 2nd/1st run, FLOP limit, cost models vs CPU (prints ratios; FULL=1: every row)
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_images.py $(if $(FULL),--full)
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_capture.py $(if $(FULL),--full)
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_scale.py $(if $(FULL),--full)
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_costs.py $(if $(FULL),--full)
 
 .PHONY: benchmark-gpu
 benchmark-gpu: $(STAMP) ## On a GPU machine: every figure the run-time table assumes, in under 10 minutes on one H100

@@ -78,8 +78,20 @@ PROFILES = {'smoke': {'images': 'photos',
 
 
 def costs(p: Params) -> list[Cost]:
-    """What a run with ``p`` does besides forwards, for the run-time table (:mod:`vitreg.experiments.costs`)."""
-    return [Cost("ImageNet-1k [CLS] probe fit", 3300.0, "33 s for 1,000 images x 100 classes on one CPU core, x100 for 10k images x 1,000 classes")]
+    """What a run with ``p`` does besides forwards, for the run-time table (:mod:`vitreg.experiments.costs`): the
+    [CLS] linear probe of the register-mean experiment (:func:`vitreg.measure.massive.linear_accuracy_change`: one
+    logistic probe, L2 chosen on validation from the default grid, scored on the validation images as is and with
+    fixed registers)."""
+    from vitreg.data.datasets import DATASETS
+    from vitreg.experiments import costs as cm
+    from vitreg.measure.estimators import L2_GRID
+
+    d = cm.token_widths(p.model_pair[-1])[0]
+    c = min(DATASETS[p.probe_dataset].num_classes, p.probe_n_train)
+    seconds = (cm.logistic_cv_probe_s(n=p.probe_n_train, d=d, c=c, grid=len(L2_GRID))
+               + 2 * cm.predict_s(p.probe_n_val, d, c))
+    return [Cost(f"{p.probe_dataset} [CLS] probe: {len(L2_GRID) + 1} L-BFGS fits", seconds,
+                 cm.LOGISTIC_SCALING)]
 
 #: What :meth:`vitreg.measure.massive.MassiveActivations.summary` holds.
 MASSIVE_KEYS = ("model", "n_massive", "max_abs", "max_ratio", "blocks_with_massive", "pct_on_cls", "pct_on_reg",

@@ -18,7 +18,9 @@ A row whose ``seconds`` is None is not estimated, and the table says so.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 #: fp32 peak of an H100 SXM without tensor cores, FLOP/s (vendor data sheet): probes and heads run in float32,
@@ -70,6 +72,270 @@ def gpu_bytes_s(nbytes: float) -> float:
 # ---------------------------------------------------------------------------------------------------
 # Linear probes (L-BFGS logistic regression, ridge): 05, 06, 09's ImageNet, 10, 11
 # ---------------------------------------------------------------------------------------------------
+#: Host time per objective evaluation of a full-batch L-BFGS fit at tiny size (closure, autograd, strong-Wolfe line
+#: search, two-loop recursion over a full history of 20), seconds. Measured: n=64, d=8, c=4, correlated features and
+#: noise labels so that every fit runs to max_iter (max_iter=10 vs 200, the difference over the difference in
+#: evaluations), one thread, best of 5, on a 2-core AMD EPYC at load average 0.5 (``benchmarks/bench_costs.py``;
+#: at load average 3 it reads 0.9-1.2 ms).
+LBFGS_EVAL_FIXED_S = 5.2e-4
+#: Host time per minibatch Adam step at tiny size (shuffle gather, autograd, Adam update, cosine schedule), seconds.
+#: Measured: n=64, d=8, c=4, batch 16, 1 vs 41 epochs, one thread, best of 5, same CPU and load.
+ADAM_STEP_FIXED_S = 4.9e-4
+#: Host time per fit besides its steps (label mapping, standardiser, optimiser set-up), seconds. Measured as a
+#: whole max_iter=1 fit at the same tiny size (its 2 evaluations included: an upper bound), same CPU and load
+#: (0.8-1.2 ms).
+FIT_FIXED_S = 1e-3
+#: Ratio of a step's host time on a GPU (one CUDA launch per small op, the line search's host syncs) to the
+#: CPU's at tiny size: ASSUMED (a launch costs a few microseconds more than a tiny CPU op).
+GPU_LAUNCH_FACTOR = 2.0
+#: Host-to-GPU copy bandwidth from pageable memory, bytes/s: ASSUMED (PCIe 5 x16 moves about 50 GB/s pinned).
+PCIE_BYTES_S = 10e9
+#: Elementwise float32 passes over the (n, c) logits per evaluation: bias add, log-softmax, NLL, their
+#: backward and the bias gradient (counted from the kernels autograd runs).
+LOGIT_PASSES = 10
+#: Float32 passes over the (d, c) weights per L-BFGS iteration: two dot products and one axpy per stored pair in each
+#: of the two loops of the recursion (history 20), plus the direction, step and history updates (counted per
+#: evaluation: there are at least as many evaluations as iterations).
+LBFGS_PARAM_PASSES = 10 * 20 + 10
+#: Float32 passes over the (d, c) weights per Adam step: zero_grad, gradient, two moments, parameter update.
+ADAM_PARAM_PASSES = 12
+#: Bytes moved per float32 feature value to standardise it: the fit reads it for the mean (4) and the std (8),
+#: the subtraction and the division each read and write it (8 + 8).
+STANDARDIZE_BYTES = 28
+
+
+#: The scaling text of every L-BFGS probe row (05, 06, 10, 11).
+LOGISTIC_SCALING = ("upper bound: every L-BFGS fit runs to max_eval + 1 = 251 evaluations (max_iter 200), each 4 n d c "
+                    "FLOPs (n training rows, d width, c classes) at the GPU's fp32 rate, logit and weight passes at "
+                    "its memory rate, and the host time per evaluation measured on the CPU at tiny size x "
+                    "GPU_LAUNCH_FACTOR; plus the features' copy to the GPU (checked: benchmarks/bench_costs.py)")
+#: The scaling text of the ridge probe row (05).
+RIDGE_SCALING = ("float64: Gram matrix 2 n d^2 and the targets' products at the GPU's fp64 rate (FP64_FLOPS x "
+                 "FP64_SHARE), one 9 d^3 eigendecomposition per fit at FP64_FLOPS x EIGH_SHARE (assumed 2%); "
+                 "checked on the CPU at small size (benchmarks/bench_costs.py)")
+
+
+def lbfgs_evals_bound(max_iter: int) -> int:
+    """Most objective evaluations one full-batch L-BFGS fit makes (:func:`vitreg.measure.estimators.fit_logistic`).
+
+    Paper: Fig. 5b, Table 1, Table 2 (every logistic probe). torch's L-BFGS stops after the iteration in which the
+    count reaches ``max_eval = int(1.25 * max_iter)``; that iteration's line search may evaluate once past it.
+    """
+    return int(max_iter * 1.25) + 1
+
+
+def logistic_eval_flop(n: int, d: int, c: int) -> float:
+    """FLOPs of one objective evaluation with its gradient: the logits ``x @ W`` and the weight gradient ``x.T @ g``."""
+    return 4.0 * n * d * c
+
+
+def logistic_eval_bytes(n: int, d: int, c: int) -> float:
+    """Bytes one evaluation streams besides the products' arithmetic: the features read by both products and
+    :data:`LOGIT_PASSES` passes over the logits."""
+    return 4.0 * (2 * n * d + LOGIT_PASSES * n * c)
+
+
+def lbfgs_eval_s(n: int, d: int, c: int, *, matmul_s: Callable[[float], float] = gpu_matmul_s,
+                 bytes_s: Callable[[float], float] = gpu_bytes_s, host_factor: float = GPU_LAUNCH_FACTOR) -> float:
+    """Seconds of one objective evaluation of a full-batch L-BFGS fit with its share of the iteration: the
+    FLOPs (:func:`logistic_eval_flop`), the bytes (:func:`logistic_eval_bytes`), :data:`LBFGS_PARAM_PASSES`
+    over the weights and :data:`LBFGS_EVAL_FIXED_S` of host time (x ``host_factor``).
+
+    Paper: Fig. 5b, Tables 1-2 (every L-BFGS probe)."""
+    return (matmul_s(logistic_eval_flop(n, d, c)) + bytes_s(logistic_eval_bytes(n, d, c))
+            + bytes_s(LBFGS_PARAM_PASSES * 4.0 * d * c) + LBFGS_EVAL_FIXED_S * host_factor)
+
+
+def logistic_fit_s(n: int, d: int, c: int, *, max_iter: int = 200, batch_size: int | None = None, epochs: int = 50,
+                   matmul_s: Callable[[float], float] = gpu_matmul_s, bytes_s: Callable[[float], float] = gpu_bytes_s,
+                   host_factor: float = GPU_LAUNCH_FACTOR) -> float:
+    """Seconds of ONE logistic-regression fit (:func:`vitreg.measure.estimators.fit_logistic`), an upper bound.
+
+    Paper: Fig. 5b (position probe), Table 1 (single-token classification), Table 2 (ImageNet linear probe).
+    Full batch (``batch_size=None``): :func:`lbfgs_evals_bound` evaluations of :func:`lbfgs_eval_s`. Minibatch
+    Adam: ``epochs`` x the same FLOPs over all ``n`` rows, the shuffle's gather, :data:`ADAM_PARAM_PASSES` weight
+    passes and :data:`ADAM_STEP_FIXED_S` per step. Plus standardising the features and :data:`FIT_FIXED_S`.
+
+    Args:
+        n, d, c: training rows, feature dimension, classes.
+        max_iter, batch_size, epochs: as :func:`~vitreg.measure.estimators.fit_logistic` takes them.
+        matmul_s: seconds for a number of product FLOPs (default the GPU's, :func:`gpu_matmul_s`).
+        bytes_s: seconds to stream a number of bytes (default the GPU's, :func:`gpu_bytes_s`).
+        host_factor: host time per step relative to the CPU's at tiny size (1 on the CPU itself).
+    """
+    weights = 4.0 * d * c
+    setup = bytes_s(STANDARDIZE_BYTES * n * d) + FIT_FIXED_S * host_factor
+    if batch_size is None:
+        return setup + lbfgs_evals_bound(max_iter) * lbfgs_eval_s(n, d, c, matmul_s=matmul_s, bytes_s=bytes_s,
+                                                                   host_factor=host_factor)
+    steps = epochs * math.ceil(n / batch_size)
+    per_epoch = (matmul_s(logistic_eval_flop(n, d, c)) + bytes_s(logistic_eval_bytes(n, d, c))
+                 + bytes_s(2 * 4.0 * n * d))
+    per_step = bytes_s(ADAM_PARAM_PASSES * weights) + ADAM_STEP_FIXED_S * host_factor
+    return setup + epochs * per_epoch + steps * per_step
+
+
+def logistic_probe_s(*, n: int, d: int, c: int, fits: int = 1, max_iter: int = 200, batch_size: int | None = None,
+                     epochs: int = 50) -> float:
+    """Seconds on one H100-class GPU for ``fits`` logistic-regression fits on ``n`` rows of ``d`` features into
+    ``c`` classes, each copied from host memory first; an upper bound (every L-BFGS fit runs to ``max_eval``).
+
+    Paper: Fig. 5b, Table 1, Table 2 (the logistic probes of 05, 06, 09, 10 and 11).
+    Scaling: FLOP-proportional (``4 n d c`` per evaluation, :data:`FP32_FLOPS` x :data:`FP32_SHARE`) plus
+    byte-proportional elementwise passes (:data:`HBM_BYTES_S` x :data:`HBM_SHARE`) plus a host time per step
+    measured on the CPU at tiny size times :data:`GPU_LAUNCH_FACTOR`; see :func:`logistic_fit_s`.
+
+    Args:
+        n: training rows per fit.
+        d: feature dimension.
+        c: classes.
+        fits: how many fits of this size.
+        max_iter: L-BFGS iterations per fit (``max_eval = 1.25 max_iter`` evaluations at most).
+        batch_size: None for full-batch L-BFGS; an int for minibatch Adam.
+        epochs: Adam epochs (minibatch only).
+    """
+    copy = 4.0 * n * d / PCIE_BYTES_S
+    return fits * (copy + logistic_fit_s(n, d, c, max_iter=max_iter, batch_size=batch_size, epochs=epochs))
+
+
+
+#: fp64 peak of an H100 SXM without tensor cores, FLOP/s (vendor data sheet): the ridge probe solves in float64.
+FP64_FLOPS = 34e12
+#: Share of :data:`FP64_FLOPS` a large float64 matrix product reaches: ASSUMED (as :data:`FP32_SHARE`).
+FP64_SHARE = 0.5
+#: Share of :data:`FP64_FLOPS` a symmetric eigendecomposition with vectors reaches on the GPU, counted as
+#: :data:`EIGH_FLOP_PER_D3` d^3 FLOPs: ASSUMED (cuSOLVER's syevd is bound by its tridiagonal reduction's memory
+#: traffic and host round trips, far below the product peak at d of a few thousand).
+EIGH_SHARE = 0.02
+#: FLOPs of a symmetric eigendecomposition with eigenvectors, per d^3 (tridiagonal reduction 4/3 d^3, back
+#: transformation and divide and conquer; the usual count, Golub & Van Loan).
+EIGH_FLOP_PER_D3 = 9.0
+#: Host bandwidth of a pass that writes a new tensor, bytes read + written per second. Measured: ``x + 1`` on
+#: 64 MiB of float32, one thread, best of 5, on the 2-core AMD EPYC at load average 2-3 (``benchmarks/bench_costs.py``:
+#: 2.3-3.4 GB/s).
+HOST_BYTES_S = 3e9
+#: Host bytes read + written per float32 feature value per fit: the finite check (4 + 1), the row gather of the
+#: split (4 + 4), the staging of the copy to the GPU from pageable memory (4 + 4).
+HOST_BYTES = 21
+
+
+def feature_copy_s(n: int, d: int) -> float:
+    """Seconds to prepare ``n`` x ``d`` float32 features in host memory and copy them to the GPU
+    (:data:`HOST_BYTES` a value at :data:`HOST_BYTES_S`, then 4 a value at :data:`PCIE_BYTES_S`).
+
+    Paper: Fig. 5b, Tables 1-2 (every probe reads its features from host memory)."""
+    return n * d * (HOST_BYTES / HOST_BYTES_S + 4.0 / PCIE_BYTES_S)
+
+
+def predict_s(n: int, d: int, c: int) -> float:
+    """Seconds on the GPU to score ``n`` rows with a fitted ``d`` x ``c`` linear classifier (copy, product, argmax).
+
+    Paper: Fig. 5b, Tables 1-2 (the validation and test scores of every probe)."""
+    return feature_copy_s(n, d) + gpu_matmul_s(2.0 * n * d * c) + gpu_bytes_s(4.0 * n * (d + 2 * c))
+
+
+def validation_rows(n: int, val_fraction: float) -> int:
+    """Rows :func:`vitreg.measure.estimators.split_indices` holds out of ``n`` (at least one each side)."""
+    return min(max(1, round(n * val_fraction)), n - 1)
+
+
+def logistic_cv_probe_s(*, n: int, d: int, c: int, grid: int, val_fraction: float = 0.2, max_iter: int = 200,
+                        batch_size: int | None = None, epochs: int = 50) -> float:
+    """Seconds on one H100-class GPU of one :func:`vitreg.measure.estimators.fit_logistic_cv`, an upper bound.
+
+    Paper: Fig. 5b (position probe), Table 1 / App. G Table 6 (L2 chosen on validation), Table 2.
+    ``grid`` fits on the ``1 - val_fraction`` training share, each scored on the held-out rows, then one refit on
+    all ``n`` rows; a grid of one value is fitted once on all rows. Each fit as :func:`logistic_probe_s` (every
+    L-BFGS fit runs to ``max_eval``: the warm starts of the grid make the real ones shorter).
+
+    Args:
+        n, d, c: training rows, feature dimension, classes.
+        grid: how many L2 strengths are tried.
+        val_fraction, max_iter, batch_size, epochs: as ``fit_logistic_cv`` and ``fit_logistic`` take them.
+    """
+    fit = {"d": d, "c": c, "max_iter": max_iter, "batch_size": batch_size, "epochs": epochs}
+    if grid <= 1:
+        return logistic_probe_s(n=n, **fit)
+    n_val = validation_rows(n, val_fraction)
+    return (logistic_probe_s(n=n - n_val, fits=grid, **fit) + grid * predict_s(n_val, d, c)
+            + logistic_probe_s(n=n, **fit))
+
+
+def ridge_fit_flop(n: int, d: int, p: int, ridges: int) -> tuple[float, float]:
+    """``(product FLOPs, eigendecomposition FLOPs)`` in float64 of one :func:`vitreg.measure.estimators.ridge_solutions`
+    call on ``n`` rows of ``d`` features and ``p`` targets for ``ridges`` strengths: the Gram matrix ``2 n d^2``,
+    ``X.T Y`` ``2 n d p``, the projection and one back-projection per strength ``2 d^2 p`` each, and
+    :data:`EIGH_FLOP_PER_D3` d^3."""
+    return 2.0 * n * d * d + 2.0 * n * d * p + 2.0 * d * d * p * (1 + ridges), EIGH_FLOP_PER_D3 * d ** 3
+
+
+def ridge_fit_bytes(n: int, d: int, p: int) -> float:
+    """Bytes of one ridge fit's elementwise passes: standardising the features (:data:`STANDARDIZE_BYTES` a value),
+    their float64 copy (4 read, 8 written) and centring (8 read, 8 written); the targets' mean, centring and
+    float64 copy (4 + 8 + 12)."""
+    return (STANDARDIZE_BYTES + 12.0 + 16.0) * n * d + 24.0 * n * p
+
+
+def ridge_fit_s(n: int, d: int, p: int, ridges: int, *, matmul64_s: Callable[[float], float],
+                eigh_s: Callable[[float], float], bytes_s: Callable[[float], float]) -> float:
+    """Seconds of one ridge fit for ``ridges`` strengths from one eigendecomposition, given the rates.
+
+    Paper: Fig. 5b (pixel probe). ``matmul64_s``/``eigh_s``: seconds for float64 product / eigendecomposition
+    FLOPs (:func:`ridge_fit_flop`); ``bytes_s``: seconds to stream bytes (:func:`ridge_fit_bytes`)."""
+    products, eigh = ridge_fit_flop(n, d, p, ridges)
+    return matmul64_s(products) + eigh_s(eigh) + bytes_s(ridge_fit_bytes(n, d, p))
+
+
+def gpu_matmul64_s(flop: float) -> float:
+    """Seconds for ``flop`` float64 FLOPs of large products on the GPU (:data:`FP64_FLOPS` x :data:`FP64_SHARE`)."""
+    return flop / (FP64_FLOPS * FP64_SHARE)
+
+
+def gpu_eigh_s(flop: float) -> float:
+    """Seconds for ``flop`` float64 FLOPs of eigendecomposition on the GPU (:data:`FP64_FLOPS` x :data:`EIGH_SHARE`)."""
+    return flop / (FP64_FLOPS * EIGH_SHARE)
+
+
+def ridge_probe_s(*, n: int, d: int, p: int, grid: int, val_fraction: float = 0.2) -> float:
+    """Seconds on one H100-class GPU of the pixel probe's ridge fits
+    (:func:`vitreg.measure.local_probes.reconstruction_probe`).
+
+    Paper: Fig. 5b (pixel reconstruction). With more than one strength: one eigendecomposition on the training
+    share for every strength, scored on the held-out rows, then one on all ``n`` rows for the chosen strength.
+    Scaling: float64 products at :data:`FP64_FLOPS` x :data:`FP64_SHARE`, the ``d^3`` eigendecomposition at
+    :data:`FP64_FLOPS` x :data:`EIGH_SHARE`, elementwise passes at :data:`HBM_BYTES_S` x :data:`HBM_SHARE`.
+
+    Args:
+        n: training rows (patch tokens); d: feature dimension; p: targets (``3 * patch**2`` pixels).
+        grid: how many ridge strengths are tried.
+        val_fraction: validation share.
+    """
+    rates = {"matmul64_s": gpu_matmul64_s, "eigh_s": gpu_eigh_s, "bytes_s": gpu_bytes_s}
+    full = feature_copy_s(n, d + p) + ridge_fit_s(n, d, p, 1, **rates)
+    if grid <= 1:
+        return full
+    n_val = validation_rows(n, val_fraction)
+    score = feature_copy_s(n_val, d) + grid * gpu_matmul_s(2.0 * n_val * d * p)
+    return feature_copy_s(n - n_val, d + p) + ridge_fit_s(n - n_val, d, p, grid, **rates) + score + full
+
+
+@functools.lru_cache(maxsize=None)
+def token_widths(model: str) -> tuple[int, int, int]:
+    """``(feature dimension, class tokens, register tokens)`` of ``model``, read from its timm architecture built
+    on the meta device (shapes only, nothing allocated): what the probes of 05, 06, 10 and 11 are fitted on.
+
+    Paper: Table 1 (one probe per token kind: [CLS], each register), Fig. 5b (the feature dimension)."""
+    import timm
+    import torch
+
+    from vitreg.core.models import get_spec
+    from vitreg.core.tokens import token_counts
+
+    spec = get_spec(model)
+    with torch.device("meta"):
+        net = timm.create_model(spec.full_name, pretrained=False, num_classes=0)
+    n_cls, n_reg = token_counts(net)
+    return int(net.embed_dim), n_cls, n_reg
 
 
 # ---------------------------------------------------------------------------------------------------

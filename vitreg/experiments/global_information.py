@@ -68,8 +68,31 @@ PROFILES = {'smoke': {'model': 'dinov2_s_reg',
 
 
 def costs(p: Params) -> list[Cost]:
-    """What a run with ``p`` does besides forwards, for the run-time table (:mod:`vitreg.experiments.costs`)."""
-    return [Cost("probe fitting (L-BFGS per dataset and token kind)", None)]
+    """What a run with ``p`` does besides forwards, for the run-time table (:mod:`vitreg.experiments.costs`): one
+    logistic probe (L2 chosen on validation) per measured (model, dataset) pair, token kind and draw, on the
+    training split's tokens, scored on the test split's (Table 1 / App. G Table 6, [TTR] Table 1)."""
+    from vitreg.data.datasets import DATASETS
+    from vitreg.experiments import costs as cm
+
+    seconds, probes = 0.0, 0
+    for m, d in _probed_pairs(p):
+        width, n_cls, n_reg = cm.token_widths(m)
+        kinds = n_cls + 1 + n_reg + 2 * p.n_draws  # [CLS], central patch, registers, each draw of normal/outlier
+        n_train, n_test = _split(p, d, "train"), _split(p, d, "test")
+        c = min(DATASETS[d].num_classes, n_train)
+        seconds += kinds * (cm.logistic_cv_probe_s(n=n_train, d=width, c=c, grid=len(p.l2_grid),
+                                                   val_fraction=p.val_fraction) + cm.predict_s(n_test, width, c))
+        probes += kinds
+    fits = 1 if len(p.l2_grid) <= 1 else len(p.l2_grid) + 1
+    return [Cost(f"single-token probes: {probes} x {fits} L-BFGS fits", seconds,
+                 cm.LOGISTIC_SCALING)]
+
+
+def _probed_pairs(p: Params) -> list[tuple[str, str]]:
+    """The (model, dataset) pairs a run probes: the Table 1 model on ``datasets``, then the [TTR] pairs not already
+    measured (as :func:`work` and :func:`measure_ttr` count them)."""
+    pairs = [(p.model, d) for d in p.datasets]
+    return pairs + [(m, d) for m in p.ttr_models for d in p.ttr_datasets if not (m == p.model and d in p.datasets)]
 
 
 def models(p: Params) -> list[str]:
@@ -93,9 +116,7 @@ def work(p: Params) -> list[Work]:
     from vitreg.experiments.base import px
 
     rows = []
-    pairs = [(p.model, d) for d in p.datasets]
-    pairs += [(m, d) for m in p.ttr_models for d in p.ttr_datasets if not (m == p.model and d in p.datasets)]
-    for m, d in pairs:
+    for m, d in _probed_pairs(p):
         needs = "" if d == "synthetic" else d
         rows += [Work(m, px(p.image_size, m), _split(p, d, s), f"{d} {s}", needs) for s in ("train", "test")]
     return rows

@@ -64,8 +64,48 @@ PROFILES = {'smoke': {'model': 'dinov2_s',
 
 
 def costs(p: Params) -> list[Cost]:
-    """What a run with ``p`` does besides forwards, for the run-time table (:mod:`vitreg.experiments.costs`)."""
-    return [Cost("position and pixel probes", None, "on one CPU core: 127 s for 30 of the 300 images, linear in images, for each of 3 models")]
+    """What a run with ``p`` does besides forwards, for the run-time table (:mod:`vitreg.experiments.costs`): the
+    position probe (L-BFGS over the grid cells, L2 chosen on validation) and the pixel probe (ridge) of each model,
+    on the patch tokens of the training images, scored on the test images' tokens (Fig. 5b, App. D.2 Table 5)."""
+    from vitreg.experiments import costs as cm
+
+    position = pixel = 0.0
+    for m in models(p):
+        d = cm.token_widths(m)[0]
+        cells, patch = _grid_cells(p, m)
+        n_train, n_test = _probe_tokens(p, cells)
+        position += (cm.logistic_cv_probe_s(n=n_train, d=d, c=cells, grid=len(p.l2_grid))
+                     + cm.predict_s(n_test, d, cells))
+        pixel += cm.ridge_probe_s(n=n_train, d=d, p=3 * patch * patch, grid=len(p.ridge_grid))
+    n = len(models(p))
+    fits = 1 if len(p.l2_grid) <= 1 else len(p.l2_grid) + 1
+    return [Cost(f"position probe: {fits} L-BFGS fits x {n} models", position,
+                 cm.LOGISTIC_SCALING),
+            Cost(f"pixel probe: ridge, {len(p.ridge_grid)} strengths x {n} models", pixel,
+                 cm.RIDGE_SCALING)]
+
+
+def _grid_cells(p: Params, model: str) -> tuple[int, int]:
+    """``(patch tokens per image, patch side)`` of ``model`` at ``image_size``: the position probe's classes."""
+    from vitreg.core.models import get_spec
+
+    patch = get_spec(model).patch_size
+    size = p.image_size if p.image_size is not None else get_spec(model).native_resolution
+    h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    return max(1, round(h / patch)) * max(1, round(w / patch)), patch
+
+
+def _probe_tokens(p: Params, cells: int) -> tuple[int, int]:
+    """``(training, test)`` patch tokens of the probes: the images split by ``train_fraction`` (as
+    :func:`vitreg.measure.local_probes.local_information` does), the training ones capped by ``max_train_tokens``."""
+    from vitreg.experiments.costs import validation_rows
+
+    n_images = _n_images(p)
+    train_images = validation_rows(n_images, p.train_fraction) if n_images > 1 else n_images
+    n_train = train_images * cells
+    if p.max_train_tokens is not None:
+        n_train = min(n_train, p.max_train_tokens)
+    return n_train, (n_images - train_images) * cells
 
 
 def models(p: Params) -> list[str]:

@@ -111,8 +111,9 @@ PROFILES = {'smoke': {'images': 'photos',
 
 def costs(p: Params) -> list[Cost]:
     """What a run with ``p`` does besides forwards, for the run-time table (:mod:`vitreg.experiments.costs`): LOST's
-    sweep scoring and CorLoc of the three LOST runs per box dataset (:func:`lost_sweep_costs`), and the probes."""
-    return [*lost_sweep_costs(p), Cost("ImageNet probe fitting", None)]
+    sweep scoring and CorLoc of the three LOST runs per box dataset (:func:`lost_sweep_costs`), and the linear probes
+    of :func:`probes` ([TTR] Table 1)."""
+    return [*lost_sweep_costs(p), _probe_cost(p)]
 
 
 def lost_sweep_costs(p: Params) -> list[Cost]:
@@ -131,6 +132,23 @@ def lost_sweep_costs(p: Params) -> list[Cost]:
                                  synthetic_hw=(p.synthetic_image_size, p.synthetic_image_size * 4 // 3))
             for d in p.lost_datasets for m in [p.lost_model, p.lost_model, *([twin] if twin else [])]]
     return cost_models.lost_sweep_rows(runs, what="[TTR] sweep")
+
+
+def _probe_cost(p: Params) -> Cost:
+    """The probes of :func:`probes`: per model of ``probe_models`` that is in ``models``, one logistic probe per
+    token kind ([CLS], central patch, test-time register), L2 chosen on validation (the default grid), each
+    scored on the ``probe_n_val`` validation images ([TTR] Table 1)."""
+    from vitreg.data.datasets import DATASETS
+    from vitreg.experiments import costs as cm
+    from vitreg.measure.estimators import L2_GRID
+
+    kinds = 3
+    probed = [k for k in p.probe_models if k in p.models]
+    c = min(DATASETS[p.probe_dataset].num_classes, p.probe_n_train)
+    seconds = sum(kinds * (cm.logistic_cv_probe_s(n=p.probe_n_train, d=cm.token_widths(k)[0], c=c, grid=len(L2_GRID))
+                           + cm.predict_s(p.probe_n_val, cm.token_widths(k)[0], c)) for k in probed)
+    return Cost(f"{p.probe_dataset} probes: {kinds * len(probed)} x {len(L2_GRID) + 1} L-BFGS fits", seconds,
+                cm.LOGISTIC_SCALING)
 
 #: [TTR]'s two models: the paper's numbers are about them (a run without one records it as skipped).
 TTR_MODELS = ("dinov2_l", "clip_b16_laion")
