@@ -11,7 +11,7 @@ import torch
 
 from vitreg import planting
 from vitreg.measure import downstream, heads
-from vitreg.experiments import table2
+from vitreg.experiments import table2, timing
 
 FAST = heads.TrainConfig(epochs=15, batch_size=8, lr=1e-2, device="cpu")
 
@@ -106,8 +106,15 @@ def test_table2_records_seeds_and_marks_reduced_budgets_as_proxies() -> None:
     assert downstream.budget("ade20k", 2000)["proxy"] and not downstream.budget("ade20k", 20210)["proxy"]
     s = table2.Table2Settings()
     assert s.imagenet_n_train is None and s.ade20k_n_train is None and s.seeds == 3  # the full protocol by default
-    hours = table2.estimate_hours(s)
-    assert set(hours) == {"imagenet", "ade20k", "nyud"} and 0.1 < hours["imagenet"] < 10
+    from vitreg.experiments import downstream as experiment
+    from vitreg.experiments.costs import total_s
+
+    p = experiment.Params()  # the recorded hours come from the run-time table's models: forwards + costs(p)
+    hours = experiment.estimated_hours(p)
+    assert set(hours) == {"imagenet", "ade20k", "nyud"} and all(h > 0 for h in hours.values())
+    besides = {task: total_s(rows) for task, rows in experiment.task_costs(p).items()}
+    assert sum(besides.values()) == pytest.approx(timing.row("09_downstream")["other_s"])
+    assert hours["ade20k"] * 3600 >= besides["ade20k"]
 
 
 def test_whole_images_are_scored_at_their_labels_own_resolution() -> None:

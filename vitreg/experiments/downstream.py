@@ -34,7 +34,9 @@ class Params(Common):
     imagenet_n_train: int | None = param(None, 'count', 'None: all 1.28M training images (an int: a class-balanced subset, a proxy)')
     imagenet_n_val: int | None = param(None, 'count', 'None: all 50k validation images')
     imagenet_l2_grid: list = param([0.001, 0.0001, 1e-05, 1e-06], 'positives', '')
-    imagenet_probe_batch_size: int | None = param(None, 'count', 'None: full-batch L-BFGS; an int: Adam minibatches (less memory) ADE20k linear segmentation')
+    imagenet_probe_batch_size: int | None = param(1024, 'count', 'minibatch size of the probe on a training set above imagenet_full_batch_max images (DINOv2: 1,024); None: full-batch L-BFGS at any size (all 1.28M images: about an hour per model on one H100)')
+    imagenet_probe_epochs: int = param(10, 'count', 'minibatch passes over the training set, Adam with a cosine schedule (DINOv2 trains its linear layer 12,500 steps of 1,024: 10 epochs)')
+    imagenet_full_batch_max: int = param(100000, 'count', 'training sets up to this size keep full-batch L-BFGS (200 iterations, deterministic) ADE20k linear segmentation')
     ade20k_image_size: int | list[int] = param(518, 'size', 'training crops: 37x37 patch grid (DINOv2 trains on 512 crops)')
     ade20k_eval_size: int | list[int] = param(686, 'size', 'whole validation images resized to fit this square and padded (49x49 grid)')
     ade20k_n_train: int | None = param(None, 'count', 'None: all 20,210 training images (an int: a subset, a proxy)')
@@ -76,9 +78,133 @@ PROFILES = {'smoke': {'models': ['dinov2_s', 'dinov2_s_reg'],
              'batch_size': 8}}
 
 
+def _hw(size: int | list[int]) -> tuple[int, int]:
+    return (int(size[0]), int(size[1])) if isinstance(size, (list, tuple)) else (int(size), int(size))
+
+
+def _grid(size: int | list[int], model: str) -> tuple[int, int]:
+    from vitreg.core.models import get_spec
+
+    patch = get_spec(model).patch_size
+    return tuple(max(1, round(side / patch)) for side in _hw(size))  # type: ignore[return-value]
+
+
+def task_costs(p: Params) -> dict[str, list[Cost]]:
+    """What a run with ``p`` does besides forwards, per task of ``tasks`` (and ``synthetic``), for the run-time
+    table (:mod:`vitreg.experiments.costs`: the models and the rules that scale them).
+
+    Paper: Table 2. Per model of the pair: ADE20k and NYUd heads trained ``seeds x head_epochs`` passes over
+    the cached training features (the features stay on the GPU when they fit, :func:`vitreg.measure.heads.on_device`),
+    the whole-image scoring of each seed, and the ImageNet probe's fits (3 variants x (one fit per L2 of the grid on
+    80% of the training set + the refit), per seed)."""
+    import math
+
+    from vitreg.experiments import costs as c
+    from vitreg.experiments import sizes
+    from vitreg.experiments.table2 import Table2Settings
+    from vitreg.measure.heads import depth_working_bytes, fits_on_device, seg_working_bytes
+
+    n_models = len(p.models)
+    out: dict[str, list[Cost]] = {}
+    if "imagenet" in p.tasks:
+        n = sizes.capped(sizes.CLASSIFICATION["imagenet1k"][0], p.imagenet_n_train)
+        batch = Table2Settings(imagenet_probe_batch_size=p.imagenet_probe_batch_size,
+                               imagenet_full_batch_max=p.imagenet_full_batch_max).probe_batch_size(n)
+        fits = 1 + 0.8 * len(p.imagenet_l2_grid) if len(p.imagenet_l2_grid) > 1 else 1
+        dims = [d * c.token_widths(m)[0] for m in p.models for d in (1, 1, 2)]  # [CLS], mean patch, both
+        seconds = p.seeds * sum(c.logistic_probe_s(n=n, d=d, c=1000, fits=fits, batch_size=batch,
+                                                   epochs=p.imagenet_probe_epochs) for d in dims)
+        how = ("full-batch L-BFGS, max_eval = 250 objective evaluations per fit (an upper bound)" if batch is None else
+               f"Adam, {p.imagenet_probe_epochs} epochs of minibatches of {batch}")
+        out["imagenet"] = [Cost(
+            f"ImageNet-1k linear probe: 3 variants x {fits:g} fits x {p.seeds} seeds x {n_models} models, {how}", seconds,
+            f"per sample and evaluation 4 d c matmul FLOPs (forward, weight gradient) at FP32_FLOPS x FP32_SHARE and "
+            f"8 float32 passes over the 1,000 logits at HBM_BYTES_S x HBM_SHARE, n = {n:,}, d = D, D, 2D; "
+            f"per minibatch step HEAD_STEP_S (measured here)")]
+    if "ade20k" in p.tasks:
+        n = sizes.capped(sizes.ADE20K[0], p.ade20k_n_train)
+        heads = 0.0
+        for m in p.models:
+            hw, grid, dim = _hw(p.ade20k_image_size), _grid(p.ade20k_image_size, m), c.token_widths(m)[0]
+            resident = fits_on_device(n * (2 * grid[0] * grid[1] * dim + hw[0] * hw[1]),
+                                      seg_working_bytes(p.head_batch_size, 150, hw), c.GPU_MEMORY_BYTES)
+            feed = 0.0 if resident else c.host_feed_bytes(grid, dim, hw[0] * hw[1])
+            heads += c.head_training_s(p.seeds * p.head_epochs * n,
+                                       p.seeds * p.head_epochs * math.ceil(n / p.head_batch_size),
+                                       c.seg_step_bytes(150, hw, grid, dim), c.seg_step_flop(150, grid, dim), feed)
+        n_val = sizes.capped(sizes.ADE20K[1], p.ade20k_n_val)
+        canvas = _hw(p.ade20k_eval_size)[0]
+        out["ade20k"] = [
+            Cost(f"ADE20k linear segmentation heads: {p.seeds} seeds x {p.head_epochs} epochs x {n:,} crops x "
+                 f"{n_models} models", heads,
+                 "per image-step: 8 float32 passes over the 150 x H x W upsampled logits (counted from the aten ops of "
+                 "a step), the tokens and labels, at HBM_BYTES_S x HBM_SHARE, + 3 matmuls at FP32_FLOPS x FP32_SHARE; "
+                 "features fed from the host where they do not fit on the GPU (CPU_GATHER_BYTES_S measured here, "
+                 "PCIE_BYTES_S assumed); HEAD_STEP_S per optimizer step (measured here)"),
+            Cost(f"ADE20k whole-image scoring: {n_val:,} images x {p.seeds} seeds x {n_models} models",
+                 n_models * (c.seg_scoring_s(n_val, 150, canvas, p.seeds)
+                             + c.majority_count_s(n, _hw(p.ade20k_image_size))),
+                 f"all seeds' heads in one pass: per image and head, 4 float32 passes over the logits on the {canvas} "
+                 f"px canvas and at the label's size ({c.ADE20K_LABEL_HW[0]}x{c.ADE20K_LABEL_HW[1]} assumed) and the "
+                 "IoU count on the GPU at HBM_BYTES_S x HBM_SHARE; per image the label decoded on the CPU "
+                 "(LABEL_DECODE_PIXEL_S, measured here); the training labels' classes counted once per model in "
+                 "uint8 chunks as they are (CPU_GATHER_BYTES_S)")]
+    if "nyud" in p.tasks:
+        n = sizes.capped(sizes.NYUD[0], p.nyud_n_train)
+        n_test = sizes.capped(sizes.NYUD[1], p.nyud_n_test)
+        total = 0.0
+        for m in p.models:
+            hw, grid, dim = _hw(p.nyud_image_size), _grid(p.nyud_image_size, m), c.token_widths(m)[0]
+            resident = fits_on_device(n * (2 * grid[0] * grid[1] * dim + 4 * hw[0] * hw[1]),
+                                      depth_working_bytes(p.head_batch_size, 256, grid), c.GPU_MEMORY_BYTES)
+            feed = 0.0 if resident else c.host_feed_bytes(grid, dim, 4 * hw[0] * hw[1])
+            total += c.head_training_s(p.seeds * (p.head_epochs * n + n_test),
+                                       p.seeds * p.head_epochs * math.ceil(n / p.head_batch_size),
+                                       c.depth_step_bytes(256, hw, grid, dim), c.depth_step_flop(256, grid, dim), feed)
+        out["nyud"] = [Cost(
+            f"NYUd linear depth heads: {p.seeds} seeds x {p.head_epochs} epochs x {n:,} crops x {n_models} models, "
+            f"and the {n_test} test frames", total,
+            "per image-step: 29 float32 passes over the 256 x 4h x 4w bin logits (counted from the aten ops of a "
+            "step), the [patch, CLS] tokens and the depth map at HBM_BYTES_S x HBM_SHARE, + 2 matmuls at "
+            "FP32_FLOPS x FP32_SHARE; test frames counted as training image-steps (an upper bound); HEAD_STEP_S "
+            "per optimizer step (measured here)")]
+    if p.synthetic:
+        hw = _hw(p.synthetic_image_size)
+        seconds = 0.0
+        for m in p.models:
+            grid, dim = _grid(p.synthetic_image_size, m), c.token_widths(m)[0]
+            steps = (p.seeds + 1) * p.head_epochs * math.ceil(p.synthetic_n_train / p.head_batch_size)
+            images = (p.seeds + 1) * p.head_epochs * p.synthetic_n_train
+            seconds += c.head_training_s(images, steps, c.seg_step_bytes(4, hw, grid, dim), c.seg_step_flop(4, grid, dim))
+            seconds += c.head_training_s(images, steps, c.depth_step_bytes(256, hw, grid, dim),
+                                         c.depth_step_flop(256, grid, dim))
+        out["synthetic"] = [Cost("synthetic planted heads (segmentation and depth, each seed and a shuffled control)",
+                                 seconds, "as the ADE20k and NYUd heads, at the synthetic size")]
+    return out
+
+
 def costs(p: Params) -> list[Cost]:
-    """What a run with ``p`` does besides forwards, for the run-time table (:mod:`vitreg.experiments.costs`)."""
-    return [Cost("dense heads (3 seeds x 20 epochs) and the ImageNet-1k L-BFGS probe", None)]
+    """What a run with ``p`` does besides forwards, for the run-time table: :func:`task_costs`' rows."""
+    return [row for rows in task_costs(p).values() for row in rows]
+
+
+def estimated_hours(p: Params) -> dict[str, float]:
+    """Expected hours of each task of Table 2 on one H100-class GPU, both models of the pair: its forwards
+    (:mod:`vitreg.experiments.timing`: GPU compute or decoding, the larger) plus its rows of :func:`task_costs`.
+    The same models as the run-time table's row of 09 (without its kernel start and model loading).
+
+    Paper: Table 2."""
+    from vitreg.experiments import timing
+    from vitreg.experiments.costs import total_s
+
+    per_task = task_costs(p)
+    rows = work(p)
+    out = {}
+    for task, needs in (("imagenet", "imagenet1k"), ("ade20k", "ade20k"), ("nyud", "nyud")):
+        forwards = [w for w in rows if w.needs == needs]
+        gpu = timing.flops(forwards) / (timing.PEAK_FLOPS * timing.SHARE)
+        out[task] = round((max(gpu, timing.host_s(forwards)) + (total_s(per_task.get(task, [])) or 0.0)) / 3600, 2)
+    return out
 
 
 def models(p: Params) -> list[str]:
@@ -289,13 +415,11 @@ def build_record(p: Params, table2: Any, synthetic: Mapping[str, Any], synthetic
         synthetic: :meth:`~vitreg.experiments.table2.Table2.synthetic`'s output, or ``{"skipped": why}``.
         synthetic_gain: :meth:`~vitreg.experiments.table2.Table2.synthetic_gain`'s, or ``{"skipped": why}``.
     """
-    from vitreg.experiments.table2 import estimate_hours
-
     return Record(
         no_reg=Role(**_values(table2.ours["no_reg"])), reg=Role(**_values(table2.ours["reg"])),
         register_gain=Gain(**_values(table2.register_gain())), seeds=p.seeds,
         budget={task: Budget(**b) for task, b in table2.budget.items()},
-        estimated_hours=estimate_hours(table2.settings, table2.datasets),
+        estimated_hours=estimated_hours(p),
         synthetic=_skipped_or(synthetic, lambda s: {role: SyntheticRole(**r) for role, r in s.items()}),
         synthetic_gain=_skipped_or(synthetic_gain, lambda g: _values(g)),
         datasets=dict(table2.datasets), protocol=table2.settings.protocol(), skipped=list(table2.skipped))

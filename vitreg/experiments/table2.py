@@ -1,4 +1,4 @@
-"""The Table 2 run: settings, one call per task and model pair, seeds, and its expected time.
+"""The Table 2 run: settings, one call per task and model pair, seeds.
 
 Paper: Table 2 (F8), the register pair's linear probes on ImageNet-1k, ADE20k and NYUd (notebook 09). The
 probes and the statistics over seeds live in :mod:`vitreg.measure.downstream` (its docstring gives the protocol
@@ -20,45 +20,12 @@ from vitreg.data.datasets import DatasetUnavailable, load_dataset, subset_indice
 from vitreg.data.dense import (ADE20K_CLASSES, EIGEN_CROP, DenseDataset, SyntheticDenseDataset, ade20k_pairs,
                                cover_crop, nyud_pairs, read_ade20k_label, read_nyud_depth, resize_and_pad,
                                resize_image_only)
-from vitreg.measure.heads import TrainConfig, score_whole_images, train_segmentation_head
+from vitreg.measure.heads import (TrainConfig, depth_working_bytes, majority_class, on_device, score_heads,
+                                  seg_working_bytes, train_segmentation_head)
 from vitreg.measure.features import cached_task_features, dense_features
-from vitreg.measure.downstream import (PROTOCOL_N_TRAIN, TABLE2_METRICS, TASK_KEYS, VIT_L_TFLOP, budget, classification_probe,
+from vitreg.measure.downstream import (TABLE2_METRICS, TASK_KEYS, budget, classification_probe,
                                depth_probe, register_gains, seed_summary)
 from vitreg.experiments.steps import load
-
-
-def estimate_hours(settings: "Table2Settings", sizes: Mapping[str, Mapping[str, int]] | None = None, *,
-                   tflops: float = 25.0, cpu_s: float = 0.01, head_ms: Mapping[str, float] | None = None
-                   ) -> dict[str, float]:
-    """ESTIMATED hours per task for ONE model of the DINOv2-L pair on one GPU (an estimate, not a measurement).
-
-    Paper: Table 2. Features (paid once, then cached): ``images x (TFLOP per image / tflops + cpu_s)``
-    with the ViT-L costs of :data:`VIT_L_TFLOP`, ``tflops`` the sustained throughput (25: fp32 on an
-    A100/H100, which is how the models run here; bf16 would be several times faster) and ``cpu_s`` the
-    decoding and resizing of one image in one process. Heads: ``seeds x epochs x training images x
-    head_ms`` (ADE20k: 150-class logits upsampled to 518 px and their cross-entropy, ~3 ms per image;
-    NYUd ~2 ms; ImageNet's logistic regression on cached vectors: minutes, counted as 0).
-
-    Args:
-        settings: the run's settings (subset sizes; None = the full set; seeds; epochs).
-        sizes: ``{task: {"train": n, "val" | "test": n}}`` when known (else the protocol's sizes or the subsets).
-        tflops, cpu_s, head_ms: the assumptions above.
-    """
-    full_val = {"imagenet": 50_000, "ade20k": 2_000, "nyud": 654}
-    head_ms = {"imagenet": 0.0, "ade20k": 3.0, "nyud": 2.0, **(head_ms or {})}
-    want = {"imagenet": (settings.imagenet_n_train, settings.imagenet_n_val),
-            "ade20k": (settings.ade20k_n_train, settings.ade20k_n_val), "nyud": (settings.nyud_n_train, settings.nyud_n_test)}
-    out = {}
-    for task, (n_tr, n_va) in want.items():
-        known = (sizes or {}).get(task, {})
-        tr = known.get("train", min(n_tr or PROTOCOL_N_TRAIN[task], PROTOCOL_N_TRAIN[task]))
-        va = known.get("val", known.get("test", min(n_va or full_val[task], full_val[task])))
-        cost_tr = VIT_L_TFLOP.get(f"{task}_train", VIT_L_TFLOP.get(task))
-        cost_va = VIT_L_TFLOP.get(f"{task}_val", VIT_L_TFLOP.get(task))
-        features = tr * (cost_tr / tflops + cpu_s) + va * (cost_va / tflops + cpu_s)
-        heads = int(settings.seeds) * settings.head_epochs * tr * head_ms[task] / 1000
-        out[task] = round((features + heads) / 3600, 2)
-    return out
 
 
 @dataclass
@@ -84,7 +51,9 @@ class Table2Settings:
     imagenet_n_train: int | None = None
     imagenet_n_val: int | None = None
     imagenet_l2_grid: Sequence[float] = (1e-3, 1e-4, 1e-5, 1e-6)
-    imagenet_probe_batch_size: int | None = None
+    imagenet_probe_batch_size: int | None = 1024
+    imagenet_probe_epochs: int = 10
+    imagenet_full_batch_max: int = 100_000
     ade20k_image_size: int = 518
     ade20k_eval_size: int = 686
     ade20k_n_train: int | None = None
@@ -116,6 +85,16 @@ class Table2Settings:
         return TrainConfig(epochs=self.head_epochs, batch_size=self.head_batch_size, lr=self.head_lr,
                            seed=self.seed if seed is None else seed, device=self.device)
 
+    def probe_batch_size(self, n_train: int) -> int | None:
+        """The ImageNet probe's minibatch size on ``n_train`` images: None (full-batch L-BFGS) up to
+        ``imagenet_full_batch_max`` images or when ``imagenet_probe_batch_size`` is None, else that size.
+
+        Paper: Table 2 (DINOv2's linear evaluation trains with SGD on minibatches of 1,024 for 10 epochs; full-batch
+        L-BFGS on all 1.28M images would take about an hour per model on one H100)."""
+        if self.imagenet_probe_batch_size is None or n_train <= self.imagenet_full_batch_max:
+            return None
+        return int(self.imagenet_probe_batch_size)
+
     def protocol(self) -> dict[str, Any]:
         """The protocol in words, for the results file (Paper: Table 2; what differs from DINOv2's)."""
         return {
@@ -123,7 +102,11 @@ class Table2Settings:
             "seeds": f"{self.seeds} seeds of each head (initialisation, batch order; ImageNet: the L2 validation "
                      "split); the register difference is taken per seed, then mean and std over seeds",
             "imagenet": f"logistic regression on [CLS]+mean patch (headline), [CLS], mean patch; {self.imagenet_image_size} px "
-                        "after DINOv2's 256->224 centre crop; L2 chosen on a held-out part of the training set",
+                        "after DINOv2's 256->224 centre crop; L2 chosen on a held-out part of the training set; "
+                        + (f"on more than {self.imagenet_full_batch_max:,} training images Adam on minibatches of "
+                           f"{self.imagenet_probe_batch_size} for {self.imagenet_probe_epochs} epochs (cosine schedule, "
+                           "as DINOv2's 10 epochs of 1,024), full-batch L-BFGS (200 iterations) up to that size"
+                           if self.imagenet_probe_batch_size is not None else "full-batch L-BFGS (200 iterations)"),
             "ade20k": f"BatchNorm + 1x1 conv on patch tokens; trained on {self.ade20k_image_size} px crops (shorter side "
                       f"resized, centre crop, labels moved with the image by transforms.v2); scored on WHOLE "
                       f"validation images resized (aspect kept) to a {self.ade20k_eval_size} px canvas and padded, "
@@ -135,7 +118,7 @@ class Table2Settings:
                     f"the Eigen crop; AdamW lr {self.head_lr}, {self.head_epochs} epochs",
             "differs_from_dinov2": ["no augmentation (features are cached)", "fewer head updates",
                                     "resize-and-pad whole images instead of 512 px sliding windows (stride 341)",
-                                    "logistic regression for ImageNet", "NYUd on a training subset by default",
+                                    "logistic regression for ImageNet (Adam, not SGD, on large sets)", "NYUd on a training subset by default",
                                     "no gradient loss, no test-time flip for depth"],
         }
 
@@ -302,7 +285,8 @@ class Table2:
             seeded = []
             for seed in s.seed_list():
                 r = classification_probe(feats["train"], feats["val"], l2_grid=s.imagenet_l2_grid, seed=seed,
-                                         batch_size=s.imagenet_probe_batch_size, device=s.device)
+                                         batch_size=s.probe_batch_size(len(feats["train"]["labels"])),
+                                         epochs=s.imagenet_probe_epochs, device=s.device)
                 seeded.append(dict(imagenet_top1=r["cls+patch_mean"]["top1"], imagenet_top1_cls=r["cls"]["top1"],
                                    imagenet_top1_patch_mean=r["patch_mean"]["top1"]))
             self.record(role, seeded)
@@ -342,8 +326,12 @@ class Table2:
         for role, name in self.roles.items():
             feats = self._ade20k_features(name, pairs)
             train, test = feats["train"], feats["test"]
-            seeded = [self.segment(train, test, lambda i: read_ade20k_label(val[i][1]), ADE20K_CLASSES, seed,
-                                   s.ade20k_eval_size) for seed in s.seed_list()]
+            majority = majority_class(train["labels"], ADE20K_CLASSES)  # once per model, not per seed
+            working = seg_working_bytes(s.head_batch_size, ADE20K_CLASSES, tuple(train["labels"].shape[-2:]))
+            train = on_device({k: train[k] for k in ("patch", "labels")}, s.device, working)  # shared by the seeds
+            seeded = self.segment_seeds(train, test, lambda i: read_ade20k_label(val[i][1]), ADE20K_CLASSES,
+                                        s.seed_list(), s.ade20k_eval_size, majority=majority)
+            del train
             self.record(role, [{f"ade20k_{k}": r[k] for k in ("miou", "pixel_accuracy")} for r in seeded])
             self.ours[role]["ade20k_chance_miou"] = seeded[0]["chance_miou"]
             self.ours[role]["ade20k_n_val"] = seeded[0]["n_images"]
@@ -357,14 +345,23 @@ class Table2:
                                     files=hash_indices([str(x) for x in items]), settings=self.settings)
 
     def segment(self, train: Mapping[str, torch.Tensor], test: Mapping[str, torch.Tensor], label_of: Any,
-                n_classes: int, seed: int, canvas: int, *, progress: bool = True) -> dict:
-        """One seed of the segmentation probe: train on crops, score whole images at the labels' own size."""
+                n_classes: int, seed: int, canvas: int, *, majority: int | None = None, progress: bool = True) -> dict:
+        """One seed of the segmentation probe: train on crops, score whole images at the labels' own size
+        (``majority``: the training labels' most frequent class, the chance floor; None counts it here)."""
+        return self.segment_seeds(train, test, label_of, n_classes, [seed], canvas, majority=majority,
+                                  progress=progress)[0]
+
+    def segment_seeds(self, train: Mapping[str, torch.Tensor], test: Mapping[str, torch.Tensor], label_of: Any,
+                      n_classes: int, seeds: Sequence[int], canvas: int, *, majority: int | None = None,
+                      progress: bool = True) -> list[dict]:
+        """:meth:`segment` for each of ``seeds``: one head per seed, then all heads scored in one pass over the
+        validation images (:func:`vitreg.measure.heads.score_heads`: the same numbers as one pass per seed)."""
         s = self.settings
-        head = train_segmentation_head(train["patch"], train["labels"], n_classes, cfg=s.train_config(seed),
-                                       progress=progress)
-        counts = torch.bincount(train["labels"].reshape(-1).long(), minlength=256)[:n_classes]
-        return score_whole_images(head, test["patch"], label_of, canvas, n_classes, majority=int(counts.argmax()),
-                                  device=s.device)
+        heads = [train_segmentation_head(train["patch"], train["labels"], n_classes, cfg=s.train_config(seed),
+                                         progress=progress) for seed in seeds]
+        if majority is None:
+            majority = majority_class(train["labels"], n_classes)
+        return score_heads(heads, test["patch"], label_of, canvas, n_classes, majority=majority, device=s.device)
 
     def _nyud_data(self) -> dict:
         s = self.settings
@@ -391,8 +388,11 @@ class Table2:
         for role, name in self.roles.items():
             feats = self._nyud_features(name, pairs)
             train, test = feats["train"], feats["test"]
+            working = depth_working_bytes(s.head_batch_size, 256, tuple(train["patch"].shape[1:3]))
+            train = on_device({k: train[k] for k in ("patch", "cls", "depth")}, s.device, working)  # shared by the seeds
             seeded = [depth_probe(train, test, crop=EIGEN_CROP, cfg=s.train_config(seed), progress=True)
                       for seed in s.seed_list()]
+            del train
             self.record(role, [{f"nyud_{k}": r[k] for k in ("rmse", "abs_rel", "delta1")} for r in seeded])
             self.ours[role]["nyud_constant_rmse"] = seeded[0]["constant_rmse"]
             print(f"  RMSE {self.ours[role]['nyud_rmse']:.3f} ± {_std_text(self.ours[role]['nyud_rmse_std'])} m over "
@@ -432,7 +432,7 @@ class Table2:
             whole = whole_image_features(loaded, lambda i: dense["val"][i][0], len(dense["val"]), canvas=size,
                                          dataset_name=f"synthetic_dense-{s.seed}", split="val",
                                          files=f"synthetic-{len(dense['val'])}", settings=s, progress=False)
-            segs = [self.segment(f, whole, val_seg, 4, seed, size, progress=False) for seed in s.seed_list()]
+            segs = self.segment_seeds(f, whole, val_seg, 4, s.seed_list(), size, progress=False)
             seg_noise = self.segment({**f, "labels": f["labels"][shuffle]}, whole, val_seg, 4, s.seed, size,
                                      progress=False)
             deps = [depth_probe(f, val, cfg=s.train_config(seed)) for seed in s.seed_list()]

@@ -8,7 +8,7 @@ from DINOv2.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,6 +95,57 @@ def sig_loss(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor, eps: flo
     if g.numel() < 2:
         return pred.sum() * 0.0
     return torch.sqrt(g.var() + 0.15 * g.mean() ** 2)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Where the cached training features live
+# ---------------------------------------------------------------------------------------------------
+#: Share of the free device memory the features and a step's working memory may take together.
+DEVICE_MARGIN = 0.9
+
+
+def seg_working_bytes(batch_size: int, n_classes: int, label_hw: tuple[int, int]) -> float:
+    """Device memory of one segmentation training step: about four float32 ``C x H x W`` tensors per image alive at
+    once (upsampled logits, log-probabilities, their gradients)."""
+    return 4 * batch_size * 4 * n_classes * label_hw[0] * label_hw[1]
+
+
+def depth_working_bytes(batch_size: int, n_bins: int, grid_hw: tuple[int, int], upsample: int = 4) -> float:
+    """Device memory of one depth training step: about eight float32 ``K x 4h x 4w`` tensors per image alive at
+    once (the bin logits, probabilities and their gradients)."""
+    return 8 * batch_size * 4 * n_bins * grid_hw[0] * upsample * grid_hw[1] * upsample
+
+
+def fits_on_device(nbytes: float, working: float, free: float) -> bool:
+    """Whether ``nbytes`` of features can stay on a device with ``free`` bytes while a step needs ``working``."""
+    return nbytes + working <= DEVICE_MARGIN * free
+
+
+def on_device(tensors: dict[str, torch.Tensor], device: str | torch.device, working: float) -> dict[str, torch.Tensor]:
+    """``tensors`` moved to ``device`` once when they fit its free memory with ``working`` bytes to spare (every
+    seed's head then reads them there, with no copy per step), else unchanged (fed from the host per batch).
+
+    Paper: Table 2 (the dense heads train ``seeds x epochs`` passes over the cached features). The values are the
+    same either way: only where they are read from changes.
+    """
+    dev = pick_device(device)
+    if dev.type != "cuda":
+        return dict(tensors)
+    nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
+    if not fits_on_device(nbytes, working, torch.cuda.mem_get_info(dev)[0]):
+        return dict(tensors)
+    return {k: t.to(dev) for k, t in tensors.items()}
+
+
+def majority_class(labels: torch.Tensor, n_classes: int, *, ignore_index: int = IGNORE_INDEX,
+                   chunk: int = 64) -> int:
+    """The most frequent class of ``(N, H, W)`` label maps, counted in chunks of ``chunk`` maps (uint8 maps are
+    counted as they are, with no int64 copy): the chance floor's class (Paper: Table 2, ADE20k)."""
+    size = max(n_classes, ignore_index + 1)
+    as_int = lambda t: t if t.dtype == torch.uint8 else t.long()  # noqa: E731
+    counts = sum(torch.bincount(as_int(labels[i:i + chunk].reshape(-1)), minlength=size).cpu()
+                 for i in range(0, len(labels), chunk))
+    return int(counts[:n_classes].argmax())
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -295,15 +346,15 @@ class IoUCounts:
         """Count one prediction against its label map (same shape, any size)."""
         if pred.shape != labels.shape:
             raise ValueError(f"pred {tuple(pred.shape)} and labels {tuple(labels.shape)} differ in shape")
-        p, t = pred.reshape(-1).long().cpu(), labels.reshape(-1).long().cpu()
+        p, t = pred.reshape(-1).long(), labels.reshape(-1).long().to(pred.device)  # counted where pred lives
         keep = t != self.ignore_index
         p, t = p[keep], t[keep]
         n = self.n_classes
         if ((p < 0) | (p >= n) | (t < 0) | (t >= n)).any():
             raise ValueError(f"class ids must lie in [0, {n}) (or be {self.ignore_index} in labels)")
-        self.inter += torch.bincount(t[p == t], minlength=n).double()
-        self.area_p += torch.bincount(p, minlength=n).double()
-        self.area_t += torch.bincount(t, minlength=n).double()
+        self.inter += torch.bincount(t[p == t], minlength=n).double().cpu()
+        self.area_p += torch.bincount(p, minlength=n).double().cpu()
+        self.area_t += torch.bincount(t, minlength=n).double().cpu()
         self.correct, self.total = self.correct + int((p == t).sum()), self.total + len(t)
 
     def result(self) -> dict:
@@ -327,6 +378,7 @@ def score_whole_images(head: LinearSegmentationHead, patch: torch.Tensor, label_
     Paper: Table 2 (ADE20k mIoU). Image ``i`` was resized (aspect kept) so its longer side is ``canvas``
     and padded at the bottom/right (:func:`vitreg.data.dense.fit_in_canvas`); its logits are upsampled to
     the canvas, the padding is cut off, and the rest is upsampled (bilinear) to the label map's own size.
+    One head of :func:`score_heads`.
 
     Args:
         head: a trained head.
@@ -340,30 +392,44 @@ def score_whole_images(head: LinearSegmentationHead, patch: torch.Tensor, label_
     Returns:
         ``{"miou", "pixel_accuracy", "iou", "n_images"[, "chance_miou"]}``.
     """
+    return score_heads([head], patch, label_of, canvas, n_classes, majority=majority, device=device)[0]
+
+
+@torch.no_grad()
+def score_heads(heads: Sequence[nn.Module], patch: torch.Tensor, label_of: Callable[[int], Any], canvas: int,
+                n_classes: int, *, majority: int | None = None, device: str = "auto") -> list[dict]:
+    """:func:`score_whole_images` of several heads (the seeds of one model) in ONE pass over the images: each
+    label map is read, moved to the device and counted for the chance floor once, each image's tokens are
+    moved once, and the heads' counts are taken on the device. The counts are integers, so every head's result
+    equals its own :func:`score_whole_images`.
+
+    Paper: Table 2 (ADE20k mIoU of each seed's head).
+    """
     from vitreg.data.dense import fit_in_canvas
 
     dev = pick_device(device)
-    head = head.to(dev).eval()
-    counts, floor = IoUCounts(n_classes), IoUCounts(n_classes)
+    heads = [h.to(dev).eval() for h in heads]
+    counts, floor = [IoUCounts(n_classes) for _ in heads], IoUCounts(n_classes)
     for i in range(len(patch)):
-        labels = torch.as_tensor(np.asarray(label_of(i)))
+        labels = torch.as_tensor(np.asarray(label_of(i))).to(dev)
         h, w = fit_in_canvas(tuple(labels.shape), canvas)
-        logits = head(patch[i:i + 1].to(dev), size=(canvas, canvas))[:, :, :h, :w]
-        logits = F.interpolate(logits, size=tuple(labels.shape), mode="bilinear", align_corners=False)
-        counts.add(logits.argmax(1)[0], labels)
+        tokens = patch[i:i + 1].to(dev)
+        for head, count in zip(heads, counts):
+            logits = head(tokens, size=(canvas, canvas))[:, :, :h, :w]
+            logits = F.interpolate(logits, size=tuple(labels.shape), mode="bilinear", align_corners=False)
+            count.add(logits.argmax(1)[0], labels)
         if majority is not None:
             floor.add(torch.full_like(labels, majority), labels)
-    out = {**counts.result(), "n_images": len(patch)}
+    out = [{**c.result(), "n_images": len(patch)} for c in counts]
     if majority is not None:
-        out["chance_miou"] = floor.result()["miou"]
+        chance = floor.result()["miou"]
+        out = [{**r, "chance_miou": chance} for r in out]
     return out
 
 
 def chance_miou(labels: torch.Tensor, n_classes: int, *, ignore_index: int = IGNORE_INDEX) -> float:
     """mIoU (%) of always predicting the most frequent class: the floor a head must beat."""
-    counts = sum(torch.bincount(labels[i:i + 64].reshape(-1).long(), minlength=max(n_classes, ignore_index + 1))
-                 for i in range(0, len(labels), 64))
-    major = int(counts[:n_classes].argmax())
+    major = majority_class(labels, n_classes, ignore_index=ignore_index)
     return mean_iou(torch.full_like(labels, major), labels, n_classes, ignore_index=ignore_index)["miou"]
 
 
