@@ -142,7 +142,9 @@ def test_a_larger_parameter_gives_a_larger_estimate(name, change):
 def test_06_counts_every_token_kind_of_every_probed_pair():
     rows = _costs("06_global_information")
     # 14 datasets x ([CLS], central, 3 normal + 3 outlier draws) on ViT-g, 3 [TTR] datasets x 8 on ViT-L and
-    # 3 x 12 on ViT-L +reg (4 registers): 172 probes of 6 grid fits and a refit
-    assert rows[0].what == "single-token probes: 172 x 7 L-BFGS fits"
+    # 3 x 12 on ViT-L +reg (4 registers): 172 probes of 6 grid fits and a refit, 28 of them on ImageNet-1k
+    # (8 on ViT-g, 8 on ViT-L, 12 on ViT-L +reg), in a row of their own that needs the registration
+    assert [(c.what, c.needs) for c in rows] == [("single-token probes: 144 x 7 L-BFGS fits", ""),
+                                                 ("single-token probes on ImageNet-1k: 28 x 7 L-BFGS fits", "imagenet1k")]
     fewer = _seconds("06_global_information", datasets=["cifar10"], ttr_datasets=[])
     assert 0 < fewer < _seconds("06_global_information", datasets=["cifar10", "imagenet1k"], ttr_datasets=[])

@@ -91,7 +91,7 @@ def costs(p: Params) -> list[Cost]:
     seconds = (cm.logistic_cv_probe_s(n=p.probe_n_train, d=d, c=c, grid=len(L2_GRID))
                + 2 * cm.predict_s(p.probe_n_val, d, c))
     return [Cost(f"{p.probe_dataset} [CLS] probe: {len(L2_GRID) + 1} L-BFGS fits", seconds,
-                 cm.LOGISTIC_SCALING)]
+                 cm.LOGISTIC_SCALING, needs=p.probe_dataset)]
 
 #: What :meth:`vitreg.measure.massive.MassiveActivations.summary` holds.
 MASSIVE_KEYS = ("model", "n_massive", "max_abs", "max_ratio", "blocks_with_massive", "pct_on_cls", "pct_on_reg",

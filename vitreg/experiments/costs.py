@@ -40,11 +40,13 @@ class Cost:
         what: what it is, as the table prints it (``"ImageNet-1k [CLS] probe: 7 L-BFGS fits"``).
         seconds: expected seconds on one H100-class GPU (None: not estimated).
         scaling: how the CPU measurement at small size becomes this figure (the rule and its assumptions).
+        needs: the dataset it needs ("" for none), so the table can leave out what needs a registration.
     """
 
     what: str
     seconds: float | None
     scaling: str = ""
+    needs: str = ""
 
 
 def total_s(costs: Iterable[Cost]) -> float | None:

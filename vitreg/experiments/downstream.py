@@ -118,9 +118,7 @@ def task_costs(p: Params) -> dict[str, list[Cost]]:
                f"Adam, {p.imagenet_probe_epochs} epochs of minibatches of {batch}")
         out["imagenet"] = [Cost(
             f"ImageNet-1k linear probe: 3 variants x {fits:g} fits x {p.seeds} seeds x {n_models} models, {how}", seconds,
-            f"per sample and evaluation 4 d c matmul FLOPs (forward, weight gradient) at FP32_FLOPS x FP32_SHARE and "
-            f"8 float32 passes over the 1,000 logits at HBM_BYTES_S x HBM_SHARE, n = {n:,}, d = D, D, 2D; "
-            f"per minibatch step HEAD_STEP_S (measured here)")]
+            f"{c.LOGISTIC_SCALING}; n = {n:,}, d = D, D, 2D", needs="imagenet1k")]
     if "ade20k" in p.tasks:
         n = sizes.capped(sizes.ADE20K[0], p.ade20k_n_train)
         heads = 0.0

@@ -74,18 +74,21 @@ def costs(p: Params) -> list[Cost]:
     from vitreg.data.datasets import DATASETS
     from vitreg.experiments import costs as cm
 
-    seconds, probes = 0.0, 0
+    seconds: dict[bool, float] = {False: 0.0, True: 0.0}  # keyed by "needs ImageNet-1k"
+    probes: dict[bool, int] = {False: 0, True: 0}
     for m, d in _probed_pairs(p):
         width, n_cls, n_reg = cm.token_widths(m)
         kinds = n_cls + 1 + n_reg + 2 * p.n_draws  # [CLS], central patch, registers, each draw of normal/outlier
         n_train, n_test = _split(p, d, "train"), _split(p, d, "test")
         c = min(DATASETS[d].num_classes, n_train)
-        seconds += kinds * (cm.logistic_cv_probe_s(n=n_train, d=width, c=c, grid=len(p.l2_grid),
-                                                   val_fraction=p.val_fraction) + cm.predict_s(n_test, width, c))
-        probes += kinds
+        seconds[d == "imagenet1k"] += kinds * (cm.logistic_cv_probe_s(n=n_train, d=width, c=c, grid=len(p.l2_grid),
+                                                                     val_fraction=p.val_fraction)
+                                               + cm.predict_s(n_test, width, c))
+        probes[d == "imagenet1k"] += kinds
     fits = 1 if len(p.l2_grid) <= 1 else len(p.l2_grid) + 1
-    return [Cost(f"single-token probes: {probes} x {fits} L-BFGS fits", seconds,
-                 cm.LOGISTIC_SCALING)]
+    return [Cost(f"single-token probes{' on ImageNet-1k' if imnet else ''}: {probes[imnet]} x {fits} L-BFGS fits",
+                 seconds[imnet], cm.LOGISTIC_SCALING, needs="imagenet1k" if imnet else "")
+            for imnet in (False, True) if probes[imnet]]
 
 
 def _probed_pairs(p: Params) -> list[tuple[str, str]]:

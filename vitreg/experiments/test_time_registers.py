@@ -148,7 +148,7 @@ def _probe_cost(p: Params) -> Cost:
     seconds = sum(kinds * (cm.logistic_cv_probe_s(n=p.probe_n_train, d=cm.token_widths(k)[0], c=c, grid=len(L2_GRID))
                            + cm.predict_s(p.probe_n_val, cm.token_widths(k)[0], c)) for k in probed)
     return Cost(f"{p.probe_dataset} probes: {kinds * len(probed)} x {len(L2_GRID) + 1} L-BFGS fits", seconds,
-                cm.LOGISTIC_SCALING)
+                cm.LOGISTIC_SCALING, needs=p.probe_dataset)
 
 #: [TTR]'s two models: the paper's numbers are about them (a run without one records it as skipped).
 TTR_MODELS = ("dinov2_l", "clip_b16_laion")

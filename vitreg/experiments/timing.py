@@ -126,10 +126,11 @@ def row(name: str, exp: Experiment | None = None) -> dict:
     p = exp.build()
     work, n_models, besides = exp.work(p), len(exp.models(p)), list(exp.costs(p))
     other = costs.total_s(besides)
+    free_other = costs.total_s([c for c in besides if c.needs not in RESTRICTED])
     free = [w for w in work if w.needs not in RESTRICTED]
     return {"notebook": name, "pflop": flops(work) / 1e15, "gpu_s": flops(work) / (PEAK_FLOPS * SHARE),
             "host_s": host_s(work), "total_s": _total(work, n_models, other),
-            "free_total_s": _total(free, n_models, other), "images": sum(w.images for w in work),
+            "free_total_s": _total(free, n_models, free_other), "images": sum(w.images for w in work),
             "other_s": other or 0.0, "costs": besides, "note": _besides(besides)}
 
 
