@@ -18,7 +18,7 @@ def two_models(monkeypatch):
 def test_the_bytes_terms_double_with_the_checkpoint_and_the_build_does_not(two_models):
     small, twice = costs.load_parts("small"), costs.load_parts("twice")
     assert costs.checkpoint_bytes("twice") == 2 * costs.checkpoint_bytes("small") == 2 * 100e6 * 4
-    for part in ("init", "read", "copy", "check"):
+    for part in ("init", "read", "touch", "copy", "check"):
         assert twice[part] == pytest.approx(2 * small[part]) and small[part] > 0, part
     assert twice["build"] == small["build"]
     assert costs.load_s("twice") == pytest.approx(sum(twice.values()))
@@ -33,6 +33,7 @@ def test_the_python_build_grows_by_its_measured_cost_per_block(two_models):
 def test_the_read_is_the_checkpoint_over_the_assumed_disk_rate_and_a_slower_disk_costs_more(two_models, monkeypatch):
     assert costs.load_parts("small")["read"] == pytest.approx(400e6 / costs.DISK_BYTES_S)
     assert costs.load_parts("small")["copy"] == pytest.approx(400e6 / costs.H2D_BYTES_S)
+    assert costs.load_parts("small")["touch"] == pytest.approx(400e6 / costs.HOST_TOUCH_BYTES_S)
     before, parts = costs.load_s("small"), costs.load_parts("small")
     monkeypatch.setattr(costs, "DISK_BYTES_S", costs.DISK_BYTES_S / 2)
     assert costs.load_s("small") == pytest.approx(before + parts["read"])
@@ -49,10 +50,10 @@ def test_init_and_check_stream_through_the_assumed_gpu_memory_rate(two_models, m
 
 
 def test_other_rates_give_the_same_parts_at_those_rates(two_models):
-    rates = costs.LoadRates(init=1e9, read=2e9, copy=4e9, check=8e9)
+    rates = costs.LoadRates(init=1e9, read=2e9, touch=0.5e9, copy=4e9, check=8e9)
     parts = costs.load_parts("small", rates)
-    assert parts == pytest.approx({"build": costs.build_python_s("small"), "init": 0.4, "read": 0.2, "copy": 0.1,
-                                   "check": 0.05})
+    assert parts == pytest.approx({"build": costs.build_python_s("small"), "init": 0.4, "read": 0.2, "touch": 0.8,
+                                   "copy": 0.1, "check": 0.05})
 
 
 def test_every_model_of_the_real_run_is_in_the_table_and_two_match_the_meta_count():

@@ -100,6 +100,12 @@ CHECKPOINT_BYTES = 4
 #: loaded again by a later notebook is usually still in the page cache. ``bench_costs.py`` measures this machine's
 #: disk for comparison, ``bench_gpu.py`` the GPU node's.
 DISK_BYTES_S = 2e9
+#: First write to newly allocated host memory (page faults), bytes/s, on one thread: the checkpoint is read into fresh
+#: host memory by one thread. Measured with ``benchmarks/bench_costs.py --full`` (a new 200 MB tensor filled once,
+#: less the same fill again; best of 5 on one thread of a 2-core AMD EPYC virtual machine at load average 2.2: 3.1 GB/s,
+#: 6.5 on two threads), taken for the GPU node (an upper bound: a virtual machine's page faults are slower than
+#: bare metal's); ``bench_gpu.py`` measures it there.
+HOST_TOUCH_BYTES_S = 3.1e9
 #: Host-to-device copy from pageable host memory, bytes/s: ASSUMED (timm's strict load copies each tensor of the
 #: checkpoint, read to the CPU, into the model built on the GPU; PCIe Gen5 x16 peaks at 64 GB/s, pinned copies
 #: reach about 50, pageable ones far less). ``bench_gpu.py`` measures it.
@@ -110,9 +116,10 @@ H2D_BYTES_S = 10e9
 INIT_PASSES, CHECK_PASSES = 10.0, 1.25
 #: Jupyter kernel start, ``import vitreg, torch, timm`` and shutdown, seconds per notebook: measured with
 #: ``benchmarks/bench_costs.py --full`` (the ``vitreg`` kernel started through jupyter_client as papermill starts it:
-#: 0.6 s to ready, 3.3 s of imports, 1.5 s to shut down; best of 3, one 2-core AMD EPYC at load average 0.7; up to 7 s
-#: on the same machine under load), taken as is for the GPU node (one process, mostly on one core).
-KERNEL_S = 5.4
+#: about 0.6 s to ready, 3 s of imports, 1.5 s to shut down; best of 3 in three runs on a 2-core AMD EPYC at load
+#: average 1.7-2.5: 4.71, 4.85, 4.94 s; single starts under heavier load took up to 7 s), taken as is for the GPU
+#: node (one process, mostly on one core).
+KERNEL_S = 4.8
 #: Parameters (millions, persistent buffers included) and blocks of every model of the real run, counted on the
 #: meta device by :func:`count_arch` (a test keeps every model of the real run here).
 ARCH: dict[str, tuple[float, int]] = {
@@ -132,13 +139,15 @@ class LoadRates:
 
     Attributes:
         init: timm's random init of the parameters on the device the model is built on.
-        read: reading the checkpoint file to host memory.
+        read: reading the checkpoint file from the disk (a raw read into memory already touched).
+        touch: the first write to the fresh host memory it is read into (page faults).
         copy: the strict load copying it into the model (host to device on a GPU).
         check: the non-finite check of every tensor.
     """
 
     init: float
     read: float
+    touch: float
     copy: float
     check: float
 
@@ -146,9 +155,11 @@ class LoadRates:
 def gpu_load_rates() -> LoadRates:
     """The rates of a pretrained load on one H100-class GPU, built there (:func:`vitreg.core.weights.build_device`):
     init and check stream through HBM (:func:`gpu_bytes_s`'s rate over :data:`INIT_PASSES`, :data:`CHECK_PASSES`),
-    the file comes from NVMe (:data:`DISK_BYTES_S`), the copy goes over PCIe (:data:`H2D_BYTES_S`)."""
+    the file comes from NVMe (:data:`DISK_BYTES_S`) into fresh host memory (:data:`HOST_TOUCH_BYTES_S`), the copy
+    goes over PCIe (:data:`H2D_BYTES_S`)."""
     hbm = HBM_BYTES_S * HBM_SHARE
-    return LoadRates(init=hbm / INIT_PASSES, read=DISK_BYTES_S, copy=H2D_BYTES_S, check=hbm / CHECK_PASSES)
+    return LoadRates(init=hbm / INIT_PASSES, read=DISK_BYTES_S, touch=HOST_TOUCH_BYTES_S, copy=H2D_BYTES_S,
+                     check=hbm / CHECK_PASSES)
 
 
 @functools.lru_cache(maxsize=None)
@@ -191,12 +202,13 @@ def load_parts(model: str, rates: LoadRates | None = None) -> dict[str, float]:
         rates: the rates of the device it is built on; None: one H100-class GPU (:func:`gpu_load_rates`).
 
     Returns:
-        ``{"build": Python part, "init": random init, "read": the file, "copy": into the model, "check": non-finite}``.
+        ``{"build": Python part, "init": random init, "read": the file, "touch": fresh host memory, "copy": into the
+        model, "check": non-finite}``.
     """
     rates = rates or gpu_load_rates()
     nbytes = checkpoint_bytes(model)
     return {"build": build_python_s(model), "init": nbytes / rates.init, "read": nbytes / rates.read,
-            "copy": nbytes / rates.copy, "check": nbytes / rates.check}
+            "touch": nbytes / rates.touch, "copy": nbytes / rates.copy, "check": nbytes / rates.check}
 
 
 def load_s(model: str, rates: LoadRates | None = None) -> float:
@@ -212,7 +224,8 @@ def loading_s(models: Iterable[str]) -> float:
 def loading_rule() -> str:
     """How :func:`load_s` estimates a load, for the time table's footnote."""
     return (f"a model load = its Python build ({BUILD_S_PER_BLOCK * 1e3:.1f} ms per block, measured on the meta "
-            f"device) + its float32 checkpoint read at {DISK_BYTES_S / 1e9:.0f} GB/s (NVMe, assumed) and copied to the "
-            f"GPU at {H2D_BYTES_S / 1e9:.0f} GB/s (assumed) + init and check in GPU memory (ViT-L/14 "
+            f"device) + its float32 checkpoint read at {DISK_BYTES_S / 1e9:.0f} GB/s (NVMe, assumed) into fresh host "
+            f"memory ({HOST_TOUCH_BYTES_S / 1e9:.1f} GB/s, measured) and copied to the GPU at "
+            f"{H2D_BYTES_S / 1e9:.0f} GB/s (assumed) + init and check in GPU memory (ViT-L/14 "
             f"{load_s('dinov2_l'):.1f} s, ViT-g/14 {load_s('dinov2_g'):.1f} s); kernel start {KERNEL_S:.1f} s per "
             "notebook (measured)")
