@@ -18,7 +18,10 @@ def test_the_gpu_benchmark_runs_every_step_in_its_dry_run(tmp_path):
                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     for step in ("1. forward", "2. GPU image path", "3. capture overhead", "4. feature cache read", "5. torch.compile",
-                 "6. 04_redundant_patches end to end"):
+                 "6. 04_redundant_patches end to end", "7. float32 matrix product", "8. elementwise kernels",
+                 "9. loading models"):
         assert step in done.stdout, done.stdout
     got = json.loads(out.read_text())
     assert got["dry_run"] is True and got["notebook_04_s"] > 0 and got["decode"]["gap_mean_levels"] <= 1.0
+    assert got["fp32_matmul_flops"] > 0 and got["hbm_copy_bytes_s"] > 0 and got["seg_loss_s"] > 0
+    assert got["load_s"]["dinov2_s"] > 0 and got["disk_read_bytes_s"]["dinov2_s"] > 0 and got["kernel_start_s"] > 0

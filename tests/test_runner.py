@@ -511,7 +511,7 @@ def test_a_running_notebook_streams_its_estimate_and_progress_without_jupyter_no
 
 
 def test_the_real_profile_prints_the_time_table_before_it_starts(project, capsys, monkeypatch):
-    from vitreg.experiments import timing
+    from vitreg.experiments import costs, timing
     from vitreg.experiments.base import Experiment, Work
     from vitreg.experiments.costs import Cost
 
@@ -529,12 +529,12 @@ def test_the_real_profile_prints_the_time_table_before_it_starts(project, capsys
     assert "expected run time on one H100-class GPU" in table and "01_ok" in table and "planted probe: 5 s" in table
     assert "planted scaling" in table
     expected = max(12.2e9 * 1000 / (timing.PEAK_FLOPS * timing.SHARE), 1000 * timing.decode_s(224) / timing.WORKERS) \
-        + timing.KERNEL_S + timing.LOAD_S + 5.0
+        + timing.KERNEL_S + costs.load_s("dinov2_s") + 5.0
     assert f"total {expected:.0f} s:" in table
 
 
 def test_the_time_table_is_each_experiments_work_and_is_the_readme_table():
-    from vitreg.experiments import timing
+    from vitreg.experiments import costs, timing
     from vitreg.experiments.catalog import experiment
     from vitreg.experiments.params import load_order
 
@@ -548,7 +548,8 @@ def test_the_time_table_is_each_experiments_work_and_is_the_readme_table():
         gpu = sum(timing.GFLOP[(w.model, w.px)] * 1e9 * w.images for w in work) / (timing.PEAK_FLOPS * timing.SHARE)
         host = sum(w.images * timing.decode_s(w.px) for w in work) / timing.WORKERS
         besides = list(e.costs(p))
-        assert r["total_s"] == pytest.approx(max(gpu, host) + timing.KERNEL_S + timing.LOAD_S * len(e.models(p))
+        loads = sum(costs.load_s(m) for m in e.models(p))
+        assert r["total_s"] == pytest.approx(max(gpu, host) + timing.KERNEL_S + loads
                                              + sum(c.seconds or 0 for c in besides))
         assert all(c.what in r["note"] for c in besides), r["notebook"]
     ten = experiment("10_test_time_registers")

@@ -14,10 +14,11 @@ model, resolution and images forwarded), and
 * host time = images decoded and resized x :func:`decode_s` (per image on one core, measured on 500x375 JPEGs
   to 224 and 518 px: a fixed decoding cost plus a cost per output pixel) / :data:`WORKERS` (the data loader's
   processes); the two overlap, so a notebook costs the larger;
-* fixed time = kernel start + model loading (:data:`KERNEL_S`, :data:`LOAD_S` per model of ``models(p)``) + what
-  the notebook does besides forwards: the experiment's ``costs(p)`` (:class:`~vitreg.experiments.costs.Cost` rows,
-  each estimated by a cost model of :mod:`vitreg.experiments.costs` whose scaling it states; a row that is not
-  estimated is named in the table).
+* fixed time = kernel start (:data:`KERNEL_S`, measured) + loading each model of ``models(p)``
+  (:func:`vitreg.experiments.costs.load_s`: its Python build, its checkpoint's bytes read from disk and copied to
+  the GPU) + what the notebook does besides forwards: the experiment's ``costs(p)``
+  (:class:`~vitreg.experiments.costs.Cost` rows, each estimated by a cost model of :mod:`vitreg.experiments.costs`
+  whose scaling it states; a row that is not estimated is named in the table).
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ SHARE = 0.4
 DECODE_A_S, DECODE_B_S = 2.10e-3, 2.09e-8
 #: Data-loader worker processes decoding in parallel (vitreg.core.device.loader_workers on a 16-core GPU node).
 WORKERS = 8
-#: Jupyter kernel start and imports, seconds per notebook; reading one model's weights and moving them to the GPU.
-KERNEL_S, LOAD_S = 10.0, 20.0
+#: Jupyter kernel start, imports and shutdown, seconds per notebook (measured: :data:`vitreg.experiments.costs.KERNEL_S`).
+KERNEL_S = costs.KERNEL_S
 
 #: Forward GFLOP per image, counted with torch's FlopCounter (2 per multiply-add) on the meta device (:func:`count_gflop`;
 #: a test keeps every pair of the real work here).
@@ -104,9 +105,9 @@ def host_s(rows: Iterable[Work]) -> float:
     return sum(w.images * decode_s(w.px) for w in rows) / WORKERS
 
 
-def _total(rows: list[Work], n_models: int, other_s: float | None) -> float:
+def _total(rows: list[Work], models: list[str], other_s: float | None) -> float:
     gpu = flops(rows) / (PEAK_FLOPS * SHARE)
-    return max(gpu, host_s(rows)) + KERNEL_S + LOAD_S * n_models + (other_s or 0.0)
+    return max(gpu, host_s(rows)) + KERNEL_S + costs.loading_s(models) + (other_s or 0.0)
 
 
 def _besides(rows: list[costs.Cost]) -> str:
@@ -116,7 +117,8 @@ def _besides(rows: list[costs.Cost]) -> str:
 
 def row(name: str, exp: Experiment | None = None) -> dict:
     """One notebook's line of the table at its real defaults: images, forward PFLOP, GPU compute, decoding,
-    expected total (and without the :data:`RESTRICTED` rows), the work besides forwards (``costs``: its rows).
+    expected total (and without the :data:`RESTRICTED` rows), loading its models (``load_s``), the work besides
+    forwards (``costs``: its rows).
 
     Args:
         name: the notebook.
@@ -124,14 +126,15 @@ def row(name: str, exp: Experiment | None = None) -> dict:
     """
     exp = exp or catalog.experiment(name)
     p = exp.build()
-    work, n_models, besides = exp.work(p), len(exp.models(p)), list(exp.costs(p))
+    work, models, besides = exp.work(p), list(exp.models(p)), list(exp.costs(p))
     other = costs.total_s(besides)
     free_other = costs.total_s([c for c in besides if c.needs not in RESTRICTED])
     free = [w for w in work if w.needs not in RESTRICTED]
     return {"notebook": name, "pflop": flops(work) / 1e15, "gpu_s": flops(work) / (PEAK_FLOPS * SHARE),
-            "host_s": host_s(work), "total_s": _total(work, n_models, other),
-            "free_total_s": _total(free, n_models, free_other), "images": sum(w.images for w in work),
-            "other_s": other or 0.0, "costs": besides, "note": _besides(besides)}
+            "host_s": host_s(work), "total_s": _total(work, models, other),
+            "free_total_s": _total(free, models, free_other), "images": sum(w.images for w in work),
+            "n_models": len(models), "load_s": costs.loading_s(models), "other_s": other or 0.0, "costs": besides,
+            "note": _besides(besides)}
 
 
 def rows(names: list[str] | None = None) -> list[dict]:
@@ -165,7 +168,9 @@ def render(names: list[str] | None = None, *, markdown: bool = False) -> str:
     foot = (f"total {_t(total)}: {verdict} the one-hour goal on one H100-class GPU ({total / GOAL_S:.1f}x); without the "
             f"ImageNet-1k parts (registration needed) {_t(free)}; dominated by {dominant(table)}. Estimate: "
             f"{SHARE:.0%} of {PEAK_FLOPS / 1e12:.0f} TFLOP/s bf16 assumed, {decode_s(224) * 1e3:.1f} ms per image decoded to "
-            f"224 px on one core ({decode_s(518) * 1e3:.1f} ms to 518), {WORKERS} loader workers.")
+            f"224 px on one core ({decode_s(518) * 1e3:.1f} ms to 518), {WORKERS} loader workers; "
+            f"{sum(r.get('n_models', 0) for r in table)} model loads, {_t(sum(r.get('load_s', 0.0) for r in table))}: "
+            f"{costs.loading_rule()}.")
     left = [f"{r['notebook'][:2]} {c.what}" for r in table for c in costs.unestimated(r.get("costs", ()))]
     if left:
         foot += f" Not estimated, so left out of the total: {'; '.join(left)}."
