@@ -674,12 +674,13 @@ def count_arch(model: str) -> tuple[float, int]:
     import timm
     import torch
 
+    from vitreg.core.hooks import depth
     from vitreg.core.models import get_spec
 
     spec = get_spec(model)
     with torch.device("meta"):
         net = timm.create_model(spec.full_name, pretrained=False, num_classes=0, img_size=spec.native_resolution)
-    return round(sum(t.numel() for t in net.state_dict().values()) / 1e6, 2), len(net.blocks)
+    return round(sum(t.numel() for t in net.state_dict().values()) / 1e6, 2), depth(net)
 
 
 def arch(model: str) -> tuple[float, int]:
