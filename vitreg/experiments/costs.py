@@ -201,10 +201,11 @@ def logistic_probe_s(*, n: int, d: int, c: int, fits: float = 1, max_iter: int =
     return fits * (copy + logistic_fit_s(n, d, c, max_iter=max_iter, batch_size=batch_size, epochs=epochs))
 
 
-#: Host time each further head adds to one minibatch step of a joint fit (:func:`vitreg.measure.estimators.fit_logistic_joint`:
-#: its column slice, product, loss and penalty with their backward, its two tensors' Adam update), as a share of one
-#: head's step (:data:`ADAM_STEP_FIXED_S`). Measured: the slope of the step time over 1, 2, 3 and 6 heads at n=64, d=8,
-#: c=4, batch 16 (1 vs 41 epochs), one thread, best of 5, on the 2-core AMD EPYC: 0.11-0.12 ms a further head beside
+#: Host time each further head adds to one minibatch step of a joint fit
+#: (:func:`vitreg.measure.estimators.fit_logistic_joint`: its column slice, product, loss and penalty with their
+#: backward, its two tensors' Adam update), as a share of one head's step (:data:`ADAM_STEP_FIXED_S`). Measured: the
+#: slope of the step time over 1, 2, 3 and 6 heads at n=64, d=8, c=4, batch 16 (1 vs 41 epochs), one thread, best of
+#: 5, on the 2-core AMD EPYC: 0.11-0.12 ms a further head beside
 #: 0.34-0.35 ms for one head's step, a share of 0.33-0.36 in four runs at load average 2-3.1 (within the whole
 #: ``benchmarks/bench_costs.py`` at load average 3, where other work takes the second core, 0.24-0.52).
 JOINT_HEAD_STEP_SHARE = 0.35
@@ -226,7 +227,8 @@ def joint_step_host_s(heads: int) -> float:
 
 def joint_logistic_fit_s(n: int, dims: Sequence[int], c: int, *, batch_size: int, epochs: int,
                          matmul_s: Callable[[float], float] = gpu_matmul_s,
-                         bytes_s: Callable[[float], float] = gpu_bytes_s, host_factor: float = GPU_LAUNCH_FACTOR) -> float:
+                         bytes_s: Callable[[float], float] = gpu_bytes_s,
+                         host_factor: float = GPU_LAUNCH_FACTOR) -> float:
     """Seconds of ONE joint minibatch fit (:func:`vitreg.measure.estimators.fit_logistic_joint`) of heads of widths
     ``dims`` on ``n`` rows into ``c`` classes.
 
