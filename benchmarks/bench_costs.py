@@ -243,6 +243,50 @@ def probes_rows(full: bool) -> list[str]:
     return rows
 
 
+def joint_step_times(heads: tuple[int, ...] = (1, 2, 3, 6)) -> list[float]:
+    """Seconds of one minibatch step of :func:`~vitreg.measure.estimators.fit_logistic_joint` with each number of
+    ``heads`` at tiny size (n=64, d=8, c=4, batch 16: 41 vs 1 epochs), one thread, best of 5."""
+    from vitreg.measure.estimators import fit_logistic_joint
+
+    x, y = stiff_problem(64, 8, 4)
+    out = []
+    with threads(1):
+        for h in heads:
+            fit = lambda e, h=h: fit_logistic_joint([x] * h, y, l2s=[1e-5] * h, batch_size=16, epochs=e, device="cpu")  # noqa: E731
+            out.append((best_warm_s(lambda: fit(41), 5) - best_warm_s(lambda: fit(1), 5)) / (40 * 4))
+    return out
+
+
+def joint_probe_rows(full: bool) -> list[str]:
+    """09's ImageNet probe in minibatch mode (Table 2): its three variants ([CLS], mean patch, both: widths d, d, 2d)
+    trained together by :func:`~vitreg.measure.estimators.fit_logistic_joint`, measured beside
+    :func:`~vitreg.experiments.costs.joint_logistic_fit_s` at this CPU's rates, and beside the three separate fits."""
+    from vitreg.measure.estimators import fit_logistic_joint
+
+    heads = (1, 2, 3, 6)
+    steps = joint_step_times(heads)
+    slope, one = np.polyfit(np.array(heads) - 1, steps, 1)  # least squares: seconds per further head, one head's step
+    rows = ["joint probe (09: vitreg.experiments.costs.joint_logistic_fit_s)",
+            "  host time per joint step of " + ", ".join(f"{h} heads {t * 1e3:.3f} ms" for h, t in zip(heads, steps))
+            + f": each further head x {slope / one:.2f} of one head's step (costs.JOINT_HEAD_STEP_SHARE = "
+            f"{costs.JOINT_HEAD_STEP_SHARE:.2f})"]
+    for n, d, c, batch, epochs in [(2000, 32, 10, 64, 3)] + ([(20000, 128, 100, 1024, 3)] if full else []):
+        x, y = stiff_problem(n, 2 * d, c)
+        xs, dims = [x[:, :d], x[:, d:], x], [d, d, 2 * d]
+        b = min(batch, n)
+        with threads(1):
+            rates = {"matmul_s": lambda f, r=cpu_matmul_rate(b, d, c): f / r,
+                     "bytes_s": lambda nb, r=cpu_logit_rate(b, c): nb / r, "host_factor": 1.0}
+            kw = {"batch_size": batch, "epochs": epochs, "device": "cpu"}
+            joint = best_s(lambda: fit_logistic_joint(xs, y, l2s=[1e-5] * 3, **kw), 3)
+            alone = sum(best_s(lambda h=h: fit_logistic(h, y, l2=1e-5, **kw), 3) for h in xs)
+        model = costs.joint_logistic_fit_s(n, dims, c, batch_size=batch, epochs=epochs, **rates)
+        model_alone = sum(costs.logistic_fit_s(n, dh, c, batch_size=batch, epochs=epochs, **rates) for dh in dims)
+        rows += [_row(f"joint Adam n={n} d={d},{d},{2 * d} c={c} batch={batch} epochs={epochs}", joint, model),
+                 _row("  the same three heads fitted one by one", alone, model_alone)]
+    return rows
+
+
 def _row(what: str, measured: float, model: float) -> str:
     return f"  {what:<58} measured {measured * 1e3:9.1f} ms   model {model * 1e3:9.1f} ms   ratio {measured / model:5.2f}"
 
@@ -694,7 +738,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)  # one core: the machine is shared, and the CPU rows of the table run on one core
     print(header())
-    for topic in (probes_rows, heads_rows, sweeps_rows, loading_rows):
+    for topic in (probes_rows, joint_probe_rows, heads_rows, sweeps_rows, loading_rows):
         for row in topic(args.full):
             print(row, flush=True)
 

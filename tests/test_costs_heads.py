@@ -75,6 +75,29 @@ def test_the_lbfgs_probe_is_bounded_by_max_eval_and_the_minibatch_default_is_far
     assert _rows()["imagenet"][0].seconds < lbfgs.seconds / 3
 
 
+def test_the_minibatch_probe_counts_each_host_step_once_for_its_three_variants():
+    """Table 2 (09's ImageNet probe: the variants trained together, fit_logistic_cv_joint)."""
+    row = _rows()["imagenet"][0]
+    n, fits, widths = 1_281_167, 1 + 0.8 * 4, (1024, 2048)
+    joint = lambda **k: c.joint_logistic_probe_s(n=n, dims=[1024, 1024, 2048], c=1000, fits=fits,  # noqa: E731
+                                                 **{"batch_size": 1024, "epochs": 10, **k})
+    assert row.seconds == pytest.approx(3 * 2 * joint()) and "trained together" in row.what
+    assert "JOINT_HEAD_STEP_SHARE" in row.scaling and "L-BFGS" not in row.scaling
+    separate = sum(c.logistic_probe_s(n=n, d=d, c=1000, fits=fits, batch_size=1024, epochs=10)
+                   for d in (1024, 1024, 2048))
+    steps = 10 * -(-n // 1024)
+    shared = fits * steps * c.ADAM_STEP_FIXED_S * c.GPU_LAUNCH_FACTOR * 2 * (1 - c.JOINT_HEAD_STEP_SHARE)
+    assert separate - joint() == pytest.approx(shared) and shared > 0.3 * separate  # the host steps dominated
+    one = c.joint_logistic_fit_s(n, [widths[0]], 1000, batch_size=1024, epochs=10)
+    assert one == pytest.approx(c.logistic_fit_s(n, widths[0], 1000, batch_size=1024, epochs=10))
+    assert c.joint_step_host_s(3) == pytest.approx(c.ADAM_STEP_FIXED_S * (1 + 2 * c.JOINT_HEAD_STEP_SHARE))
+    per_10_epochs = joint(epochs=20) - joint()  # linear in the epochs, which are all but the copy and the set-up
+    assert joint(epochs=30) - joint(epochs=20) == pytest.approx(per_10_epochs) and per_10_epochs > 0.9 * joint()
+    assert joint(batch_size=4096) < joint() < joint(batch_size=256)  # fewer steps, less host time
+    assert _rows(imagenet_probe_epochs=20)["imagenet"][0].seconds > 1.9 * row.seconds
+    assert _rows(seeds=1)["imagenet"][0].seconds == pytest.approx(row.seconds / 3)
+
+
 def test_the_probe_uses_minibatches_only_above_the_full_batch_size():
     s = Table2Settings()
     assert s.probe_batch_size(1_281_167) == 1024 and s.probe_batch_size(100_000) is None

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from vitreg import planting
-from vitreg.measure import downstream, heads
+from vitreg.measure import downstream, estimators, heads
 from vitreg.experiments import table2, timing
 
 FAST = heads.TrainConfig(epochs=15, batch_size=8, lr=1e-2, device="cpu")
@@ -39,6 +39,27 @@ def test_classification_probe_reads_the_token_that_carries_the_class() -> None:
     r = downstream.classification_probe(split(160), split(80), l2_grid=(1e-2, 1e-4))
     assert r["cls"]["top1"] > 90 and r["cls+patch_mean"]["top1"] > 80
     assert r["patch_mean"]["top1"] < 50  # noise: near the 25% chance
+
+
+def test_the_minibatch_classification_probe_scores_each_variant_as_its_own_fit() -> None:
+    """Table 2 (ImageNet probe in minibatch mode): the variants trained together score what each scores alone."""
+    gen = torch.Generator().manual_seed(1)
+    protos = torch.randn(4, 16, generator=gen)
+
+    def split(n: int) -> dict:
+        y = torch.arange(n) % 4
+        return {"labels": y, "cls": protos[y] + torch.randn(n, 16, generator=gen),
+                "patch_mean": 0.3 * protos[y] + torch.randn(n, 16, generator=gen)}
+
+    train, test = split(400), split(200)
+    kw = dict(l2_grid=(1e-1, 1e-3), batch_size=32, epochs=3, device="cpu", seed=2)
+    together = downstream.classification_probe(train, test, **kw)
+    for v in downstream.CLASSIFICATION_VARIANTS:
+        feats = torch.cat([train[k] for k in v.split("+")], 1)
+        sel = estimators.fit_logistic_cv(feats, train["labels"], **kw)
+        scored = estimators.accuracy(sel.classifier, torch.cat([test[k] for k in v.split("+")], 1), test["labels"])
+        assert together[v] == {"top1": scored, "l2": sel.l2}, v
+    assert together["cls"]["top1"] > together["patch_mean"]["top1"] > 30
 
 
 def test_register_gain_is_reg_minus_no_reg_or_the_skip_reason() -> None:

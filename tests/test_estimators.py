@@ -101,3 +101,55 @@ def test_mean_per_class_accuracy_matches_sklearn_balanced_accuracy() -> None:
     assert estimators.accuracy(clf, x_te, y_te) - got > 20                # top-1 would hide the missed classes
     assert estimators.METRICS["mean_per_class"] is estimators.mean_per_class_accuracy
     assert math.isnan(estimators.mean_per_class_accuracy(clf, x_te[:0], y_te[:0]))
+
+
+def _three_heads(n: int, seed: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Planted heads of widths 12, 20 and 32 (the first two side by side, as ``cls+patch_mean``): the first carries
+    the class weakly (a strong penalty wins on validation), the second strongly and on another scale."""
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 6, (n,), generator=gen)
+    weak = torch.randn(6, 12, generator=torch.Generator().manual_seed(7))[y] * 0.3 + torch.randn(n, 12, generator=gen)
+    strong = torch.randn(6, 20, generator=torch.Generator().manual_seed(8))[y] * 1.5 + 3 * torch.randn(n, 20, generator=gen) + 5
+    return [weak, strong, torch.cat([weak, strong], 1)], y
+
+
+def test_the_joint_minibatch_fit_gives_each_head_its_separate_fit() -> None:
+    """Table 2 (ImageNet probe: [CLS], mean patch and both trained in one minibatch run): the same classifiers,
+    chosen strengths and validation scores as one :func:`fit_logistic_cv` per head."""
+    xs, y = _three_heads(900, 0)
+    kw = dict(l2_grid=(1e-1, 1e-2, 1e-4), batch_size=50, epochs=4, device="cpu", seed=3)
+    joint = estimators.fit_logistic_cv_joint(xs, y, **kw)
+    separate = [estimators.fit_logistic_cv(x, y, **kw) for x in xs]
+    assert len({s.l2 for s in separate}) > 1  # the heads choose different strengths: the test can tell them apart
+    for j, s, x in zip(joint, separate, xs):
+        assert j.l2 == s.l2 and j.val_accuracy == s.val_accuracy
+        torch.testing.assert_close(j.classifier.weight, s.classifier.weight, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(j.classifier.bias, s.classifier.bias, rtol=1e-5, atol=1e-6)
+        assert j.classifier.weight.shape == (x.shape[1], 6)
+        assert torch.equal(j.classifier.standardizer.mean, s.classifier.standardizer.mean)
+        assert torch.equal(j.classifier.predict(x), s.classifier.predict(x))
+    assert not torch.equal(joint[0].classifier.weight, separate[1].classifier.weight[:12])
+
+
+def test_the_joint_fit_recovers_a_planted_signal_and_not_a_shuffled_one() -> None:
+    xs, y = _three_heads(1500, 1)
+    test_xs, test_y = _three_heads(1000, 2)
+    shuffled = y[torch.randperm(len(y), generator=torch.Generator().manual_seed(0))]
+    kw = dict(l2_grid=(1e-2, 1e-4), batch_size=32, epochs=5, device="cpu")
+    real = [estimators.accuracy(s.classifier, x, test_y)
+            for s, x in zip(estimators.fit_logistic_cv_joint(xs, y, **kw), test_xs)]
+    noise = [estimators.accuracy(s.classifier, x, test_y)
+             for s, x in zip(estimators.fit_logistic_cv_joint(xs, shuffled, **kw), test_xs)]
+    chance = float(torch.bincount(test_y).max()) / len(test_y) * 100
+    assert real[0] > chance + 15 and real[1] > chance + 40 and real[2] > chance + 40, (real, chance)
+    assert max(noise) < chance + 6, (noise, chance)
+
+
+def test_the_joint_fit_is_minibatch_only_and_checks_its_heads() -> None:
+    xs, y = _three_heads(60, 0)
+    with pytest.raises(ValueError, match="minibatch"):
+        estimators.fit_logistic_joint(xs, y, l2s=[1e-2] * 3, batch_size=None, device="cpu")
+    with pytest.raises(ValueError, match="one l2"):
+        estimators.fit_logistic_joint(xs, y, l2s=[1e-2] * 2, batch_size=16, device="cpu")
+    with pytest.raises(ValueError, match="same rows"):
+        estimators.fit_logistic_joint([xs[0], xs[1][:50]], y, l2s=[1e-2] * 2, batch_size=16, device="cpu")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 #: fp32 peak of an H100 SXM without tensor cores, FLOP/s (vendor data sheet): probes and heads run in float32,
@@ -199,6 +199,66 @@ def logistic_probe_s(*, n: int, d: int, c: int, fits: float = 1, max_iter: int =
     """
     copy = 4.0 * n * d / PCIE_BYTES_S
     return fits * (copy + logistic_fit_s(n, d, c, max_iter=max_iter, batch_size=batch_size, epochs=epochs))
+
+
+#: Host time each further head adds to one minibatch step of a joint fit
+#: (:func:`vitreg.measure.estimators.fit_logistic_joint`: its column slice, product, loss and penalty with their
+#: backward, its two tensors' Adam update), as a share of one head's step (:data:`ADAM_STEP_FIXED_S`). Measured: the
+#: slope of the step time over 1, 2, 3 and 6 heads at n=64, d=8, c=4, batch 16 (1 vs 41 epochs), one thread, best of
+#: 5, on the 2-core AMD EPYC: 0.11-0.12 ms a further head beside
+#: 0.34-0.35 ms for one head's step, a share of 0.33-0.36 in four runs at load average 2-3.1 (within the whole
+#: ``benchmarks/bench_costs.py`` at load average 3, where other work takes the second core, 0.24-0.52).
+JOINT_HEAD_STEP_SHARE = 0.35
+#: The scaling text of a joint minibatch probe row (09's ImageNet probe).
+JOINT_ADAM_SCALING = ("Adam: per head, epochs x 4 n d c FLOPs at the GPU's fp32 rate, the batch gathers, logit and "
+                      "weight passes at its memory rate; the host time per step once for all heads (ADAM_STEP_FIXED_S "
+                      "x (1 + JOINT_HEAD_STEP_SHARE per further head), measured on the CPU at tiny size) x "
+                      "GPU_LAUNCH_FACTOR; plus the features' copy to the GPU for each fit (checked: "
+                      "benchmarks/bench_costs.py)")
+
+
+def joint_step_host_s(heads: int) -> float:
+    """Host seconds of one minibatch step of a joint fit of ``heads`` heads on the CPU at tiny size:
+    :data:`ADAM_STEP_FIXED_S` x (1 + :data:`JOINT_HEAD_STEP_SHARE` per further head).
+
+    Paper: Table 2 (the ImageNet probe's three variants share each step)."""
+    return ADAM_STEP_FIXED_S * (1.0 + JOINT_HEAD_STEP_SHARE * (heads - 1))
+
+
+def joint_logistic_fit_s(n: int, dims: Sequence[int], c: int, *, batch_size: int, epochs: int,
+                         matmul_s: Callable[[float], float] = gpu_matmul_s,
+                         bytes_s: Callable[[float], float] = gpu_bytes_s,
+                         host_factor: float = GPU_LAUNCH_FACTOR) -> float:
+    """Seconds of ONE joint minibatch fit (:func:`vitreg.measure.estimators.fit_logistic_joint`) of heads of widths
+    ``dims`` on ``n`` rows into ``c`` classes.
+
+    Paper: Table 2 (ImageNet linear probe: [CLS], mean patch token and both, trained together). Each head's FLOPs,
+    bytes and set-up as :func:`logistic_fit_s` in minibatch mode; the host time of the ``epochs x ceil(n /
+    batch_size)`` steps once for all heads (:func:`joint_step_host_s`, x ``host_factor``). One head: the same as
+    :func:`logistic_fit_s`.
+
+    Args:
+        n, c: training rows, classes.
+        dims: feature dimension of each head.
+        batch_size, epochs: as :func:`~vitreg.measure.estimators.fit_logistic_joint` takes them.
+        matmul_s, bytes_s, host_factor: as :func:`logistic_fit_s`.
+    """
+    steps = epochs * math.ceil(n / batch_size)
+    device = sum(logistic_fit_s(n, d, c, batch_size=batch_size, epochs=epochs, matmul_s=matmul_s, bytes_s=bytes_s,
+                                host_factor=0.0) for d in dims)
+    return device + host_factor * (len(dims) * FIT_FIXED_S + steps * joint_step_host_s(len(dims)))
+
+
+def joint_logistic_probe_s(*, n: int, dims: Sequence[int], c: int, fits: float = 1, batch_size: int,
+                           epochs: int) -> float:
+    """Seconds on one H100-class GPU for ``fits`` joint minibatch fits of heads of widths ``dims`` (each fit's
+    features copied from host memory first): :func:`logistic_probe_s` with the host time per step shared.
+
+    Paper: Table 2 (09's ImageNet probe, :func:`vitreg.measure.estimators.fit_logistic_cv_joint`). Scaling:
+    :data:`JOINT_ADAM_SCALING`.
+    """
+    copy = 4.0 * n * sum(dims) / PCIE_BYTES_S
+    return fits * (copy + joint_logistic_fit_s(n, dims, c, batch_size=batch_size, epochs=epochs))
 
 
 

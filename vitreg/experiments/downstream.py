@@ -96,7 +96,7 @@ def task_costs(p: Params) -> dict[str, list[Cost]]:
     Paper: Table 2. Per model of the pair: ADE20k and NYUd heads trained ``seeds x head_epochs`` passes over
     the cached training features (the features stay on the GPU when they fit, :func:`vitreg.measure.heads.on_device`),
     the whole-image scoring of each seed, and the ImageNet probe's fits (3 variants x (one fit per L2 of the grid on
-    80% of the training set + the refit), per seed)."""
+    80% of the training set + the refit), per seed; in minibatch mode the variants share each optimizer step)."""
     import math
 
     from vitreg.experiments import costs as c
@@ -111,14 +111,18 @@ def task_costs(p: Params) -> dict[str, list[Cost]]:
         batch = Table2Settings(imagenet_probe_batch_size=p.imagenet_probe_batch_size,
                                imagenet_full_batch_max=p.imagenet_full_batch_max).probe_batch_size(n)
         fits = 1 + 0.8 * len(p.imagenet_l2_grid) if len(p.imagenet_l2_grid) > 1 else 1
-        dims = [d * c.token_widths(m)[0] for m in p.models for d in (1, 1, 2)]  # [CLS], mean patch, both
-        seconds = p.seeds * sum(c.logistic_probe_s(n=n, d=d, c=1000, fits=fits, batch_size=batch,
-                                                   epochs=p.imagenet_probe_epochs) for d in dims)
-        how = ("full-batch L-BFGS, max_eval = 250 objective evaluations per fit (an upper bound)" if batch is None else
-               f"Adam, {p.imagenet_probe_epochs} epochs of minibatches of {batch}")
+        dims = [[d * c.token_widths(m)[0] for d in (1, 1, 2)] for m in p.models]  # [CLS], mean patch, both
+        if batch is None:
+            seconds = p.seeds * sum(c.logistic_probe_s(n=n, d=d, c=1000, fits=fits) for ds in dims for d in ds)
+            how, rule = "full-batch L-BFGS, max_eval = 250 objective evaluations per fit (an upper bound)", c.LOGISTIC_SCALING
+        else:  # the three variants share each minibatch step (vitreg.measure.estimators.fit_logistic_cv_joint)
+            seconds = p.seeds * sum(c.joint_logistic_probe_s(n=n, dims=ds, c=1000, fits=fits, batch_size=batch,
+                                                             epochs=p.imagenet_probe_epochs) for ds in dims)
+            how = f"Adam, {p.imagenet_probe_epochs} epochs of minibatches of {batch}, the variants trained together"
+            rule = c.JOINT_ADAM_SCALING
         out["imagenet"] = [Cost(
             f"ImageNet-1k linear probe: 3 variants x {fits:g} fits x {p.seeds} seeds x {n_models} models, {how}", seconds,
-            f"{c.LOGISTIC_SCALING}; n = {n:,}, d = D, D, 2D", needs="imagenet1k")]
+            f"{rule}; n = {n:,}, d = D, D, 2D", needs="imagenet1k")]
     if "ade20k" in p.tasks:
         n = sizes.capped(sizes.ADE20K[0], p.ade20k_n_train)
         heads = 0.0

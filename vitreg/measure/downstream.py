@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from vitreg.data.dense import NYUD_MAX_DEPTH, NYUD_MIN_DEPTH
-from vitreg.measure.estimators import accuracy, fit_logistic_cv
+from vitreg.measure.estimators import accuracy, fit_logistic_cv, fit_logistic_cv_joint
 from vitreg.measure.heads import (TrainConfig, chance_miou, constant_depth_rmse, depth_metrics, mean_iou,
                           predict_depth, predict_segmentation, train_depth_head, train_segmentation_head)
 
@@ -118,7 +118,10 @@ def classification_probe(train: Mapping[str, torch.Tensor], test: Mapping[str, t
     """Linear classification of images from [CLS], the mean patch token, or both concatenated.
 
     Paper: Table 2 (ImageNet-1k linear top-1: DINOv2-L 84.3 -> 84.8; [TTR] public pair 86.4 -> 86.7).
-    Logistic regression from ``vitreg.measure.estimators`` (L2 chosen on a held-out part of the training set).
+    Logistic regression from ``vitreg.measure.estimators`` (L2 chosen on a held-out part of the training set). In
+    minibatch mode (``batch_size`` given) the variants are trained together by
+    :func:`~vitreg.measure.estimators.fit_logistic_cv_joint` (one batch order and one optimizer step for all; each
+    variant's probe is the one its own fit gives); full-batch L-BFGS fits each variant on its own.
 
     Args:
         train, test: ``{"cls": (N, D), "patch_mean": (N, D), "labels": (N,)}``.
@@ -135,8 +138,11 @@ def classification_probe(train: Mapping[str, torch.Tensor], test: Mapping[str, t
         return torch.cat([d[k].float() for k in v.split("+")], dim=1)
 
     out: dict[str, Any] = {}
-    for v in variants:
-        sel = fit_logistic_cv(feats(train, v), train["labels"], seed=seed, **fit_kwargs)
+    if fit_kwargs.get("batch_size") is not None:  # one minibatch run for every variant, each as if fitted alone
+        fitted = fit_logistic_cv_joint([feats(train, v) for v in variants], train["labels"], seed=seed, **fit_kwargs)
+    else:
+        fitted = [fit_logistic_cv(feats(train, v), train["labels"], seed=seed, **fit_kwargs) for v in variants]
+    for v, sel in zip(variants, fitted):
         out[v] = {"top1": accuracy(sel.classifier, feats(test, v), test["labels"]), "l2": sel.l2}
     counts = torch.bincount(test["labels"].long())
     out["chance_top1"] = float(counts.max() / counts.sum() * 100)

@@ -9,14 +9,15 @@ logistic regression on standardised features (train mean/std), objective
 ``mean cross-entropy + l2/2 * ||W||^2`` (bias not penalised), i.e. scikit-learn's
 ``LogisticRegression(C=1/(l2 * n))``; ``l2`` is chosen on a validation split carved from the training
 set, then the probe is refitted on the whole training set. Full-batch L-BFGS by default, Adam on
-minibatches for sets that do not fit in memory (``batch_size=...``). Ridge regression is solved in
-closed form (float64) for several strengths from one eigendecomposition.
+minibatches for sets that do not fit in memory (``batch_size=...``); several probes of the same images in
+minibatch mode share one run (:func:`fit_logistic_cv_joint`: each probe as if fitted alone). Ridge regression is
+solved in closed form (float64) for several strengths from one eigendecomposition.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -174,32 +175,47 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, *, l2: float, classes: torch.
     """
     dev = pick_device(device)
     x = as_features(x, "x").to(dev)
-    y = y.long().to(dev)
-    if len(x) != len(y):
-        raise ValueError(f"x has {len(x)} rows but y has {len(y)} labels")
+    classes, target = _targets(y, classes, len(x), dev)
     if l2 <= 0:
         raise ValueError(f"l2 must be > 0, got {l2}")
-    classes = torch.unique(y) if classes is None else torch.unique(classes.long().to(dev))
-    target = torch.searchsorted(classes, y)
-    if (target >= len(classes)).any() or (classes[target.clamp_max(len(classes) - 1)] != y).any():
-        raise ValueError("y holds labels that are not in `classes`")
     std = init.standardizer if init is not None else Standardizer.fit(x, standardize)
     xs = std(x)
     d, c = xs.shape[1], len(classes)
-    if init is not None and init.weight.shape == (d, c):
-        w = init.weight.detach().clone().to(dev).requires_grad_(True)
-        b = init.bias.detach().clone().to(dev).requires_grad_(True)
-    else:
-        w = torch.zeros(d, c, device=dev, requires_grad=True)
-        b = torch.zeros(c, device=dev, requires_grad=True)
+    w, b = _start(init, d, c, dev)
 
     def objective(xb: torch.Tensor, tb: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(xb @ w + b, tb) + 0.5 * l2 * (w * w).sum()
+        return _penalised_loss(xb, tb, w, b, l2)
 
     with _few_threads(dev, xs.shape[0] * d * c):
         _minimise(objective, xs, target, w, b, max_iter=max_iter, batch_size=batch_size, epochs=epochs, lr=lr,
                   seed=seed)
     return LinearClassifier(w.detach(), b.detach(), classes, std, float(l2))
+
+
+def _penalised_loss(xb: torch.Tensor, tb: torch.Tensor, w: torch.Tensor, b: torch.Tensor, l2: float) -> torch.Tensor:
+    """The objective on a batch: ``mean CE(xb W + b, tb) + l2/2 ||W||^2``."""
+    return F.cross_entropy(xb @ w + b, tb) + 0.5 * l2 * (w * w).sum()
+
+
+def _targets(y: torch.Tensor, classes: torch.Tensor | None, n: int,
+             dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(classes, target)``: the sorted label values and each label's index among them, on ``dev``; checked."""
+    y = y.long().to(dev)
+    if n != len(y):
+        raise ValueError(f"x has {n} rows but y has {len(y)} labels")
+    classes = torch.unique(y) if classes is None else torch.unique(classes.long().to(dev))
+    target = torch.searchsorted(classes, y)
+    if (target >= len(classes)).any() or (classes[target.clamp_max(len(classes) - 1)] != y).any():
+        raise ValueError("y holds labels that are not in `classes`")
+    return classes, target
+
+
+def _start(init: LinearClassifier | None, d: int, c: int, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Trainable ``(weight, bias)``: a copy of ``init``'s when its shape is ``(d, c)``, else zeros."""
+    if init is not None and init.weight.shape == (d, c):
+        return (init.weight.detach().clone().to(dev).requires_grad_(True),
+                init.bias.detach().clone().to(dev).requires_grad_(True))
+    return torch.zeros(d, c, device=dev, requires_grad=True), torch.zeros(c, device=dev, requires_grad=True)
 
 
 def _minimise(objective, xs: torch.Tensor, target: torch.Tensor, w: torch.Tensor, b: torch.Tensor, *,
@@ -219,18 +235,25 @@ def _minimise(objective, xs: torch.Tensor, target: torch.Tensor, w: torch.Tensor
 
         opt.step(closure)
     else:
-        gen = torch.Generator().manual_seed(seed)
-        opt = torch.optim.Adam([w, b], lr=lr)
-        steps = epochs * math.ceil(len(xs) / batch_size)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
-        for _ in range(epochs):
-            perm = torch.randperm(len(xs), generator=gen).to(dev)
-            for i in range(0, len(xs), batch_size):
-                idx = perm[i:i + batch_size]
-                opt.zero_grad()
-                objective(xs[idx], target[idx]).backward()
-                opt.step()
-                sched.step()
+        _adam(lambda idx: objective(xs[idx], target[idx]), [w, b], len(xs), batch_size=batch_size, epochs=epochs,
+              lr=lr, seed=seed, device=dev)
+
+
+def _adam(loss_of: Callable[[torch.Tensor], torch.Tensor], params: list[torch.Tensor], n: int, *, batch_size: int,
+          epochs: int, lr: float, seed: int, device: torch.device) -> None:
+    """Adam on shuffled minibatches of ``n`` rows with a cosine schedule, in place: ``loss_of(idx)`` is the loss of
+    the rows ``idx``; the order is ``seed``'s (one permutation per epoch, drawn on the CPU)."""
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(params, lr=lr)
+    steps = epochs * math.ceil(n / batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
+    for _ in range(epochs):
+        perm = torch.randperm(n, generator=gen).to(device)
+        for i in range(0, n, batch_size):
+            opt.zero_grad()
+            loss_of(perm[i:i + batch_size]).backward()
+            opt.step()
+            sched.step()
 
 
 def accuracy(clf: LinearClassifier, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -307,6 +330,115 @@ def fit_logistic_cv(x: torch.Tensor, y: torch.Tensor, *, l2_grid: Sequence[float
         best = max(scores, key=lambda k: (scores[k], k))  # ties: the stronger penalty
     clf = fit_logistic(x, y, l2=best, classes=classes, seed=seed, **fit_kwargs)
     return SelectedClassifier(clf, best, scores)
+
+
+def fit_logistic_joint(xs: Sequence[torch.Tensor], y: torch.Tensor, *, l2s: Sequence[float], batch_size: int,
+                       classes: torch.Tensor | None = None, standardize: bool = True, max_iter: int = 200,
+                       epochs: int = 50, lr: float = 1e-3, device: str | torch.device = "auto", seed: int = 0,
+                       inits: Sequence[LinearClassifier | None] | None = None) -> list[LinearClassifier]:
+    """Fit one logistic regression per feature matrix on the same labels, all in one minibatch Adam run.
+
+    Paper: Table 2 (the ImageNet probe on [CLS], the mean patch token and both: three heads per seed and model).
+    Each head ``h`` is what :func:`fit_logistic` gives for ``(xs[h], y, l2=l2s[h], init=inits[h])`` in minibatch
+    mode: the heads share the batch order (``seed``), one gather of the batch rows and one optimizer step per
+    minibatch. The summed objective of independent heads gives each head exactly the gradient of its own loss, and
+    Adam and the cosine schedule act per element, so each head follows the trajectory of its fit alone; only the
+    host time of a step is shared. Full-batch L-BFGS is not joint (its line search would couple the heads).
+
+    Args:
+        xs: one ``(n, D_h)`` feature matrix per head (same rows, any widths).
+        y: ``(n,)`` labels, shared.
+        l2s: each head's L2 strength (> 0).
+        batch_size: minibatch size (required).
+        classes, standardize, epochs, lr, device, seed: as :func:`fit_logistic` (one value for every head).
+        max_iter: unused (L-BFGS only); taken so that the keywords of :func:`fit_logistic` pass through.
+        inits: each head's warm start (None entries: zeros and a new standardizer).
+
+    Returns:
+        one :class:`LinearClassifier` per head, in order.
+    """
+    del max_iter
+    if batch_size is None:
+        raise ValueError("the joint fit is minibatch Adam only: full-batch L-BFGS couples the heads in its line search")
+    inits = [None] * len(xs) if inits is None else list(inits)
+    if not xs or len(l2s) != len(xs) or len(inits) != len(xs):
+        raise ValueError(f"need one l2 and one init per head: {len(xs)} heads, {len(l2s)} l2s, {len(inits)} inits")
+    if min(l2s) <= 0:
+        raise ValueError(f"every l2 must be > 0, got {list(l2s)}")
+    dev = pick_device(device)
+    classes, target = _targets(y, classes, len(xs[0]), dev)
+    rows, stds = _joint_features(xs, inits, standardize, dev)
+    c = len(classes)
+    starts = [0]
+    for x in xs:
+        starts.append(starts[-1] + x.shape[1])
+    params = [_start(init, b - a, c, dev) for init, a, b in zip(inits, starts, starts[1:])]
+
+    def loss_of(idx: torch.Tensor) -> torch.Tensor:
+        xb, tb = rows[idx], target[idx]
+        return sum(_penalised_loss(xb[:, a:b], tb, w, bias, l2)
+                   for (w, bias), l2, a, b in zip(params, l2s, starts, starts[1:]))
+
+    with _few_threads(dev, len(rows) * max(b - a for a, b in zip(starts, starts[1:])) * c):
+        _adam(loss_of, [t for pair in params for t in pair], len(rows), batch_size=batch_size, epochs=epochs, lr=lr,
+              seed=seed, device=dev)
+    return [LinearClassifier(w.detach(), bias.detach(), classes, std, float(l2))
+            for (w, bias), std, l2 in zip(params, stds, l2s)]
+
+
+def _joint_features(xs: Sequence[torch.Tensor], inits: Sequence[LinearClassifier | None], standardize: bool,
+                    dev: torch.device) -> tuple[torch.Tensor, list[Standardizer]]:
+    """The heads' standardised features side by side in one ``(n, sum D_h)`` matrix on ``dev`` (one gather per
+    minibatch serves every head), and each head's standardizer (its warm start's, else fitted on its features)."""
+    n = len(xs[0])
+    if any(len(x) != n for x in xs):
+        raise ValueError(f"every head needs the same rows, got {[len(x) for x in xs]}")
+    out = torch.empty(n, sum(x.shape[1] for x in xs), device=dev)
+    stds, at = [], 0
+    for i, (x, init) in enumerate(zip(xs, inits)):
+        x = as_features(x, f"xs[{i}]").to(dev)
+        std = init.standardizer if init is not None else Standardizer.fit(x, standardize)
+        out[:, at:at + x.shape[1]] = std(x)
+        stds.append(std)
+        at += x.shape[1]
+    return out, stds
+
+
+def fit_logistic_cv_joint(xs: Sequence[torch.Tensor], y: torch.Tensor, *, l2_grid: Sequence[float] = L2_GRID,
+                          val_fraction: float = 0.2, seed: int = 0, **fit_kwargs) -> list[SelectedClassifier]:
+    """:func:`fit_logistic_cv` for several feature matrices of the same images at once, in minibatch mode.
+
+    Paper: Table 2 (ImageNet linear probe: [CLS], mean patch token, both). Each head gets what
+    :func:`fit_logistic_cv` gives for its matrix alone (the same split, warm-started chain over ``l2_grid``, its own
+    chosen strength and refit): every fit of the chain and the refit are :func:`fit_logistic_joint` runs, which share
+    the batch order and the optimizer steps of the heads.
+
+    Args:
+        xs: one ``(n, D_h)`` training feature matrix per head.
+        y: ``(n,)`` labels.
+        l2_grid, val_fraction, seed: as :func:`fit_logistic_cv`.
+        **fit_kwargs: passed to :func:`fit_logistic_joint` (``batch_size`` required).
+
+    Returns:
+        one :class:`SelectedClassifier` per head, in order.
+    """
+    xs = [as_features(x, f"xs[{i}]") for i, x in enumerate(xs)]
+    y = y.long()
+    classes = torch.unique(y)
+    scores: list[dict[float, float]] = [{} for _ in xs]
+    if len(l2_grid) == 1:
+        best = [float(l2_grid[0])] * len(xs)
+    else:
+        tr, va = split_indices(len(y), val_fraction, seed)
+        prev: list[LinearClassifier | None] = [None] * len(xs)
+        for l2 in l2_grid:
+            prev = fit_logistic_joint([x[tr] for x in xs], y[tr], l2s=[l2] * len(xs), classes=classes, inits=prev,
+                                      seed=seed, **fit_kwargs)
+            for score, clf, x in zip(scores, prev, xs):
+                score[float(l2)] = accuracy(clf, x[va], y[va])
+        best = [max(score, key=lambda k, s=score: (s[k], k)) for score in scores]  # ties: the stronger penalty
+    clfs = fit_logistic_joint(xs, y, l2s=best, classes=classes, seed=seed, **fit_kwargs)
+    return [SelectedClassifier(clf, l2, score) for clf, l2, score in zip(clfs, best, scores)]
 
 
 
