@@ -517,8 +517,9 @@ def test_the_real_profile_prints_the_time_table_before_it_starts(project, capsys
 
     own = cell_experiment(project / "notebooks" / "01_ok.ipynb")
     planted = Experiment("01_ok", own.params, lambda p: ["dinov2_s"], lambda p: [Work("dinov2_s", 224, 1000)],
-                         costs=lambda p: [Cost("planted probe", 5.0, "planted scaling")])
+                         costs=lambda p: [Cost("planted probe", 5.0 * p.n_images, "planted scaling")])
     monkeypatch.setattr(catalog, "experiment", lambda name: planted)
+    default = planted.build().n_images
     (project / "notebooks" / "order.yaml").write_text("- notebook: 01_ok\n")
     monkeypatch.setattr("vitreg.cli.runner.ensure_kernel", lambda: None)
     monkeypatch.setattr("vitreg.cli.runner._run_all", lambda *a: print("NOTEBOOKS RUN HERE"))
@@ -526,11 +527,15 @@ def test_the_real_profile_prints_the_time_table_before_it_starts(project, capsys
     run("real", root=project, out_dir=project / "out", report=False)
     out = capsys.readouterr().out
     table = out[:out.index("NOTEBOOKS RUN HERE")]
-    assert "expected run time on one H100-class GPU" in table and "01_ok" in table and "planted probe: 5 s" in table
-    assert "planted scaling" in table
+    assert "expected run time on one H100-class GPU" in table and "01_ok" in table
+    assert f"planted probe: {5 * default:.0f} s" in table and "planted scaling" in table
     expected = max(12.2e9 * 1000 / (timing.PEAK_FLOPS * timing.SHARE), 1000 * timing.decode_s(224) / timing.WORKERS) \
-        + timing.KERNEL_S + costs.load_s("dinov2_s") + 5.0
+        + timing.KERNEL_S + costs.load_s("dinov2_s") + 5.0 * default
     assert f"total {expected:.0f} s:" in table
+    # the table is this run's: a parameter given on the command line changes it
+    run("real", root=project, out_dir=project / "out2", report=False, sets=["01_ok.n_images=7"])
+    out = capsys.readouterr().out
+    assert "planted probe: 35 s" in out[:out.index("NOTEBOOKS RUN HERE")]
 
 
 def test_the_time_table_is_each_experiments_work_and_is_the_readme_table():

@@ -384,7 +384,8 @@ def run(profile: str, only: list[str] | None = None, *, keep_going: bool = False
         from vitreg.data.fetch import fetch_for_run
         fetch_for_run(merged)
     if profile == "real":  # how long, before it starts
-        print(f"expected run time on one H100-class GPU (estimate, vitreg.experiments.timing):\n{timing.render(names)}\n", flush=True)
+        table = timing.render(names, params=merged)  # this run's parameters, overrides included
+        print(f"expected run time on one H100-class GPU (estimate, vitreg.experiments.timing):\n{table}\n", flush=True)
     outcomes: list[Outcome] = []
     start = time.perf_counter()
     with exclusive_folder(out_dir), _sigterm_interrupts(), quiet_after_interrupt():  # one run per output folder

@@ -115,17 +115,18 @@ def _besides(rows: list[costs.Cost]) -> str:
     return "; ".join(f"{c.what}: {'not estimated' if c.seconds is None else _t(c.seconds)}" for c in rows)
 
 
-def row(name: str, exp: Experiment | None = None) -> dict:
-    """One notebook's line of the table at its real defaults: images, forward PFLOP, GPU compute, decoding,
+def row(name: str, exp: Experiment | None = None, params: Mapping | None = None) -> dict:
+    """One notebook's line of the table (at its real defaults, or ``params``): images, forward PFLOP, GPU compute, decoding,
     expected total (and without the :data:`RESTRICTED` rows), loading its models (``load_s``), the work besides
     forwards (``costs``: its rows).
 
     Args:
         name: the notebook.
         exp: its experiment (default: the catalog's).
+        params: the parameters the run uses, by name (default: the real experiment's defaults).
     """
     exp = exp or catalog.experiment(name)
-    p = exp.build()
+    p = exp.build(params)
     work, models, besides = exp.work(p), list(exp.models(p)), list(exp.costs(p))
     other = costs.total_s(besides)
     free_other = costs.total_s([c for c in besides if c.needs not in RESTRICTED])
@@ -137,9 +138,11 @@ def row(name: str, exp: Experiment | None = None) -> dict:
             "note": _besides(besides)}
 
 
-def rows(names: list[str] | None = None) -> list[dict]:
-    """One dict per notebook of ``names`` (default: every notebook of the catalog), as :func:`row`."""
-    return [row(name) for name in (names if names is not None else list(catalog.MODULES))]
+def rows(names: list[str] | None = None, params: Mapping[str, Mapping] | None = None) -> list[dict]:
+    """One dict per notebook of ``names`` (default: every notebook of the catalog), as :func:`row`; ``params``:
+    each notebook's parameters for this run (a notebook not in it: its defaults)."""
+    return [row(name, params=(params or {}).get(name))
+            for name in (names if names is not None else list(catalog.MODULES))]
 
 
 def _t(seconds: float) -> str:
@@ -157,9 +160,11 @@ def dominant(table: list[dict]) -> str:
     return f"{top['notebook']} ({share:.0%} of the total, bound by {bound})"
 
 
-def render(names: list[str] | None = None, *, markdown: bool = False) -> str:
-    """The per-notebook table with the total against :data:`GOAL_S` and what dominates it."""
-    table = rows(names)
+def render(names: list[str] | None = None, *, markdown: bool = False,
+           params: Mapping[str, Mapping] | None = None) -> str:
+    """The per-notebook table with the total against :data:`GOAL_S` and what dominates it (``params``: each
+    notebook's parameters for this run, as :func:`rows`)."""
+    table = rows(names, params)
     total, free = sum(r["total_s"] for r in table), sum(r.get("free_total_s", r["total_s"]) for r in table)
     head = ("notebook", "images", "forward PFLOP", "GPU compute", "decoding", "expected total", "besides forwards")
     body = [(r["notebook"], f"{r['images']:,}", f"{r['pflop']:.2f}", _t(r["gpu_s"]), _t(r["host_s"]),
