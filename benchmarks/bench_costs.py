@@ -7,12 +7,13 @@ divides the same counts by the named GPU assumptions instead. It also re-measure
 from this CPU (host time per step, host bandwidth) beside the values in ``costs.py``. Best of several repeats:
 on a shared machine the fastest run is the work itself. Never asserted in unit tests.
 
-Quick by default (a few seconds a row); ``--full`` adds larger sizes.
+One function per topic, ``<topic>_rows(full) -> list[str]`` (linear probes, the joint probe, dense heads, LOST
+sweeps and bootstraps, loading models); :func:`main` prints a header (device, torch version, load average,
+threads) then every topic's rows, in the order they are defined. Quick by default (about a minute on 2 cores);
+``--full`` adds larger sizes.
 
     python benchmarks/bench_costs.py [--full]
 """
-# one function per topic: def probes_rows(full: bool) -> list[str], def heads_rows(...), def sweeps_rows(...),
-# def loading_rows(...); main() prints a header (device, torch version, load average, threads) then each.
 
 from __future__ import annotations
 
@@ -738,7 +739,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)  # one core: the machine is shared, and the CPU rows of the table run on one core
     print(header())
-    for topic in (probes_rows, joint_probe_rows, heads_rows, sweeps_rows, loading_rows):
+    topics = [fn for name, fn in list(globals().items()) if name.endswith("_rows") and callable(fn)]
+    for topic in topics:  # every <topic>_rows function, in the order they are defined
         for row in topic(args.full):
             print(row, flush=True)
 
