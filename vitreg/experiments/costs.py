@@ -474,10 +474,10 @@ GPU_OP_S = 10e-6
 #: of the group (4; its S comparisons of one row run back to back, the row in cache); counted.
 LOST_BYTES_PER_GROUP_ENTRY = 4
 #: Bytes moved per similarity entry and setting: the comparison writes one bool (1), the degree's count copies the
-#: bools to int32 before it sums them (torch's sum casts its input to the result's type: read 1, write 4) and sums
-#: them (4); counted. (Before the biases shared their pass: read ``a``, write ``a + bias`` (4 + 4), read it and write
+#: bools to int16 before it sums them (torch's sum casts its input to the result's type: read 1, write 2) and sums
+#: them (2); counted. (Before the biases shared their pass: read ``a``, write ``a + bias`` (4 + 4), read it and write
 #: ``> 0`` (4 + 1), the count's int64 copy (1 + 8) and sum (8): 30, of which 14 were counted.)
-LOST_BYTES_PER_ENTRY = 10
+LOST_BYTES_PER_ENTRY = 6
 #: Bytes moved per entry of the ``k x N`` rows of the potentials, per setting: gather (read 4, write 4), the bias
 #: added in place (4 + 4), the product with the kept mask (4 + 4) and the score's sum (4); counted.
 LOST_BYTES_PER_POTENTIAL_ENTRY = 28

@@ -219,10 +219,12 @@ def bias_sweep_scores(a: torch.Tensor, biases: Sequence[float], *, k_patches: in
     b, n, _ = a.shape
     bias = torch.tensor(list(biases), dtype=a.dtype, device=a.device)  # rounded as `a + bias` rounds a float bias
     cut = -bias  # (S,)
-    # degree: (B, N, S, N) comparisons laid out so that each row of a is read once for all biases, then counted
-    # (in int32: sum copies its bool input to the result's type first); the patch itself left out as in seed_scores
-    degree = ((a[:, :, None, :] > cut[:, None]).sum(-1, dtype=torch.int32)
-              - (a.diagonal(dim1=1, dim2=2)[:, :, None] > cut).int())
+    # degree: (B, N, S, N) comparisons laid out so that each row of a is read once for all biases, then counted in
+    # int16 when N allows (sum copies its bool input to the result's type first: the narrower, the fewer bytes);
+    # the patch itself left out as in seed_scores
+    count = torch.int16 if n < 2**15 else torch.int32
+    degree = ((a[:, :, None, :] > cut[:, None]).sum(-1, dtype=count)
+              - (a.diagonal(dim1=1, dim2=2)[:, :, None] > cut).to(count))
     order = torch.sort(degree.permute(2, 0, 1), dim=-1, stable=True).indices  # (S, B, N)
     seed = order[..., 0]  # (S, B)
     potentials = order[..., : min(k_patches, n)]  # (S, B, k)
