@@ -466,12 +466,55 @@ def _old_score_batch(rec: Any, layout: Any, settings: list, *, k_patches: int, s
     return out
 
 
-def _lost_op_counts() -> tuple[int, int, int]:
-    """Ops per setting (seed and score), per flood-fill step, and per flood fill + box extraction, counted."""
-    from vitreg.measure.lost import mask_to_box, pixel_boxes, seed_component, seed_scores
+def _per_setting_score_batch(rec: Any, layout: Any, settings: list, *, k_patches: int, scale: torch.Tensor,
+                             hw: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The scoring before the biases of a group shared their passes: :func:`seed_scores` on ``a + bias`` per
+    setting, then one stacked flood fill (the boxes are the same)."""
+    from vitreg.measure.lost import mask_to_box, patch_features, pixel_boxes, seed_component, seed_scores, similarity
 
-    a = torch.randn(4, 12 * 14, 12 * 14)
-    per_setting = count_ops(lambda: seed_scores(a - 0.1, k_patches=30))
+    groups: dict[tuple, list] = {}
+    for s in settings:
+        groups.setdefault((s.which, s.block, s.normalize), []).append(s)
+    names, masks, seeds = [], [], []
+    for (which, block, normalize), group in groups.items():
+        a = similarity(patch_features(getattr(rec, which)[block], layout), normalize=normalize)
+        for s in group:
+            _, seed, _, m = seed_scores(a + s.bias, k_patches=k_patches)
+            names.append(s.name)
+            masks.append((m > 0).reshape(-1, *layout.grid))
+            seeds.append(seed)
+    boxes_patch = mask_to_box(seed_component(torch.cat(masks), torch.cat(seeds)))
+    n = len(masks[0])
+    boxes = pixel_boxes(boxes_patch, scale.reshape(n, 2).repeat(len(names), 1),
+                        hw.double().reshape(n, 2).repeat(len(names), 1))
+    return dict(zip(names, boxes.split(n)))
+
+
+#: The per-setting passes' counts before the biases of a group shared them, for the "before" rows' model: bytes per
+#: similarity entry and setting (add 8, compare 5, the count's int64 copy 9 and sum 8), bytes per entry of the
+#: potentials' rows and setting (gather 8, product 8, sum 4), ops per setting.
+PER_SETTING_BYTES, PER_SETTING_POTENTIAL_BYTES, PER_SETTING_OPS = 30, 20, 20
+
+
+def _lost_op_counts() -> tuple[int, int, int, int]:
+    """Ops per (features, block, normalize) group, per setting, per flood-fill step and per flood fill + box
+    extraction, counted. The group and setting counts difference whole scorings whose masks are equal (the same
+    features under two blocks, the same bias repeated), so their flood fills take the same steps."""
+    from types import SimpleNamespace
+
+    from vitreg.core.tokens import TokenLayout
+    from vitreg.measure.lost import Setting, _score_batch, mask_to_box, pixel_boxes, seed_component
+
+    x = _sweep_rec(4, (12, 14), 64, blocks=1).k[0]
+    rec, layout = SimpleNamespace(k=[x, x]), TokenLayout(num_cls=1, num_reg=0, grid=(12, 14))
+    kw = {"k_patches": 30, "scale": torch.full((4, 2), 14.0, dtype=torch.float64), "hw": torch.full((4, 2), 500)}
+
+    def scoring(blocks: list[int], biases: list[float]) -> int:
+        settings = [Setting("k", b, True, bias) for b in blocks for bias in biases]
+        return count_ops(lambda: _score_batch(rec, layout, settings, **kw))
+
+    one = scoring([-1], [-0.2])
+    per_group, per_setting = scoring([-2, -1], [-0.2]) - one, (scoring([-1], [-0.2] * 5) - one) // 4
 
     def line(n: int) -> int:
         mask = torch.zeros(1, 4, 40, dtype=torch.bool)
@@ -482,7 +525,7 @@ def _lost_op_counts() -> tuple[int, int, int]:
     mask = torch.ones(4, 12, 14, dtype=torch.bool)
     fill = count_ops(lambda: pixel_boxes(mask_to_box(seed_component(mask, torch.zeros(4, dtype=torch.long))), 14.0,
                                          torch.full((4, 2), 500)))
-    return per_setting, step, fill - (12 + 14 - 1) * step  # a whole-grid fill from a corner: h + w - 1 steps
+    return per_group, per_setting, step, fill - (12 + 14 - 1) * step  # a whole-grid fill from a corner: h + w - 1 steps
 
 
 def _cpu_rates(full: bool) -> tuple[float, float, float]:
@@ -491,7 +534,8 @@ def _cpu_rates(full: bool) -> tuple[float, float, float]:
     x = torch.randn(8, 384, 256)
     flops = 2 * 8 * 384 * 384 * 256 / best_warm_s(lambda: x @ x.transpose(1, 2), r)
     a = torch.randn(8, 768, 768)
-    nbytes = (4 + 4 + 4 + 1 + 1) * a.numel() / best_warm_s(lambda: ((a - 0.3) > 0).sum(-1), r)
+    # subtract (4 + 4), compare (4 + 1), the sum's int64 copy of the bools (1 + 8) and the sum (8)
+    nbytes = (4 + 4 + 4 + 1 + 1 + 8 + 8) * a.numel() / best_warm_s(lambda: ((a - 0.3) > 0).sum(-1), r)
     tiny = torch.ones(4)
     op_s = best_warm_s(lambda: [tiny + 1 for _ in range(1000)], r) / 1000
     return flops, nbytes, op_s
@@ -506,9 +550,10 @@ def sweeps_rows(full: bool) -> list[str]:
     from vitreg.measure.lost import Setting, _score_batch, ttr_settings
 
     rows = ["## LOST sweeps and bootstraps (02, 08, 10)"]
-    per_setting, step, fill = _lost_op_counts()
-    rows.append(f"ops counted: {per_setting} per setting, {step} per flood-fill step, {fill} per flood fill + boxes "
-                f"(costs.py: {costs.LOST_OPS_PER_SETTING}, {costs.LOST_OPS_PER_FILL_STEP}, {costs.LOST_OPS_PER_FILL})")
+    per_group, per_setting, step, fill = _lost_op_counts()
+    rows.append(f"ops counted: {per_group} per group, {per_setting} per setting, {step} per flood-fill step, {fill} per "
+                f"flood fill + boxes (costs.py: {costs.LOST_OPS_PER_GROUP}, {costs.LOST_OPS_PER_SETTING}, "
+                f"{costs.LOST_OPS_PER_FILL_STEP}, {costs.LOST_OPS_PER_FILL})")
     flops, nbytes, op_s = _cpu_rates(full)
     rows.append(f"this CPU: {flops / 1e9:.1f} GFLOP/s fp32 bmm, {nbytes / 1e9:.2f} GB/s elementwise, "
                 f"{op_s * 1e6:.1f} µs per tiny op")
@@ -519,16 +564,28 @@ def sweeps_rows(full: bool) -> list[str]:
     settings = [Setting("k"), *ttr_settings([round(-0.1 * i, 1) for i in range(11)])]
     scale, hw = torch.full((b, 2), 14.0, dtype=torch.float64), torch.full((b, 2), 500)
     kw = {"k_patches": 100, "scale": scale, "hw": hw}
-    new = best_warm_s(lambda: _score_batch(rec, layout, settings, **kw), 3 if full else 1)
-    old = best_warm_s(lambda: _old_score_batch(rec, layout, settings, **kw), 3 if full else 1)
-    run = costs.LostRun(images=b, batches=1, grid=grid, width=d, groups=13, settings=len(settings))
+    repeat = 3 if full else 1
+    new = best_warm_s(lambda: _score_batch(rec, layout, settings, **kw), repeat)
+    per_setting_s = best_warm_s(lambda: _per_setting_score_batch(rec, layout, settings, **kw), repeat)
+    old = best_warm_s(lambda: _old_score_batch(rec, layout, settings, **kw), repeat)
+    run = costs.LostRun(images=b, batches=1, grid=grid, width=d, groups=13, settings=len(settings), k=100)
+    n = grid[0] * grid[1]
 
-    def cpu_model(r: costs.LostRun, stacked: bool) -> float:
-        return (costs.lost_flop(r) / flops + costs.lost_bytes(r) / nbytes + costs.lost_ops(r, stacked=stacked) * op_s)
+    def cpu_model(r: costs.LostRun) -> float:
+        return costs.lost_flop(r) / flops + costs.lost_bytes(r) / nbytes + costs.lost_ops(r) * op_s
 
-    rows.append(f"LOST sweep, {len(settings)} settings, {b} images of {grid[0]}x{grid[1]} patches, D={d}: measured "
-                f"{new:.3f} s, model {cpu_model(run, True):.3f} s (one stacked flood fill); before: one fill per "
-                f"setting {old:.3f} s, model {cpu_model(run, False):.3f} s")
+    def per_setting_model(r: costs.LostRun, stacked: bool) -> float:  # the counts before the biases shared passes
+        h, w = r.grid
+        ops = r.settings * PER_SETTING_OPS + (costs.LOST_OPS_PER_FILL + (h + w) * costs.LOST_OPS_PER_FILL_STEP) * (
+            1 if stacked else r.settings)
+        nbytes_run = (PER_SETTING_BYTES * n * n + PER_SETTING_POTENTIAL_BYTES * r.k * n) * r.settings * r.images
+        return costs.lost_flop(r) / flops + nbytes_run / nbytes + ops * op_s
+
+    rows.append(f"LOST sweep, {len(settings)} settings in 13 groups, {b} images of {grid[0]}x{grid[1]} patches, D={d}: "
+                f"measured {new:.3f} s, model {cpu_model(run):.3f} s (biases of a group share their passes, one "
+                f"stacked flood fill); before: a pass per setting {per_setting_s:.3f} s, model "
+                f"{per_setting_model(run, True):.3f} s; and one flood fill per setting {old:.3f} s, model "
+                f"{per_setting_model(run, False):.3f} s")
 
     n_img = 20_000 if full else 5_000
     gen = np.random.default_rng(0)

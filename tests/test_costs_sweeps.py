@@ -27,16 +27,31 @@ def test_the_similarity_and_pass_terms_are_proportional_to_images_and_quadratic_
     double = dataclasses.replace(RUN, images=2 * RUN.images)
     assert costs.lost_flop(double) == 2 * costs.lost_flop(RUN)
     assert costs.lost_bytes(double) == 2 * costs.lost_bytes(RUN)
-    wide = dataclasses.replace(RUN, grid=(54, 36))  # twice the patches: four times the entries
-    assert costs.lost_flop(wide) == 4 * costs.lost_flop(RUN) and costs.lost_bytes(wide) == 4 * costs.lost_bytes(RUN)
+    wide = dataclasses.replace(RUN, grid=(54, 36))  # twice the patches: four times the entries, twice the potentials'
+    assert costs.lost_flop(wide) == 4 * costs.lost_flop(RUN)
+    n = 27 * 36
+    potentials = costs.LOST_BYTES_PER_POTENTIAL_ENTRY * RUN.k * n * RUN.settings * RUN.images
+    assert math.isclose(costs.lost_bytes(wide), 4 * (costs.lost_bytes(RUN) - potentials) + 2 * potentials)
     assert costs.lost_flop(dataclasses.replace(RUN, groups=26)) == 2 * costs.lost_flop(RUN)
-    assert costs.lost_bytes(dataclasses.replace(RUN, settings=266)) == 2 * costs.lost_bytes(RUN)
+
+
+def test_the_biases_of_a_group_share_one_read_and_each_setting_adds_its_own_bytes():
+    n = 27 * 36
+    per_setting = (costs.LOST_BYTES_PER_ENTRY * n * n + costs.LOST_BYTES_PER_POTENTIAL_ENTRY * RUN.k * n) * RUN.images
+    assert costs.lost_bytes(dataclasses.replace(RUN, settings=134)) - costs.lost_bytes(RUN) == per_setting
+    per_group = costs.LOST_BYTES_PER_GROUP_ENTRY * n * n * RUN.images
+    assert costs.lost_bytes(dataclasses.replace(RUN, groups=14)) - costs.lost_bytes(RUN) == per_group
+    assert per_group < costs.LOST_BYTES_PER_ENTRY * n * n * RUN.images * RUN.settings / RUN.groups  # shared: cheaper
+    assert costs.lost_bytes(dataclasses.replace(RUN, k=50)) < costs.lost_bytes(RUN)
 
 
 def test_the_ops_use_the_h_plus_w_bound_of_the_flood_fill_once_per_batch_when_stacked():
     h, w = RUN.grid
     fill = costs.LOST_OPS_PER_FILL + (h + w) * costs.LOST_OPS_PER_FILL_STEP
-    assert costs.lost_ops(RUN) == RUN.batches * (RUN.settings * costs.LOST_OPS_PER_SETTING + fill)
+    scoring = RUN.groups * costs.LOST_OPS_PER_GROUP + RUN.settings * costs.LOST_OPS_PER_SETTING
+    assert costs.lost_ops(RUN) == RUN.batches * (scoring + fill)
+    assert costs.lost_ops(dataclasses.replace(RUN, groups=26)) - costs.lost_ops(RUN) == (
+        RUN.batches * 13 * costs.LOST_OPS_PER_GROUP)
     before = costs.lost_ops(RUN, stacked=False)
     assert before - costs.lost_ops(RUN) == RUN.batches * fill * (RUN.settings - 1)
     assert costs.lost_sweep_s([RUN], stacked=False) > costs.lost_sweep_s([RUN])
@@ -45,7 +60,9 @@ def test_the_ops_use_the_h_plus_w_bound_of_the_flood_fill_once_per_batch_when_st
 def test_padded_batches_add_one_partial_batch_per_size_and_the_stretched_protocol_none():
     run = costs.lost_run("VOC07", 5011, model="dinov2_l", patch=14, batch_size=32, groups=13, settings=133)
     assert run.batches == math.ceil(5011 / 32) + costs.PADDED_SIZES["VOC07"] - 1
-    assert run.grid == (27, 36) and run.width == 1024
+    assert run.grid == (27, 36) and run.width == 1024 and run.k == 100
+    assert costs.lost_run("synthetic", 3, model="dinov2_s", patch=14, batch_size=8, groups=1, settings=1,
+                          synthetic_hw=(112, 112), k_patches=100).k == 64  # at most the patches
     square = costs.lost_run("VOC07", 5011, model="dinov2_l", patch=14, batch_size=32, groups=13, settings=133,
                             stretched_px=448)
     assert square.batches == math.ceil(5011 / 32) and square.grid == (32, 32)
@@ -63,6 +80,7 @@ def test_the_notebooks_rows_follow_their_parameters():
     assert _seconds(_real("08_lost", limit=100), lost) < _seconds(_real("08_lost"), lost)
     assert _seconds(_real("08_lost", bias_sweep=[0.0, -0.5]), lost) < _seconds(_real("08_lost"), lost)
     assert _seconds(_real("08_lost", protocol="stretched", image_size=224), lost) < _seconds(_real("08_lost"), lost)
+    assert _seconds(_real("08_lost", k_patches=50), lost) < _seconds(_real("08_lost"), lost)
     assert _seconds(_real("08_lost", limit=100), "CorLoc") < _seconds(_real("08_lost"), "CorLoc")
     ttr = "10_test_time_registers"
     assert _seconds(_real(ttr, lost_limit=100), lost) < _seconds(_real(ttr), lost)

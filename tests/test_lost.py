@@ -294,3 +294,67 @@ def test_the_sweep_scores_every_setting_as_lost_does_one_by_one():
         assert got[s.name].dtype == one.dtype and torch.equal(got[s.name], one), s.name
         boxes.add(tuple(one.flatten().tolist()))
     assert len(boxes) > 3  # the settings find different boxes: the check compares more than one answer
+
+
+def _same_bits(x: torch.Tensor, y: torch.Tensor) -> bool:
+    """Equal bit for bit (NaN and the sign of zero included)."""
+    return x.dtype == y.dtype and x.shape == y.shape and torch.equal(x.view(torch.int32), y.view(torch.int32))
+
+
+def test_the_shared_bias_pass_gives_the_seeds_and_scores_of_a_plus_bias_bit_for_bit():
+    """``a > -bias`` counts what ``a + bias > 0`` counts, for every float32 entry: ties, entries exactly at ``-bias``
+    and one ulp either side, subnormals, signed zeros, NaN and infinities, and a bias of 0, -0, -0.1 (rounded to
+    float32 as torch rounds it), a subnormal one and NaN."""
+    from vitreg.measure.lost import bias_sweep_scores, seed_scores
+
+    gen = torch.Generator().manual_seed(3)
+    a = torch.randint(-4, 5, (3, 40, 40), generator=gen).float() / 8  # multiples of 1/8: ties everywhere
+    tenth = torch.tensor(0.1, dtype=torch.float32)
+    sub = torch.tensor(2.0 ** -140)  # subnormal
+    special = torch.stack([tenth, torch.nextafter(tenth, torch.tensor(1.0)), torch.nextafter(tenth, torch.tensor(0.0)),
+                           sub, -sub, 2 * sub, torch.tensor(0.0), torch.tensor(-0.0), torch.tensor(float("nan")),
+                           torch.tensor(float("inf")), torch.tensor(-float("inf")), torch.tensor(2.0 ** -126)])
+    pick = torch.randint(0, 40 * 40, (3, 300), generator=gen)
+    a.view(3, -1).scatter_(1, pick, special[torch.arange(300) % len(special)].expand(3, -1))
+    biases = [0.0, -0.0, -0.1, -0.125, -0.5, 0.25, -float(sub), -2.0 ** -126, float("nan"), -float(tenth)]
+    seed, m = bias_sweep_scores(a, biases, k_patches=12)
+    assert seed.shape == (len(biases), 3) and m.shape == (len(biases), 3, 40)
+    exact_zero = 0
+    for i, bias in enumerate(biases):
+        shifted = a + bias
+        exact_zero += int((shifted == 0).sum())
+        _, seed_one, _, m_one = seed_scores(shifted, k_patches=12)
+        assert torch.equal(seed[i], seed_one) and _same_bits(m[i], m_one), bias
+    assert exact_zero > 100  # many entries sit exactly on a cut: where > and >= would differ
+
+
+def test_the_sweep_is_exact_with_ties_and_similarities_at_the_bias():
+    """The batch's sweep equals :func:`lost` setting by setting, bit for bit, on features with exact dot products
+    (multiples of 1/4, so many entries equal ``-bias`` and many degrees tie) and on the same features scaled into
+    the subnormal range (dot products of 2^-146 and up), with dot and cosine settings."""
+    from types import SimpleNamespace
+
+    from vitreg.measure.lost import _score_batch, similarity
+
+    layout = TokenLayout(num_cls=1, num_reg=4, grid=GRID)
+    clean = offset_features(planted_feature_maps(BOXES, GRID, num_prefix=layout.num_prefix, noise=0.6, seed=5), 1.5)
+    coarse = (clean[..., :8] * 2).round() / 2  # entries in halves: exact products and sums
+    tiny = coarse * 2.0 ** -73
+    feats = {"q": [tiny, coarse], "k": [coarse, tiny], "v": [coarse.flip(1), coarse]}
+    rec = SimpleNamespace(**feats)
+    dot = [Setting(w, b, False, bias) for w in "qkv" for b in (-2, -1) for bias in (0.0, -0.25, -0.5, -1.0, -2.0)]
+    near = [Setting("q", -2, False, -(2.0 ** -146)), Setting("k", -1, False, -(2.0 ** -144)),
+            Setting("k", -2, False, -0.0)]
+    settings = [*dot, *near, *ttr_settings([-0.9, -0.5, -0.25, 0.0], blocks=[-2, -1], features=["q", "k", "v"])]
+    assert len({s.name for s in settings}) == len(settings)
+    hw = torch.tensor([[170, 190], [160, 200], [180, 210], [168, 196]])
+    scale = torch.tensor([[14.0, 14.0], [13.0, 14.5], [14.0, 14.0], [15.0, 14.0]], dtype=torch.float64)
+    got = _score_batch(rec, layout, settings, k_patches=30, scale=scale, hw=hw)
+    on_cut, boxes = 0, set()
+    for s in settings:
+        f = patch_features(feats[s.which][s.block], layout)
+        on_cut += int((similarity(f, bias=s.bias, normalize=s.normalize) == 0).sum())
+        one = lost(f, GRID, k_patches=30, bias=s.bias, normalize=s.normalize, scale=scale, image_hw=hw).boxes
+        assert got[s.name].dtype == one.dtype and torch.equal(got[s.name], one), s.name
+        boxes.add(tuple(one.flatten().tolist()))
+    assert on_cut > 10_000 and len(boxes) > 3  # entries on the cut, and settings that disagree

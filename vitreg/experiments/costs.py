@@ -529,14 +529,25 @@ def majority_count_s(n_images: float, label_hw: tuple[int, int], *, as_int64: bo
 #: ASSUMED, a typical eager figure on an H100 node (``make benchmark-gpu`` does not measure it yet).
 GPU_OP_S = 10e-6
 
-#: Bytes moved per similarity entry and setting by LOST's per-setting passes (:func:`vitreg.measure.lost.seed_scores`
-#: on ``a + bias``): read ``a`` and write ``a + bias`` (4 + 4), read it and write ``> 0`` (4 + 1), count (1); counted.
-LOST_BYTES_PER_ENTRY = 14
+#: Bytes moved per similarity entry by the passes the biases of one (features, block, normalize) group share
+#: (:func:`vitreg.measure.lost.bias_sweep_scores`): the comparison ``a > -bias`` reads each entry once for every bias
+#: of the group (4; its S comparisons of one row run back to back, the row in cache); counted.
+LOST_BYTES_PER_GROUP_ENTRY = 4
+#: Bytes moved per similarity entry and setting: the comparison writes one bool (1), the degree's count copies the
+#: bools to int16 before it sums them (torch's sum casts its input to the result's type: read 1, write 2) and sums
+#: them (2); counted. (Before the biases shared their pass: read ``a``, write ``a + bias`` (4 + 4), read it and write
+#: ``> 0`` (4 + 1), the count's int64 copy (1 + 8) and sum (8): 30, of which 14 were counted.)
+LOST_BYTES_PER_ENTRY = 6
+#: Bytes moved per entry of the ``k x N`` rows of the potentials, per setting: gather (read 4, write 4), the bias
+#: added in place (4 + 4), the product with the kept mask (4 + 4) and the score's sum (4); counted.
+LOST_BYTES_PER_POTENTIAL_ENTRY = 28
 #: Ops (kernel launches) of the sweep's scoring of one batch, counted with a ``TorchDispatchMode`` on the CPU by
-#: ``benchmarks/bench_costs.py`` (12 x 14 patch grid, 4 images; independent of the sizes): per setting (bias add,
-#: degree, sort, gathers, score), per flood-fill step (grow 4 ways, clip, compare), and per flood fill + box
-#: extraction (run once per batch since the settings' masks are stacked; once per setting before).
-LOST_OPS_PER_SETTING, LOST_OPS_PER_FILL_STEP, LOST_OPS_PER_FILL = 20, 23, 42
+#: ``benchmarks/bench_costs.py`` (12 x 14 patch grid, 4 images; independent of the sizes): per (features, block,
+#: normalize) group (similarity, the shared comparison and degree, sort, seeds, gathers and scores of all its biases,
+#: masks), per setting (none: the biases of a group are stacked; 20 when each setting ran its own seed and score),
+#: per flood-fill step (grow 4 ways, clip, compare), and per flood fill + box extraction (run once per batch since
+#: the settings' masks are stacked; once per setting before).
+LOST_OPS_PER_GROUP, LOST_OPS_PER_SETTING, LOST_OPS_PER_FILL_STEP, LOST_OPS_PER_FILL = 51, 0, 23, 42
 #: Seconds of CorLoc (:func:`vitreg.data.boxes.corloc_hits`) per image and setting on one CPU core: measured by
 #: ``benchmarks/bench_costs.py`` (5,000 images with 1-3 boxes, best of 3, one thread of a 2-core AMD EPYC at load
 #: average 1.7-2.4: 0.77-0.87 µs).
@@ -567,6 +578,7 @@ class LostRun:
         width: feature width D (heads concatenated).
         groups: distinct (features, block, normalize) similarities per image.
         settings: LOST settings scored per image.
+        k: potentials of the seed expansion (LOST's ``k_patches``, at most the patches).
     """
 
     images: int
@@ -575,10 +587,11 @@ class LostRun:
     width: int
     groups: int
     settings: int
+    k: int = 100
 
 
 def lost_run(dataset: str, images: int, *, model: str, patch: int, batch_size: int, groups: int, settings: int,
-             stretched_px: int | None = None, synthetic_hw: tuple[int, int] = (375, 500)) -> LostRun:
+             stretched_px: int | None = None, synthetic_hw: tuple[int, int] = (375, 500), k_patches: int = 100) -> LostRun:
     """The :class:`LostRun` of ``images`` of ``dataset`` (padded protocol, or ``stretched_px`` squares)."""
     import math
 
@@ -589,7 +602,7 @@ def lost_run(dataset: str, images: int, *, model: str, patch: int, batch_size: i
         h, w = BOX_IMAGE_HW.get(dataset, synthetic_hw)
         grid, sizes = (math.ceil(h / patch), math.ceil(w / patch)), PADDED_SIZES.get(dataset, 1)
     batches = min(images, math.ceil(images / batch_size) + sizes - 1)  # one partial batch per size more
-    return LostRun(images, batches, grid, token_widths(model)[0], groups, settings)
+    return LostRun(images, batches, grid, token_widths(model)[0], groups, settings, min(k_patches, grid[0] * grid[1]))
 
 
 def lost_ops(run: LostRun, *, stacked: bool = True) -> float:
@@ -598,7 +611,8 @@ def lost_ops(run: LostRun, *, stacked: bool = True) -> float:
     setting, as before the settings' masks were stacked)."""
     h, w = run.grid
     fill = LOST_OPS_PER_FILL + (h + w) * LOST_OPS_PER_FILL_STEP
-    return run.batches * run.settings * LOST_OPS_PER_SETTING + run.batches * fill * (1 if stacked else run.settings)
+    return (run.batches * (run.groups * LOST_OPS_PER_GROUP + run.settings * LOST_OPS_PER_SETTING)
+            + run.batches * fill * (1 if stacked else run.settings))
 
 
 def lost_flop(run: LostRun) -> float:
@@ -608,9 +622,13 @@ def lost_flop(run: LostRun) -> float:
 
 
 def lost_bytes(run: LostRun) -> float:
-    """Bytes the per-setting passes move: :data:`LOST_BYTES_PER_ENTRY` per similarity entry and setting."""
+    """Bytes the passes over the similarities move: :data:`LOST_BYTES_PER_GROUP_ENTRY` per entry and group,
+    :data:`LOST_BYTES_PER_ENTRY` per entry and setting, and :data:`LOST_BYTES_PER_POTENTIAL_ENTRY` per entry of the
+    ``k x N`` potentials' rows and setting (:func:`vitreg.measure.lost.bias_sweep_scores`)."""
     n = run.grid[0] * run.grid[1]
-    return float(LOST_BYTES_PER_ENTRY) * n * n * run.settings * run.images
+    per_image = (LOST_BYTES_PER_GROUP_ENTRY * n * n * run.groups
+                 + (LOST_BYTES_PER_ENTRY * n * n + LOST_BYTES_PER_POTENTIAL_ENTRY * run.k * n) * run.settings)
+    return float(per_image) * run.images
 
 
 def lost_sweep_s(runs: Iterable[LostRun], *, op_s: float = GPU_OP_S, stacked: bool = True) -> float:
@@ -635,9 +653,12 @@ def lost_sweep_rows(runs: list[LostRun], *, what: str) -> list[Cost]:
     s = max(r.settings for r in runs)
     n = sum(r.images for r in runs)
     return [Cost(f"{what}: LOST scoring of {s} settings per image on the GPU ({n:,} image passes)", lost_sweep_s(runs),
-                 "per image and (q/k/v, block) group 2 N² D similarity FLOPs at FP32_FLOPS x FP32_SHARE; per setting "
-                 f"{LOST_BYTES_PER_ENTRY} bytes per similarity entry at HBM_BYTES_S x HBM_SHARE; per batch "
-                 f"{LOST_OPS_PER_SETTING} ops per setting and one stacked flood fill of at most h + w steps "
+                 "per image and (q/k/v, block) group 2 N² D similarity FLOPs at FP32_FLOPS x FP32_SHARE and "
+                 f"{LOST_BYTES_PER_GROUP_ENTRY} bytes per similarity entry (the biases' shared comparison), per setting "
+                 f"{LOST_BYTES_PER_ENTRY} bytes per entry and {LOST_BYTES_PER_POTENTIAL_ENTRY} per entry of the k x N "
+                 "potentials' rows, at HBM_BYTES_S x HBM_SHARE; per batch "
+                 f"{LOST_OPS_PER_GROUP} ops per group, {LOST_OPS_PER_SETTING} per setting and one stacked flood fill "
+                 "of at most h + w steps "
                  f"(ops counted on the CPU) at GPU_OP_S = {GPU_OP_S * 1e6:.0f} µs each (assumed); the three summed (an "
                  "upper bound: dispatch overlaps the kernels); N and batches from BOX_IMAGE_HW and PADDED_SIZES "
                  "(assumed)"),

@@ -80,7 +80,8 @@ def costs(p: Params) -> list[Cost]:
         runs += [cost_models.lost_run(d, sizes.box_images(d, p.limit), model=key, patch=get_spec(key).patch_size,
                                       batch_size=p.batch_size, groups=groups, settings=len(settings),
                                       stretched_px=p.image_size if p.protocol == "stretched" else None,
-                                      synthetic_hw=(p.synthetic_image_size, p.synthetic_image_size * 4 // 3))
+                                      synthetic_hw=(p.synthetic_image_size, p.synthetic_image_size * 4 // 3),
+                                      k_patches=p.k_patches)
                  for d in p.datasets]
     return cost_models.lost_sweep_rows(runs, what="plain LOST + [TTR] sweep")
 

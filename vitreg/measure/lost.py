@@ -191,6 +191,51 @@ def seed_scores(a: torch.Tensor, *, k_patches: int = 100) -> tuple[torch.Tensor,
     return degree, seed, similar, m
 
 
+def bias_sweep_scores(a: torch.Tensor, biases: Sequence[float], *, k_patches: int = 100
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Steps 3-4 of LOST for every bias of a sweep on one ``(B, N, N)`` similarity WITHOUT bias: the seed and
+    score of each bias, bit for bit those of :func:`seed_scores` on ``a + bias`` (the boxes do not change).
+
+    Paper: Table 3, [TTR]'s bias sweep (notebooks 08 and 10). Used by the sweep's scoring (:func:`_score_batch`):
+    the S biases of a (features, block, normalize) group share one pass over ``a`` and one op per step, instead
+    of S copies ``a + bias`` and their passes.
+
+    Exact because ``a + bias > 0`` iff ``a > -bias`` in IEEE float32: torch adds the bias rounded to float32
+    (checked), the sum of two floats is correctly rounded and, with gradual underflow, zero only when it is
+    exactly zero, so its sign is the exact sum's; negation is exact; NaN (in ``a`` or the bias) and ``inf - inf``
+    compare False both ways; a bias of ``0`` or ``-0`` gives ``a > 0`` both ways. Where subnormals are flushed to
+    zero (FTZ/DAZ: kernels built with fast math, ``torch.set_flush_denormal(True)``) the two could part for
+    ``|a + bias| < 2^-126``, and only there. The score adds the bias to the gathered rows exactly as before
+    and sums the same ``(k, N)`` block per image and bias (settings stacked along the batch).
+
+    Args:
+        a: ``(B, N, N)`` float similarity, no bias added (:func:`similarity`).
+        biases: the S biases.
+        k_patches: as in :func:`seed_scores`.
+
+    Returns:
+        ``seed`` ``(S, B)`` and the score ``m`` ``(S, B, N)`` whose positive part holds each bias's object.
+    """
+    b, n, _ = a.shape
+    bias = torch.tensor(list(biases), dtype=a.dtype, device=a.device)  # rounded as `a + bias` rounds a float bias
+    cut = -bias  # (S,)
+    # degree: (B, N, S, N) comparisons laid out so that each row of a is read once for all biases, then counted in
+    # int16 when N allows (sum copies its bool input to the result's type first: the narrower, the fewer bytes);
+    # the patch itself left out as in seed_scores
+    count = torch.int16 if n < 2**15 else torch.int32
+    degree = ((a[:, :, None, :] > cut[:, None]).sum(-1, dtype=count)
+              - (a.diagonal(dim1=1, dim2=2)[:, :, None] > cut).to(count))
+    order = torch.sort(degree.permute(2, 0, 1), dim=-1, stable=True).indices  # (S, B, N)
+    seed = order[..., 0]  # (S, B)
+    potentials = order[..., : min(k_patches, n)]  # (S, B, k)
+    rows = torch.arange(b, device=a.device)[None, :, None]
+    similar = a[rows, seed[..., None], potentials] > cut[:, None, None]  # (S, B, k): A[seed, p] + bias > 0
+    a_pot = a[rows, potentials]  # (S, B, k, N) rows of the potentials
+    a_pot += bias[:, None, None, None]  # the same float32 sums as a + bias
+    m = (a_pot * similar[..., None]).reshape(-1, *a_pot.shape[2:]).sum(1)  # (S * B, N), per image as before
+    return seed, m.reshape(len(bias), b, n)
+
+
 def pixel_boxes(boxes_patch: torch.Tensor, scale: float | Sequence[float] | torch.Tensor = 1.0,
                 image_hw: torch.Tensor | Sequence[Sequence[int]] | None = None) -> torch.Tensor:
     """``(B, 4)`` patch boxes (end exclusive) in pixels on the CPU, clipped to ``image_hw`` when given (step 5)."""
@@ -283,23 +328,24 @@ def _score_batch(rec: Any, layout: TokenLayout, settings: Sequence[Setting], *, 
     """Boxes of every setting on one batch: one similarity per (features, block, normalize), each bias's seed
     and score on it, then ONE flood fill and box extraction for all settings (their masks stacked along the
     batch; each image's component is its own, so the boxes are those of :func:`lost_on_similarity` per setting,
-    in a handful of kernel launches and one copy to the CPU instead of one set per setting)."""
+    in a handful of kernel launches and one copy to the CPU instead of one set per setting). The biases of a group
+    share their passes (:func:`bias_sweep_scores`), bit for bit the per-setting :func:`seed_scores` on ``a + bias``."""
     groups: dict[tuple[str, int, bool], list[Setting]] = {}
     for s in settings:
         groups.setdefault((s.which, s.block, s.normalize), []).append(s)
     names, masks, seeds = [], [], []
+    n = 0
     for (which, block, normalize), group in groups.items():
         a = similarity(patch_features(getattr(rec, which)[block], layout), normalize=normalize)
-        for s in group:
-            _, seed, _, m = seed_scores(a + s.bias, k_patches=k_patches)
-            names.append(s.name)
-            masks.append((m > 0).reshape(-1, *layout.grid))
-            seeds.append(seed)
+        seed, m = bias_sweep_scores(a, [s.bias for s in group], k_patches=k_patches)  # (S, B), (S, B, N)
+        n = a.shape[0]
+        names.extend(s.name for s in group)
+        masks.append((m > 0).reshape(-1, *layout.grid))  # settings-major, the images of each inside
+        seeds.append(seed.reshape(-1))
         del a
     if not names:
         return {}
     boxes_patch = mask_to_box(seed_component(torch.cat(masks), torch.cat(seeds)))
-    n = len(masks[0])
     boxes = pixel_boxes(boxes_patch, torch.as_tensor(scale).reshape(n, 2).repeat(len(names), 1),
                         torch.as_tensor(np.asarray(hw, dtype=np.float64)).reshape(n, 2).repeat(len(names), 1))
     return dict(zip(names, boxes.split(n)))
