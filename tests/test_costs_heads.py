@@ -66,13 +66,14 @@ def test_features_that_do_not_fit_on_the_gpu_are_fed_from_the_host_and_cost_more
 def test_the_lbfgs_probe_is_bounded_by_max_eval_and_the_minibatch_default_is_far_cheaper():
     lbfgs = _rows(imagenet_probe_batch_size=None)["imagenet"][0]
     assert "max_eval = 250" in lbfgs.what
-    n, fits = 1_281_167, 1 + 0.8 * 4
-    expected = 3 * sum(c.logistic_probe_s(n=n, d=d, c=1000, fits=fits) for d in (1024, 1024, 2048) * 2)
+    n, n_test, dims = 1_281_167, 50_000, (1024, 1024, 2048)
+    expected = 3 * 2 * (sum(c.logistic_cv_probe_s(n=n, d=d, c=1000, grid=4) + c.predict_s(n_test, d, 1000)
+                            for d in dims) + c.variant_features_s(n + n_test, dims))
     assert lbfgs.seconds == pytest.approx(expected)
     at = lambda it: c.logistic_probe_s(n=n, d=8, c=10, fits=1, max_iter=it)  # noqa: E731
     assert at(600) - at(400) == pytest.approx(at(400) - at(200), rel=0.01) and at(400) - at(200) > 0.4 * at(200)
     assert lbfgs.seconds > 3600  # the hour that the minibatch default avoids
-    assert _rows()["imagenet"][0].seconds < lbfgs.seconds / 3
+    assert _rows()["imagenet"][0].seconds < lbfgs.seconds / 2.5  # the host passes over the features are shared
 
 
 def test_the_minibatch_probe_counts_each_host_step_once_for_its_three_variants():
@@ -81,20 +82,25 @@ def test_the_minibatch_probe_counts_each_host_step_once_for_its_three_variants()
     n, fits, widths = 1_281_167, 1 + 0.8 * 4, (1024, 2048)
     joint = lambda **k: c.joint_logistic_probe_s(n=n, dims=[1024, 1024, 2048], c=1000, fits=fits,  # noqa: E731
                                                  **{"batch_size": 1024, "epochs": 10, **k})
-    assert row.seconds == pytest.approx(3 * 2 * joint()) and "trained together" in row.what
+    cv = c.joint_logistic_cv_probe_s(n=n, dims=[1024, 1024, 2048], c=1000, grid=4, batch_size=1024, epochs=10)
+    scoring = c.variant_features_s(n + 50_000, [1024, 1024, 2048]) + sum(c.predict_s(50_000, d, 1000)
+                                                                         for d in (1024, 1024, 2048))
+    assert row.seconds == pytest.approx(3 * 2 * (cv + scoring)) and "trained together" in row.what
     assert "JOINT_HEAD_STEP_SHARE" in row.scaling and "L-BFGS" not in row.scaling
     separate = sum(c.logistic_probe_s(n=n, d=d, c=1000, fits=fits, batch_size=1024, epochs=10)
                    for d in (1024, 1024, 2048))
     steps = 10 * -(-n // 1024)
     shared = fits * steps * c.ADAM_STEP_FIXED_S * c.GPU_LAUNCH_FACTOR * 2 * (1 - c.JOINT_HEAD_STEP_SHARE)
-    assert separate - joint() == pytest.approx(shared) and shared > 0.3 * separate  # the host steps dominated
+    prepared = fits * sum(c.feature_copy_s(n, d) for d in (1024, 1024, 2048))
+    assert separate - joint() == pytest.approx(shared) and shared > 0.3 * (separate - prepared)  # of the fits proper
     one = c.joint_logistic_fit_s(n, [widths[0]], 1000, batch_size=1024, epochs=10)
     assert one == pytest.approx(c.logistic_fit_s(n, widths[0], 1000, batch_size=1024, epochs=10))
     assert c.joint_step_host_s(3) == pytest.approx(c.ADAM_STEP_FIXED_S * (1 + 2 * c.JOINT_HEAD_STEP_SHARE))
     per_10_epochs = joint(epochs=20) - joint()  # linear in the epochs, which are all but the copy and the set-up
-    assert joint(epochs=30) - joint(epochs=20) == pytest.approx(per_10_epochs) and per_10_epochs > 0.9 * joint()
+    assert joint(epochs=30) - joint(epochs=20) == pytest.approx(per_10_epochs)
+    assert per_10_epochs > 0.9 * (joint() - prepared)
     assert joint(batch_size=4096) < joint() < joint(batch_size=256)  # fewer steps, less host time
-    assert _rows(imagenet_probe_epochs=20)["imagenet"][0].seconds > 1.9 * row.seconds
+    assert _rows(imagenet_probe_epochs=20)["imagenet"][0].seconds - row.seconds > 0.9 * 3 * 2 * per_10_epochs
     assert _rows(seeds=1)["imagenet"][0].seconds == pytest.approx(row.seconds / 3)
 
 
@@ -154,3 +160,21 @@ def test_features_stay_where_they_are_unless_they_fit_on_a_gpu():
     moved = heads.on_device(t, "cpu", working=0)
     assert all(moved[k] is t[k] for k in t)
     assert heads.fits_on_device(60e9, 10e9, 80e9) and not heads.fits_on_device(70e9, 10e9, 80e9)
+
+
+def test_the_imagenet_probe_scores_the_validation_rows_of_each_l2_and_the_test_set():
+    """Table 2 (fit_logistic_cv_joint scores each head on the held-out rows of each L2; classification_probe
+    assembles the variants and scores the test set for every seed)."""
+    row = _rows()["imagenet"][0]
+    assert _rows(imagenet_n_val=10_000)["imagenet"][0].seconds < row.seconds  # the test set is scored
+    n, dims = 1_281_167, [1024, 1024, 2048]
+    n_val = c.validation_rows(n, 0.2)
+    fit = {"dims": dims, "c": 1000, "batch_size": 1024, "epochs": 10}
+    cv = c.joint_logistic_cv_probe_s(n=n, grid=4, **fit)
+    assert cv == pytest.approx(c.joint_logistic_probe_s(n=n - n_val, fits=4, **fit)
+                               + 4 * sum(c.predict_s(n_val, d, 1000) for d in dims)
+                               + c.joint_logistic_probe_s(n=n, **fit))
+    assert c.joint_logistic_cv_probe_s(n=n, grid=1, **fit) == c.joint_logistic_probe_s(n=n, **fit)
+    assert c.variant_features_s(2 * n, dims) == pytest.approx(2 * c.variant_features_s(n, dims))
+    assert "4 + 1 fits" not in row.what and "5 fits" in row.what
+

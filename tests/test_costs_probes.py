@@ -67,6 +67,18 @@ def test_a_gpu_probe_is_fits_times_one_fit_with_its_copy():
     assert one >= cm.lbfgs_evals_bound(200) * cm.gpu_matmul_s(cm.logistic_eval_flop(10_000, 1024, 1000))
 
 
+def test_each_fit_prepares_its_features_on_the_host_before_the_copy():
+    """Fig. 5b, Tables 1-2: fit_logistic checks the split's gathered rows for non-finite values on the host and
+    copies them from pageable memory: HOST_BYTES a value, as feature_copy_s counts it, for every fit."""
+    n, d, c = 50_000, 1536, 100
+    assert cm.logistic_probe_s(n=n, d=d, c=c) - cm.logistic_fit_s(n, d, c) == pytest.approx(cm.feature_copy_s(n, d))
+    assert cm.feature_copy_s(n, d) > 2 * 4.0 * n * d / cm.PCIE_BYTES_S  # the host passes outweigh the copy
+    dims = [1024, 1024, 2048]
+    joint = cm.joint_logistic_probe_s(n=n, dims=dims, c=1000, batch_size=1024, epochs=10)
+    fit = cm.joint_logistic_fit_s(n, dims, 1000, batch_size=1024, epochs=10)
+    assert joint - fit == pytest.approx(cm.feature_copy_s(n, sum(dims)))
+
+
 def test_the_cv_probe_is_grid_fits_on_the_training_share_and_one_refit():
     args = {"d": 768, "c": 100}
     assert cm.logistic_cv_probe_s(n=5000, grid=1, **args) == cm.logistic_probe_s(n=5000, **args)

@@ -111,7 +111,9 @@ STANDARDIZE_BYTES = 28
 LOGISTIC_SCALING = ("upper bound: every L-BFGS fit runs to max_eval + 1 = 251 evaluations (max_iter 200), each 4 n d c "
                     "FLOPs (n training rows, d width, c classes) at the GPU's fp32 rate, logit and weight passes at "
                     "its memory rate, and the host time per evaluation measured on the CPU at tiny size x "
-                    "GPU_LAUNCH_FACTOR; plus the features' copy to the GPU (checked: benchmarks/bench_costs.py)")
+                    "GPU_LAUNCH_FACTOR; plus each fit's features prepared on the host (finite check, split "
+                    "gather, staging: HOST_BYTES a value at HOST_BYTES_S, measured) and copied to the GPU (checked: "
+                    "benchmarks/bench_costs.py)")
 #: The scaling text of the ridge probe row (05).
 RIDGE_SCALING = ("float64: Gram matrix 2 n d^2 and the targets' products at the GPU's fp64 rate (FP64_FLOPS x "
                  "FP64_SHARE), one 9 d^3 eigendecomposition per fit at FP64_FLOPS x EIGH_SHARE (assumed 2%); "
@@ -181,7 +183,8 @@ def logistic_fit_s(n: int, d: int, c: int, *, max_iter: int = 200, batch_size: i
 def logistic_probe_s(*, n: int, d: int, c: int, fits: float = 1, max_iter: int = 200, batch_size: int | None = None,
                      epochs: int = 50) -> float:
     """Seconds on one H100-class GPU for ``fits`` logistic-regression fits on ``n`` rows of ``d`` features into
-    ``c`` classes, each copied from host memory first; an upper bound (every L-BFGS fit runs to ``max_eval``).
+    ``c`` classes, each prepared in host memory and copied to the GPU first (:func:`feature_copy_s`: the finite
+    check, the split's row gather, the pageable copy); an upper bound (every L-BFGS fit runs to ``max_eval``).
 
     Paper: Fig. 5b, Table 1, Table 2 (the logistic probes of 05, 06, 09, 10 and 11).
     Scaling: FLOP-proportional (``4 n d c`` per evaluation, :data:`FP32_FLOPS` x :data:`FP32_SHARE`) plus
@@ -197,8 +200,8 @@ def logistic_probe_s(*, n: int, d: int, c: int, fits: float = 1, max_iter: int =
         batch_size: None for full-batch L-BFGS; an int for minibatch Adam.
         epochs: Adam epochs (minibatch only).
     """
-    copy = 4.0 * n * d / PCIE_BYTES_S
-    return fits * (copy + logistic_fit_s(n, d, c, max_iter=max_iter, batch_size=batch_size, epochs=epochs))
+    return fits * (feature_copy_s(n, d) + logistic_fit_s(n, d, c, max_iter=max_iter, batch_size=batch_size,
+                                                         epochs=epochs))
 
 
 #: Host time each further head adds to one minibatch step of a joint fit
@@ -213,8 +216,9 @@ JOINT_HEAD_STEP_SHARE = 0.35
 JOINT_ADAM_SCALING = ("Adam: per head, epochs x 4 n d c FLOPs at the GPU's fp32 rate, the batch gathers, logit and "
                       "weight passes at its memory rate; the host time per step once for all heads (ADAM_STEP_FIXED_S "
                       "x (1 + JOINT_HEAD_STEP_SHARE per further head), measured on the CPU at tiny size) x "
-                      "GPU_LAUNCH_FACTOR; plus the features' copy to the GPU for each fit (checked: "
-                      "benchmarks/bench_costs.py)")
+                      "GPU_LAUNCH_FACTOR; plus each fit's features prepared on the host (HOST_BYTES a value at "
+                      "HOST_BYTES_S, measured) and copied to the GPU, and each head scored on the validation rows "
+                      "of each L2 and on the test set (checked: benchmarks/bench_costs.py)")
 
 
 def joint_step_host_s(heads: int) -> float:
@@ -252,13 +256,37 @@ def joint_logistic_fit_s(n: int, dims: Sequence[int], c: int, *, batch_size: int
 def joint_logistic_probe_s(*, n: int, dims: Sequence[int], c: int, fits: float = 1, batch_size: int,
                            epochs: int) -> float:
     """Seconds on one H100-class GPU for ``fits`` joint minibatch fits of heads of widths ``dims`` (each fit's
-    features copied from host memory first): :func:`logistic_probe_s` with the host time per step shared.
+    features prepared in host memory and copied first, :func:`feature_copy_s`): :func:`logistic_probe_s` with the
+    host time per step shared.
 
     Paper: Table 2 (09's ImageNet probe, :func:`vitreg.measure.estimators.fit_logistic_cv_joint`). Scaling:
     :data:`JOINT_ADAM_SCALING`.
     """
-    copy = 4.0 * n * sum(dims) / PCIE_BYTES_S
-    return fits * (copy + joint_logistic_fit_s(n, dims, c, batch_size=batch_size, epochs=epochs))
+    return fits * (feature_copy_s(n, sum(dims)) + joint_logistic_fit_s(n, dims, c, batch_size=batch_size,
+                                                                        epochs=epochs))
+
+
+def joint_logistic_cv_probe_s(*, n: int, dims: Sequence[int], c: int, grid: int, batch_size: int, epochs: int,
+                              val_fraction: float = 0.2) -> float:
+    """Seconds on one H100-class GPU of one :func:`vitreg.measure.estimators.fit_logistic_cv_joint` of heads of
+    widths ``dims``: :func:`logistic_cv_probe_s` with the heads' fits joint.
+
+    Paper: Table 2 (09's ImageNet probe). ``grid`` joint fits on the ``1 - val_fraction`` training share, each
+    head of each scored on the held-out rows (:func:`predict_s`), then one joint refit on all ``n`` rows; a grid of
+    one value is fitted once on all rows. Scaling: :data:`JOINT_ADAM_SCALING`.
+
+    Args:
+        n, c: training rows, classes.
+        dims: feature dimension of each head.
+        grid: how many L2 strengths are tried.
+        batch_size, epochs, val_fraction: as ``fit_logistic_cv_joint`` takes them.
+    """
+    fit = {"dims": dims, "c": c, "batch_size": batch_size, "epochs": epochs}
+    if grid <= 1:
+        return joint_logistic_probe_s(n=n, **fit)
+    n_val = validation_rows(n, val_fraction)
+    return (joint_logistic_probe_s(n=n - n_val, fits=grid, **fit) + grid * sum(predict_s(n_val, d, c) for d in dims)
+            + joint_logistic_probe_s(n=n, **fit))
 
 
 
@@ -288,6 +316,19 @@ def feature_copy_s(n: int, d: int) -> float:
 
     Paper: Fig. 5b, Tables 1-2 (every probe reads its features from host memory)."""
     return n * d * (HOST_BYTES / HOST_BYTES_S + 4.0 / PCIE_BYTES_S)
+
+
+#: Host bytes read + written per feature value when a Table 2 variant is assembled from the cached float16 tokens
+#: (:func:`vitreg.measure.downstream.classification_probe`: ``.float()`` r2 w4, ``torch.cat`` r4 w4), counted.
+VARIANT_BYTES = 14
+
+
+def variant_features_s(n: int, dims: Sequence[int]) -> float:
+    """Seconds to assemble ``n`` rows of the float32 variants of widths ``dims`` from the cached float16 tokens on
+    the host (:data:`VARIANT_BYTES` a value at :data:`HOST_BYTES_S`).
+
+    Paper: Table 2 (the ImageNet probe's [CLS], mean patch and both, built again for every seed)."""
+    return n * sum(dims) * VARIANT_BYTES / HOST_BYTES_S
 
 
 def predict_s(n: int, d: int, c: int) -> float:

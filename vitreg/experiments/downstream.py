@@ -108,21 +108,27 @@ def task_costs(p: Params) -> dict[str, list[Cost]]:
     out: dict[str, list[Cost]] = {}
     if "imagenet" in p.tasks:
         n = sizes.capped(sizes.CLASSIFICATION["imagenet1k"][0], p.imagenet_n_train)
+        n_test = sizes.capped(sizes.CLASSIFICATION["imagenet1k"][1], p.imagenet_n_val)
         batch = Table2Settings(imagenet_probe_batch_size=p.imagenet_probe_batch_size,
                                imagenet_full_batch_max=p.imagenet_full_batch_max).probe_batch_size(n)
-        fits = 1 + 0.8 * len(p.imagenet_l2_grid) if len(p.imagenet_l2_grid) > 1 else 1
+        grid = len(p.imagenet_l2_grid)
+        fits = grid + 1 if grid > 1 else 1
         dims = [[d * c.token_widths(m)[0] for d in (1, 1, 2)] for m in p.models]  # [CLS], mean patch, both
         if batch is None:
-            seconds = p.seeds * sum(c.logistic_probe_s(n=n, d=d, c=1000, fits=fits) for ds in dims for d in ds)
+            fitting = sum(c.logistic_cv_probe_s(n=n, d=d, c=1000, grid=grid) for ds in dims for d in ds)
             how, rule = "full-batch L-BFGS, max_eval = 250 objective evaluations per fit (an upper bound)", c.LOGISTIC_SCALING
         else:  # the three variants share each minibatch step (vitreg.measure.estimators.fit_logistic_cv_joint)
-            seconds = p.seeds * sum(c.joint_logistic_probe_s(n=n, dims=ds, c=1000, fits=fits, batch_size=batch,
-                                                             epochs=p.imagenet_probe_epochs) for ds in dims)
+            fitting = sum(c.joint_logistic_cv_probe_s(n=n, dims=ds, c=1000, grid=grid, batch_size=batch,
+                                                      epochs=p.imagenet_probe_epochs) for ds in dims)
             how = f"Adam, {p.imagenet_probe_epochs} epochs of minibatches of {batch}, the variants trained together"
             rule = c.JOINT_ADAM_SCALING
+        scoring = sum(c.variant_features_s(n + n_test, ds) + sum(c.predict_s(n_test, d, 1000) for d in ds)
+                      for ds in dims)  # each seed assembles the variants again and scores the test set
         out["imagenet"] = [Cost(
-            f"ImageNet-1k linear probe: 3 variants x {fits:g} fits x {p.seeds} seeds x {n_models} models, {how}", seconds,
-            f"{rule}; n = {n:,}, d = D, D, 2D", needs="imagenet1k")]
+            f"ImageNet-1k linear probe: 3 variants x {fits} fits x {p.seeds} seeds x {n_models} models, {how}",
+            p.seeds * (fitting + scoring),
+            f"{rule}; n = {n:,}, d = D, D, 2D; per seed the variants assembled in host memory (VARIANT_BYTES a "
+            f"value at HOST_BYTES_S) and the {n_test:,} test images scored", needs="imagenet1k")]
     if "ade20k" in p.tasks:
         n = sizes.capped(sizes.ADE20K[0], p.ade20k_n_train)
         heads = 0.0
