@@ -71,6 +71,11 @@ benchmark: $(STAMP) ## Image preparation, cache reads, capture overhead, cache 2
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_scale.py $(if $(FULL),--full)
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_costs.py $(if $(FULL),--full)
 
+.PHONY: test-gpu
+test-gpu: $(STAMP) ## On a GPU machine: the exactness tests on CUDA
+	@$(PY) -c "import torch; print('CUDA:', torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU here, so every test below is skipped (exit 0); run this on a GPU machine')"
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider -m gpu tests
+
 .PHONY: benchmark-gpu
 benchmark-gpu: $(STAMP) ## On a GPU machine: every figure the run-time table assumes, in under 10 minutes on one H100
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_gpu.py

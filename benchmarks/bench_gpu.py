@@ -30,6 +30,11 @@ about 2 minutes (random ViT-g builds on the CPU), 3 about 1, 4 under 1, 5 about 
 script is known to work before a GPU is lent); GPU-only rows then say "not measured: no GPU".
 
     python benchmarks/bench_gpu.py [--dry-run] [--json results.json]
+
+On the same machine, ``make test-gpu`` runs the exactness tests on CUDA (the tests parametrized over the devices of
+``tests/conftest.py``, marker ``gpu``): the speed-ups proven identical to the old code on the CPU (LOST's shared
+bias sweep, the joint minibatch probe fit, the heads' features kept on the device and the one-pass scoring of the
+seeds) checked there too: about a minute, most of it collecting the test files (estimated, not yet timed there).
 """
 
 from __future__ import annotations

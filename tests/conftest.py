@@ -1,4 +1,5 @@
-"""Test set-up: offline, CPU, small threads, deterministic; helpers to build small random ViTs."""
+"""Test set-up: offline, CPU, small threads, deterministic; helpers to build small random ViTs; the devices an
+exactness test runs on (:data:`DEVICES`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,14 @@ import pytest
 import torch
 
 torch.set_num_threads(2)
+
+#: Why a CUDA case is skipped on a machine without a GPU.
+NO_CUDA = "no CUDA GPU here (torch.cuda.is_available() is False): `make test-gpu` runs the CUDA cases on a GPU machine"
+#: The devices an exactness test (a speed-up that must give the old numbers) is parametrized over: the CPU always,
+#: CUDA where a GPU is at hand. The CUDA cases carry the ``gpu`` marker: `make test-gpu` runs them all (``-m gpu``).
+DEVICES = [pytest.param("cpu", id="cpu"),
+           pytest.param("cuda", id="cuda",
+                        marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)])]
 
 
 def small_vit(name: str, *, depth: int = 2, image_size: int | tuple[int, int] | None = None, **kw):

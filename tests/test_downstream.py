@@ -13,6 +13,8 @@ from vitreg import planting
 from vitreg.measure import downstream, estimators, heads
 from vitreg.experiments import table2, timing
 
+from conftest import DEVICES
+
 FAST = heads.TrainConfig(epochs=15, batch_size=8, lr=1e-2, device="cpu")
 
 
@@ -41,8 +43,10 @@ def test_classification_probe_reads_the_token_that_carries_the_class() -> None:
     assert r["patch_mean"]["top1"] < 50  # noise: near the 25% chance
 
 
-def test_the_minibatch_classification_probe_scores_each_variant_as_its_own_fit() -> None:
-    """Table 2 (ImageNet probe in minibatch mode): the variants trained together score what each scores alone."""
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_minibatch_classification_probe_scores_each_variant_as_its_own_fit(device: str) -> None:
+    """Table 2 (ImageNet probe in minibatch mode): the variants trained together score what each scores alone, on
+    the device both run on."""
     gen = torch.Generator().manual_seed(1)
     protos = torch.randn(4, 16, generator=gen)
 
@@ -52,7 +56,7 @@ def test_the_minibatch_classification_probe_scores_each_variant_as_its_own_fit()
                 "patch_mean": 0.3 * protos[y] + torch.randn(n, 16, generator=gen)}
 
     train, test = split(400), split(200)
-    kw = dict(l2_grid=(1e-1, 1e-3), batch_size=32, epochs=3, device="cpu", seed=2)
+    kw = dict(l2_grid=(1e-1, 1e-3), batch_size=32, epochs=3, device=device, seed=2)
     together = downstream.classification_probe(train, test, **kw)
     for v in downstream.CLASSIFICATION_VARIANTS:
         feats = torch.cat([train[k] for k in v.split("+")], 1)

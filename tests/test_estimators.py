@@ -12,7 +12,7 @@ import torch
 
 from vitreg.measure import estimators
 
-
+from conftest import DEVICES
 
 
 def blobs(n: int, d: int, c: int, *, sep: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,11 +113,12 @@ def _three_heads(n: int, seed: int) -> tuple[list[torch.Tensor], torch.Tensor]:
     return [weak, strong, torch.cat([weak, strong], 1)], y
 
 
-def test_the_joint_minibatch_fit_gives_each_head_its_separate_fit() -> None:
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_joint_minibatch_fit_gives_each_head_its_separate_fit(device: str) -> None:
     """Table 2 (ImageNet probe: [CLS], mean patch and both trained in one minibatch run): the same classifiers,
-    chosen strengths and validation scores as one :func:`fit_logistic_cv` per head."""
+    chosen strengths and validation scores as one :func:`fit_logistic_cv` per head, on the device both run on."""
     xs, y = _three_heads(900, 0)
-    kw = dict(l2_grid=(1e-1, 1e-2, 1e-4), batch_size=50, epochs=4, device="cpu", seed=3)
+    kw = dict(l2_grid=(1e-1, 1e-2, 1e-4), batch_size=50, epochs=4, device=device, seed=3)
     joint = estimators.fit_logistic_cv_joint(xs, y, **kw)
     separate = [estimators.fit_logistic_cv(x, y, **kw) for x in xs]
     assert len({s.l2 for s in separate}) > 1  # the heads choose different strengths: the test can tell them apart

@@ -12,6 +12,8 @@ from vitreg.measure.lost import (Discovery, Setting, corloc_numbers, discover, l
 from vitreg.planting import planted_feature_maps
 from vitreg.core.tokens import TokenLayout
 
+from conftest import DEVICES
+
 GRID = (12, 14)
 BOXES = [[2, 3, 7, 8], [8, 0, 13, 4], [0, 6, 4, 12], [5, 4, 10, 9]]  # (x0, y0, x1, y1) in patches
 
@@ -271,9 +273,11 @@ def test_corloc_rows_roles_and_the_register_gain_of_the_zoos_twin_pair():
                                           "offset_sweep": 80.0}).values())
 
 
-def test_the_sweep_scores_every_setting_as_lost_does_one_by_one():
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_sweep_scores_every_setting_as_lost_does_one_by_one(device):
     """The batch's sweep (each bias on one similarity, every setting's component in one flood fill) gives the
-    boxes of :func:`lost` run setting by setting, bit for bit, on features where the settings disagree."""
+    boxes of :func:`lost` run setting by setting, bit for bit, on features where the settings disagree, on the
+    device the features live on."""
     from types import SimpleNamespace
 
     from vitreg.measure.lost import _score_batch
@@ -281,7 +285,7 @@ def test_the_sweep_scores_every_setting_as_lost_does_one_by_one():
     layout = TokenLayout(num_cls=1, num_reg=4, grid=GRID)
     gen = torch.Generator().manual_seed(12)
     clean = offset_features(planted_feature_maps(BOXES, GRID, num_prefix=layout.num_prefix, noise=0.6, seed=12), 1.5)
-    feats = {w: [clean + 0.3 * torch.randn(clean.shape, generator=gen) for _ in range(2)] for w in "qkv"}
+    feats = {w: [(clean + 0.3 * torch.randn(clean.shape, generator=gen)).to(device) for _ in range(2)] for w in "qkv"}
     rec = SimpleNamespace(**feats)
     settings = [Setting("k"), *ttr_settings([-0.9, -0.5, -0.3, -0.1, 0.0], blocks=[-2, -1], features=["q", "k", "v"])]
     hw = torch.tensor([[170, 190], [160, 200], [180, 210], [168, 196]])
@@ -301,60 +305,107 @@ def _same_bits(x: torch.Tensor, y: torch.Tensor) -> bool:
     return x.dtype == y.dtype and x.shape == y.shape and torch.equal(x.view(torch.int32), y.view(torch.int32))
 
 
-def test_the_shared_bias_pass_gives_the_seeds_and_scores_of_a_plus_bias_bit_for_bit():
+SUB = 2.0 ** -140  # a float32 subnormal
+TINY = 2.0 ** -126  # the smallest normal float32
+
+
+def _subnormal(x: torch.Tensor) -> torch.Tensor:
+    """Where ``x`` is a nonzero float32 of magnitude below the smallest normal number."""
+    return (x != 0) & (x.abs() < TINY)
+
+
+def _skip_where_subnormals_are_flushed(device: str) -> None:
+    """Skip a subnormal case on a device whose float32 arithmetic flushes subnormals to zero (FTZ/DAZ).
+
+    There ``a + bias > 0`` and ``a > -bias`` may part for ``|a + bias| < 2^-126``, as
+    :func:`~vitreg.measure.lost.bias_sweep_scores` says, so the sweep is exact only in the normal range (the
+    ``normal`` cases cover that device). Checked here rather than assumed: an add whose exact result is
+    subnormal, a comparison and a product with a subnormal operand.
+    """
+    x = torch.tensor([2.0 ** -125, -(2.0 ** -125 - SUB), SUB], device=device)
+    if not (float(x[0] + x[1]) == SUB and bool(x[2] > 0) and float(x[2] * 1.0) == SUB):
+        pytest.skip(f"{device} flushes float32 subnormals to zero: the sweep is exact there only for "
+                    "|a + bias| >= 2^-126 (the normal cases)")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("subnormal", [False, True], ids=["normal", "subnormal"])
+def test_the_shared_bias_pass_gives_the_seeds_and_scores_of_a_plus_bias_bit_for_bit(device, subnormal):
     """``a > -bias`` counts what ``a + bias > 0`` counts, for every float32 entry: ties, entries exactly at ``-bias``
-    and one ulp either side, subnormals, signed zeros, NaN and infinities, and a bias of 0, -0, -0.1 (rounded to
-    float32 as torch rounds it), a subnormal one and NaN."""
+    and one ulp either side, signed zeros, NaN and infinities, and a bias of 0, -0, -0.1 (rounded to float32 as
+    torch rounds it) and NaN; the ``subnormal`` case adds subnormal entries and a subnormal bias (where the device
+    keeps subnormals: see :func:`_skip_where_subnormals_are_flushed`). The ``normal`` case never meets a subnormal,
+    so it holds on a device that flushes them."""
     from vitreg.measure.lost import bias_sweep_scores, seed_scores
 
+    if subnormal:
+        _skip_where_subnormals_are_flushed(device)
     gen = torch.Generator().manual_seed(3)
     a = torch.randint(-4, 5, (3, 40, 40), generator=gen).float() / 8  # multiples of 1/8: ties everywhere
     tenth = torch.tensor(0.1, dtype=torch.float32)
-    sub = torch.tensor(2.0 ** -140)  # subnormal
-    special = torch.stack([tenth, torch.nextafter(tenth, torch.tensor(1.0)), torch.nextafter(tenth, torch.tensor(0.0)),
-                           sub, -sub, 2 * sub, torch.tensor(0.0), torch.tensor(-0.0), torch.tensor(float("nan")),
-                           torch.tensor(float("inf")), torch.tensor(-float("inf")), torch.tensor(2.0 ** -126)])
+    sub = torch.tensor(SUB)
+    special = [tenth, torch.nextafter(tenth, torch.tensor(1.0)), torch.nextafter(tenth, torch.tensor(0.0)),
+               torch.tensor(0.0), torch.tensor(-0.0), torch.tensor(float("nan")), torch.tensor(float("inf")),
+               torch.tensor(-float("inf")), torch.tensor(TINY)]
+    biases = [0.0, -0.0, -0.1, -0.125, -0.5, 0.25, -TINY, float("nan"), -float(tenth)]
+    if subnormal:
+        special += [sub, -sub, 2 * sub]
+        biases += [-float(sub)]
+    special = torch.stack(special)
     pick = torch.randint(0, 40 * 40, (3, 300), generator=gen)
     a.view(3, -1).scatter_(1, pick, special[torch.arange(300) % len(special)].expand(3, -1))
-    biases = [0.0, -0.0, -0.1, -0.125, -0.5, 0.25, -float(sub), -2.0 ** -126, float("nan"), -float(tenth)]
+    a = a.to(device)
     seed, m = bias_sweep_scores(a, biases, k_patches=12)
     assert seed.shape == (len(biases), 3) and m.shape == (len(biases), 3, 40)
-    exact_zero = 0
+    exact_zero = met_subnormal = 0
     for i, bias in enumerate(biases):
         shifted = a + bias
         exact_zero += int((shifted == 0).sum())
+        met_subnormal += int(_subnormal(shifted).sum() + _subnormal(m[i]).sum())
         _, seed_one, _, m_one = seed_scores(shifted, k_patches=12)
         assert torch.equal(seed[i], seed_one) and _same_bits(m[i], m_one), bias
     assert exact_zero > 100  # many entries sit exactly on a cut: where > and >= would differ
+    assert (met_subnormal > 0) == subnormal  # the normal case stays out of the range a flushing device changes
+    assert subnormal or not _subnormal(a).any()
 
 
-def test_the_sweep_is_exact_with_ties_and_similarities_at_the_bias():
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("subnormal", [False, True], ids=["normal", "subnormal"])
+def test_the_sweep_is_exact_with_ties_and_similarities_at_the_bias(device, subnormal):
     """The batch's sweep equals :func:`lost` setting by setting, bit for bit, on features with exact dot products
-    (multiples of 1/4, so many entries equal ``-bias`` and many degrees tie) and on the same features scaled into
-    the subnormal range (dot products of 2^-146 and up), with dot and cosine settings."""
+    (multiples of 1/4, so many entries equal ``-bias`` and many degrees tie) and on the same features scaled down by
+    a power of two, with dot and cosine settings: by 2^-3 (``normal``), or into the subnormal range (``subnormal``:
+    dot products of 2^-146 and up, biases of -2^-146 and -2^-144, where the device keeps subnormals)."""
     from types import SimpleNamespace
 
     from vitreg.measure.lost import _score_batch, similarity
 
+    if subnormal:
+        _skip_where_subnormals_are_flushed(device)
     layout = TokenLayout(num_cls=1, num_reg=4, grid=GRID)
     clean = offset_features(planted_feature_maps(BOXES, GRID, num_prefix=layout.num_prefix, noise=0.6, seed=5), 1.5)
     coarse = (clean[..., :8] * 2).round() / 2  # entries in halves: exact products and sums
-    tiny = coarse * 2.0 ** -73
-    feats = {"q": [tiny, coarse], "k": [coarse, tiny], "v": [coarse.flip(1), coarse]}
+    small = coarse * 2.0 ** (-73 if subnormal else -3)
+    coarse, small = coarse.to(device), small.to(device)
+    feats = {"q": [small, coarse], "k": [coarse, small], "v": [coarse.flip(1), coarse]}
     rec = SimpleNamespace(**feats)
     dot = [Setting(w, b, False, bias) for w in "qkv" for b in (-2, -1) for bias in (0.0, -0.25, -0.5, -1.0, -2.0)]
-    near = [Setting("q", -2, False, -(2.0 ** -146)), Setting("k", -1, False, -(2.0 ** -144)),
+    at = (-146, -144) if subnormal else (-8, -6)  # a bias of one product of `small`, and of four
+    near = [Setting("q", -2, False, -(2.0 ** at[0])), Setting("k", -1, False, -(2.0 ** at[1])),
             Setting("k", -2, False, -0.0)]
     settings = [*dot, *near, *ttr_settings([-0.9, -0.5, -0.25, 0.0], blocks=[-2, -1], features=["q", "k", "v"])]
     assert len({s.name for s in settings}) == len(settings)
     hw = torch.tensor([[170, 190], [160, 200], [180, 210], [168, 196]])
     scale = torch.tensor([[14.0, 14.0], [13.0, 14.5], [14.0, 14.0], [15.0, 14.0]], dtype=torch.float64)
     got = _score_batch(rec, layout, settings, k_patches=30, scale=scale, hw=hw)
-    on_cut, boxes = 0, set()
+    on_cut, boxes, met_subnormal = 0, set(), 0
     for s in settings:
         f = patch_features(feats[s.which][s.block], layout)
-        on_cut += int((similarity(f, bias=s.bias, normalize=s.normalize) == 0).sum())
+        a = similarity(f, bias=s.bias, normalize=s.normalize)
+        on_cut += int((a == 0).sum())
+        met_subnormal += int(_subnormal(a).sum())
         one = lost(f, GRID, k_patches=30, bias=s.bias, normalize=s.normalize, scale=scale, image_hw=hw).boxes
         assert got[s.name].dtype == one.dtype and torch.equal(got[s.name], one), s.name
         boxes.add(tuple(one.flatten().tolist()))
     assert on_cut > 10_000 and len(boxes) > 3  # entries on the cut, and settings that disagree
+    assert (met_subnormal > 0) == subnormal

@@ -8,6 +8,8 @@ import torch
 from vitreg import planting
 from vitreg.measure import norms
 
+from conftest import NO_CUDA
+
 
 def _tokens(b=6, n=64, d=32, seed=0):
     gen = torch.Generator().manual_seed(seed)
@@ -150,7 +152,8 @@ def test_statistics_stay_on_the_input_device():
     assert norms.block_norm_quantiles(stack, qs=(0.5, 1.0)).device == stack.device
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
 def test_fraction_ci_of_a_gpu_mask():
     truth = planting.random_outlier_mask(50, (6, 6), fraction=0.1, seed=0)
     assert norms.outlier_fraction(truth.cuda(), n_boot=100).fraction == norms.outlier_fraction(truth, n_boot=100).fraction

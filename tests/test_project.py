@@ -63,3 +63,17 @@ def test_makefile_has_the_targets_and_ci_calls_make_test():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in ci
 
+
+
+def test_make_test_gpu_runs_every_case_marked_gpu_and_the_cuda_device_carries_the_mark():
+    """`make test-gpu` (the exactness tests on CUDA) selects by the registered ``gpu`` marker, which the CUDA case of
+    ``conftest.DEVICES`` carries: a test parametrized over the devices is in it with no list to keep."""
+    from conftest import DEVICES
+
+    recipe = re.search(r"^test-gpu:.*## On a GPU machine: the exactness tests on CUDA\n((?:\t.*\n)+)",
+                       (ROOT / "Makefile").read_text(), re.M)
+    assert recipe, "Makefile target test-gpu (with its help line)"
+    assert re.search(r"pytest .*-m gpu tests$", recipe[1], re.M)
+    assert any(m.startswith("gpu:") for m in _pyproject()["tool"]["pytest"]["ini_options"]["markers"])
+    marks = {p.id: {m.name for m in p.marks} for p in DEVICES}
+    assert marks["cpu"] == set() and {"gpu", "skipif"} <= marks["cuda"]

@@ -12,6 +12,8 @@ from vitreg.core import weights
 from vitreg.core.models import ZOO, get_spec
 from vitreg.core.weights import build_device, load_model
 
+from conftest import NO_CUDA
+
 CUDA, CPU = torch.device("cuda"), torch.device("cpu")
 
 
@@ -113,7 +115,8 @@ def _source_of_rope_periods() -> str:
     return inspect.getsource(RotaryEmbeddingDinoV3._compute_periods)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
 @pytest.mark.parametrize("key, size", [("dinov2_s", 518), ("dinov2_s", 224), ("dinov2_s_reg", 224), ("dinov3_s", 224)])
 def test_a_model_built_on_the_gpu_equals_the_cpu_built_one_moved_there(tmp_path, monkeypatch, key, size):
     import timm
