@@ -110,7 +110,7 @@ def single_token_classification(train: Mapping[str, torch.Tensor], test: Mapping
         x_fit = x_tr.to(dev)  # on a GPU: moved once, its rows picked there
         sel = fit_logistic_cv(x_fit[m_tr.to(dev)], y_tr[m_tr], l2_grid=l2_grid, val_fraction=val_fraction,
                               seed=seed + d, **fit_kwargs)
-        r["draws"].append(score(sel.classifier, x_te[m_te], y_te[m_te]))
+        r["draws"].append(score(sel.classifier, x_te.to(dev)[m_te.to(dev)], y_te[m_te]))
         r["l2"].append(sel.l2)
     for r in results.values():
         vals = torch.tensor([v for v in r["draws"] if not math.isnan(v)], dtype=torch.float64)
