@@ -69,8 +69,10 @@ def test_the_lbfgs_probe_is_bounded_by_max_eval_and_the_minibatch_default_is_far
     lbfgs = _rows(imagenet_probe_batch_size=None)["imagenet"][0]
     assert "max_eval = 250" in lbfgs.what
     n, n_test, dims = 1_281_167, 50_000, (1024, 1024, 2048)
-    expected = 3 * 2 * (sum(c.logistic_cv_probe_s(n=n, d=d, c=1000, grid=4) + c.predict_s(n_test, d, 1000)
-                            for d in dims) + c.variant_features_s(n + n_test, dims))
+    b = c.CACHE_VALUE_BYTES
+    expected = 3 * 2 * (sum(c.logistic_cv_probe_s(n=n, d=d, c=1000, grid=4, value_bytes=b)
+                            + c.predict_s(n_test, d, 1000, value_bytes=b, on_gpu=True) for d in dims)
+                        + c.variant_features_s(n + n_test, 2048)) + 2 * c.feature_copy_s(n + n_test, 2048, b)
     assert lbfgs.seconds == pytest.approx(expected)
     at = lambda it: c.logistic_probe_s(n=n, d=8, c=10, fits=1, max_iter=it)  # noqa: E731
     assert at(600) - at(400) == pytest.approx(at(400) - at(200), rel=0.01) and at(400) - at(200) > 0.4 * at(200)
@@ -84,16 +86,20 @@ def test_the_minibatch_probe_counts_each_host_step_once_for_its_three_variants()
     n, fits, widths = 1_281_167, 1 + 0.8 * 4, (1024, 2048)
     joint = lambda **k: c.joint_logistic_probe_s(n=n, dims=[1024, 1024, 2048], c=1000, fits=fits,  # noqa: E731
                                                  **{"batch_size": 1024, "epochs": 10, **k})
-    cv = c.joint_logistic_cv_probe_s(n=n, dims=[1024, 1024, 2048], c=1000, grid=4, batch_size=1024, epochs=10)
-    scoring = c.variant_features_s(n + 50_000, [1024, 1024, 2048]) + sum(c.predict_s(50_000, d, 1000)
-                                                                         for d in (1024, 1024, 2048))
-    assert row.seconds == pytest.approx(3 * 2 * (cv + scoring)) and "trained together" in row.what
+    b = c.CACHE_VALUE_BYTES
+    cv = c.joint_logistic_cv_probe_s(n=n, dims=[1024, 1024, 2048], c=1000, grid=4, batch_size=1024, epochs=10,
+                                     value_bytes=b)
+    scoring = c.variant_features_s(n + 50_000, 2048) + sum(c.predict_s(50_000, d, 1000, value_bytes=b, on_gpu=True)
+                                                           for d in (1024, 1024, 2048))
+    copies = 2 * c.feature_copy_s(n + 50_000, 2048, b)  # [CLS] and mean patch, once per model, not per seed
+    assert row.seconds == pytest.approx(copies + 3 * (2 * cv + 2 * scoring)) and "trained together" in row.what
+    assert _rows(seeds=2)["imagenet"][0].seconds == pytest.approx(copies + 2 * 2 * (cv + scoring))
     assert "JOINT_HEAD_STEP_SHARE" in row.scaling and "L-BFGS" not in row.scaling
     separate = sum(c.logistic_probe_s(n=n, d=d, c=1000, fits=fits, batch_size=1024, epochs=10)
                    for d in (1024, 1024, 2048))
     steps = 10 * -(-n // 1024)
     shared = fits * steps * c.ADAM_STEP_FIXED_S * c.GPU_LAUNCH_FACTOR * 2 * (1 - c.JOINT_HEAD_STEP_SHARE)
-    prepared = fits * sum(c.feature_copy_s(n, d) for d in (1024, 1024, 2048))
+    prepared = fits * sum(c.fit_prep_s(n, d) for d in (1024, 1024, 2048))
     assert separate - joint() == pytest.approx(shared) and shared > 0.3 * (separate - prepared)  # of the fits proper
     one = c.joint_logistic_fit_s(n, [widths[0]], 1000, batch_size=1024, epochs=10)
     assert one == pytest.approx(c.logistic_fit_s(n, widths[0], 1000, batch_size=1024, epochs=10))
@@ -103,7 +109,8 @@ def test_the_minibatch_probe_counts_each_host_step_once_for_its_three_variants()
     assert per_10_epochs > 0.9 * (joint() - prepared)
     assert joint(batch_size=4096) < joint() < joint(batch_size=256)  # fewer steps, less host time
     assert _rows(imagenet_probe_epochs=20)["imagenet"][0].seconds - row.seconds > 0.9 * 3 * 2 * per_10_epochs
-    assert _rows(seeds=1)["imagenet"][0].seconds == pytest.approx(row.seconds / 3)
+    copies = 2 * c.feature_copy_s(1_281_167 + 50_000, 2048, c.CACHE_VALUE_BYTES)  # once per model, not per seed
+    assert _rows(seeds=1)["imagenet"][0].seconds == pytest.approx(copies + (row.seconds - copies) / 3)
 
 
 def test_the_probe_uses_minibatches_only_above_the_full_batch_size():
@@ -176,10 +183,11 @@ def test_the_imagenet_probe_scores_the_validation_rows_of_each_l2_and_the_test_s
     n_val = c.validation_rows(n, 0.2)
     fit = {"dims": dims, "c": 1000, "batch_size": 1024, "epochs": 10}
     cv = c.joint_logistic_cv_probe_s(n=n, grid=4, **fit)
-    assert cv == pytest.approx(c.joint_logistic_probe_s(n=n - n_val, fits=4, **fit)
-                               + 4 * sum(c.predict_s(n_val, d, 1000) for d in dims)
+    check = c.feature_check_s(n, sum(dims), 4)
+    assert cv == pytest.approx(check + c.joint_logistic_probe_s(n=n - n_val, fits=4, **fit)
+                               + 4 * sum(c.predict_s(n_val, d, 1000, on_gpu=True) for d in dims)
                                + c.joint_logistic_probe_s(n=n, **fit))
-    assert c.joint_logistic_cv_probe_s(n=n, grid=1, **fit) == c.joint_logistic_probe_s(n=n, **fit)
-    assert c.variant_features_s(2 * n, dims) == pytest.approx(2 * c.variant_features_s(n, dims))
+    assert c.joint_logistic_cv_probe_s(n=n, grid=1, **fit) == pytest.approx(check + c.joint_logistic_probe_s(n=n, **fit))
+    assert c.variant_features_s(2 * n, 2048) == pytest.approx(2 * c.variant_features_s(n, 2048))
     assert "4 + 1 fits" not in row.what and "5 fits" in row.what
 

@@ -60,31 +60,43 @@ def test_the_adam_variant_scales_with_epochs_and_its_steps_with_the_batch():
     assert small > large  # ten times the steps, each with its host time
 
 
-def test_a_gpu_probe_is_fits_times_one_fit_with_its_copy():
+def test_a_gpu_probe_is_fits_times_one_fit_with_its_preparation():
     one = cm.logistic_probe_s(n=10_000, d=1024, c=1000)
     assert cm.logistic_probe_s(n=10_000, d=1024, c=1000, fits=7) == pytest.approx(7 * one)
-    assert one > cm.logistic_fit_s(10_000, 1024, 1000)  # the features' copy to the GPU counts
+    assert one > cm.logistic_fit_s(10_000, 1024, 1000)  # each fit's gather, check and cast on the GPU count
     assert one >= cm.lbfgs_evals_bound(200) * cm.gpu_matmul_s(cm.logistic_eval_flop(10_000, 1024, 1000))
 
 
-def test_each_fit_prepares_its_features_on_the_host_before_the_copy():
-    """Fig. 5b, Tables 1-2: fit_logistic checks the split's gathered rows for non-finite values on the host and
-    copies them from pageable memory: HOST_BYTES a value, as feature_copy_s counts it, for every fit."""
+def test_each_probe_copies_its_features_once_and_each_fit_prepares_its_rows_on_the_gpu():
+    """Fig. 5b, Tables 1-2: fit_features moves a probe's features to the GPU once in their dtype; each fit gathers,
+    checks and casts its rows there (fit_prep_bytes a value at the GPU's memory rate), nothing on the host."""
     n, d, c = 50_000, 1536, 100
-    assert cm.logistic_probe_s(n=n, d=d, c=c) - cm.logistic_fit_s(n, d, c) == pytest.approx(cm.feature_copy_s(n, d))
-    assert cm.feature_copy_s(n, d) > 2 * 4.0 * n * d / cm.PCIE_BYTES_S  # the host passes outweigh the copy
+    for b in (2, 4):
+        per_fit = cm.logistic_probe_s(n=n, d=d, c=c, value_bytes=b) - cm.logistic_fit_s(n, d, c)
+        assert per_fit == pytest.approx(cm.gpu_bytes_s(n * d * cm.fit_prep_bytes(b)))
+    assert cm.fit_prep_bytes(2) == 2 * 2 + (2 + 2) + (2 + 4) and cm.fit_prep_bytes(4) == 2 * 4 + (4 + 2)  # no cast
+    assert cm.feature_copy_s(n, d, 2) == pytest.approx(n * d * 2 / cm.PCIE_BYTES_S + cm.feature_check_s(n, d, 2))
+    assert cm.feature_copy_s(2 * n, d, 2) == pytest.approx(2 * cm.feature_copy_s(n, d, 2))
+    assert cm.feature_copy_s(n, d, 4) > cm.feature_copy_s(n, d, 2)  # float16 copies half the bytes
+    args = {"d": d, "c": c, "grid": 6, "value_bytes": 2}
+    n_val = cm.validation_rows(n, 0.2)
+    without_copy = (cm.logistic_probe_s(n=n - n_val, fits=6, d=d, c=c, value_bytes=2) + cm.logistic_probe_s(n=n, d=d,
+                    c=c, value_bytes=2) + 6 * cm.predict_s(n_val, d, c, value_bytes=2, on_gpu=True))
+    assert cm.logistic_cv_probe_s(n=n, **args) - without_copy == pytest.approx(cm.feature_copy_s(n, d, 2))  # once
     dims = [1024, 1024, 2048]
-    joint = cm.joint_logistic_probe_s(n=n, dims=dims, c=1000, batch_size=1024, epochs=10)
+    joint = cm.joint_logistic_probe_s(n=n, dims=dims, c=1000, batch_size=1024, epochs=10, value_bytes=2)
     fit = cm.joint_logistic_fit_s(n, dims, 1000, batch_size=1024, epochs=10)
-    assert joint - fit == pytest.approx(cm.feature_copy_s(n, sum(dims)))
+    assert joint - fit == pytest.approx(cm.fit_prep_s(n, sum(dims), 2))
+    assert cm.predict_s(n, d, c, on_gpu=False) > cm.predict_s(n, d, c, on_gpu=True)  # a host set is copied first
 
 
 def test_the_cv_probe_is_grid_fits_on_the_training_share_and_one_refit():
     args = {"d": 768, "c": 100}
-    assert cm.logistic_cv_probe_s(n=5000, grid=1, **args) == cm.logistic_probe_s(n=5000, **args)
+    copy = cm.feature_copy_s(5000, 768)
+    assert cm.logistic_cv_probe_s(n=5000, grid=1, **args) == pytest.approx(copy + cm.logistic_probe_s(n=5000, **args))
     n_val = cm.validation_rows(5000, 0.2)
-    expected = (cm.logistic_probe_s(n=5000 - n_val, fits=6, **args) + 6 * cm.predict_s(n_val, 768, 100)
-                + cm.logistic_probe_s(n=5000, **args))
+    expected = (copy + cm.logistic_probe_s(n=5000 - n_val, fits=6, **args)
+                + 6 * cm.predict_s(n_val, 768, 100, on_gpu=True) + cm.logistic_probe_s(n=5000, **args))
     assert cm.logistic_cv_probe_s(n=5000, grid=6, **args) == pytest.approx(expected)
     assert cm.logistic_cv_probe_s(n=5000, grid=6, max_iter=100, **args) < cm.logistic_cv_probe_s(n=5000, grid=6, **args)
 

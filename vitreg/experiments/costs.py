@@ -111,8 +111,10 @@ STANDARDIZE_BYTES = 28
 LOGISTIC_SCALING = ("upper bound: every L-BFGS fit runs to max_eval + 1 = 251 evaluations (max_iter 200), each 4 n d c "
                     "FLOPs (n training rows, d width, c classes) at the GPU's fp32 rate, logit and weight passes at "
                     "its memory rate, and the host time per evaluation measured on the CPU at tiny size x "
-                    "GPU_LAUNCH_FACTOR; plus each fit's features prepared on the host (finite check, split "
-                    "gather, staging: HOST_BYTES a value at HOST_BYTES_S, measured) and copied to the GPU (checked: "
+                    "GPU_LAUNCH_FACTOR; plus one copy of each probe's features to the GPU (b bytes a value as copied, "
+                    "2 for the float16 cache, at PCIE_BYTES_S) and, per fit, its rows gathered, checked and cast to "
+                    "float32 there (fit_prep_bytes: 4b + 6 a value) and the validation rows scored, at the GPU's "
+                    "memory rate (checked: "
                     "benchmarks/bench_costs.py)")
 #: The scaling text of the ridge probe row (05).
 RIDGE_SCALING = ("float64: Gram matrix 2 n d^2 and the targets' products at the GPU's fp64 rate (FP64_FLOPS x "
@@ -181,10 +183,11 @@ def logistic_fit_s(n: int, d: int, c: int, *, max_iter: int = 200, batch_size: i
 
 
 def logistic_probe_s(*, n: int, d: int, c: int, fits: float = 1, max_iter: int = 200, batch_size: int | None = None,
-                     epochs: int = 50) -> float:
+                     epochs: int = 50, value_bytes: int = 4) -> float:
     """Seconds on one H100-class GPU for ``fits`` logistic-regression fits on ``n`` rows of ``d`` features into
-    ``c`` classes, each prepared in host memory and copied to the GPU first (:func:`feature_copy_s`: the finite
-    check, the split's row gather, the pageable copy); an upper bound (every L-BFGS fit runs to ``max_eval``).
+    ``c`` classes, each fit's rows gathered, checked and cast on the GPU from features already there
+    (:func:`fit_prep_s`; the probe's one copy is :func:`feature_copy_s`); an upper bound (every L-BFGS fit runs to
+    ``max_eval``).
 
     Paper: Fig. 5b, Table 1, Table 2 (the logistic probes of 05, 06, 09, 10 and 11).
     Scaling: FLOP-proportional (``4 n d c`` per evaluation, :data:`FP32_FLOPS` x :data:`FP32_SHARE`) plus
@@ -199,9 +202,10 @@ def logistic_probe_s(*, n: int, d: int, c: int, fits: float = 1, max_iter: int =
         max_iter: L-BFGS iterations per fit (``max_eval = 1.25 max_iter`` evaluations at most).
         batch_size: None for full-batch L-BFGS; an int for minibatch Adam.
         epochs: Adam epochs (minibatch only).
+        value_bytes: bytes per feature value as copied (float16 cache: 2).
     """
-    return fits * (feature_copy_s(n, d) + logistic_fit_s(n, d, c, max_iter=max_iter, batch_size=batch_size,
-                                                         epochs=epochs))
+    return fits * (fit_prep_s(n, d, value_bytes) + logistic_fit_s(n, d, c, max_iter=max_iter, batch_size=batch_size,
+                                                                   epochs=epochs))
 
 
 #: Host time each further head adds to one minibatch step of a joint fit
@@ -216,9 +220,9 @@ JOINT_HEAD_STEP_SHARE = 0.35
 JOINT_ADAM_SCALING = ("Adam: per head, epochs x 4 n d c FLOPs at the GPU's fp32 rate, the batch gathers, logit and "
                       "weight passes at its memory rate; the host time per step once for all heads (ADAM_STEP_FIXED_S "
                       "x (1 + JOINT_HEAD_STEP_SHARE per further head), measured on the CPU at tiny size) x "
-                      "GPU_LAUNCH_FACTOR; plus each fit's features prepared on the host (HOST_BYTES a value at "
-                      "HOST_BYTES_S, measured) and copied to the GPU, and each head scored on the validation rows "
-                      "of each L2 and on the test set (checked: benchmarks/bench_costs.py)")
+                      "GPU_LAUNCH_FACTOR; plus, per fit and head, its rows gathered, checked and cast to float32 on "
+                      "the GPU (fit_prep_bytes a value at the GPU's memory rate) and each head scored on the "
+                      "validation rows of each L2 and on the test set there (checked: benchmarks/bench_costs.py)")
 
 
 def joint_step_host_s(heads: int) -> float:
@@ -254,39 +258,43 @@ def joint_logistic_fit_s(n: int, dims: Sequence[int], c: int, *, batch_size: int
 
 
 def joint_logistic_probe_s(*, n: int, dims: Sequence[int], c: int, fits: float = 1, batch_size: int,
-                           epochs: int) -> float:
-    """Seconds on one H100-class GPU for ``fits`` joint minibatch fits of heads of widths ``dims`` (each fit's
-    features prepared in host memory and copied first, :func:`feature_copy_s`): :func:`logistic_probe_s` with the
-    host time per step shared.
+                           epochs: int, value_bytes: int = 4) -> float:
+    """Seconds on one H100-class GPU for ``fits`` joint minibatch fits of heads of widths ``dims`` (each fit's rows
+    gathered, checked and cast on the GPU, :func:`fit_prep_s`): :func:`logistic_probe_s` with the host time per
+    step shared.
 
     Paper: Table 2 (09's ImageNet probe, :func:`vitreg.measure.estimators.fit_logistic_cv_joint`). Scaling:
     :data:`JOINT_ADAM_SCALING`.
     """
-    return fits * (feature_copy_s(n, sum(dims)) + joint_logistic_fit_s(n, dims, c, batch_size=batch_size,
-                                                                        epochs=epochs))
+    return fits * (fit_prep_s(n, sum(dims), value_bytes) + joint_logistic_fit_s(n, dims, c, batch_size=batch_size,
+                                                                                  epochs=epochs))
 
 
 def joint_logistic_cv_probe_s(*, n: int, dims: Sequence[int], c: int, grid: int, batch_size: int, epochs: int,
-                              val_fraction: float = 0.2) -> float:
+                              val_fraction: float = 0.2, value_bytes: int = 4) -> float:
     """Seconds on one H100-class GPU of one :func:`vitreg.measure.estimators.fit_logistic_cv_joint` of heads of
     widths ``dims``: :func:`logistic_cv_probe_s` with the heads' fits joint.
 
-    Paper: Table 2 (09's ImageNet probe). ``grid`` joint fits on the ``1 - val_fraction`` training share, each
-    head of each scored on the held-out rows (:func:`predict_s`), then one joint refit on all ``n`` rows; a grid of
-    one value is fitted once on all rows. Scaling: :data:`JOINT_ADAM_SCALING`.
+    Paper: Table 2 (09's ImageNet probe). The heads' features are already on the GPU (moved once per model,
+    :func:`vitreg.measure.downstream.classification_features_on`) and checked there once per call
+    (:func:`feature_check_s`); ``grid`` joint fits on the ``1 - val_fraction`` training share, each head of each
+    scored on the held-out rows (:func:`predict_s`), then one joint refit on all ``n`` rows; a grid of one value is
+    fitted once on all rows. Scaling: :data:`JOINT_ADAM_SCALING`.
 
     Args:
         n, c: training rows, classes.
         dims: feature dimension of each head.
         grid: how many L2 strengths are tried.
         batch_size, epochs, val_fraction: as ``fit_logistic_cv_joint`` takes them.
+        value_bytes: bytes per feature value as the features lie on the GPU (float16 cache: 2).
     """
-    fit = {"dims": dims, "c": c, "batch_size": batch_size, "epochs": epochs}
+    fit = {"dims": dims, "c": c, "batch_size": batch_size, "epochs": epochs, "value_bytes": value_bytes}
+    check = feature_check_s(n, sum(dims), value_bytes)
     if grid <= 1:
-        return joint_logistic_probe_s(n=n, **fit)
+        return check + joint_logistic_probe_s(n=n, **fit)
     n_val = validation_rows(n, val_fraction)
-    return (joint_logistic_probe_s(n=n - n_val, fits=grid, **fit) + grid * sum(predict_s(n_val, d, c) for d in dims)
-            + joint_logistic_probe_s(n=n, **fit))
+    scores = grid * sum(predict_s(n_val, d, c, value_bytes=value_bytes, on_gpu=True) for d in dims)
+    return check + joint_logistic_probe_s(n=n - n_val, fits=grid, **fit) + scores + joint_logistic_probe_s(n=n, **fit)
 
 
 
@@ -303,39 +311,85 @@ EIGH_SHARE = 0.02
 EIGH_FLOP_PER_D3 = 9.0
 #: Host bandwidth of a pass that writes a new tensor, bytes read + written per second. Measured: ``x + 1`` on
 #: 64 MiB of float32, one thread, best of 5, on the 2-core AMD EPYC at load average 2-3 (``benchmarks/bench_costs.py``:
-#: 2.3-3.4 GB/s).
+#: 2.3-3.4 GB/s). The logistic probes prepare their features on the GPU (:func:`vitreg.measure.estimators.fit_features`);
+#: the ridge probe still on the host (:func:`host_feature_copy_s`).
 HOST_BYTES_S = 3e9
-#: Host bytes read + written per float32 feature value per fit: the finite check (4 + 1), the row gather of the
-#: split (4 + 4), the staging of the copy to the GPU from pageable memory (4 + 4).
+#: Bytes per feature value of the cached tokens the probes of 05, 06 and 09 read (float16:
+#: :mod:`vitreg.measure.features` stores tokens in float16); 10 and 11 probe float32 features (4).
+CACHE_VALUE_BYTES = 2
+
+
+def check_bytes(value_bytes: int) -> float:
+    """GPU bytes per feature value of the finite check: ``isfinite`` reads the value and writes a bool, ``all()``
+    reads the bools."""
+    return value_bytes + 2.0
+
+
+def cast_bytes(value_bytes: int) -> float:
+    """GPU bytes per feature value of the float32 conversion: read and write, none for float32 (``.float()`` returns
+    the tensor itself)."""
+    return 0.0 if value_bytes == 4 else value_bytes + 4.0
+
+
+def fit_prep_bytes(value_bytes: int) -> float:
+    """GPU bytes per feature value one fit spends preparing its rows from features on the GPU: the split's row gather
+    (read + write), the finite check (:func:`check_bytes`) and the cast (:func:`cast_bytes`). The refit on all rows
+    gathers nothing: counted anyway, an upper bound."""
+    return 2.0 * value_bytes + check_bytes(value_bytes) + cast_bytes(value_bytes)
+
+
+def fit_prep_s(n: int, d: int, value_bytes: int = 4) -> float:
+    """Seconds on the GPU to prepare one fit's ``n`` x ``d`` rows (:func:`fit_prep_bytes` a value, at
+    :func:`gpu_bytes_s`'s rate).
+
+    Paper: Fig. 5b, Tables 1-2 (:func:`vitreg.measure.estimators.fit_logistic_cv` gathers each fit's rows on the GPU)."""
+    return gpu_bytes_s(n * d * fit_prep_bytes(value_bytes))
+
+
+def feature_check_s(n: int, d: int, value_bytes: int = 4) -> float:
+    """Seconds on the GPU of one finite check of ``n`` x ``d`` features (:func:`check_bytes` a value)."""
+    return gpu_bytes_s(n * d * check_bytes(value_bytes))
+
+
+def feature_copy_s(n: int, d: int, value_bytes: int = 4) -> float:
+    """Seconds to copy ``n`` x ``d`` features to the GPU ONCE per probe (``value_bytes`` a value as copied: 2 for the
+    float16 cache, at :data:`PCIE_BYTES_S`) and check them there (:func:`feature_check_s`).
+
+    Paper: Fig. 5b, Tables 1-2 (:func:`vitreg.measure.estimators.fit_features`: every probe moves its features to the
+    GPU once)."""
+    return n * d * value_bytes / PCIE_BYTES_S + feature_check_s(n, d, value_bytes)
+
+
+#: Host bytes read + written per float32 feature value the ridge probe still prepares on the host per fit: the finite
+#: check (4 + 1), the row gather of the split (4 + 4), the staging of the copy from pageable memory (4 + 4).
 HOST_BYTES = 21
 
 
-def feature_copy_s(n: int, d: int) -> float:
-    """Seconds to prepare ``n`` x ``d`` float32 features in host memory and copy them to the GPU
-    (:data:`HOST_BYTES` a value at :data:`HOST_BYTES_S`, then 4 a value at :data:`PCIE_BYTES_S`).
-
-    Paper: Fig. 5b, Tables 1-2 (every probe reads its features from host memory)."""
+def host_feature_copy_s(n: int, d: int) -> float:
+    """Seconds to prepare ``n`` x ``d`` float32 features in host memory and copy them to the GPU (:data:`HOST_BYTES` a
+    value at :data:`HOST_BYTES_S`, then 4 a value at :data:`PCIE_BYTES_S`): the ridge probe's path
+    (:func:`vitreg.measure.local_probes.reconstruction_probe`). Paper: Fig. 5b."""
     return n * d * (HOST_BYTES / HOST_BYTES_S + 4.0 / PCIE_BYTES_S)
 
 
-#: Host bytes read + written per feature value when a Table 2 variant is assembled from the cached float16 tokens
-#: (:func:`vitreg.measure.downstream.classification_probe`: ``.float()`` r2 w4, ``torch.cat`` r4 w4), counted.
-VARIANT_BYTES = 14
+def variant_features_s(n: int, width: int, value_bytes: int = CACHE_VALUE_BYTES) -> float:
+    """Seconds on the GPU to build the concatenated variant of ``width`` from the cached tokens already there (``torch.cat``
+    reads and writes each value in its cached dtype; the single-token variants are the cached tensors themselves).
+
+    Paper: Table 2 (the ImageNet probe's "both" variant, built again for every seed,
+    :func:`vitreg.measure.downstream.classification_probe`)."""
+    return gpu_bytes_s(n * width * 2.0 * value_bytes)
 
 
-def variant_features_s(n: int, dims: Sequence[int]) -> float:
-    """Seconds to assemble ``n`` rows of the float32 variants of widths ``dims`` from the cached float16 tokens on
-    the host (:data:`VARIANT_BYTES` a value at :data:`HOST_BYTES_S`).
-
-    Paper: Table 2 (the ImageNet probe's [CLS], mean patch and both, built again for every seed)."""
-    return n * sum(dims) * VARIANT_BYTES / HOST_BYTES_S
-
-
-def predict_s(n: int, d: int, c: int) -> float:
-    """Seconds on the GPU to score ``n`` rows with a fitted ``d`` x ``c`` linear classifier (copy, product, argmax).
+def predict_s(n: int, d: int, c: int, *, value_bytes: int = 4, on_gpu: bool = False) -> float:
+    """Seconds to score ``n`` rows with a fitted ``d`` x ``c`` linear classifier: the rows gathered from features on
+    the GPU (``on_gpu``, a validation split; a whole set gathers nothing: an upper bound) or copied there
+    (:func:`feature_copy_s`, a test set), cast to float32, the product and the argmax at the GPU's rates.
 
     Paper: Fig. 5b, Tables 1-2 (the validation and test scores of every probe)."""
-    return feature_copy_s(n, d) + gpu_matmul_s(2.0 * n * d * c) + gpu_bytes_s(4.0 * n * (d + 2 * c))
+    move = gpu_bytes_s(2.0 * value_bytes * n * d) if on_gpu else feature_copy_s(n, d, value_bytes)
+    return (move + gpu_bytes_s(cast_bytes(value_bytes) * n * d) + gpu_matmul_s(2.0 * n * d * c)
+            + gpu_bytes_s(4.0 * n * (d + 2 * c)))
 
 
 def validation_rows(n: int, val_fraction: float) -> int:
@@ -344,25 +398,28 @@ def validation_rows(n: int, val_fraction: float) -> int:
 
 
 def logistic_cv_probe_s(*, n: int, d: int, c: int, grid: int, val_fraction: float = 0.2, max_iter: int = 200,
-                        batch_size: int | None = None, epochs: int = 50) -> float:
+                        batch_size: int | None = None, epochs: int = 50, value_bytes: int = 4) -> float:
     """Seconds on one H100-class GPU of one :func:`vitreg.measure.estimators.fit_logistic_cv`, an upper bound.
 
     Paper: Fig. 5b (position probe), Table 1 / App. G Table 6 (L2 chosen on validation), Table 2.
-    ``grid`` fits on the ``1 - val_fraction`` training share, each scored on the held-out rows, then one refit on
-    all ``n`` rows; a grid of one value is fitted once on all rows. Each fit as :func:`logistic_probe_s` (every
-    L-BFGS fit runs to ``max_eval``: the warm starts of the grid make the real ones shorter).
+    The features copied to the GPU once (:func:`feature_copy_s`), then ``grid`` fits on the ``1 - val_fraction``
+    training share, each scored on the held-out rows there, then one refit on all ``n`` rows; a grid of one value
+    is fitted once on all rows. Each fit as :func:`logistic_probe_s` (every L-BFGS fit runs to ``max_eval``: the
+    warm starts of the grid make the real ones shorter).
 
     Args:
         n, d, c: training rows, feature dimension, classes.
         grid: how many L2 strengths are tried.
         val_fraction, max_iter, batch_size, epochs: as ``fit_logistic_cv`` and ``fit_logistic`` take them.
+        value_bytes: bytes per feature value as copied (float16 cache: 2).
     """
-    fit = {"d": d, "c": c, "max_iter": max_iter, "batch_size": batch_size, "epochs": epochs}
+    fit = {"d": d, "c": c, "max_iter": max_iter, "batch_size": batch_size, "epochs": epochs, "value_bytes": value_bytes}
+    copy = feature_copy_s(n, d, value_bytes)
     if grid <= 1:
-        return logistic_probe_s(n=n, **fit)
+        return copy + logistic_probe_s(n=n, **fit)
     n_val = validation_rows(n, val_fraction)
-    return (logistic_probe_s(n=n - n_val, fits=grid, **fit) + grid * predict_s(n_val, d, c)
-            + logistic_probe_s(n=n, **fit))
+    return (copy + logistic_probe_s(n=n - n_val, fits=grid, **fit)
+            + grid * predict_s(n_val, d, c, value_bytes=value_bytes, on_gpu=True) + logistic_probe_s(n=n, **fit))
 
 
 def ridge_fit_flop(n: int, d: int, p: int, ridges: int) -> tuple[float, float]:
@@ -415,12 +472,12 @@ def ridge_probe_s(*, n: int, d: int, p: int, grid: int, val_fraction: float = 0.
         val_fraction: validation share.
     """
     rates = {"matmul64_s": gpu_matmul64_s, "eigh_s": gpu_eigh_s, "bytes_s": gpu_bytes_s}
-    full = feature_copy_s(n, d + p) + ridge_fit_s(n, d, p, 1, **rates)
+    full = host_feature_copy_s(n, d + p) + ridge_fit_s(n, d, p, 1, **rates)
     if grid <= 1:
         return full
     n_val = validation_rows(n, val_fraction)
-    score = feature_copy_s(n_val, d) + grid * gpu_matmul_s(2.0 * n_val * d * p)
-    return feature_copy_s(n - n_val, d + p) + ridge_fit_s(n - n_val, d, p, grid, **rates) + score + full
+    score = host_feature_copy_s(n_val, d) + grid * gpu_matmul_s(2.0 * n_val * d * p)
+    return host_feature_copy_s(n - n_val, d + p) + ridge_fit_s(n - n_val, d, p, grid, **rates) + score + full
 
 
 @functools.lru_cache(maxsize=None)

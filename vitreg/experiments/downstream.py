@@ -115,20 +115,25 @@ def task_costs(p: Params) -> dict[str, list[Cost]]:
         fits = grid + 1 if grid > 1 else 1
         dims = [[d * c.token_widths(m)[0] for d in (1, 1, 2)] for m in p.models]  # [CLS], mean patch, both
         if batch is None:
-            fitting = sum(c.logistic_cv_probe_s(n=n, d=d, c=1000, grid=grid) for ds in dims for d in ds)
+            fitting = sum(c.logistic_cv_probe_s(n=n, d=d, c=1000, grid=grid, value_bytes=c.CACHE_VALUE_BYTES)
+                          for ds in dims for d in ds)
             how, rule = "full-batch L-BFGS, max_eval = 250 objective evaluations per fit (an upper bound)", c.LOGISTIC_SCALING
         else:  # the three variants share each minibatch step (vitreg.measure.estimators.fit_logistic_cv_joint)
             fitting = sum(c.joint_logistic_cv_probe_s(n=n, dims=ds, c=1000, grid=grid, batch_size=batch,
-                                                      epochs=p.imagenet_probe_epochs) for ds in dims)
+                                                      epochs=p.imagenet_probe_epochs, value_bytes=c.CACHE_VALUE_BYTES)
+                          for ds in dims)
             how = f"Adam, {p.imagenet_probe_epochs} epochs of minibatches of {batch}, the variants trained together"
             rule = c.JOINT_ADAM_SCALING
-        scoring = sum(c.variant_features_s(n + n_test, ds) + sum(c.predict_s(n_test, d, 1000) for d in ds)
-                      for ds in dims)  # each seed assembles the variants again and scores the test set
+        scoring = sum(c.variant_features_s(n + n_test, ds[2])  # each seed builds "both" again and scores the test set
+                      + sum(c.predict_s(n_test, d, 1000, value_bytes=c.CACHE_VALUE_BYTES, on_gpu=True) for d in ds)
+                      for ds in dims)
+        copies = sum(c.feature_copy_s(n + n_test, ds[2], c.CACHE_VALUE_BYTES) for ds in dims)  # once per model
         out["imagenet"] = [Cost(
             f"ImageNet-1k linear probe: 3 variants x {fits} fits x {p.seeds} seeds x {n_models} models, {how}",
-            p.seeds * (fitting + scoring),
-            f"{rule}; n = {n:,}, d = D, D, 2D; per seed the variants assembled in host memory (VARIANT_BYTES a "
-            f"value at HOST_BYTES_S) and the {n_test:,} test images scored", needs="imagenet1k")]
+            copies + p.seeds * (fitting + scoring),
+            f"{rule}; n = {n:,}, d = D, D, 2D; the float16 [CLS] and mean patch tokens copied to the GPU once per "
+            f"model (at PCIE_BYTES_S), per seed the concatenated variant built there and the {n_test:,} test images "
+            "scored there", needs="imagenet1k")]
     if "ade20k" in p.tasks:
         n = sizes.capped(sizes.ADE20K[0], p.ade20k_n_train)
         heads = 0.0

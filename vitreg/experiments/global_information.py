@@ -82,8 +82,9 @@ def costs(p: Params) -> list[Cost]:
         n_train, n_test = _split(p, d, "train"), _split(p, d, "test")
         c = min(DATASETS[d].num_classes, n_train)
         seconds[d == "imagenet1k"] += kinds * (cm.logistic_cv_probe_s(n=n_train, d=width, c=c, grid=len(p.l2_grid),
-                                                                     val_fraction=p.val_fraction)
-                                               + cm.predict_s(n_test, width, c))
+                                                                     val_fraction=p.val_fraction,
+                                                                     value_bytes=cm.CACHE_VALUE_BYTES)
+                                               + cm.predict_s(n_test, width, c, value_bytes=cm.CACHE_VALUE_BYTES))
         probes[d == "imagenet1k"] += kinds
     fits = 1 if len(p.l2_grid) <= 1 else len(p.l2_grid) + 1
     return [Cost(f"single-token probes{' on ImageNet-1k' if imnet else ''}: {probes[imnet]} x {fits} L-BFGS fits",

@@ -74,8 +74,9 @@ def costs(p: Params) -> list[Cost]:
         d = cm.token_widths(m)[0]
         cells, patch = _grid_cells(p, m)
         n_train, n_test = _probe_tokens(p, cells)
-        position += (cm.logistic_cv_probe_s(n=n_train, d=d, c=cells, grid=len(p.l2_grid))
-                     + cm.predict_s(n_test, d, cells))
+        position += (cm.logistic_cv_probe_s(n=n_train, d=d, c=cells, grid=len(p.l2_grid),
+                                            value_bytes=cm.CACHE_VALUE_BYTES)
+                     + cm.predict_s(n_test, d, cells, value_bytes=cm.CACHE_VALUE_BYTES))
         pixel += cm.ridge_probe_s(n=n_train, d=d, p=3 * patch * patch, grid=len(p.ridge_grid))
     n = len(models(p))
     fits = 1 if len(p.l2_grid) <= 1 else len(p.l2_grid) + 1

@@ -23,8 +23,8 @@ from vitreg.data.dense import (ADE20K_CLASSES, EIGEN_CROP, DenseDataset, Synthet
 from vitreg.measure.heads import (TrainConfig, depth_working_bytes, majority_class, on_device, score_heads,
                                   seg_working_bytes, train_segmentation_head)
 from vitreg.measure.features import cached_task_features, dense_features
-from vitreg.measure.downstream import (TABLE2_METRICS, TASK_KEYS, budget, classification_probe,
-                               depth_probe, register_gains, seed_summary)
+from vitreg.measure.downstream import (TABLE2_METRICS, TASK_KEYS, budget, classification_features_on,
+                               classification_probe, depth_probe, register_gains, seed_summary)
 from vitreg.experiments.steps import load
 
 
@@ -281,7 +281,8 @@ class Table2:
     def _imagenet(self, data: dict) -> None:
         s = self.settings
         for role, name in self.roles.items():
-            feats = self._imagenet_features(name, data)
+            feats = {split: classification_features_on(f, s.device)  # on the GPU once, for every seed
+                     for split, f in self._imagenet_features(name, data).items()}
             seeded = []
             for seed in s.seed_list():
                 r = classification_probe(feats["train"], feats["val"], l2_grid=s.imagenet_l2_grid, seed=seed,

@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from vitreg.data.dense import NYUD_MAX_DEPTH, NYUD_MIN_DEPTH
+from vitreg.core.device import pick_device
 from vitreg.measure.estimators import accuracy, fit_logistic_cv, fit_logistic_cv_joint
 from vitreg.measure.heads import (TrainConfig, chance_miou, constant_depth_rmse, depth_metrics, mean_iou,
                           predict_depth, predict_segmentation, train_depth_head, train_segmentation_head)
@@ -121,7 +122,9 @@ def classification_probe(train: Mapping[str, torch.Tensor], test: Mapping[str, t
     Logistic regression from ``vitreg.measure.estimators`` (L2 chosen on a held-out part of the training set). In
     minibatch mode (``batch_size`` given) the variants are trained together by
     :func:`~vitreg.measure.estimators.fit_logistic_cv_joint` (one batch order and one optimizer step for all; each
-    variant's probe is the one its own fit gives); full-batch L-BFGS fits each variant on its own.
+    variant's probe is the one its own fit gives); full-batch L-BFGS fits each variant on its own. On a GPU the
+    cached tokens are moved there once (:func:`classification_features_on`; a no-op when the caller moved them
+    before its seeds) and the variants are built, gathered and scored there.
 
     Args:
         train, test: ``{"cls": (N, D), "patch_mean": (N, D), "labels": (N,)}``.
@@ -132,10 +135,15 @@ def classification_probe(train: Mapping[str, torch.Tensor], test: Mapping[str, t
     Returns:
         ``{variant: {"top1": %, "l2": chosen}, "chance_top1": %}``.
     """
+    dev = pick_device(fit_kwargs.get("device", "auto"))
+    train, test = classification_features_on(train, dev), classification_features_on(test, dev)
+
     def feats(d: Mapping[str, torch.Tensor], v: str) -> torch.Tensor:
         if v not in CLASSIFICATION_VARIANTS:
             raise ValueError(f"unknown variant {v!r}; use one of {CLASSIFICATION_VARIANTS}")
-        return torch.cat([d[k].float() for k in v.split("+")], dim=1)
+        if dev.type == "cpu":
+            return torch.cat([d[k].float() for k in v.split("+")], dim=1)
+        return _variant_on_device([d[k] for k in v.split("+")])
 
     out: dict[str, Any] = {}
     if fit_kwargs.get("batch_size") is not None:  # one minibatch run for every variant, each as if fitted alone
@@ -147,6 +155,30 @@ def classification_probe(train: Mapping[str, torch.Tensor], test: Mapping[str, t
     counts = torch.bincount(test["labels"].long())
     out["chance_top1"] = float(counts.max() / counts.sum() * 100)
     return out
+
+
+def classification_features_on(features: Mapping[str, torch.Tensor],
+                               device: str | torch.device) -> dict[str, torch.Tensor]:
+    """``features`` with its [CLS] and mean patch tokens on ``device`` when it is a GPU, in their cached dtype (the
+    labels stay where they are); on the CPU the same mapping.
+
+    Paper: Table 2 (ImageNet linear probe). Moving the float16 cache once per model, before its seeds, copies half
+    the bytes of float32 variants, and :func:`classification_probe` then builds each seed's variants on the GPU.
+    """
+    dev = pick_device(device)
+    if dev.type == "cpu":
+        return dict(features)
+    return {k: v.to(dev) if k in ("cls", "patch_mean") else v for k, v in features.items()}
+
+
+def _variant_on_device(parts: Sequence[torch.Tensor]) -> torch.Tensor:
+    """One variant's features from its cached parts on the GPU, in their common dtype (a float16 cache stays
+    float16 until each fit converts its rows: exact), float32 when they differ; a single part is used as is."""
+    if len(parts) == 1:
+        return parts[0]
+    if len({p.dtype for p in parts}) > 1:
+        parts = [p.float() for p in parts]
+    return torch.cat(list(parts), dim=1)
 
 
 

@@ -91,12 +91,32 @@ def _few_threads(device: torch.device, work: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def as_features(x: torch.Tensor, name: str) -> torch.Tensor:
+def checked_features(x: torch.Tensor, name: str) -> torch.Tensor:
+    """``x`` itself, checked to be ``(n, D)`` and finite where it lies (its dtype kept)."""
     if x.ndim != 2:
         raise ValueError(f"{name} must be (n, D) features, got shape {tuple(x.shape)}")
     if not torch.isfinite(x).all():
         raise ValueError(f"{name} holds NaN/inf values; check the feature extraction")
-    return x.float()
+    return x
+
+
+def as_features(x: torch.Tensor, name: str) -> torch.Tensor:
+    """``x`` checked (:func:`checked_features`) and converted to float32."""
+    return checked_features(x, name).float()
+
+
+def fit_features(x: torch.Tensor, name: str, device: str | torch.device = "auto") -> torch.Tensor:
+    """The features a probe gathers the rows of its fits from, checked once.
+
+    Paper: Fig. 5b, Tables 1-2 (every logistic probe fits several times on rows of one matrix). On a GPU ``x`` is
+    moved there ONCE in its own dtype (a float16 cache moves half the bytes) and checked there; each fit gathers
+    its rows and converts them to float32 on the GPU. Gathers, casts and the finite check are exact, so a fit is
+    the one it would be on rows prepared in host memory. On the CPU: float32 in host memory, as before.
+    """
+    dev = pick_device(device)
+    if dev.type == "cpu":
+        return as_features(x, name)
+    return checked_features(x.to(dev), name)
 
 
 
@@ -315,18 +335,19 @@ def fit_logistic_cv(x: torch.Tensor, y: torch.Tensor, *, l2_grid: Sequence[float
     Returns:
         a :class:`SelectedClassifier`.
     """
-    x = as_features(x, "x")
-    y = y.long()
+    x = fit_features(x, "x", fit_kwargs.get("device", "auto"))
+    y = y.long().cpu()
     classes = torch.unique(y)
     scores: dict[float, float] = {}
     if len(l2_grid) == 1:
         best = float(l2_grid[0])
     else:
         tr, va = split_indices(len(x), val_fraction, seed)
+        rows_tr, rows_va = tr.to(x.device), va.to(x.device)  # gathered where the features lie
         prev = None
         for l2 in l2_grid:
-            prev = fit_logistic(x[tr], y[tr], l2=l2, classes=classes, init=prev, seed=seed, **fit_kwargs)
-            scores[float(l2)] = accuracy(prev, x[va], y[va])
+            prev = fit_logistic(x[rows_tr], y[tr], l2=l2, classes=classes, init=prev, seed=seed, **fit_kwargs)
+            scores[float(l2)] = accuracy(prev, x[rows_va], y[va])
         best = max(scores, key=lambda k: (scores[k], k))  # ties: the stronger penalty
     clf = fit_logistic(x, y, l2=best, classes=classes, seed=seed, **fit_kwargs)
     return SelectedClassifier(clf, best, scores)
@@ -398,7 +419,9 @@ def _joint_features(xs: Sequence[torch.Tensor], inits: Sequence[LinearClassifier
     for i, (x, init) in enumerate(zip(xs, inits)):
         x = as_features(x, f"xs[{i}]").to(dev)
         std = init.standardizer if init is not None else Standardizer.fit(x, standardize)
-        out[:, at:at + x.shape[1]] = std(x)
+        block = out[:, at:at + x.shape[1]]  # std(x) written in place: the same values, no (n, D_h) temporaries
+        torch.sub(x, std.mean.to(dev), out=block)
+        block.div_(std.scale.to(dev))
         stds.append(std)
         at += x.shape[1]
     return out, stds
@@ -422,20 +445,21 @@ def fit_logistic_cv_joint(xs: Sequence[torch.Tensor], y: torch.Tensor, *, l2_gri
     Returns:
         one :class:`SelectedClassifier` per head, in order.
     """
-    xs = [as_features(x, f"xs[{i}]") for i, x in enumerate(xs)]
-    y = y.long()
+    xs = [fit_features(x, f"xs[{i}]", fit_kwargs.get("device", "auto")) for i, x in enumerate(xs)]
+    y = y.long().cpu()
     classes = torch.unique(y)
     scores: list[dict[float, float]] = [{} for _ in xs]
     if len(l2_grid) == 1:
         best = [float(l2_grid[0])] * len(xs)
     else:
         tr, va = split_indices(len(y), val_fraction, seed)
+        rows_tr, rows_va = tr.to(xs[0].device), va.to(xs[0].device)  # gathered where the features lie
         prev: list[LinearClassifier | None] = [None] * len(xs)
         for l2 in l2_grid:
-            prev = fit_logistic_joint([x[tr] for x in xs], y[tr], l2s=[l2] * len(xs), classes=classes, inits=prev,
-                                      seed=seed, **fit_kwargs)
+            prev = fit_logistic_joint([x[rows_tr] for x in xs], y[tr], l2s=[l2] * len(xs), classes=classes,
+                                      inits=prev, seed=seed, **fit_kwargs)
             for score, clf, x in zip(scores, prev, xs):
-                score[float(l2)] = accuracy(clf, x[va], y[va])
+                score[float(l2)] = accuracy(clf, x[rows_va], y[va])
         best = [max(score, key=lambda k, s=score: (s[k], k)) for score in scores]  # ties: the stronger penalty
     clfs = fit_logistic_joint(xs, y, l2s=best, classes=classes, seed=seed, **fit_kwargs)
     return [SelectedClassifier(clf, l2, score) for clf, l2, score in zip(clfs, best, scores)]

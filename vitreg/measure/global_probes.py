@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from vitreg.data.datasets import PAPER_DATASETS, subset_indices, try_load_dataset
+from vitreg.core.device import pick_device
 from vitreg.measure.estimators import L2_GRID, METRICS, fit_logistic_cv
 from vitreg.measure.features import detection_block, single_token_features
 
@@ -85,6 +86,7 @@ def single_token_classification(train: Mapping[str, torch.Tensor], test: Mapping
         images the kind trains on (the outlier kind: only images that have an outlier).
     """
     score = METRICS[metric]
+    dev = pick_device(fit_kwargs.get("device", "auto"))
     kinds = list(kinds) if kinds is not None else token_kinds(train)
     y_tr, y_te = train["labels"].long().cpu(), test["labels"].long().cpu()
     jobs = []
@@ -105,9 +107,10 @@ def single_token_classification(train: Mapping[str, torch.Tensor], test: Mapping
             r["draws"].append(math.nan)
             r["l2"].append(math.nan)
             continue
-        sel = fit_logistic_cv(x_tr[m_tr], y_tr[m_tr], l2_grid=l2_grid, val_fraction=val_fraction,
+        x_fit = x_tr.to(dev)  # on a GPU: moved once, its rows picked there
+        sel = fit_logistic_cv(x_fit[m_tr.to(dev)], y_tr[m_tr], l2_grid=l2_grid, val_fraction=val_fraction,
                               seed=seed + d, **fit_kwargs)
-        r["draws"].append(score(sel.classifier, x_te[m_te], y_te[m_te]))
+        r["draws"].append(score(sel.classifier, x_te.to(dev)[m_te.to(dev)], y_te[m_te]))
         r["l2"].append(sel.l2)
     for r in results.values():
         vals = torch.tensor([v for v in r["draws"] if not math.isnan(v)], dtype=torch.float64)

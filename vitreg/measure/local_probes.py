@@ -22,8 +22,8 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from vitreg.core.device import pick_device
-from vitreg.measure.estimators import (L2_GRID, RIDGE_GRID, as_features, fit_logistic, fit_logistic_cv, group_masks,
-                               ridge_solutions, split_indices)
+from vitreg.measure.estimators import (L2_GRID, RIDGE_GRID, as_features, fit_features, fit_logistic, fit_logistic_cv,
+                               group_masks, ridge_solutions, split_indices)
 
 # ---------------------------------------------------------------------------------------------------
 # F5: position probe
@@ -71,11 +71,12 @@ def position_probe(train_x: torch.Tensor, train_pos: torch.Tensor, test_x: torch
         "avg_distance": cells, "n": count}}}``.
     """
     classes = torch.arange(grid[0] * grid[1])
+    train_x = train_x.to(pick_device(fit_kwargs.get("device", "auto")))  # on a GPU: moved once, for the refit too
     sel = fit_logistic_cv(train_x, train_pos, l2_grid=l2_grid, val_fraction=val_fraction, seed=seed,
                           **fit_kwargs)
     if len(sel.classifier.classes) != len(classes):
         sel.classifier = fit_logistic(train_x, train_pos, l2=sel.l2, classes=classes, seed=seed, **fit_kwargs)
-    pred = sel.classifier.predict(as_features(test_x, "test_x"))
+    pred = sel.classifier.predict(fit_features(test_x, "test_x", fit_kwargs.get("device", "auto")))
     true = test_pos.long().reshape(-1).cpu()
     dist = grid_distance(pred, true, grid)
     out = {}
