@@ -275,3 +275,22 @@ def test_make_reproduce_gpus_extracts_under_torchrun_first():
     assert torchrun and run and torchrun[0] < run[0], lines
     assert "--set 06.max_train=100" in lines[torchrun[0]]
     assert not any("torchrun" in line for line in run_make())
+
+
+def test_estimate_prints_the_real_runs_table_for_the_overrides_and_runs_nothing(monkeypatch, capsys):
+    monkeypatch.setattr("vitreg.cli.runner._run_all", lambda *a: pytest.fail("estimate must not run a notebook"))
+
+    def total(out: str) -> str:
+        return next(line for line in out.splitlines() if line.startswith("total "))
+
+    assert main(["estimate", "--only", "09"]) == 0
+    three = capsys.readouterr().out
+    assert "09_downstream" in three and "3 seeds" in three and "02_high_norm_tokens" not in three
+    assert "for the 1 notebook(s) selected" in total(three) and "the one-hour goal is for the whole run" in total(three)
+    assert main(["estimate", "--only", "09", "--set", "09_downstream.seeds=1"]) == 0
+    one = capsys.readouterr().out
+    assert "1 seeds" in one and total(one) != total(three)
+    assert main(["estimate", "--set", "09_downstream.seedz=1"]) == 2
+    assert "unknown parameter 'seedz'" in capsys.readouterr().err
+    assert main(["estimate"]) == 0
+    assert "the one-hour goal on one H100-class GPU" in total(capsys.readouterr().out)

@@ -39,6 +39,7 @@ _EXAMPLES = """examples:
   vitreg weights download --notebooks        fill the weights folder on a connected machine
   vitreg report build/smoke/results build/smoke
   vitreg strip                               before committing notebooks
+  vitreg estimate --set 09_downstream.seeds=1   the real run's expected time with one seed for Table 2
   torchrun --standalone --nproc_per_node 8 -m vitreg extract all   fill 05/06's feature caches on 8 GPUs
   vitreg scan dinov2_s_reg --images ~/photos   does this ViT have high-norm tokens? (report card)
   vitreg data list                           every dataset the notebooks read, and its state here
@@ -96,6 +97,33 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if any(o.status == "interrupted" for o in outcomes):
         return 130
     return 1 if any(o.status == "failed" for o in outcomes) else 0
+
+
+# --- vitreg estimate ------------------------------------------------------------------------------
+def _add_estimate(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "estimate", help="the real run's expected time on one H100 for your overrides (nothing runs)",
+        description="Print the run-time table of the real profile (vitreg.experiments.timing: forwards, model loads "
+                    "and the work besides forwards, per notebook) for the parameters a `vitreg run` with the same "
+                    "--only, --params and --set would use. Nothing runs and nothing is written. An estimate: the "
+                    "rates it assumes are listed under the table; `make benchmark-gpu` measures them on a GPU.")
+    p.add_argument("--only", nargs="+", metavar="NOTEBOOK",
+                   help="notebook numbers (02) or names (02_high_norm_tokens); default: all, in run order")
+    _add_overrides(p)
+    return p
+
+
+def _cmd_estimate(args: argparse.Namespace) -> int:
+    from vitreg.experiments.params import ParameterError
+    from vitreg.cli.runner import estimate
+
+    try:
+        table = estimate(args.only, params_file=args.params, sets=args.sets)
+    except ParameterError as err:
+        print(f"parameter error:\n{err}", file=sys.stderr)
+        return 2
+    print(f"expected run time on one H100-class GPU (estimate, vitreg.experiments.timing):\n{table}")
+    return 0
 
 
 # --- vitreg weights -------------------------------------------------------------------------------
@@ -475,6 +503,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 SUBCOMMANDS: dict[str, tuple[Callable[[argparse._SubParsersAction], argparse.ArgumentParser],
                              Callable[[argparse.Namespace], int]]] = {
     "run": (_add_run, _cmd_run),
+    "estimate": (_add_estimate, _cmd_estimate),
     "weights": (_add_weights, _cmd_weights),
     "report": (_add_report, _cmd_report),
     "strip": (_add_strip, _cmd_strip),

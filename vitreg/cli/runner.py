@@ -121,6 +121,19 @@ def merged_parameters(plans: dict[str, dict], root: Path | None = None,
     return {name: {**experiment_of(name, experiments).defaults(), **given} for name, given in plans.items()}
 
 
+def estimate(only: list[str] | None = None, *, params_file: str | Path | None = None, sets: Sequence[str] = (),
+             root: Path | None = None, experiments: Mapping[str, Experiment] | None = None) -> str:
+    """The run-time table (:mod:`vitreg.experiments.timing`) of a real run of ``only`` (default: every notebook) with
+    these overrides, checked as ``vitreg run`` checks them; nothing runs, nothing is written (``vitreg estimate``).
+
+    Paper: all findings (the real run's cost)."""
+    root = root or repo_root()
+    names = select(load_order(root), only)
+    plans = planned_parameters(names, "real", output_dir_for("real", root), root, params_file=params_file, sets=sets,
+                               experiments=experiments)
+    return timing.render(names, params=merged_parameters(plans, root, experiments))
+
+
 def notebook_models(names: list[str] | None = None, root: Path | None = None,
                     params: dict[str, dict] | None = None,
                     experiments: Mapping[str, Experiment] | None = None) -> dict[str, list[str]]:

@@ -911,6 +911,31 @@ def loading_rule() -> str:
     return (f"a model load = its Python build ({BUILD_S_PER_BLOCK * 1e3:.1f} ms per block, measured on the meta "
             f"device) + its float32 checkpoint read at {DISK_BYTES_S / 1e9:.0f} GB/s (NVMe, assumed) into fresh host "
             f"memory ({HOST_TOUCH_BYTES_S / 1e9:.1f} GB/s, measured) and copied to the GPU at "
-            f"{PCIE_BYTES_S / 1e9:.0f} GB/s (assumed) + init and check in GPU memory (ViT-L/14 "
+            f"{PCIE_BYTES_S / 1e9:.0f} GB/s (assumed) + init and check in GPU memory (a whole load, modelled: ViT-L/14 "
             f"{load_s('dinov2_l'):.1f} s, ViT-g/14 {load_s('dinov2_g'):.1f} s); kernel start {KERNEL_S:.1f} s per "
             "notebook (measured)")
+
+
+def named_rates() -> list[str]:
+    """The rates every cost model divides by, each with its value and where it comes from, for the time table: the
+    GPU's (vendor figures times ASSUMED shares, or ASSUMED outright; ``make benchmark-gpu`` measures those it names)
+    and the host's (measured on one core of the 2-core machine by ``benchmarks/bench_costs.py``, used for the GPU node).
+
+    Paper: all findings (the real run's cost)."""
+    return [
+        f"`FP32_FLOPS` {FP32_FLOPS / 1e12:.0f} TFLOP/s x `FP32_SHARE` {FP32_SHARE:.0%} (H100 SXM fp32 without tensor "
+        "cores; the share assumed, measured by `make benchmark-gpu`)",
+        f"`HBM_BYTES_S` {HBM_BYTES_S / 1e12:.2f} TB/s x `HBM_SHARE` {HBM_SHARE:.0%} (H100 SXM memory; the share "
+        "assumed, measured by `make benchmark-gpu`)",
+        f"`PCIE_BYTES_S` {PCIE_BYTES_S / 1e9:.0f} GB/s host to GPU, `DISK_BYTES_S` {DISK_BYTES_S / 1e9:.0f} GB/s "
+        "(assumed, measured by `make benchmark-gpu`)",
+        f"`FP64_FLOPS` {FP64_FLOPS / 1e12:.0f} TFLOP/s x `FP64_SHARE` {FP64_SHARE:.0%}, eigendecomposition at "
+        f"`EIGH_SHARE` {EIGH_SHARE:.0%} of it (assumed, not measured on a GPU yet)",
+        f"`GPU_OP_S` {GPU_OP_S * 1e6:.0f} µs per eager GPU op, `GPU_LAUNCH_FACTOR` {GPU_LAUNCH_FACTOR:g} x a CPU "
+        "step's host time (assumed, not measured on a GPU yet)",
+        f"host time per step, measured on one CPU core at tiny size and taken for the GPU node's host: L-BFGS "
+        f"evaluation `LBFGS_EVAL_FIXED_S` {LBFGS_EVAL_FIXED_S * 1e3:.2f} ms, Adam step `ADAM_STEP_FIXED_S` "
+        f"{ADAM_STEP_FIXED_S * 1e3:.2f} ms, head step `HEAD_STEP_S` {HEAD_STEP_S * 1e3:.2f} ms; host passes "
+        f"`HOST_BYTES_S` {HOST_BYTES_S / 1e9:.0f} GB/s, `CPU_GATHER_BYTES_S` {CPU_GATHER_BYTES_S / 1e9:.1f} GB/s "
+        "(one thread: pessimistic for a many-core node)",
+    ]

@@ -170,7 +170,11 @@ def render(names: list[str] | None = None, *, markdown: bool = False,
     body = [(r["notebook"], f"{r['images']:,}", f"{r['pflop']:.2f}", _t(r["gpu_s"]), _t(r["host_s"]),
              _t(r["total_s"]), r["note"]) for r in table]
     verdict = "within" if total <= GOAL_S else "over"
-    foot = (f"total {_t(total)}: {verdict} the one-hour goal on one H100-class GPU ({total / GOAL_S:.1f}x); without the "
+    whole = names is None or set(names) >= set(catalog.MODULES)
+    against = (f"{verdict} the one-hour goal on one H100-class GPU" if whole else
+               f"for the {len(table)} notebook(s) selected, on one H100-class GPU (the one-hour goal is for the whole run)")
+    foot = (f"total {_t(total)}: {against} (an H100 SXM's rates; a PCIe card is slower) ({total / GOAL_S:.1f}x the "
+            f"hour); without the "
             f"ImageNet-1k parts (registration needed) {_t(free)}; dominated by {dominant(table)}. Estimate: "
             f"{SHARE:.0%} of {PEAK_FLOPS / 1e12:.0f} TFLOP/s bf16 assumed, {decode_s(224) * 1e3:.1f} ms per image decoded to "
             f"224 px on one core ({decode_s(518) * 1e3:.1f} ms to 518), {WORKERS} loader workers; "
@@ -183,7 +187,10 @@ def render(names: list[str] | None = None, *, markdown: bool = False,
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(f"`{c}`" if i == 0 else c for i, c in enumerate(r)) + " |" for r in body]
-        return "\n".join(lines + ["", foot] + (["", "How the work besides forwards is estimated:", "", *how] if how else []))
+        rates = ["", "The rates the cost models divide by (`vitreg/experiments/costs.py`):", "",
+                 *[f"- {r}" for r in costs.named_rates()]]
+        return "\n".join(lines + ["", foot] + (["", "How the work besides forwards is estimated:", "", *how] if how else [])
+                         + rates)
     widths = [max(len(str(x[i])) for x in [head, *body]) for i in range(len(head))]
     fmt = lambda r: "  ".join(str(c).ljust(w) if i in (0, 6) else str(c).rjust(w)  # noqa: E731
                               for i, (c, w) in enumerate(zip(r, widths))).rstrip()
