@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from vitreg.utils.paths import repo_root
 
 
@@ -25,3 +27,10 @@ def test_the_gpu_benchmark_runs_every_step_in_its_dry_run(tmp_path):
     assert got["dry_run"] is True and got["notebook_04_s"] > 0 and got["decode"]["gap_mean_levels"] <= 1.0
     assert got["fp32_matmul_flops"] > 0 and got["hbm_copy_bytes_s"] > 0 and got["seg_loss_s"] > 0
     assert got["load_s"]["dinov2_s"] > 0 and got["disk_read_bytes_s"]["dinov2_s"] > 0 and got["kernel_start_s"] > 0
+    # `vitreg estimate --rates` reads this file: a dry run is refused, a real one's keys are the rates it replaces
+    from vitreg.experiments.timing import rates_from_benchmark
+
+    with pytest.raises(ValueError, match="dry run"):
+        rates_from_benchmark(got)
+    rates = rates_from_benchmark({**got, "dry_run": False})
+    assert {"FP32_SHARE", "HBM_SHARE", "DISK_BYTES_S", "KERNEL_S", "HOST_TOUCH_BYTES_S"} <= set(rates)

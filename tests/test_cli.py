@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -294,3 +295,34 @@ def test_estimate_prints_the_real_runs_table_for_the_overrides_and_runs_nothing(
     assert "unknown parameter 'seedz'" in capsys.readouterr().err
     assert main(["estimate"]) == 0
     assert "the one-hour goal on one H100-class GPU" in total(capsys.readouterr().out)
+
+
+def test_estimate_takes_the_rates_a_gpu_benchmark_measured_and_restores_the_assumed_ones(tmp_path, capsys):
+    import json
+
+    from vitreg.experiments import costs, timing
+
+    def total(out: str) -> str:
+        return next(line for line in out.splitlines() if line.startswith("total "))
+
+    before = (timing.SHARE, costs.FP32_SHARE, costs.HBM_SHARE, costs.PCIE_BYTES_S, costs.KERNEL_S, timing.KERNEL_S)
+    assert main(["estimate"]) == 0
+    assumed = capsys.readouterr().out
+    measured = {"device": "NVIDIA H100 80GB HBM3", "dry_run": False,
+                "forward": {"dinov2_l@224": {"images_per_s": 3000.0, "share_of_peak": 0.8}},
+                "fp32_matmul_flops": 0.9 * costs.FP32_FLOPS, "hbm_copy_bytes_s": 0.9 * costs.HBM_BYTES_S,
+                "h2d_bytes_s": 25e9, "kernel_start_s": 3.0, "disk_read_bytes_s": {"dinov2_l": 3e9}}
+    rates = tmp_path / "rates.json"
+    rates.write_text(json.dumps(measured))
+    assert timing.rates_from_benchmark(measured)["FP32_SHARE"] == pytest.approx(0.9)
+    assert main(["estimate", "--rates", str(rates)]) == 0
+    out = capsys.readouterr().out
+    assert "with the rates measured in" in out and "SHARE 0.8" in out
+    hours = lambda text: float(re.search(r"\((\d+\.\d)x the hour\)", total(text)).group(1))  # noqa: E731
+    assert hours(out) < hours(assumed)
+    assert (timing.SHARE, costs.FP32_SHARE, costs.HBM_SHARE, costs.PCIE_BYTES_S, costs.KERNEL_S,
+            timing.KERNEL_S) == before, "the assumed rates are back after the estimate"
+    rates.write_text(json.dumps({**measured, "dry_run": True}))
+    assert main(["estimate", "--rates", str(rates)]) == 2 and "dry run" in capsys.readouterr().err
+    rates.write_text("not json")
+    assert main(["estimate", "--rates", str(rates)]) == 2 and "is not the JSON file" in capsys.readouterr().err

@@ -109,20 +109,37 @@ def _add_estimate(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     "rates it assumes are listed under the table; `make benchmark-gpu` measures them on a GPU.")
     p.add_argument("--only", nargs="+", metavar="NOTEBOOK",
                    help="notebook numbers (02) or names (02_high_norm_tokens); default: all, in run order")
+    p.add_argument("--rates", type=Path, metavar="JSON",
+                   help="the file `python benchmarks/bench_gpu.py --json FILE` wrote on your GPU: its measured rates "
+                        "(forward share, fp32 and memory shares, host-to-GPU, disk, kernel start) replace the assumed ones")
     _add_overrides(p)
     return p
 
 
 def _cmd_estimate(args: argparse.Namespace) -> int:
+    import json
+
     from vitreg.experiments.params import ParameterError
+    from vitreg.experiments.timing import rates_from_benchmark
     from vitreg.cli.runner import estimate
 
+    rates = None
+    if args.rates is not None:
+        try:
+            rates = rates_from_benchmark(json.loads(args.rates.read_text(encoding="utf-8")))
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, TypeError) as err:
+            print(f"error: {args.rates} is not the JSON file bench_gpu.py --json writes ({err})", file=sys.stderr)
+            return 2
+        except ValueError as err:
+            print(f"error: {args.rates}: {err}", file=sys.stderr)
+            return 2
     try:
-        table = estimate(args.only, params_file=args.params, sets=args.sets)
+        table = estimate(args.only, params_file=args.params, sets=args.sets, rates=rates)
     except ParameterError as err:
         print(f"parameter error:\n{err}", file=sys.stderr)
         return 2
-    print(f"expected run time on one H100-class GPU (estimate, vitreg.experiments.timing):\n{table}")
+    used = f" with the rates measured in {args.rates}: " + ", ".join(f"{k} {v:.3g}" for k, v in rates.items()) if rates else ""
+    print(f"expected run time on one H100-class GPU (estimate, vitreg.experiments.timing{used}):\n{table}")
     return 0
 
 

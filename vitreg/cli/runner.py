@@ -122,16 +122,19 @@ def merged_parameters(plans: dict[str, dict], root: Path | None = None,
 
 
 def estimate(only: list[str] | None = None, *, params_file: str | Path | None = None, sets: Sequence[str] = (),
-             root: Path | None = None, experiments: Mapping[str, Experiment] | None = None) -> str:
+             rates: Mapping[str, float] | None = None, root: Path | None = None,
+             experiments: Mapping[str, Experiment] | None = None) -> str:
     """The run-time table (:mod:`vitreg.experiments.timing`) of a real run of ``only`` (default: every notebook) with
     these overrides, checked as ``vitreg run`` checks them; nothing runs, nothing is written (``vitreg estimate``).
+    ``rates``: measured rates in place of the assumed ones (:func:`vitreg.experiments.timing.rates_from_benchmark`).
 
     Paper: all findings (the real run's cost)."""
     root = root or repo_root()
     names = select(load_order(root), only)
     plans = planned_parameters(names, "real", output_dir_for("real", root), root, params_file=params_file, sets=sets,
                                experiments=experiments)
-    return timing.render(names, params=merged_parameters(plans, root, experiments))
+    with timing.measured_rates(rates or {}):
+        return timing.render(names, params=merged_parameters(plans, root, experiments))
 
 
 def notebook_models(names: list[str] | None = None, root: Path | None = None,

@@ -24,7 +24,9 @@ model, resolution and images forwarded), and
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping
+import statistics
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 
 from vitreg.experiments import catalog, costs
 from vitreg.experiments.base import Experiment, Work
@@ -200,3 +202,50 @@ def render(names: list[str] | None = None, *, markdown: bool = False,
 def totals(table: list[Mapping]) -> float:
     """Sum of the rows' expected totals, seconds."""
     return float(sum(r["total_s"] for r in table))
+
+
+def rates_from_benchmark(measured: Mapping) -> dict[str, float]:
+    """The table's rates that ``benchmarks/bench_gpu.py --json`` measured, by constant name (a rate it did not measure
+    is left out): the forward's share of the bf16 peak (median over its rows), the fp32 and memory shares, the
+    host-to-GPU, disk and first-touch rates (median over its files), and the kernel start.
+
+    Paper: all findings (the real run's cost, re-estimated with a GPU's own figures)."""
+    if measured.get("dry_run"):
+        raise ValueError("these figures come from a dry run (toy sizes): run `make benchmark-gpu` on the GPU without "
+                         "--dry-run and pass its --json file")
+    out: dict[str, float] = {}
+    shares = [r["share_of_peak"] for r in (measured.get("forward") or {}).values() if r.get("share_of_peak")]
+    if shares:
+        out["SHARE"] = statistics.median(shares)
+    if measured.get("fp32_matmul_flops"):
+        out["FP32_SHARE"] = measured["fp32_matmul_flops"] / costs.FP32_FLOPS
+    if measured.get("hbm_copy_bytes_s"):
+        out["HBM_SHARE"] = measured["hbm_copy_bytes_s"] / costs.HBM_BYTES_S
+    for key, name in (("h2d_bytes_s", "PCIE_BYTES_S"), ("host_touch_bytes_s", "HOST_TOUCH_BYTES_S"),
+                      ("kernel_start_s", "KERNEL_S")):
+        if measured.get(key):
+            out[name] = float(measured[key])
+    if reads := [v for v in (measured.get("disk_read_bytes_s") or {}).values() if v]:
+        out["DISK_BYTES_S"] = statistics.median(reads)
+    return out
+
+
+@contextmanager
+def measured_rates(rates: Mapping[str, float]) -> Iterator[None]:
+    """Estimate with ``rates`` (constant name -> value, :func:`rates_from_benchmark`) in place of the assumed ones
+    while the block runs; the assumed values are restored on exit."""
+    here = {"SHARE", "KERNEL_S"}
+    unknown = [k for k in rates if k not in here and not hasattr(costs, k)]
+    if unknown:
+        raise KeyError(f"not a rate of the time table: {', '.join(unknown)}")
+    targets = [(globals(), k) if k in here else (vars(costs), k) for k in rates]
+    if "KERNEL_S" in rates:
+        targets.append((vars(costs), "KERNEL_S"))
+    before = [(space, k, space[k]) for space, k in targets]
+    try:
+        for space, k in targets:
+            space[k] = float(rates[k])
+        yield
+    finally:
+        for space, k, value in before:
+            space[k] = value
