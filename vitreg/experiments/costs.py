@@ -902,7 +902,8 @@ def load_s(model: str, rates: LoadRates | None = None) -> float:
 
 
 def loading_s(models: Iterable[str]) -> float:
-    """Seconds of loading ``models`` (a notebook's ``models(p)``: one load each) on one H100-class GPU."""
+    """Seconds of loading ``models`` (a notebook's ``model_loads(p)``: a model loaded twice is listed twice) on one
+    H100-class GPU."""
     return float(sum(load_s(m) for m in models))
 
 

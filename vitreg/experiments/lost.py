@@ -98,6 +98,12 @@ def models(p: Params) -> list[str]:
     return list(dict.fromkeys([*_demo(p), *p.models]))
 
 
+def loads(p: Params) -> list[str]:
+    """Every load a run with ``p`` does, in order: the figure's models at ``image_size`` (:func:`demo`), then every
+    model of ``models`` again for the box datasets (:func:`discover_all`: native size for the padded protocol)."""
+    return [*_demo(p), *p.models]
+
+
 def work(p: Params) -> list[Work]:
     """The forwards a run with ``p`` does: one photo per figure model, then every box dataset once per model (the
     [TTR] sweep is scored on the same pass); absent datasets are skipped. Padded images count at ``image_size``."""
@@ -374,4 +380,4 @@ def claims(record: Record) -> list[tuple[str, Any, str | None]]:
     return out
 
 
-EXPERIMENT = Experiment("08_lost", Params, models, work, PROFILES, record=Record, costs=costs)
+EXPERIMENT = Experiment("08_lost", Params, models, work, PROFILES, record=Record, costs=costs, loads=loads)

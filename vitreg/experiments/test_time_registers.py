@@ -506,6 +506,16 @@ def models(p: Params) -> list[str]:
     return list(dict.fromkeys([*p.models, *twins, *[m for m in lost if m is not None]]))
 
 
+def loads(p: Params) -> list[str]:
+    """Every load a run with ``p`` does, in order: ``models`` at ``image_size``, each one's register twin
+    (:func:`measure`), then LOST's model and its twin again at their native size (:func:`lost_with_ttr`)."""
+    from vitreg.core.models import register_twin
+
+    twins = [t for t in map(register_twin, p.models) if t is not None]
+    lost = [p.lost_model, register_twin(p.lost_model)] if p.lost_model in p.models and p.lost_datasets else []
+    return [*p.models, *twins, *[m for m in lost if m is not None]]
+
+
 def work(p: Params) -> list[Work]:
     """The forwards a run with ``p`` does: detection, the evaluation images as is, with a test-time register and
     through the twin, the shifted register, LOST over each box dataset three times (as is, with a test-time
@@ -545,4 +555,4 @@ def work(p: Params) -> list[Work]:
 
 
 EXPERIMENT = Experiment("10_test_time_registers", Params, models, work, PROFILES, record=Record,
-                        costs=costs)
+                        costs=costs, loads=loads)

@@ -14,7 +14,8 @@ model, resolution and images forwarded), and
 * host time = images decoded and resized x :func:`decode_s` (per image on one core, measured on 500x375 JPEGs
   to 224 and 518 px: a fixed decoding cost plus a cost per output pixel) / :data:`WORKERS` (the data loader's
   processes); the two overlap, so a notebook costs the larger;
-* fixed time = kernel start (:data:`KERNEL_S`, measured) + loading each model of ``models(p)``
+* fixed time = kernel start (:data:`KERNEL_S`, measured) + each load of the experiment's ``model_loads(p)`` (a model
+  loaded again, at another resolution or by a later step, is charged again)
   (:func:`vitreg.experiments.costs.load_s`: its Python build, its checkpoint's bytes read from disk and copied to
   the GPU) + what the notebook does besides forwards: the experiment's ``costs(p)``
   (:class:`~vitreg.experiments.costs.Cost` rows, each estimated by a cost model of :mod:`vitreg.experiments.costs`
@@ -129,7 +130,7 @@ def row(name: str, exp: Experiment | None = None, params: Mapping | None = None)
     """
     exp = exp or catalog.experiment(name)
     p = exp.build(params)
-    work, models, besides = exp.work(p), list(exp.models(p)), list(exp.costs(p))
+    work, models, besides = exp.work(p), exp.model_loads(p), list(exp.costs(p))
     other = costs.total_s(besides)
     free_other = costs.total_s([c for c in besides if c.needs not in RESTRICTED])
     free = [w for w in work if w.needs not in RESTRICTED]
