@@ -59,7 +59,9 @@ GFLOP: dict[tuple[str, int], float] = {
     ("dinov2_b_reg", 518): 304.2, ("dinov2_l_reg", 224): 164.6, ("dinov2_l_reg", 448): 726.8,
     ("dinov2_l_reg", 518): 1017.1, ("dinov2_l_reg", 686): 2025.1, ("dinov2_l", 548): 1148.8,
     ("dinov2_l_reg", 548): 1152.4, ("dinov2_g_reg", 518): 3578.4, ("dinov3_l", 256): 164.7, ("mae_b16", 224): 35.1,
-    ("vit_base_patch16_siglip_224.webli", 224): 34.9,
+    ("vit_base_patch16_siglip_224.webli", 224): 34.9, ("dinov2_l", 436): 673.2, ("dinov2_l", 562): 1220.9,
+    ("dinov2_l_reg", 436): 676.3, ("dinov2_l_reg", 562): 1224.5, ("deit3_b16", 443): 157.0, ("deit3_b16", 554): 265.1,
+    ("clip_b16_laion", 443): 157.0, ("clip_b16_laion", 554): 265.1, ("dino_s16", 443): 45.2, ("dino_s16", 554): 80.5,
 }
 
 
