@@ -95,3 +95,22 @@ def test_every_real_row_of_02_08_and_10_is_estimated():
         rows = _real(name)
         assert rows and all(c.scaling for c in rows if c.seconds is not None), name
         assert costs.unestimated(rows) == [], name
+
+
+def test_padded_forwards_count_at_each_datasets_own_size_as_the_lost_rows_do():
+    from vitreg.core.models import get_spec
+
+    assert costs.padded_px("VOC07", 14) == round((378 * 504) ** 0.5) == 436  # 375 x 500 padded to 27 x 36 patches
+    assert costs.padded_px("COCO20k", 14) == round((490 * 644) ** 0.5) == 562
+    for name, limit in (("08_lost", "limit"), ("10_test_time_registers", "lost_limit")):
+        exp = catalog.experiment(name)
+        p = exp.build()
+        lost = [w for w in exp.work(p) if w.what.startswith("LOST on")]
+        assert lost and all(w.px == costs.padded_px(w.needs, get_spec(w.model).patch_size) for w in lost), name
+        for w in lost:  # the forward's tokens are the LOST rows' patch grid, within the patch rounding
+            patch = get_spec(w.model).patch_size
+            run = costs.lost_run(w.needs, 1, model=w.model, patch=patch, batch_size=1, groups=1, settings=1)
+            assert abs((round(w.px / patch)) ** 2 / (run.grid[0] * run.grid[1]) - 1) < 0.03, (name, w)
+    exp = catalog.experiment("08_lost")
+    stretched = exp.work(exp.build({"protocol": "stretched", "image_size": 224}))
+    assert {w.px for w in stretched if w.what.startswith("LOST on")} == {224}

@@ -112,6 +112,8 @@ def check_trace(name: str, events: list[dict]) -> None:
     p = exp.build(load_profile("smoke", name))
     loaded = list(dict.fromkeys(trace.loads(events)))
     assert loaded == exp.models(p), f"{name}: loaded {loaded}, its experiment declares {exp.models(p)}"
+    again = Counter(trace.loads(events)) - Counter(exp.model_loads(p))  # fewer where a dataset is absent here
+    assert not again, f"{name}: loaded {dict(again)} more often than its experiment's model_loads(p) says"
     declared: Counter = Counter()
     for w in exp.work(p):
         if not (w.needs and _absent(w.needs)):

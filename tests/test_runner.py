@@ -553,7 +553,7 @@ def test_the_time_table_is_each_experiments_work_and_is_the_readme_table():
         gpu = sum(timing.GFLOP[(w.model, w.px)] * 1e9 * w.images for w in work) / (timing.PEAK_FLOPS * timing.SHARE)
         host = sum(w.images * timing.decode_s(w.px) for w in work) / timing.WORKERS
         besides = list(e.costs(p))
-        loads = sum(costs.load_s(m) for m in e.models(p))
+        loads = sum(costs.load_s(m) for m in e.model_loads(p))
         assert r["total_s"] == pytest.approx(max(gpu, host) + timing.KERNEL_S + loads
                                              + sum(c.seconds or 0 for c in besides))
         assert all(c.what in r["note"] for c in besides), r["notebook"]

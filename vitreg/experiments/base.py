@@ -144,6 +144,8 @@ class Experiment:
         record: the results record dataclass (None while the notebook still saves a plain mapping).
         costs: the work a run with given parameters does besides forwards (:class:`~vitreg.experiments.costs.Cost`
             rows: probe fits, heads, sweeps), for the run-time table.
+        loads: every load a run with given parameters does, in order, a model loaded again (at another resolution,
+            by a later step) listed again: what the run-time table charges (None: each model of ``models`` once).
     """
 
     name: str
@@ -153,6 +155,13 @@ class Experiment:
     profiles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     record: type | None = None
     costs: Callable[[Any], Sequence[Cost]] = lambda p: ()
+    loads: Callable[[Any], list[str]] | None = None
+
+    def model_loads(self, p: Any) -> list[str]:
+        """Every load a run with parameters ``p`` does, in order (``loads``, else each model of ``models`` once).
+
+        Paper: every figure (the run-time table charges each load: :func:`vitreg.experiments.costs.load_s`)."""
+        return list(self.loads(p)) if self.loads is not None else list(self.models(p))
 
     def defaults(self) -> dict[str, Any]:
         """The real experiment's parameters, by name."""

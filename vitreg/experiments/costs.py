@@ -703,6 +703,16 @@ def lost_run(dataset: str, images: int, *, model: str, patch: int, batch_size: i
     return LostRun(images, batches, grid, token_widths(model)[0], groups, settings, min(k_patches, grid[0] * grid[1]))
 
 
+def padded_px(dataset: str, patch: int, synthetic_hw: tuple[int, int] = (375, 500)) -> int:
+    """The side of the square with as many pixels as a typical image of box dataset ``dataset`` padded to a multiple
+    of ``patch`` (:data:`BOX_IMAGE_HW`; ``synthetic_hw`` for the others): the resolution a forward of LOST's padded
+    protocol counts at (:func:`vitreg.measure.lost.discover` feeds each image at its own size, not the model's).
+
+    Paper: Table 3 (LOST on VOC07, VOC12, COCO20k), [TTR]'s VOC07 row."""
+    h, w = BOX_IMAGE_HW.get(dataset, synthetic_hw)
+    return round((math.ceil(h / patch) * patch * math.ceil(w / patch) * patch) ** 0.5)
+
+
 def lost_ops(run: LostRun, *, stacked: bool = True) -> float:
     """Ops (kernel launches) of the sweep's scoring, flood fill bounded by ``h + w`` steps (a component without
     detours; its true bound ``h * w`` is never approached). ``stacked``: one flood fill per batch (else one per
@@ -902,7 +912,8 @@ def load_s(model: str, rates: LoadRates | None = None) -> float:
 
 
 def loading_s(models: Iterable[str]) -> float:
-    """Seconds of loading ``models`` (a notebook's ``models(p)``: one load each) on one H100-class GPU."""
+    """Seconds of loading ``models`` (a notebook's ``model_loads(p)``: a model loaded twice is listed twice) on one
+    H100-class GPU."""
     return float(sum(load_s(m) for m in models))
 
 

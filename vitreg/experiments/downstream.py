@@ -225,6 +225,17 @@ def models(p: Params) -> list[str]:
     return list(dict.fromkeys(p.models))
 
 
+def loads(p: Params) -> list[str]:
+    """Every load a run with ``p`` does, in order (:class:`vitreg.experiments.table2.Table2`): per task of ``tasks``,
+    each model of the pair at that task's size (ImageNet; ADE20k twice, the training crops' size and the whole
+    images' canvas; NYUd), then per model once more for the synthetic check. A load happens even when the
+    features come from the cache."""
+    per_task = {"imagenet": 1, "ade20k": 2, "nyud": 1}
+    rows = [m for task in ("imagenet", "ade20k", "nyud") if task in p.tasks for m in p.models
+            for _ in range(per_task[task])]
+    return rows + (list(p.models) if p.synthetic else [])
+
+
 def work(p: Params) -> list[Work]:
     """The forwards a run with ``p`` does, per model of the pair: each task of ``tasks`` (train and test
     features; skipped where its dataset is absent; cached on disk) and the synthetic check."""
@@ -457,4 +468,5 @@ def planted_truth(synthetic: Mapping[str, Any]) -> list[tuple[str, bool]]:
     return [(what, ok) for r in synthetic.values() for what, ok in synthetic_checks(r).items()]
 
 
-EXPERIMENT = Experiment("09_downstream", Params, models, work, PROFILES, record=Record, costs=costs)
+EXPERIMENT = Experiment("09_downstream", Params, models, work, PROFILES, record=Record, costs=costs,
+                        loads=loads)

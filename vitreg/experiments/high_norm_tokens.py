@@ -98,6 +98,12 @@ def models(p: Params) -> list[str]:
     return list(dict.fromkeys([p.model, p.reference_model, *p.scan_models]))
 
 
+def loads(p: Params) -> list[str]:
+    """Every load a run with ``p`` does, in order: the model and its reference (:func:`load_models`), then each
+    model of the zoo table again (:func:`vitreg.measure.scan.scan_models` loads its own, at native size)."""
+    return [p.model, p.reference_model, *p.scan_models]
+
+
 def work(p: Params) -> list[Work]:
     """The forwards a run with ``p`` does: norms of both models, the detail images again, the zoo scan."""
     from vitreg.core.models import get_spec
@@ -417,4 +423,4 @@ def planted_truths(r: Record) -> dict[str, bool]:
 
 
 EXPERIMENT = Experiment("02_high_norm_tokens", Params, models, work, PROFILES,
-                        record=Record, costs=costs)
+                        record=Record, costs=costs, loads=loads)

@@ -98,15 +98,29 @@ def models(p: Params) -> list[str]:
     return list(dict.fromkeys([*_demo(p), *p.models]))
 
 
+def loads(p: Params) -> list[str]:
+    """Every load a run with ``p`` does, in order: the figure's models at ``image_size`` (:func:`demo`), then every
+    model of ``models`` again for the box datasets (:func:`discover_all`: native size for the padded protocol)."""
+    return [*_demo(p), *p.models]
+
+
 def work(p: Params) -> list[Work]:
     """The forwards a run with ``p`` does: one photo per figure model, then every box dataset once per model (the
-    [TTR] sweep is scored on the same pass); absent datasets are skipped. Padded images count at ``image_size``."""
+    [TTR] sweep is scored on the same pass); absent datasets are skipped. Stretched images count at ``image_size``,
+    padded ones at their own size (:func:`vitreg.experiments.costs.padded_px`: a typical image of the dataset)."""
+    from vitreg.core.models import get_spec
     from vitreg.experiments import sizes
     from vitreg.experiments.base import px
+    from vitreg.experiments.costs import padded_px
+
+    def side(d: str, k: str) -> int:
+        if p.protocol == "stretched":
+            return px(p.image_size, k)
+        return padded_px(d, get_spec(k).patch_size, (p.synthetic_image_size, p.synthetic_image_size * 4 // 3))
 
     rows = [Work(k, px(p.image_size, k), 1, "LOST's steps on one photo") for k in _demo(p)]
     for k in p.models:
-        rows += [Work(k, px(p.image_size, k), sizes.box_images(d, p.limit), f"LOST on {d}",
+        rows += [Work(k, side(d, k), sizes.box_images(d, p.limit), f"LOST on {d}",
                       "" if d == "synthetic" else d) for d in p.datasets]
     return rows
 
@@ -374,4 +388,4 @@ def claims(record: Record) -> list[tuple[str, Any, str | None]]:
     return out
 
 
-EXPERIMENT = Experiment("08_lost", Params, models, work, PROFILES, record=Record, costs=costs)
+EXPERIMENT = Experiment("08_lost", Params, models, work, PROFILES, record=Record, costs=costs, loads=loads)

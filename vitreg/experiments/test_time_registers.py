@@ -506,11 +506,21 @@ def models(p: Params) -> list[str]:
     return list(dict.fromkeys([*p.models, *twins, *[m for m in lost if m is not None]]))
 
 
+def loads(p: Params) -> list[str]:
+    """Every load a run with ``p`` does, in order: ``models`` at ``image_size``, each one's register twin
+    (:func:`measure`), then LOST's model and its twin again at their native size (:func:`lost_with_ttr`)."""
+    from vitreg.core.models import register_twin
+
+    twins = [t for t in map(register_twin, p.models) if t is not None]
+    lost = [p.lost_model, register_twin(p.lost_model)] if p.lost_model in p.models and p.lost_datasets else []
+    return [*p.models, *twins, *[m for m in lost if m is not None]]
+
+
 def work(p: Params) -> list[Work]:
     """The forwards a run with ``p`` does: detection, the evaluation images as is, with a test-time register and
     through the twin, the shifted register, LOST over each box dataset three times (as is, with a test-time
-    register, the twin; at the model's native size), the probes, and the exercises (four neuron counts, the
-    corner patch)."""
+    register, the twin; padded, each image at its own size: :func:`vitreg.experiments.costs.padded_px`), the probes,
+    and the exercises (four neuron counts, the corner patch)."""
     from vitreg.core.models import register_twin
     from vitreg.experiments import sizes
     from vitreg.experiments.base import image_count, px
@@ -527,13 +537,18 @@ def work(p: Params) -> list[Work]:
     first = p.models[0]
     rows.append(Work(first, px(p.image_size, first), min(p.n_show, n_eval), "register shifted to the centre"))
     if p.lost_model in p.models:
+        from vitreg.experiments.costs import padded_px
+
         twin = register_twin(p.lost_model)
+        synthetic_hw = (p.synthetic_image_size, p.synthetic_image_size * 4 // 3)
         for d in p.lost_datasets:
             count, needs = sizes.box_images(d, p.lost_limit), "" if d == "synthetic" else d
-            rows += [Work(p.lost_model, px(None, p.lost_model), count, f"LOST on {d}", needs),
-                     Work(p.lost_model, px(None, p.lost_model), count, f"LOST on {d} + test-time register", needs)]
+            side = padded_px(d, get_spec(p.lost_model).patch_size, synthetic_hw)  # each image at its own size
+            rows += [Work(p.lost_model, side, count, f"LOST on {d}", needs),
+                     Work(p.lost_model, side, count, f"LOST on {d} + test-time register", needs)]
             if twin is not None:
-                rows.append(Work(twin, px(None, twin), count, f"LOST on {d}, trained registers", needs))
+                rows.append(Work(twin, padded_px(d, get_spec(twin).patch_size, synthetic_hw), count,
+                                 f"LOST on {d}, trained registers", needs))
     needs = "" if p.probe_dataset == "synthetic" else p.probe_dataset
     for k in [k for k in p.probe_models if k in p.models]:
         rows += [Work(k, px(p.image_size, k), p.probe_n_train, "probe train", needs),
@@ -545,4 +560,4 @@ def work(p: Params) -> list[Work]:
 
 
 EXPERIMENT = Experiment("10_test_time_registers", Params, models, work, PROFILES, record=Record,
-                        costs=costs)
+                        costs=costs, loads=loads)

@@ -14,7 +14,8 @@ model, resolution and images forwarded), and
 * host time = images decoded and resized x :func:`decode_s` (per image on one core, measured on 500x375 JPEGs
   to 224 and 518 px: a fixed decoding cost plus a cost per output pixel) / :data:`WORKERS` (the data loader's
   processes); the two overlap, so a notebook costs the larger;
-* fixed time = kernel start (:data:`KERNEL_S`, measured) + loading each model of ``models(p)``
+* fixed time = kernel start (:data:`KERNEL_S`, measured) + each load of the experiment's ``model_loads(p)`` (a model
+  loaded again, at another resolution or by a later step, is charged again)
   (:func:`vitreg.experiments.costs.load_s`: its Python build, its checkpoint's bytes read from disk and copied to
   the GPU) + what the notebook does besides forwards: the experiment's ``costs(p)``
   (:class:`~vitreg.experiments.costs.Cost` rows, each estimated by a cost model of :mod:`vitreg.experiments.costs`
@@ -58,7 +59,9 @@ GFLOP: dict[tuple[str, int], float] = {
     ("dinov2_b_reg", 518): 304.2, ("dinov2_l_reg", 224): 164.6, ("dinov2_l_reg", 448): 726.8,
     ("dinov2_l_reg", 518): 1017.1, ("dinov2_l_reg", 686): 2025.1, ("dinov2_l", 548): 1148.8,
     ("dinov2_l_reg", 548): 1152.4, ("dinov2_g_reg", 518): 3578.4, ("dinov3_l", 256): 164.7, ("mae_b16", 224): 35.1,
-    ("vit_base_patch16_siglip_224.webli", 224): 34.9,
+    ("vit_base_patch16_siglip_224.webli", 224): 34.9, ("dinov2_l", 436): 673.2, ("dinov2_l", 562): 1220.9,
+    ("dinov2_l_reg", 436): 676.3, ("dinov2_l_reg", 562): 1224.5, ("deit3_b16", 443): 157.0, ("deit3_b16", 554): 265.1,
+    ("clip_b16_laion", 443): 157.0, ("clip_b16_laion", 554): 265.1, ("dino_s16", 443): 45.2, ("dino_s16", 554): 80.5,
 }
 
 
@@ -129,7 +132,7 @@ def row(name: str, exp: Experiment | None = None, params: Mapping | None = None)
     """
     exp = exp or catalog.experiment(name)
     p = exp.build(params)
-    work, models, besides = exp.work(p), list(exp.models(p)), list(exp.costs(p))
+    work, models, besides = exp.work(p), exp.model_loads(p), list(exp.costs(p))
     other = costs.total_s(besides)
     free_other = costs.total_s([c for c in besides if c.needs not in RESTRICTED])
     free = [w for w in work if w.needs not in RESTRICTED]
