@@ -36,7 +36,7 @@ PLANTED_MASS = 0.6
 class Params(Common):
     """The parameters of 01_attention_artifacts (defaults: the real experiment; the notebook's parameters cell is the same)."""
 
-    models: list = param(['dino_b16', 'dinov2_l', 'dinov2_g', 'deit3_b16', 'clip_b16_laion', 'mae_l16'], 'list', '')
+    models: list = param(['dino_b16', 'dinov2_l', 'dinov2_g', 'deit3_b16', 'clip_b16_laion', 'mae_l16'], 'list', 'models whose last-block attention and patch norms are scored and drawn (Fig. 2); DINO and MAE are the controls without artifacts')
     head_model: str = param('dinov2_l', 'text', 'the model whose per-head maps are drawn (App. F, Fig. 18); must be in models')
     image_size: int | list[int] | None = param(None, 'size', 'None runs each model at its native resolution; an int runs all models at it')
     image_dir: str | None = param(None, 'str', 'a folder of natural images (wins over `images`)')
@@ -47,7 +47,7 @@ class Params(Common):
     upsample_mode: str = param('nearest', 'text', "nearest keeps single artifact patches visible; or 'bilinear'")
     top_frac: float = param(0.02, 'fraction', 'artifact score: attention share of the top 2% of patches')
     k_std: float = param(3.0, 'positive', 'relative outlier rule for models without a published norm cut-off')
-    batch_size: int = param(8, 'count', '')
+    batch_size: int = param(8, 'count', 'images per forward pass')
     plant: bool = param(False, 'bool', 'smoke runs: plant attention spikes in the models the paper says have artifacts')
 
 

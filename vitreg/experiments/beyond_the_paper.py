@@ -40,7 +40,7 @@ class Params(Common):
     n_images: int = param(256, 'count', 'images for the massive activations and the positional measure')
     image_dir: str | None = param(None, 'str', 'a folder of your own images (wins over `images`)')
     images: str = param('auto', 'image_source', "auto: ImageNet val if $VITREG_DATA has it, else Imagenette val; or 'photos' (smoke)")
-    batch_size: int = param(16, 'count', '')
+    batch_size: int = param(16, 'count', 'images per forward pass')
     top_k: int = param(10, 'count', 'activations kept per image and block')
     probe_dataset: str = param('imagenet1k', 'text', "the register-mean experiment: ImageNet-1k (skipped when absent) or 'synthetic'")
     mean_n_images: int = param(10000, 'count', 'images (train split) the register means are taken over (Sun et al.: 10k)')

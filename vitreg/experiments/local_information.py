@@ -23,7 +23,7 @@ class Params(Common):
     register_models: list = param(['dinov2_l', 'dinov2_l_reg'], 'list', 'App. D.2 Table 5 stand-in: normal patches, 0 vs 4 registers ([] to skip)')
     image_size: int | list[int] = param(224, 'size', 'not given in the paper; 224 px gives a 16x16 grid (256 position classes)')
     dataset: str = param('pets', 'text', "where the images come from: a vitreg.data.datasets name, or 'photos' (bundled photos)")
-    split: str = param('test', 'text', '')
+    split: str = param('test', 'text', 'split of `dataset` the images are drawn from (a seeded class-balanced subset)')
     download: bool = param(True, 'bool', 'allow a torchvision download (never when offline)')
     data_root: str | None = param(None, 'str', 'datasets folder (default $VITREG_DATA or data/datasets)')
     image_dir: str | None = param(None, 'str', 'a folder of your own images instead (overrides dataset)')
@@ -34,11 +34,11 @@ class Params(Common):
     threshold: float | None = param(None, 'positive', "outlier cut-off on pre-LN norms (None: the model's own, 150 for DINOv2)")
     l2_grid: list = param([0.01, 0.001, 0.0001, 1e-05], 'positives', 'position probe strengths (chosen on validation)')
     ridge_grid: list = param([10.0, 1.0, 0.1, 0.01], 'positives', 'pixel probe strengths (chosen on validation)')
-    batch_size: int = param(32, 'count', '')
+    batch_size: int = param(32, 'count', 'images per forward pass (feature extraction)')
     use_cache: bool = param(True, 'bool', 'keep features on disk ($VITREG_CACHE or data/cache): a rerun skips extraction')
-    cache_dir: str | None = param(None, 'str', '')
+    cache_dir: str | None = param(None, 'str', 'feature cache folder (default $VITREG_CACHE or data/cache)')
     plant_fraction: float = param(0.0, 'fraction0', 'smoke only: share of patches planted as outliers in random-weight models')
-    plant_norm: float = param(1000.0, 'positive', '')
+    plant_norm: float = param(1000.0, 'positive', 'smoke only: norm of the vector added to each planted patch (at the middle block)')
 
 
 #: Overrides of the defaults per profile (the smoke profile: random weights, planted truth, offline, CPU; the

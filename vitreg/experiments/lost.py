@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 class Params(Common):
     """The parameters of 08_lost (defaults: the real experiment; the notebook's parameters cell is the same)."""
 
-    models: list = param(['dinov2_l', 'dinov2_l_reg', 'deit3_b16', 'clip_b16_laion', 'dino_s16'], 'list', '')
+    models: list = param(['dinov2_l', 'dinov2_l_reg', 'deit3_b16', 'clip_b16_laion', 'dino_s16'], 'list', 'models LOST runs with on every dataset (Table 3); its DINOv2 models are the pair drawn in the box figures')
     datasets: list = param(['VOC07', 'VOC12', 'COCO20k'], 'list', "trainval for VOC; 'synthetic' for smoke runs")
     data_root: str | None = param(None, 'str', 'dataset root; None: $VITREG_DATA, else data/datasets (see vitreg/data/boxes.py)')
     protocol: str = param('padded', 'str', "'padded': LOST's own, each image at its size padded to the patch grid; or 'stretched'")

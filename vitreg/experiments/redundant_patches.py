@@ -36,11 +36,11 @@ class Params(Common):
     image_size: int | list[int] = param(518, 'size', "DINOv2's native resolution; recorded")
     image_dir: str | None = param(None, 'str', 'a folder of natural images (wins over `images`)')
     images: str = param('auto', 'image_source', "auto: ImageNet val if $VITREG_DATA has it, else Imagenette val (downloaded once); or 'imagenet', 'imagenette', 'pets', 'photos' (the 14 bundled photos: smoke only)")
-    n_images: int = param(256, 'count', '')
-    threshold: float = param(150.0, 'positive', 'outlier cut-off on the output norm (paper); None uses mean + k_std * std')
-    k_std: float = param(3.0, 'positive', '')
+    n_images: int = param(256, 'count', 'images forwarded (a seeded class-balanced subset)')
+    threshold: float = param(150.0, 'positive', "outlier cut-off on the output norm (the paper's; a number: None is not accepted)")
+    k_std: float = param(3.0, 'positive', 'width of the relative rule mean + k_std * std, which applies only without a cut-off: unused while threshold is set')
     block: int = param(-1, 'int', "block whose output norm decides 'outlier' (-1 is the last, before the final LayerNorm)")
-    batch_size: int = param(8, 'count', '')
+    batch_size: int = param(8, 'count', 'images per forward pass')
     plant: bool = param(False, 'bool', 'smoke runs: plant high-norm tokens on the most redundant patches of the random model')
 
 

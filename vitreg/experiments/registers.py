@@ -19,12 +19,12 @@ from vitreg.measure.registers import RegisterMeasurement, RegisterPair, dinov2_p
 class Params(Common):
     """The parameters of 07_registers (defaults: the real experiment; the notebook's parameters cell is the same)."""
 
-    model_pairs: list = param([['dinov2_s', 'dinov2_s_reg'], ['dinov2_b', 'dinov2_b_reg'], ['dinov2_l', 'dinov2_l_reg'], ['dinov2_g', 'dinov2_g_reg']], 'list', '')
+    model_pairs: list = param([['dinov2_s', 'dinov2_s_reg'], ['dinov2_b', 'dinov2_b_reg'], ['dinov2_l', 'dinov2_l_reg'], ['dinov2_g', 'dinov2_g_reg']], 'list', 'public DINOv2 pairs: without vs with 4 registers')
     image_size: int | list[int] = param(518, 'size', "DINOv2's native resolution (recorded in the results)")
     n_images: int = param(256, 'count', 'images to average over (a seeded class-balanced subset)')
     image_dir: str | None = param(None, 'str', 'a folder of your own images (wins over `images`)')
     images: str = param('auto', 'image_source', "auto: ImageNet val if $VITREG_DATA has it, else Imagenette val (downloaded once); or 'imagenet', 'imagenette', 'pets', 'photos' (the 14 bundled photos: smoke only)")
-    batch_size: int = param(8, 'count', '')
+    batch_size: int = param(8, 'count', 'images per forward pass')
     n_show: int = param(4, 'count', 'images in the attention-map figures')
     levels: int = param(4, 'count', "levels of the 1-D k-means that measures how 'quantised' register norms are")
     border_width: int = param(1, 'count0', 'width (patches) of the border ring for the Fig. 16 numbers')

@@ -48,7 +48,7 @@ class Params(Common):
     n_detect: int = param(100, 'count', '[TTR]: about 100 detection images')
     image_dir: str | None = param(None, 'str', 'a folder of your own images (wins over `images`)')
     images: str = param('auto', 'image_source', "auto: ImageNet val if $VITREG_DATA has it, else Imagenette val (downloaded once); or 'imagenet', 'imagenette', 'pets', 'photos' (the 14 bundled photos: smoke only)")
-    batch_size: int = param(8, 'count', '')
+    batch_size: int = param(8, 'count', 'images per forward pass (neuron detection and measurement)')
     n_show: int = param(4, 'count', 'images in the attention-map figures')
     plant: bool = param(False, 'bool', 'smoke only: plant register neurons (known answer) in the random models')
     plant_block: int = param(2, 'count0', 'smoke: the block whose MLP units write the planted outliers')

@@ -32,7 +32,7 @@ class Params(Common):
     n_images: int = param(4, 'count', 'images to look at (the tour draws every one)')
     image_dir: str | None = param(None, 'str', 'a folder of your own images (wins over `images`)')
     images: str = param('auto', 'image_source', "auto: ImageNet val if $VITREG_DATA has it, else Imagenette val (downloaded once); or 'imagenet', 'imagenette', 'pets', 'photos' (the 14 bundled photos: smoke only)")
-    batch_size: int = param(4, 'count', '')
+    batch_size: int = param(4, 'count', 'images per forward pass')
     plant: bool = param(False, 'bool', 'smoke only: plant high-norm tokens so random weights have something to find')
 
 
