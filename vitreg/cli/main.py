@@ -61,13 +61,18 @@ def _add_run(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="real: the experiments' own defaults (pretrained weights, GPU, hours); smoke: each experiment's smoke "
                         "profile (random weights, CPU, offline, minutes); lecture: its lecture profile (pretrained small models, CPU, "
                         "minutes per notebook; weights downloaded once). Default: real")
-    p.add_argument("--only", nargs="+", metavar="NOTEBOOK",
-                   help="notebook numbers (02) or names (02_high_norm_tokens); default: all, in run order")
+    _add_only(p)
     p.add_argument("--keep-going", action="store_true", help="run the remaining notebooks after one fails")
     p.add_argument("--out", type=Path, metavar="DIR",
                    help="folder for figures/, results/, notebooks/ and the report (default: by profile)")
     _add_overrides(p)
     return p
+
+
+def _add_only(p: argparse.ArgumentParser) -> None:
+    """``--only NOTEBOOK ...``: the notebooks ``vitreg run`` and ``vitreg estimate`` take (default: all)."""
+    p.add_argument("--only", nargs="+", metavar="NOTEBOOK",
+                   help="notebook numbers (02) or names (02_high_norm_tokens); default: all, in run order")
 
 
 def _add_overrides(p: argparse.ArgumentParser) -> None:
@@ -107,8 +112,7 @@ def _add_estimate(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     "and the work besides forwards, per notebook) for the parameters a `vitreg run` with the same "
                     "--only, --params and --set would use. Nothing runs and nothing is written. An estimate: the "
                     "rates it assumes are listed under the table; `make benchmark-gpu` measures them on a GPU.")
-    p.add_argument("--only", nargs="+", metavar="NOTEBOOK",
-                   help="notebook numbers (02) or names (02_high_norm_tokens); default: all, in run order")
+    _add_only(p)
     p.add_argument("--rates", type=Path, metavar="JSON",
                    help="the file `python benchmarks/bench_gpu.py --json FILE` wrote on your GPU: its measured rates "
                         "(forward share, fp32 and memory shares, host-to-GPU, disk, kernel start) replace the assumed ones")
