@@ -110,10 +110,6 @@ def copy_bytes_s(shape: tuple[int, ...], device: torch.device, repeats: int) -> 
     return 2 * src.numel() * 4 / best_s(run, repeats)
 
 
-#: Passes over the upsampled logits by F.interpolate + cross_entropy, forward and backward: interpolate writes them,
-#: log_softmax reads them and writes its output; backward fills the gradient, log_softmax's backward reads two and
-#: writes one, interpolate's backward reads one.
-SEG_LOSS_PASSES = 8
 
 
 def seg_loss_s(shape: tuple[int, int, int, int], device: torch.device, repeats: int) -> float:
@@ -181,9 +177,9 @@ def cost_rows(out: dict, folder: Path, cuda: bool, dry: bool) -> None:
           f"{assumed / 1e12:.2f} assumed ({rate / costs.HBM_BYTES_S:.0%} of {costs.HBM_BYTES_S / 1e12:.2f} against "
           f"{costs.HBM_SHARE:.0%}){toy}")
     seconds = out["seg_loss_s"] = seg_loss_s(shape, device, 3 if dry else 5)
-    moved = SEG_LOSS_PASSES * nbytes
+    moved = costs.SEG_LOGIT_PASSES * nbytes
     print(f"  F.interpolate + cross_entropy to it, forward and backward: {seconds * 1e3:.1f} ms measured, "
-          f"{costs.gpu_bytes_s(moved) * 1e3:.1f} ms by gpu_bytes_s of {SEG_LOSS_PASSES} passes "
+          f"{costs.gpu_bytes_s(moved) * 1e3:.1f} ms by gpu_bytes_s of {costs.SEG_LOGIT_PASSES} passes "
           f"({moved / seconds / 1e12:.2f} TB/s){toy}", flush=True)
 
     print("\n9. loading models onto the GPU from a cold safetensors file (costs.load_s), and the kernel start:")

@@ -305,7 +305,7 @@ def test_estimate_takes_the_rates_a_gpu_benchmark_measured_and_restores_the_assu
     def total(out: str) -> str:
         return next(line for line in out.splitlines() if line.startswith("total "))
 
-    before = (timing.SHARE, costs.FP32_SHARE, costs.HBM_SHARE, costs.PCIE_BYTES_S, costs.KERNEL_S, timing.KERNEL_S)
+    before = (timing.SHARE, costs.FP32_SHARE, costs.HBM_SHARE, costs.PCIE_BYTES_S, costs.KERNEL_S)
     assert main(["estimate"]) == 0
     assumed = capsys.readouterr().out
     measured = {"device": "NVIDIA H100 80GB HBM3", "dry_run": False,
@@ -320,8 +320,11 @@ def test_estimate_takes_the_rates_a_gpu_benchmark_measured_and_restores_the_assu
     assert "with the rates measured in" in out and "SHARE 0.8" in out
     hours = lambda text: float(re.search(r"\((\d+\.\d)x the hour\)", total(text)).group(1))  # noqa: E731
     assert hours(out) < hours(assumed)
-    assert (timing.SHARE, costs.FP32_SHARE, costs.HBM_SHARE, costs.PCIE_BYTES_S, costs.KERNEL_S,
-            timing.KERNEL_S) == before, "the assumed rates are back after the estimate"
+    assert (timing.SHARE, costs.FP32_SHARE, costs.HBM_SHARE, costs.PCIE_BYTES_S,
+            costs.KERNEL_S) == before, "the assumed rates are back after the estimate"
+    with pytest.raises(KeyError, match="GPU_OP_S"):  # a rate bound before the estimate runs cannot be swapped
+        with timing.measured_rates({"GPU_OP_S": 1e-6}):
+            pass
     rates.write_text(json.dumps({**measured, "dry_run": True}))
     assert main(["estimate", "--rates", str(rates)]) == 2 and "dry run" in capsys.readouterr().err
     rates.write_text("not json")

@@ -67,7 +67,7 @@ def test_features_that_do_not_fit_on_the_gpu_are_fed_from_the_host_and_cost_more
 
 def test_the_lbfgs_probe_is_bounded_by_max_eval_and_the_minibatch_default_is_far_cheaper():
     lbfgs = _rows(imagenet_probe_batch_size=None)["imagenet"][0]
-    assert "max_eval = 250" in lbfgs.what
+    assert "at most 251 objective evaluations" in lbfgs.what
     n, n_test, dims = 1_281_167, 50_000, (1024, 1024, 2048)
     b = c.CACHE_VALUE_BYTES
     expected = 3 * 2 * (sum(c.logistic_cv_probe_s(n=n, d=d, c=1000, grid=4, value_bytes=b)

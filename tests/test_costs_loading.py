@@ -65,7 +65,7 @@ def test_every_model_of_the_real_run_is_in_the_table_and_two_match_the_meta_coun
 
 
 def test_the_time_table_charges_each_notebook_each_load_and_the_measured_kernel_start():
-    assert timing.KERNEL_S == costs.KERNEL_S > 0
+    assert costs.KERNEL_S > 0 and not hasattr(timing, "KERNEL_S")  # one constant, read where it is used
     table = timing.rows()
     for r in table:
         exp = catalog.experiment(r["notebook"])

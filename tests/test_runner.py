@@ -530,7 +530,7 @@ def test_the_real_profile_prints_the_time_table_before_it_starts(project, capsys
     assert "expected run time on one H100-class GPU" in table and "01_ok" in table
     assert f"planted probe: {5 * default:.0f} s" in table and "planted scaling" in table
     expected = max(12.2e9 * 1000 / (timing.PEAK_FLOPS * timing.SHARE), 1000 * timing.decode_s(224) / timing.WORKERS) \
-        + timing.KERNEL_S + costs.load_s("dinov2_s") + 5.0 * default
+        + costs.KERNEL_S + costs.load_s("dinov2_s") + 5.0 * default
     assert f"total {expected:.0f} s:" in table
     # the table is this run's: a parameter given on the command line changes it
     run("real", root=project, out_dir=project / "out2", report=False, sets=["01_ok.n_images=7"])
@@ -554,7 +554,7 @@ def test_the_time_table_is_each_experiments_work_and_is_the_readme_table():
         host = sum(w.images * timing.decode_s(w.px) for w in work) / timing.WORKERS
         besides = list(e.costs(p))
         loads = sum(costs.load_s(m) for m in e.model_loads(p))
-        assert r["total_s"] == pytest.approx(max(gpu, host) + timing.KERNEL_S + loads
+        assert r["total_s"] == pytest.approx(max(gpu, host) + costs.KERNEL_S + loads
                                              + sum(c.seconds or 0 for c in besides))
         assert all(c.what in r["note"] for c in besides), r["notebook"]
     ten = experiment("10_test_time_registers")

@@ -113,7 +113,7 @@ LOGISTIC_SCALING = ("upper bound: every L-BFGS fit runs to max_eval + 1 = 251 ev
                     "its memory rate, and the host time per evaluation measured on the CPU at tiny size x "
                     "GPU_LAUNCH_FACTOR; plus one copy of each probe's features to the GPU (b bytes a value as copied, "
                     "2 for the float16 cache, at PCIE_BYTES_S) and, per fit, its rows gathered, checked and cast to "
-                    "float32 there (fit_prep_bytes: 4b + 6 a value) and the validation rows scored, at the GPU's "
+                    "float32 there (fit_prep_bytes: 4b + 6 a value, 2b + 6 when already float32) and the validation rows scored, at the GPU's "
                     "memory rate (checked: "
                     "benchmarks/bench_costs.py)")
 #: The scaling text of the ridge probe row (05).
@@ -807,7 +807,7 @@ HOST_TOUCH_BYTES_S = 3.1e9
 #: Bytes moved per parameter byte on the GPU by timm's random init before the checkpoint overwrites it (trunc_normal_:
 #: uniform, erfinv, mul, add, clamp, each reading and writing the tensor) and by the non-finite check (isfinite reads
 #: each value and writes a bool, all() reads the bools): ASSUMED from the kernels' reads and writes.
-INIT_PASSES, CHECK_PASSES = 10.0, 1.25
+INIT_PASSES, CHECK_PASSES = 10.0, 1.5
 #: Jupyter kernel start, ``import vitreg, torch, timm`` and shutdown, seconds per notebook: measured with
 #: ``benchmarks/bench_costs.py --full`` (the ``vitreg`` kernel started through jupyter_client as papermill starts it:
 #: about 0.6 s to ready, 3 s of imports, 1.5 s to shut down; best of 3 in three runs on a 2-core AMD EPYC at load

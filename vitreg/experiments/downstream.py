@@ -117,7 +117,7 @@ def task_costs(p: Params) -> dict[str, list[Cost]]:
         if batch is None:
             fitting = sum(c.logistic_cv_probe_s(n=n, d=d, c=1000, grid=grid, value_bytes=c.CACHE_VALUE_BYTES)
                           for ds in dims for d in ds)
-            how, rule = "full-batch L-BFGS, max_eval = 250 objective evaluations per fit (an upper bound)", c.LOGISTIC_SCALING
+            how, rule = "full-batch L-BFGS, at most 251 objective evaluations per fit (max_eval + 1: an upper bound)", c.LOGISTIC_SCALING
         else:  # the three variants share each minibatch step (vitreg.measure.estimators.fit_logistic_cv_joint)
             fitting = sum(c.joint_logistic_cv_probe_s(n=n, dims=ds, c=1000, grid=grid, batch_size=batch,
                                                       epochs=p.imagenet_probe_epochs, value_bytes=c.CACHE_VALUE_BYTES)

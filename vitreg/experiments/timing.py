@@ -14,7 +14,7 @@ model, resolution and images forwarded), and
 * host time = images decoded and resized x :func:`decode_s` (per image on one core, measured on 500x375 JPEGs
   to 224 and 518 px: a fixed decoding cost plus a cost per output pixel) / :data:`WORKERS` (the data loader's
   processes); the two overlap, so a notebook costs the larger;
-* fixed time = kernel start (:data:`KERNEL_S`, measured) + each load of the experiment's ``model_loads(p)`` (a model
+* fixed time = kernel start (:data:`vitreg.experiments.costs.KERNEL_S`, measured) + each load of the experiment's ``model_loads(p)`` (a model
   loaded again, at another resolution or by a later step, is charged again)
   (:func:`vitreg.experiments.costs.load_s`: its Python build, its checkpoint's bytes read from disk and copied to
   the GPU) + what the notebook does besides forwards: the experiment's ``costs(p)``
@@ -45,8 +45,6 @@ SHARE = 0.4
 DECODE_A_S, DECODE_B_S = 2.10e-3, 2.09e-8
 #: Data-loader worker processes decoding in parallel (vitreg.core.device.loader_workers on a 16-core GPU node).
 WORKERS = 8
-#: Jupyter kernel start, imports and shutdown, seconds per notebook (measured: :data:`vitreg.experiments.costs.KERNEL_S`).
-KERNEL_S = costs.KERNEL_S
 
 #: Forward GFLOP per image, counted with torch's FlopCounter (2 per multiply-add) on the meta device (:func:`count_gflop`;
 #: a test keeps every pair of the real work here).
@@ -112,7 +110,7 @@ def host_s(rows: Iterable[Work]) -> float:
 
 def _total(rows: list[Work], models: list[str], other_s: float | None) -> float:
     gpu = flops(rows) / (PEAK_FLOPS * SHARE)
-    return max(gpu, host_s(rows)) + KERNEL_S + costs.loading_s(models) + (other_s or 0.0)
+    return max(gpu, host_s(rows)) + costs.KERNEL_S + costs.loading_s(models) + (other_s or 0.0)
 
 
 def _besides(rows: list[costs.Cost]) -> str:
@@ -233,17 +231,19 @@ def rates_from_benchmark(measured: Mapping) -> dict[str, float]:
     return out
 
 
+#: The rates ``benchmarks/bench_gpu.py`` measures and :func:`measured_rates` may replace (each read when a cost is
+#: computed, never bound earlier): the forward share here, the rest in :mod:`vitreg.experiments.costs`.
+MEASURED_RATES = ("SHARE", "FP32_SHARE", "HBM_SHARE", "PCIE_BYTES_S", "HOST_TOUCH_BYTES_S", "DISK_BYTES_S", "KERNEL_S")
+
+
 @contextmanager
 def measured_rates(rates: Mapping[str, float]) -> Iterator[None]:
     """Estimate with ``rates`` (constant name -> value, :func:`rates_from_benchmark`) in place of the assumed ones
     while the block runs; the assumed values are restored on exit."""
-    here = {"SHARE", "KERNEL_S"}
-    unknown = [k for k in rates if k not in here and not hasattr(costs, k)]
+    unknown = [k for k in rates if k not in MEASURED_RATES]
     if unknown:
-        raise KeyError(f"not a rate of the time table: {', '.join(unknown)}")
-    targets = [(globals(), k) if k in here else (vars(costs), k) for k in rates]
-    if "KERNEL_S" in rates:
-        targets.append((vars(costs), "KERNEL_S"))
+        raise KeyError(f"not a rate the GPU benchmark measures: {', '.join(unknown)} (known: {', '.join(MEASURED_RATES)})")
+    targets = [(globals() if k == "SHARE" else vars(costs), k) for k in rates]
     before = [(space, k, space[k]) for space, k in targets]
     try:
         for space, k in targets:

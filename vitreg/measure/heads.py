@@ -352,9 +352,9 @@ class IoUCounts:
         n = self.n_classes
         if ((p < 0) | (p >= n) | (t < 0) | (t >= n)).any():
             raise ValueError(f"class ids must lie in [0, {n}) (or be {self.ignore_index} in labels)")
-        self.inter += torch.bincount(t[p == t], minlength=n).double().cpu()
-        self.area_p += torch.bincount(p, minlength=n).double().cpu()
-        self.area_t += torch.bincount(t, minlength=n).double().cpu()
+        self.inter += torch.bincount(t[p == t], minlength=n).cpu().double()
+        self.area_p += torch.bincount(p, minlength=n).cpu().double()
+        self.area_t += torch.bincount(t, minlength=n).cpu().double()
         self.correct, self.total = self.correct + int((p == t).sum()), self.total + len(t)
 
     def result(self) -> dict:

@@ -159,8 +159,9 @@ def lost_on_similarity(a: torch.Tensor, grid: tuple[int, int], *, k_patches: int
                        image_hw: torch.Tensor | Sequence[Sequence[int]] | None = None) -> LostResult:
     """LOST from a ready ``(B, N, N)`` similarity (bias included): steps 3-5 of the module docstring.
 
-    Paper: Table 3. The bias sweep computes each similarity once and scores each bias with
-    :func:`seed_scores`, then finds every setting's component in one flood fill (:func:`_score_batch`).
+    Paper: Table 3. The bias sweep (:func:`_score_batch`) computes each similarity once, scores all its biases
+    together with :func:`bias_sweep_scores` and finds every setting's component in one flood fill; this function
+    is the one-setting reference it is tested against.
     """
     degree, seed, similar, m = seed_scores(a, k_patches=k_patches)
     comp = seed_component((m > 0).reshape(a.shape[0], *grid), seed)
