@@ -616,17 +616,12 @@ def line(what: str, measured: float, model: float, unit: str = "s", note: str = 
 
 
 def meta_build_s(model: str, repeats: int) -> float:
-    """Best seconds of ``timm.create_model`` of ``model`` on the meta device at its native size: the Python part of
-    a build (:data:`vitreg.experiments.costs.BUILD_S_PER_BLOCK`)."""
-    import timm
-
-    from vitreg.core.models import get_spec
-
-    spec = get_spec(model)
+    """Best seconds of ``timm.create_model`` of ``model`` on the meta device at its native size
+    (:func:`vitreg.experiments.costs.meta_model`, uncached): the Python part of a build
+    (:data:`vitreg.experiments.costs.BUILD_S_PER_BLOCK`)."""
 
     def build() -> None:
-        with torch.device("meta"):
-            timm.create_model(spec.full_name, pretrained=False, num_classes=0, img_size=spec.native_resolution)
+        costs.meta_model.__wrapped__(model)
 
     build()  # the first build of a family imports and registers its code
     return best_s(build, repeats)

@@ -115,6 +115,31 @@ def image_count(p: Any) -> int:
     return p.n_images
 
 
+def sides(size: Any, model: str | None = None) -> tuple[int, int]:
+    """``(height, width)`` in pixels of ``size`` (an int, or ``[H, W]``), or ``model``'s native resolution for None.
+
+    Paper: every table (the input size sets the patch grid and the label size)."""
+    if size is None:
+        from vitreg.core.models import get_spec
+
+        if model is None:
+            raise ValueError("size None means the model's native resolution: name the model")
+        size = get_spec(model).native_resolution
+    if isinstance(size, (list, tuple)):
+        return int(size[0]), int(size[1])
+    return int(size), int(size)
+
+
+def patch_grid(size: Any, model: str) -> tuple[int, int]:
+    """``(rows, columns)`` of patch tokens ``model`` makes of an input of ``size`` (:func:`sides`), as the model
+    would be loaded (each side rounded to a multiple of the patch size)."""
+    from vitreg.core.models import get_spec
+
+    patch = get_spec(model).patch_size
+    h, w = sides(size, model)
+    return max(1, round(h / patch)), max(1, round(w / patch))
+
+
 def px(size: Any, model: str) -> int:
     """The side in pixels a model runs at: ``size`` (an int, or ``[H, W]``: the side of the square with as many
     pixels), or the model's native resolution for None.

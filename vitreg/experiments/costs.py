@@ -22,6 +22,7 @@ import functools
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 #: fp32 peak of an H100 SXM without tensor cores, FLOP/s (vendor data sheet): probes and heads run in float32,
 #: and torch multiplies float32 matrices in full fp32 unless told otherwise.
@@ -481,20 +482,28 @@ def ridge_probe_s(*, n: int, d: int, p: int, grid: int, val_fraction: float = 0.
 
 
 @functools.lru_cache(maxsize=None)
-def token_widths(model: str) -> tuple[int, int, int]:
-    """``(feature dimension, class tokens, register tokens)`` of ``model``, read from its timm architecture built
-    on the meta device (shapes only, nothing allocated): what the probes of 05, 06, 10 and 11 are fitted on.
-
-    Paper: Table 1 (one probe per token kind: [CLS], each register), Fig. 5b (the feature dimension)."""
+def meta_model(model: str) -> Any:
+    """``model``'s timm architecture at its native size, built on the meta device (shapes only, nothing allocated):
+    what the cost models read widths, token counts, parameters and blocks from."""
     import timm
     import torch
 
     from vitreg.core.models import get_spec
-    from vitreg.core.tokens import token_counts
 
     spec = get_spec(model)
     with torch.device("meta"):
-        net = timm.create_model(spec.full_name, pretrained=False, num_classes=0)
+        return timm.create_model(spec.full_name, pretrained=False, num_classes=0, img_size=spec.native_resolution)
+
+
+@functools.lru_cache(maxsize=None)
+def token_widths(model: str) -> tuple[int, int, int]:
+    """``(feature dimension, class tokens, register tokens)`` of ``model`` (:func:`meta_model`): what the probes of
+    05, 06, 10 and 11 are fitted on.
+
+    Paper: Table 1 (one probe per token kind: [CLS], each register), Fig. 5b (the feature dimension)."""
+    from vitreg.core.tokens import token_counts
+
+    net = meta_model(model)
     n_cls, n_reg = token_counts(net)
     return int(net.embed_dim), n_cls, n_reg
 
@@ -859,16 +868,10 @@ def gpu_load_rates() -> LoadRates:
 @functools.lru_cache(maxsize=None)
 def count_arch(model: str) -> tuple[float, int]:
     """Parameters (millions, persistent buffers included: what a checkpoint holds) and blocks of ``model``, counted
-    on the meta device at its native size (nothing is allocated)."""
-    import timm
-    import torch
-
+    on :func:`meta_model` (its native size)."""
     from vitreg.core.hooks import depth
-    from vitreg.core.models import get_spec
 
-    spec = get_spec(model)
-    with torch.device("meta"):
-        net = timm.create_model(spec.full_name, pretrained=False, num_classes=0, img_size=spec.native_resolution)
+    net = meta_model(model)
     return round(sum(t.numel() for t in net.state_dict().values()) / 1e6, 2), depth(net)
 
 

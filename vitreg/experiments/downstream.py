@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from vitreg.experiments.base import Common, Experiment, Work, param
+from vitreg.experiments.base import Common, Experiment, Work, param, patch_grid, sides
 from vitreg.experiments.costs import Cost
 from vitreg.experiments.steps import Skipped
 
@@ -78,17 +78,6 @@ PROFILES = {'smoke': {'models': ['dinov2_s', 'dinov2_s_reg'],
              'batch_size': 8}}
 
 
-def _hw(size: int | list[int]) -> tuple[int, int]:
-    return (int(size[0]), int(size[1])) if isinstance(size, (list, tuple)) else (int(size), int(size))
-
-
-def _grid(size: int | list[int], model: str) -> tuple[int, int]:
-    from vitreg.core.models import get_spec
-
-    patch = get_spec(model).patch_size
-    return tuple(max(1, round(side / patch)) for side in _hw(size))  # type: ignore[return-value]
-
-
 def task_costs(p: Params) -> dict[str, list[Cost]]:
     """What a run with ``p`` does besides forwards, per task of ``tasks`` (and ``synthetic``), for the run-time
     table (:mod:`vitreg.experiments.costs`: the models and the rules that scale them).
@@ -138,7 +127,7 @@ def task_costs(p: Params) -> dict[str, list[Cost]]:
         n = sizes.capped(sizes.ADE20K[0], p.ade20k_n_train)
         heads = 0.0
         for m in p.models:
-            hw, grid, dim = _hw(p.ade20k_image_size), _grid(p.ade20k_image_size, m), c.token_widths(m)[0]
+            hw, grid, dim = sides(p.ade20k_image_size), patch_grid(p.ade20k_image_size, m), c.token_widths(m)[0]
             resident = fits_on_device(n * (2 * grid[0] * grid[1] * dim + hw[0] * hw[1]),
                                       seg_working_bytes(p.head_batch_size, 150, hw), c.GPU_MEMORY_BYTES)
             feed = 0.0 if resident else c.host_feed_bytes(grid, dim, hw[0] * hw[1])
@@ -146,7 +135,7 @@ def task_costs(p: Params) -> dict[str, list[Cost]]:
                                        p.seeds * p.head_epochs * math.ceil(n / p.head_batch_size),
                                        c.seg_step_bytes(150, hw, grid, dim), c.seg_step_flop(150, grid, dim), feed)
         n_val = sizes.capped(sizes.ADE20K[1], p.ade20k_n_val)
-        canvas = _hw(p.ade20k_eval_size)[0]
+        canvas = sides(p.ade20k_eval_size)[0]
         out["ade20k"] = [
             Cost(f"ADE20k linear segmentation heads: {p.seeds} seeds x {p.head_epochs} epochs x {n:,} crops x "
                  f"{n_models} models", heads,
@@ -156,7 +145,7 @@ def task_costs(p: Params) -> dict[str, list[Cost]]:
                  "PCIE_BYTES_S assumed); HEAD_STEP_S per optimizer step (measured here)"),
             Cost(f"ADE20k whole-image scoring: {n_val:,} images x {p.seeds} seeds x {n_models} models",
                  n_models * (c.seg_scoring_s(n_val, 150, canvas, p.seeds)
-                             + c.majority_count_s(n, _hw(p.ade20k_image_size))),
+                             + c.majority_count_s(n, sides(p.ade20k_image_size))),
                  f"all seeds' heads in one pass: per image and head, 4 float32 passes over the logits on the {canvas} "
                  f"px canvas and at the label's size ({c.ADE20K_LABEL_HW[0]}x{c.ADE20K_LABEL_HW[1]} assumed) and the "
                  "IoU count on the GPU at HBM_BYTES_S x HBM_SHARE; per image the label decoded on the CPU "
@@ -167,7 +156,7 @@ def task_costs(p: Params) -> dict[str, list[Cost]]:
         n_test = sizes.capped(sizes.NYUD[1], p.nyud_n_test)
         total = 0.0
         for m in p.models:
-            hw, grid, dim = _hw(p.nyud_image_size), _grid(p.nyud_image_size, m), c.token_widths(m)[0]
+            hw, grid, dim = sides(p.nyud_image_size), patch_grid(p.nyud_image_size, m), c.token_widths(m)[0]
             resident = fits_on_device(n * (2 * grid[0] * grid[1] * dim + 4 * hw[0] * hw[1]),
                                       depth_working_bytes(p.head_batch_size, 256, grid), c.GPU_MEMORY_BYTES)
             feed = 0.0 if resident else c.host_feed_bytes(grid, dim, 4 * hw[0] * hw[1])
@@ -182,10 +171,10 @@ def task_costs(p: Params) -> dict[str, list[Cost]]:
             "FP32_FLOPS x FP32_SHARE; test frames counted as training image-steps (an upper bound); HEAD_STEP_S "
             "per optimizer step (measured here)")]
     if p.synthetic:
-        hw = _hw(p.synthetic_image_size)
+        hw = sides(p.synthetic_image_size)
         seconds = 0.0
         for m in p.models:
-            grid, dim = _grid(p.synthetic_image_size, m), c.token_widths(m)[0]
+            grid, dim = patch_grid(p.synthetic_image_size, m), c.token_widths(m)[0]
             steps = (p.seeds + 1) * p.head_epochs * math.ceil(p.synthetic_n_train / p.head_batch_size)
             images = (p.seeds + 1) * p.head_epochs * p.synthetic_n_train
             seconds += c.head_training_s(images, steps, c.seg_step_bytes(4, hw, grid, dim), c.seg_step_flop(4, grid, dim))

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from vitreg.experiments.base import Common, Experiment, Work, param
+from vitreg.experiments.base import Common, Experiment, Work, param, patch_grid
 from vitreg.experiments.costs import Cost
 from vitreg.experiments.steps import Skipped, load
 
@@ -90,10 +90,8 @@ def _grid_cells(p: Params, model: str) -> tuple[int, int]:
     """``(patch tokens per image, patch side)`` of ``model`` at ``image_size``: the position probe's classes."""
     from vitreg.core.models import get_spec
 
-    patch = get_spec(model).patch_size
-    size = p.image_size if p.image_size is not None else get_spec(model).native_resolution
-    h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    return max(1, round(h / patch)) * max(1, round(w / patch)), patch
+    h, w = patch_grid(p.image_size, model)
+    return h * w, get_spec(model).patch_size
 
 
 def _probe_tokens(p: Params, cells: int) -> tuple[int, int]:
